@@ -1,0 +1,63 @@
+/*
+ * check.h - the unit tests' few assertion macros. A failed check prints file:line and the
+ * values and counts as a failure; the test goes on. check_finish() prints the closing line
+ * "N passed, N failed" and returns the process exit code.
+ */
+#ifndef BT_CHECK_H
+#define BT_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int bt_check_passed, bt_check_failed;
+
+void check_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int check_finish(void);
+/* Directory of ../shared (BT_SHARED_DIR) or NULL, printing a skip message naming `what`. */
+const char *check_shared_dir(const char *what);
+/* Default model path (BATON_MODEL, else ~/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf) if it
+ * exists, else NULL, printing a skip message naming `what`. */
+const char *check_model_path(const char *what);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond)                                                                                  \
+            bt_check_passed++;                                                                     \
+        else                                                                                       \
+            check_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                                    \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        if (va_ == vb_)                                                                            \
+            bt_check_passed++;                                                                     \
+        else                                                                                       \
+            check_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, va_, vb_);            \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double va_ = (double)(a), vb_ = (double)(b);                                               \
+        if (fabs(va_ - vb_) <= (double)(tol))                                                      \
+            bt_check_passed++;                                                                     \
+        else                                                                                       \
+            check_fail(__FILE__, __LINE__, "%s ~ %s: %.9g vs %.9g (tol %g)", #a, #b, va_, vb_,     \
+                       (double)(tol));                                                             \
+    } while (0)
+
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        bt_error err_;                                                                             \
+        bt_error_init(&err_);                                                                      \
+        (void)err_;                                                                                \
+        bt_status st_ = (expr);                                                                    \
+        if (st_ == BT_OK)                                                                          \
+            bt_check_passed++;                                                                     \
+        else                                                                                       \
+            check_fail(__FILE__, __LINE__, "%s: %s", #expr, bt_status_str(st_));                   \
+    } while (0)
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * kernels.h - compute kernels of a stage: activation quantization, quantized dot products
+ * and matrix products, dequantized tiles for sgemm.
+ *
+ * Weights stay in their GGUF type. For small batches (decode) the activation row is
+ * quantized once to bt_q8 blocks (32 int8 with a float scale, plus d*sum for the
+ * types with a min) and every weight row is dotted with it in integer arithmetic.
+ *
+ * Each entry point has a scalar reference (always compiled, used by tests) and SIMD variants
+ * (AVX2, AVX-512 VNNI) chosen once at start-up by bt_kernels_init() from CPUID, or forced
+ * with BATON_KERNELS=scalar|avx2|avx512. All are thread-safe (pure functions).
+ */
+#ifndef BT_KERNELS_H
+#define BT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor_type.h"
+
+/* Quantized activations: one block per 32 inputs. */
+typedef struct bt_q8 {
+    float d;        /* scale: x ~= d * qs */
+    float s;        /* d * sum(qs), for the weight types that carry a min (Q4_1, Q5_1, K) */
+    int8_t qs[32];
+} bt_q8;
+
+typedef enum bt_kernel_level {
+    BT_KERNELS_SCALAR = 0,
+    BT_KERNELS_AVX2 = 1,
+    BT_KERNELS_AVX512 = 2
+} bt_kernel_level;
+
+/* Picks the best level this CPU supports (or BATON_KERNELS). Idempotent; call before threads. */
+void bt_kernels_init(void);
+bt_kernel_level bt_kernels_level(void);
+const char *bt_kernels_level_name(bt_kernel_level level);
+/* Forces a level (tests); returns the previous one. A level the CPU lacks is refused
+ * (returns the current level unchanged). */
+bt_kernel_level bt_kernels_force(bt_kernel_level level);
+
+/* x[n] -> y[n/32]; n a multiple of 32. */
+void bt_quantize_q8(const float *x, bt_q8 *y, int64_t n);
+
+/* Dot product of one weight row (n elements of `type`) with quantized activations. */
+float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
+
+/*
+ * Y[t][r] = sum_c W[r][c] * X[t][c] for rows r in [r0, r1) and tokens t in [0, n_tok).
+ *   w:     weight tensor base, rows of row_bytes, n_cols elements each, type `type`
+ *   x:     n_tok float activation rows of n_cols (used by F32/F16/BF16 weights)
+ *   xq:    the same rows quantized, n_cols/32 blocks each, contiguous (used by quant types)
+ *   y:     n_tok rows of ldy floats
+ * The caller splits [0, n_rows) across threads.
+ */
+void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
+               const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
+
+/* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row). For sgemm. */
+void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols,
+                     int64_t r0, int64_t r1, float *dst);
+
+/* Scalar references, exported for tests of the SIMD variants. */
+void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n);
+float bt_vec_dot_q8_ref(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
+
+#endif
