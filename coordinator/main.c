@@ -1,0 +1,4 @@
+/* main.c - placeholder entry point; replaced by the CLI. */
+int main(void) {
+    return 0;
+}
