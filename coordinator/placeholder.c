@@ -1,0 +1,1 @@
+typedef int bt_placeholder_unused; /* removed once the module has sources */
