@@ -1,4 +1,48 @@
-/* main.c - placeholder entry point; replaced by the CLI. */
-int main(void) {
-    return 0;
+/*
+ * main.c - the baton executable: dispatches to a subcommand.
+ *
+ * Single-process for now: every command opens the model in this process (coordinator and
+ * one in-process stage). The MPI roles come with the pipeline cluster.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "log.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: baton <command> [flags]\n"
+            "commands:\n"
+            "  generate    generate text for one prompt, streamed to stdout\n"
+            "  perplexity  perplexity of a text file\n"
+            "  bench       prompt-processing and decode speed\n"
+            "  info        model metadata, tensor types and sizes\n"
+            "  tokenize    show the tokens of a text\n"
+            "Run `baton <command> --help` for its flags.\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } cmds[] = {
+        {"generate", bt_cmd_generate}, {"perplexity", bt_cmd_perplexity},
+        {"bench", bt_cmd_bench},       {"info", bt_cmd_info},
+        {"tokenize", bt_cmd_tokenize},
+    };
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("baton 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "baton: unknown command '%s'\n", argv[1]);
+    usage();
+    return 2;
 }

@@ -1,0 +1,109 @@
+/*
+ * cmd_info.c - `baton info`: what a model file is, without loading weights: architecture,
+ * hyper-parameters, tensor types with their bytes, vocabulary, chat template, and the memory
+ * the weights and a KV cache of --ctx tokens take.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "chat.h"
+#include "cmd_common.h"
+#include "commands.h"
+#include "hparams.h"
+#include "tensor_type.h"
+#include "vocab.h"
+
+#define MIB (1024.0 * 1024.0)
+
+int bt_cmd_info(int argc, char **argv) {
+    bt_model_flags mf;
+    bt_model_flags_init(&mf);
+    bool tensors = false;
+    const bt_cli_opt opts[] = {
+        BT_MODEL_FLAG_OPTS(mf),
+        {"--tensors", BT_CLI_FLAG, &tensors, 0, 0, "list every tensor"},
+    };
+    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    int rc = bt_cmd_parse("info", "[--model M] [--ctx N] [--tensors]", opts, n_opts, &mf.help,
+                          argc, argv);
+    if (rc >= 0)
+        return rc;
+
+    bt_error err;
+    bt_error_init(&err);
+    bt_runner_params rp = bt_model_flags_runner(&mf);
+    bt_gguf *g = NULL;
+    bt_vocab *v = NULL;
+    bt_status st = bt_gguf_open(rp.model_path, &g, &err);
+    if (st != BT_OK)
+        goto done;
+    bt_hparams hp;
+    if ((st = bt_hparams_load(g, &hp, &err)) != BT_OK)
+        goto done;
+    if ((st = bt_vocab_load(g, &v, &err)) != BT_OK)
+        goto done;
+
+    bt_str name = {"", 0};
+    bt_gguf_get_str(g, "general.name", &name, NULL);
+    printf("model:        %s\n", rp.model_path);
+    printf("name:         %.*s\n", (int)name.len, name.ptr);
+    printf("gguf:         v%u, %zu metadata keys, %zu tensors, %.1f MiB\n", bt_gguf_version(g),
+           bt_gguf_n_kv(g), bt_gguf_n_tensors(g), (double)bt_gguf_file_size(g) / MIB);
+    printf("architecture: llama\n");
+    printf("layers:       %d\n", hp.n_layer);
+    printf("embedding:    %d\n", hp.n_embd);
+    printf("feed-forward: %d\n", hp.n_ff);
+    printf("heads:        %d (kv %d, head dim %d)\n", hp.n_head, hp.n_head_kv, hp.head_dim);
+    printf("context:      %d (trained)\n", hp.n_ctx_train);
+    printf("rope base:    %g, rms eps %g\n", (double)hp.rope_base, (double)hp.rms_eps);
+    printf("tied output:  %s\n", bt_gguf_find_tensor(g, "output.weight") ? "no" : "yes");
+
+    /* Tensor bytes per type. */
+    size_t bytes_by_type[BT_TYPE_MAX_ID] = {0}, count_by_type[BT_TYPE_MAX_ID] = {0};
+    size_t total = 0;
+    for (size_t i = 0; i < bt_gguf_n_tensors(g); i++) {
+        const bt_gguf_tensor *t = bt_gguf_tensor_at(g, i);
+        if (t->type < BT_TYPE_MAX_ID) {
+            bytes_by_type[t->type] += t->n_bytes;
+            count_by_type[t->type]++;
+        }
+        total += t->n_bytes;
+        if (tensors)
+            printf("  %-32s %-5s [%lld, %lld, %lld, %lld] %zu bytes\n", t->name,
+                   bt_type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
+                   (long long)t->ne[2], (long long)t->ne[3], t->n_bytes);
+    }
+    printf("tensor types:");
+    for (int ty = 0; ty < BT_TYPE_MAX_ID; ty++)
+        if (count_by_type[ty])
+            printf(" %s x%zu (%.1f MiB)", bt_type_name((uint32_t)ty), count_by_type[ty],
+                   (double)bytes_by_type[ty] / MIB);
+    printf("\nweights:      %.1f MiB\n", (double)total / MIB);
+
+    int n_ctx = mf.ctx ? (int)mf.ctx : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
+    double kv_bytes = 2.0 * hp.n_layer * bt_hparams_kv_dim(&hp) * sizeof(float) * n_ctx;
+    printf("kv cache:     %.1f MiB for %d tokens (f32, %.1f KiB per token)\n", kv_bytes / MIB,
+           n_ctx, kv_bytes / n_ctx / 1024.0);
+
+    size_t n_eog = 0;
+    bt_vocab_eog_ids(v, &n_eog);
+    printf("vocabulary:   %d tokens, %s, pre-tokenizer '%s', bos %d, eos %d, %zu end-of-generation "
+           "ids\n",
+           bt_vocab_n_tokens(v), bt_vocab_kind_get(v) == BT_VOCAB_BPE ? "byte-level BPE" : "SPM",
+           bt_vocab_pre_name(v), bt_vocab_bos(v), bt_vocab_eos(v), n_eog);
+    bt_chat_template tpl;
+    bt_error terr;
+    bt_error_init(&terr);
+    if (bt_chat_template_detect(g, &tpl, &terr) == BT_OK)
+        printf("chat template: %s%s\n", bt_chat_kind_name(tpl.kind),
+               tpl.default_system[0] ? " (with a default system prompt)" : "");
+    else
+        printf("chat template: none usable (%s)\n", terr.msg);
+
+done:
+    if (st != BT_OK)
+        fprintf(stderr, "baton info: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
+    bt_vocab_free(v);
+    bt_gguf_free(g);
+    return bt_cmd_exit_status(st);
+}

@@ -1,0 +1,263 @@
+/*
+ * test_kernels.c - every kernel level this CPU supports against the scalar reference and
+ * against plain float arithmetic on dequantized values: bt_quantize_q8, bt_vec_dot_q8,
+ * bt_matmul (n_tok 1..9), bt_dequant_rows.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "kernels/kernels.h"
+#include "tensor_type.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+static float rndf(float lo, float hi) {
+    return lo + (hi - lo) * (float)(rnd() & 0xFFFFFF) / (float)0x1000000;
+}
+
+/* Random bytes, then sane scale fields (a random half in the scale slots would often be inf
+ * or nan, which tests nothing useful). */
+static void fill_weights(bt_type type, uint8_t *w, int64_t n) {
+    size_t bytes;
+    bt_type_row_bytes(type, n, &bytes);
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)rnd();
+    const bt_type_traits *tr = bt_type_traits_of(type);
+    int64_t nb = n / tr->block_elems;
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t *b = w + i * tr->block_bytes;
+        bt_half h0 = bt_f32_to_half(rndf(-0.05f, 0.05f)), h1 = bt_f32_to_half(rndf(-0.5f, 0.5f));
+        switch (type) {
+        case BT_TYPE_F32: {
+            float f = rndf(-1.0f, 1.0f);
+            memcpy(b, &f, 4);
+            break;
+        }
+        case BT_TYPE_F16:
+            memcpy(b, &h1, 2);
+            break;
+        case BT_TYPE_BF16: {
+            uint16_t v = bt_f32_to_bf16(rndf(-1.0f, 1.0f));
+            memcpy(b, &v, 2);
+            break;
+        }
+        case BT_TYPE_Q6_K:
+            memcpy(b + 208, &h0, 2);
+            break;
+        case BT_TYPE_Q4_1:
+        case BT_TYPE_Q5_1:
+        case BT_TYPE_Q4_K:
+        case BT_TYPE_Q5_K:
+            memcpy(b, &h0, 2);
+            h1 = bt_f32_to_half(rndf(-0.05f, 0.05f));
+            memcpy(b + 2, &h1, 2);
+            break;
+        default:
+            memcpy(b, &h0, 2);
+            break;
+        }
+    }
+}
+
+static void fill_x(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rndf(-2.0f, 2.0f);
+    if (n >= 64) /* one all-zero block (d = 0) and one block with a single spike */
+        for (int j = 0; j < 32; j++)
+            x[32 + j] = 0.0f;
+    x[0] = 37.0f;
+}
+
+static void dequant_q8(const bt_q8 *q, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = q[i / 32].d * (float)q[i / 32].qs[i % 32];
+}
+
+/* |a - b| small relative to the sum of absolute products. */
+static int close_rel(double a, double b, double mag) {
+    return fabs(a - b) <= 2e-5 * mag + 1e-6;
+}
+
+static const bt_type all_types[] = {BT_TYPE_F32,  BT_TYPE_F16,  BT_TYPE_BF16, BT_TYPE_Q8_0,
+                                    BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q5_1,
+                                    BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
+static const int64_t lengths[] = {32, 256, 576, 1536, 2816};
+
+#define MAXN 2816
+#define NROW 5
+#define MAXTOK 9
+
+static int is_float(bt_type t) {
+    return t == BT_TYPE_F32 || t == BT_TYPE_F16 || t == BT_TYPE_BF16;
+}
+
+static void test_level(bt_kernel_level level) {
+    static uint8_t w[NROW * MAXN * 4];
+    static float x[MAXTOK * MAXN], xd[MAXN], wd[NROW * MAXN], wd2[NROW * MAXN];
+    static float y[MAXTOK * (NROW + 3)];
+    static bt_q8 xq[MAXTOK * MAXN / 32], xq_ref[MAXTOK * MAXN / 32];
+    const char *name = bt_kernels_level_name(level);
+
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        int64_t n = lengths[li];
+        for (int t = 0; t < MAXTOK; t++)
+            fill_x(x + t * n, n);
+        bt_quantize_q8(x, xq, MAXTOK * n);
+        bt_quantize_q8_ref(x, xq_ref, MAXTOK * n);
+        if (memcmp(xq, xq_ref, sizeof(bt_q8) * (size_t)(MAXTOK * n / 32)) != 0)
+            check_fail(__FILE__, __LINE__, "%s: quantize_q8 n=%lld differs from ref", name,
+                       (long long)n);
+        else
+            bt_check_passed++;
+        CHECK(fabsf(xq[0].d * xq[0].qs[0] - 37.0f) < 1e-4f);
+        if (n >= 64)
+            CHECK(xq[1].d == 0.0f && xq[1].s == 0.0f && xq[1].qs[5] == 0);
+
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            bt_type type = all_types[ti];
+            const bt_type_traits *tr = bt_type_traits_of(type);
+            if (n % tr->block_elems != 0)
+                continue;
+            size_t row_bytes;
+            CHECK_OK(bt_type_row_bytes(type, n, &row_bytes));
+            for (int r = 0; r < NROW; r++)
+                fill_weights(type, w + r * row_bytes, n);
+
+            /* dequant_rows == dequant_row, bit for bit */
+            bt_dequant_rows(type, w, row_bytes, n, 1, NROW, wd2);
+            for (int r = 0; r < NROW; r++)
+                bt_dequant_row(type, w + r * row_bytes, wd + r * n, n);
+            if (memcmp(wd + n, wd2, sizeof(float) * (size_t)((NROW - 1) * n)) != 0)
+                check_fail(__FILE__, __LINE__, "%s %s n=%lld: dequant_rows != dequant_row", name,
+                           tr->name, (long long)n);
+            else
+                bt_check_passed++;
+
+            /* vec_dot: fast vs ref vs float arithmetic */
+            dequant_q8(xq, xd, n);
+            for (int r = 0; r < NROW; r++) {
+                double fd = 0.0, mag = 0.0;
+                for (int64_t c = 0; c < n; c++) {
+                    fd += (double)wd[r * n + c] * xd[c];
+                    mag += fabs((double)wd[r * n + c] * xd[c]);
+                }
+                float fast = bt_vec_dot_q8(type, w + r * row_bytes, xq, n);
+                float ref = bt_vec_dot_q8_ref(type, w + r * row_bytes, xq, n);
+                if (!close_rel(fast, ref, mag) || !close_rel(ref, fd, mag))
+                    check_fail(__FILE__, __LINE__,
+                               "%s %s n=%lld row %d: fast %.9g ref %.9g "
+                               "float %.9g (mag %g)",
+                               name, tr->name, (long long)n, r, fast, ref, fd, mag);
+                else
+                    bt_check_passed++;
+            }
+
+            /* matmul over rows [1, NROW) for 1..9 tokens; y has ldy = NROW + 3 */
+            int64_t ldy = NROW + 3;
+            for (int nt = 1; nt <= MAXTOK; nt++) {
+                for (size_t k = 0; k < sizeof y / sizeof y[0]; k++)
+                    y[k] = -12345.0f;
+                bt_matmul(type, w, row_bytes, n, x, xq, nt, y, ldy, 1, NROW);
+                int bad = 0;
+                for (int t = 0; t < MAXTOK; t++) {
+                    for (int r = 0; r < ldy; r++) {
+                        float got = y[t * ldy + r];
+                        if (t >= nt || r < 1 || r >= NROW) {
+                            bad += got != -12345.0f; /* untouched */
+                            continue;
+                        }
+                        double want, mag = 0.0;
+                        if (is_float(type)) {
+                            double s = 0.0;
+                            for (int64_t c = 0; c < n; c++) {
+                                s += (double)wd[r * n + c] * x[t * n + c];
+                                mag += fabs((double)wd[r * n + c] * x[t * n + c]);
+                            }
+                            want = s;
+                        } else {
+                            want = bt_vec_dot_q8(type, w + r * row_bytes, xq + t * n / 32, n);
+                            float xt[MAXN];
+                            dequant_q8(xq + t * n / 32, xt, n);
+                            for (int64_t c = 0; c < n; c++)
+                                mag += fabs((double)wd[r * n + c] * xt[c]);
+                        }
+                        if (!close_rel(got, want, mag)) {
+                            if (bad++ < 3)
+                                fprintf(stderr, "  %s %s n=%lld nt=%d y[%d][%d] = %.9g want %.9g\n",
+                                        name, tr->name, (long long)n, nt, t, r, got, want);
+                        }
+                    }
+                }
+                if (bad)
+                    check_fail(__FILE__, __LINE__, "%s %s n=%lld nt=%d: %d bad outputs", name,
+                               tr->name, (long long)n, nt, bad);
+                else
+                    bt_check_passed++;
+            }
+        }
+    }
+}
+
+static void test_levels_and_force(void) {
+    bt_kernels_init();
+    bt_kernel_level best = bt_kernels_level();
+    CHECK(best >= BT_KERNELS_SCALAR && best <= BT_KERNELS_AVX512);
+    CHECK(strcmp(bt_kernels_level_name(BT_KERNELS_AVX2), "avx2") == 0);
+    /* forcing an out-of-range level is refused and changes nothing */
+    CHECK_EQ_INT(bt_kernels_force((bt_kernel_level)7), best);
+    CHECK_EQ_INT(bt_kernels_level(), best);
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+        bt_kernel_level prev = bt_kernels_force((bt_kernel_level)l);
+        (void)prev;
+        if (bt_kernels_level() != (bt_kernel_level)l) {
+            printf("level %s not supported by this CPU: skipped\n",
+                   bt_kernels_level_name((bt_kernel_level)l));
+            continue;
+        }
+        printf("testing level %s\n", bt_kernels_level_name((bt_kernel_level)l));
+        test_level((bt_kernel_level)l);
+    }
+    bt_kernels_force(best);
+}
+
+/* A hand-computed Q4_1 dot: catches a nibble-order mistake made identically in ref and fast. */
+static void test_q4_1_by_hand(void) {
+    bt_block_q4_1 b;
+    memset(&b, 0, sizeof b);
+    b.d = bt_f32_to_half(0.5f);
+    b.m = bt_f32_to_half(-1.0f);
+    b.qs[0] = 0x3A; /* element 0 = 10 -> 4.0, element 16 = 3 -> 0.5; the rest 0 -> -1 */
+    float x[32];
+    for (int j = 0; j < 32; j++)
+        x[j] = 0.0f;
+    x[0] = 127.0f; /* d = 1, q = 127 */
+    x[16] = 2.0f;  /* q = 2 */
+    bt_q8 q;
+    bt_quantize_q8_ref(x, &q, 32);
+    CHECK_NEAR(q.d, 1.0f, 0);
+    CHECK_NEAR(q.s, 129.0f, 0);
+    /* 127*4 + 2*0.5 = 509 */
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+        bt_kernel_level prev = bt_kernels_force((bt_kernel_level)l);
+        CHECK_NEAR(bt_vec_dot_q8(BT_TYPE_Q4_1, &b, &q, 32), 509.0f, 1e-4);
+        bt_kernels_force(prev);
+    }
+    CHECK_NEAR(bt_vec_dot_q8_ref(BT_TYPE_Q4_1, &b, &q, 32), 509.0f, 1e-4);
+}
+
+int main(void) {
+    test_q4_1_by_hand();
+    test_levels_and_force();
+    return check_finish();
+}

@@ -1,0 +1,157 @@
+/*
+ * dispatch.c - chooses the kernel level (scalar, AVX2, AVX-512 VNNI) once from CPUID or the
+ * BATON_KERNELS environment variable, and implements the public entry points of kernels.h on
+ * top of the chosen table.
+ *
+ * Thread rules: bt_kernels_init()/bt_kernels_force() write the global table and must run
+ * before worker threads start (or while none run); every other entry point only reads it.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_internal.h"
+#include "log.h"
+
+static bt_kernel_table g_table;
+static bt_kernel_level g_level = BT_KERNELS_SCALAR;
+static int g_ready;
+
+static int cpu_has(bt_kernel_level level) {
+    switch (level) {
+    case BT_KERNELS_SCALAR:
+        return 1;
+    case BT_KERNELS_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case BT_KERNELS_AVX512:
+        return cpu_has(BT_KERNELS_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+    }
+    return 0;
+}
+
+static void table_build(bt_kernel_level level) {
+    bt_kernels_fill_scalar(&g_table);
+    if (level >= BT_KERNELS_AVX2)
+        bt_kernels_fill_avx2(&g_table);
+    if (level >= BT_KERNELS_AVX512)
+        bt_kernels_fill_avx512(&g_table);
+    g_level = level;
+    g_ready = 1;
+}
+
+void bt_kernels_init(void) {
+    if (g_ready)
+        return;
+    __builtin_cpu_init();
+    bt_kernel_level level = BT_KERNELS_SCALAR;
+    if (cpu_has(BT_KERNELS_AVX512))
+        level = BT_KERNELS_AVX512;
+    else if (cpu_has(BT_KERNELS_AVX2))
+        level = BT_KERNELS_AVX2;
+    const char *env = getenv("BATON_KERNELS");
+    if (env != NULL && env[0] != '\0') {
+        bt_kernel_level want = level;
+        if (strcmp(env, "scalar") == 0)
+            want = BT_KERNELS_SCALAR;
+        else if (strcmp(env, "avx2") == 0)
+            want = BT_KERNELS_AVX2;
+        else if (strcmp(env, "avx512") == 0)
+            want = BT_KERNELS_AVX512;
+        else
+            BT_WARN("BATON_KERNELS=%s: not one of scalar|avx2|avx512; using %s", env,
+                    bt_kernels_level_name(level));
+        if (want > level)
+            BT_WARN("BATON_KERNELS=%s: this CPU lacks it; using %s", env,
+                    bt_kernels_level_name(level));
+        else
+            level = want;
+    }
+    table_build(level);
+}
+
+bt_kernel_level bt_kernels_level(void) {
+    bt_kernels_init();
+    return g_level;
+}
+
+const char *bt_kernels_level_name(bt_kernel_level level) {
+    switch (level) {
+    case BT_KERNELS_SCALAR:
+        return "scalar";
+    case BT_KERNELS_AVX2:
+        return "avx2";
+    case BT_KERNELS_AVX512:
+        return "avx512";
+    }
+    return "unknown";
+}
+
+bt_kernel_level bt_kernels_force(bt_kernel_level level) {
+    bt_kernels_init();
+    bt_kernel_level prev = g_level;
+    __builtin_cpu_init();
+    if (level < BT_KERNELS_SCALAR || level > BT_KERNELS_AVX512 || !cpu_has(level))
+        return prev;
+    table_build(level);
+    return prev;
+}
+
+static const bt_kernel_table *table(void) {
+    if (!g_ready)
+        bt_kernels_init();
+    return &g_table;
+}
+
+void bt_quantize_q8(const float *x, bt_q8 *y, int64_t n) {
+    assert(n % BT_QK == 0);
+    table()->quantize_q8(x, y, n);
+}
+
+float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n) {
+    const bt_kernel_table *t = table();
+    if ((unsigned)type < BT_TYPE_MAX_ID && t->rowdot_q8[type] != NULL) {
+        float out;
+        t->rowdot_q8[type](w_row, x, 0, 1, n, &out, 1);
+        return out;
+    }
+    return bt_vec_dot_q8_ref(type, w_row, x, n);
+}
+
+void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
+               const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1) {
+    const bt_kernel_table *t = table();
+    assert((unsigned)type < BT_TYPE_MAX_ID);
+    const char *wb = w;
+    bt_rowdot_q8_fn fq = t->rowdot_q8[type];
+    if (fq != NULL) {
+        assert(xq != NULL && n_cols % BT_QK == 0);
+        int64_t nb = n_cols / BT_QK;
+        for (int64_t r = r0; r < r1; r++) {
+            for (int64_t t0 = 0; t0 < n_tok; t0 += BT_KERNEL_MAX_TOK) {
+                int nt = (int)(n_tok - t0 < BT_KERNEL_MAX_TOK ? n_tok - t0 : BT_KERNEL_MAX_TOK);
+                fq(wb + r * row_bytes, xq + t0 * nb, nb, nt, n_cols, y + t0 * ldy + r, ldy);
+            }
+        }
+        return;
+    }
+    bt_rowdot_f32_fn ff = t->rowdot_f32[type];
+    assert(ff != NULL && x != NULL);
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t0 = 0; t0 < n_tok; t0 += BT_KERNEL_MAX_TOK) {
+            int nt = (int)(n_tok - t0 < BT_KERNEL_MAX_TOK ? n_tok - t0 : BT_KERNEL_MAX_TOK);
+            ff(wb + r * row_bytes, x + t0 * n_cols, n_cols, nt, n_cols, y + t0 * ldy + r, ldy);
+        }
+    }
+}
+
+void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
+                     int64_t r1, float *dst) {
+    const bt_kernel_table *t = table();
+    assert((unsigned)type < BT_TYPE_MAX_ID && t->dequant[type] != NULL);
+    const char *wb = w;
+    for (int64_t r = r0; r < r1; r++)
+        t->dequant[type](wb + r * row_bytes, dst + (r - r0) * n_cols, n_cols);
+}

@@ -1,0 +1,460 @@
+/*
+ * kernels_avx2.c - AVX2/FMA/F16C kernels. Compiled with -mavx2 -mfma -mf16c and only called
+ * after dispatch.c has checked CPUID.
+ *
+ * Integer block dots follow the ggml scheme: 4-bit weights are unpacked to 32 unsigned bytes
+ * (low nibbles = elements 0..15, high nibbles = 16..31), multiplied with the signed int8
+ * activations by maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges:
+ * |w| <= 128, |x| <= 127) and widened by madd with ones into 8 int32 lanes; the block scale is
+ * applied in float with one FMA. Signed weights use |w| and sign(x, w). Each weight block is
+ * unpacked once and dotted with up to BT_KERNEL_MAX_TOK token rows.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels_internal.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define NT_MAX BT_KERNEL_MAX_TOK
+
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float half_f32(bt_half h) {
+    return _cvtsh_ss(h);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15: element j in byte j (low nibbles first). */
+INLINE __m256i unpack_nibbles(const uint8_t *qs) {
+    /* broadcast load + per-lane shift: no port-5 shuffle */
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    v = _mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0));
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* Bit j of the 32-bit word -> byte j = 0xFF if set, 0 otherwise. */
+INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
+    uint32_t x;
+    memcpy(&x, qh, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    const __m256i mask = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeULL);
+    b = _mm256_or_si256(b, mask);
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+/* Sum of u8 x s8 products in 8 int32 lanes. */
+INLINE __m256i dot_us(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Signed x signed: |a| * sign(b, a). */
+INLINE __m256i dot_ss(__m256i a, __m256i b) {
+    return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+INLINE __m256i load_q(const bt_q8 *x) {
+    return _mm256_loadu_si256((const __m256i *)x->qs);
+}
+
+/*
+ * One "step" per legacy weight type: one weight block against NT token rows, adding into
+ * acc[t] (8 float lanes) and macc[t] (the min term). NT is a compile-time constant after
+ * inlining and the token loops are unrolled, so everything stays in registers. The driver
+ * keeps NC independent accumulator sets (4 for one token, 2 for two) so the FMA/add latency
+ * chains do not serialize the blocks.
+ */
+#define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+
+/* d and m of the weight block (adjacent halves) times dx and s of the token block (adjacent
+ * floats) in one multiply: lane 0 = d*dx scales the integer dot, lane 1 = m*s is summed. */
+INLINE __m128 half_pair(const bt_half *dm) {
+    int bits;
+    memcpy(&bits, dm, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+}
+
+INLINE __m128 ds_of(const bt_q8 *xb) {
+    return _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d));
+}
+
+INLINE void q4_1_step(const bt_block_q4_1 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+                      __m128 *macc) {
+    __m128 dm = half_pair(&b->d);
+    __m256i q = unpack_nibbles(b->qs);
+    TOKENS {
+        const bt_q8 *xb = x + t * xs;
+        __m128 sc = _mm_mul_ps(dm, ds_of(xb));
+        __m256 p = _mm256_cvtepi32_ps(dot_us(q, load_q(xb)));
+        acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p, acc[t]);
+        macc[t] = _mm_add_ps(macc[t], sc);
+    }
+}
+
+INLINE void q5_1_step(const bt_block_q5_1 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+                      __m128 *macc) {
+    __m128 dm = half_pair(&b->d);
+    __m256i hi = _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10));
+    __m256i q = _mm256_or_si256(unpack_nibbles(b->qs), hi);
+    TOKENS {
+        const bt_q8 *xb = x + t * xs;
+        __m128 sc = _mm_mul_ps(dm, ds_of(xb));
+        __m256 p = _mm256_cvtepi32_ps(dot_us(q, load_q(xb)));
+        acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p, acc[t]);
+        macc[t] = _mm_add_ps(macc[t], sc);
+    }
+}
+
+/* Signed weights q (int8) with scale d. */
+INLINE void signed_step(__m256i q, float d, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
+    __m256i aq = _mm256_sign_epi8(q, q);
+    TOKENS {
+        const bt_q8 *xb = x + t * xs;
+        __m256i s = dot_us(aq, _mm256_sign_epi8(load_q(xb), q));
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s), acc[t]);
+    }
+}
+
+INLINE void q8_0_step(const bt_block_q8_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+                      __m128 *macc) {
+    (void)macc;
+    signed_step(_mm256_loadu_si256((const __m256i *)b->qs), half_f32(b->d), x, xs, NT, acc);
+}
+
+INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+                      __m128 *macc) {
+    (void)macc;
+    signed_step(_mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8)), half_f32(b->d), x, xs,
+                NT, acc);
+}
+
+INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+                      __m128 *macc) {
+    (void)macc;
+    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
+    __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
+    signed_step(_mm256_or_si256(unpack_nibbles(b->qs), hi), half_f32(b->d), x, xs, NT, acc);
+}
+
+#define DEFINE_NT(name, block_t)                                                                   \
+    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
+                          float *out, int64_t ldo) {                                               \
+        const block_t *b = w;                                                                      \
+        const int NC = NT == 1 ? 4 : NT == 2 ? 2 : 1;                                              \
+        __m256 acc[4][NT_MAX];                                                                     \
+        __m128 macc[4][NT_MAX];                                                                    \
+        _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++) TOKENS {                              \
+            acc[k][t] = _mm256_setzero_ps();                                                       \
+            macc[k][t] = _mm_setzero_ps();                                                         \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + NC <= nb; i += NC) {                                                            \
+            _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++)                                   \
+                name##_step(b + i + k, x + i + k, xs, NT, acc[k], macc[k]);                        \
+        }                                                                                          \
+        for (; i < nb; i++)                                                                        \
+            name##_step(b + i, x + i, xs, NT, acc[0], macc[0]);                                    \
+        TOKENS {                                                                                   \
+            __m256 a = acc[0][t];                                                                  \
+            __m128 m = macc[0][t];                                                                 \
+            _Pragma("GCC unroll 4") for (int k = 1; k < NC; k++) {                                 \
+                a = _mm256_add_ps(a, acc[k][t]);                                                   \
+                m = _mm_add_ps(m, macc[k][t]);                                                     \
+            }                                                                                      \
+            out[t * ldo] = hsum8(a) + _mm_cvtss_f32(_mm_movehdup_ps(m));                           \
+        }                                                                                          \
+    }
+
+DEFINE_NT(q4_1, bt_block_q4_1)
+DEFINE_NT(q5_1, bt_block_q5_1)
+DEFINE_NT(q8_0, bt_block_q8_0)
+DEFINE_NT(q4_0, bt_block_q4_0)
+DEFINE_NT(q5_0, bt_block_q5_0)
+
+INLINE void scales_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 0x0F) | ((q[j] >> 6) << 4));
+        m[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+    }
+}
+
+INLINE void q4_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
+                    int64_t ldo) {
+    const bt_block_q4_k *b = w;
+    __m256 acc[NT_MAX][2];
+    float macc[NT_MAX];
+    TOKENS {
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+        macc[t] = 0.0f;
+    }
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < nb; i++) {
+        float d = half_f32(b[i].d), dmin = half_f32(b[i].dmin);
+        uint8_t sc[8], mn[8];
+        scales_k4(b[i].scales, sc, mn);
+        for (int c = 0; c < 4; c++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i ql = _mm256_and_si256(raw, lo4);
+            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
+            float d0 = d * (float)sc[2 * c], d1 = d * (float)sc[2 * c + 1];
+            float m0 = dmin * (float)mn[2 * c], m1 = dmin * (float)mn[2 * c + 1];
+            TOKENS {
+                const bt_q8 *xb = x + t * xs + 8 * i + 2 * c;
+                __m256 p0 = _mm256_cvtepi32_ps(dot_us(ql, load_q(xb)));
+                __m256 p1 = _mm256_cvtepi32_ps(dot_us(qh, load_q(xb + 1)));
+                acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * xb[0].d), p0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * xb[1].d), p1, acc[t][1]);
+                macc[t] += m0 * xb[0].s + m1 * xb[1].s;
+            }
+        }
+    }
+    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1])) - macc[t];
+}
+
+INLINE void q6_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
+                    int64_t ldo) {
+    const bt_block_q6_k *b = w;
+    __m256 acc[NT_MAX][2];
+    TOKENS acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i k32 = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < nb; i++) {
+        float d = half_f32(b[i].d);
+        for (int n = 0; n < 2; n++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * n));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4),
+                                   _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+            q[1] = _mm256_or_si256(
+                _mm256_and_si256(l1, lo4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+            q[2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+            q[3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+            __m256i scv[4];
+            for (int k = 0; k < 4; k++) {
+                const int8_t *s = b[i].scales + 8 * n + 2 * k;
+                scv[k] = _mm256_set_m128i(_mm_set1_epi16(s[1]), _mm_set1_epi16(s[0]));
+            }
+            TOKENS {
+                const bt_q8 *xb = x + t * xs + 8 * i + 4 * n;
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                    __m256i y = load_q(xb + k);
+                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], y),
+                                                 _mm256_maddubs_epi16(k32, y));
+                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv[k]));
+                    acc[t][k & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[k].d), f, acc[t][k & 1]);
+                }
+            }
+        }
+    }
+    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+#define ROWDOT(name)                                                                               \
+    static void rowdot_##name(const void *w, const bt_q8 *x, int64_t xs, int n_tok, int64_t n,     \
+                              float *out, int64_t ldo) {                                           \
+        int64_t nb =                                                                               \
+            n /                                                                                    \
+            (BT_TYPE_##name == BT_TYPE_Q4_K || BT_TYPE_##name == BT_TYPE_Q6_K ? BT_QK_K : BT_QK);  \
+        switch (n_tok) {                                                                           \
+        case 1:                                                                                    \
+            name##_nt(w, x, xs, 1, nb, out, ldo);                                                  \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            name##_nt(w, x, xs, 2, nb, out, ldo);                                                  \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            name##_nt(w, x, xs, 3, nb, out, ldo);                                                  \
+            break;                                                                                 \
+        default:                                                                                   \
+            name##_nt(w, x, xs, 4, nb, out, ldo);                                                  \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+#define BT_TYPE_q8_0 BT_TYPE_Q8_0
+#define BT_TYPE_q4_0 BT_TYPE_Q4_0
+#define BT_TYPE_q4_1 BT_TYPE_Q4_1
+#define BT_TYPE_q5_0 BT_TYPE_Q5_0
+#define BT_TYPE_q5_1 BT_TYPE_Q5_1
+#define BT_TYPE_q4_k BT_TYPE_Q4_K
+#define BT_TYPE_q6_k BT_TYPE_Q6_K
+
+ROWDOT(q8_0)
+ROWDOT(q4_0)
+ROWDOT(q4_1)
+ROWDOT(q5_0)
+ROWDOT(q5_1)
+ROWDOT(q4_k)
+ROWDOT(q6_k)
+
+/* Float weights: 8 columns per step, converted to f32 once and used for every token. */
+INLINE __m256 load_w(int kind, const void *w, int64_t c) {
+    if (kind == 0)
+        return _mm256_loadu_ps((const float *)w + c);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + c));
+    if (kind == 1)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+INLINE float load_w1(int kind, const void *w, int64_t c) {
+    if (kind == 0)
+        return ((const float *)w)[c];
+    if (kind == 1)
+        return half_f32(((const bt_half *)w)[c]);
+    return bt_bf16_to_f32(((const uint16_t *)w)[c]);
+}
+
+INLINE void float_nt(int kind, const void *w, const float *x, int64_t xs, int NT, int64_t n,
+                     float *out, int64_t ldo) {
+    __m256 acc[NT_MAX][2];
+    TOKENS acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        __m256 w0 = load_w(kind, w, c), w1 = load_w(kind, w, c + 8);
+        TOKENS {
+            acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + c), acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + c + 8), acc[t][1]);
+        }
+    }
+    TOKENS {
+        float s = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
+        for (int64_t k = c; k < n; k++)
+            s += load_w1(kind, w, k) * x[t * xs + k];
+        out[t * ldo] = s;
+    }
+}
+
+#define ROWDOT_F(name, kind)                                                                       \
+    static void rowdot_##name(const void *w, const float *x, int64_t xs, int n_tok, int64_t n,     \
+                              float *out, int64_t ldo) {                                           \
+        switch (n_tok) {                                                                           \
+        case 1:                                                                                    \
+            float_nt(kind, w, x, xs, 1, n, out, ldo);                                              \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            float_nt(kind, w, x, xs, 2, n, out, ldo);                                              \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            float_nt(kind, w, x, xs, 3, n, out, ldo);                                              \
+            break;                                                                                 \
+        default:                                                                                   \
+            float_nt(kind, w, x, xs, 4, n, out, ldo);                                              \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+ROWDOT_F(f32, 0)
+ROWDOT_F(f16, 1)
+ROWDOT_F(bf16, 2)
+
+/* Same arithmetic as bt_quantize_q8_ref, so the bytes are identical: amax, d = amax/127,
+ * id = 1/d, q = cvtps2dq(x * id) (nearest even), s = d * sum(q). */
+static void quantize_q8(const float *x, bt_q8 *y, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t i = 0; i < n / BT_QK; i++) {
+        const float *xb = x + i * BT_QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+        __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 mx =
+            _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
+                          _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float d;
+        __m256 id = _mm256_set1_ps(bt_q8_scale_inv(_mm_cvtss_f32(m4), &d));
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        /* packs interleave the 128-bit lanes; the permute restores element order */
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, p);
+        y[i].d = d;
+        y[i].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+/* Dequantizers: same operations in the same order as bt_dequant_row, so results are equal. */
+INLINE void store_bytes_f(float *dst, __m256i q, __m256 d) {
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d));
+    _mm256_storeu_ps(
+        dst + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), d));
+    _mm256_storeu_ps(dst + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d));
+    _mm256_storeu_ps(
+        dst + 24,
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), d));
+}
+
+static void dequant_q8_0(const void *w, float *dst, int64_t n) {
+    const bt_block_q8_0 *b = w;
+    for (int64_t i = 0; i < n / BT_QK; i++)
+        store_bytes_f(dst + 32 * i, _mm256_loadu_si256((const __m256i *)b[i].qs),
+                      _mm256_set1_ps(half_f32(b[i].d)));
+}
+
+static void dequant_q4_0(const void *w, float *dst, int64_t n) {
+    const bt_block_q4_0 *b = w;
+    for (int64_t i = 0; i < n / BT_QK; i++)
+        store_bytes_f(dst + 32 * i, _mm256_sub_epi8(unpack_nibbles(b[i].qs), _mm256_set1_epi8(8)),
+                      _mm256_set1_ps(half_f32(b[i].d)));
+}
+
+static void dequant_q4_1(const void *w, float *dst, int64_t n) {
+    const bt_block_q4_1 *b = w;
+    for (int64_t i = 0; i < n / BT_QK; i++) {
+        __m256 d = _mm256_set1_ps(half_f32(b[i].d)), m = _mm256_set1_ps(half_f32(b[i].m));
+        float *o = dst + 32 * i;
+        store_bytes_f(o, unpack_nibbles(b[i].qs), d);
+        for (int k = 0; k < 32; k += 8)
+            _mm256_storeu_ps(o + k, _mm256_add_ps(_mm256_loadu_ps(o + k), m));
+    }
+}
+
+static void dequant_f16(const void *w, float *dst, int64_t n) {
+    const bt_half *h = w;
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + c))));
+    for (; c < n; c++)
+        dst[c] = half_f32(h[c]);
+}
+
+void bt_kernels_fill_avx2(bt_kernel_table *t) {
+    t->quantize_q8 = quantize_q8;
+    t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
+    t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
+    t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
+    t->rowdot_q8[BT_TYPE_Q5_0] = rowdot_q5_0;
+    t->rowdot_q8[BT_TYPE_Q5_1] = rowdot_q5_1;
+    t->rowdot_q8[BT_TYPE_Q4_K] = rowdot_q4_k;
+    t->rowdot_q8[BT_TYPE_Q6_K] = rowdot_q6_k;
+    t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
+    t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
+    t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
+    t->dequant[BT_TYPE_Q8_0] = dequant_q8_0;
+    t->dequant[BT_TYPE_Q4_0] = dequant_q4_0;
+    t->dequant[BT_TYPE_Q4_1] = dequant_q4_1;
+    t->dequant[BT_TYPE_F16] = dequant_f16;
+}

@@ -1,0 +1,46 @@
+/*
+ * kernels_internal.h - the table of per-level kernels that dispatch.c chooses from. Private to
+ * the .c files of worker/kernels.
+ *
+ * A "row dot" takes one weight row and up to BT_KERNEL_MAX_TOK activation rows and writes one
+ * output per token, so a batch reuses the weight row from cache:
+ *   out[t * ldo] = sum_c W[c] * X_t[c]      t in [0, n_tok)
+ * For quant types X_t = x + t * x_stride blocks of bt_q8; for float types X_t is a float row at
+ * x + t * x_stride floats. A NULL entry means "use the scalar one".
+ *
+ * Invariant the SIMD dots rely on: bt_q8.qs values lie in [-127, 127] (bt_quantize_q8 never
+ * produces -128), so negating them cannot overflow int8.
+ */
+#ifndef BT_KERNELS_INTERNAL_H
+#define BT_KERNELS_INTERNAL_H
+
+#include "kernels.h"
+
+#define BT_KERNEL_MAX_TOK 4
+
+typedef void (*bt_rowdot_q8_fn)(const void *w, const bt_q8 *x, int64_t x_stride, int n_tok,
+                                int64_t n, float *out, int64_t ldo);
+typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
+                                 int64_t n, float *out, int64_t ldo);
+typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
+typedef void (*bt_quantize_fn)(const float *x, bt_q8 *y, int64_t n);
+
+typedef struct bt_kernel_table {
+    bt_quantize_fn quantize_q8;
+    bt_rowdot_q8_fn rowdot_q8[BT_TYPE_MAX_ID];   /* quant weight types */
+    bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
+    bt_dequant_fn dequant[BT_TYPE_MAX_ID];
+} bt_kernel_table;
+
+/* Each fills the entries it implements; the table starts as a copy of the scalar one. */
+void bt_kernels_fill_scalar(bt_kernel_table *t);
+void bt_kernels_fill_avx2(bt_kernel_table *t);
+void bt_kernels_fill_avx512(bt_kernel_table *t);
+
+/* Quantizes one block of 32: shared formula so every level gives identical bytes. */
+static inline float bt_q8_scale_inv(float amax, float *d) {
+    *d = amax / 127.0f;
+    return *d != 0.0f ? 1.0f / *d : 0.0f;
+}
+
+#endif

@@ -1,1 +1,0 @@
-typedef int bt_placeholder_unused; /* removed once the module has sources */
