@@ -1,0 +1,367 @@
+/* gguf_writer.c - in-memory GGUF writer for tests and tools (see gguf_writer.h). */
+#include "gguf_writer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- raw buffer ---- */
+
+static bool buf_reserve(bt_gw_buf *b, size_t n) {
+    if (b->oom)
+        return false;
+    if (n <= b->cap - b->len)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    uint8_t *p = realloc(b->data, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+void bt_gw_buf_bytes(bt_gw_buf *b, const void *p, size_t n) {
+    if (!n || !buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void bt_gw_buf_u8(bt_gw_buf *b, uint8_t v) {
+    bt_gw_buf_bytes(b, &v, 1);
+}
+
+void bt_gw_buf_u32(bt_gw_buf *b, uint32_t v) {
+    uint8_t p[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    bt_gw_buf_bytes(b, p, 4);
+}
+
+void bt_gw_buf_u64(bt_gw_buf *b, uint64_t v) {
+    bt_gw_buf_u32(b, (uint32_t)v);
+    bt_gw_buf_u32(b, (uint32_t)(v >> 32));
+}
+
+void bt_gw_buf_strn(bt_gw_buf *b, const char *s, size_t n) {
+    bt_gw_buf_u64(b, n);
+    bt_gw_buf_bytes(b, s, n);
+}
+
+void bt_gw_buf_str(bt_gw_buf *b, const char *s) {
+    bt_gw_buf_strn(b, s, strlen(s));
+}
+
+void bt_gw_buf_zeros(bt_gw_buf *b, size_t n) {
+    if (!n || !buf_reserve(b, n))
+        return;
+    memset(b->data + b->len, 0, n);
+    b->len += n;
+}
+
+void bt_gw_buf_pad(bt_gw_buf *b, size_t alignment) {
+    if (alignment > 1)
+        bt_gw_buf_zeros(b, (alignment - b->len % alignment) % alignment);
+}
+
+void bt_gw_buf_free(bt_gw_buf *b) {
+    free(b->data);
+    *b = (bt_gw_buf){0};
+}
+
+void bt_gw_patch_u32(uint8_t *buf, size_t size, size_t off, uint32_t v) {
+    if (off > size || size - off < 4)
+        return;
+    for (int i = 0; i < 4; i++)
+        buf[off + (size_t)i] = (uint8_t)(v >> (8 * i));
+}
+
+void bt_gw_patch_u64(uint8_t *buf, size_t size, size_t off, uint64_t v) {
+    if (off > size || size - off < 8)
+        return;
+    for (int i = 0; i < 8; i++)
+        buf[off + (size_t)i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ---- writer ---- */
+
+typedef struct gw_tensor {
+    char *name;
+    uint32_t n_dims;
+    int64_t ne[8];
+    uint32_t type;
+    uint8_t *data;
+    size_t n_bytes;
+    bool forced;
+    uint64_t offset;
+} gw_tensor;
+
+struct bt_gw {
+    uint32_t version;
+    uint32_t alignment;
+    bt_gw_buf kv; /* serialized kvs */
+    size_t n_kv;
+    gw_tensor *tensors;
+    size_t n_tensors, cap_tensors;
+    bt_status status; /* sticky */
+};
+
+bt_gw *bt_gw_new(void) {
+    bt_gw *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->version = 3;
+    w->alignment = 32;
+    return w;
+}
+
+void bt_gw_free(bt_gw *w) {
+    if (!w)
+        return;
+    bt_gw_buf_free(&w->kv);
+    for (size_t i = 0; i < w->n_tensors; i++) {
+        free(w->tensors[i].name);
+        free(w->tensors[i].data);
+    }
+    free(w->tensors);
+    free(w);
+}
+
+void bt_gw_set_version(bt_gw *w, uint32_t version) {
+    w->version = version;
+}
+
+static bt_status kv_done(bt_gw *w) {
+    if (w->kv.oom && w->status == BT_OK)
+        w->status = BT_ERR_NOMEM;
+    if (w->status == BT_OK)
+        w->n_kv++;
+    return w->status;
+}
+
+static void kv_head(bt_gw *w, const char *key, uint32_t type) {
+    bt_gw_buf_str(&w->kv, key);
+    bt_gw_buf_u32(&w->kv, type);
+}
+
+bt_status bt_gw_set_alignment(bt_gw *w, uint32_t alignment, bool write_key) {
+    if (alignment == 0 || (alignment & (alignment - 1)))
+        return BT_ERR_INVALID_ARG;
+    w->alignment = alignment;
+    return write_key ? bt_gw_add_u32(w, "general.alignment", alignment) : w->status;
+}
+
+bt_status bt_gw_add_raw(bt_gw *w, const char *key, uint32_t type, const void *value, size_t n) {
+    kv_head(w, key, type);
+    bt_gw_buf_bytes(&w->kv, value, n);
+    return kv_done(w);
+}
+
+#define GW_SCALAR(fn, ctype, tid)                                                                  \
+    bt_status fn(bt_gw *w, const char *key, ctype v) {                                             \
+        return bt_gw_add_raw(w, key, tid, &v, sizeof v);                                           \
+    }
+
+GW_SCALAR(bt_gw_add_u8, uint8_t, BT_GGUF_U8)
+GW_SCALAR(bt_gw_add_i8, int8_t, BT_GGUF_I8)
+GW_SCALAR(bt_gw_add_u16, uint16_t, BT_GGUF_U16)
+GW_SCALAR(bt_gw_add_i16, int16_t, BT_GGUF_I16)
+GW_SCALAR(bt_gw_add_u32, uint32_t, BT_GGUF_U32)
+GW_SCALAR(bt_gw_add_i32, int32_t, BT_GGUF_I32)
+GW_SCALAR(bt_gw_add_u64, uint64_t, BT_GGUF_U64)
+GW_SCALAR(bt_gw_add_i64, int64_t, BT_GGUF_I64)
+GW_SCALAR(bt_gw_add_f32, float, BT_GGUF_F32)
+GW_SCALAR(bt_gw_add_f64, double, BT_GGUF_F64)
+
+bt_status bt_gw_add_bool(bt_gw *w, const char *key, bool v) {
+    uint8_t b = v ? 1 : 0;
+    return bt_gw_add_raw(w, key, BT_GGUF_BOOL, &b, 1);
+}
+
+bt_status bt_gw_add_str(bt_gw *w, const char *key, const char *v) {
+    kv_head(w, key, BT_GGUF_STRING);
+    bt_gw_buf_str(&w->kv, v);
+    return kv_done(w);
+}
+
+static size_t elem_size(bt_gguf_type t) {
+    switch (t) {
+    case BT_GGUF_U8:
+    case BT_GGUF_I8:
+    case BT_GGUF_BOOL:
+        return 1;
+    case BT_GGUF_U16:
+    case BT_GGUF_I16:
+        return 2;
+    case BT_GGUF_U32:
+    case BT_GGUF_I32:
+    case BT_GGUF_F32:
+        return 4;
+    case BT_GGUF_U64:
+    case BT_GGUF_I64:
+    case BT_GGUF_F64:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+bt_status bt_gw_add_arr(bt_gw *w, const char *key, bt_gguf_type elem, const void *data,
+                        uint64_t n) {
+    size_t es = elem_size(elem);
+    if (!es || n > SIZE_MAX / es)
+        return BT_ERR_INVALID_ARG;
+    kv_head(w, key, BT_GGUF_ARRAY);
+    bt_gw_buf_u32(&w->kv, (uint32_t)elem);
+    bt_gw_buf_u64(&w->kv, n);
+    bt_gw_buf_bytes(&w->kv, data, (size_t)n * es);
+    return kv_done(w);
+}
+
+bt_status bt_gw_add_arr_str(bt_gw *w, const char *key, const char *const *strs, uint64_t n) {
+    kv_head(w, key, BT_GGUF_ARRAY);
+    bt_gw_buf_u32(&w->kv, BT_GGUF_STRING);
+    bt_gw_buf_u64(&w->kv, n);
+    for (uint64_t i = 0; i < n; i++)
+        bt_gw_buf_str(&w->kv, strs[i]);
+    return kv_done(w);
+}
+
+size_t bt_gw_n_kv(const bt_gw *w) {
+    return w->n_kv;
+}
+
+bt_status bt_gw_add_tensor(bt_gw *w, const char *name, uint32_t n_dims, const int64_t *ne,
+                           uint32_t type, const void *data, size_t n_bytes) {
+    if (w->status != BT_OK)
+        return w->status;
+    if (n_dims > 8)
+        return BT_ERR_INVALID_ARG;
+    if (w->n_tensors == w->cap_tensors) {
+        size_t cap = w->cap_tensors ? w->cap_tensors * 2 : 16;
+        gw_tensor *t = realloc(w->tensors, cap * sizeof *t);
+        if (!t)
+            return w->status = BT_ERR_NOMEM;
+        w->tensors = t;
+        w->cap_tensors = cap;
+    }
+    gw_tensor *t = &w->tensors[w->n_tensors];
+    memset(t, 0, sizeof *t);
+    size_t name_len = strlen(name);
+    t->name = malloc(name_len + 1);
+    t->data = malloc(n_bytes ? n_bytes : 1);
+    if (!t->name || !t->data) {
+        free(t->name);
+        free(t->data);
+        return w->status = BT_ERR_NOMEM;
+    }
+    memcpy(t->name, name, name_len + 1);
+    if (n_bytes)
+        memcpy(t->data, data, n_bytes);
+    t->n_dims = n_dims;
+    for (uint32_t d = 0; d < n_dims; d++)
+        t->ne[d] = ne[d];
+    t->type = type;
+    t->n_bytes = n_bytes;
+    w->n_tensors++;
+    return BT_OK;
+}
+
+void bt_gw_tensor_set_offset(bt_gw *w, size_t i, uint64_t offset) {
+    if (i < w->n_tensors) {
+        w->tensors[i].forced = true;
+        w->tensors[i].offset = offset;
+    }
+}
+
+size_t bt_gw_n_tensors(const bt_gw *w) {
+    return w->n_tensors;
+}
+
+bt_status bt_gw_write_mem(bt_gw *w, uint8_t **buf, size_t *size, bt_gw_layout *layout) {
+    *buf = NULL;
+    *size = 0;
+    if (w->status != BT_OK)
+        return w->status;
+    bt_gw_buf b = {0};
+    bt_gw_buf_bytes(&b, "GGUF", 4);
+    bt_gw_buf_u32(&b, w->version);
+    bt_gw_buf_u64(&b, w->n_tensors);
+    bt_gw_buf_u64(&b, w->n_kv);
+    size_t kv_start = b.len;
+    bt_gw_buf_bytes(&b, w->kv.data, w->kv.len);
+    size_t tensor_start = b.len;
+
+    /* Natural layout: each payload at the running sum, padded to the alignment. */
+    uint64_t *natural = calloc(w->n_tensors ? w->n_tensors : 1, sizeof *natural);
+    if (!natural) {
+        bt_gw_buf_free(&b);
+        return BT_ERR_NOMEM;
+    }
+    uint64_t data_size = 0;
+    for (size_t i = 0; i < w->n_tensors; i++) {
+        natural[i] = data_size;
+        data_size += w->tensors[i].n_bytes;
+        data_size += (w->alignment - data_size % w->alignment) % w->alignment;
+    }
+    for (size_t i = 0; i < w->n_tensors; i++) {
+        const gw_tensor *t = &w->tensors[i];
+        bt_gw_buf_str(&b, t->name);
+        bt_gw_buf_u32(&b, t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            bt_gw_buf_u64(&b, (uint64_t)t->ne[d]);
+        bt_gw_buf_u32(&b, t->type);
+        bt_gw_buf_u64(&b, t->forced ? t->offset : natural[i]);
+    }
+    if (w->n_tensors)
+        bt_gw_buf_pad(&b, w->alignment);
+    size_t data_start = b.len;
+    bt_gw_buf_zeros(&b, (size_t)data_size);
+    if (!b.oom) {
+        for (size_t i = 0; i < w->n_tensors; i++) {
+            const gw_tensor *t = &w->tensors[i];
+            uint64_t off = t->forced ? t->offset : natural[i];
+            if (off <= data_size && t->n_bytes <= data_size - off && t->n_bytes)
+                memcpy(b.data + data_start + off, t->data, t->n_bytes);
+        }
+    }
+    free(natural);
+    if (b.oom) {
+        bt_gw_buf_free(&b);
+        return BT_ERR_NOMEM;
+    }
+    if (layout)
+        *layout = (bt_gw_layout){kv_start, tensor_start, data_start, b.len};
+    *buf = b.data;
+    *size = b.len;
+    return BT_OK;
+}
+
+bt_status bt_gw_write_file(bt_gw *w, const char *path, bt_error *err) {
+    uint8_t *buf;
+    size_t size;
+    bt_status st = bt_gw_write_mem(w, &buf, &size, NULL);
+    if (st != BT_OK)
+        return bt_error_set(err, st, "gguf writer: building %s: %s", path, bt_status_str(st));
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        int e = errno;
+        free(buf);
+        return bt_error_set(err, BT_ERR_IO, "gguf writer: cannot create %s: %s", path, strerror(e));
+    }
+    size_t n = fwrite(buf, 1, size, f);
+    int bad = fclose(f) != 0 || n != size;
+    free(buf);
+    if (bad)
+        return bt_error_set(err, BT_ERR_IO, "gguf writer: short write to %s", path);
+    return BT_OK;
+}
