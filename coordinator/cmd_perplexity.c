@@ -2,8 +2,9 @@
  * cmd_perplexity.c - `baton perplexity`: the method of llama.cpp's perplexity tool, so the
  * numbers compare. The text is tokenized whole (BOS only if the vocabulary adds one), cut
  * into consecutive chunks of --ctx tokens (the tail is dropped); each chunk is evaluated from
- * an empty cache and only its second half is scored: token i (i >= ctx/2) is predicted from
- * the logits of position i-1. PPL = exp(mean negative log-likelihood).
+ * an empty cache and only its second half is scored: tokens ctx/2+1 .. ctx-1, each predicted
+ * from the logits of the position before it (ctx/2 - 1 tokens per chunk, exactly what
+ * llama.cpp's tool scores). PPL = exp(mean negative log-likelihood).
  */
 #include <math.h>
 #include <stdio.h>
@@ -99,10 +100,9 @@ int bt_cmd_perplexity(int argc, char **argv) {
     for (int64_t c = 0; c < n_chunks; c++) {
         acc.chunk = toks + c * ctx;
         bt_stage_seq_free(r.stage, 0);
-        /* Rows ctx/2-1 .. ctx-2 predict tokens ctx/2 .. ctx-1; the last row's logits are not
-         * needed, so evaluate ctx-1 rows... but the last token must still be in the cache
-         * for nothing: we stop at ctx-1 rows. */
-        if ((st = bt_runner_eval(&r, 0, acc.chunk, ctx - 1, ctx / 2 - 1, score_row, &acc,
+        /* Rows ctx/2 .. ctx-2 predict tokens ctx/2+1 .. ctx-1; the last token predicts
+         * nothing, so it is not evaluated. */
+        if ((st = bt_runner_eval(&r, 0, acc.chunk, ctx - 1, ctx / 2, score_row, &acc,
                                  &err)) != BT_OK)
             goto done;
         fprintf(stderr, "[%lld] %.4f\n", (long long)c + 1, exp(acc.nll / (double)acc.n));

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Perplexity of GPL-3 (shipped by Debian's base-files) at n_ctx 512 is within 1% of
+# llama.cpp's on the same text (tests/data/golden/smollm2-perplexity.txt).
+source "$(dirname "$0")/lib.sh"
+need_model
+
+golden="$GOLDEN/smollm2-perplexity.txt"
+text=$(awk -F= '$1=="file"{print $2; exit}' "$golden")
+want_sha=$(awk -F= '$1=="file_sha256"{print $2; exit}' "$golden")
+want_ppl=$(awk -F= '$1=="n_ctx"{c=$2} $1=="ppl" && c==512 {print $2; exit}' "$golden")
+if [[ ! -r $text ]] || [[ $(sha256sum "$text" | cut -d' ' -f1) != "$want_sha" ]]; then
+    echo "SKIP: $text is missing or not the text the golden was computed on"
+    exit 77
+fi
+out=$("$BATON" perplexity --model "$MODEL" --file "$text" --ctx 512 --threads 2 2>/dev/null)
+got_ppl=$(sed -n 's/^perplexity: \([0-9.]*\) .*/\1/p' <<<"$out")
+echo "baton: $out"
+echo "llama.cpp: $want_ppl"
+if python3 -c 'import sys; g,w=map(float,sys.argv[1:]); sys.exit(0 if abs(g-w)/w <= 0.01 else 1)' \
+    "${got_ppl:-0}" "$want_ppl"; then
+    pass "perplexity $got_ppl within 1% of llama.cpp's $want_ppl"
+else
+    fail "perplexity ${got_ppl:-none} not within 1% of llama.cpp's $want_ppl"
+fi
+grep -q "over 3570 scored tokens" <<<"$out" && pass "scored 3570 tokens like llama.cpp" \
+    || fail "scored token count differs from llama.cpp's 3570"
+finish
