@@ -1,0 +1,161 @@
+/*
+ * hparams.c - reading and validating the llama.* hyper-parameters.
+ */
+#include "hparams.h"
+
+#include <math.h>
+#include <string.h>
+
+static bt_status get_int(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
+                         bt_error *err)
+{
+    int64_t v;
+    bt_status st = bt_gguf_get_i64(g, key, &v, err);
+    if (st != BT_OK)
+        return st;
+    if (v < lo || v > hi)
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s = %lld not in [%lld, %lld]", key,
+                            (long long)v, (long long)lo, (long long)hi);
+    *out = (int)v;
+    return BT_OK;
+}
+
+/* Optional integer key: leaves *out unchanged when absent. */
+static bt_status get_int_opt(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
+                             bt_error *err)
+{
+    if (bt_gguf_find_kv(g, key) < 0)
+        return BT_OK;
+    return get_int(g, key, lo, hi, out, err);
+}
+
+static bt_status get_f32_opt(const bt_gguf *g, const char *key, float *out, bt_error *err)
+{
+    if (bt_gguf_find_kv(g, key) < 0)
+        return BT_OK;
+    bt_status st = bt_gguf_get_f32(g, key, out, err);
+    if (st != BT_OK)
+        return st;
+    if (!isfinite(*out))
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s = %g is not finite", key, *out);
+    return BT_OK;
+}
+
+bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
+{
+    bt_hparams hp;
+    memset(&hp, 0, sizeof(hp));
+    bt_str arch;
+    bt_status st = bt_gguf_get_str(g, "general.architecture", &arch, err);
+    if (st != BT_OK)
+        return st;
+    if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "hparams: general.architecture '%.*s' is not 'llama'",
+                            (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+
+    if ((st = get_int(g, "llama.block_count", 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
+        (st = get_int(g, "llama.embedding_length", 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||
+        (st = get_int(g, "llama.feed_forward_length", 1, BT_HPARAMS_MAX_FF, &hp.n_ff, err)) ||
+        (st = get_int(g, "llama.attention.head_count", 1, BT_HPARAMS_MAX_HEADS, &hp.n_head,
+                      err)))
+        return st;
+    hp.n_head_kv = hp.n_head;
+    if ((st = get_int_opt(g, "llama.attention.head_count_kv", 1, BT_HPARAMS_MAX_HEADS,
+                          &hp.n_head_kv, err)))
+        return st;
+    if (hp.n_head % hp.n_head_kv != 0)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "hparams: llama.attention.head_count %d is not a multiple of "
+                            "head_count_kv %d", hp.n_head, hp.n_head_kv);
+    hp.head_dim = hp.n_embd / hp.n_head;
+    if (bt_gguf_find_kv(g, "llama.attention.key_length") < 0 && hp.n_embd % hp.n_head != 0)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "hparams: embedding_length %d not a multiple of head_count %d",
+                            hp.n_embd, hp.n_head);
+    if ((st = get_int_opt(g, "llama.attention.key_length", 1, BT_HPARAMS_MAX_HEAD_DIM,
+                          &hp.head_dim, err)))
+        return st;
+    int v_len = hp.head_dim;
+    if ((st = get_int_opt(g, "llama.attention.value_length", 1, BT_HPARAMS_MAX_HEAD_DIM, &v_len,
+                          err)))
+        return st;
+    if (v_len != hp.head_dim)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "hparams: llama.attention.value_length %d != key_length %d", v_len,
+                            hp.head_dim);
+    if (hp.head_dim % 2 != 0 || hp.head_dim > BT_HPARAMS_MAX_HEAD_DIM)
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: head dimension %d is odd or too large",
+                            hp.head_dim);
+    int n_rot = hp.head_dim;
+    if ((st = get_int_opt(g, "llama.rope.dimension_count", 1, BT_HPARAMS_MAX_HEAD_DIM, &n_rot,
+                          err)))
+        return st;
+    if (n_rot != hp.head_dim)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "hparams: llama.rope.dimension_count %d != head dimension %d", n_rot,
+                            hp.head_dim);
+
+    hp.n_vocab = 0;
+    if (bt_gguf_find_kv(g, "llama.vocab_size") >= 0) {
+        if ((st = get_int(g, "llama.vocab_size", 1, BT_HPARAMS_MAX_VOCAB, &hp.n_vocab, err)))
+            return st;
+    } else {
+        uint64_t n = 0;
+        if (bt_gguf_get_arr_str_len(g, "tokenizer.ggml.tokens", &n, NULL) == BT_OK && n > 0 &&
+            n <= BT_HPARAMS_MAX_VOCAB)
+            hp.n_vocab = (int)n;
+    }
+    if (hp.n_vocab == 0) {
+        const bt_gguf_tensor *t = bt_gguf_find_tensor(g, "token_embd.weight");
+        if (t && t->ne[1] >= 1 && t->ne[1] <= BT_HPARAMS_MAX_VOCAB)
+            hp.n_vocab = (int)t->ne[1];
+    }
+    if (hp.n_vocab == 0)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "hparams: no vocabulary size (llama.vocab_size, tokenizer.ggml.tokens)");
+    if ((st = get_int_opt(g, "llama.context_length", 0, INT32_MAX, &hp.n_ctx_train, err)))
+        return st;
+
+    hp.rope_base = 10000.0f;
+    hp.rope_freq_scale = 1.0f;
+    hp.rms_eps = 1e-5f;
+    float factor = 1.0f;
+    if ((st = get_f32_opt(g, "llama.rope.freq_base", &hp.rope_base, err)) ||
+        (st = get_f32_opt(g, "llama.rope.scaling.factor", &factor, err)) ||
+        (st = get_f32_opt(g, "llama.attention.layer_norm_rms_epsilon", &hp.rms_eps, err)))
+        return st;
+    if (bt_gguf_find_kv(g, "llama.rope.scaling.type") >= 0) {
+        bt_str type;
+        if ((st = bt_gguf_get_str(g, "llama.rope.scaling.type", &type, err)))
+            return st;
+        bool none = type.len == 4 && memcmp(type.ptr, "none", 4) == 0;
+        bool linear = type.len == 6 && memcmp(type.ptr, "linear", 6) == 0;
+        if (!none && !linear)
+            return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                                "hparams: llama.rope.scaling.type '%.*s' (only none, linear)",
+                                (int)(type.len > 32 ? 32 : type.len), type.ptr);
+    }
+    if (!(hp.rope_base > 0.0f))
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: llama.rope.freq_base %g <= 0",
+                            hp.rope_base);
+    if (!(factor > 0.0f))
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: llama.rope.scaling.factor %g <= 0",
+                            factor);
+    hp.rope_freq_scale = 1.0f / factor;
+    if (!(hp.rms_eps > 0.0f) || hp.rms_eps > 1.0f)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "hparams: llama.attention.layer_norm_rms_epsilon %g not in (0, 1]",
+                            hp.rms_eps);
+
+    /* Activations are quantized in blocks of 32 for the decode kernels. */
+    if (hp.n_embd % 32 || hp.n_ff % 32 || (hp.n_head * hp.head_dim) % 32)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "hparams: n_embd %d, n_ff %d, n_head*head_dim %d must be multiples "
+                            "of 32", hp.n_embd, hp.n_ff, hp.n_head * hp.head_dim);
+    if ((int64_t)hp.n_head * hp.head_dim > BT_HPARAMS_MAX_EMBD * 4)
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: n_head*head_dim %lld too large",
+                            (long long)hp.n_head * hp.head_dim);
+    *out = hp;
+    return BT_OK;
+}

@@ -1,0 +1,43 @@
+/*
+ * hparams.h - hyper-parameters of a llama-architecture model, read from the GGUF `llama.*`
+ * keys (model-format.md section 2) and validated so that the rest of the worker can rely on
+ * them: positive sizes inside hard limits, n_head a multiple of n_head_kv, rope dimension
+ * equal to the head dimension, every matrix width a multiple of 32 (the q8 block).
+ *
+ * Immutable after bt_hparams_load; any thread may read it.
+ */
+#ifndef BT_HPARAMS_H
+#define BT_HPARAMS_H
+
+#include "gguf.h"
+#include "status.h"
+
+#define BT_HPARAMS_MAX_LAYERS 1024
+#define BT_HPARAMS_MAX_EMBD 65536
+#define BT_HPARAMS_MAX_FF (1 << 20)
+#define BT_HPARAMS_MAX_HEADS 1024
+#define BT_HPARAMS_MAX_HEAD_DIM 1024
+#define BT_HPARAMS_MAX_VOCAB (1 << 22)
+
+typedef struct bt_hparams {
+    int n_layer;      /* llama.block_count */
+    int n_embd;       /* llama.embedding_length */
+    int n_ff;         /* llama.feed_forward_length */
+    int n_head;       /* llama.attention.head_count */
+    int n_head_kv;    /* llama.attention.head_count_kv (default n_head) */
+    int head_dim;     /* llama.attention.key_length (default n_embd / n_head) */
+    int n_vocab;      /* llama.vocab_size, else the length of tokenizer.ggml.tokens */
+    int n_ctx_train;  /* llama.context_length (0 if absent) */
+    float rope_base;  /* llama.rope.freq_base (default 10000) */
+    float rope_freq_scale; /* 1 / llama.rope.scaling.factor (default 1) */
+    float rms_eps;    /* llama.attention.layer_norm_rms_epsilon */
+} bt_hparams;
+
+/* Fills *out from g; BT_ERR_UNSUPPORTED for another architecture, BT_ERR_FORMAT (message
+ * naming the key and value) for a missing or inconsistent value. */
+bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err);
+
+static inline int bt_hparams_q_dim(const bt_hparams *hp) { return hp->n_head * hp->head_dim; }
+static inline int bt_hparams_kv_dim(const bt_hparams *hp) { return hp->n_head_kv * hp->head_dim; }
+
+#endif

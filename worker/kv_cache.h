@@ -1,0 +1,76 @@
+/*
+ * kv_cache.h - the paged KV cache of one stage: a fixed pool of blocks of
+ * BT_KV_BLOCK_TOKENS token positions, each block holding f32 K and V for every layer of the
+ * stage, and one block table per sequence.
+ *
+ * Owns: the K/V storage, the block pool (free list, reference counts) and the per-sequence
+ * block tables, all allocated at bt_kv_cache_new; nothing is allocated afterwards.
+ *
+ * Invariants:
+ *   - A block is either on the free list (ref 0) or referenced by ref >= 1 block-table
+ *     entries. n_free + sum over used blocks of 1 == n_blocks.
+ *   - Sequence s owns table[s][0 .. n_blocks(s)) and ceil(len(s)/16) <= n_blocks(s).
+ *     Position p of s lives in block table[s][p/16], slot p%16.
+ *   - A block shared by several sequences (ref > 1, after bt_kv_seq_fork) is never written:
+ *     bt_kv_seq_reserve copies it first (copy-on-write).
+ * States of a sequence:  empty --reserve--> capacity >= len --(caller writes K/V rows,
+ *   then set_len)--> len grows;  --truncate(n)--> len n;  --free--> empty.
+ *   fork(src, dst): dst (empty) shares src's blocks.
+ *
+ * Threads: confined to the stage's thread, except that during a forward pass the pool
+ * threads write the rows the stage reserved and read K/V (different rows, no table change).
+ */
+#ifndef BT_KV_CACHE_H
+#define BT_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define BT_KV_BLOCK_TOKENS 16
+
+typedef struct bt_kv_params {
+    int n_layer;        /* layers of this stage */
+    int n_head_kv;
+    int head_dim;
+    int n_blocks;       /* pool size */
+    int max_seqs;       /* sequence ids are [0, max_seqs) */
+    int max_seq_tokens; /* per-sequence length limit */
+} bt_kv_params;
+
+typedef struct bt_kv_cache bt_kv_cache;
+
+/* *out is owned by the caller (bt_kv_cache_free). BT_ERR_NOMEM if the pool does not fit. */
+bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_error *err);
+void bt_kv_cache_free(bt_kv_cache *kv); /* NULL is a no-op */
+
+const bt_kv_params *bt_kv_cache_params(const bt_kv_cache *kv);
+int bt_kv_n_blocks_free(const bt_kv_cache *kv);
+size_t bt_kv_cache_bytes(const bt_kv_cache *kv);
+
+/* Sequence queries; seq must be in [0, max_seqs) (asserted: callers validate ids). */
+int bt_kv_seq_len(const bt_kv_cache *kv, int seq);
+int bt_kv_seq_n_blocks(const bt_kv_cache *kv, int seq);
+const int32_t *bt_kv_seq_table(const bt_kv_cache *kv, int seq);
+int bt_kv_block_refs(const bt_kv_cache *kv, int block);
+
+/* Blocks bt_kv_seq_reserve(kv, seq, n_tokens) would take from the pool (new blocks plus a
+ * copy of a shared block that would be written). */
+int bt_kv_seq_blocks_needed(const bt_kv_cache *kv, int seq, int n_tokens);
+/* Makes room for positions [len, n_tokens) of seq: BT_ERR_LIMIT (nothing changed) when the
+ * pool or the per-sequence limit is exhausted. */
+bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err);
+/* Commits the length after the rows up to n_tokens were written (n_tokens <= capacity). */
+void bt_kv_seq_set_len(bt_kv_cache *kv, int seq, int n_tokens);
+/* Keeps the first n_tokens positions (n_tokens <= len) and releases the blocks past them. */
+bt_status bt_kv_seq_truncate(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err);
+void bt_kv_seq_free(bt_kv_cache *kv, int seq);
+/* dst (must be empty) shares all of src's blocks. */
+bt_status bt_kv_seq_fork(bt_kv_cache *kv, int src, int dst, bt_error *err);
+
+/* K and V of one block of one layer: [n_head_kv][BT_KV_BLOCK_TOKENS][head_dim] f32. */
+float *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block);
+float *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * weights.c - finding and checking a stage's tensors by name.
+ */
+#include "weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bt_status find(const bt_gguf *g, const char *name, bool required,
+                      const bt_gguf_tensor **out, bt_error *err)
+{
+    *out = bt_gguf_find_tensor(g, name);
+    if (!*out && required)
+        return bt_error_set(err, BT_ERR_NOT_FOUND, "weights: tensor %s is missing", name);
+    return BT_OK;
+}
+
+static bt_status load_vector(const bt_gguf *g, const char *name, int64_t n, bool required,
+                             const float **out, bt_error *err)
+{
+    const bt_gguf_tensor *t;
+    *out = NULL;
+    bt_status st = find(g, name, required, &t, err);
+    if (st != BT_OK || !t)
+        return st;
+    if (t->type != BT_TYPE_F32)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED, "weights: tensor %s has type %s, want f32",
+                            name, bt_type_name(t->type));
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "weights: tensor %s has shape [%lld, %lld, %lld, %lld], want [%lld]",
+                            name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                            (long long)t->ne[3], (long long)n);
+    if ((uintptr_t)t->data % sizeof(float) != 0)
+        return bt_error_set(err, BT_ERR_FORMAT, "weights: tensor %s data is not 4-byte aligned",
+                            name);
+    *out = t->data;
+    return BT_OK;
+}
+
+static bt_status load_matrix(const bt_gguf *g, const char *name, int64_t n_cols, int64_t n_rows,
+                             bool required, bt_matrix *out, bt_error *err)
+{
+    const bt_gguf_tensor *t;
+    memset(out, 0, sizeof(*out));
+    bt_status st = find(g, name, required, &t, err);
+    if (st != BT_OK || !t)
+        return st;
+    const bt_type_traits *tr = bt_type_traits_of(t->type);
+    if (!tr || !tr->supported)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED, "weights: tensor %s has unsupported type %s",
+                            name, bt_type_name(t->type));
+    if (t->ne[0] != n_cols || t->ne[1] != n_rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "weights: tensor %s has shape [%lld, %lld, %lld, %lld], want "
+                            "[%lld, %lld]", name, (long long)t->ne[0], (long long)t->ne[1],
+                            (long long)t->ne[2], (long long)t->ne[3], (long long)n_cols,
+                            (long long)n_rows);
+    size_t row_bytes;
+    if (bt_type_row_bytes(t->type, n_cols, &row_bytes) != BT_OK)
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "weights: tensor %s row of %lld is not whole %s blocks", name,
+                            (long long)n_cols, bt_type_name(t->type));
+    if (row_bytes != t->row_bytes || t->n_bytes != row_bytes * (size_t)n_rows)
+        return bt_error_set(err, BT_ERR_FORMAT, "weights: tensor %s has %zu bytes, want %zu",
+                            name, t->n_bytes, row_bytes * (size_t)n_rows);
+    out->data = t->data;
+    out->type = (bt_type)t->type;
+    out->row_bytes = row_bytes;
+    out->n_rows = n_rows;
+    out->n_cols = n_cols;
+    return BT_OK;
+}
+
+static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_layer_weights *lw,
+                            bt_error *err)
+{
+    char name[96];
+    int64_t E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
+    bt_status st;
+#define NAME(suffix) (snprintf(name, sizeof(name), "blk.%d.%s", il, suffix), name)
+    if ((st = load_vector(g, NAME("attn_norm.weight"), E, true, &lw->attn_norm, err)) ||
+        (st = load_matrix(g, NAME("attn_q.weight"), E, Q, true, &lw->wq, err)) ||
+        (st = load_matrix(g, NAME("attn_k.weight"), E, KV, true, &lw->wk, err)) ||
+        (st = load_matrix(g, NAME("attn_v.weight"), E, KV, true, &lw->wv, err)) ||
+        (st = load_matrix(g, NAME("attn_output.weight"), Q, E, true, &lw->wo, err)) ||
+        (st = load_vector(g, NAME("attn_q.bias"), Q, false, &lw->bq, err)) ||
+        (st = load_vector(g, NAME("attn_k.bias"), KV, false, &lw->bk, err)) ||
+        (st = load_vector(g, NAME("attn_v.bias"), KV, false, &lw->bv, err)) ||
+        (st = load_vector(g, NAME("attn_output.bias"), E, false, &lw->bo, err)) ||
+        (st = load_vector(g, NAME("ffn_norm.weight"), E, true, &lw->ffn_norm, err)) ||
+        (st = load_matrix(g, NAME("ffn_gate.weight"), E, F, true, &lw->w_gate, err)) ||
+        (st = load_matrix(g, NAME("ffn_up.weight"), E, F, true, &lw->w_up, err)) ||
+        (st = load_matrix(g, NAME("ffn_down.weight"), F, E, true, &lw->w_down, err)))
+        return st;
+#undef NAME
+    const char *unsupported[] = {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias",
+                                 "attn_q_norm.weight", "attn_k_norm.weight"};
+    for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+        snprintf(name, sizeof(name), "blk.%d.%s", il, unsupported[i]);
+        if (bt_gguf_find_tensor(g, name))
+            return bt_error_set(err, BT_ERR_UNSUPPORTED, "weights: tensor %s is not supported",
+                                name);
+    }
+    return BT_OK;
+}
+
+bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begin, int layer_end,
+                          bt_weights *out, bt_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (layer_begin < 0 || layer_end > hp->n_layer || layer_begin >= layer_end)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "weights: layer range [%d, %d) not inside [0, %d)", layer_begin,
+                            layer_end, hp->n_layer);
+    bt_weights w;
+    memset(&w, 0, sizeof(w));
+    w.layer_begin = layer_begin;
+    w.layer_end = layer_end;
+    w.has_embd = layer_begin == 0;
+    w.has_head = layer_end == hp->n_layer;
+    bt_status st = BT_OK;
+    w.layers = calloc((size_t)(layer_end - layer_begin), sizeof(*w.layers));
+    if (!w.layers)
+        return bt_error_set(err, BT_ERR_NOMEM, "weights: out of memory");
+    for (int il = layer_begin; il < layer_end; il++)
+        if ((st = load_layer(g, hp, il, &w.layers[il - layer_begin], err)) != BT_OK)
+            goto fail;
+    if ((st = load_vector(g, "rope_freqs.weight", hp->head_dim / 2, false, &w.rope_freqs, err)))
+        goto fail;
+    bool need_embd = w.has_embd;
+    if (w.has_head) {
+        if ((st = load_vector(g, "output_norm.weight", hp->n_embd, true, &w.output_norm, err)) ||
+            (st = load_matrix(g, "output.weight", hp->n_embd, hp->n_vocab, false, &w.output,
+                              err)))
+            goto fail;
+        if (!w.output.data)
+            need_embd = true; /* tied */
+    }
+    if (need_embd &&
+        (st = load_matrix(g, "token_embd.weight", hp->n_embd, hp->n_vocab, true, &w.token_embd,
+                          err)))
+        goto fail;
+    if (w.has_head && !w.output.data)
+        w.output = w.token_embd;
+    *out = w;
+    return BT_OK;
+fail:
+    free(w.layers);
+    return st;
+}
+
+void bt_weights_deinit(bt_weights *w)
+{
+    if (!w)
+        return;
+    free(w->layers);
+    memset(w, 0, sizeof(*w));
+}
+
+static size_t matrix_bytes(const bt_matrix *m)
+{
+    return m->data ? m->row_bytes * (size_t)m->n_rows : 0;
+}
+
+size_t bt_weights_bytes(const bt_weights *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->layer_end - w->layer_begin; i++) {
+        const bt_layer_weights *l = &w->layers[i];
+        n += matrix_bytes(&l->wq) + matrix_bytes(&l->wk) + matrix_bytes(&l->wv) +
+             matrix_bytes(&l->wo) + matrix_bytes(&l->w_gate) + matrix_bytes(&l->w_up) +
+             matrix_bytes(&l->w_down);
+    }
+    if (w->has_embd || (w->has_head && w->output.data == w->token_embd.data))
+        n += matrix_bytes(&w->token_embd);
+    if (w->has_head && w->output.data != w->token_embd.data)
+        n += matrix_bytes(&w->output);
+    return n;
+}

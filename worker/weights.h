@@ -1,0 +1,68 @@
+/*
+ * weights.h - the read-only weights of one pipeline stage: layers [layer_begin, layer_end),
+ * the token embedding on the first stage, the final norm and output projection on the last.
+ *
+ * Every pointer points into the GGUF mapping, which the bt_gguf owns; a bt_weights borrows
+ * it and must not outlive it. Tensors are looked up by name and every shape and type is
+ * checked against the hyper-parameters at load, the error naming the tensor.
+ *
+ * Immutable after bt_weights_load; any thread may read it.
+ */
+#ifndef BT_WEIGHTS_H
+#define BT_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "hparams.h"
+#include "tensor_type.h"
+
+/* A 2-D weight in GGUF order: n_rows rows of n_cols elements of `type`; y = W x gives
+ * n_rows outputs from n_cols inputs. */
+typedef struct bt_matrix {
+    const void *data; /* [n_cols, n_rows] of `type`, rows of row_bytes; NULL when absent */
+    bt_type type;
+    size_t row_bytes;
+    int64_t n_rows;
+    int64_t n_cols;
+} bt_matrix;
+
+typedef struct bt_layer_weights {
+    const float *attn_norm; /* [n_embd] F32 */
+    bt_matrix wq;           /* [n_embd, n_head*head_dim] any supported type */
+    bt_matrix wk;           /* [n_embd, n_head_kv*head_dim] */
+    bt_matrix wv;           /* [n_embd, n_head_kv*head_dim] */
+    bt_matrix wo;           /* [n_head*head_dim, n_embd] */
+    const float *bq;        /* [n_head*head_dim] F32, optional (NULL) */
+    const float *bk;        /* [n_head_kv*head_dim] F32, optional */
+    const float *bv;        /* [n_head_kv*head_dim] F32, optional */
+    const float *bo;        /* [n_embd] F32, optional */
+    const float *ffn_norm;  /* [n_embd] F32 */
+    bt_matrix w_gate;       /* [n_embd, n_ff] */
+    bt_matrix w_up;         /* [n_embd, n_ff] */
+    bt_matrix w_down;       /* [n_ff, n_embd] */
+} bt_layer_weights;
+
+typedef struct bt_weights {
+    int layer_begin, layer_end;  /* this stage's layers [begin, end) */
+    bool has_embd;               /* first stage */
+    bool has_head;               /* last stage */
+    bt_matrix token_embd;        /* [n_embd, n_vocab]; when has_embd, or when has_head and tied */
+    const float *output_norm;    /* [n_embd] F32; when has_head */
+    bt_matrix output;            /* [n_embd, n_vocab]; when has_head (token_embd if tied) */
+    const float *rope_freqs;     /* [head_dim/2] F32, optional rope frequency factors */
+    bt_layer_weights *layers;    /* [layer_end - layer_begin], owned */
+} bt_weights;
+
+/* Loads the slice [layer_begin, layer_end) of g; has_embd iff layer_begin == 0, has_head iff
+ * layer_end == hp->n_layer. g and hp must outlive *out. */
+bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begin, int layer_end,
+                          bt_weights *out, bt_error *err);
+void bt_weights_deinit(bt_weights *w);
+
+/* Bytes of weight data this slice reads (for balancing and reports). */
+size_t bt_weights_bytes(const bt_weights *w);
+
+#endif
