@@ -14,7 +14,7 @@
 #include "clock.h"
 #include "cmd_common.h"
 #include "commands.h"
-#include "sampler.h"
+#include "rng.h"
 
 #define MAX_REPS 100
 

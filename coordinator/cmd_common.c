@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
+#include "hparams.h"
 
 void bt_model_flags_init(bt_model_flags *f) {
     memset(f, 0, sizeof *f);
@@ -96,4 +98,82 @@ bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *l
     *out = buf;
     *len = n;
     return BT_OK;
+}
+
+void bt_cluster_flags_init(bt_cluster_flags *f) {
+    memset(f, 0, sizeof *f);
+    f->codec = "f32";
+    f->prefill_chunk = 256;
+    f->max_seqs = 64;
+    f->max_batch = 512;
+    f->stages = 1;
+    f->stage_timeout_ms = 30000;
+    f->heartbeat_ms = 500;
+}
+
+int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_cluster_flags *cf) {
+    memset(s, 0, sizeof *s);
+    bt_error err;
+    bt_error_init(&err);
+    bt_runner_params rp = bt_model_flags_runner(mf);
+    bt_engine_params ep = bt_engine_default_params();
+    bt_hparams hp;
+    bt_status st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
+    if (st != BT_OK)
+        goto fail;
+    if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||
+        (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
+        (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
+        goto fail;
+    s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int n_ctx = mf->ctx ? (int)mf->ctx : (hp.n_ctx_train > 0 && hp.n_ctx_train < 4096
+                                              ? hp.n_ctx_train
+                                              : 4096);
+    if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train) {
+        st = bt_error_set(&err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",
+                          n_ctx, hp.n_ctx_train);
+        goto fail;
+    }
+    ep.cluster.zstd_level = (int)cf->act_zstd;
+    ep.cluster.layers = cf->layers;
+    ep.cluster.max_batch = (int)cf->max_batch;
+    ep.cluster.max_seqs = (int)cf->max_seqs;
+    ep.cluster.kv_tokens = n_ctx * (int)(cf->max_seqs < 4 ? cf->max_seqs : 4);
+    ep.cluster.heartbeat_ms = (int)cf->heartbeat_ms;
+    ep.cluster.stage_timeout_us = cf->stage_timeout_ms * 1000;
+    ep.prefill_chunk = (int)cf->prefill_chunk;
+    ep.max_inflight = (int)cf->inflight;
+    ep.n_ctx = n_ctx;
+
+    bt_launch_params lp = {.n_threads = s->n_threads,
+                           .local_stages = (int)cf->stages,
+                           .max_batch = (int)cf->max_batch,
+                           .max_seqs = (int)cf->max_seqs,
+                           .n_embd = hp.n_embd};
+    if ((st = bt_launch_start(&s->launch, s->gguf, &lp, &err)) != BT_OK)
+        goto fail;
+    s->launched = true;
+    if (s->launch.is_stage)
+        return bt_session_close(s, 0);
+    if ((st = bt_engine_new(s->launch.t, s->gguf, s->vocab, &ep, &s->engine, &err)) != BT_OK)
+        goto fail;
+    return -1;
+fail:
+    fprintf(stderr, "baton %s: %s\n", cmd, err.msg[0] ? err.msg : bt_status_str(st));
+    return bt_session_close(s, bt_cmd_exit_status(st));
+}
+
+int bt_session_close(bt_session *s, int status) {
+    /* A failed cluster (or one that never shook hands) cannot be shut down in order: end
+     * every stage so that none is left waiting. */
+    bool broken = !s->engine || bt_engine_failed(s->engine);
+    if (s->launched && !s->launch.is_stage && broken)
+        bt_launch_abort(&s->launch, status ? status : 1);
+    bt_engine_free(s->engine);
+    if (s->launched)
+        status = bt_launch_finish(&s->launch, status);
+    bt_vocab_free(s->vocab);
+    bt_gguf_free(s->gguf);
+    memset(s, 0, sizeof *s);
+    return status;
 }

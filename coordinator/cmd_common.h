@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 #include "cli.h"
+#include "engine.h"
+#include "launch.h"
 #include "runner.h"
 
 typedef struct bt_model_flags {
@@ -30,6 +32,48 @@ typedef struct bt_model_flags {
 void bt_model_flags_init(bt_model_flags *f);
 /* Runner parameters from the flags (model defaulted). */
 bt_runner_params bt_model_flags_runner(bt_model_flags *f);
+
+/* Flags of the commands that run on the cluster (generate, bench). */
+typedef struct bt_cluster_flags {
+    const char *codec, *layers;
+    int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
+        heartbeat_ms;
+} bt_cluster_flags;
+
+void bt_cluster_flags_init(bt_cluster_flags *f);
+
+#define BT_CLUSTER_FLAG_OPTS(f)                                                                    \
+    {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},  \
+        {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},    \
+        {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},              \
+        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (stages + 1)"},  \
+        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},    \
+        {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},           \
+        {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},       \
+        {"--stages", BT_CLI_INT, &(f).stages, 1, 64, "stage threads when run without mpirun"},     \
+        {"--stage-timeout-ms", BT_CLI_INT, &(f).stage_timeout_ms, 10, 86400000,                    \
+         "a silent stage is failed after this (30000)"},                                           \
+        {"--heartbeat-ms", BT_CLI_INT, &(f).heartbeat_ms, 1, 600000, "idle stage heartbeat (500)"}
+
+/* A model opened for a cluster command: the GGUF and vocabulary here, this process's role
+ * started, and on the coordinator the engine connected to the stages. */
+typedef struct bt_session {
+    bt_gguf *gguf;
+    bt_vocab *vocab;
+    bt_launch launch;
+    bool launched;
+    bt_engine *engine;
+    int n_threads;
+} bt_session;
+
+/* Opens the session. Returns -1 on the coordinator (go on and use s->engine); otherwise the
+ * exit status to end with: a stage rank that has served, or a failure (printed, prefixed by
+ * cmd). */
+int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_cluster_flags *cf);
+
+/* Ends the session: shutdown or abort of the stages, joins, MPI finalisation. Returns the
+ * exit status given the command's own. */
+int bt_session_close(bt_session *s, int status);
 
 /* Parses argv against opts; on error prints it with the usage and returns 2; on --help prints
  * the usage and returns 0; otherwise returns -1 (go on). */

@@ -14,27 +14,24 @@
 #include "cmd_common.h"
 #include "commands.h"
 #include "detok.h"
-#include "sampler.h"
+#include "request.h"
 
 #define PROMPT_MAX_BYTES (16u << 20)
 
-typedef struct last_logits {
-    bt_sampler *sampler;
-    int32_t token;
-    float logprob;
-} last_logits;
+/* Streams each generated token's completed characters to stdout. */
+typedef struct stream {
+    bt_detok detok;
+    char *buf;
+    size_t cap;
+} stream;
 
-static void sample_row(void *ctx, int i, const float *logits) {
-    (void)i;
-    last_logits *l = ctx;
-    l->token = bt_sampler_sample(l->sampler, logits, &l->logprob);
-}
-
-/* Writes the newly completed text of `id` to stdout. */
-static void emit(bt_detok *d, int32_t id, char *buf, size_t cap) {
+static void on_token(bt_request *r, int32_t token, float logprob, void *ctx) {
+    (void)r;
+    (void)logprob;
+    stream *out = ctx;
     size_t n = 0;
-    if (bt_detok_push(d, id, buf, cap, &n) == BT_OK && n) {
-        fwrite(buf, 1, n, stdout);
+    if (bt_detok_push(&out->detok, token, out->buf, out->cap, &n) == BT_OK && n) {
+        fwrite(out->buf, 1, n, stdout);
         fflush(stdout);
     }
 }
@@ -42,12 +39,15 @@ static void emit(bt_detok *d, int32_t id, char *buf, size_t cap) {
 int bt_cmd_generate(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
+    bt_cluster_flags cf;
+    bt_cluster_flags_init(&cf);
     const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
     int64_t max_tokens = 128, top_k = 40, seed = -1;
     double temperature = 0.8, top_p = 0.95, min_p = 0.05;
     bool chat = false, ignore_eos = false, print_ids = false, no_special = false;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
+        BT_CLUSTER_FLAG_OPTS(cf),
         {"--prompt", BT_CLI_STR, &prompt, 0, 0, "prompt text"},
         {"--file", BT_CLI_STR, &prompt_file, 0, 0, "read the prompt from a file"},
         {"--chat", BT_CLI_FLAG, &chat, 0, 0, "wrap the prompt as a user turn of the chat template"},
@@ -80,25 +80,30 @@ int bt_cmd_generate(int argc, char **argv) {
 
     bt_error err;
     bt_error_init(&err);
-    bt_runner r = {0};
-    bt_sampler *sampler = NULL;
-    char *file_text = NULL, *rendered = NULL, *piece = NULL;
+    char *file_text = NULL, *rendered = NULL;
     int32_t *ids = NULL;
+    bt_request *req = NULL;
+    stream out = {0};
     bt_status st = BT_OK;
-
     if (prompt_file) {
         size_t len;
-        if ((st = bt_read_file(prompt_file, PROMPT_MAX_BYTES, &file_text, &len, &err)) != BT_OK)
-            goto done;
+        if ((st = bt_read_file(prompt_file, PROMPT_MAX_BYTES, &file_text, &len, &err)) != BT_OK) {
+            fprintf(stderr, "baton generate: %s\n", err.msg);
+            return bt_cmd_exit_status(st);
+        }
         prompt = file_text;
     }
-    bt_runner_params rp = bt_model_flags_runner(&mf);
-    if ((st = bt_runner_open(&rp, &r, &err)) != BT_OK)
-        goto done;
 
+    bt_session s;
+    rc = bt_session_open(&s, "generate", &mf, &cf);
+    if (rc >= 0) {
+        free(file_text);
+        return rc;
+    }
+    const int n_ctx = bt_engine_n_ctx(s.engine);
     if (chat) {
         bt_chat_template tpl;
-        if ((st = bt_chat_template_detect(r.gguf, &tpl, &err)) != BT_OK)
+        if ((st = bt_chat_template_detect(s.gguf, &tpl, &err)) != BT_OK)
             goto done;
         bt_chat_msg msgs[2];
         size_t n_msgs = 0;
@@ -113,38 +118,21 @@ int bt_cmd_generate(int argc, char **argv) {
         prompt = rendered;
     }
 
-    /* Tokenize; the prompt must leave room for at least one generated token. */
-    size_t n_prompt = 0, cap = (size_t)r.n_ctx;
+    size_t n_prompt = 0, cap = (size_t)n_ctx;
     ids = malloc(sizeof *ids * cap);
     if (!ids) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    st = bt_tokenize(r.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt,
+    st = bt_tokenize(s.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt,
                      &err);
-    if (st == BT_ERR_LIMIT || (st == BT_OK && n_prompt >= cap)) {
+    if (st == BT_ERR_LIMIT)
         st = bt_error_set(&err, BT_ERR_LIMIT,
                           "prompt is %zu tokens; the context (--ctx) holds %d including the "
                           "generated tokens",
-                          n_prompt, r.n_ctx);
-        goto done;
-    }
+                          n_prompt, n_ctx);
     if (st != BT_OK)
         goto done;
-    if (n_prompt == 0) {
-        st = bt_error_set(&err, BT_ERR_INVALID_ARG, "the prompt is empty");
-        goto done;
-    }
-
-    bt_sampler_params sp = bt_sampler_default_params();
-    sp.temperature = (float)temperature;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)bt_now_us();
-    if ((st = bt_sampler_new(&sp, r.n_vocab, &sampler, &err)) != BT_OK)
-        goto done;
-
     if (print_ids) {
         fprintf(stderr, "prompt ids:");
         for (size_t i = 0; i < n_prompt; i++)
@@ -152,73 +140,60 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "\n");
     }
 
-    size_t piece_cap = bt_detok_out_max(r.vocab);
-    piece = malloc(piece_cap);
-    if (!piece) {
+    out.cap = bt_detok_out_max(s.vocab);
+    out.buf = malloc(out.cap);
+    if (!out.buf) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    bt_detok detok;
-    bt_detok_init(&detok, r.vocab, false);
-
-    last_logits last = {.sampler = sampler};
-    int64_t t0 = bt_now_us();
-    if ((st = bt_runner_eval(&r, 0, ids, (int)n_prompt, (int)n_prompt - 1, sample_row, &last,
-                             &err)) != BT_OK)
+    bt_detok_init(&out.detok, s.vocab, false);
+    bt_request_params rp = {.max_tokens = (int32_t)max_tokens,
+                            .ignore_eos = ignore_eos,
+                            .sampling = bt_sampler_default_params(),
+                            .on_token = on_token,
+                            .ctx = &out};
+    rp.sampling.temperature = (float)temperature;
+    rp.sampling.top_k = (int32_t)top_k;
+    rp.sampling.top_p = (float)top_p;
+    rp.sampling.min_p = (float)min_p;
+    rp.sampling.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)bt_now_us();
+    if ((st = bt_request_new(ids, (int32_t)n_prompt, &rp, n_ctx, &req, &err)) != BT_OK)
         goto done;
-    int64_t t_first = bt_now_us();
+    bt_engine_submit(s.engine, req);
+    if ((st = bt_engine_run(s.engine, &err)) != BT_OK)
+        goto done;
 
-    int64_t n_gen = 0;
-    int32_t *out_ids = ids + n_prompt; /* generated ids follow the prompt in ids[] */
-    const char *finish = "length";
-    while (n_gen < max_tokens) {
-        int32_t tok = last.token;
-        if (!ignore_eos && bt_vocab_is_eog(r.vocab, tok)) {
-            finish = "stop";
-            break;
-        }
-        out_ids[n_gen++] = tok;
-        emit(&detok, tok, piece, piece_cap);
-        if (n_gen == max_tokens)
-            break;
-        if ((size_t)n_gen + n_prompt >= (size_t)r.n_ctx) {
-            finish = "context";
-            break;
-        }
-        if ((st = bt_runner_eval(&r, 0, &tok, 1, 0, sample_row, &last, &err)) != BT_OK)
-            goto done;
-    }
-    int64_t t_end = bt_now_us();
     size_t n = 0;
-    if (bt_detok_flush(&detok, piece, piece_cap, &n) == BT_OK && n)
-        fwrite(piece, 1, n, stdout);
+    if (bt_detok_flush(&out.detok, out.buf, out.cap, &n) == BT_OK && n)
+        fwrite(out.buf, 1, n, stdout);
     fputc('\n', stdout);
     fflush(stdout);
-
     if (print_ids) {
         fprintf(stderr, "output ids:");
-        for (int64_t i = 0; i < n_gen; i++)
-            fprintf(stderr, " %d", out_ids[i]);
+        for (int32_t i = req->n_prompt; i < req->n_tokens; i++)
+            fprintf(stderr, " %d", req->tokens[i]);
         fprintf(stderr, "\n");
     }
-    double pp_ms = (double)(t_first - t0) / 1e3, tg_ms = (double)(t_end - t_first) / 1e3;
     /* The first token comes out of the prefill; the decode rate counts the steps after it. */
-    int64_t n_steps = n_gen > 1 ? n_gen - 1 : 0;
+    double ttft_ms = (double)(req->t_first_token - req->t_submit) / 1e3;
+    double tg_ms = (double)(req->t_done - req->t_first_token) / 1e3;
+    int32_t n_steps = req->n_generated > 1 ? req->n_generated - 1 : 0;
     fprintf(stderr,
-            "prompt: %zu tokens in %.1f ms (%.1f tok/s), time to first token %.1f ms\n"
-            "generation: %lld tokens, %lld decode steps in %.1f ms (%.1f tok/s), finish: %s\n",
-            n_prompt, pp_ms, pp_ms > 0 ? (double)n_prompt * 1e3 / pp_ms : 0.0, pp_ms,
-            (long long)n_gen, (long long)n_steps, tg_ms,
-            tg_ms > 0 ? (double)n_steps * 1e3 / tg_ms : 0.0, finish);
+            "prompt: %zu tokens, time to first token %.1f ms (%.1f tok/s)\n"
+            "generation: %d tokens, %d decode steps in %.1f ms (%.1f tok/s, %.2f ms per "
+            "token), finish: %s\n",
+            n_prompt, ttft_ms, ttft_ms > 0 ? (double)n_prompt * 1e3 / ttft_ms : 0.0,
+            req->n_generated, n_steps, tg_ms, tg_ms > 0 ? n_steps * 1e3 / tg_ms : 0.0,
+            n_steps ? tg_ms / n_steps : 0.0, bt_finish_name(req->finish));
 
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton generate: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
-    bt_sampler_free(sampler);
-    bt_runner_close(&r);
+    rc = bt_session_close(&s, bt_cmd_exit_status(st));
+    bt_request_free(req);
     free(ids);
-    free(piece);
+    free(out.buf);
     free(rendered);
     free(file_text);
-    return bt_cmd_exit_status(st);
+    return rc;
 }

@@ -1,0 +1,351 @@
+/* cluster.c - handshake, micro-batches out, results in, liveness (see cluster.h). */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "hparams.h"
+#include "msg.h"
+#include "stage_loop.h"
+
+#define ARENA_BYTES (4u << 20)
+#define SEND_TIMEOUT_US (10 * 1000000LL)
+
+struct bt_cluster {
+    bt_transport *t;
+    const bt_gguf *g;
+    bt_cluster_params p;
+    bt_split split;
+    int n_stages;
+    bt_stage_report *stages; /* [n_stages] */
+    uint8_t *out;            /* frame buffer, t->max_frame */
+    bt_arena arena;
+    /* StageBatch scratch, sized at start */
+    Baton__SeqOp *ops;
+    Baton__SeqOp **op_ptrs;
+    Baton__SamplingParams *params;
+    Baton__SamplingParams **param_ptrs;
+    protobuf_c_boolean *want, *prefill;
+    int64_t last_activity_us; /* last batch sent */
+};
+
+bt_cluster_params bt_cluster_default_params(void) {
+    return (bt_cluster_params){.codec = BT_CODEC_F32,
+                               .zstd_level = 0,
+                               .max_batch = 512,
+                               .max_seqs = 64,
+                               .kv_tokens = 4096,
+                               .layers = NULL,
+                               .heartbeat_ms = 500,
+                               .stage_timeout_us = 30 * 1000000LL,
+                               .hello_timeout_us = 300 * 1000000LL};
+}
+
+int bt_cluster_n_stages(const bt_cluster *c) {
+    return c->n_stages;
+}
+const bt_stage_report *bt_cluster_stage(const bt_cluster *c, int i) {
+    return &c->stages[i];
+}
+const bt_split *bt_cluster_split(const bt_cluster *c) {
+    return &c->split;
+}
+int bt_cluster_kv_tokens(const bt_cluster *c) {
+    int kv = c->stages[0].kv_tokens;
+    for (int i = 1; i < c->n_stages; i++)
+        if (c->stages[i].kv_tokens < kv)
+            kv = c->stages[i].kv_tokens;
+    return kv;
+}
+
+static bt_status send_msg(bt_cluster *c, int dst, bt_msg_kind kind, const ProtobufCMessage *m,
+                          bt_error *err) {
+    size_t len;
+    bt_status st = bt_frame_finish(c->out, c->t->max_frame, kind, m, 0, 0, 0, &len, err);
+    if (st != BT_OK)
+        return st;
+    return bt_transport_send(c->t, dst, c->out, len, SEND_TIMEOUT_US, err);
+}
+
+static const char *stage_where(const bt_cluster *c, int rank, char *buf, size_t cap) {
+    const bt_stage_report *s = &c->stages[rank - 1];
+    if (s->host[0])
+        snprintf(buf, cap, "stage rank %d (layers %d-%d on %s)", rank, s->layer_begin,
+                 s->layer_end - 1, s->host);
+    else
+        snprintf(buf, cap, "stage rank %d", rank);
+    return buf;
+}
+
+static bt_status handshake(bt_cluster *c, bt_error *err) {
+    bt_hparams hp;
+    bt_status st = bt_hparams_load(c->g, &hp, err);
+    if (st != BT_OK)
+        return st;
+    /* f16 KV: 2 bytes per element, K and V. */
+    uint64_t kv_per_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.layers,
+                            &c->split, err)) != BT_OK)
+        return st;
+    uint8_t hash[BT_MODEL_HASH_BYTES];
+    bt_model_hash(bt_gguf_base(c->g), bt_gguf_data_offset(c->g), bt_gguf_file_size(c->g), hash);
+    for (int s = 0; s < c->n_stages; s++) {
+        Baton__Hello h = BATON__HELLO__INIT;
+        h.protocol_version = BT_PROTOCOL_VERSION;
+        h.stage_index = (uint32_t)s;
+        h.n_stages = (uint32_t)c->n_stages;
+        h.layer_begin = (uint32_t)c->split.begin[s];
+        h.layer_end = (uint32_t)c->split.end[s];
+        h.model_hash.data = hash;
+        h.model_hash.len = sizeof hash;
+        h.codec = (uint32_t)c->p.codec;
+        h.zstd_level = (uint32_t)c->p.zstd_level;
+        h.max_batch = (uint32_t)c->p.max_batch;
+        h.max_seqs = (uint32_t)c->p.max_seqs;
+        h.kv_tokens = (uint32_t)c->p.kv_tokens;
+        h.heartbeat_ms = (uint32_t)c->p.heartbeat_ms;
+        if ((st = send_msg(c, s + 1, BT_MSG_HELLO, &h.base, err)) != BT_OK)
+            return bt_error_wrap(err, "Hello to stage rank %d", s + 1), st;
+    }
+    int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
+    for (int got = 0; got < c->n_stages;) {
+        int64_t left = deadline - bt_now_us();
+        const void *buf;
+        size_t len;
+        int from;
+        if (left <= 0 ||
+            (st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, left, err)) ==
+                BT_ERR_TIMEOUT)
+            return bt_error_set(err, BT_ERR_TIMEOUT,
+                                "%d of %d stages answered the handshake within %lld s", got,
+                                c->n_stages, (long long)(c->p.hello_timeout_us / 1000000));
+        if (st != BT_OK)
+            return st;
+        bt_frame_view f;
+        ProtobufCMessage *m;
+        bt_arena_reset(&c->arena);
+        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+            return bt_error_wrap(err, "handshake from rank %d", from), st;
+        if (f.kind == BT_MSG_ERROR &&
+            bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
+            Baton__Error *e = (Baton__Error *)m;
+            return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
+                                e->message ? e->message : "");
+        }
+        if ((st = bt_msg_unpack(&f, BT_MSG_HELLO_REPLY, &c->arena, &m, err)) != BT_OK)
+            return bt_error_wrap(err, "handshake from rank %d", from), st;
+        Baton__HelloReply *r = (Baton__HelloReply *)m;
+        int s = from - 1;
+        if (from < 1 || from > c->n_stages || c->stages[s].rank)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected HelloReply from rank %d", from);
+        if (r->protocol_version != BT_PROTOCOL_VERSION ||
+            r->model_hash.len != BT_MODEL_HASH_BYTES ||
+            memcmp(r->model_hash.data, hash, sizeof hash) != 0 ||
+            r->layer_begin != (uint32_t)c->split.begin[s] ||
+            r->layer_end != (uint32_t)c->split.end[s] || r->kv_tokens < BT_KV_BLOCK_TOKENS)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "stage rank %d answered with protocol %u, layers [%u, %u), "
+                                "kv_tokens %u or a different model",
+                                from, r->protocol_version, r->layer_begin, r->layer_end,
+                                r->kv_tokens);
+        bt_stage_report *rep = &c->stages[s];
+        rep->rank = from;
+        rep->layer_begin = (int)r->layer_begin;
+        rep->layer_end = (int)r->layer_end;
+        rep->weight_bytes = r->weight_bytes;
+        rep->kv_bytes = r->kv_bytes;
+        rep->rss_bytes = r->rss_bytes;
+        rep->kv_tokens = (int)r->kv_tokens;
+        snprintf(rep->host, sizeof rep->host, "%s", r->hostname ? r->hostname : "");
+        rep->last_seen_us = bt_now_us();
+        got++;
+    }
+    return BT_OK;
+}
+
+bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
+                           bt_cluster **out, bt_error *err) {
+    *out = NULL;
+    if (t->size < 2)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "a cluster needs at least one stage rank");
+    bt_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return bt_error_set(err, BT_ERR_NOMEM, "cluster: out of memory");
+    c->t = t;
+    c->g = g;
+    c->p = *p;
+    c->n_stages = t->size - 1;
+    size_t S = (size_t)p->max_seqs, B = (size_t)p->max_batch;
+    c->stages = calloc((size_t)c->n_stages, sizeof *c->stages);
+    c->out = malloc(t->max_frame);
+    c->ops = calloc(2 * S, sizeof *c->ops);
+    c->op_ptrs = calloc(2 * S, sizeof *c->op_ptrs);
+    c->params = calloc(S, sizeof *c->params);
+    c->param_ptrs = calloc(S, sizeof *c->param_ptrs);
+    c->want = calloc(B, sizeof *c->want);
+    c->prefill = calloc(B, sizeof *c->prefill);
+    bt_status st;
+    if (!c->stages || !c->out || !c->ops || !c->op_ptrs || !c->params || !c->param_ptrs ||
+        !c->want || !c->prefill) {
+        st = bt_error_set(err, BT_ERR_NOMEM, "cluster: out of memory");
+        goto fail;
+    }
+    if ((st = bt_arena_init(&c->arena, ARENA_BYTES, err)) != BT_OK)
+        goto fail;
+    if ((st = handshake(c, err)) != BT_OK)
+        goto fail;
+    *out = c;
+    return BT_OK;
+fail:
+    bt_cluster_free(c);
+    return st;
+}
+
+void bt_cluster_free(bt_cluster *c) {
+    if (!c)
+        return;
+    bt_arena_deinit(&c->arena);
+    free(c->stages);
+    free(c->out);
+    free(c->ops);
+    free(c->op_ptrs);
+    free(c->params);
+    free(c->param_ptrs);
+    free(c->want);
+    free(c->prefill);
+    free(c);
+}
+
+bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error *err) {
+    Baton__StageBatch m = BATON__STAGE_BATCH__INIT;
+    m.step = b->step;
+    m.n_seq = m.n_pos = m.n_token = m.n_want = m.n_prefill = (size_t)b->n_rows;
+    m.seq = (int32_t *)b->seq;
+    m.pos = (int32_t *)b->pos;
+    m.token = (int32_t *)b->token;
+    for (int i = 0; i < b->n_rows; i++) {
+        c->want[i] = b->want[i];
+        c->prefill[i] = b->prefill[i];
+    }
+    m.want = c->want;
+    m.prefill = c->prefill;
+    for (int i = 0; i < b->n_ops; i++) {
+        Baton__SeqOp *op = &c->ops[i];
+        baton__seq_op__init(op);
+        op->kind = b->ops[i].kind == BT_SCHED_OP_FORK ? BATON__SEQ_OP__KIND__FORK
+                                                      : BATON__SEQ_OP__KIND__FREE;
+        op->seq = b->ops[i].seq;
+        op->dst = b->ops[i].dst;
+        c->op_ptrs[i] = op;
+    }
+    m.n_ops = (size_t)b->n_ops;
+    m.ops = c->op_ptrs;
+    for (int i = 0; i < b->n_new; i++) {
+        const bt_request *r = b->new_reqs[i];
+        Baton__SamplingParams *sp = &c->params[i];
+        baton__sampling_params__init(sp);
+        sp->seq = r->seq;
+        sp->temperature = r->p.sampling.temperature;
+        sp->top_k = r->p.sampling.top_k;
+        sp->top_p = r->p.sampling.top_p;
+        sp->min_p = r->p.sampling.min_p;
+        sp->seed = r->p.sampling.seed;
+        c->param_ptrs[i] = sp;
+    }
+    m.n_new_seqs = (size_t)b->n_new;
+    m.new_seqs = c->param_ptrs;
+    c->last_activity_us = bt_now_us();
+    return send_msg(c, 1, BT_MSG_STAGE_BATCH, &m.base, err);
+}
+
+/* A stage that has been silent for longer than stage_timeout is gone or hung: an idle stage
+ * heartbeats every heartbeat_ms, a busy one answers every micro-batch. */
+static bt_status check_liveness(bt_cluster *c, bt_error *err) {
+    int64_t now = bt_now_us();
+    for (int s = 0; s < c->n_stages; s++) {
+        int64_t silent = now - c->stages[s].last_seen_us;
+        if (silent > c->p.stage_timeout_us) {
+            char where[128];
+            return bt_error_set(err, BT_ERR_TIMEOUT,
+                                "%s sent nothing for %lld ms (deadline %lld ms): it is hung or "
+                                "gone",
+                                stage_where(c, s + 1, where, sizeof where),
+                                (long long)(silent / 1000),
+                                (long long)(c->p.stage_timeout_us / 1000));
+        }
+    }
+    return BT_OK;
+}
+
+bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
+                          bt_error *err) {
+    res->n = -1;
+    const void *buf;
+    size_t len;
+    int from = -1;
+    bt_status st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, timeout_us, err);
+    /* Liveness is judged only when nothing is queued, so that a coordinator that was busy
+     * elsewhere first reads the heartbeats that piled up meanwhile. A dead stage stalls the
+     * pipeline, so the queue does run dry. */
+    if (st == BT_ERR_TIMEOUT)
+        return check_liveness(c, err);
+    if (st != BT_OK)
+        return st;
+    char where[128];
+    if (from < 1 || from > c->n_stages)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "message from unknown rank %d", from);
+    c->stages[from - 1].last_seen_us = bt_now_us();
+    bt_frame_view f;
+    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+        return bt_error_wrap(err, "%s", stage_where(c, from, where, sizeof where)), st;
+    bt_arena_reset(&c->arena);
+    ProtobufCMessage *m;
+    switch (f.kind) {
+    case BT_MSG_HEARTBEAT:
+        if ((st = bt_msg_unpack(&f, BT_MSG_HEARTBEAT, &c->arena, &m, err)) != BT_OK)
+            return st;
+        c->stages[from - 1].busy_us = ((Baton__Heartbeat *)m)->busy_us;
+        return BT_OK;
+    case BT_MSG_ERROR:
+        if ((st = bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err)) != BT_OK)
+            return st;
+        return bt_error_set(err, BT_ERR_IO, "%s failed: %s",
+                            stage_where(c, from, where, sizeof where),
+                            ((Baton__Error *)m)->message ? ((Baton__Error *)m)->message : "");
+    case BT_MSG_SAMPLE_RESULTS: {
+        if (from != c->n_stages)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults from rank %d, not the last",
+                                from);
+        if ((st = bt_msg_unpack(&f, BT_MSG_SAMPLE_RESULTS, &c->arena, &m, err)) != BT_OK)
+            return st;
+        Baton__SampleResults *r = (Baton__SampleResults *)m;
+        if (r->n_seq != r->n_token || r->n_seq != r->n_logprob ||
+            r->n_seq > (size_t)c->p.max_batch)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults step %llu: %zu seqs, %zu tokens, %zu logprobs",
+                                (unsigned long long)r->step, r->n_seq, r->n_token, r->n_logprob);
+        c->stages[from - 1].busy_us += r->compute_us;
+        res->n = (int)r->n_seq;
+        res->step = r->step;
+        res->seq = r->seq;
+        res->token = r->token;
+        res->logprob = r->logprob;
+        return BT_OK;
+    }
+    default:
+        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s",
+                            bt_msg_kind_name(f.kind), stage_where(c, from, where, sizeof where));
+    }
+}
+
+void bt_cluster_shutdown(bt_cluster *c) {
+    bt_error ignored;
+    bt_error_init(&ignored);
+    for (int s = 0; s < c->n_stages; s++) {
+        Baton__Shutdown m = BATON__SHUTDOWN__INIT;
+        send_msg(c, s + 1, BT_MSG_SHUTDOWN, &m.base, &ignored);
+    }
+    bt_transport_flush(c->t, 5 * 1000000LL, &ignored);
+}

@@ -1,0 +1,81 @@
+/*
+ * cluster.h - the coordinator's side of the wire protocol: the handshake with every stage,
+ * sending micro-batches to the first stage, and receiving sample results, heartbeats and
+ * errors, with a deadline on everything.
+ *
+ * Owns: the frame buffer and decode arena of rank 0, what each stage reported in its
+ * HelloReply, and each stage's last sign of life. Borrows the transport and the GGUF.
+ *
+ * Failure: a stage that sends an Error, whose transport fails, or that sends nothing for
+ * stage_timeout while it is expected to (idle stages heartbeat every heartbeat_ms; busy ones
+ * answer every micro-batch) makes bt_cluster_poll fail with a message naming the rank, its
+ * layers and host. The caller then fails its requests and ends the job.
+ *
+ * Confined to the coordinator's scheduling thread.
+ */
+#ifndef BT_CLUSTER_H
+#define BT_CLUSTER_H
+
+#include <stdint.h>
+
+#include "codec.h"
+#include "gguf.h"
+#include "scheduler.h"
+#include "split.h"
+#include "status.h"
+#include "transport.h"
+
+typedef struct bt_cluster_params {
+    bt_codec_kind codec; /* activations between stages */
+    int zstd_level;      /* 0 = none */
+    int max_batch;       /* rows per micro-batch */
+    int max_seqs;        /* sequence slots */
+    int kv_tokens;       /* KV capacity asked of each stage */
+    const char *layers;  /* --layers spec or NULL for the balanced split */
+    int heartbeat_ms;
+    int64_t stage_timeout_us;
+    int64_t hello_timeout_us;
+} bt_cluster_params;
+
+bt_cluster_params bt_cluster_default_params(void);
+
+typedef struct bt_stage_report {
+    int rank, layer_begin, layer_end;
+    uint64_t weight_bytes, kv_bytes, rss_bytes;
+    int kv_tokens;
+    char host[64];
+    int64_t last_seen_us;
+    uint64_t busy_us;
+} bt_stage_report;
+
+typedef struct bt_cluster bt_cluster;
+
+/* Sends Hello to every stage (t->size - 1 of them) and waits for their replies. */
+bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
+                           bt_cluster **out, bt_error *err);
+void bt_cluster_free(bt_cluster *c);
+
+int bt_cluster_n_stages(const bt_cluster *c);
+const bt_stage_report *bt_cluster_stage(const bt_cluster *c, int i);
+/* KV capacity in tokens of the fullest stage. */
+int bt_cluster_kv_tokens(const bt_cluster *c);
+const bt_split *bt_cluster_split(const bt_cluster *c);
+
+bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error *err);
+
+/* One received SampleResults; arrays valid until the next poll. n = -1: nothing arrived. */
+typedef struct bt_cluster_results {
+    int n;
+    uint64_t step;
+    const int32_t *seq, *token;
+    const float *logprob;
+} bt_cluster_results;
+
+/* Waits up to timeout_us for the next message and handles heartbeats itself. */
+bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
+                          bt_error *err);
+
+/* Tells every stage to exit and waits (bounded) until the messages are out. */
+void bt_cluster_shutdown(bt_cluster *c);
+
+#endif

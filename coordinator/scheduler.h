@@ -1,0 +1,98 @@
+/*
+ * scheduler.h - continuous batching through a pipeline, on the coordinator.
+ *
+ * Owns: the queue of waiting requests, the sequence slots [0, max_seqs), the KV block
+ * accounting for all stages (every stage holds the same positions of a sequence for its own
+ * layers, so one count serves all; capacity = the smallest stage's), the sequence ops that
+ * must reach the stages with the next micro-batch, and the micro-batches in flight.
+ *
+ * A micro-batch (bt_sched_batch) holds decode rows (one token of a sequence whose last
+ * token was just sampled) and prefill chunks (up to prefill_chunk prompt or recompute rows),
+ * at most max_batch rows. A sequence is in at most one in-flight micro-batch. Up to
+ * max_inflight micro-batches are in flight, and decode rows are spread over them (at most
+ * ceil(running / max_inflight) per batch) so that every stage has work.
+ *
+ * Admission: the oldest queued request is admitted when a slot is free and its first chunk's
+ * blocks (plus a watermark) are free. Growth that finds no free block preempts the most
+ * recently admitted sequence that is not in flight: its KV is freed on every stage and it is
+ * queued again at the front, to be recomputed from its tokens; nothing else is failed.
+ * Sampling is a function of (seed, position), so a recomputed sequence samples the same
+ * tokens it would have.
+ *
+ * Confined to the coordinator's scheduling thread. Nothing is allocated per step: batch
+ * arrays are sized at creation.
+ */
+#ifndef BT_SCHEDULER_H
+#define BT_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "request.h"
+#include "status.h"
+
+#define BT_KV_BLOCK_TOKENS 16
+
+typedef struct bt_sched_params {
+    int max_seqs;      /* sequence slots */
+    int kv_tokens;     /* KV capacity in tokens of the fullest stage */
+    int max_batch;     /* rows per micro-batch */
+    int prefill_chunk; /* prompt rows of one sequence per micro-batch */
+    int max_inflight;  /* micro-batches in flight */
+    int n_ctx;         /* tokens per sequence (<= kv_tokens) */
+    /* End-of-generation test for sampled tokens (the vocabulary's EOG set). */
+    bool (*is_eog)(int32_t token, void *ctx);
+    void *eog_ctx;
+} bt_sched_params;
+
+typedef enum bt_sched_op_kind { BT_SCHED_OP_FREE = 0, BT_SCHED_OP_FORK = 1 } bt_sched_op_kind;
+
+typedef struct bt_sched_op {
+    bt_sched_op_kind kind;
+    int32_t seq, dst;
+} bt_sched_op;
+
+/* One micro-batch, struct of arrays. Valid until the next bt_sched_next_batch. */
+typedef struct bt_sched_batch {
+    uint64_t step;
+    int n_rows;
+    int32_t *seq, *pos, *token; /* [max_batch] */
+    uint8_t *want, *prefill;    /* [max_batch] */
+    int n_ops;
+    bt_sched_op *ops; /* [2 * max_seqs] applied before the rows */
+    int n_new;
+    bt_request **new_reqs; /* [max_seqs] sequences whose sampling params go with this batch */
+} bt_sched_batch;
+
+typedef struct bt_sched bt_sched;
+
+bt_status bt_sched_new(const bt_sched_params *p, bt_sched **out, bt_error *err);
+void bt_sched_free(bt_sched *s);
+
+/* Queues r (QUEUED, borrowed until DONE). max_tokens 0 finishes it at once. */
+void bt_sched_submit(bt_sched *s, bt_request *r);
+
+/* Forms the next micro-batch if one can go now (fewer than max_inflight in flight and rows
+ * or ops to send). Returns false when there is nothing to send. */
+bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out);
+
+/* Results of in-flight step `step`: one (seq, token, logprob) per wanted row, in row order.
+ * Appends tokens, calls the requests' callbacks, finishes and frees what is done.
+ * BT_ERR_PROTOCOL (naming the field) when the results do not match the step's wanted rows. */
+bt_status bt_sched_on_results(bt_sched *s, uint64_t step, int n, const int32_t *seq,
+                              const int32_t *token, const float *logprob, bt_error *err);
+
+/* Ends r (CANCELLED): queued requests leave the queue; running ones free their KV. */
+void bt_sched_cancel(bt_sched *s, bt_request *r);
+
+/* Fails every request (a stage is gone): DONE with FINISH_ERROR and err's message. */
+void bt_sched_fail_all(bt_sched *s, const bt_error *err);
+
+/* Counters. */
+int bt_sched_n_inflight(const bt_sched *s);
+int bt_sched_n_active(const bt_sched *s); /* queued + running */
+int bt_sched_n_running(const bt_sched *s);
+int bt_sched_kv_blocks_used(const bt_sched *s);
+uint64_t bt_sched_n_preemptions(const bt_sched *s);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * msg.h - building and opening frames around the protobuf-c messages of baton.proto.
+ *
+ * Sending: bt_frame_payload_offset() says where the raw payload goes in the caller's frame
+ * buffer; the caller encodes activations there, then bt_frame_finish() packs the protobuf
+ * header and the fixed header in front of them. No copy of the payload is made.
+ *
+ * Receiving: bt_frame_parse() (frame.h) checks the fixed header; bt_msg_unpack() unpacks the
+ * protobuf part with memory from a bt_arena (a fixed buffer reset once per step), so
+ * decoding allocates nothing and a hostile length cannot exhaust memory: when the arena is
+ * full the unpack fails with BT_ERR_PROTOCOL.
+ *
+ * Threading: an arena is confined to its thread.
+ */
+#ifndef BT_MSG_H
+#define BT_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "baton.pb-c.h"
+#include "frame.h"
+#include "status.h"
+
+typedef struct bt_arena {
+    uint8_t *base; /* owned (bt_arena_init allocates, bt_arena_deinit frees) */
+    size_t cap, used;
+    ProtobufCAllocator allocator;
+} bt_arena;
+
+bt_status bt_arena_init(bt_arena *a, size_t cap, bt_error *err);
+void bt_arena_deinit(bt_arena *a);
+void bt_arena_reset(bt_arena *a);
+
+/* Offset of the payload in a frame whose protobuf part is msg. */
+size_t bt_frame_payload_offset(const ProtobufCMessage *msg);
+
+/* Packs msg and the fixed header into buf (the payload, payload_len bytes, is already at
+ * bt_frame_payload_offset(msg)). *frame_len = total bytes. BT_ERR_LIMIT when cap is short. */
+bt_status bt_frame_finish(void *buf, size_t cap, bt_msg_kind kind, const ProtobufCMessage *msg,
+                          size_t payload_len, int codec, int zstd, size_t *frame_len,
+                          bt_error *err);
+
+/* Unpacks the protobuf part of a parsed frame, expecting `kind`. The message lives in the
+ * arena until its next reset. BT_ERR_PROTOCOL naming the message when the kind differs or the
+ * bytes do not decode. */
+bt_status bt_msg_unpack(const bt_frame_view *f, bt_msg_kind kind, bt_arena *a,
+                        ProtobufCMessage **out, bt_error *err);
+
+/* The model identity checked in the handshake: FNV-1a 64 over the GGUF's bytes before the
+ * data section (header, metadata, tensor directory) and the file size, 16 bytes. */
+#define BT_MODEL_HASH_BYTES 16
+void bt_model_hash(const void *file, size_t data_offset, size_t file_size,
+                   uint8_t out[BT_MODEL_HASH_BYTES]);
+
+#endif

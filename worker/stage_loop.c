@@ -1,0 +1,479 @@
+/* stage_loop.c - the stage role (see stage_loop.h for the state table). */
+#include "stage_loop.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "codec.h"
+#include "log.h"
+#include "msg.h"
+#include "sampler.h"
+#include "stage.h"
+
+#define ARENA_BYTES (4u << 20)
+#define MAX_BATCH_LIMIT 65536
+#define MAX_SEQS_LIMIT 65536
+
+bt_stage_loop_params bt_stage_loop_default_params(void) {
+    return (bt_stage_loop_params){.n_threads = 1, .hello_timeout_us = 300 * 1000000LL};
+}
+
+size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd) {
+    size_t rows = (size_t)max_batch, seqs = (size_t)max_seqs;
+    size_t header = 4096 + rows * 40 + seqs * 64;           /* varints of every row, ops, params */
+    size_t payload = rows * (size_t)n_embd * sizeof(float); /* f32 is the largest raw codec */
+    return BT_FRAME_HEADER_BYTES + header + payload + payload / 128 + 1024; /* zstd bound */
+}
+
+/* Everything the loop owns; one per stage rank. */
+typedef struct loop {
+    bt_transport *t;
+    const bt_gguf *g;
+    int rank, prev, next; /* next = 0 on the last stage (results go to the coordinator) */
+    Baton__Hello cfg;     /* copy of the scalar fields of the Hello */
+    bt_stage *stage;
+    bt_codec *codec;
+    bt_sampler *sampler;     /* last stage only */
+    bt_seq_sampler *seqs;    /* [max_seqs] last stage only */
+    uint8_t *seq_has_params; /* [max_seqs] */
+    float *act_in, *act_out; /* [max_batch][n_embd] */
+    float *logits;           /* [max_seqs][n_vocab] last stage only */
+    uint8_t *want, *prefill; /* [max_batch] */
+    int32_t *res_seq, *res_tok; /* [max_seqs] */
+    float *res_lp;              /* [max_seqs] */
+    uint8_t *out;               /* outgoing frame buffer, max_frame */
+    bt_arena arena;
+    int n_embd, n_vocab;
+    uint64_t busy_us;
+} loop;
+
+static bt_status send_msg(loop *L, int dst, bt_msg_kind kind, const ProtobufCMessage *m,
+                          bt_error *err) {
+    size_t len;
+    bt_status st = bt_frame_finish(L->out, L->t->max_frame, kind, m, 0, 0, 0, &len, err);
+    if (st != BT_OK)
+        return st;
+    return bt_transport_send(L->t, dst, L->out, len, 10 * 1000000LL, err);
+}
+
+/* Best effort: tell the coordinator why this stage stops. */
+static void report_error(loop *L, const bt_error *e) {
+    Baton__Error m = BATON__ERROR__INIT;
+    m.rank = (uint32_t)L->rank;
+    m.status = (uint32_t)e->status;
+    m.message = (char *)e->msg;
+    bt_error ignored;
+    bt_error_init(&ignored);
+    if (send_msg(L, 0, BT_MSG_ERROR, &m.base, &ignored) == BT_OK)
+        bt_transport_flush(L->t, 2 * 1000000LL, &ignored);
+}
+
+static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
+    int n_layer = 0;
+    uint32_t u;
+    bt_str arch;
+    if (bt_gguf_get_str(L->g, "general.architecture", &arch, err) != BT_OK)
+        return BT_ERR_FORMAT;
+    char key[96];
+    snprintf(key, sizeof key, "%.*s.block_count", (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    if (bt_gguf_get_u32(L->g, key, &u, err) != BT_OK)
+        return BT_ERR_FORMAT;
+    n_layer = (int)u;
+    if (h->protocol_version != BT_PROTOCOL_VERSION)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: protocol version %u, this stage speaks %u",
+                            h->protocol_version, BT_PROTOCOL_VERSION);
+    if (h->n_stages != (uint32_t)(L->t->size - 1) || h->stage_index != (uint32_t)(L->rank - 1))
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: stage %u of %u, but this is rank %d of %d", h->stage_index,
+                            h->n_stages, L->rank, L->t->size);
+    if (h->layer_begin >= h->layer_end || h->layer_end > (uint32_t)n_layer)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: layers [%u, %u) outside the model's %d",
+                            h->layer_begin, h->layer_end, n_layer);
+    if ((h->stage_index == 0) != (h->layer_begin == 0) ||
+        (h->stage_index + 1 == h->n_stages) != (h->layer_end == (uint32_t)n_layer))
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: layers [%u, %u) do not fit stage %u of %u", h->layer_begin,
+                            h->layer_end, h->stage_index, h->n_stages);
+    if (h->codec >= BT_CODEC_KIND_COUNT || h->zstd_level > 19)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: codec %u / zstd level %u", h->codec,
+                            h->zstd_level);
+    if (h->max_batch < 1 || h->max_batch > MAX_BATCH_LIMIT || h->max_seqs < 1 ||
+        h->max_seqs > MAX_SEQS_LIMIT || h->kv_tokens < 1 || h->kv_tokens > (1u << 26))
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: max_batch %u, max_seqs %u or kv_tokens %u out of range",
+                            h->max_batch, h->max_seqs, h->kv_tokens);
+    if (h->heartbeat_ms < 1 || h->heartbeat_ms > 600000)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: heartbeat_ms %u", h->heartbeat_ms);
+    uint8_t hash[BT_MODEL_HASH_BYTES];
+    bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
+    if (h->model_hash.len != BT_MODEL_HASH_BYTES ||
+        memcmp(h->model_hash.data, hash, BT_MODEL_HASH_BYTES) != 0)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: the coordinator's model differs from this stage's file "
+                            "(model hash mismatch)");
+    return BT_OK;
+}
+
+static uint64_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void *alloc_zero(size_t n, size_t size) {
+    return calloc(n ? n : 1, size);
+}
+
+static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_params *p,
+                       bt_error *err) {
+    L->cfg = *h;
+    L->cfg.model_hash.data = NULL; /* not kept */
+    L->prev = L->rank - 1;
+    L->next = L->rank + 1 < L->t->size ? L->rank + 1 : 0;
+    bt_stage_params sp = bt_stage_default_params();
+    sp.layer_begin = (int)h->layer_begin;
+    sp.layer_end = (int)h->layer_end;
+    sp.n_threads = p->n_threads;
+    sp.kv_tokens = (int)h->kv_tokens;
+    sp.max_batch = (int)h->max_batch;
+    sp.max_seqs = (int)h->max_seqs;
+    bt_status st = bt_stage_new(L->g, &sp, &L->stage, err);
+    if (st != BT_OK)
+        return st;
+    L->n_embd = bt_stage_n_embd(L->stage);
+    L->n_vocab = bt_stage_n_vocab(L->stage);
+    bt_codec_params cp = {.kind = (bt_codec_kind)h->codec,
+                          .zstd_level = (int)h->zstd_level,
+                          .n_embd = L->n_embd,
+                          .max_rows = (int)h->max_batch};
+    if ((st = bt_codec_new(&cp, &L->codec, err)) != BT_OK)
+        return st;
+    size_t B = h->max_batch, S = h->max_seqs, E = (size_t)L->n_embd;
+    L->act_in = alloc_zero(B * E, sizeof(float));
+    L->act_out = alloc_zero(B * E, sizeof(float));
+    L->want = alloc_zero(B, 1);
+    L->prefill = alloc_zero(B, 1);
+    L->res_seq = alloc_zero(S, sizeof(int32_t));
+    L->res_tok = alloc_zero(S, sizeof(int32_t));
+    L->res_lp = alloc_zero(S, sizeof(float));
+    if (!L->act_in || !L->act_out || !L->want || !L->prefill || !L->res_seq || !L->res_tok ||
+        !L->res_lp)
+        return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for %zu rows", B);
+    if (bt_stage_is_last(L->stage)) {
+        size_t rows = S < B ? S : B; /* at most one sampled row per sequence per batch */
+        L->logits = alloc_zero(rows * (size_t)L->n_vocab, sizeof(float));
+        L->seqs = alloc_zero(S, sizeof *L->seqs);
+        L->seq_has_params = alloc_zero(S, 1);
+        if (!L->logits || !L->seqs || !L->seq_has_params)
+            return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for logits");
+        if ((st = bt_sampler_new(L->n_vocab, &L->sampler, err)) != BT_OK)
+            return st;
+    }
+    return BT_OK;
+}
+
+static void teardown(loop *L) {
+    bt_stage_free(L->stage);
+    bt_codec_free(L->codec);
+    bt_sampler_free(L->sampler);
+    free(L->seqs);
+    free(L->seq_has_params);
+    free(L->act_in);
+    free(L->act_out);
+    free(L->logits);
+    free(L->want);
+    free(L->prefill);
+    free(L->res_seq);
+    free(L->res_tok);
+    free(L->res_lp);
+    free(L->out);
+    bt_arena_deinit(&L->arena);
+}
+
+static bt_status reply_hello(loop *L, bt_error *err) {
+    Baton__HelloReply r = BATON__HELLO_REPLY__INIT;
+    uint8_t hash[BT_MODEL_HASH_BYTES];
+    bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    r.protocol_version = BT_PROTOCOL_VERSION;
+    r.rank = (uint32_t)L->rank;
+    r.model_hash.data = hash;
+    r.model_hash.len = sizeof hash;
+    r.layer_begin = (uint32_t)bt_stage_layer_begin(L->stage);
+    r.layer_end = (uint32_t)bt_stage_layer_end(L->stage);
+    r.weight_bytes = bt_stage_weight_bytes(L->stage);
+    r.kv_bytes = bt_stage_kv_bytes(L->stage);
+    r.kv_tokens = (uint32_t)bt_stage_kv_tokens_total(L->stage);
+    r.rss_bytes = rss_bytes();
+    r.hostname = host;
+    return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
+}
+
+/* Checks a StageBatch against the configuration and the model before anything is applied. */
+static bt_status check_batch(const loop *L, const Baton__StageBatch *b, const bt_frame_view *f,
+                             bt_error *err) {
+    size_t n = b->n_seq;
+    if (n > L->cfg.max_batch)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows > max_batch %u",
+                            (unsigned long long)b->step, n, L->cfg.max_batch);
+    if (b->n_pos != n || b->n_token != n || b->n_want != n || b->n_prefill != n)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "StageBatch %llu: row arrays differ in length (seq %zu, pos %zu, "
+                            "token %zu, want %zu, prefill %zu)",
+                            (unsigned long long)b->step, n, b->n_pos, b->n_token, b->n_want,
+                            b->n_prefill);
+    for (size_t i = 0; i < n; i++) {
+        if (b->seq[i] < 0 || (uint32_t)b->seq[i] >= L->cfg.max_seqs)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch row %zu: seq %d not in [0, %u)",
+                                i, b->seq[i], L->cfg.max_seqs);
+        if (b->token[i] < 0 || b->token[i] >= L->n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch row %zu: token %d not in [0, %d)", i, b->token[i],
+                                L->n_vocab);
+        /* A sampled row must be its sequence's last row in the batch. */
+        if (b->want[i])
+            for (size_t j = i + 1; j < n; j++)
+                if (b->seq[j] == b->seq[i])
+                    return bt_error_set(err, BT_ERR_PROTOCOL,
+                                        "StageBatch row %zu: sampled row of seq %d is not its last",
+                                        i, b->seq[i]);
+    }
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const Baton__SeqOp *op = b->ops[i];
+        int bad_dst = op->kind == BATON__SEQ_OP__KIND__FORK &&
+                      (op->dst < 0 || (uint32_t)op->dst >= L->cfg.max_seqs);
+        if (op->seq < 0 || (uint32_t)op->seq >= L->cfg.max_seqs || bad_dst ||
+            (op->kind != BATON__SEQ_OP__KIND__FREE && op->kind != BATON__SEQ_OP__KIND__FORK &&
+             op->kind != BATON__SEQ_OP__KIND__TRUNCATE) ||
+            op->n_tokens < 0)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch op %zu: kind %d seq %d dst %d n_tokens %d invalid", i,
+                                op->kind, op->seq, op->dst, op->n_tokens);
+    }
+    for (size_t i = 0; i < b->n_new_seqs; i++) {
+        const Baton__SamplingParams *sp = b->new_seqs[i];
+        if (sp->seq < 0 || (uint32_t)sp->seq >= L->cfg.max_seqs)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch new_seqs %zu: seq %d", i,
+                                sp->seq);
+        bt_sampler_params p = {.temperature = sp->temperature,
+                               .top_k = sp->top_k,
+                               .top_p = sp->top_p,
+                               .min_p = sp->min_p,
+                               .seed = sp->seed};
+        bt_status st = bt_sampler_params_validate(&p, err);
+        if (st != BT_OK)
+            return bt_error_wrap(err, "StageBatch new_seqs %zu", i), BT_ERR_PROTOCOL;
+    }
+    int first = L->rank == 1;
+    if (first && f->payload_len != 0)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "StageBatch %llu: %zu payload bytes sent to the first stage",
+                            (unsigned long long)b->step, f->payload_len);
+    if (!first && n > 0 && f->payload_len == 0)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows without activations",
+                            (unsigned long long)b->step, n);
+    return BT_OK;
+}
+
+static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const Baton__SeqOp *op = b->ops[i];
+        bt_status st = BT_OK;
+        switch (op->kind) {
+        case BATON__SEQ_OP__KIND__FREE:
+            bt_stage_seq_free(L->stage, op->seq);
+            if (L->seq_has_params)
+                L->seq_has_params[op->seq] = 0;
+            break;
+        case BATON__SEQ_OP__KIND__FORK:
+            st = bt_stage_seq_fork(L->stage, op->seq, op->dst, err);
+            if (st == BT_OK && L->seqs) {
+                L->seqs[op->dst] = L->seqs[op->seq];
+                L->seq_has_params[op->dst] = L->seq_has_params[op->seq];
+            }
+            break;
+        case BATON__SEQ_OP__KIND__TRUNCATE:
+            st = bt_stage_seq_truncate(L->stage, op->seq, op->n_tokens, err);
+            break;
+        default:
+            break;
+        }
+        if (st != BT_OK)
+            return st;
+    }
+    if (L->seqs)
+        for (size_t i = 0; i < b->n_new_seqs; i++) {
+            const Baton__SamplingParams *sp = b->new_seqs[i];
+            bt_sampler_params p = {.temperature = sp->temperature,
+                                   .top_k = sp->top_k,
+                                   .top_p = sp->top_p,
+                                   .min_p = sp->min_p,
+                                   .seed = sp->seed};
+            bt_seq_sampler_init(&L->seqs[sp->seq], &p);
+            L->seq_has_params[sp->seq] = 1;
+        }
+    return BT_OK;
+}
+
+static bt_status send_heartbeat(loop *L, bt_error *err) {
+    Baton__Heartbeat h = BATON__HEARTBEAT__INIT;
+    h.rank = (uint32_t)L->rank;
+    h.busy_us = L->busy_us;
+    h.kv_tokens_free = (uint32_t)bt_stage_kv_tokens_free(L->stage);
+    return send_msg(L, 0, BT_MSG_HEARTBEAT, &h.base, err);
+}
+
+static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b, bt_error *err) {
+    bt_status st = check_batch(L, b, f, err);
+    if (st != BT_OK)
+        return st;
+    int64_t t0 = bt_now_us();
+    int n = (int)b->n_seq;
+    if (n > 0 && L->rank != 1 &&
+        (st = bt_codec_decode(L->codec, (bt_codec_kind)f->codec, f->zstd, f->payload,
+                              f->payload_len, n, L->act_in, err)) != BT_OK)
+        return st;
+    if ((st = apply_ops(L, b, err)) != BT_OK)
+        return st;
+    int last = bt_stage_is_last(L->stage);
+    int n_want = 0;
+    for (int i = 0; i < n; i++) {
+        L->want[i] = (uint8_t)(b->want[i] != 0);
+        L->prefill[i] = (uint8_t)(b->prefill[i] != 0);
+        n_want += L->want[i];
+        if (last && L->want[i] && !L->seq_has_params[b->seq[i]])
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch row %d: seq %d is sampled without sampling params", i,
+                                b->seq[i]);
+    }
+    if (n > 0) {
+        bt_batch batch = {.n_rows = n,
+                          .seq = b->seq,
+                          .pos = b->pos,
+                          .token = b->token,
+                          .logits = L->want,
+                          .prefill = L->prefill};
+        st = bt_stage_forward(L->stage, &batch, L->rank == 1 ? NULL : L->act_in, L->act_out,
+                              L->logits, err);
+        if (st != BT_OK)
+            return st;
+    }
+    uint64_t compute_us = (uint64_t)(bt_now_us() - t0);
+    L->busy_us += compute_us;
+
+    if (!last) { /* pass the same header on, with our activations */
+        size_t off = bt_frame_payload_offset(&b->base), enc = 0, len;
+        if (n > 0 && (st = bt_codec_encode(L->codec, L->act_out, n, L->out + off,
+                                           L->t->max_frame - off, &enc, err)) != BT_OK)
+            return st;
+        if ((st = bt_frame_finish(L->out, L->t->max_frame, BT_MSG_STAGE_BATCH, &b->base, enc,
+                                  (int)L->cfg.codec, L->cfg.zstd_level > 0 && n > 0, &len,
+                                  err)) != BT_OK)
+            return st;
+        if ((st = bt_transport_send(L->t, L->next, L->out, len, 10 * 1000000LL, err)) != BT_OK)
+            return st;
+        return send_heartbeat(L, err); /* the coordinator's sign that this stage is alive */
+    }
+    /* Last stage: sample the wanted rows, in row order. */
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!L->want[i])
+            continue;
+        int32_t s = b->seq[i];
+        L->res_seq[k] = s;
+        L->res_tok[k] = bt_sampler_sample(L->sampler, &L->seqs[s],
+                                          L->logits + (size_t)k * (size_t)L->n_vocab,
+                                          &L->res_lp[k]);
+        k++;
+    }
+    Baton__SampleResults r = BATON__SAMPLE_RESULTS__INIT;
+    r.step = b->step;
+    r.n_seq = r.n_token = r.n_logprob = (size_t)n_want;
+    r.seq = L->res_seq;
+    r.token = L->res_tok;
+    r.logprob = L->res_lp;
+    r.compute_us = (uint64_t)(bt_now_us() - t0);
+    return send_msg(L, 0, BT_MSG_SAMPLE_RESULTS, &r.base, err);
+}
+
+static bt_status serve(loop *L, bt_error *err) {
+    const int64_t hb_us = (int64_t)L->cfg.heartbeat_ms * 1000;
+    for (;;) {
+        const void *buf;
+        size_t len;
+        int from;
+        bt_status st = bt_transport_recv(L->t, BT_RANK_ANY, &buf, &len, &from, hb_us, err);
+        if (st == BT_ERR_TIMEOUT) {
+            if ((st = send_heartbeat(L, err)) != BT_OK)
+                return st;
+            continue;
+        }
+        if (st != BT_OK)
+            return st;
+        bt_frame_view f;
+        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+            return bt_error_wrap(err, "from rank %d", from), st;
+        bt_arena_reset(&L->arena);
+        if (f.kind == BT_MSG_SHUTDOWN && from == 0)
+            return BT_OK;
+        if (f.kind != BT_MSG_STAGE_BATCH || from != L->prev)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from rank %d",
+                                bt_msg_kind_name(f.kind), from);
+        ProtobufCMessage *m;
+        if ((st = bt_msg_unpack(&f, BT_MSG_STAGE_BATCH, &L->arena, &m, err)) != BT_OK)
+            return st;
+        if ((st = on_batch(L, &f, (Baton__StageBatch *)m, err)) != BT_OK)
+            return st;
+    }
+}
+
+bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_loop_params *p,
+                            bt_error *err) {
+    loop L;
+    memset(&L, 0, sizeof L);
+    L.t = t;
+    L.g = g;
+    L.rank = t->rank;
+    bt_status st;
+    L.out = malloc(t->max_frame);
+    if (!L.out)
+        return bt_error_set(err, BT_ERR_NOMEM, "stage: no memory for a %zu-byte frame",
+                            t->max_frame);
+    if ((st = bt_arena_init(&L.arena, ARENA_BYTES, err)) != BT_OK)
+        goto done;
+
+    const void *buf;
+    size_t len;
+    int from;
+    st = bt_transport_recv(t, 0, &buf, &len, &from, p->hello_timeout_us, err);
+    if (st != BT_OK) {
+        bt_error_wrap(err, "rank %d waiting for the coordinator's Hello", L.rank);
+        goto done;
+    }
+    bt_frame_view f;
+    ProtobufCMessage *m = NULL;
+    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK ||
+        (st = bt_msg_unpack(&f, BT_MSG_HELLO, &L.arena, &m, err)) != BT_OK ||
+        (st = check_hello(&L, (Baton__Hello *)m, err)) != BT_OK ||
+        (st = setup(&L, (Baton__Hello *)m, p, err)) != BT_OK ||
+        (st = reply_hello(&L, err)) != BT_OK)
+        goto done;
+    bt_arena_reset(&L.arena);
+    st = serve(&L, err);
+done:
+    if (st != BT_OK)
+        report_error(&L, err);
+    bt_transport_flush(t, 2 * 1000000LL, NULL);
+    teardown(&L);
+    return st;
+}
