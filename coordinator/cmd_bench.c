@@ -1,11 +1,14 @@
 /*
- * cmd_bench.c - `baton bench`: prompt-processing and decode speed of one process, measured
- * the way llama-bench measures them so the numbers compare with llama.cpp's:
- *   pp N: N prompt tokens evaluated from an empty cache in batches of --batch, logits for
- *         the last row only;
- *   tg N: N decode steps of one token each from an empty cache, greedy.
- * Each test is repeated --reps times after one warm-up; the median is reported. Prompt tokens
- * are pseudo-random ids of the vocabulary (fixed seed), as llama-bench uses random tokens.
+ * cmd_bench.c - `baton bench`: prompt-processing and decode speed through the same engine,
+ * stages and transport as `generate`, measured the way llama-bench measures so the numbers
+ * compare with llama.cpp's:
+ *   pp N: one prompt of N pseudo-random tokens (fixed seed) from an empty cache; the rate is
+ *         N / time to first token;
+ *   tg N: --concurrency sequences, each decoding N tokens greedily from a one-token prompt,
+ *         EOS ignored; the rate is all generated tokens / wall time.
+ * Each test runs once to warm up, then --reps times; the median is reported. The busy
+ * fraction of every stage over the decode run (its compute time / wall time) shows the
+ * pipeline bubble: 1 - busy.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,24 +17,11 @@
 #include "clock.h"
 #include "cmd_common.h"
 #include "commands.h"
+#include "request.h"
 #include "rng.h"
 
 #define MAX_REPS 100
-
-typedef struct greedy {
-    int n_vocab;
-    int32_t token;
-} greedy;
-
-static void argmax_row(void *ctx, int i, const float *logits) {
-    (void)i;
-    greedy *g = ctx;
-    int32_t best = 0;
-    for (int v = 1; v < g->n_vocab; v++)
-        if (logits[v] > logits[best])
-            best = v;
-    g->token = best;
-}
+#define MAX_CONCURRENCY 4096
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -43,40 +33,74 @@ static double median(double *x, int n) {
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
+/* Runs n requests of the given prompt length and output length; returns wall seconds and,
+ * for one request, its time to first token. */
+static bt_status run_round(bt_session *s, const int32_t *prompt, int n_prompt, int n_seqs,
+                           int max_tokens, double *secs, double *ttft, uint64_t *busy_us,
+                           bt_error *err) {
+    bt_request *reqs[MAX_CONCURRENCY] = {0};
+    bt_request_params rp = {.max_tokens = max_tokens,
+                            .ignore_eos = true,
+                            .sampling = bt_sampler_default_params()};
+    int n_stages = bt_cluster_n_stages(bt_engine_cluster(s->engine));
+    for (int i = 0; i < n_stages; i++)
+        busy_us[i] = bt_cluster_stage(bt_engine_cluster(s->engine), i)->busy_us;
+    bt_status st = BT_OK;
+    for (int i = 0; i < n_seqs && st == BT_OK; i++)
+        if ((st = bt_request_new(prompt, n_prompt, &rp, bt_engine_n_ctx(s->engine), &reqs[i],
+                                 err)) == BT_OK)
+            bt_engine_submit(s->engine, reqs[i]);
+    int64_t t0 = bt_now_us();
+    if (st == BT_OK)
+        st = bt_engine_run(s->engine, err);
+    *secs = (double)(bt_now_us() - t0) / 1e6;
+    if (st == BT_OK)
+        *ttft = (double)(reqs[0]->t_first_token - reqs[0]->t_submit) / 1e6;
+    for (int i = 0; i < n_stages; i++)
+        busy_us[i] = bt_cluster_stage(bt_engine_cluster(s->engine), i)->busy_us - busy_us[i];
+    for (int i = 0; i < n_seqs; i++)
+        bt_request_free(reqs[i]);
+    return st;
+}
+
 int bt_cmd_bench(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
-    int64_t pp = 512, tg = 128, reps = 3, batch = 512;
+    bt_cluster_flags cf;
+    bt_cluster_flags_init(&cf);
+    int64_t pp = 512, tg = 128, reps = 3, concurrency = 1;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
+        BT_CLUSTER_FLAG_OPTS(cf),
         {"--pp", BT_CLI_INT, &pp, 0, 1 << 20, "prompt tokens (512; 0 = skip)"},
-        {"--tg", BT_CLI_INT, &tg, 0, 1 << 20, "decode steps (128; 0 = skip)"},
+        {"--tg", BT_CLI_INT, &tg, 0, 1 << 20, "decode steps per sequence (128; 0 = skip)"},
+        {"--concurrency", BT_CLI_INT, &concurrency, 1, MAX_CONCURRENCY,
+         "sequences decoding at once (1)"},
         {"--reps", BT_CLI_INT, &reps, 1, MAX_REPS, "repetitions (3)"},
-        {"--batch", BT_CLI_INT, &batch, 1, 1 << 16, "prompt rows per forward (512)"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int rc = bt_cmd_parse("bench", "[--pp N] [--tg N] [--reps N] [flags]", opts, n_opts,
+    int rc = bt_cmd_parse("bench", "[--pp N] [--tg N] [--concurrency N] [flags]", opts, n_opts,
                           &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
+    if (concurrency > cf.max_seqs)
+        cf.max_seqs = concurrency;
+    if (pp > cf.prefill_chunk)
+        cf.prefill_chunk = pp; /* llama-bench evaluates the prompt as one batch */
+    if (pp > cf.max_batch)
+        cf.max_batch = pp;
+    if (!mf.ctx)
+        mf.ctx = (pp > tg + 1 ? pp : tg + 1) + 1;
 
+    bt_session s;
+    rc = bt_session_open(&s, "bench", &mf, &cf);
+    if (rc >= 0)
+        return rc;
     bt_error err;
     bt_error_init(&err);
-    bt_runner r = {0};
-    int32_t *toks = NULL;
-    bt_runner_params rp = bt_model_flags_runner(&mf);
-    if (!mf.ctx)
-        rp.n_ctx = (int)(pp > tg + 1 ? pp : tg + 1);
-    rp.max_batch = (int)batch;
-    bt_status st = bt_runner_open(&rp, &r, &err);
-    if (st != BT_OK)
-        goto done;
-    if (pp > r.n_ctx || tg + 1 > r.n_ctx) {
-        st = bt_error_set(&err, BT_ERR_RANGE, "--pp %lld / --tg %lld exceed --ctx %d",
-                          (long long)pp, (long long)tg, r.n_ctx);
-        goto done;
-    }
-    toks = malloc(sizeof *toks * (size_t)(pp > 0 ? pp : 1));
+    bt_status st = BT_OK;
+    int n_stages = bt_cluster_n_stages(bt_engine_cluster(s.engine));
+    int32_t *toks = malloc(sizeof *toks * (size_t)(pp > 0 ? pp : 1));
     if (!toks) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
         goto done;
@@ -84,48 +108,54 @@ int bt_cmd_bench(int argc, char **argv) {
     bt_rng rng;
     bt_rng_seed(&rng, 1234);
     for (int64_t i = 0; i < pp; i++)
-        toks[i] = (int32_t)(bt_rng_next(&rng) % (uint64_t)r.n_vocab);
+        toks[i] = (int32_t)(bt_rng_next(&rng) % (uint64_t)bt_vocab_n_tokens(s.vocab));
+    int32_t bos = bt_vocab_bos(s.vocab) >= 0 ? bt_vocab_bos(s.vocab) : 0;
 
-    greedy g = {.n_vocab = r.n_vocab};
-    double pp_tps[MAX_REPS], tg_tps[MAX_REPS];
+    double pp_tps[MAX_REPS], tg_tps[MAX_REPS], busy[BT_MAX_STAGES] = {0};
+    uint64_t busy_us[BT_MAX_STAGES];
     for (int64_t rep = -1; rep < reps; rep++) { /* rep -1 warms caches and pages */
+        double secs = 0.0, ttft = 0.0;
         if (pp > 0) {
-            bt_stage_seq_free(r.stage, 0);
-            int64_t t0 = bt_now_us();
-            if ((st = bt_runner_eval(&r, 0, toks, (int)pp, (int)pp - 1, argmax_row, &g,
-                                     &err)) != BT_OK)
+            if ((st = run_round(&s, toks, (int)pp, 1, 1, &secs, &ttft, busy_us, &err)) != BT_OK)
                 goto done;
             if (rep >= 0)
-                pp_tps[rep] = (double)pp * 1e6 / (double)(bt_now_us() - t0);
+                pp_tps[rep] = (double)pp / ttft;
         }
         if (tg > 0) {
-            bt_stage_seq_free(r.stage, 0);
-            int32_t tok = bt_vocab_bos(r.vocab) >= 0 ? bt_vocab_bos(r.vocab) : 0;
-            int64_t t0 = bt_now_us();
-            for (int64_t i = 0; i < tg; i++) {
-                if ((st = bt_runner_eval(&r, 0, &tok, 1, 0, argmax_row, &g, &err)) != BT_OK)
-                    goto done;
-                tok = g.token;
+            if ((st = run_round(&s, &bos, 1, (int)concurrency, (int)tg, &secs, &ttft, busy_us,
+                                &err)) != BT_OK)
+                goto done;
+            if (rep >= 0) {
+                tg_tps[rep] = (double)(concurrency * tg) / secs;
+                for (int i = 0; i < n_stages; i++)
+                    busy[i] += (double)busy_us[i] / (secs * 1e6) / (double)reps;
             }
-            if (rep >= 0)
-                tg_tps[rep] = (double)tg * 1e6 / (double)(bt_now_us() - t0);
         }
     }
     double pp_med = pp > 0 ? median(pp_tps, (int)reps) : 0.0;
     double tg_med = tg > 0 ? median(tg_tps, (int)reps) : 0.0;
-    printf("| test  | tokens | threads | tok/s (median of %lld) |\n", (long long)reps);
-    printf("|-------|--------|---------|---------|\n");
+    printf("| test | tokens | sequences | stages | threads/stage | tok/s (median of %lld) |\n",
+           (long long)reps);
+    printf("|------|--------|-----------|--------|---------------|------|\n");
     if (pp > 0)
-        printf("| pp    | %6lld | %7d | %7.1f |\n", (long long)pp, r.n_threads, pp_med);
+        printf("| pp   | %6lld | %9d | %6d | %13d | %7.1f |\n", (long long)pp, 1, n_stages,
+               s.n_threads, pp_med);
     if (tg > 0)
-        printf("| tg    | %6lld | %7d | %7.1f |\n", (long long)tg, r.n_threads, tg_med);
-    printf("{\"engine\":\"baton\",\"pp\":%lld,\"tg\":%lld,\"threads\":%d,\"pp_tps\":%.2f,"
-           "\"tg_tps\":%.2f}\n",
-           (long long)pp, (long long)tg, r.n_threads, pp_med, tg_med);
+        printf("| tg   | %6lld | %9lld | %6d | %13d | %7.1f |\n", (long long)tg,
+               (long long)concurrency, n_stages, s.n_threads, tg_med);
+    double busy_mean = 0.0;
+    printf("{\"engine\":\"baton\",\"pp\":%lld,\"tg\":%lld,\"concurrency\":%lld,\"stages\":%d,"
+           "\"threads\":%d,\"codec\":\"%s\",\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"stage_busy\":[",
+           (long long)pp, (long long)tg, (long long)concurrency, n_stages, s.n_threads, cf.codec,
+           pp_med, tg_med);
+    for (int i = 0; i < n_stages; i++) {
+        printf(i ? ",%.3f" : "%.3f", busy[i]);
+        busy_mean += busy[i] / n_stages;
+    }
+    printf("],\"bubble\":%.3f}\n", tg > 0 ? 1.0 - busy_mean : 0.0);
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton bench: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
-    bt_runner_close(&r);
     free(toks);
-    return bt_cmd_exit_status(st);
+    return bt_session_close(&s, bt_cmd_exit_status(st));
 }

@@ -61,7 +61,7 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--ignore-eos", BT_CLI_FLAG, &ignore_eos, 0, 0, "do not stop at end-of-sequence"},
         {"--no-special", BT_CLI_FLAG, &no_special, 0, 0,
          "treat special-token text in the prompt as plain text"},
-        {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0, "print prompt and output token ids to stderr"},
+        {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0, "print prompt ids, output ids and logprobs to stderr"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     const char *synopsis = "--prompt P | --file F [flags]";
@@ -172,6 +172,9 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "output ids:");
         for (int32_t i = req->n_prompt; i < req->n_tokens; i++)
             fprintf(stderr, " %d", req->tokens[i]);
+        fprintf(stderr, "\noutput logprobs:");
+        for (int32_t i = req->n_prompt; i < req->n_tokens; i++)
+            fprintf(stderr, " %.9g", (double)req->logprobs[i]);
         fprintf(stderr, "\n");
     }
     /* The first token comes out of the prefill; the decode rate counts the steps after it. */

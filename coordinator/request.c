@@ -44,14 +44,17 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
         cap = n_ctx;
     bt_request *r = calloc(1, sizeof *r);
     int32_t *tokens = malloc(sizeof *tokens * (size_t)cap);
-    if (!r || !tokens) {
+    float *logprobs = calloc((size_t)cap, sizeof *logprobs);
+    if (!r || !tokens || !logprobs) {
         free(r);
         free(tokens);
+        free(logprobs);
         return bt_error_set(err, BT_ERR_NOMEM, "request: out of memory");
     }
     memcpy(tokens, prompt, sizeof *tokens * (size_t)n_prompt);
     r->p = *p;
     r->tokens = tokens;
+    r->logprobs = logprobs;
     r->n_prompt = r->n_tokens = n_prompt;
     r->cap = (int32_t)cap;
     r->state = BT_REQ_QUEUED;
@@ -66,5 +69,6 @@ void bt_request_free(bt_request *r) {
     if (!r)
         return;
     free(r->tokens);
+    free(r->logprobs);
     free(r);
 }

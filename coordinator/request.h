@@ -57,7 +57,8 @@ typedef struct bt_request_params {
 struct bt_request {
     uint64_t id;
     bt_request_params p;
-    int32_t *tokens; /* [cap] prompt then generated */
+    int32_t *tokens;  /* [cap] prompt then generated */
+    float *logprobs;  /* [cap] logprob of each generated token at its position */
     int32_t n_prompt, n_tokens, cap;
 
     /* scheduler state */

@@ -352,6 +352,7 @@ static void accept_token(bt_sched *s, bt_request *r, int32_t token, float logpro
         finish(s, r, BT_FINISH_STOP);
         return;
     }
+    r->logprobs[r->n_tokens] = logprob;
     r->tokens[r->n_tokens++] = token;
     r->n_generated++;
     r->logprob_sum += logprob;
