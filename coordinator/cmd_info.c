@@ -10,6 +10,7 @@
 #include "cmd_common.h"
 #include "commands.h"
 #include "hparams.h"
+#include "split.h"
 #include "tensor_type.h"
 #include "vocab.h"
 
@@ -19,13 +20,17 @@ int bt_cmd_info(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
     bool tensors = false;
+    int64_t stages = 0;
+    const char *layers = NULL;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         {"--tensors", BT_CLI_FLAG, &tensors, 0, 0, "list every tensor"},
+        {"--stages", BT_CLI_INT, &stages, 1, BT_MAX_STAGES, "show the layer split for S stages"},
+        {"--layers", BT_CLI_STR, &layers, 0, 0, "split to show instead, e.g. 0-14,15-29"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int rc = bt_cmd_parse("info", "[--model M] [--ctx N] [--tensors]", opts, n_opts, &mf.help,
-                          argc, argv);
+    int rc = bt_cmd_parse("info", "[--model M] [--ctx N] [--tensors] [--stages S [--layers L]]",
+                          opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
 
@@ -80,9 +85,12 @@ int bt_cmd_info(int argc, char **argv) {
                    (double)bytes_by_type[ty] / MIB);
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
-    int n_ctx = mf.ctx ? (int)mf.ctx : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
-    double kv_bytes = 2.0 * hp.n_layer * bt_hparams_kv_dim(&hp) * sizeof(float) * n_ctx;
-    printf("kv cache:     %.1f MiB for %d tokens (f32, %.1f KiB per token)\n", kv_bytes / MIB,
+    int n_ctx = mf.ctx ? (int)mf.ctx
+                       : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
+    /* K and V in f16, the stages' default. */
+    uint64_t kv_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
+    printf("kv cache:     %.1f MiB for %d tokens (f16, %.1f KiB per token)\n", kv_bytes / MIB,
            n_ctx, kv_bytes / n_ctx / 1024.0);
 
     size_t n_eog = 0;
@@ -99,6 +107,25 @@ int bt_cmd_info(int argc, char **argv) {
                tpl.default_system[0] ? " (with a default system prompt)" : "");
     else
         printf("chat template: none usable (%s)\n", terr.msg);
+
+    if (stages || layers) {
+        int n_stages = (int)stages;
+        if (!n_stages) /* count the ranges of --layers */
+            for (const char *p = layers; p && *p; p++)
+                n_stages += p == layers || p[-1] == ',';
+        bt_split split;
+        if ((st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, layers, &split, &err)) !=
+            BT_OK)
+            goto done;
+        printf("split:        %d stages (mpirun -np %d), KV for %d tokens each\n", n_stages,
+               n_stages + 1, n_ctx);
+        printf("  stage rank  layers    weights MiB  kv MiB  total MiB\n");
+        for (int i = 0; i < n_stages; i++)
+            printf("  %5d %4d  %3d-%-3d   %11.1f %7.1f %10.1f\n", i, i + 1, split.begin[i],
+                   split.end[i] - 1, (double)split.weight_bytes[i] / MIB,
+                   (double)split.kv_bytes[i] / MIB,
+                   (double)(split.weight_bytes[i] + split.kv_bytes[i]) / MIB);
+    }
 
 done:
     if (st != BT_OK)
