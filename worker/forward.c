@@ -5,7 +5,10 @@
  *   attn_norm (rows) -> q,k,v (weight-row tiles of three matrices) -> rope + KV write (rows)
  *   -> attention ((row, head)) -> wo + residual (tiles) -> ffn_norm (rows)
  *   -> gate,up + SwiGLU (tiles of both) -> down + residual (tiles).
- * Row sections with a single task run inline on the calling thread.
+ * Row sections with a single task run inline on the calling thread. Every matrix section
+ * runs the decode rows (internal rows [0, n_dec)) through bt_matmul on q8 activations and the
+ * prefill rows [n_dec, n) through sgemm on the q8 round trip (see forward.h); the q8 data of
+ * a section's input is made by the row section before it (row_prep).
  */
 #include "forward.h"
 
@@ -32,9 +35,10 @@ struct bt_forward {
     int n_threads;
     int max_rows;
     int max_cols;       /* max(n_embd, q_dim, n_ff) */
-    int blas_min_rows;
+    int sgemm_mode;     /* -1 auto, 0 never, 1 always (bt_forward_set_prefill_sgemm) */
+    bool sgemm;         /* prefill rows use sgemm */
 
-    /* Run state, [max_rows][...] each. */
+    /* Run state, [max_rows][...] each, rows in internal order (decode rows first). */
     float *x;           /* [n][n_embd] residual stream */
     float *xn;          /* [n][n_embd] normed input of a matmul */
     float *q;           /* [n][q_dim] */
@@ -46,17 +50,31 @@ struct bt_forward {
     float *tmp;         /* [n][n_embd] quantized-path product before the residual add */
     float *rope;        /* [n][head_dim] cos, sin pairs */
     bt_q8 *xq;          /* [n][max_cols/32] quantized activations */
+    float *xd;          /* [n][max_cols] q8 round trip of the prefill rows (sgemm input) */
+    float *xe;          /* [n][max_cols/32] q8.s - d*sum(qs) per block of the prefill rows */
     float *deq;         /* [n_threads][BLAS_TILE_ROWS * max_cols] dequantized weight tiles */
+    float *mins;        /* [n_threads][BLAS_TILE_ROWS * max_cols/32] block mins of a tile */
+    int32_t *perm;      /* [max_rows] internal row -> batch row */
+    int32_t *inv;       /* [max_rows] batch row -> internal row */
+    int32_t *iseq;      /* [max_rows] seq of each internal row */
+    int32_t *ipos;      /* [max_rows] pos of each internal row */
+    int32_t *head_src;  /* [max_rows] logits row d is computed as head row head_src[d] */
+    uint8_t *head_done; /* [max_rows] permutation bookkeeping */
+    float *row_tmp;     /* [n_vocab] one logits row, for the in-place permutation */
 
     /* Current pass (valid during bt_forward_run). */
-    int n;
-    const int32_t *seq, *pos;
+    int n;              /* rows */
+    int n_dec;          /* internal rows [0, n_dec) are decode rows, [n_dec, n) prefill */
+    const int32_t *seq, *pos; /* = iseq, ipos */
     int layer;          /* stage-local */
+    /* Input of the current q8 preparation (row_prep). */
+    const float *prep_x;
+    int prep_cols, prep_n_dec;
 };
 
 /* OpenBLAS (DYNAMIC_ARCH) picks its kernels from CPUID at load time and falls back to an
  * SSE3 "Prescott" core on CPUs it does not know (e.g. some VMs). Those kernels are slower than
- * our quantized ones, so sgemm is then used only when asked for explicitly. */
+ * our quantized ones, so prefill rows then take the quantized path unless asked otherwise. */
 static bool blas_core_is_generic(void)
 {
     static const char *generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
@@ -73,6 +91,18 @@ static bool blas_core_is_generic(void)
 static void *alloc_floats(size_t n)
 {
     return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+}
+
+static bool auto_sgemm(void)
+{
+    if (bt_kernels_level() == BT_KERNELS_SCALAR || !blas_core_is_generic())
+        return true;
+    static _Atomic int warned = 0;
+    if (!atomic_exchange(&warned, 1))
+        BT_WARN("forward: OpenBLAS uses its generic '%s' kernels on this CPU, so prompt rows "
+                "use the quantized kernels; set OPENBLAS_CORETYPE (e.g. SkylakeX, Haswell) "
+                "for faster prefill", openblas_get_corename());
+    return false;
 }
 
 bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache *kv,
@@ -92,15 +122,8 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->pool = pool;
     fw->n_threads = bt_threadpool_n_threads(pool);
     fw->max_rows = max_rows;
-    fw->blas_min_rows = BT_FORWARD_BLAS_MIN_ROWS;
-    if (bt_kernels_level() != BT_KERNELS_SCALAR && blas_core_is_generic()) {
-        static _Atomic int warned = 0;
-        fw->blas_min_rows = INT_MAX;
-        if (!atomic_exchange(&warned, 1))
-            BT_WARN("forward: OpenBLAS uses its generic '%s' kernels on this CPU, so batches "
-                    "use the quantized kernels; set OPENBLAS_CORETYPE (e.g. SkylakeX, Haswell) "
-                    "for faster prefill", openblas_get_corename());
-    }
+    fw->sgemm_mode = -1;
+    fw->sgemm = auto_sgemm();
     int E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
     fw->max_cols = E > Q ? E : Q;
     fw->max_cols = fw->max_cols > F ? fw->max_cols : F;
@@ -116,9 +139,22 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->tmp = alloc_floats(R * E);
     fw->rope = alloc_floats(R * hp->head_dim);
     fw->xq = aligned_alloc(64, ((R * (size_t)(fw->max_cols / 32) * sizeof(bt_q8) + 63) / 64) * 64);
+    fw->xd = alloc_floats(R * (size_t)fw->max_cols);
+    fw->xe = alloc_floats(R * (size_t)(fw->max_cols / 32));
     fw->deq = alloc_floats((size_t)fw->n_threads * BLAS_TILE_ROWS * (size_t)fw->max_cols);
+    fw->mins =
+        alloc_floats((size_t)fw->n_threads * BLAS_TILE_ROWS * (size_t)(fw->max_cols / 32));
+    fw->perm = malloc(R * sizeof(int32_t));
+    fw->inv = malloc(R * sizeof(int32_t));
+    fw->iseq = malloc(R * sizeof(int32_t));
+    fw->ipos = malloc(R * sizeof(int32_t));
+    fw->head_src = malloc(R * sizeof(int32_t));
+    fw->head_done = malloc(R);
+    fw->row_tmp = alloc_floats((size_t)(hp->n_vocab > 0 ? hp->n_vocab : 1));
     if (!fw->x || !fw->xn || !fw->q || !fw->k || !fw->v || !fw->att || !fw->gate || !fw->up ||
-        !fw->tmp || !fw->rope || !fw->xq || !fw->deq) {
+        !fw->tmp || !fw->rope || !fw->xq || !fw->xd || !fw->xe || !fw->deq || !fw->mins ||
+        !fw->perm || !fw->inv || !fw->iseq || !fw->ipos || !fw->head_src ||
+        !fw->head_done || !fw->row_tmp) {
         bt_forward_free(fw);
         return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate scratch for %d rows",
                             max_rows);
@@ -142,14 +178,27 @@ void bt_forward_free(bt_forward *fw)
     free(fw->tmp);
     free(fw->rope);
     free(fw->xq);
+    free(fw->xd);
+    free(fw->xe);
     free(fw->deq);
+    free(fw->mins);
+    free(fw->perm);
+    free(fw->inv);
+    free(fw->iseq);
+    free(fw->ipos);
+    free(fw->head_src);
+    free(fw->head_done);
+    free(fw->row_tmp);
     free(fw);
 }
 
-void bt_forward_set_blas_min_rows(bt_forward *fw, int n)
+void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode)
 {
-    fw->blas_min_rows = n < 1 ? 1 : n;
+    fw->sgemm_mode = mode < 0 ? -1 : mode > 0;
+    fw->sgemm = mode < 0 ? auto_sgemm() : mode > 0;
 }
+
+int bt_forward_prefill_sgemm(const bt_forward *fw) { return fw->sgemm; }
 
 /* ---- element-wise pieces ---- */
 
@@ -199,6 +248,7 @@ typedef void (*row_fn)(bt_forward *fw, int row);
 typedef struct {
     bt_forward *fw;
     row_fn fn;
+    int n;
     int chunk;
 } rows_ctx;
 
@@ -206,30 +256,60 @@ static void rows_task(void *p, int task, int thread)
 {
     (void)thread;
     rows_ctx *c = p;
-    int r1 = (task + 1) * c->chunk < c->fw->n ? (task + 1) * c->chunk : c->fw->n;
+    int r1 = (task + 1) * c->chunk < c->n ? (task + 1) * c->chunk : c->n;
     for (int r = task * c->chunk; r < r1; r++)
         c->fn(c->fw, r);
 }
 
-static void run_rows(bt_forward *fw, row_fn fn)
+/* fn(fw, r) for r in [0, n), spread over the pool. */
+static void run_rows(bt_forward *fw, row_fn fn, int n)
 {
-    rows_ctx c = {fw, fn, 1};
-    int n_tasks = fw->n;
-    if (fw->n > 4 * fw->n_threads) {
-        c.chunk = (fw->n + 4 * fw->n_threads - 1) / (4 * fw->n_threads);
-        n_tasks = (fw->n + c.chunk - 1) / c.chunk;
+    rows_ctx c = {fw, fn, n, 1};
+    int n_tasks = n;
+    if (n > 4 * fw->n_threads) {
+        c.chunk = (n + 4 * fw->n_threads - 1) / (4 * fw->n_threads);
+        n_tasks = (n + c.chunk - 1) / c.chunk;
     }
     bt_threadpool_run(fw->pool, rows_task, &c, n_tasks);
 }
 
-static bool use_blas(const bt_forward *fw, int n_tok)
+/* Weights whose product runs on q8 activations (everything but the float types). */
+static bool is_quantized(const bt_matrix *w)
 {
-    return n_tok >= fw->blas_min_rows;
+    return w->type != BT_TYPE_F32 && w->type != BT_TYPE_F16 && w->type != BT_TYPE_BF16;
 }
 
-static void quantize_row(bt_forward *fw, const float *x, int row, int n_cols)
+/* Quantizes row r of prep_x to xq; a prefill row going to sgemm also gets its q8 round trip
+ * x' = qs * d in xd (llama.cpp's activation quantization, applied before the sgemm). */
+static void row_prep(bt_forward *fw, int r)
 {
-    bt_quantize_q8(x, fw->xq + (size_t)row * (size_t)(n_cols / 32), n_cols);
+    int C = fw->prep_cols, nb = C / 32;
+    bt_q8 *q = fw->xq + (size_t)r * (size_t)nb;
+    bt_quantize_q8(fw->prep_x + (size_t)r * C, q, C);
+    if (fw->sgemm && r >= fw->prep_n_dec) {
+        float *xd = fw->xd + (size_t)r * C, *xe = fw->xe + (size_t)r * nb;
+        for (int b = 0; b < nb; b++) {
+            int sum = 0;
+            for (int j = 0; j < 32; j++) {
+                xd[b * 32 + j] = (float)q[b].qs[j] * q[b].d;
+                sum += q[b].qs[j];
+            }
+            xe[b] = q[b].s - q[b].d * (float)sum;
+        }
+    }
+}
+
+static void set_prep(bt_forward *fw, const float *x, int cols, int n_dec)
+{
+    fw->prep_x = x;
+    fw->prep_cols = cols;
+    fw->prep_n_dec = n_dec;
+}
+
+static void prepare_rows(bt_forward *fw, const float *x, int n, int n_dec, int cols)
+{
+    set_prep(fw, x, cols, n_dec);
+    run_rows(fw, row_prep, n);
 }
 
 static void row_attn_norm(bt_forward *fw, int r)
@@ -237,8 +317,8 @@ static void row_attn_norm(bt_forward *fw, int r)
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->attn_norm, E, fw->hp->rms_eps);
-    if (!use_blas(fw, fw->n))
-        quantize_row(fw, fw->xn + (size_t)r * E, r, E);
+    if (fw->prep_x)
+        row_prep(fw, r);
 }
 
 static void row_ffn_norm(bt_forward *fw, int r)
@@ -246,8 +326,8 @@ static void row_ffn_norm(bt_forward *fw, int r)
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->ffn_norm, E, fw->hp->rms_eps);
-    if (!use_blas(fw, fw->n))
-        quantize_row(fw, fw->xn + (size_t)r * E, r, E);
+    if (fw->prep_x)
+        row_prep(fw, r);
 }
 
 static void row_rope_cache(bt_forward *fw, int r)
@@ -268,14 +348,7 @@ static void row_rope_store(bt_forward *fw, int r)
     rope_apply(k, cs, hp->n_head_kv, D);
     int pos = fw->pos[r];
     int block = bt_kv_seq_table(fw->kv, fw->seq[r])[pos / BT_KV_BLOCK_TOKENS];
-    int slot = pos % BT_KV_BLOCK_TOKENS;
-    float *kb = bt_kv_block_k(fw->kv, fw->layer, block);
-    float *vb = bt_kv_block_v(fw->kv, fw->layer, block);
-    for (int g = 0; g < hp->n_head_kv; g++) {
-        size_t off = ((size_t)g * BT_KV_BLOCK_TOKENS + (size_t)slot) * (size_t)D;
-        memcpy(kb + off, k + (size_t)g * D, sizeof(float) * (size_t)D);
-        memcpy(vb + off, v + (size_t)g * D, sizeof(float) * (size_t)D);
-    }
+    bt_kv_store(fw->kv, fw->layer, block, pos % BT_KV_BLOCK_TOKENS, k, v);
 }
 
 /* ---- matrix sections ---- */
@@ -292,43 +365,89 @@ typedef struct {
 typedef struct {
     bt_forward *fw;
     mm_mode mode;
-    int n_tok;
+    int n_tok;         /* rows [0, n_dec) decode path, [n_dec, n_tok) prefill path */
+    int n_dec;
     const float *x;    /* [n_tok][n_cols] */
-    const bt_q8 *xq;   /* [n_tok][n_cols/32] (quantized path) */
-    bool blas;
+    const bt_q8 *xq;   /* [n_tok][n_cols/32] (quantized weights) */
+    const float *xd;   /* [n_tok][n_cols] q8 round trip, rows >= n_dec (quantized weights) */
+    bool sgemm;        /* the prefill rows go through sgemm (else bt_matmul with the rest) */
     int n_jobs;        /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
     mm_out jobs[3];
     int chunk;         /* weight rows per task */
     int tasks[3];      /* tasks of each job */
 } mm_ctx;
 
-/* y[t][r0..r1) = W[r0..r1) . x[t] (beta 0) or += (beta 1) for all tokens. */
-static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, float beta,
-                    int64_t r0, int64_t r1, int thread)
+/* Rows [t0, t1) through the quantized kernels: y[t][r0..r1) = W[r0..r1) . x[t]. */
+static void mm_q8(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, int t0, int t1,
+                  int64_t r0, int64_t r1)
+{
+    if (t1 <= t0)
+        return;
+    int64_t K = w->n_cols;
+    bt_matmul(w->type, w->data, w->row_bytes, K, c->x + (size_t)t0 * K,
+              c->xq + (size_t)t0 * (size_t)(K / 32), t1 - t0, y + t0 * ldy, ldy, r0, r1);
+}
+
+/* Prefill rows [n_dec, n_tok) through sgemm on a dequantized tile: y = beta y + W x'. */
+static void mm_sgemm(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, float beta,
+                     int64_t r0, int64_t r1, int thread)
 {
     int64_t K = w->n_cols;
-    if (c->blas) {
-        const float *b;
-        if (w->type == BT_TYPE_F32) {
-            b = (const float *)((const char *)w->data + (size_t)r0 * w->row_bytes);
-        } else {
-            float *deq = c->fw->deq + (size_t)thread * BLAS_TILE_ROWS * (size_t)c->fw->max_cols;
-            bt_dequant_rows(w->type, w->data, w->row_bytes, K, r0, r1, deq);
-            b = deq;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->n_tok, (int)(r1 - r0), (int)K,
-                    1.0f, c->x, (int)K, b, (int)K, beta, y + r0, (int)ldy);
+    int m = c->n_tok - c->n_dec;
+    const float *b;
+    if (w->type == BT_TYPE_F32) {
+        b = (const float *)((const char *)w->data + (size_t)r0 * w->row_bytes);
     } else {
-        assert(beta == 0.0f);
-        bt_matmul(w->type, w->data, w->row_bytes, K, c->x, c->xq, c->n_tok, y, ldy, r0, r1);
+        float *deq = c->fw->deq + (size_t)thread * BLAS_TILE_ROWS * (size_t)c->fw->max_cols;
+        bt_dequant_rows(w->type, w->data, w->row_bytes, K, r0, r1, deq);
+        b = deq;
+    }
+    const float *a = (is_quantized(w) ? c->xd : c->x) + (size_t)c->n_dec * K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)(r1 - r0), (int)K, 1.0f, a,
+                (int)K, b, (int)K, beta, y + c->n_dec * ldy + r0, (int)ldy);
+    if (w->type == BT_TYPE_Q4_1 || w->type == BT_TYPE_Q5_1) {
+        /* The q8 kernels take a block's min term as m * s with s = fp16(d * sum(qs)) (ggml's
+         * q8_1); the sgemm above took m * sum(qs * d). Add m * (s - d * sum(qs)) per block:
+         * a product 32 times smaller than the main one. m is the fp16 after d in both
+         * block layouts. */
+        int nb = (int)(K / 32);
+        size_t block_bytes = w->type == BT_TYPE_Q4_1 ? sizeof(bt_block_q4_1)
+                                                     : sizeof(bt_block_q5_1);
+        float *mins =
+            c->fw->mins + (size_t)thread * BLAS_TILE_ROWS * (size_t)(c->fw->max_cols / 32);
+        for (int64_t r = r0; r < r1; r++) {
+            const char *row = (const char *)w->data + (size_t)r * w->row_bytes;
+            for (int bi = 0; bi < nb; bi++) {
+                bt_half mh;
+                memcpy(&mh, row + (size_t)bi * block_bytes + sizeof(bt_half), sizeof(mh));
+                mins[(r - r0) * nb + bi] = bt_half_to_f32(mh);
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)(r1 - r0), nb, 1.0f,
+                    c->fw->xe + (size_t)c->n_dec * nb, nb, mins, nb, 1.0f,
+                    y + c->n_dec * ldy + r0, (int)ldy);
     }
 }
 
-static void add_bias(float *y, int64_t ldy, int n_tok, const float *bias, int64_t r0, int64_t r1)
+/* y[t][r0..r1) = W[r0..r1) . x[t] for every row t, each by its path. */
+static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, int64_t r0,
+                    int64_t r1, int thread)
 {
-    for (int t = 0; t < n_tok; t++)
+    if (c->sgemm) {
+        mm_q8(c, w, y, ldy, 0, c->n_dec, r0, r1);
+        if (c->n_tok > c->n_dec)
+            mm_sgemm(c, w, y, ldy, 0.0f, r0, r1, thread);
+    } else {
+        mm_q8(c, w, y, ldy, 0, c->n_tok, r0, r1);
+    }
+}
+
+static void add_rows(float *y, const float *tmp, int64_t ldy, int t0, int t1, const float *bias,
+                     int64_t r0, int64_t r1)
+{
+    for (int t = t0; t < t1; t++)
         for (int64_t r = r0; r < r1; r++)
-            y[t * ldy + r] += bias[r];
+            y[t * ldy + r] += tmp[t * ldy + r] + (bias ? bias[r] : 0.0f);
 }
 
 static void mm_task(void *p, int task, int thread)
@@ -345,26 +464,30 @@ static void mm_task(void *p, int task, int thread)
     int n = c->n_tok;
     switch (c->mode) {
     case MM_PLAIN:
-        mm_rows(c, o->w, o->y, o->ldy, 0.0f, r0, r1, thread);
+        mm_rows(c, o->w, o->y, o->ldy, r0, r1, thread);
         if (o->bias)
-            add_bias(o->y, o->ldy, n, o->bias, r0, r1);
-        break;
-    case MM_RESIDUAL:
-        /* o->y is the residual stream: += W x (+ bias). */
-        if (c->blas && !o->bias) {
-            mm_rows(c, o->w, o->y, o->ldy, 1.0f, r0, r1, thread);
-        } else {
-            float *tmp = c->fw->tmp;
-            mm_rows(c, o->w, tmp, o->ldy, 0.0f, r0, r1, thread);
             for (int t = 0; t < n; t++)
                 for (int64_t r = r0; r < r1; r++)
-                    o->y[t * o->ldy + r] += tmp[t * o->ldy + r] + (o->bias ? o->bias[r] : 0.0f);
+                    o->y[t * o->ldy + r] += o->bias[r];
+        break;
+    case MM_RESIDUAL: {
+        /* o->y is the residual stream: += W x (+ bias). */
+        float *tmp = c->fw->tmp;
+        if (c->sgemm && !o->bias) {
+            mm_q8(c, o->w, tmp, o->ldy, 0, c->n_dec, r0, r1);
+            add_rows(o->y, tmp, o->ldy, 0, c->n_dec, NULL, r0, r1);
+            if (n > c->n_dec)
+                mm_sgemm(c, o->w, o->y, o->ldy, 1.0f, r0, r1, thread);
+        } else {
+            mm_rows(c, o->w, tmp, o->ldy, r0, r1, thread);
+            add_rows(o->y, tmp, o->ldy, 0, n, o->bias, r0, r1);
         }
         break;
+    }
     case MM_SWIGLU: {
         const mm_out *g = &c->jobs[0], *u = &c->jobs[1];
-        mm_rows(c, g->w, g->y, g->ldy, 0.0f, r0, r1, thread);
-        mm_rows(c, u->w, u->y, u->ldy, 0.0f, r0, r1, thread);
+        mm_rows(c, g->w, g->y, g->ldy, r0, r1, thread);
+        mm_rows(c, u->w, u->y, u->ldy, r0, r1, thread);
         for (int t = 0; t < n; t++) {
             float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
             for (int64_t r = r0; r < r1; r++)
@@ -375,23 +498,35 @@ static void mm_task(void *p, int task, int thread)
     }
 }
 
-static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, const float *x, int n_jobs,
-                   const mm_out *jobs)
+/* Whether a section's input needs q8 activations (some job has quantized weights). */
+static bool jobs_need_q8(int n_jobs, const mm_out *jobs)
+{
+    for (int j = 0; j < n_jobs; j++)
+        if (is_quantized(jobs[j].w))
+            return true;
+    return false;
+}
+
+/* One matrix section over rows [0, n_tok) of x (q8 data in fw->xq / fw->xd prepared). */
+static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, int n_dec, const float *x,
+                   int n_jobs, const mm_out *jobs)
 {
     mm_ctx c;
     memset(&c, 0, sizeof(c));
     c.fw = fw;
     c.mode = mode;
     c.n_tok = n_tok;
+    c.n_dec = fw->sgemm ? n_dec : n_tok;
     c.x = x;
     c.xq = fw->xq;
-    c.blas = use_blas(fw, n_tok);
+    c.xd = fw->xd;
+    c.sgemm = fw->sgemm && c.n_dec < n_tok;
     c.n_jobs = mode == MM_SWIGLU ? 1 : n_jobs; /* gate and up share the tiles */
     memcpy(c.jobs, jobs, sizeof(mm_out) * (size_t)n_jobs);
     int64_t total = 0;
     for (int j = 0; j < c.n_jobs; j++)
         total += jobs[j].w->n_rows;
-    if (c.blas) {
+    if (c.sgemm) {
         c.chunk = BLAS_TILE_ROWS;
     } else {
         /* About 4 tasks per thread for balance, in multiples of 16 rows. */
@@ -413,80 +548,160 @@ static void attn_task(void *p, int task, int thread)
     bt_attention_task(p, task);
 }
 
-static void quantize_rows(bt_forward *fw, const float *x, int n, int n_cols)
+/* Query heads per attention task: the whole GQA group (each K/V tile converted once), split
+ * only when that leaves fewer than two tasks per thread. */
+static int attn_heads_per_task(const bt_forward *fw)
 {
-    for (int r = 0; r < n; r++)
-        quantize_row(fw, x + (size_t)r * n_cols, r, n_cols);
+    const bt_hparams *hp = fw->hp;
+    int group = hp->n_head / hp->n_head_kv;
+    int hpt = group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS;
+    while (hpt > 1 &&
+           fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
+        hpt = (hpt + 1) / 2;
+    return hpt;
 }
 
 static void layer_forward(bt_forward *fw, int li)
 {
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[li];
-    int n = fw->n, E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
-    int F = hp->n_ff;
+    int n = fw->n, nd = fw->n_dec, E = hp->n_embd, Q = bt_hparams_q_dim(hp);
+    int KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
     fw->layer = li;
 
-    run_rows(fw, row_attn_norm);
     mm_out qkv[3] = {{&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV},
                      {&l->wv, l->bv, fw->v, KV}};
-    run_mm(fw, MM_PLAIN, n, fw->xn, 3, qkv);
-    run_rows(fw, row_rope_store);
+    set_prep(fw, jobs_need_q8(3, qkv) ? fw->xn : NULL, E, nd);
+    run_rows(fw, row_attn_norm, n);
+    run_mm(fw, MM_PLAIN, n, nd, fw->xn, 3, qkv);
+    run_rows(fw, row_rope_store, n);
 
     bt_attn_args a = {fw->kv, li, n, fw->seq, fw->pos, fw->q, fw->att,
-                      hp->n_head, hp->n_head_kv, hp->head_dim};
+                      hp->n_head, hp->n_head_kv, hp->head_dim, attn_heads_per_task(fw)};
     bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
 
-    if (!use_blas(fw, n))
-        quantize_rows(fw, fw->att, n, Q);
     mm_out wo = {&l->wo, l->bo, fw->x, E};
-    run_mm(fw, MM_RESIDUAL, n, fw->att, 1, &wo);
+    if (jobs_need_q8(1, &wo))
+        prepare_rows(fw, fw->att, n, nd, Q);
+    run_mm(fw, MM_RESIDUAL, n, nd, fw->att, 1, &wo);
 
-    run_rows(fw, row_ffn_norm);
     mm_out gu[2] = {{&l->w_gate, NULL, fw->gate, F}, {&l->w_up, NULL, fw->up, F}};
-    run_mm(fw, MM_SWIGLU, n, fw->xn, 2, gu);
+    set_prep(fw, jobs_need_q8(2, gu) ? fw->xn : NULL, E, nd);
+    run_rows(fw, row_ffn_norm, n);
+    run_mm(fw, MM_SWIGLU, n, nd, fw->xn, 2, gu);
 
-    if (!use_blas(fw, n))
-        quantize_rows(fw, fw->gate, n, F);
     mm_out down = {&l->w_down, NULL, fw->x, E};
-    run_mm(fw, MM_RESIDUAL, n, fw->gate, 1, &down);
+    if (jobs_need_q8(1, &down))
+        prepare_rows(fw, fw->gate, n, nd, F);
+    run_mm(fw, MM_RESIDUAL, n, nd, fw->gate, 1, &down);
+}
+
+/* Internal order: decode rows, then prefill rows (each in batch order) when prefill rows
+ * take sgemm; the batch order otherwise. */
+static void order_rows(bt_forward *fw, int n, const int32_t *seq, const int32_t *pos,
+                       const uint8_t *prefill)
+{
+    int k = 0;
+    if (fw->sgemm && prefill) {
+        for (int r = 0; r < n; r++)
+            if (!prefill[r])
+                fw->perm[k++] = r;
+        fw->n_dec = k;
+        for (int r = 0; r < n; r++)
+            if (prefill[r])
+                fw->perm[k++] = r;
+    } else {
+        for (int r = 0; r < n; r++)
+            fw->perm[r] = r;
+        fw->n_dec = n;
+    }
+    for (int i = 0; i < n; i++) {
+        fw->inv[fw->perm[i]] = i;
+        fw->iseq[i] = seq[fw->perm[i]];
+        fw->ipos[i] = pos[fw->perm[i]];
+    }
+    fw->seq = fw->iseq;
+    fw->pos = fw->ipos;
+}
+
+/* Logits of the wanted rows: head rows ordered decode first (two contiguous classes), then
+ * the logits rows permuted in place back to batch order. */
+static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *logits)
+{
+    const bt_hparams *hp = fw->hp;
+    const bt_weights *w = fw->w;
+    int E = hp->n_embd, V = hp->n_vocab, j = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int d = 0; d < n_out; d++) {
+            int dec = fw->inv[out_rows[d]] < fw->n_dec;
+            if (dec == (pass == 0))
+                fw->head_src[d] = j++;
+        }
+    int n_dec = 0;
+    for (int d = 0; d < n_out; d++) {
+        int i = fw->head_src[d];
+        int r = fw->inv[out_rows[d]];
+        n_dec += r < fw->n_dec;
+        /* Final norm of the wanted rows only (llama.cpp inp_out_ids). */
+        rmsnorm(fw->xn + (size_t)i * E, fw->x + (size_t)r * E, w->output_norm, E,
+                hp->rms_eps);
+    }
+    mm_out head = {&w->output, NULL, logits, V};
+    if (jobs_need_q8(1, &head))
+        prepare_rows(fw, fw->xn, n_out, n_dec, E);
+    run_mm(fw, MM_PLAIN, n_out, n_dec, fw->xn, 1, &head);
+    /* Row head_src[d] of logits belongs at d: follow the cycles with one spare row. */
+    memset(fw->head_done, 0, (size_t)n_out);
+    for (int s = 0; s < n_out; s++) {
+        if (fw->head_done[s])
+            continue;
+        if (fw->head_src[s] == s) {
+            fw->head_done[s] = 1;
+            continue;
+        }
+        memcpy(fw->row_tmp, logits + (size_t)s * V, sizeof(float) * (size_t)V);
+        int d = s;
+        while (fw->head_src[d] != s) {
+            memcpy(logits + (size_t)d * V, logits + (size_t)fw->head_src[d] * V,
+                   sizeof(float) * (size_t)V);
+            fw->head_done[d] = 1;
+            d = fw->head_src[d];
+        }
+        memcpy(logits + (size_t)d * V, fw->row_tmp, sizeof(float) * (size_t)V);
+        fw->head_done[d] = 1;
+    }
 }
 
 void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_t *pos,
-                    const int32_t *tokens, const float *act_in, float *act_out,
-                    const int32_t *out_rows, int n_out, float *logits)
+                    const uint8_t *prefill, const int32_t *tokens, const float *act_in,
+                    float *act_out, const int32_t *out_rows, int n_out, float *logits)
 {
     const bt_hparams *hp = fw->hp;
     const bt_weights *w = fw->w;
     int E = hp->n_embd;
     assert(n_rows >= 1 && n_rows <= fw->max_rows);
     fw->n = n_rows;
-    fw->seq = seq;
-    fw->pos = pos;
+    order_rows(fw, n_rows, seq, pos, prefill);
 
-    if (act_in) {
-        memcpy(fw->x, act_in, sizeof(float) * (size_t)n_rows * E);
-    } else {
-        assert(w->has_embd);
-        const bt_matrix *te = &w->token_embd;
-        for (int r = 0; r < n_rows; r++)
+    for (int i = 0; i < n_rows; i++) {
+        int r = fw->perm[i];
+        if (act_in) {
+            memcpy(fw->x + (size_t)i * E, act_in + (size_t)r * E, sizeof(float) * (size_t)E);
+        } else {
+            assert(w->has_embd);
+            const bt_matrix *te = &w->token_embd;
             bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[r],
-                            tokens[r] + 1, fw->x + (size_t)r * E);
+                            tokens[r] + 1, fw->x + (size_t)i * E);
+        }
     }
-    run_rows(fw, row_rope_cache);
+    run_rows(fw, row_rope_cache, n_rows);
     for (int li = 0; li < w->layer_end - w->layer_begin; li++)
         layer_forward(fw, li);
 
     if (act_out)
-        memcpy(act_out, fw->x, sizeof(float) * (size_t)n_rows * E);
-    if (!w->has_head || n_out == 0)
-        return;
-    /* Final norm of the wanted rows only (llama.cpp inp_out_ids), then the head. */
-    for (int i = 0; i < n_out; i++)
-        rmsnorm(fw->xn + (size_t)i * E, fw->x + (size_t)out_rows[i] * E, w->output_norm, E,
-                hp->rms_eps);
-    if (!use_blas(fw, n_out))
-        quantize_rows(fw, fw->xn, n_out, E);
-    mm_out head = {&w->output, NULL, logits, hp->n_vocab};
-    run_mm(fw, MM_PLAIN, n_out, fw->xn, 1, &head);
+        for (int i = 0; i < n_rows; i++)
+            memcpy(act_out + (size_t)fw->perm[i] * E, fw->x + (size_t)i * E,
+                   sizeof(float) * (size_t)E);
+    if (w->has_head && n_out > 0)
+        run_head(fw, out_rows, n_out, logits);
 }

@@ -7,10 +7,20 @@
  * max_rows rows; bt_forward_run allocates nothing.
  * Borrows: hparams, weights, KV cache and thread pool, which must outlive it.
  *
- * Matrix products: with >= BT_FORWARD_BLAS_MIN_ROWS rows, tiles of weight rows are
- * dequantized into per-thread scratch and multiplied with OpenBLAS sgemm (one BLAS thread,
- * tiles spread over our pool); below that the activations are quantized once to q8 and the
- * quantized kernels run split across the pool by weight rows.
+ * Matrix products: the path is a property of each row, never of the batch it came in
+ * (so a sequence gets the same numbers whatever it is batched with):
+ *   - decode rows (generated tokens): activations quantized to q8 (bt_quantize_q8), then the
+ *     quantized kernels (bt_matmul) split across the pool by weight rows;
+ *   - prefill rows (prompt tokens): tiles of weight rows dequantized into per-thread scratch
+ *     and multiplied with OpenBLAS sgemm (one BLAS thread, tiles spread over our pool). For
+ *     quantized weights the activations are first replaced by their q8 round trip (quantize,
+ *     then x' = qs * d), as llama.cpp quantizes activations in every matmul, so prefill and
+ *     decode differ only in summation order. F32/F16/BF16 weights see the f32 activations.
+ * Rows are reordered internally (decode rows first, then prefill rows, each in batch order)
+ * so that each class is contiguous; inputs, outputs and logits keep the batch order.
+ * Fallback: when OpenBLAS runs one of its generic (pre-AVX) cores, which are slower than our
+ * quantized kernels, prefill rows take the decode path too (set OPENBLAS_CORETYPE to avoid
+ * it); bt_forward_set_prefill_sgemm overrides the choice.
  *
  * Threads: confined to the thread that owns the stage; it drives the pool.
  */
@@ -24,22 +34,24 @@
 #include "threadpool.h"
 #include "weights.h"
 
-#define BT_FORWARD_BLAS_MIN_ROWS 16
-
 typedef struct bt_forward bt_forward;
 
 bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache *kv,
                          bt_threadpool *pool, int max_rows, bt_forward **out, bt_error *err);
 void bt_forward_free(bt_forward *fw); /* NULL is a no-op */
 
-/* Batches of at least n rows use sgemm (tests force either path). Default
- * BT_FORWARD_BLAS_MIN_ROWS, or never when OpenBLAS runs its generic kernels (see forward.c). */
-void bt_forward_set_blas_min_rows(bt_forward *fw, int n);
+/* Whether prefill rows use sgemm: mode 1 always, 0 never (they take the decode path),
+ * -1 automatic (the default: yes unless OpenBLAS runs a generic core). */
+void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode);
+/* Whether prefill rows currently use sgemm. */
+int bt_forward_prefill_sgemm(const bt_forward *fw);
 
 /*
  * One pass over the stage's layers. The caller has validated everything and reserved KV
  * capacity for every (seq, pos) of the batch:
  *   seq, pos:  [n_rows] (n_rows <= max_rows)
+ *   prefill:   [n_rows] nonzero = the row's token is part of a prompt (prefill path), zero
+ *              = a generated token (decode path); NULL = every row takes the decode path
  *   tokens:    [n_rows], read when act_in is NULL (first stage) to embed
  *   act_in:    [n_rows][n_embd] input activations, or NULL on the first stage
  *   act_out:   [n_rows][n_embd] output activations (may be NULL on the last stage)
@@ -48,7 +60,7 @@ void bt_forward_set_blas_min_rows(bt_forward *fw, int n);
  * Writes K/V of every row into the cache at (seq, pos).
  */
 void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_t *pos,
-                    const int32_t *tokens, const float *act_in, float *act_out,
-                    const int32_t *out_rows, int n_out, float *logits);
+                    const uint8_t *prefill, const int32_t *tokens, const float *act_in,
+                    float *act_out, const int32_t *out_rows, int n_out, float *logits);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * kv_cache.c - block pool and block tables of the paged KV cache.
+ * kv_cache.c - block pool and block tables of the paged KV cache, and the f16 <-> f32
+ * conversions of its storage.
  */
 #include "kv_cache.h"
 
@@ -15,9 +16,10 @@ typedef struct {
 struct bt_kv_cache {
     bt_kv_params p;
     int max_blocks_per_seq;
-    size_t block_floats;    /* floats of one block of one layer, K or V */
-    float *k;               /* [n_layer][n_blocks][n_head_kv][16][head_dim] */
-    float *v;               /* same */
+    size_t block_elems;     /* elements of one block of one layer, K or V */
+    size_t elem_bytes;      /* 2 (F16) or 4 (F32) */
+    char *k;                /* [n_layer][n_blocks][n_head_kv][16][head_dim] of p.type */
+    char *v;                /* same */
     int32_t *free_list;     /* [n_blocks], stack of free block ids; n_free used */
     int n_free;
     int32_t *refs;          /* [n_blocks] */
@@ -35,6 +37,9 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
                             "kv: n_layer %d, n_head_kv %d, head_dim %d, n_blocks %d, max_seqs "
                             "%d, max_seq_tokens %d must all be >= 1", p->n_layer, p->n_head_kv,
                             p->head_dim, p->n_blocks, p->max_seqs, p->max_seq_tokens);
+    if (p->type != BT_TYPE_F16 && p->type != BT_TYPE_F32)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "kv: type %d (%s) is not f16 or f32",
+                            (int)p->type, bt_type_name((uint32_t)p->type));
     bt_kv_cache *kv = calloc(1, sizeof(*kv));
     if (!kv)
         return bt_error_set(err, BT_ERR_NOMEM, "kv: out of memory");
@@ -42,10 +47,12 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
     kv->max_blocks_per_seq = (p->max_seq_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
     if (kv->max_blocks_per_seq > p->n_blocks)
         kv->max_blocks_per_seq = p->n_blocks;
-    kv->block_floats = (size_t)p->n_head_kv * BT_KV_BLOCK_TOKENS * (size_t)p->head_dim;
-    size_t n_floats = (size_t)p->n_layer * (size_t)p->n_blocks * kv->block_floats;
-    kv->k = aligned_alloc(64, n_floats * sizeof(float));
-    kv->v = aligned_alloc(64, n_floats * sizeof(float));
+    kv->block_elems = (size_t)p->n_head_kv * BT_KV_BLOCK_TOKENS * (size_t)p->head_dim;
+    kv->elem_bytes = p->type == BT_TYPE_F16 ? sizeof(bt_half) : sizeof(float);
+    size_t n_bytes = (size_t)p->n_layer * (size_t)p->n_blocks * kv->block_elems * kv->elem_bytes;
+    size_t alloc_bytes = (n_bytes + 63) / 64 * 64;
+    kv->k = aligned_alloc(64, alloc_bytes);
+    kv->v = aligned_alloc(64, alloc_bytes);
     kv->free_list = malloc((size_t)p->n_blocks * sizeof(int32_t));
     kv->refs = calloc((size_t)p->n_blocks, sizeof(int32_t));
     kv->tables = malloc((size_t)p->max_seqs * (size_t)kv->max_blocks_per_seq * sizeof(int32_t));
@@ -53,7 +60,7 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
     if (!kv->k || !kv->v || !kv->free_list || !kv->refs || !kv->tables || !kv->seqs) {
         bt_kv_cache_free(kv);
         return bt_error_set(err, BT_ERR_NOMEM, "kv: cannot allocate %zu bytes for %d blocks",
-                            2 * n_floats * sizeof(float), p->n_blocks);
+                            2 * n_bytes, p->n_blocks);
     }
     /* Pop order 0, 1, 2, ...: the stack holds the ids in reverse. */
     for (int i = 0; i < p->n_blocks; i++)
@@ -81,7 +88,7 @@ int bt_kv_n_blocks_free(const bt_kv_cache *kv) { return kv->n_free; }
 
 size_t bt_kv_cache_bytes(const bt_kv_cache *kv)
 {
-    return 2 * (size_t)kv->p.n_layer * (size_t)kv->p.n_blocks * kv->block_floats * sizeof(float);
+    return 2 * (size_t)kv->p.n_layer * (size_t)kv->p.n_blocks * kv->block_elems * kv->elem_bytes;
 }
 
 static int32_t *table_of(const bt_kv_cache *kv, int seq)
@@ -110,14 +117,103 @@ int bt_kv_block_refs(const bt_kv_cache *kv, int block)
     return kv->refs[block];
 }
 
-float *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block)
+static size_t block_offset(const bt_kv_cache *kv, int layer, int block)
 {
-    return kv->k + ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_floats;
+    assert(layer >= 0 && layer < kv->p.n_layer && block >= 0 && block < kv->p.n_blocks);
+    return ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_elems *
+           kv->elem_bytes;
 }
 
-float *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block)
+void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block)
 {
-    return kv->v + ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_floats;
+    return kv->k + block_offset(kv, layer, block);
+}
+
+void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block)
+{
+    return kv->v + block_offset(kv, layer, block);
+}
+
+/* ---- f16 conversions ---- */
+
+static void f32_to_f16_scalar(const float *src, bt_half *dst, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = bt_f32_to_half(src[i]);
+}
+
+static void f16_to_f32_scalar(const bt_half *src, float *dst, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = bt_half_to_f32(src[i]);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define F16C __attribute__((target("avx2,f16c,fma")))
+
+static F16C void f32_to_f16_f16c(const float *src, bt_half *dst, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    f32_to_f16_scalar(src + i, dst + i, n - i);
+}
+
+static F16C void f16_to_f32_f16c(const bt_half *src, float *dst, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    f16_to_f32_scalar(src + i, dst + i, n - i);
+}
+
+static int have_f16c(void)
+{
+    static _Atomic int cached = -1; /* benign race: every thread computes the same value */
+    if (cached < 0)
+        cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+    return cached;
+}
+
+void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n)
+{
+    if (have_f16c())
+        f32_to_f16_f16c(src, dst, n);
+    else
+        f32_to_f16_scalar(src, dst, n);
+}
+
+void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n)
+{
+    if (have_f16c())
+        f16_to_f32_f16c(src, dst, n);
+    else
+        f16_to_f32_scalar(src, dst, n);
+}
+#else
+void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n) { f32_to_f16_scalar(src, dst, n); }
+void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n) { f16_to_f32_scalar(src, dst, n); }
+#endif
+
+void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k,
+                 const float *v)
+{
+    int D = kv->p.head_dim;
+    assert(slot >= 0 && slot < BT_KV_BLOCK_TOKENS);
+    char *kb = bt_kv_block_k(kv, layer, block), *vb = bt_kv_block_v(kv, layer, block);
+    for (int g = 0; g < kv->p.n_head_kv; g++) {
+        size_t off = ((size_t)g * BT_KV_BLOCK_TOKENS + (size_t)slot) * (size_t)D;
+        if (kv->p.type == BT_TYPE_F16) {
+            bt_kv_f32_to_f16(k + (size_t)g * D, (bt_half *)kb + off, D);
+            bt_kv_f32_to_f16(v + (size_t)g * D, (bt_half *)vb + off, D);
+        } else {
+            memcpy((float *)kb + off, k + (size_t)g * D, sizeof(float) * (size_t)D);
+            memcpy((float *)vb + off, v + (size_t)g * D, sizeof(float) * (size_t)D);
+        }
+    }
 }
 
 static int blocks_for(int n_tokens)
@@ -175,9 +271,9 @@ bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *er
         int32_t old = table[idx], copy = pop_block(kv);
         for (int l = 0; l < kv->p.n_layer; l++) {
             memcpy(bt_kv_block_k(kv, l, copy), bt_kv_block_k(kv, l, old),
-                   kv->block_floats * sizeof(float));
+                   kv->block_elems * kv->elem_bytes);
             memcpy(bt_kv_block_v(kv, l, copy), bt_kv_block_v(kv, l, old),
-                   kv->block_floats * sizeof(float));
+                   kv->block_elems * kv->elem_bytes);
         }
         release_block(kv, old);
         table[idx] = copy;

@@ -1,7 +1,8 @@
 /*
  * kv_cache.h - the paged KV cache of one stage: a fixed pool of blocks of
- * BT_KV_BLOCK_TOKENS token positions, each block holding f32 K and V for every layer of the
- * stage, and one block table per sequence.
+ * BT_KV_BLOCK_TOKENS token positions, each block holding K and V for every layer of the
+ * stage, and one block table per sequence. K and V are stored as IEEE half (BT_TYPE_F16,
+ * rounded to nearest even, as llama.cpp's default cache; half the memory) or as f32.
  *
  * Owns: the K/V storage, the block pool (free list, reference counts) and the per-sequence
  * block tables, all allocated at bt_kv_cache_new; nothing is allocated afterwards.
@@ -27,6 +28,7 @@
 #include <stdint.h>
 
 #include "status.h"
+#include "tensor_type.h"
 
 #define BT_KV_BLOCK_TOKENS 16
 
@@ -37,17 +39,19 @@ typedef struct bt_kv_params {
     int n_blocks;       /* pool size */
     int max_seqs;       /* sequence ids are [0, max_seqs) */
     int max_seq_tokens; /* per-sequence length limit */
+    bt_type type;       /* element type of K and V: BT_TYPE_F16 or BT_TYPE_F32 */
 } bt_kv_params;
 
 typedef struct bt_kv_cache bt_kv_cache;
 
-/* *out is owned by the caller (bt_kv_cache_free). BT_ERR_NOMEM if the pool does not fit. */
+/* *out is owned by the caller (bt_kv_cache_free). BT_ERR_NOMEM if the pool does not fit,
+ * BT_ERR_INVALID_ARG for a count < 1 or a type other than F16/F32. */
 bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_error *err);
 void bt_kv_cache_free(bt_kv_cache *kv); /* NULL is a no-op */
 
 const bt_kv_params *bt_kv_cache_params(const bt_kv_cache *kv);
 int bt_kv_n_blocks_free(const bt_kv_cache *kv);
-size_t bt_kv_cache_bytes(const bt_kv_cache *kv);
+size_t bt_kv_cache_bytes(const bt_kv_cache *kv); /* K and V storage of all blocks */
 
 /* Sequence queries; seq must be in [0, max_seqs) (asserted: callers validate ids). */
 int bt_kv_seq_len(const bt_kv_cache *kv, int seq);
@@ -69,8 +73,21 @@ void bt_kv_seq_free(bt_kv_cache *kv, int seq);
 /* dst (must be empty) shares all of src's blocks. */
 bt_status bt_kv_seq_fork(bt_kv_cache *kv, int src, int dst, bt_error *err);
 
-/* K and V of one block of one layer: [n_head_kv][BT_KV_BLOCK_TOKENS][head_dim] f32. */
-float *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block);
-float *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
+/* K and V of one block of one layer: [n_head_kv][BT_KV_BLOCK_TOKENS][head_dim] of the
+ * cache's type (bt_half bits for F16, float for F32). Readers convert with
+ * bt_kv_f16_to_f32 (or use the floats directly). */
+void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block);
+void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
+
+/* Writes K and V of one position: k, v are [n_head_kv][head_dim] f32, stored converted to
+ * the cache type into (layer, block, slot). Pure over its slot: concurrent calls for
+ * different slots are safe. */
+void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k,
+                 const float *v);
+
+/* Conversions used by the cache (F16C when the CPU has it, else the scalar
+ * bt_f32_to_half / bt_half_to_f32; both round to nearest even, so the bits are the same). */
+void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n);
+void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n);
 
 #endif

@@ -12,11 +12,6 @@ struct bt_sampler {
     float *prob;
 };
 
-void bt_seq_sampler_init(bt_seq_sampler *s, const bt_sampler_params *p) {
-    s->p = *p;
-    bt_rng_seed(&s->rng, p->seed);
-}
-
 bt_status bt_sampler_new(int32_t n_vocab, bt_sampler **out, bt_error *err) {
     *out = NULL;
     if (n_vocab <= 0)
@@ -74,10 +69,9 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
     return ia < ib ? -1 : (ia > ib);
 }
 
-int32_t bt_sampler_sample(bt_sampler *s, bt_seq_sampler *seq, const float *logits,
-                          float *logprob) {
+int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, int32_t pos,
+                          const float *logits, float *logprob) {
     const int32_t n = s->n_vocab;
-    const bt_sampler_params *p = &seq->p;
     int32_t tok;
     if (p->temperature == 0.0f) {
         tok = argmax(logits, n);
@@ -124,7 +118,9 @@ int32_t bt_sampler_sample(bt_sampler *s, bt_seq_sampler *seq, const float *logit
             s->prob[i] = expf((logits[s->idx[i]] - mx) / p->temperature);
             tsum += s->prob[i];
         }
-        double u = bt_rng_uniform(&seq->rng) * tsum, cum = 0.0;
+        bt_rng rng;
+        bt_rng_seed(&rng, p->seed + (uint64_t)pos * 0x9e3779b97f4a7c15ull);
+        double u = bt_rng_uniform(&rng) * tsum, cum = 0.0;
         tok = s->idx[k - 1];
         for (int32_t i = 0; i < k; i++) {
             cum += s->prob[i];

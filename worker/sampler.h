@@ -6,10 +6,12 @@
  * The logprob reported is log softmax of the raw logits (temperature 1, before filtering), as
  * OpenAI and vLLM report it, so it is comparable across sampling settings.
  *
- * Per-sequence state is a bt_seq_sampler (parameters and the sequence's own RNG, caller's
- * storage), so a sequence's draws do not depend on what else is sampled. The bt_sampler holds
- * the n_vocab scratch shared by all sequences sampled on one thread (the last stage's loop);
- * sampling allocates nothing. Both are confined to that thread.
+ * Determinism: the random draw for the token at position `pos` of a sequence comes from an
+ * RNG seeded with (seed, pos), so it does not depend on what else is sampled, on the number
+ * of stages, on batching, or on a preemption that recomputes the sequence.
+ *
+ * The bt_sampler holds the n_vocab scratch shared by all sequences sampled on one thread
+ * (the last stage's loop); sampling allocates nothing. Confined to that thread.
  */
 #ifndef BT_SAMPLER_H
 #define BT_SAMPLER_H
@@ -21,22 +23,14 @@
 #include "sampling.h"
 #include "status.h"
 
-/* One sequence's sampling state. */
-typedef struct bt_seq_sampler {
-    bt_sampler_params p;
-    bt_rng rng;
-} bt_seq_sampler;
-
-/* p must be valid (bt_sampler_params_validate). */
-void bt_seq_sampler_init(bt_seq_sampler *s, const bt_sampler_params *p);
-
 typedef struct bt_sampler bt_sampler;
 
 bt_status bt_sampler_new(int32_t n_vocab, bt_sampler **out, bt_error *err);
 void bt_sampler_free(bt_sampler *s);
 
-/* Picks a token for `seq` from logits[n_vocab] (not modified). *logprob may be NULL. */
-int32_t bt_sampler_sample(bt_sampler *s, bt_seq_sampler *seq, const float *logits,
-                          float *logprob);
+/* Picks the token at position pos of a sequence from logits[n_vocab] (not modified) with
+ * parameters p (valid: bt_sampler_params_validate). *logprob may be NULL. */
+int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, int32_t pos,
+                          const float *logits, float *logprob);
 
 #endif

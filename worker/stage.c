@@ -39,7 +39,8 @@ bt_stage_params bt_stage_default_params(void)
     p.max_batch = 512;
     p.max_seqs = 64;
     p.max_seq_tokens = 0;
-    p.blas_min_rows = 0;
+    p.prefill_sgemm = -1;
+    p.kv_type = BT_TYPE_F16;
     return p;
 }
 
@@ -89,6 +90,16 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         if (s->hp.n_ctx_train > 0 && s->hp.n_ctx_train < p->max_seq_tokens)
             p->max_seq_tokens = s->hp.n_ctx_train;
     }
+    if (p->prefill_sgemm < -1 || p->prefill_sgemm > 1) {
+        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: prefill_sgemm %d not in [-1, 1]",
+                          p->prefill_sgemm);
+        goto fail;
+    }
+    if (p->kv_type != BT_TYPE_F16 && p->kv_type != BT_TYPE_F32) {
+        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_type %d (%s) is not f16 or f32",
+                          (int)p->kv_type, bt_type_name((uint32_t)p->kv_type));
+        goto fail;
+    }
     if ((st = bt_weights_load(g, &s->hp, p->layer_begin, p->layer_end, &s->w, err)) != BT_OK)
         goto fail;
     bt_kv_params kp = {
@@ -98,13 +109,14 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         .n_blocks = (p->kv_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS,
         .max_seqs = p->max_seqs,
         .max_seq_tokens = p->max_seq_tokens,
+        .type = p->kv_type,
     };
     if ((st = bt_kv_cache_new(&kp, &s->kv, err)) != BT_OK ||
         (st = bt_threadpool_new(p->n_threads, &s->pool, err)) != BT_OK ||
         (st = bt_forward_new(&s->hp, &s->w, s->kv, s->pool, p->max_batch, &s->fw, err)) != BT_OK)
         goto fail;
-    if (p->blas_min_rows > 0)
-        bt_forward_set_blas_min_rows(s->fw, p->blas_min_rows);
+    if (p->prefill_sgemm >= 0)
+        bt_forward_set_prefill_sgemm(s->fw, p->prefill_sgemm);
     s->next_pos = malloc(sizeof(int32_t) * (size_t)p->max_seqs);
     s->touched = malloc(sizeof(int32_t) * (size_t)p->max_batch);
     s->out_rows = malloc(sizeof(int32_t) * (size_t)p->max_batch);
@@ -211,7 +223,8 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
         if (st != BT_OK) /* cannot happen after the count above */
             goto out;
     }
-    bt_forward_run(s->fw, n, b->seq, b->pos, b->token, act_in, s->w.has_head ? NULL : act_out,
+    bt_forward_run(s->fw, n, b->seq, b->pos, b->prefill, b->token, act_in,
+                   s->w.has_head ? NULL : act_out,
                    s->out_rows, s->w.has_head ? n_out : 0, logits);
     for (int i = 0; i < n_touched; i++)
         bt_kv_seq_set_len(s->kv, s->touched[i], s->next_pos[s->touched[i]]);
@@ -271,6 +284,11 @@ int bt_stage_kv_tokens_free(const bt_stage *s)
 {
     return bt_kv_n_blocks_free(s->kv) * BT_KV_BLOCK_TOKENS;
 }
+
+size_t bt_stage_kv_bytes(const bt_stage *s) { return bt_kv_cache_bytes(s->kv); }
+size_t bt_stage_weight_bytes(const bt_stage *s) { return bt_weights_bytes(&s->w); }
+bt_type bt_stage_kv_type(const bt_stage *s) { return bt_kv_cache_params(s->kv)->type; }
+int bt_stage_prefill_sgemm(const bt_stage *s) { return bt_forward_prefill_sgemm(s->fw); }
 
 int bt_stage_seq_tokens_left(const bt_stage *s, int seq)
 {

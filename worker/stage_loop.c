@@ -37,7 +37,7 @@ typedef struct loop {
     bt_stage *stage;
     bt_codec *codec;
     bt_sampler *sampler;     /* last stage only */
-    bt_seq_sampler *seqs;    /* [max_seqs] last stage only */
+    bt_sampler_params *seqs; /* [max_seqs] last stage only */
     uint8_t *seq_has_params; /* [max_seqs] */
     float *act_in, *act_out; /* [max_batch][n_embd] */
     float *logits;           /* [max_seqs][n_vocab] last stage only */
@@ -319,7 +319,7 @@ static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
                                    .top_p = sp->top_p,
                                    .min_p = sp->min_p,
                                    .seed = sp->seed};
-            bt_seq_sampler_init(&L->seqs[sp->seq], &p);
+            L->seqs[sp->seq] = p;
             L->seq_has_params[sp->seq] = 1;
         }
     return BT_OK;
@@ -391,7 +391,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
             continue;
         int32_t s = b->seq[i];
         L->res_seq[k] = s;
-        L->res_tok[k] = bt_sampler_sample(L->sampler, &L->seqs[s],
+        L->res_tok[k] = bt_sampler_sample(L->sampler, &L->seqs[s], b->pos[i] + 1,
                                           L->logits + (size_t)k * (size_t)L->n_vocab,
                                           &L->res_lp[k]);
         k++;

@@ -1,7 +1,8 @@
 /*
  * test_kernels.c - every kernel level this CPU supports against the scalar reference and
  * against plain float arithmetic on dequantized values: bt_quantize_q8, bt_vec_dot_q8,
- * bt_matmul (n_tok 1..9), bt_dequant_rows.
+ * bt_matmul (n_tok 1..9), bt_dequant_rows; the llama.cpp rounding of bt_quantize_q8 on
+ * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit).
  */
 #include <math.h>
 #include <stdint.h>
@@ -84,6 +85,17 @@ static void dequant_q8(const bt_q8 *q, float *x, int64_t n) {
         x[i] = q[i / 32].d * (float)q[i / 32].qs[i % 32];
 }
 
+/* The same blocks with s = d * sum(qs) in float arithmetic, not rounded to fp16. */
+static void exact_s(const bt_q8 *q, bt_q8 *out, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++) {
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += q[i].qs[j];
+        out[i] = q[i];
+        out[i].s = q[i].d * (float)sum;
+    }
+}
+
 /* |a - b| small relative to the sum of absolute products. */
 static int close_rel(double a, double b, double mag) {
     return fabs(a - b) <= 2e-5 * mag + 1e-6;
@@ -120,7 +132,8 @@ static void test_level(bt_kernel_level level) {
                        (long long)n);
         else
             bt_check_passed++;
-        CHECK(fabsf(xq[0].d * xq[0].qs[0] - 37.0f) < 1e-4f);
+        /* d is fp16-rounded: |d*q - x| <= 127 * d * 2^-11 for the block maximum */
+        CHECK(fabsf(xq[0].d * xq[0].qs[0] - 37.0f) < 37.0f / 2048.0f);
         if (n >= 64)
             CHECK(xq[1].d == 0.0f && xq[1].s == 0.0f && xq[1].qs[5] == 0);
 
@@ -144,8 +157,12 @@ static void test_level(bt_kernel_level level) {
             else
                 bt_check_passed++;
 
-            /* vec_dot: fast vs ref vs float arithmetic */
+            /* vec_dot: fast vs ref, and ref vs float arithmetic. The float sum uses x = d*q,
+             * whose block sum is d*sum(q), so it is compared with the ref on a copy of the
+             * activations whose s is that exact value instead of its fp16 rounding. */
             dequant_q8(xq, xd, n);
+            static bt_q8 xq_exact[MAXN / 32];
+            exact_s(xq, xq_exact, n / 32);
             for (int r = 0; r < NROW; r++) {
                 double fd = 0.0, mag = 0.0;
                 for (int64_t c = 0; c < n; c++) {
@@ -154,11 +171,12 @@ static void test_level(bt_kernel_level level) {
                 }
                 float fast = bt_vec_dot_q8(type, w + r * row_bytes, xq, n);
                 float ref = bt_vec_dot_q8_ref(type, w + r * row_bytes, xq, n);
-                if (!close_rel(fast, ref, mag) || !close_rel(ref, fd, mag))
+                float ref_exact = bt_vec_dot_q8_ref(type, w + r * row_bytes, xq_exact, n);
+                if (!close_rel(fast, ref, mag) || !close_rel(ref_exact, fd, mag))
                     check_fail(__FILE__, __LINE__,
-                               "%s %s n=%lld row %d: fast %.9g ref %.9g "
+                               "%s %s n=%lld row %d: fast %.9g ref %.9g ref(exact s) %.9g "
                                "float %.9g (mag %g)",
-                               name, tr->name, (long long)n, r, fast, ref, fd, mag);
+                               name, tr->name, (long long)n, r, fast, ref, ref_exact, fd, mag);
                 else
                     bt_check_passed++;
             }
@@ -256,8 +274,143 @@ static void test_q4_1_by_hand(void) {
     CHECK_NEAR(bt_vec_dot_q8_ref(BT_TYPE_Q4_1, &b, &q, 32), 509.0f, 1e-4);
 }
 
+/*
+ * bt_quantize_q8 on crafted blocks, every level: llama.cpp's x86 quantize_row_q8_1 gives
+ * d = fp16(amax/127), q = nearest-even(x * 127/amax), s = fp16(amax/127 * sum(q)). The expected
+ * values are worked out by hand (fp16 of v: round v / 2^(e-10) to an integer, ties even).
+ */
+static void test_quantize_rounding(void) {
+    float x[5 * 32];
+    memset(x, 0, sizeof x);
+    /* A: amax 127 -> d = 1, id = 1: x*id lands exactly on .5 -> ties to even */
+    const float ta[10] = {127.0f, 2.5f, 3.5f, -2.5f, 0.5f, 1.5f, -0.5f, -1.5f, 126.5f, -126.5f};
+    const int qa[10] = {127, 2, 4, -2, 0, 2, 0, -2, 126, -126};
+    memcpy(x, ta, sizeof ta);
+    /* B: amax 1: d = 1/127 = 0.0078740157 -> fp16 1032 * 2^-17; q = {127, 8}; s from the
+     * unrounded d: fp16(135/127 = 1.0629921) = 1089/1024 (from the rounded d it would be
+     * fp16(1.0629196) = 1.0625, unrounded 1.0629921) */
+    x[32] = 1.0f;
+    x[33] = 0.0625f;
+    /* C: all zero -> d = s = 0, q = 0 (block 2 stays zero) */
+    /* D: negative maximum: amax 3: d = fp16(0.023622047) = 1548 * 2^-16; q = {42, -127};
+     * s = fp16(-85 * 0.023622047 = -2.0078740) = -1028 * 2^-9 */
+    x[96] = 1.0f;
+    x[101] = -3.0f;
+    /* E: amax 0.34375, x = 0.171875: x * (127/amax) = 63.5000038 -> 64, while x * (1/d) =
+     * 63.4999962 would give 63; llama.cpp's AVX2 quantizer computes 127/amax */
+    x[128] = 0.34375f;
+    x[129] = 0.171875f;
+
+    bt_kernel_level best = bt_kernels_level();
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512 + 1; l++) {
+        bt_q8 q[5];
+        if (l <= BT_KERNELS_AVX512) {
+            bt_kernels_force((bt_kernel_level)l);
+            if (bt_kernels_level() != (bt_kernel_level)l)
+                continue;
+            bt_quantize_q8(x, q, 5 * 32);
+        } else {
+            bt_quantize_q8_ref(x, q, 5 * 32);
+        }
+        int ok = 1;
+        ok &= q[0].d == 1.0f && q[0].s == 131.0f;
+        for (int j = 0; j < 32; j++)
+            ok &= q[0].qs[j] == (j < 10 ? qa[j] : 0);
+        ok &= q[1].d == 1032.0f / 131072.0f && q[1].s == 1089.0f / 1024.0f;
+        ok &= q[1].qs[0] == 127 && q[1].qs[1] == 8 && q[1].qs[2] == 0;
+        ok &= q[2].d == 0.0f && q[2].s == 0.0f && q[2].qs[0] == 0 && q[2].qs[31] == 0;
+        ok &= q[3].d == 1548.0f / 65536.0f && q[3].s == -1028.0f / 512.0f;
+        ok &= q[3].qs[0] == 42 && q[3].qs[5] == -127 && q[3].qs[1] == 0;
+        ok &= q[4].qs[0] == 127 && q[4].qs[1] == 64;
+        if (!ok)
+            check_fail(__FILE__, __LINE__,
+                       "quantize_q8 level %d: crafted blocks: A d %.9g s %.9g q %d %d %d %d %d %d; "
+                       "B d %.9g s %.9g q %d; D d %.9g s %.9g q %d %d; E q %d",
+                       l, q[0].d, q[0].s, q[0].qs[1], q[0].qs[2], q[0].qs[3], q[0].qs[4],
+                       q[0].qs[8], q[0].qs[9], q[1].d, q[1].s, q[1].qs[1], q[3].d, q[3].s,
+                       q[3].qs[0], q[3].qs[5], q[4].qs[1]);
+        else
+            bt_check_passed++;
+    }
+    bt_kernels_force(best);
+}
+
+/*
+ * Batch invariance, every level and type: bt_matmul over rows [0, NROW) with n_tok tokens gives
+ * for each token exactly (bit for bit) what bt_matmul gives for that token alone on one row,
+ * and for quant types exactly bt_vec_dot_q8. Lengths cover an odd block count (the tail step)
+ * and several super-blocks.
+ */
+#define INV_MAXTOK 33
+#define INV_MAXN 768
+
+static void test_batch_invariance(void) {
+    static const int ntoks[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 33};
+    static const int64_t inv_lengths[] = {96, 576, 768};
+    static uint8_t w[NROW * INV_MAXN * 4];
+    static float x[INV_MAXTOK * INV_MAXN], y[INV_MAXTOK * NROW];
+    static bt_q8 xq[INV_MAXTOK * INV_MAXN / 32];
+    bt_kernel_level best = bt_kernels_level();
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+        bt_kernels_force((bt_kernel_level)l);
+        if (bt_kernels_level() != (bt_kernel_level)l)
+            continue;
+        const char *name = bt_kernels_level_name((bt_kernel_level)l);
+        for (size_t li = 0; li < sizeof inv_lengths / sizeof inv_lengths[0]; li++) {
+            int64_t n = inv_lengths[li];
+            for (int t = 0; t < INV_MAXTOK; t++)
+                fill_x(x + t * n, n);
+            bt_quantize_q8(x, xq, INV_MAXTOK * n);
+            for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+                bt_type type = all_types[ti];
+                const bt_type_traits *tr = bt_type_traits_of(type);
+                if (n % tr->block_elems != 0)
+                    continue;
+                size_t row_bytes;
+                CHECK_OK(bt_type_row_bytes(type, n, &row_bytes));
+                for (int r = 0; r < NROW; r++)
+                    fill_weights(type, w + r * row_bytes, n);
+                for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++) {
+                    int nt = ntoks[ni];
+                    bt_matmul(type, w, row_bytes, n, x, xq, nt, y, NROW, 0, NROW);
+                    int bad = 0;
+                    for (int t = 0; t < nt; t++) {
+                        for (int r = 0; r < NROW; r++) {
+                            /* the token alone, on row r alone (it writes alone[r]) */
+                            float alone[NROW], got = y[t * NROW + r];
+                            bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, 1, alone,
+                                      NROW, r, r + 1);
+                            float one = alone[r];
+                            int same = memcmp(&got, &one, sizeof got) == 0;
+                            if (!is_float(type)) {
+                                float vd =
+                                    bt_vec_dot_q8(type, w + r * row_bytes, xq + t * n / 32, n);
+                                same &= memcmp(&got, &vd, sizeof got) == 0;
+                            }
+                            if (!same && bad++ < 3)
+                                fprintf(stderr,
+                                        "  %s %s n=%lld nt=%d y[%d][%d] = %.9g alone %.9g\n", name,
+                                        tr->name, (long long)n, nt, t, r, got, one);
+                        }
+                    }
+                    if (bad)
+                        check_fail(__FILE__, __LINE__,
+                                   "%s %s n=%lld nt=%d: %d outputs differ from "
+                                   "the token alone",
+                                   name, tr->name, (long long)n, nt, bad);
+                    else
+                        bt_check_passed++;
+                }
+            }
+        }
+    }
+    bt_kernels_force(best);
+}
+
 int main(void) {
     test_q4_1_by_hand();
+    test_quantize_rounding();
+    test_batch_invariance();
     test_levels_and_force();
     return check_finish();
 }

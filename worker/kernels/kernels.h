@@ -18,10 +18,22 @@
 
 #include "tensor_type.h"
 
-/* Quantized activations: one block per 32 inputs. */
+/*
+ * Quantized activations: one block per 32 inputs, rounded exactly as llama.cpp's x86 CPU
+ * backend quantizes activations to block_q8_0 / block_q8_1 (model-format.md 3.10; ggml
+ * quantize_row_q8_0/q8_1, AVX2 path), so that dot products match llama.cpp's:
+ *   amax = max|x|, d = amax/127, id = amax ? 127/amax : 0,
+ *   qs = round-to-nearest-even(x * id)             (in [-127, 127]; never -128)
+ *   d  = fp16(d)                                    (ggml stores it as a half)
+ *   s  = fp16(d_unrounded * sum(qs))               (block_q8_1.s; not fp16(d) * sum)
+ * d and s are held as floats but are always exactly representable in fp16 (fp16 rounding is
+ * to nearest even; fp16(d) may be 0 or inf for |x| < 4e-6 or > 8e6, as in ggml).
+ * Weight dots use these rounded values per block: Q8_0/Q4_0/Q5_0 d_w*d*isum, Q4_1/Q5_1
+ * d_w*d*isum + m_w*s. K-quants use the same blocks (llama.cpp's Q8_K differs: not matched).
+ */
 typedef struct bt_q8 {
-    float d;        /* scale: x ~= d * qs */
-    float s;        /* d * sum(qs), for the weight types that carry a min (Q4_1, Q5_1, K) */
+    float d;        /* scale: x ~= d * qs; an fp16 value */
+    float s;        /* fp16(d * sum(qs)), for the weight types with a min (Q4_1, Q5_1, K) */
     int8_t qs[32];
 } bt_q8;
 
@@ -39,10 +51,11 @@ const char *bt_kernels_level_name(bt_kernel_level level);
  * (returns the current level unchanged). */
 bt_kernel_level bt_kernels_force(bt_kernel_level level);
 
-/* x[n] -> y[n/32]; n a multiple of 32. */
+/* x[n] -> y[n/32]; n a multiple of 32. Every level gives the same bytes (rounding above). */
 void bt_quantize_q8(const float *x, bt_q8 *y, int64_t n);
 
-/* Dot product of one weight row (n elements of `type`) with quantized activations. */
+/* Dot product of one weight row (n elements of `type`) with quantized activations. For quant
+ * types, bit-identical to bt_matmul's output for that row and token at the same level. */
 float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
 
 /*
@@ -52,6 +65,11 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
  *   xq:    the same rows quantized, n_cols/32 blocks each, contiguous (used by quant types)
  *   y:     n_tok rows of ldy floats
  * The caller splits [0, n_rows) across threads.
+ * Batch invariant: y[t][r] is bit-identical to what bt_matmul computes for token t alone
+ * (n_tok = 1) on any row range holding r, whatever n_tok, so a sequence's results do not
+ * depend on what it is batched with (continuous batching). Levels differ from each other and
+ * from the scalar reference in the last bits (summation order); a level never changes at run
+ * time except through bt_kernels_force.
  */
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
                const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);

@@ -63,13 +63,18 @@ INLINE __m256i load_q(const bt_q8 *x) {
 }
 
 /*
- * One "step" per legacy weight type: one weight block against NT token rows, adding into
- * acc[t] (8 float lanes) and macc[t] (the min term). NT is a compile-time constant after
- * inlining and the token loops are unrolled, so everything stays in registers. The driver
- * keeps NC independent accumulator sets (4 for one token, 2 for two) so the FMA/add latency
- * chains do not serialize the blocks.
+ * One "step" per legacy weight type: one weight block (or pair) against NT token rows, adding
+ * into per-token float accumulators. NT is a compile-time constant after inlining and the
+ * token loops are unrolled, so everything stays in registers.
+ *
+ * Batch invariance: a token's result must not depend on how many tokens share the call. Each
+ * token has its own accumulators, filled in the same block order (block i into set i % NC,
+ * a tail block into set 0) and reduced in the same order for every NT; tokens only share the
+ * unpacked weights. NC = 2 keeps two independent FMA chains per token, enough next to the
+ * ~3 cycles of other work per block, and leaves room for 4 tokens in the 16 ymm registers.
  */
 #define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+#define NC 2
 
 /* d and m of the weight block (adjacent halves) times dx and s of the token block (adjacent
  * floats) in one multiply: lane 0 = d*dx scales the integer dot, lane 1 = m*s is summed. */
@@ -83,10 +88,48 @@ INLINE __m128 ds_of(const bt_q8 *xb) {
     return _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d));
 }
 
-INLINE void q4_1_step(const bt_block_q4_1 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
+INLINE __m256i q4_1_quants(const bt_block_q4_1 *b) {
+    return unpack_nibbles(b->qs);
+}
+
+INLINE __m256i q5_1_quants(const bt_block_q5_1 *b) {
+    __m256i hi = _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(unpack_nibbles(b->qs), hi);
+}
+
+/* Types with a min (Q4_1, Q5_1): y = sum_i d_i*dx_i*isum_i + m_i*s_i. Blocks go in pairs: the
+ * scales of blocks i, i+1 are multiplied in one xmm [d0*dx0, m0*s0, d1*dx1, m1*s1], so one
+ * macc per token sums the min terms (even blocks in lane 1, odd in lane 3) and 4 tokens fit
+ * the registers; a lone tail block leaves lanes 2, 3 at zero. */
+INLINE __m128 dm_pair(const bt_half *dm0, const bt_half *dm1) {
+    int b0, b1;
+    memcpy(&b0, dm0, 4);
+    memcpy(&b1, dm1, 4);
+    return _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(b0), b1, 1));
+}
+
+INLINE __m128 ds_pair(const bt_q8 *xb) {
+    __m128d v = _mm_load_sd((const double *)(const void *)&xb[0].d);
+    return _mm_castpd_ps(_mm_loadh_pd(v, (const double *)(const void *)&xb[1].d));
+}
+
+INLINE void min_step2(__m256i q0, __m256i q1, __m128 dm, const bt_q8 *x, int64_t xs, int NT,
+                      __m256 *acc0, __m256 *acc1, __m128 *macc) {
+    const __m256i lane2 = _mm256_set1_epi32(2);
+    TOKENS {
+        const bt_q8 *xb = x + t * xs;
+        __m128 sc = _mm_mul_ps(dm, ds_pair(xb));
+        __m256 p0 = _mm256_cvtepi32_ps(dot_us(q0, load_q(xb)));
+        __m256 p1 = _mm256_cvtepi32_ps(dot_us(q1, load_q(xb + 1)));
+        __m256 sc1 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(sc), lane2);
+        acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p0, acc0[t]);
+        acc1[t] = _mm256_fmadd_ps(sc1, p1, acc1[t]);
+        macc[t] = _mm_add_ps(macc[t], sc);
+    }
+}
+
+INLINE void min_step1(__m256i q, __m128 dm, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
                       __m128 *macc) {
-    __m128 dm = half_pair(&b->d);
-    __m256i q = unpack_nibbles(b->qs);
     TOKENS {
         const bt_q8 *xb = x + t * xs;
         __m128 sc = _mm_mul_ps(dm, ds_of(xb));
@@ -96,19 +139,31 @@ INLINE void q4_1_step(const bt_block_q4_1 *b, const bt_q8 *x, int64_t xs, int NT
     }
 }
 
-INLINE void q5_1_step(const bt_block_q5_1 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    __m128 dm = half_pair(&b->d);
-    __m256i hi = _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10));
-    __m256i q = _mm256_or_si256(unpack_nibbles(b->qs), hi);
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m128 sc = _mm_mul_ps(dm, ds_of(xb));
-        __m256 p = _mm256_cvtepi32_ps(dot_us(q, load_q(xb)));
-        acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p, acc[t]);
-        macc[t] = _mm_add_ps(macc[t], sc);
+#define DEFINE_NT_MIN(name, block_t)                                                               \
+    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
+                          float *out, int64_t ldo) {                                               \
+        const block_t *b = w;                                                                      \
+        __m256 acc0[NT_MAX], acc1[NT_MAX];                                                         \
+        __m128 macc[NT_MAX];                                                                       \
+        TOKENS {                                                                                   \
+            acc0[t] = acc1[t] = _mm256_setzero_ps();                                               \
+            macc[t] = _mm_setzero_ps();                                                            \
+        }                                                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 2 <= nb; i += 2)                                                                \
+            min_step2(name##_quants(b + i), name##_quants(b + i + 1),                              \
+                      dm_pair(&b[i].d, &b[i + 1].d), x + i, xs, NT, acc0, acc1, macc);             \
+        if (i < nb)                                                                                \
+            min_step1(name##_quants(b + i), half_pair(&b[i].d), x + i, xs, NT, acc0, macc);        \
+        TOKENS {                                                                                   \
+            __m128 m = _mm_movehdup_ps(macc[t]); /* lane 0: even blocks, lane 2: odd */            \
+            m = _mm_add_ss(m, _mm_movehl_ps(m, m));                                                \
+            out[t * ldo] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + _mm_cvtss_f32(m);              \
+        }                                                                                          \
     }
-}
+
+DEFINE_NT_MIN(q4_1, bt_block_q4_1)
+DEFINE_NT_MIN(q5_1, bt_block_q5_1)
 
 /* Signed weights q (int8) with scale d. */
 INLINE void signed_step(__m256i q, float d, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
@@ -120,22 +175,16 @@ INLINE void signed_step(__m256i q, float d, const bt_q8 *x, int64_t xs, int NT, 
     }
 }
 
-INLINE void q8_0_step(const bt_block_q8_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    (void)macc;
+INLINE void q8_0_step(const bt_block_q8_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
     signed_step(_mm256_loadu_si256((const __m256i *)b->qs), half_f32(b->d), x, xs, NT, acc);
 }
 
-INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    (void)macc;
+INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
     signed_step(_mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8)), half_f32(b->d), x, xs,
                 NT, acc);
 }
 
-INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    (void)macc;
+INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
     /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
     __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
     signed_step(_mm256_or_si256(unpack_nibbles(b->qs), hi), half_f32(b->d), x, xs, NT, acc);
@@ -145,33 +194,26 @@ INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT
     INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
                           float *out, int64_t ldo) {                                               \
         const block_t *b = w;                                                                      \
-        const int NC = NT == 1 ? 4 : NT == 2 ? 2 : 1;                                              \
-        __m256 acc[4][NT_MAX];                                                                     \
-        __m128 macc[4][NT_MAX];                                                                    \
+        __m256 acc[NC][NT_MAX];                                                                    \
         _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++) TOKENS {                              \
             acc[k][t] = _mm256_setzero_ps();                                                       \
-            macc[k][t] = _mm_setzero_ps();                                                         \
         }                                                                                          \
         int64_t i = 0;                                                                             \
         for (; i + NC <= nb; i += NC) {                                                            \
             _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++)                                   \
-                name##_step(b + i + k, x + i + k, xs, NT, acc[k], macc[k]);                        \
+                name##_step(b + i + k, x + i + k, xs, NT, acc[k]);                                 \
         }                                                                                          \
         for (; i < nb; i++)                                                                        \
-            name##_step(b + i, x + i, xs, NT, acc[0], macc[0]);                                    \
+            name##_step(b + i, x + i, xs, NT, acc[0]);                                             \
         TOKENS {                                                                                   \
             __m256 a = acc[0][t];                                                                  \
-            __m128 m = macc[0][t];                                                                 \
             _Pragma("GCC unroll 4") for (int k = 1; k < NC; k++) {                                 \
                 a = _mm256_add_ps(a, acc[k][t]);                                                   \
-                m = _mm_add_ps(m, macc[k][t]);                                                     \
             }                                                                                      \
-            out[t * ldo] = hsum8(a) + _mm_cvtss_f32(_mm_movehdup_ps(m));                           \
+            out[t * ldo] = hsum8(a);                                                               \
         }                                                                                          \
     }
 
-DEFINE_NT(q4_1, bt_block_q4_1)
-DEFINE_NT(q5_1, bt_block_q5_1)
 DEFINE_NT(q8_0, bt_block_q8_0)
 DEFINE_NT(q4_0, bt_block_q4_0)
 DEFINE_NT(q5_0, bt_block_q5_0)
@@ -362,8 +404,13 @@ ROWDOT_F(f32, 0)
 ROWDOT_F(f16, 1)
 ROWDOT_F(bf16, 2)
 
+INLINE float round_f16(float v) {
+    return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
 /* Same arithmetic as bt_quantize_q8_ref, so the bytes are identical: amax, d = amax/127,
- * id = 1/d, q = cvtps2dq(x * id) (nearest even), s = d * sum(q). */
+ * id = 127/amax, q = cvtps2dq(x * id) (nearest even), d and s = d * sum(q) rounded to fp16
+ * (F16C, nearest even, as bt_f32_to_half). */
 static void quantize_q8(const float *x, bt_q8 *y, int64_t n) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int64_t i = 0; i < n / BT_QK; i++) {
@@ -390,8 +437,8 @@ static void quantize_q8(const float *x, bt_q8 *y, int64_t n) {
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[i].qs, p);
-        y[i].d = d;
-        y[i].s = d * (float)_mm_cvtsi128_si32(s4);
+        y[i].d = round_f16(d);
+        y[i].s = round_f16(d * (float)_mm_cvtsi128_si32(s4));
     }
 }
 

@@ -4,9 +4,6 @@
  * Compiled with AVX-512F/BW/VL/DQ/VNNI and only called after dispatch.c has checked CPUID.
  *
  * Quant dots use vpdpbusd (u8 x s8 -> int32, one instruction instead of maddubs + madd).
- * Q8_0 with 3-4 tokens handles two blocks per 512-bit vector: the activation blocks are loaded
- * as they lie (block i in the low 256 bits, i+1 in the high) and the per-block scales are
- * applied with one float FMA whose scale vector holds d_i*dx_i and d_(i+1)*dx_(i+1).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -16,6 +13,7 @@
 #define INLINE static inline __attribute__((always_inline))
 #define NT_MAX BT_KERNEL_MAX_TOK
 #define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+#define NC 2
 
 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -31,64 +29,19 @@ INLINE __m256i unpack_nibbles(const uint8_t *qs) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
 
-INLINE __m512i load_q2(const bt_q8 *x) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[0].qs)),
-                              _mm256_loadu_si256((const __m256i *)x[1].qs), 1);
-}
-
-INLINE __m512 pair_ps(float a, float b) {
-    return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
-}
-
 INLINE __m256i dpbusd256(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
-INLINE void q8_0_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
-                    int64_t ldo) {
-    const bt_block_q8_0 *b = w;
-    __m512 acc[NT_MAX];
-    __m256 acc1[NT_MAX];
-    TOKENS {
-        acc[t] = _mm512_setzero_ps();
-        acc1[t] = _mm256_setzero_ps();
-    }
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        __m512i q =
-            _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[i].qs)),
-                               _mm256_loadu_si256((const __m256i *)b[i + 1].qs), 1);
-        __mmask64 neg = _mm512_movepi8_mask(q);
-        __m512i aq = _mm512_abs_epi8(q);
-        __m512 dw = pair_ps(_cvtsh_ss(b[i].d), _cvtsh_ss(b[i + 1].d));
-        TOKENS {
-            const bt_q8 *xb = x + t * xs + i;
-            __m512i y = load_q2(xb);
-            y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, y);
-            __m512 sc = _mm512_mul_ps(dw, pair_ps(xb[0].d, xb[1].d));
-            acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc[t]);
-        }
-    }
-    for (; i < nb; i++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        __m256i aq = _mm256_sign_epi8(q, q);
-        float d = _cvtsh_ss(b[i].d);
-        TOKENS {
-            const bt_q8 *xb = x + t * xs + i;
-            __m256i y = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xb->qs), q);
-            acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d),
-                                      _mm256_cvtepi32_ps(dpbusd256(aq, y)), acc1[t]);
-        }
-    }
-    TOKENS out[t * ldo] = _mm512_reduce_add_ps(acc[t]) + hsum8(acc1[t]);
-}
-
 /*
- * 256-bit VNNI variants (one block per step, NC accumulator sets as in kernels_avx2.c). For
- * Q4_1/Q4_0 they beat the two-block 512-bit form at every token count (measured: the nibble
- * shuffles and the scale-pair vectors cost more than the halved dpbusd count saves); for Q8_0
- * they are used up to two tokens.
+ * One block per step, 256-bit VNNI (measured faster than two blocks per 512-bit vector for
+ * every type and token count: the lane inserts and scale-pair vectors cost more than the
+ * halved dpbusd count saves).
+ *
+ * Batch invariance: as in kernels_avx2.c, each token has NC = 2 accumulator sets filled in the
+ * same block order (block i into set i % NC, a tail block into set 0) and reduced the same way
+ * whatever the number of tokens sharing the call, so a token's result is bit-identical alone
+ * or in a batch. 4 tokens x 2 sets x (acc + macc) = 16 of the 32 registers.
  */
 INLINE __m256i load_q(const bt_q8 *x) {
     return _mm256_loadu_si256((const __m256i *)x->qs);
@@ -145,9 +98,8 @@ INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT
     INLINE void name##_nt1(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,          \
                            float *out, int64_t ldo) {                                              \
         const block_t *b = w;                                                                      \
-        const int NC = NT == 1 ? 4 : NT == 2 ? 2 : 1;                                              \
-        __m256 acc[4][NT_MAX];                                                                     \
-        __m128 macc[4][NT_MAX];                                                                    \
+        __m256 acc[NC][NT_MAX];                                                                    \
+        __m128 macc[NC][NT_MAX];                                                                   \
         _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++) TOKENS {                              \
             acc[k][t] = _mm256_setzero_ps();                                                       \
             macc[k][t] = _mm_setzero_ps();                                                         \
@@ -174,27 +126,6 @@ DEFINE_NT(q4_1, bt_block_q4_1)
 DEFINE_NT(q8_0, bt_block_q8_0)
 DEFINE_NT(q4_0, bt_block_q4_0)
 
-#define ROWDOT(name)                                                                               \
-    static void rowdot_##name(const void *w, const bt_q8 *x, int64_t xs, int n_tok, int64_t n,     \
-                              float *out, int64_t ldo) {                                           \
-        int64_t nb = n / BT_QK;                                                                    \
-        switch (n_tok) {                                                                           \
-        case 1:                                                                                    \
-            name##_nt1(w, x, xs, 1, nb, out, ldo);                                                 \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            name##_nt1(w, x, xs, 2, nb, out, ldo);                                                 \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            name##_nt(w, x, xs, 3, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        default:                                                                                   \
-            name##_nt(w, x, xs, 4, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        }                                                                                          \
-    }
-
-/* Q4_1, Q4_0: the one-block steps for every token count. */
 #define ROWDOT1(name)                                                                              \
     static void rowdot_##name(const void *w, const bt_q8 *x, int64_t xs, int n_tok, int64_t n,     \
                               float *out, int64_t ldo) {                                           \
@@ -215,7 +146,7 @@ DEFINE_NT(q4_0, bt_block_q4_0)
         }                                                                                          \
     }
 
-ROWDOT(q8_0)
+ROWDOT1(q8_0)
 ROWDOT1(q4_1)
 ROWDOT1(q4_0)
 

@@ -8,11 +8,18 @@
  * For quant types X_t = x + t * x_stride blocks of bt_q8; for float types X_t is a float row at
  * x + t * x_stride floats. A NULL entry means "use the scalar one".
  *
+ * Batch invariance (kernels.h, bt_matmul): out[t * ldo] must be bit-identical for every n_tok
+ * in [1, BT_KERNEL_MAX_TOK] and every position t of the token in the group: each token's
+ * accumulation order and final reduction may depend only on the row, never on n_tok.
+ * bt_vec_dot_q8 is the n_tok = 1 call of the same function.
+ *
  * Invariant the SIMD dots rely on: bt_q8.qs values lie in [-127, 127] (bt_quantize_q8 never
  * produces -128), so negating them cannot overflow int8.
  */
 #ifndef BT_KERNELS_INTERNAL_H
 #define BT_KERNELS_INTERNAL_H
+
+#include <float.h>
 
 #include "kernels.h"
 
@@ -37,10 +44,17 @@ void bt_kernels_fill_scalar(bt_kernel_table *t);
 void bt_kernels_fill_avx2(bt_kernel_table *t);
 void bt_kernels_fill_avx512(bt_kernel_table *t);
 
-/* Quantizes one block of 32: shared formula so every level gives identical bytes. */
+/*
+ * Scale of one activation block of 32, exactly as llama.cpp's x86 quantize_row_q8_0/q8_1
+ * (ggml-cpu quants.c, AVX2 path, which AVX-512 builds use too): d = amax/127 (kept unrounded
+ * for s), id = 127/amax (one division, not 1/d: the two differ in the last bit for some amax
+ * and that can flip a rounding of q). id is 0 for an all-zero block, and also where 127/amax
+ * overflows (|x| < 4e-37: fp16(d) is 0 there anyway), so q stays in [-127, 127].
+ */
 static inline float bt_q8_scale_inv(float amax, float *d) {
     *d = amax / 127.0f;
-    return *d != 0.0f ? 1.0f / *d : 0.0f;
+    float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    return id <= FLT_MAX ? id : 0.0f;
 }
 
 #endif
