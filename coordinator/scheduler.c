@@ -237,12 +237,18 @@ static bool reserve_blocks(bt_sched *s, bt_request *r, int need) {
     return true;
 }
 
+/* Admits queued requests while a slot and their first chunk's blocks are free. The blocks
+ * are reserved only when the rows are formed, so the ones promised to requests admitted in
+ * this call are counted here. */
 static void admit(bt_sched *s) {
+    int promised = 0;
     while (s->q_head && s->n_running < s->p.max_seqs) {
         bt_request *r = s->q_head;
         int32_t first_chunk = r->n_tokens < s->p.prefill_chunk ? r->n_tokens : s->p.prefill_chunk;
-        if (s->kv_blocks - s->kv_used < blocks_for(first_chunk) + s->watermark)
+        int need = blocks_for(first_chunk);
+        if (s->kv_blocks - s->kv_used - promised < need + s->watermark)
             return;
+        promised += need;
         int slot = 0;
         while (s->slots[slot])
             slot++;

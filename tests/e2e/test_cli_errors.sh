@@ -28,7 +28,7 @@ expect 2 "--temperature: -1 is outside" -- generate --prompt hi --temperature -1
 expect 2 "--top-p: 1.5 is outside" -- generate --prompt hi --top-p 1.5
 expect 2 "--prompt needs a value" -- generate --prompt
 expect 2 "exactly one of --prompt and --file" -- generate
-expect 2 "cannot open '$tmp/missing.gguf'" -- generate --model "$tmp/missing.gguf" --prompt hi
+expect 2 "cannot open $tmp/missing.gguf: No such file" -- generate --model "$tmp/missing.gguf" --prompt hi
 expect 2 "gguf" -- info --model "$tmp/bad.gguf"
 expect 2 "cannot open '$tmp/nope.txt'" -- perplexity --file "$tmp/nope.txt"
 expect 2 "--ctx: 4 is outside" -- perplexity --file /etc/hostname --ctx 4

@@ -1,0 +1,60 @@
+# lib.sh - sourced by the multi-rank shell tests (tests/mpi/test_*.sh).
+#
+# Environment (set by tests/mpi/CMakeLists.txt): BATON, MULTI_GENERATE (binaries),
+# BT_MPIEXEC (mpiexec), BT_MPI_RUN (run_mpi_test.sh, which holds the launcher flags),
+# BT_TINY_MODEL (the 6-layer tiny GGUF made at build time), BT_TEST_DATA (tests/data).
+# A test that cannot run here (no model) exits 77, which ctest reports as skipped.
+set -uo pipefail
+: "${BATON:?BATON must point to the baton binary}"
+: "${BT_MPIEXEC:?BT_MPIEXEC must point to mpiexec}"
+MPI_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BT_MPI_RUN=${BT_MPI_RUN:-$MPI_DIR/run_mpi_test.sh}
+BT_TEST_DATA=${BT_TEST_DATA:-$MPI_DIR/../data}
+export BATON_NO_REEXEC=1 # one process per rank: no OpenBLAS re-exec in between
+n_pass=0
+n_fail=0
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bt_mpi_test.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+pass() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
+fail() { n_fail=$((n_fail + 1)); echo "FAIL $*"; }
+
+finish() {
+    echo "$n_pass passed, $n_fail failed"
+    [[ $n_fail -eq 0 ]]
+}
+
+# pick_model tiny|smol: sets MODEL, or exits 77 with a message when it is absent.
+pick_model() {
+    case $1 in
+    tiny) MODEL=${BT_TINY_MODEL:-} ;;
+    smol) MODEL="${BATON_MODEL:-${BATON_CACHE:-$HOME/.cache/baton}/SmolLM2-135M-Instruct.Q4_1.gguf}" ;;
+    *) echo "unknown model kind '$1'"; exit 2 ;;
+    esac
+    if [[ -z $MODEL || ! -r $MODEL ]]; then
+        echo "SKIP: model '$MODEL' ($1) not found (smol: run deploy/fetch-model.sh)"
+        exit 77
+    fi
+}
+
+# mpi_run NP PROGRAM ARGS... - PROGRAM on NP ranks with the launcher flags and a hard limit.
+mpi_run() {
+    local np=$1
+    shift
+    BT_MPI_TIMEOUT=${BT_MPI_TIMEOUT:-90} bash "$BT_MPI_RUN" "$BT_MPIEXEC" "$np" "$@"
+}
+
+# ids_of STDERR_FILE - the "output ids" and "output logprobs" lines of --print-ids.
+ids_of() {
+    grep -E '^output (ids|logprobs):' "$1"
+}
+
+# Processes whose command line contains $1 (never this shell or its pgrep).
+procs_matching() {
+    pgrep -f -- "$1" | grep -vx "$$" || true
+}
+
+# rank_of PID - the OMPI_COMM_WORLD_RANK in the process environment ("" if none).
+rank_of() {
+    tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p'
+}

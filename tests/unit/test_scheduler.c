@@ -1,0 +1,732 @@
+/*
+ * test_scheduler.c - the scheduler alone, driven by a fake pipeline (no model, no transport).
+ *
+ * The fake stage keeps, per sequence slot, the tokens of the positions it holds in its "KV
+ * cache", applies every micro-batch's ops and rows in send order (as real stages do) and
+ * checks them: rows of a sequence must extend its cached positions contiguously, and a FREE
+ * must not hit a sequence that is in flight. The "model" samples token = H(history): a hash
+ * of every token the sequence holds up to the wanted position, so a sequence recomputed after
+ * preemption from wrong tokens, wrong positions or a stale cache generates different tokens
+ * than the closed form each test compares against.
+ *
+ * Every batch is also checked against the scheduler's promises: at most max_batch rows, at
+ * most prefill_chunk rows of one sequence, decode rows at most ceil(running / max_inflight),
+ * no sequence in two in-flight batches, prefill flag == (pos < n_prompt), row tokens == the
+ * request's tokens, KV blocks used == the blocks the fake stage holds and <= capacity.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "request.h"
+#include "scheduler.h"
+
+#define MAX_SEQS 16
+#define MAX_BATCH 64
+#define MAX_POS 512
+#define MAX_FLIGHT 8
+#define MAX_REQS 32
+
+/* ---- the fake model ---- */
+
+static int32_t model_token(const int32_t *hist, int32_t n) {
+    uint32_t h = 2166136261u;
+    for (int32_t i = 0; i < n; i++) {
+        h ^= (uint32_t)hist[i] + 0x9e3779b9u * (uint32_t)i;
+        h *= 16777619u;
+    }
+    return (int32_t)(3 + h % 997); /* never 0..2 */
+}
+
+static float model_logprob(int32_t token) {
+    return -0.125f * (float)(token % 13);
+}
+
+/* Tokens a request generates alone: the closed form every scheduling must reproduce. */
+static void expected_tokens(const int32_t *prompt, int32_t n_prompt, int32_t n_gen, int32_t *out) {
+    int32_t hist[MAX_POS];
+    memcpy(hist, prompt, sizeof *hist * (size_t)n_prompt);
+    for (int32_t i = 0; i < n_gen; i++) {
+        hist[n_prompt + i] = model_token(hist, n_prompt + i);
+        out[i] = hist[n_prompt + i];
+    }
+}
+
+/* ---- the fake pipeline ---- */
+
+typedef struct flight {
+    uint64_t step;
+    int n, n_rows;
+    int32_t seq[MAX_BATCH], token[MAX_BATCH], row_seq[MAX_BATCH];
+    float logprob[MAX_BATCH];
+} flight;
+
+typedef struct fake {
+    bt_sched *s;
+    bt_sched_params p;
+    int32_t kv[MAX_SEQS][MAX_POS];
+    int32_t kv_len[MAX_SEQS];
+    bt_request *owner[MAX_SEQS]; /* request bound to a slot (from new_reqs) */
+    flight fl[MAX_FLIGHT];
+    int fl_head, n_fl;
+    /* observations */
+    int max_running, max_inflight_seen, max_decode_rows, n_batches, n_free_ops;
+    int n_free_of_live; /* FREE of a request that was not done: a preemption */
+    int violations;
+} fake;
+
+static int blocks(int32_t tokens) {
+    return (tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
+}
+
+static bool seq_in_flight(const fake *f, int32_t seq) {
+    for (int k = 0; k < f->n_fl; k++) {
+        const flight *e = &f->fl[(f->fl_head + k) % MAX_FLIGHT];
+        for (int i = 0; i < e->n_rows; i++)
+            if (e->row_seq[i] == seq)
+                return true;
+    }
+    return false;
+}
+
+#define VIOLATION(...)                                                                             \
+    do {                                                                                           \
+        f->violations++;                                                                           \
+        check_fail(__FILE__, __LINE__, __VA_ARGS__);                                               \
+    } while (0)
+
+/* Snapshot of the running requests before a next_batch call (for the victim rule). */
+typedef struct snap {
+    int n;
+    bt_request *r[MAX_REQS];
+    uint64_t admit[MAX_REQS];
+    bool in_flight[MAX_REQS];
+    int preempted[MAX_REQS];
+} snap;
+
+static void take_snap(bt_request **reqs, int n_reqs, snap *sn) {
+    sn->n = 0;
+    for (int i = 0; i < n_reqs; i++) {
+        bt_request *r = reqs[i];
+        if (r->state != BT_REQ_RUNNING)
+            continue;
+        sn->r[sn->n] = r;
+        sn->admit[sn->n] = r->admit_order;
+        sn->in_flight[sn->n] = r->in_flight;
+        sn->preempted[sn->n] = r->n_preempted;
+        sn->n++;
+    }
+}
+
+/* Checks and applies one batch to the fake stage; queues its results. */
+static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int running_before) {
+    f->n_batches++;
+    if (b->n_rows > f->p.max_batch)
+        VIOLATION("batch %llu has %d rows > max_batch %d", (unsigned long long)b->step, b->n_rows,
+                  f->p.max_batch);
+    for (int i = 0; i < b->n_new; i++) {
+        bt_request *r = b->new_reqs[i];
+        if (r->seq < 0 || r->seq >= f->p.max_seqs)
+            VIOLATION("new request with seq %d", r->seq);
+        else
+            f->owner[r->seq] = r;
+    }
+    for (int i = 0; i < b->n_ops; i++) {
+        const bt_sched_op *op = &b->ops[i];
+        CHECK_EQ_INT(op->kind, BT_SCHED_OP_FREE);
+        if (seq_in_flight(f, op->seq))
+            VIOLATION("FREE of seq %d while it is in flight", op->seq);
+        f->kv_len[op->seq] = 0;
+        f->n_free_ops++;
+    }
+    /* Rows: contiguity, flags, chunk sizes, one in-flight batch per sequence. */
+    int rows_of[MAX_SEQS] = {0}, n_decode = 0;
+    for (int i = 0; i < b->n_rows; i++)
+        rows_of[b->seq[i]]++;
+    for (int q = 0; q < f->p.max_seqs; q++) {
+        if (!rows_of[q])
+            continue;
+        if (seq_in_flight(f, q))
+            VIOLATION("seq %d is in two in-flight batches", q);
+        if (rows_of[q] > f->p.prefill_chunk && rows_of[q] > 1)
+            VIOLATION("seq %d has %d rows > prefill_chunk %d", q, rows_of[q], f->p.prefill_chunk);
+    }
+    flight *e = &f->fl[(f->fl_head + f->n_fl) % MAX_FLIGHT];
+    e->step = b->step;
+    e->n = 0;
+    e->n_rows = b->n_rows;
+    for (int i = 0; i < b->n_rows; i++) {
+        int32_t q = b->seq[i], pos = b->pos[i];
+        const bt_request *r = f->owner[q];
+        e->row_seq[i] = q;
+        if (!r || r->seq != q) {
+            VIOLATION("row %d: seq %d has no request bound", i, q);
+            continue;
+        }
+        if (pos != f->kv_len[q])
+            VIOLATION("row %d: seq %d pos %d, the stage holds %d positions", i, q, pos,
+                      f->kv_len[q]);
+        if (pos >= MAX_POS)
+            continue;
+        if (b->token[i] != r->tokens[pos])
+            VIOLATION("row %d: seq %d pos %d token %d, the request has %d", i, q, pos,
+                      b->token[i], r->tokens[pos]);
+        if (b->prefill[i] != (pos < r->n_prompt))
+            VIOLATION("row %d: seq %d pos %d prefill %d with n_prompt %d", i, q, pos,
+                      b->prefill[i], r->n_prompt);
+        if (b->want[i] != (pos == r->n_tokens - 1))
+            VIOLATION("row %d: seq %d pos %d want %d with n_tokens %d", i, q, pos, b->want[i],
+                      r->n_tokens);
+        f->kv[q][pos] = b->token[i];
+        f->kv_len[q] = pos + 1;
+        if (b->want[i]) {
+            e->seq[e->n] = q;
+            e->token[e->n] = model_token(f->kv[q], pos + 1);
+            e->logprob[e->n] = model_logprob(e->token[e->n]);
+            e->n++;
+            if (rows_of[q] == 1)
+                n_decode++;
+        }
+    }
+    /* Decode rows are spread: at most ceil(running / max_inflight) per batch, counting the
+     * sequences running when the batch was formed (before any preemption in it). */
+    int cap = (running_before + f->p.max_inflight - 1) / f->p.max_inflight;
+    if (n_decode > cap)
+        VIOLATION("batch %llu: %d decode rows > ceil(%d running / %d in flight)",
+                  (unsigned long long)b->step, n_decode, running_before, f->p.max_inflight);
+    if (n_decode > f->max_decode_rows)
+        f->max_decode_rows = n_decode;
+    f->n_fl++;
+    if (f->n_fl > f->max_inflight_seen)
+        f->max_inflight_seen = f->n_fl;
+    if (f->n_fl > f->p.max_inflight)
+        VIOLATION("%d batches in flight > max_inflight %d", f->n_fl, f->p.max_inflight);
+    CHECK_EQ_INT(bt_sched_n_inflight(f->s), f->n_fl);
+
+    /* KV accounting: every pending op has gone out with this batch, so the scheduler's count
+     * must be exactly the blocks the stage holds. */
+    int held = 0;
+    for (int q = 0; q < f->p.max_seqs; q++)
+        held += blocks(f->kv_len[q]);
+    if (held != bt_sched_kv_blocks_used(f->s))
+        VIOLATION("after batch %llu: scheduler counts %d KV blocks, the stage holds %d",
+                  (unsigned long long)b->step, bt_sched_kv_blocks_used(f->s), held);
+    if (held > f->p.kv_tokens / BT_KV_BLOCK_TOKENS)
+        VIOLATION("stage holds %d blocks > capacity %d", held,
+                  f->p.kv_tokens / BT_KV_BLOCK_TOKENS);
+
+    /* Preemption victims: each is the newest running sequence that was not in flight, except
+     * sequences placed in this very batch; it is queued again at the front. */
+    for (int i = 0; i < sn->n; i++) {
+        bt_request *v = sn->r[i];
+        if (v->n_preempted == sn->preempted[i])
+            continue;
+        f->n_free_of_live++;
+        if (v->state != BT_REQ_QUEUED)
+            VIOLATION("preempted request %llu is not queued", (unsigned long long)v->id);
+        if (sn->in_flight[i])
+            VIOLATION("preempted request %llu was in flight", (unsigned long long)v->id);
+        if (v->q_prev && v->q_prev->n_preempted == 0)
+            VIOLATION("preempted request %llu is not at the front of the queue",
+                      (unsigned long long)v->id);
+        for (int j = 0; j < sn->n; j++) {
+            bt_request *w = sn->r[j];
+            if (j == i || sn->admit[j] < sn->admit[i] || sn->in_flight[j])
+                continue;
+            if (w->state == BT_REQ_RUNNING && !w->in_flight)
+                VIOLATION("preempted request %llu (admitted %llu) while newer %llu (admitted "
+                          "%llu) was idle",
+                          (unsigned long long)v->id, (unsigned long long)sn->admit[i],
+                          (unsigned long long)w->id, (unsigned long long)sn->admit[j]);
+        }
+    }
+}
+
+static bt_status fake_complete(fake *f, bt_error *err) {
+    flight *e = &f->fl[f->fl_head];
+    bt_status st = bt_sched_on_results(f->s, e->step, e->n, e->seq, e->token, e->logprob, err);
+    if (st != BT_OK)
+        return st;
+    f->fl_head = (f->fl_head + 1) % MAX_FLIGHT;
+    f->n_fl--;
+    return BT_OK;
+}
+
+static void fake_init(fake *f, const bt_sched_params *p) {
+    memset(f, 0, sizeof *f);
+    f->p = *p;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_sched_new(p, &f->s, &err));
+}
+
+/* Sends every batch the scheduler will form now (checking each). Returns how many. */
+static int fake_fill(fake *f, bt_request **reqs, int n_reqs) {
+    int n = 0;
+    for (;;) {
+        snap sn;
+        take_snap(reqs, n_reqs, &sn);
+        bt_sched_batch *b;
+        /* admission happens inside next_batch: count the running set it forms batches from */
+        uint64_t pre = bt_sched_n_preemptions(f->s);
+        if (!bt_sched_next_batch(f->s, &b))
+            break;
+        int running_before = bt_sched_n_running(f->s) + (int)(bt_sched_n_preemptions(f->s) - pre);
+        if (running_before > f->max_running)
+            f->max_running = running_before;
+        if (bt_sched_n_running(f->s) > f->p.max_seqs)
+            VIOLATION("%d running > max_seqs %d", bt_sched_n_running(f->s), f->p.max_seqs);
+        fake_send(f, b, &sn, running_before);
+        n++;
+        if (n > 10000)
+            break;
+    }
+    return n;
+}
+
+/* Runs until nothing is active, completing one batch after each fill. */
+static void fake_run(fake *f, bt_request **reqs, int n_reqs) {
+    bt_error err;
+    bt_error_init(&err);
+    for (int guard = 0; guard < 100000; guard++) {
+        fake_fill(f, reqs, n_reqs);
+        if (f->n_fl == 0) {
+            if (bt_sched_n_active(f->s) > 0)
+                VIOLATION("stalled: %d active, nothing in flight", bt_sched_n_active(f->s));
+            return;
+        }
+        CHECK_OK(fake_complete(f, &err));
+    }
+    VIOLATION("did not finish");
+}
+
+/* ---- requests ---- */
+
+static int n_done_calls;
+static void on_done(bt_request *r, void *ctx) {
+    (void)r;
+    (void)ctx;
+    n_done_calls++;
+}
+
+static bt_request *make_req(uint64_t id, int32_t n_prompt, int32_t max_tokens, int32_t n_ctx) {
+    int32_t prompt[MAX_POS];
+    for (int32_t i = 0; i < n_prompt; i++)
+        prompt[i] = (int32_t)(3 + (id * 131 + (uint64_t)i * 17) % 997);
+    bt_request_params rp = {.max_tokens = max_tokens,
+                            .ignore_eos = true,
+                            .sampling = bt_sampler_default_params(),
+                            .on_done = on_done};
+    bt_request *r = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_request_new(prompt, n_prompt, &rp, n_ctx, &r, &err));
+    if (r)
+        r->id = id;
+    return r;
+}
+
+static void check_generated(const bt_request *r, int32_t n_gen) {
+    int32_t want[MAX_POS];
+    CHECK_EQ_INT(r->state, BT_REQ_DONE);
+    CHECK_EQ_INT(r->finish, BT_FINISH_LENGTH);
+    CHECK_EQ_INT(r->n_generated, n_gen);
+    CHECK_EQ_INT(r->n_tokens, r->n_prompt + n_gen);
+    expected_tokens(r->tokens, r->n_prompt, n_gen, want);
+    int bad = 0;
+    for (int32_t i = 0; i < n_gen; i++) {
+        if (r->tokens[r->n_prompt + i] != want[i] ||
+            r->logprobs[r->n_prompt + i] != model_logprob(want[i]))
+            bad++;
+    }
+    if (bad)
+        check_fail(__FILE__, __LINE__, "request %llu: %d of %d generated tokens differ from "
+                   "its run alone", (unsigned long long)r->id, bad, n_gen);
+    else
+        bt_check_passed++;
+}
+
+static bt_sched_params params(int max_seqs, int kv_tokens, int max_batch, int chunk,
+                              int inflight, int n_ctx) {
+    return (bt_sched_params){.max_seqs = max_seqs,
+                             .kv_tokens = kv_tokens,
+                             .max_batch = max_batch,
+                             .prefill_chunk = chunk,
+                             .max_inflight = inflight,
+                             .n_ctx = n_ctx};
+}
+
+/* ---- tests ---- */
+
+/* Many requests of varied lengths, ample KV: every request gets its solo tokens, slots and
+ * chunks are respected, decode rows are spread over every in-flight batch. */
+static void test_mixed_load(void) {
+    bt_sched_params p = params(8, 4096, 24, 7, 4, 256);
+    fake f;
+    fake_init(&f, &p);
+    bt_request *reqs[20];
+    int gens[20];
+    for (int i = 0; i < 20; i++) {
+        gens[i] = 1 + (i * 7) % 23;
+        reqs[i] = make_req((uint64_t)i + 1, 1 + (i * 13) % 40, gens[i], p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 20);
+    fake_run(&f, reqs, 20);
+    for (int i = 0; i < 20; i++)
+        check_generated(reqs[i], gens[i]);
+    CHECK_EQ_INT(f.violations, 0);
+    CHECK_EQ_INT(f.max_running, 8); /* slots fill up, never beyond */
+    CHECK_EQ_INT(f.max_inflight_seen, 4);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_running(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_inflight(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_preemptions(f.s), 0);
+    for (int i = 0; i < 20; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+/* 8 sequences decoding with 4 in flight: 2 decode rows per batch, 4 batches moving. */
+static void test_decode_spread(void) {
+    bt_sched_params p = params(8, 4096, 64, 64, 4, 256);
+    fake f;
+    fake_init(&f, &p);
+    bt_request *reqs[8];
+    for (int i = 0; i < 8; i++) {
+        reqs[i] = make_req((uint64_t)i + 100, 5, 12, p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    /* The first batch carries every prompt (8 x 5 rows fit in 64). */
+    fake_fill(&f, reqs, 8);
+    CHECK_EQ_INT(f.n_fl, 1);
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(fake_complete(&f, &err));
+    /* Now all 8 are ready to decode: the scheduler spreads them, 2 per batch, 4 batches. */
+    int before = f.n_batches;
+    fake_fill(&f, reqs, 8);
+    CHECK_EQ_INT(f.n_batches - before, 4);
+    for (int k = 0; k < f.n_fl; k++)
+        CHECK_EQ_INT(f.fl[(f.fl_head + k) % MAX_FLIGHT].n_rows, 2);
+    fake_run(&f, reqs, 8);
+    CHECK_EQ_INT(f.max_decode_rows, 2);
+    for (int i = 0; i < 8; i++)
+        check_generated(reqs[i], 12);
+    CHECK_EQ_INT(f.violations, 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    for (int i = 0; i < 8; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+/* Long prompts: chunks of at most prefill_chunk rows per sequence, max_batch per batch. */
+static void test_prefill_chunks(void) {
+    bt_sched_params p = params(4, 4096, 10, 4, 2, 256);
+    fake f;
+    fake_init(&f, &p);
+    bt_request *reqs[3];
+    for (int i = 0; i < 3; i++) {
+        reqs[i] = make_req((uint64_t)i + 200, 30 + i, 3, p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    bt_sched_batch *b;
+    CHECK(bt_sched_next_batch(f.s, &b));
+    /* 3 sequences x 4 rows would be 12 > 10: the third chunk is cut to 2 rows */
+    CHECK_EQ_INT(b->n_rows, 10);
+    int per[4] = {0};
+    for (int i = 0; i < b->n_rows; i++)
+        per[b->seq[i]]++;
+    CHECK_EQ_INT(per[0], 4);
+    CHECK_EQ_INT(per[1], 4);
+    CHECK_EQ_INT(per[2], 2);
+    for (int i = 0; i < b->n_rows; i++)
+        CHECK_EQ_INT(b->want[i], 0);
+    snap sn = {0};
+    fake_send(&f, b, &sn, 3);
+    fake_run(&f, reqs, 3);
+    for (int i = 0; i < 3; i++)
+        check_generated(reqs[i], 3);
+    CHECK_EQ_INT(f.violations, 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    for (int i = 0; i < 3; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+/* Admission waits for a slot and for the first chunk's KV blocks. */
+static void test_admission(void) {
+    bt_error err;
+    bt_error_init(&err);
+    /* slots: 2 of 5 run at once */
+    {
+        bt_sched_params p = params(2, 4096, 64, 64, 2, 256);
+        fake f;
+        fake_init(&f, &p);
+        bt_request *reqs[5];
+        for (int i = 0; i < 5; i++) {
+            reqs[i] = make_req((uint64_t)i + 300, 3, 4, p.n_ctx);
+            bt_sched_submit(f.s, reqs[i]);
+        }
+        fake_fill(&f, reqs, 5);
+        CHECK_EQ_INT(bt_sched_n_running(f.s), 2);
+        CHECK_EQ_INT(reqs[0]->state, BT_REQ_RUNNING);
+        CHECK_EQ_INT(reqs[1]->state, BT_REQ_RUNNING);
+        CHECK_EQ_INT(reqs[2]->state, BT_REQ_QUEUED);
+        fake_run(&f, reqs, 5);
+        CHECK_EQ_INT(f.max_running, 2);
+        for (int i = 0; i < 5; i++)
+            check_generated(reqs[i], 4);
+        CHECK_EQ_INT(f.violations, 0);
+        for (int i = 0; i < 5; i++)
+            bt_request_free(reqs[i]);
+        bt_sched_free(f.s);
+    }
+    /* blocks: 4 blocks (64 tokens); a 40-token prompt takes 3, the next one waits */
+    {
+        bt_sched_params p = params(4, 64, 64, 64, 2, 64);
+        fake f;
+        fake_init(&f, &p);
+        bt_request *reqs[2];
+        for (int i = 0; i < 2; i++) {
+            reqs[i] = make_req((uint64_t)i + 400, 40, 4, p.n_ctx);
+            bt_sched_submit(f.s, reqs[i]);
+        }
+        bt_sched_batch *b;
+        CHECK(bt_sched_next_batch(f.s, &b));
+        CHECK_EQ_INT(bt_sched_n_running(f.s), 1);
+        CHECK_EQ_INT(b->n_rows, 40);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 3);
+        CHECK_EQ_INT(reqs[1]->state, BT_REQ_QUEUED);
+        snap sn = {0};
+        fake_send(&f, b, &sn, 1);
+        fake_run(&f, reqs, 2);
+        CHECK_EQ_INT(f.max_running, 1);
+        CHECK_EQ_INT(bt_sched_n_preemptions(f.s), 0);
+        for (int i = 0; i < 2; i++)
+            check_generated(reqs[i], 4);
+        CHECK_EQ_INT(f.violations, 0);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+        for (int i = 0; i < 2; i++)
+            bt_request_free(reqs[i]);
+        bt_sched_free(f.s);
+    }
+}
+
+/* KV too small for everyone's growth: the newest idle sequence is preempted (FREE sent,
+ * queued at the front), recomputed from its tokens later, and every request still gets
+ * exactly its solo tokens. */
+static void test_preemption(void) {
+    bt_sched_params p = params(6, 160, 32, 8, 3, 96); /* 10 blocks */
+    fake f;
+    fake_init(&f, &p);
+    enum { N = 6 };
+    bt_request *reqs[N];
+    int gens[N];
+    for (int i = 0; i < N; i++) {
+        gens[i] = 30 + 5 * i;
+        reqs[i] = make_req((uint64_t)i + 500, 10 + 3 * i, gens[i], p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    int before_done = n_done_calls;
+    fake_run(&f, reqs, N);
+    CHECK(bt_sched_n_preemptions(f.s) > 0);
+    CHECK(f.n_free_of_live > 0);
+    CHECK(f.n_free_ops > N); /* N finishes + the preemptions */
+    int recomputed = 0, n_preempted = 0;
+    for (int i = 0; i < N; i++) {
+        check_generated(reqs[i], gens[i]);
+        recomputed += reqs[i]->n_preempted > 0;
+        n_preempted += reqs[i]->n_preempted;
+    }
+    CHECK_EQ_INT((int)bt_sched_n_preemptions(f.s), n_preempted);
+    CHECK(recomputed > 0);
+    CHECK_EQ_INT(n_done_calls - before_done, N);
+    CHECK_EQ_INT(f.violations, 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
+    printf("preemption: %llu preemptions, %d requests recomputed, %d batches\n",
+           (unsigned long long)bt_sched_n_preemptions(f.s), recomputed, f.n_batches);
+    for (int i = 0; i < N; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+/* Cancel while queued, while running (idle) and while in flight. */
+static void test_cancel(void) {
+    bt_error err;
+    bt_error_init(&err);
+    bt_sched_params p = params(2, 4096, 64, 64, 2, 256);
+    fake f;
+    fake_init(&f, &p);
+    bt_request *reqs[4];
+    for (int i = 0; i < 4; i++) {
+        reqs[i] = make_req((uint64_t)i + 600, 6, 10, p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    /* queued: leaves at once */
+    int done0 = n_done_calls;
+    bt_sched_cancel(f.s, reqs[3]);
+    CHECK_EQ_INT(reqs[3]->state, BT_REQ_DONE);
+    CHECK_EQ_INT(reqs[3]->finish, BT_FINISH_CANCELLED);
+    CHECK_EQ_INT(n_done_calls - done0, 1);
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 3);
+
+    /* in flight: reqs[0] and [1] go out in the first batch */
+    fake_fill(&f, reqs, 3);
+    CHECK(reqs[0]->in_flight);
+    bt_sched_cancel(f.s, reqs[0]);
+    CHECK_EQ_INT(reqs[0]->state, BT_REQ_RUNNING); /* ends when its step lands */
+    while (f.n_fl > 0)
+        CHECK_OK(fake_complete(&f, &err));
+    CHECK_EQ_INT(reqs[0]->state, BT_REQ_DONE);
+    CHECK_EQ_INT(reqs[0]->finish, BT_FINISH_CANCELLED);
+    CHECK_EQ_INT(reqs[0]->n_generated, 0);
+
+    /* running and idle: reqs[1] has its first token and waits for a decode batch */
+    CHECK_EQ_INT(reqs[1]->state, BT_REQ_RUNNING);
+    CHECK(!reqs[1]->in_flight);
+    CHECK_EQ_INT(reqs[1]->n_generated, 1);
+    bt_sched_cancel(f.s, reqs[1]);
+    CHECK_EQ_INT(reqs[1]->state, BT_REQ_DONE);
+    CHECK_EQ_INT(reqs[1]->finish, BT_FINISH_CANCELLED);
+    CHECK_EQ_INT(bt_sched_n_running(f.s), 0);
+    /* the FREE ops go out with the next batch; reqs[2] runs to the end */
+    fake_run(&f, reqs, 3);
+    check_generated(reqs[2], 10);
+    CHECK(f.n_free_ops >= 3);
+    CHECK_EQ_INT(f.violations, 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
+    bt_sched_cancel(f.s, reqs[2]); /* cancelling a done request changes nothing */
+    CHECK_EQ_INT(reqs[2]->finish, BT_FINISH_LENGTH);
+    for (int i = 0; i < 4; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+/* Results that do not match the step's wanted rows are refused and change nothing. */
+static void test_protocol_errors(void) {
+    bt_error err;
+    bt_error_init(&err);
+    bt_sched_params p = params(4, 4096, 64, 64, 2, 256);
+    fake f;
+    fake_init(&f, &p);
+    int32_t seq0 = 0, tok = 5;
+    float lp = -1.0f;
+    CHECK_EQ_INT(bt_sched_on_results(f.s, 1, 1, &seq0, &tok, &lp, &err), BT_ERR_PROTOCOL);
+    CHECK(strstr(err.msg, "none in flight") != NULL);
+
+    bt_request *reqs[2];
+    for (int i = 0; i < 2; i++) {
+        reqs[i] = make_req((uint64_t)i + 700, 4, 3, p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    fake_fill(&f, reqs, 2);
+    CHECK_EQ_INT(f.n_fl, 1);
+    flight *e = &f.fl[f.fl_head];
+    CHECK_EQ_INT(e->n, 2);
+    /* wrong step */
+    bt_error_init(&err);
+    CHECK_EQ_INT(bt_sched_on_results(f.s, e->step + 1, e->n, e->seq, e->token, e->logprob, &err),
+                 BT_ERR_PROTOCOL);
+    CHECK(strstr(err.msg, "step") != NULL);
+    /* wrong count */
+    bt_error_init(&err);
+    CHECK_EQ_INT(bt_sched_on_results(f.s, e->step, 1, e->seq, e->token, e->logprob, &err),
+                 BT_ERR_PROTOCOL);
+    /* wrong sequence */
+    int32_t bad_seq[2] = {e->seq[1], e->seq[0]};
+    bt_error_init(&err);
+    CHECK_EQ_INT(bt_sched_on_results(f.s, e->step, 2, bad_seq, e->token, e->logprob, &err),
+                 BT_ERR_PROTOCOL);
+    CHECK(strstr(err.msg, "seq") != NULL);
+    /* nothing changed: the real results are still accepted */
+    CHECK_EQ_INT(bt_sched_n_inflight(f.s), 1);
+    CHECK_EQ_INT(reqs[0]->n_generated, 0);
+    CHECK_OK(fake_complete(&f, &err));
+    fake_run(&f, reqs, 2);
+    for (int i = 0; i < 2; i++)
+        check_generated(reqs[i], 3);
+    CHECK_EQ_INT(f.violations, 0);
+    for (int i = 0; i < 2; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+static void test_zero_tokens_and_params(void) {
+    bt_error err;
+    bt_error_init(&err);
+    bt_sched_params p = params(4, 4096, 64, 64, 2, 256);
+    fake f;
+    fake_init(&f, &p);
+    int done0 = n_done_calls;
+    bt_request *r = make_req(800, 5, 0, p.n_ctx);
+    bt_sched_submit(f.s, r);
+    CHECK_EQ_INT(r->state, BT_REQ_DONE);
+    CHECK_EQ_INT(r->finish, BT_FINISH_LENGTH);
+    CHECK_EQ_INT(r->n_generated, 0);
+    CHECK_EQ_INT(n_done_calls - done0, 1);
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
+    bt_sched_batch *b;
+    CHECK(!bt_sched_next_batch(f.s, &b));
+    bt_request_free(r);
+    bt_sched_free(f.s);
+
+    /* invalid parameters are refused with a message */
+    bt_sched *s = NULL;
+    bt_sched_params bad = params(0, 4096, 64, 64, 2, 256);
+    CHECK_EQ_INT(bt_sched_new(&bad, &s, &err), BT_ERR_INVALID_ARG);
+    CHECK(s == NULL);
+    CHECK(strstr(err.msg, "max_seqs 0") != NULL);
+    bad = params(4, 128, 64, 64, 2, 256); /* n_ctx > kv_tokens */
+    CHECK_EQ_INT(bt_sched_new(&bad, &s, &err), BT_ERR_INVALID_ARG);
+    bt_sched_free(NULL);
+}
+
+/* A stage failure fails every request, queued or running, with the message. */
+static void test_fail_all(void) {
+    bt_error err;
+    bt_error_init(&err);
+    bt_sched_params p = params(2, 4096, 64, 64, 2, 256);
+    fake f;
+    fake_init(&f, &p);
+    bt_request *reqs[4];
+    for (int i = 0; i < 4; i++) {
+        reqs[i] = make_req((uint64_t)i + 900, 4, 5, p.n_ctx);
+        bt_sched_submit(f.s, reqs[i]);
+    }
+    fake_fill(&f, reqs, 4);
+    bt_error stage_err;
+    bt_error_init(&stage_err);
+    bt_error_set(&stage_err, BT_ERR_IO, "stage rank 2 (layers 3-5) is gone");
+    int done0 = n_done_calls;
+    bt_sched_fail_all(f.s, &stage_err);
+    CHECK_EQ_INT(n_done_calls - done0, 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(reqs[i]->state, BT_REQ_DONE);
+        CHECK_EQ_INT(reqs[i]->finish, BT_FINISH_ERROR);
+        CHECK(strstr(reqs[i]->error.msg, "rank 2") != NULL);
+    }
+    CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
+    CHECK_EQ_INT(bt_sched_n_inflight(f.s), 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+    for (int i = 0; i < 4; i++)
+        bt_request_free(reqs[i]);
+    bt_sched_free(f.s);
+}
+
+int main(void) {
+    test_mixed_load();
+    test_decode_spread();
+    test_prefill_chunks();
+    test_admission();
+    test_preemption();
+    test_cancel();
+    test_protocol_errors();
+    test_zero_tokens_and_params();
+    test_fail_all();
+    return check_finish();
+}
