@@ -36,7 +36,7 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
                             n_prompt, n_ctx);
     if (p->max_tokens < 0)
         return bt_error_set(err, BT_ERR_RANGE, "max_tokens %d is negative", p->max_tokens);
-    bt_status st = bt_sampler_params_validate(&p->sampling, err);
+    bt_status st = bt_sampler_params_validate(&p->sampling, 0, err);
     if (st != BT_OK)
         return st;
     int64_t cap = (int64_t)n_prompt + p->max_tokens;

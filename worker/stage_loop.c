@@ -265,12 +265,13 @@ static bt_status check_batch(const loop *L, const Baton__StageBatch *b, const bt
         if (sp->seq < 0 || (uint32_t)sp->seq >= L->cfg.max_seqs)
             return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch new_seqs %zu: seq %d", i,
                                 sp->seq);
-        bt_sampler_params p = {.temperature = sp->temperature,
-                               .top_k = sp->top_k,
-                               .top_p = sp->top_p,
-                               .min_p = sp->min_p,
-                               .seed = sp->seed};
-        bt_status st = bt_sampler_params_validate(&p, err);
+        bt_sampler_params p = bt_sampler_default_params();
+        p.temperature = sp->temperature;
+        p.top_k = sp->top_k;
+        p.top_p = sp->top_p;
+        p.min_p = sp->min_p;
+        p.seed = sp->seed;
+        bt_status st = bt_sampler_params_validate(&p, L->n_vocab, err);
         if (st != BT_OK)
             return bt_error_wrap(err, "StageBatch new_seqs %zu", i), BT_ERR_PROTOCOL;
     }
@@ -314,11 +315,12 @@ static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
     if (L->seqs)
         for (size_t i = 0; i < b->n_new_seqs; i++) {
             const Baton__SamplingParams *sp = b->new_seqs[i];
-            bt_sampler_params p = {.temperature = sp->temperature,
-                                   .top_k = sp->top_k,
-                                   .top_p = sp->top_p,
-                                   .min_p = sp->min_p,
-                                   .seed = sp->seed};
+            bt_sampler_params p = bt_sampler_default_params();
+            p.temperature = sp->temperature;
+            p.top_k = sp->top_k;
+            p.top_p = sp->top_p;
+            p.min_p = sp->min_p;
+            p.seed = sp->seed;
             L->seqs[sp->seq] = p;
             L->seq_has_params[sp->seq] = 1;
         }
