@@ -332,6 +332,9 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         res->seq = r->seq;
         res->token = r->token;
         res->logprob = r->logprob;
+        res->n_top = NULL;
+        res->top_token = NULL;
+        res->top_logprob = NULL;
         return BT_OK;
     }
     default:

@@ -63,12 +63,17 @@ const bt_split *bt_cluster_split(const bt_cluster *c);
 
 bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error *err);
 
-/* One received SampleResults; arrays valid until the next poll. n = -1: nothing arrived. */
+/* One received SampleResults; arrays valid until the next poll. n = -1: nothing arrived.
+ * Result i has n_top[i] alternatives (its sequence's top_logprobs, or the beam width's
+ * candidates): top_token/top_logprob hold them for all results back to back, best first. */
 typedef struct bt_cluster_results {
     int n;
     uint64_t step;
     const int32_t *seq, *token;
     const float *logprob;
+    const uint32_t *n_top;       /* [n] or NULL when no result carries alternatives */
+    const int32_t *top_token;    /* [sum n_top] */
+    const float *top_logprob;    /* [sum n_top] */
 } bt_cluster_results;
 
 /* Waits up to timeout_us for the next message and handles heartbeats itself. */
