@@ -83,6 +83,44 @@ static const ProtobufCMessageDescriptor *descriptor_of(bt_msg_kind kind) {
     return NULL;
 }
 
+/* protobuf-c keeps the fields it does not know, and packs them again when a stage forwards a
+ * StageBatch: that is what lets a peer of the same protocol version append fields. But it
+ * also keeps field numbers no encoder can produce, 0 (written as an overlong varint) and
+ * numbers above 2^29 - 1, which it would pack into bytes that it then refuses itself, or
+ * truncate. Returns the first such field number found in m or its submessages, else -1. */
+#define MAX_FIELD_NUMBER 536870911u
+
+static int64_t bad_unknown_field(const ProtobufCMessage *m) {
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        uint32_t tag = m->unknown_fields[i].tag;
+        if (tag == 0 || tag > MAX_FIELD_NUMBER)
+            return tag;
+    }
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const uint8_t *base = (const uint8_t *)m;
+        const ProtobufCMessage *const *sub;
+        size_t n = 1;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            memcpy(&n, base + fd->quantifier_offset, sizeof n);
+            const ProtobufCMessage *const *arr;
+            memcpy(&arr, base + fd->offset, sizeof arr);
+            sub = arr;
+        } else {
+            sub = (const ProtobufCMessage *const *)(base + fd->offset);
+        }
+        for (size_t k = 0; k < n; k++) {
+            int64_t tag = sub[k] ? bad_unknown_field(sub[k]) : -1;
+            if (tag >= 0)
+                return tag;
+        }
+    }
+    return -1;
+}
+
 bt_status bt_msg_unpack(const bt_frame_view *f, bt_msg_kind kind, bt_arena *a,
                         ProtobufCMessage **out, bt_error *err) {
     *out = NULL;
@@ -97,7 +135,124 @@ bt_status bt_msg_unpack(const bt_frame_view *f, bt_msg_kind kind, bt_arena *a,
         return bt_error_set(err, BT_ERR_PROTOCOL, "%s: %zu protobuf bytes do not decode%s",
                             bt_msg_kind_name(kind), f->header_len,
                             a->used >= a->cap / 2 ? " (or exceed the decode arena)" : "");
+    int64_t tag = bad_unknown_field(m);
+    if (tag >= 0)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "%s: invalid field number %lld",
+                            bt_msg_kind_name(kind), (long long)tag);
     *out = m;
+    return BT_OK;
+}
+
+static bt_status check_limits(const char *what, int max_batch, int max_seqs, int n_vocab,
+                              bt_error *err) {
+    if (max_batch < 1 || max_seqs < 1 || n_vocab < 1)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "%s check: limits max_batch %d, max_seqs %d, n_vocab %d must be >= 1",
+                            what, max_batch, max_seqs, n_vocab);
+    return BT_OK;
+}
+
+static const char *op_kind_name(int kind) {
+    switch (kind) {
+    case BATON__SEQ_OP__KIND__FREE:
+        return "FREE";
+    case BATON__SEQ_OP__KIND__FORK:
+        return "FORK";
+    case BATON__SEQ_OP__KIND__TRUNCATE:
+        return "TRUNCATE";
+    default:
+        return NULL;
+    }
+}
+
+bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, int max_seqs,
+                                   int n_vocab, bt_error *err) {
+    bt_status st = check_limits("StageBatch", max_batch, max_seqs, n_vocab, err);
+    if (st != BT_OK)
+        return st;
+    unsigned long long step = (unsigned long long)b->step;
+    size_t n = b->n_seq;
+    if (n > (size_t)max_batch)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows > max_batch %d", step,
+                            n, max_batch);
+    if (b->n_pos != n || b->n_token != n || b->n_want != n || b->n_prefill != n)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "StageBatch %llu: row arrays differ in length (seq %zu, pos %zu, "
+                            "token %zu, want %zu, prefill %zu)",
+                            step, n, b->n_pos, b->n_token, b->n_want, b->n_prefill);
+    for (size_t i = 0; i < n; i++) {
+        if (b->seq[i] < 0 || b->seq[i] >= max_seqs)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu row %zu: seq %d not in [0, %d)", step, i,
+                                b->seq[i], max_seqs);
+        if (b->token[i] < 0 || b->token[i] >= n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu row %zu: token %d not in [0, %d)", step, i,
+                                b->token[i], n_vocab);
+        /* A sampled row must be its sequence's last row in the batch: the last stage keeps
+         * one logits row per wanted row, [max_seqs][n_vocab]. */
+        if (b->want[i])
+            for (size_t j = i + 1; j < n; j++)
+                if (b->seq[j] == b->seq[i])
+                    return bt_error_set(err, BT_ERR_PROTOCOL,
+                                        "StageBatch %llu row %zu: want set, but seq %d has a "
+                                        "later row %zu",
+                                        step, i, b->seq[i], j);
+    }
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const Baton__SeqOp *op = b->ops[i];
+        const char *kind = op_kind_name((int)op->kind);
+        if (!kind)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu op %zu: unknown kind %d",
+                                step, i, (int)op->kind);
+        if (op->seq < 0 || op->seq >= max_seqs)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu op %zu (%s): seq %d not in [0, %d)", step, i, kind,
+                                op->seq, max_seqs);
+        if (op->kind == BATON__SEQ_OP__KIND__FORK && (op->dst < 0 || op->dst >= max_seqs))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu op %zu (FORK): dst %d not in [0, %d)", step, i,
+                                op->dst, max_seqs);
+        if (op->n_tokens < 0)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu op %zu (%s): n_tokens %d < 0", step, i, kind,
+                                op->n_tokens);
+    }
+    for (size_t i = 0; i < b->n_new_seqs; i++) {
+        const Baton__SamplingParams *sp = b->new_seqs[i];
+        if (sp->seq < 0 || sp->seq >= max_seqs)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu new_seqs %zu: seq %d not in [0, %d)", step, i,
+                                sp->seq, max_seqs);
+    }
+    return BT_OK;
+}
+
+bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
+                                      bt_error *err) {
+    bt_status st = check_limits("SampleResults", max_batch, 1, n_vocab, err);
+    if (st != BT_OK)
+        return st;
+    unsigned long long step = (unsigned long long)r->step;
+    size_t n = r->n_seq;
+    if (r->n_token != n || r->n_logprob != n)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SampleResults %llu: arrays differ in length (seq %zu, token %zu, "
+                            "logprob %zu)",
+                            step, n, r->n_token, r->n_logprob);
+    if (n > (size_t)max_batch)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults %llu: %zu results > max_batch %d",
+                            step, n, max_batch);
+    for (size_t i = 0; i < n; i++) {
+        if (r->token[i] < 0 || r->token[i] >= n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults %llu result %zu: token %d not in [0, %d)", step, i,
+                                r->token[i], n_vocab);
+        if (!(r->logprob[i] <= 0.0f)) /* NaN fails too */
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults %llu result %zu: logprob %g is not <= 0", step, i,
+                                (double)r->logprob[i]);
+    }
     return BT_OK;
 }
 

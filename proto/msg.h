@@ -49,6 +49,27 @@ bt_status bt_frame_finish(void *buf, size_t cap, bt_msg_kind kind, const Protobu
 bt_status bt_msg_unpack(const bt_frame_view *f, bt_msg_kind kind, bt_arena *a,
                         ProtobufCMessage **out, bt_error *err);
 
+/* Message-level checks that need no model or KV state, so that the receiver and the fuzz
+ * target (tests/fuzz/fuzz_frame.c) run the same code. Both are pure: they read the message
+ * and write only err. BT_ERR_PROTOCOL naming the row or op, the field and its value;
+ * BT_ERR_INVALID_ARG when a limit is < 1.
+ *
+ * bt_msg_check_stage_batch: row arrays (seq, pos, token, want, prefill) of equal length and
+ * at most max_batch rows; seq in [0, max_seqs); token in [0, n_vocab); a wanted row is its
+ * sequence's last row in the batch (so a batch has at most max_seqs wanted rows); op kinds
+ * known, op seq (and a FORK's dst) in [0, max_seqs), n_tokens >= 0; new_seqs ids in
+ * [0, max_seqs). Left to the stage: sampling parameter values, the payload length, and
+ * positions against the KV state. Cost O(rows * wanted rows), no allocation. */
+bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, int max_seqs,
+                                   int n_vocab, bt_error *err);
+
+/* bt_msg_check_sample_results: seq, token and logprob arrays of equal length, at most
+ * max_batch results; token in [0, n_vocab); logprob a number <= 0 (a log-probability).
+ * Left to the scheduler: the step, the number of results and their seq ids, which it
+ * compares with the batch it sent. */
+bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
+                                      bt_error *err);
+
 /* The model identity checked in the handshake: FNV-1a 64 over the GGUF's bytes before the
  * data section (header, metadata, tensor directory) and the file size, 16 bytes. */
 #define BT_MODEL_HASH_BYTES 16
