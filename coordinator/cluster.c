@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "hparams.h"
 #include "msg.h"
+#include "sampler.h"
 #include "stage_loop.h"
 
 #define ARENA_BYTES (4u << 20)
@@ -27,6 +28,9 @@ struct bt_cluster {
     Baton__SeqOp **op_ptrs;
     Baton__SamplingParams *params;
     Baton__SamplingParams **param_ptrs;
+    int32_t *bias_tok; /* [max_seqs][BT_MAX_LOGIT_BIAS] logit_bias of new_seqs */
+    float *bias_val;   /* [max_seqs][BT_MAX_LOGIT_BIAS] */
+    int n_vocab;       /* for checking SampleResults */
     protobuf_c_boolean *want, *prefill;
     int64_t last_activity_us; /* last batch sent */
 };
@@ -86,6 +90,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         return st;
     /* f16 KV: 2 bytes per element, K and V. */
     uint64_t kv_per_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    c->n_vocab = hp.n_vocab;
     if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.layers,
                             &c->split, err)) != BT_OK)
         return st;
@@ -106,6 +111,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         h.max_seqs = (uint32_t)c->p.max_seqs;
         h.kv_tokens = (uint32_t)c->p.kv_tokens;
         h.heartbeat_ms = (uint32_t)c->p.heartbeat_ms;
+        h.n_eog = (size_t)c->p.n_eog;
+        h.eog = (int32_t *)c->p.eog;
         if ((st = send_msg(c, s + 1, BT_MSG_HELLO, &h.base, err)) != BT_OK)
             return bt_error_wrap(err, "Hello to stage rank %d", s + 1), st;
     }
@@ -170,6 +177,10 @@ bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_p
     *out = NULL;
     if (t->size < 2)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "a cluster needs at least one stage rank");
+    if (p->n_eog < 0 || p->n_eog > BT_SAMPLER_MAX_EOG || (p->n_eog > 0 && !p->eog))
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "cluster: %d end-of-generation ids, at most %d", p->n_eog,
+                            BT_SAMPLER_MAX_EOG);
     bt_cluster *c = calloc(1, sizeof *c);
     if (!c)
         return bt_error_set(err, BT_ERR_NOMEM, "cluster: out of memory");
@@ -184,11 +195,13 @@ bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_p
     c->op_ptrs = calloc(2 * S, sizeof *c->op_ptrs);
     c->params = calloc(S, sizeof *c->params);
     c->param_ptrs = calloc(S, sizeof *c->param_ptrs);
+    c->bias_tok = calloc(S * BT_MAX_LOGIT_BIAS, sizeof *c->bias_tok);
+    c->bias_val = calloc(S * BT_MAX_LOGIT_BIAS, sizeof *c->bias_val);
     c->want = calloc(B, sizeof *c->want);
     c->prefill = calloc(B, sizeof *c->prefill);
     bt_status st;
     if (!c->stages || !c->out || !c->ops || !c->op_ptrs || !c->params || !c->param_ptrs ||
-        !c->want || !c->prefill) {
+        !c->want || !c->prefill || !c->bias_tok || !c->bias_val) {
         st = bt_error_set(err, BT_ERR_NOMEM, "cluster: out of memory");
         goto fail;
     }
@@ -196,6 +209,8 @@ bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_p
         goto fail;
     if ((st = handshake(c, err)) != BT_OK)
         goto fail;
+    c->p.eog = NULL; /* borrowed for the handshake only */
+    c->p.n_eog = 0;
     *out = c;
     return BT_OK;
 fail:
@@ -213,6 +228,8 @@ void bt_cluster_free(bt_cluster *c) {
     free(c->op_ptrs);
     free(c->params);
     free(c->param_ptrs);
+    free(c->bias_tok);
+    free(c->bias_val);
     free(c->want);
     free(c->prefill);
     free(c);
@@ -244,14 +261,34 @@ bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error
     m.ops = c->op_ptrs;
     for (int i = 0; i < b->n_new; i++) {
         const bt_request *r = b->new_reqs[i];
+        const bt_sampler_params *q = &r->p.sampling;
         Baton__SamplingParams *sp = &c->params[i];
         baton__sampling_params__init(sp);
         sp->seq = r->seq;
-        sp->temperature = r->p.sampling.temperature;
-        sp->top_k = r->p.sampling.top_k;
-        sp->top_p = r->p.sampling.top_p;
-        sp->min_p = r->p.sampling.min_p;
-        sp->seed = r->p.sampling.seed;
+        sp->temperature = q->temperature;
+        sp->top_k = q->top_k;
+        sp->top_p = q->top_p;
+        sp->min_p = q->min_p;
+        sp->seed = q->seed;
+        sp->typical_p = q->typical_p;
+        sp->repetition_penalty = q->repetition_penalty;
+        sp->presence_penalty = q->presence_penalty;
+        sp->frequency_penalty = q->frequency_penalty;
+        sp->min_tokens = q->min_tokens;
+        sp->top_logprobs = q->top_logprobs;
+        int nb = q->n_logit_bias < 0                   ? 0
+                 : q->n_logit_bias > BT_MAX_LOGIT_BIAS ? BT_MAX_LOGIT_BIAS
+                                                       : q->n_logit_bias; /* validated */
+        int32_t *bt = c->bias_tok + (size_t)i * BT_MAX_LOGIT_BIAS;
+        float *bv = c->bias_val + (size_t)i * BT_MAX_LOGIT_BIAS;
+        for (int j = 0; j < nb; j++) {
+            bt[j] = q->logit_bias[j].token;
+            bv[j] = q->logit_bias[j].bias;
+        }
+        sp->n_logit_bias_token = sp->n_logit_bias_value = (size_t)nb;
+        sp->logit_bias_token = bt;
+        sp->logit_bias_value = bv;
+        sp->n_prompt = r->n_prompt;
         c->param_ptrs[i] = sp;
     }
     m.n_new_seqs = (size_t)b->n_new;
@@ -275,6 +312,44 @@ static bt_status check_liveness(bt_cluster *c, bt_error *err) {
                                 (long long)(silent / 1000),
                                 (long long)(c->p.stage_timeout_us / 1000));
         }
+    }
+    return BT_OK;
+}
+
+/* The tokens of a SampleResults in the vocabulary, and its alternatives: none, or n_top for
+ * every result (each <= 20) whose sum is the length of top_token and of top_logprob; their
+ * tokens in the vocabulary; their log-probabilities numbers <= 0. */
+static bt_status check_top(const bt_cluster *c, const Baton__SampleResults *r, bt_error *err) {
+    unsigned long long step = (unsigned long long)r->step;
+    for (size_t i = 0; i < r->n_token; i++)
+        if (r->token[i] < 0 || r->token[i] >= c->n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults step %llu: token[%zu] %d not in [0, %d)", step, i,
+                                r->token[i], c->n_vocab);
+    if (r->n_n_top != 0 && r->n_n_top != r->n_seq)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults step %llu: n_top has %zu "
+                            "entries for %zu results", step, r->n_n_top, r->n_seq);
+    size_t sum = 0;
+    for (size_t i = 0; i < r->n_n_top; i++) {
+        if (r->n_top[i] > BT_MAX_TOP_LOGPROBS)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults step %llu: n_top[%zu] %u > %d", step, i,
+                                r->n_top[i], BT_MAX_TOP_LOGPROBS);
+        sum += r->n_top[i];
+    }
+    if (r->n_top_token != sum || r->n_top_logprob != sum)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SampleResults step %llu: sum of n_top %zu, top_token %zu, "
+                            "top_logprob %zu", step, sum, r->n_top_token, r->n_top_logprob);
+    for (size_t i = 0; i < sum; i++) {
+        if (r->top_token[i] < 0 || r->top_token[i] >= c->n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults step %llu: top_token[%zu] %d not in [0, %d)",
+                                step, i, r->top_token[i], c->n_vocab);
+        if (!(r->top_logprob[i] <= 0.0f))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults step %llu: top_logprob[%zu] %g is not <= 0", step,
+                                i, (double)r->top_logprob[i]);
     }
     return BT_OK;
 }
@@ -326,15 +401,17 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
             return bt_error_set(err, BT_ERR_PROTOCOL,
                                 "SampleResults step %llu: %zu seqs, %zu tokens, %zu logprobs",
                                 (unsigned long long)r->step, r->n_seq, r->n_token, r->n_logprob);
+        if ((st = check_top(c, r, err)) != BT_OK)
+            return st;
         c->stages[from - 1].busy_us += r->compute_us;
         res->n = (int)r->n_seq;
         res->step = r->step;
         res->seq = r->seq;
         res->token = r->token;
         res->logprob = r->logprob;
-        res->n_top = NULL;
-        res->top_token = NULL;
-        res->top_logprob = NULL;
+        res->n_top = r->n_n_top ? r->n_top : NULL;
+        res->top_token = r->n_n_top ? r->top_token : NULL;
+        res->top_logprob = r->n_n_top ? r->top_logprob : NULL;
         return BT_OK;
     }
     default:

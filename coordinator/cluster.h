@@ -35,6 +35,10 @@ typedef struct bt_cluster_params {
     int heartbeat_ms;
     int64_t stage_timeout_us;
     int64_t hello_timeout_us;
+    const int32_t *eog;  /* [n_eog] end-of-generation ids that min_tokens bans on the last
+                            stage (<= BT_SAMPLER_MAX_EOG); borrowed for bt_cluster_start;
+                            NULL/0 = none */
+    int n_eog;
 } bt_cluster_params;
 
 bt_cluster_params bt_cluster_default_params(void);

@@ -1,30 +1,57 @@
-/* sampler.c - greedy and seeded temperature sampling with top-k/top-p/min-p (see sampler.h). */
+/* sampler.c - the sampler chain and the per-sequence token history (see sampler.h). */
 #include "sampler.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* A candidate token. The chain orders candidates by (key ascending, id ascending): key is
+ * -logit for the logit order, the typical-sampling score for typical_p. */
+typedef struct cand {
+    double key;
+    float logit; /* after bias and penalties */
+    int32_t id;
+} cand;
 
 struct bt_sampler {
     int32_t n_vocab;
-    /* scratch, n_vocab each */
-    int32_t *idx;
-    float *prob;
+    int32_t n_eog;
+    int32_t eog[BT_SAMPLER_MAX_EOG];
+    float *work; /* [n_vocab] f32: the row after bias and penalties */
+    cand *c;     /* [n_vocab] the candidates still kept */
 };
 
-bt_status bt_sampler_new(int32_t n_vocab, bt_sampler **out, bt_error *err) {
+/* Initial prefix length of the partial selections for typical_p and top_p; doubled until the
+ * cumulative probability is reached. */
+#define PREFIX_START 64
+
+bt_status bt_sampler_new(int32_t n_vocab, const int32_t *eog, int n_eog, bt_sampler **out,
+                         bt_error *err) {
     *out = NULL;
     if (n_vocab <= 0)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler: n_vocab %d", n_vocab);
+    if (n_eog < 0 || n_eog > BT_SAMPLER_MAX_EOG || (n_eog > 0 && !eog))
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler: %d end-of-generation ids, at "
+                            "most %d", n_eog, BT_SAMPLER_MAX_EOG);
+    for (int i = 0; i < n_eog; i++)
+        if (eog[i] < 0 || eog[i] >= n_vocab)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "sampler: end-of-generation id %d not in [0, %d)", eog[i],
+                                n_vocab);
     bt_sampler *s = calloc(1, sizeof *s);
     if (!s)
         return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory");
     s->n_vocab = n_vocab;
-    s->idx = malloc(sizeof *s->idx * (size_t)n_vocab);
-    s->prob = malloc(sizeof *s->prob * (size_t)n_vocab);
-    if (!s->idx || !s->prob) {
+    s->n_eog = n_eog;
+    if (n_eog > 0)
+        memcpy(s->eog, eog, sizeof *eog * (size_t)n_eog);
+    s->work = malloc(sizeof *s->work * (size_t)n_vocab);
+    s->c = malloc(sizeof *s->c * (size_t)n_vocab);
+    if (!s->work || !s->c) {
         bt_sampler_free(s);
-        return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory");
+        return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory for %d candidates",
+                            n_vocab);
     }
     *out = s;
     return BT_OK;
@@ -33,13 +60,276 @@ bt_status bt_sampler_new(int32_t n_vocab, bt_sampler **out, bt_error *err) {
 void bt_sampler_free(bt_sampler *s) {
     if (!s)
         return;
-    free(s->idx);
-    free(s->prob);
+    free(s->work);
+    free(s->c);
     free(s);
 }
 
-/* log-sum-exp of the raw logits, for the reported logprob. */
-static float log_softmax_at(const float *logits, int32_t n, int32_t tok) {
+/* ---- ordering and partial selection ---- */
+
+static int less(const cand *a, const cand *b) {
+    return a->key < b->key || (a->key == b->key && a->id < b->id);
+}
+
+static int cmp_cand(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    return less(a, b) ? -1 : less(b, a);
+}
+
+static void swap(cand *a, cand *b) {
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Quickselect: afterwards a[0..k) are the k smallest of a[0..n) (in no order), 0 < k < n.
+ * The order is total (ids are distinct), so this terminates and is deterministic. */
+static void select_smallest(cand *a, int n, int k) {
+    int lo = 0, hi = n - 1, t = k - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (less(&a[mid], &a[lo]))
+            swap(&a[mid], &a[lo]);
+        if (less(&a[hi], &a[lo]))
+            swap(&a[hi], &a[lo]);
+        if (less(&a[hi], &a[mid]))
+            swap(&a[hi], &a[mid]);
+        cand pivot = a[mid];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (less(&a[i], &pivot))
+                i++;
+            while (less(&pivot, &a[j]))
+                j--;
+            if (i <= j) {
+                swap(&a[i], &a[j]);
+                i++;
+                j--;
+            }
+        }
+        if (t <= j)
+            hi = j;
+        else if (t >= i)
+            lo = i;
+        else
+            return;
+    }
+}
+
+/* Given a[0..done) sorted and no larger than any of a[done..n), makes a[0..m) the sorted m
+ * smallest (m clamped to n). Returns the new sorted length. */
+static int sort_prefix(cand *a, int n, int done, int m) {
+    if (m > n)
+        m = n;
+    if (m <= done)
+        return done;
+    if (m < n)
+        select_smallest(a + done, n - done, m - done);
+    qsort(a + done, (size_t)(m - done), sizeof *a, cmp_cand);
+    return m;
+}
+
+static void keys_by_logit(cand *a, int n) {
+    for (int i = 0; i < n; i++)
+        a[i].key = -(double)a[i].logit;
+}
+
+static double max_logit(const cand *a, int n) {
+    float mx = a[0].logit;
+    for (int i = 1; i < n; i++)
+        if (a[i].logit > mx)
+            mx = a[i].logit;
+    return mx;
+}
+
+/* sum of exp(logit - mx) over a[0..n) */
+static double exp_sum(const cand *a, int n, double mx) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += exp((double)a[i].logit - mx);
+    return sum;
+}
+
+/* ---- the chain ---- */
+
+static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                   const float *logits);
+
+/* Locally typical sampling (llama.cpp llama_sampler_typical_apply): returns the number kept
+ * and leaves them first in a, ordered by |-log p - H|. */
+static int typical_filter(cand *a, int n, double typical_p) {
+    double mx = max_logit(a, n), sum = exp_sum(a, n, mx), ent = 0.0;
+    for (int i = 0; i < n; i++) {
+        double pr = exp((double)a[i].logit - mx) / sum;
+        if (pr > 0.0)
+            ent -= pr * log(pr);
+    }
+    for (int i = 0; i < n; i++) {
+        double pr = exp((double)a[i].logit - mx) / sum;
+        a[i].key = pr > 0.0 ? fabs(-log(pr) - ent) : INFINITY;
+    }
+    double cum = 0.0;
+    int sorted = 0;
+    for (int m = PREFIX_START;; m *= 2) {
+        int from = sorted;
+        sorted = sort_prefix(a, n, sorted, m);
+        for (int i = from; i < sorted; i++) {
+            cum += exp((double)a[i].logit - mx) / sum;
+            if (cum > typical_p)
+                return i + 1;
+        }
+        if (sorted == n)
+            return n;
+    }
+}
+
+/* Nucleus: a[0..*sorted) is sorted by logit already. Returns the number kept, which are
+ * first in a in logit order; *sorted is updated. */
+static int top_p_filter(cand *a, int n, int *sorted, double top_p) {
+    if (*sorted == 0)
+        keys_by_logit(a, n);
+    double mx = *sorted > 0 ? (double)a[0].logit : max_logit(a, n), sum = exp_sum(a, n, mx);
+    double cum = 0.0;
+    int checked = 0;
+    for (int m = PREFIX_START;; m *= 2) {
+        *sorted = sort_prefix(a, n, *sorted, m);
+        for (int i = checked; i < *sorted; i++) {
+            cum += exp((double)a[i].logit - mx) / sum;
+            if (cum >= top_p) {
+                *sorted = i + 1;
+                return i + 1;
+            }
+        }
+        checked = *sorted;
+        if (*sorted == n)
+            return n;
+    }
+}
+
+static int argmax_f(const float *x, int32_t n) {
+    int best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* Steps 6-10 on s->work: leaves the kept candidates in s->c[0..return) in the chain's final
+ * order, each with its unnormalised weight in .key, and their sum in *total. */
+static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
+    const int32_t n = s->n_vocab;
+    const float *w = s->work;
+    cand *c = s->c;
+    int nc = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (w[i] > -INFINITY) /* also drops NaN */
+            c[nc++] = (cand){.key = 0.0, .logit = w[i], .id = i};
+    if (nc == 0) { /* everything banned: the argmax keeps the chain total */
+        c[0] = (cand){.key = 1.0, .logit = 0.0f, .id = argmax_f(w, n)};
+        *total = 1.0;
+        return 1;
+    }
+    int sorted = 0; /* c[0..sorted) are the top logits in order, the rest smaller */
+    if (p->top_k > 0 && p->top_k < nc) {
+        keys_by_logit(c, nc);
+        sorted = sort_prefix(c, nc, 0, p->top_k);
+        nc = p->top_k;
+    }
+    if (p->typical_p < 1.0f) {
+        nc = typical_filter(c, nc, (double)p->typical_p);
+        sorted = 0;
+    }
+    if (p->top_p < 1.0f)
+        nc = top_p_filter(c, nc, &sorted, (double)p->top_p);
+    if (p->min_p > 0.0f) {
+        double floor_logit = max_logit(c, nc) + log((double)p->min_p);
+        int keep = 0;
+        for (int i = 0; i < nc; i++)
+            if ((double)c[i].logit >= floor_logit)
+                c[keep++] = c[i];
+        nc = keep; /* the max is always kept: min_p <= 1 */
+    }
+    double mx = max_logit(c, nc), inv_t = 1.0 / (double)p->temperature;
+    *total = 0.0;
+    for (int i = 0; i < nc; i++) {
+        c[i].key = exp(((double)c[i].logit - mx) * inv_t); /* the weight, reusing key */
+        *total += c[i].key;
+    }
+    return nc;
+}
+
+static int32_t draw(bt_sampler *s, const bt_sampler_params *p, int32_t pos) {
+    double total;
+    int nc = filter(s, p, &total);
+    const cand *c = s->c;
+    bt_rng rng;
+    bt_rng_seed(&rng, p->seed + (uint64_t)pos * 0x9e3779b97f4a7c15ull);
+    double u = bt_rng_uniform(&rng) * total, cum = 0.0;
+    for (int i = 0; i < nc; i++) {
+        cum += c[i].key;
+        if (u < cum)
+            return c[i].id;
+    }
+    return c[nc - 1].id; /* rounding: u within total but past the last partial sum */
+}
+
+int32_t bt_sampler_distribution(bt_sampler *s, const bt_sampler_params *p,
+                                const bt_sampler_history *h, const float *logits, int32_t *ids,
+                                double *probs) {
+    adjust(s, p, h, logits);
+    if (p->temperature == 0.0f) {
+        ids[0] = argmax_f(s->work, s->n_vocab);
+        probs[0] = 1.0;
+        return 1;
+    }
+    double total;
+    int nc = filter(s, p, &total);
+    for (int i = 0; i < nc; i++) {
+        ids[i] = s->c[i].id;
+        probs[i] = s->c[i].key / total;
+    }
+    return nc;
+}
+
+/* Applies bias, min_tokens and the penalties to s->work (steps 1-4). */
+static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                   const float *logits) {
+    float *w = s->work;
+    memcpy(w, logits, sizeof *w * (size_t)s->n_vocab);
+    for (int i = 0; i < p->n_logit_bias; i++)
+        w[p->logit_bias[i].token] += p->logit_bias[i].bias;
+    int32_t n_generated = h ? h->n_generated : 0;
+    if (n_generated < p->min_tokens)
+        for (int i = 0; i < s->n_eog; i++)
+            w[s->eog[i]] = -INFINITY;
+    const float rep = p->repetition_penalty, pres = p->presence_penalty,
+                freq = p->frequency_penalty;
+    if (!h || !h->seen || (rep == 1.0f && pres == 0.0f && freq == 0.0f))
+        return;
+    int32_t n_words = (s->n_vocab + 63) / 64;
+    for (int32_t wi = 0; wi < n_words; wi++) {
+        for (uint64_t bits = h->seen[wi]; bits; bits &= bits - 1) {
+            int32_t t = wi * 64 + __builtin_ctzll(bits);
+            if (rep != 1.0f)
+                w[t] = w[t] > 0.0f ? w[t] / rep : w[t] * rep;
+            int32_t cnt = h->count ? h->count[t] : 0;
+            if (cnt > 0) {
+                w[t] -= freq * (float)cnt;
+                w[t] -= pres;
+            }
+        }
+    }
+}
+
+int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p,
+                          const bt_sampler_history *h, int32_t pos, const float *logits,
+                          bt_sample *out) {
+    const int32_t n = s->n_vocab;
+    adjust(s, p, h, logits);
+    int32_t tok = p->temperature == 0.0f ? argmax_f(s->work, n) : draw(s, p, pos);
+    assert(tok >= 0 && tok < n);
+
+    /* raw log-softmax for the reports */
     float mx = logits[0];
     for (int32_t i = 1; i < n; i++)
         if (logits[i] > mx)
@@ -47,91 +337,118 @@ static float log_softmax_at(const float *logits, int32_t n, int32_t tok) {
     double sum = 0.0;
     for (int32_t i = 0; i < n; i++)
         sum += exp((double)(logits[i] - mx));
-    return (float)((double)(logits[tok] - mx) - log(sum));
-}
+    double log_sum = log(sum);
+    out->token = tok;
+    out->logprob = (float)((double)(logits[tok] - mx) - log_sum);
 
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
-/* Orders candidate ids by logit descending; ties by lower id first, so the order is total and
- * the result deterministic. */
-static int cmp_desc(const void *a, const void *b, void *ctx) {
-    const float *logits = ctx;
-    int32_t ia = *(const int32_t *)a, ib = *(const int32_t *)b;
-    float la = logits[ia], lb = logits[ib];
-    if (la != lb)
-        return la > lb ? -1 : 1;
-    return ia < ib ? -1 : (ia > ib);
-}
-
-int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, int32_t pos,
-                          const float *logits, float *logprob) {
-    const int32_t n = s->n_vocab;
-    int32_t tok;
-    if (p->temperature == 0.0f) {
-        tok = argmax(logits, n);
-    } else {
-        /* Candidates in id order; sorted by logit only when a filter needs the order. */
-        for (int32_t i = 0; i < n; i++)
-            s->idx[i] = i;
-        bool filtered = (p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f ||
-                        p->min_p > 0.0f;
-        if (filtered)
-            qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, (void *)logits);
-        int32_t k = n;
-        if (p->top_k > 0 && p->top_k < k)
-            k = p->top_k;
-        /* probabilities at temperature 1 for top-p and min-p, as llama.cpp's chain does
-         * before its temperature stage */
-        float mx = logits[s->idx[0]];
-        for (int32_t i = 1; i < k && !filtered; i++)
-            mx = fmaxf(mx, logits[s->idx[i]]);
-        double sum = 0.0;
-        for (int32_t i = 0; i < k; i++) {
-            s->prob[i] = expf(logits[s->idx[i]] - mx);
-            sum += s->prob[i];
+    /* top_logprobs: insertion into a sorted list of at most 20; ids ascend, so an equal
+     * logit met later never displaces an earlier one */
+    int k = p->top_logprobs, nt = 0;
+    for (int32_t i = 0; i < n && k > 0; i++) {
+        if (nt == k && !(logits[i] > logits[out->top_token[nt - 1]]))
+            continue;
+        int j = nt < k ? nt++ : k - 1;
+        while (j > 0 && logits[i] > logits[out->top_token[j - 1]]) {
+            out->top_token[j] = out->top_token[j - 1];
+            j--;
         }
-        if (p->top_p < 1.0f) {
-            double cum = 0.0;
-            for (int32_t i = 0; i < k; i++) {
-                cum += s->prob[i] / sum;
-                if (cum >= p->top_p) {
-                    k = i + 1;
-                    break;
-                }
-            }
-        }
-        if (p->min_p > 0.0f) {
-            float floor_p = p->min_p * s->prob[0]; /* sorted: prob[0] is the max */
-            int32_t keep = 1;
-            while (keep < k && s->prob[keep] >= floor_p)
-                keep++;
-            k = keep;
-        }
-        double tsum = 0.0;
-        for (int32_t i = 0; i < k; i++) {
-            s->prob[i] = expf((logits[s->idx[i]] - mx) / p->temperature);
-            tsum += s->prob[i];
-        }
-        bt_rng rng;
-        bt_rng_seed(&rng, p->seed + (uint64_t)pos * 0x9e3779b97f4a7c15ull);
-        double u = bt_rng_uniform(&rng) * tsum, cum = 0.0;
-        tok = s->idx[k - 1];
-        for (int32_t i = 0; i < k; i++) {
-            cum += s->prob[i];
-            if (u < cum) {
-                tok = s->idx[i];
-                break;
-            }
-        }
+        out->top_token[j] = i;
     }
-    if (logprob)
-        *logprob = log_softmax_at(logits, n, tok);
-    assert(tok >= 0 && tok < n);
+    out->n_top = nt;
+    for (int i = 0; i < nt; i++)
+        out->top_logprob[i] = (float)((double)(logits[out->top_token[i]] - mx) - log_sum);
     return tok;
+}
+
+/* ---- per-sequence history ---- */
+
+struct bt_sampler_hist {
+    int32_t n_seqs, n_vocab, n_words;
+    int32_t *count; /* [n_seqs][n_vocab] int32; nonzero only where seen is set */
+    uint64_t *seen; /* [n_seqs][n_words] bitmap */
+};
+
+bt_status bt_sampler_hist_new(int32_t n_seqs, int32_t n_vocab, bt_sampler_hist **out,
+                              bt_error *err) {
+    *out = NULL;
+    if (n_seqs <= 0 || n_vocab <= 0)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler history: %d seqs, n_vocab %d",
+                            n_seqs, n_vocab);
+    bt_sampler_hist *h = calloc(1, sizeof *h);
+    if (!h)
+        return bt_error_set(err, BT_ERR_NOMEM, "sampler history: out of memory");
+    h->n_seqs = n_seqs;
+    h->n_vocab = n_vocab;
+    h->n_words = (n_vocab + 63) / 64;
+    h->count = calloc((size_t)n_seqs * (size_t)n_vocab, sizeof *h->count);
+    h->seen = calloc((size_t)n_seqs * (size_t)h->n_words, sizeof *h->seen);
+    if (!h->count || !h->seen) {
+        bt_sampler_hist_free(h);
+        return bt_error_set(err, BT_ERR_NOMEM,
+                            "sampler history: out of memory for %d seqs x %d tokens", n_seqs,
+                            n_vocab);
+    }
+    *out = h;
+    return BT_OK;
+}
+
+void bt_sampler_hist_free(bt_sampler_hist *h) {
+    if (!h)
+        return;
+    free(h->count);
+    free(h->seen);
+    free(h);
+}
+
+static int32_t *count_of(const bt_sampler_hist *h, int32_t seq) {
+    return h->count + (size_t)seq * (size_t)h->n_vocab;
+}
+static uint64_t *seen_of(const bt_sampler_hist *h, int32_t seq) {
+    return h->seen + (size_t)seq * (size_t)h->n_words;
+}
+
+/* Clears the counts of seq's seen tokens (the only nonzero ones), then the bitmap: cost in
+ * proportion to the distinct tokens, not n_vocab. */
+void bt_sampler_hist_reset(bt_sampler_hist *h, int32_t seq) {
+    assert(seq >= 0 && seq < h->n_seqs);
+    int32_t *cnt = count_of(h, seq);
+    uint64_t *seen = seen_of(h, seq);
+    for (int32_t wi = 0; wi < h->n_words; wi++) {
+        for (uint64_t bits = seen[wi]; bits; bits &= bits - 1)
+            cnt[wi * 64 + __builtin_ctzll(bits)] = 0;
+        seen[wi] = 0;
+    }
+}
+
+void bt_sampler_hist_copy(bt_sampler_hist *h, int32_t src, int32_t dst) {
+    assert(src >= 0 && src < h->n_seqs && dst >= 0 && dst < h->n_seqs);
+    if (src == dst)
+        return;
+    bt_sampler_hist_reset(h, dst);
+    const int32_t *sc = count_of(h, src);
+    const uint64_t *ss = seen_of(h, src);
+    int32_t *dc = count_of(h, dst);
+    uint64_t *ds = seen_of(h, dst);
+    for (int32_t wi = 0; wi < h->n_words; wi++) {
+        for (uint64_t bits = ss[wi]; bits; bits &= bits - 1) {
+            int32_t t = wi * 64 + __builtin_ctzll(bits);
+            dc[t] = sc[t];
+        }
+        ds[wi] = ss[wi];
+    }
+}
+
+void bt_sampler_hist_add(bt_sampler_hist *h, int32_t seq, int32_t token, bool generated) {
+    assert(seq >= 0 && seq < h->n_seqs && token >= 0 && token < h->n_vocab);
+    seen_of(h, seq)[token / 64] |= 1ull << (token % 64);
+    int32_t *c = &count_of(h, seq)[token];
+    if (generated && *c < INT32_MAX)
+        (*c)++;
+}
+
+bt_sampler_history bt_sampler_hist_view(const bt_sampler_hist *h, int32_t seq,
+                                        int32_t n_generated) {
+    assert(seq >= 0 && seq < h->n_seqs);
+    return (bt_sampler_history){
+        .count = count_of(h, seq), .seen = seen_of(h, seq), .n_generated = n_generated};
 }

@@ -23,7 +23,10 @@ bt_stage_loop_params bt_stage_loop_default_params(void) {
 
 size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd) {
     size_t rows = (size_t)max_batch, seqs = (size_t)max_seqs;
-    size_t header = 4096 + rows * 40 + seqs * 64;           /* varints of every row, ops, params */
+    /* varints of every row; per sequence: ops, sampling params with a full logit_bias, or a
+     * result with its top logprobs */
+    size_t header = 4096 + rows * 40 + seqs * (96 + BT_MAX_LOGIT_BIAS * 12 +
+                                               BT_MAX_TOP_LOGPROBS * 12);
     size_t payload = rows * (size_t)n_embd * sizeof(float); /* f32 is the largest raw codec */
     return BT_FRAME_HEADER_BYTES + header + payload + payload / 128 + 1024; /* zstd bound */
 }
@@ -36,14 +39,23 @@ typedef struct loop {
     Baton__Hello cfg;     /* copy of the scalar fields of the Hello */
     bt_stage *stage;
     bt_codec *codec;
-    bt_sampler *sampler;     /* last stage only */
-    bt_sampler_params *seqs; /* [max_seqs] last stage only */
+    /* last stage only: */
+    bt_sampler *sampler;
+    bt_sampler_hist *hist;   /* tokens of every sequence slot, for the penalties */
+    bt_sampler_params *seqs; /* [max_seqs] */
+    int32_t *n_prompt;       /* [max_seqs] prompt length from the SamplingParams */
     uint8_t *seq_has_params; /* [max_seqs] */
+    uint8_t *hist_partial;   /* [max_seqs] a TRUNCATE left tokens in the history that the
+                                sequence no longer has: penalties would be wrong */
     float *act_in, *act_out; /* [max_batch][n_embd] */
     float *logits;           /* [max_seqs][n_vocab] last stage only */
     uint8_t *want, *prefill; /* [max_batch] */
     int32_t *res_seq, *res_tok; /* [max_seqs] */
     float *res_lp;              /* [max_seqs] */
+    uint32_t *res_ntop;         /* [max_seqs] */
+    int32_t *res_top_tok;       /* [max_seqs][BT_MAX_TOP_LOGPROBS] */
+    float *res_top_lp;          /* [max_seqs][BT_MAX_TOP_LOGPROBS] */
+    bt_sample sample;           /* scratch of one sampled row */
     uint8_t *out;               /* outgoing frame buffer, max_frame */
     bt_arena arena;
     int n_embd, n_vocab;
@@ -108,6 +120,9 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
                             h->max_batch, h->max_seqs, h->kv_tokens);
     if (h->heartbeat_ms < 1 || h->heartbeat_ms > 600000)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: heartbeat_ms %u", h->heartbeat_ms);
+    if (h->n_eog > BT_SAMPLER_MAX_EOG)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: eog has %zu ids, at most %d",
+                            h->n_eog, BT_SAMPLER_MAX_EOG);
     uint8_t hash[BT_MODEL_HASH_BYTES];
     bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
     if (h->model_hash.len != BT_MODEL_HASH_BYTES ||
@@ -137,6 +152,8 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
                        bt_error *err) {
     L->cfg = *h;
     L->cfg.model_hash.data = NULL; /* not kept */
+    L->cfg.n_eog = 0;
+    L->cfg.eog = NULL;
     L->prev = L->rank - 1;
     L->next = L->rank + 1 < L->t->size ? L->rank + 1 : 0;
     bt_stage_params sp = bt_stage_default_params();
@@ -151,6 +168,10 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
         return st;
     L->n_embd = bt_stage_n_embd(L->stage);
     L->n_vocab = bt_stage_n_vocab(L->stage);
+    for (size_t i = 0; i < h->n_eog; i++)
+        if (h->eog[i] < 0 || h->eog[i] >= L->n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: eog[%zu] %d not in [0, %d)", i,
+                                h->eog[i], L->n_vocab);
     bt_codec_params cp = {.kind = (bt_codec_kind)h->codec,
                           .zstd_level = (int)h->zstd_level,
                           .n_embd = L->n_embd,
@@ -165,17 +186,23 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     L->res_seq = alloc_zero(S, sizeof(int32_t));
     L->res_tok = alloc_zero(S, sizeof(int32_t));
     L->res_lp = alloc_zero(S, sizeof(float));
+    L->res_ntop = alloc_zero(S, sizeof(uint32_t));
+    L->res_top_tok = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(int32_t));
+    L->res_top_lp = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(float));
     if (!L->act_in || !L->act_out || !L->want || !L->prefill || !L->res_seq || !L->res_tok ||
-        !L->res_lp)
+        !L->res_lp || !L->res_ntop || !L->res_top_tok || !L->res_top_lp)
         return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for %zu rows", B);
     if (bt_stage_is_last(L->stage)) {
         size_t rows = S < B ? S : B; /* at most one sampled row per sequence per batch */
         L->logits = alloc_zero(rows * (size_t)L->n_vocab, sizeof(float));
         L->seqs = alloc_zero(S, sizeof *L->seqs);
         L->seq_has_params = alloc_zero(S, 1);
-        if (!L->logits || !L->seqs || !L->seq_has_params)
+        L->n_prompt = alloc_zero(S, sizeof(int32_t));
+        L->hist_partial = alloc_zero(S, 1);
+        if (!L->logits || !L->seqs || !L->seq_has_params || !L->n_prompt || !L->hist_partial)
             return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for logits");
-        if ((st = bt_sampler_new(L->n_vocab, &L->sampler, err)) != BT_OK)
+        if ((st = bt_sampler_new(L->n_vocab, h->eog, (int)h->n_eog, &L->sampler, err)) != BT_OK ||
+            (st = bt_sampler_hist_new((int32_t)S, L->n_vocab, &L->hist, err)) != BT_OK)
             return st;
     }
     return BT_OK;
@@ -185,8 +212,14 @@ static void teardown(loop *L) {
     bt_stage_free(L->stage);
     bt_codec_free(L->codec);
     bt_sampler_free(L->sampler);
+    bt_sampler_hist_free(L->hist);
     free(L->seqs);
     free(L->seq_has_params);
+    free(L->n_prompt);
+    free(L->hist_partial);
+    free(L->res_ntop);
+    free(L->res_top_tok);
+    free(L->res_top_lp);
     free(L->act_in);
     free(L->act_out);
     free(L->logits);
@@ -217,6 +250,47 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     r.rss_bytes = rss_bytes();
     r.hostname = host;
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
+}
+
+/* The sampler's parameters from the wire, checked: logit_bias arrays of equal length within
+ * BT_MAX_LOGIT_BIAS, n_prompt >= 0, then bt_sampler_params_validate against the vocabulary.
+ * The message names the field. */
+static bt_status params_from_msg(const loop *L, const Baton__SamplingParams *sp,
+                                 bt_sampler_params *p, bt_error *err) {
+    if (sp->n_logit_bias_token != sp->n_logit_bias_value)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "seq %d: logit_bias_token has %zu entries, logit_bias_value %zu",
+                            sp->seq, sp->n_logit_bias_token, sp->n_logit_bias_value);
+    if (sp->n_logit_bias_token > BT_MAX_LOGIT_BIAS)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "seq %d: logit_bias has %zu entries, at most %d",
+                            sp->seq, sp->n_logit_bias_token, BT_MAX_LOGIT_BIAS);
+    if (sp->n_prompt < 0)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "seq %d: n_prompt %d is negative", sp->seq,
+                            sp->n_prompt);
+    *p = bt_sampler_default_params();
+    p->temperature = sp->temperature;
+    p->top_k = sp->top_k;
+    p->top_p = sp->top_p;
+    p->min_p = sp->min_p;
+    p->typical_p = sp->typical_p;
+    p->repetition_penalty = sp->repetition_penalty;
+    p->presence_penalty = sp->presence_penalty;
+    p->frequency_penalty = sp->frequency_penalty;
+    p->min_tokens = sp->min_tokens;
+    p->top_logprobs = sp->top_logprobs;
+    p->n_logit_bias = (int32_t)sp->n_logit_bias_token;
+    for (size_t i = 0; i < sp->n_logit_bias_token; i++)
+        p->logit_bias[i] = (bt_logit_bias){.token = sp->logit_bias_token[i],
+                                           .bias = sp->logit_bias_value[i]};
+    p->seed = sp->seed;
+    if (bt_sampler_params_validate(p, L->n_vocab, err) != BT_OK)
+        return bt_error_wrap(err, "seq %d", sp->seq), BT_ERR_PROTOCOL;
+    return BT_OK;
+}
+
+static bool uses_penalties(const bt_sampler_params *p) {
+    return p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f ||
+           p->frequency_penalty != 0.0f;
 }
 
 /* Checks a StageBatch against the configuration and the model before anything is applied. */
@@ -265,14 +339,8 @@ static bt_status check_batch(const loop *L, const Baton__StageBatch *b, const bt
         if (sp->seq < 0 || (uint32_t)sp->seq >= L->cfg.max_seqs)
             return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch new_seqs %zu: seq %d", i,
                                 sp->seq);
-        bt_sampler_params p = bt_sampler_default_params();
-        p.temperature = sp->temperature;
-        p.top_k = sp->top_k;
-        p.top_p = sp->top_p;
-        p.min_p = sp->min_p;
-        p.seed = sp->seed;
-        bt_status st = bt_sampler_params_validate(&p, L->n_vocab, err);
-        if (st != BT_OK)
+        bt_sampler_params p;
+        if (params_from_msg(L, sp, &p, err) != BT_OK)
             return bt_error_wrap(err, "StageBatch new_seqs %zu", i), BT_ERR_PROTOCOL;
     }
     int first = L->rank == 1;
@@ -293,18 +361,34 @@ static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
         switch (op->kind) {
         case BATON__SEQ_OP__KIND__FREE:
             bt_stage_seq_free(L->stage, op->seq);
-            if (L->seq_has_params)
+            if (L->seqs) {
                 L->seq_has_params[op->seq] = 0;
+                L->hist_partial[op->seq] = 0;
+                bt_sampler_hist_reset(L->hist, op->seq);
+            }
             break;
         case BATON__SEQ_OP__KIND__FORK:
             st = bt_stage_seq_fork(L->stage, op->seq, op->dst, err);
             if (st == BT_OK && L->seqs) {
                 L->seqs[op->dst] = L->seqs[op->seq];
                 L->seq_has_params[op->dst] = L->seq_has_params[op->seq];
+                L->n_prompt[op->dst] = L->n_prompt[op->seq];
+                L->hist_partial[op->dst] = L->hist_partial[op->seq];
+                bt_sampler_hist_copy(L->hist, op->seq, op->dst);
             }
             break;
         case BATON__SEQ_OP__KIND__TRUNCATE:
             st = bt_stage_seq_truncate(L->stage, op->seq, op->n_tokens, err);
+            /* The history keeps counts, not the token list: truncating to 0 empties it, any
+             * other length leaves tokens it cannot take back out. */
+            if (st == BT_OK && L->seqs) {
+                if (op->n_tokens == 0) {
+                    bt_sampler_hist_reset(L->hist, op->seq);
+                    L->hist_partial[op->seq] = 0;
+                } else {
+                    L->hist_partial[op->seq] = 1;
+                }
+            }
             break;
         default:
             break;
@@ -315,13 +399,10 @@ static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
     if (L->seqs)
         for (size_t i = 0; i < b->n_new_seqs; i++) {
             const Baton__SamplingParams *sp = b->new_seqs[i];
-            bt_sampler_params p = bt_sampler_default_params();
-            p.temperature = sp->temperature;
-            p.top_k = sp->top_k;
-            p.top_p = sp->top_p;
-            p.min_p = sp->min_p;
-            p.seed = sp->seed;
-            L->seqs[sp->seq] = p;
+            bt_status st = params_from_msg(L, sp, &L->seqs[sp->seq], err); /* checked already */
+            if (st != BT_OK)
+                return st;
+            L->n_prompt[sp->seq] = sp->n_prompt;
             L->seq_has_params[sp->seq] = 1;
         }
     return BT_OK;
@@ -386,16 +467,44 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
             return st;
         return send_heartbeat(L, err); /* the coordinator's sign that this stage is alive */
     }
-    /* Last stage: sample the wanted rows, in row order. */
+    /* Last stage: every row's token joins its sequence's history (a row at position 0 starts
+     * a new one: a recomputed sequence replays all its tokens), then the wanted rows are
+     * sampled, in row order. A wanted row is its sequence's last in the batch, so its
+     * history is complete. */
+    for (int i = 0; i < n; i++) {
+        int32_t s = b->seq[i];
+        if (b->pos[i] == 0) {
+            bt_sampler_hist_reset(L->hist, s);
+            L->hist_partial[s] = 0;
+        }
+        bool generated = L->seq_has_params[s] && b->pos[i] >= L->n_prompt[s];
+        bt_sampler_hist_add(L->hist, s, b->token[i], generated);
+    }
     int k = 0;
+    size_t n_top = 0;
     for (int i = 0; i < n; i++) {
         if (!L->want[i])
             continue;
         int32_t s = b->seq[i];
+        const bt_sampler_params *sp = &L->seqs[s];
+        if (L->hist_partial[s] && uses_penalties(sp))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch row %d: seq %d asks for penalties after a TRUNCATE "
+                                "(the last stage keeps token counts, not the token list)",
+                                i, s);
+        int32_t n_generated = b->pos[i] + 1 - L->n_prompt[s];
+        bt_sampler_history h = bt_sampler_hist_view(L->hist, s, n_generated > 0 ? n_generated : 0);
+        bt_sample *out = &L->sample;
+        bt_sampler_sample(L->sampler, sp, &h, b->pos[i] + 1,
+                          L->logits + (size_t)k * (size_t)L->n_vocab, out);
         L->res_seq[k] = s;
-        L->res_tok[k] = bt_sampler_sample(L->sampler, &L->seqs[s], b->pos[i] + 1,
-                                          L->logits + (size_t)k * (size_t)L->n_vocab,
-                                          &L->res_lp[k]);
+        L->res_tok[k] = out->token;
+        L->res_lp[k] = out->logprob;
+        L->res_ntop[k] = (uint32_t)out->n_top;
+        memcpy(L->res_top_tok + n_top, out->top_token, sizeof *out->top_token * (size_t)out->n_top);
+        memcpy(L->res_top_lp + n_top, out->top_logprob,
+               sizeof *out->top_logprob * (size_t)out->n_top);
+        n_top += (size_t)out->n_top;
         k++;
     }
     Baton__SampleResults r = BATON__SAMPLE_RESULTS__INIT;
@@ -404,6 +513,13 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
     r.seq = L->res_seq;
     r.token = L->res_tok;
     r.logprob = L->res_lp;
+    if (n_top > 0) { /* n_top is sent only when some result has alternatives */
+        r.n_n_top = (size_t)n_want;
+        r.n_top = L->res_ntop;
+        r.n_top_token = r.n_top_logprob = n_top;
+        r.top_token = L->res_top_tok;
+        r.top_logprob = L->res_top_lp;
+    }
     r.compute_us = (uint64_t)(bt_now_us() - t0);
     return send_msg(L, 0, BT_MSG_SAMPLE_RESULTS, &r.base, err);
 }
