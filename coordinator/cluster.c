@@ -316,16 +316,11 @@ static bt_status check_liveness(bt_cluster *c, bt_error *err) {
     return BT_OK;
 }
 
-/* The tokens of a SampleResults in the vocabulary, and its alternatives: none, or n_top for
- * every result (each <= 20) whose sum is the length of top_token and of top_logprob; their
- * tokens in the vocabulary; their log-probabilities numbers <= 0. */
+/* The alternatives of a SampleResults (bt_msg_check_sample_results has checked the rest):
+ * none, or n_top for every result (each <= 20) whose sum is the length of top_token and of
+ * top_logprob; their tokens in the vocabulary; their log-probabilities numbers <= 0. */
 static bt_status check_top(const bt_cluster *c, const Baton__SampleResults *r, bt_error *err) {
     unsigned long long step = (unsigned long long)r->step;
-    for (size_t i = 0; i < r->n_token; i++)
-        if (r->token[i] < 0 || r->token[i] >= c->n_vocab)
-            return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "SampleResults step %llu: token[%zu] %d not in [0, %d)", step, i,
-                                r->token[i], c->n_vocab);
     if (r->n_n_top != 0 && r->n_n_top != r->n_seq)
         return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults step %llu: n_top has %zu "
                             "entries for %zu results", step, r->n_n_top, r->n_seq);
@@ -396,12 +391,8 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         if ((st = bt_msg_unpack(&f, BT_MSG_SAMPLE_RESULTS, &c->arena, &m, err)) != BT_OK)
             return st;
         Baton__SampleResults *r = (Baton__SampleResults *)m;
-        if (r->n_seq != r->n_token || r->n_seq != r->n_logprob ||
-            r->n_seq > (size_t)c->p.max_batch)
-            return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "SampleResults step %llu: %zu seqs, %zu tokens, %zu logprobs",
-                                (unsigned long long)r->step, r->n_seq, r->n_token, r->n_logprob);
-        if ((st = check_top(c, r, err)) != BT_OK)
+        if ((st = bt_msg_check_sample_results(r, c->p.max_batch, c->n_vocab, err)) != BT_OK ||
+            (st = check_top(c, r, err)) != BT_OK)
             return st;
         c->stages[from - 1].busy_us += r->compute_us;
         res->n = (int)r->n_seq;

@@ -140,6 +140,9 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     ep.cluster.max_seqs = (int)cf->max_seqs;
     ep.cluster.kv_tokens = n_ctx * (int)(cf->max_seqs < 4 ? cf->max_seqs : 4);
     ep.cluster.heartbeat_ms = (int)cf->heartbeat_ms;
+    size_t n_eog = 0;
+    ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */
+    ep.cluster.n_eog = (int)n_eog;
     ep.cluster.stage_timeout_us = cf->stage_timeout_ms * 1000;
     ep.prefill_chunk = (int)cf->prefill_chunk;
     ep.max_inflight = (int)cf->inflight;

@@ -296,44 +296,12 @@ static bool uses_penalties(const bt_sampler_params *p) {
 /* Checks a StageBatch against the configuration and the model before anything is applied. */
 static bt_status check_batch(const loop *L, const Baton__StageBatch *b, const bt_frame_view *f,
                              bt_error *err) {
+    /* Shapes, ids and ops (shared with the fuzz target); then what only a stage knows. */
+    bt_status st = bt_msg_check_stage_batch(b, (int)L->cfg.max_batch, (int)L->cfg.max_seqs,
+                                            L->n_vocab, err);
+    if (st != BT_OK)
+        return st;
     size_t n = b->n_seq;
-    if (n > L->cfg.max_batch)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows > max_batch %u",
-                            (unsigned long long)b->step, n, L->cfg.max_batch);
-    if (b->n_pos != n || b->n_token != n || b->n_want != n || b->n_prefill != n)
-        return bt_error_set(err, BT_ERR_PROTOCOL,
-                            "StageBatch %llu: row arrays differ in length (seq %zu, pos %zu, "
-                            "token %zu, want %zu, prefill %zu)",
-                            (unsigned long long)b->step, n, b->n_pos, b->n_token, b->n_want,
-                            b->n_prefill);
-    for (size_t i = 0; i < n; i++) {
-        if (b->seq[i] < 0 || (uint32_t)b->seq[i] >= L->cfg.max_seqs)
-            return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch row %zu: seq %d not in [0, %u)",
-                                i, b->seq[i], L->cfg.max_seqs);
-        if (b->token[i] < 0 || b->token[i] >= L->n_vocab)
-            return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "StageBatch row %zu: token %d not in [0, %d)", i, b->token[i],
-                                L->n_vocab);
-        /* A sampled row must be its sequence's last row in the batch. */
-        if (b->want[i])
-            for (size_t j = i + 1; j < n; j++)
-                if (b->seq[j] == b->seq[i])
-                    return bt_error_set(err, BT_ERR_PROTOCOL,
-                                        "StageBatch row %zu: sampled row of seq %d is not its last",
-                                        i, b->seq[i]);
-    }
-    for (size_t i = 0; i < b->n_ops; i++) {
-        const Baton__SeqOp *op = b->ops[i];
-        int bad_dst = op->kind == BATON__SEQ_OP__KIND__FORK &&
-                      (op->dst < 0 || (uint32_t)op->dst >= L->cfg.max_seqs);
-        if (op->seq < 0 || (uint32_t)op->seq >= L->cfg.max_seqs || bad_dst ||
-            (op->kind != BATON__SEQ_OP__KIND__FREE && op->kind != BATON__SEQ_OP__KIND__FORK &&
-             op->kind != BATON__SEQ_OP__KIND__TRUNCATE) ||
-            op->n_tokens < 0)
-            return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "StageBatch op %zu: kind %d seq %d dst %d n_tokens %d invalid", i,
-                                op->kind, op->seq, op->dst, op->n_tokens);
-    }
     for (size_t i = 0; i < b->n_new_seqs; i++) {
         const Baton__SamplingParams *sp = b->new_seqs[i];
         if (sp->seq < 0 || (uint32_t)sp->seq >= L->cfg.max_seqs)
