@@ -1,9 +1,13 @@
 /*
- * cmd_generate.c - `baton generate`: one prompt, tokens streamed to stdout as they are
- * sampled, speed on stderr.
+ * cmd_generate.c - `baton generate`: one prompt, text streamed to stdout as it becomes final
+ * (stop strings resolved), speed on stderr. With --n > 1, --best-of or --beam-width the
+ * completions are printed at the end, each under a "=== completion i ..." label.
  *
  * Flow: tokenize (chat template first with --chat) -> check the context -> prefill in chunks
- * -> sample/decode until EOS, --max-tokens or the end of the context.
+ * -> sample/decode until EOS, a stop string, --max-tokens or the end of the context.
+ *
+ * --stop and --logit-bias may repeat (bt_cli keeps one value per flag), so they are taken out
+ * of argv before the table is parsed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,24 +19,133 @@
 #include "commands.h"
 #include "detok.h"
 #include "request.h"
+#include "vocab.h"
 
 #define PROMPT_MAX_BYTES (16u << 20)
 
-/* Streams each generated token's completed characters to stdout. */
-typedef struct stream {
-    bt_detok detok;
-    char *buf;
-    size_t cap;
-} stream;
+/* Streams the final text of a single completion to stdout. */
+static void on_text(bt_request *r, const char *delta, size_t n, void *ctx) {
+    (void)ctx;
+    if (r->parent || r->p.n > 1)
+        return;
+    fwrite(delta, 1, n, stdout);
+    fflush(stdout);
+}
 
-static void on_token(bt_request *r, int32_t token, float logprob, void *ctx) {
-    (void)r;
-    (void)logprob;
-    stream *out = ctx;
-    size_t n = 0;
-    if (bt_detok_push(&out->detok, token, out->buf, out->cap, &n) == BT_OK && n) {
-        fwrite(out->buf, 1, n, stdout);
-        fflush(stdout);
+/* --stop and --logit-bias, repeatable: collected from argv, the rest left for bt_cli. */
+typedef struct multi_flags {
+    const char *stop[BT_MAX_STOP + 1];
+    int n_stop;
+    const char *bias[BT_MAX_LOGIT_BIAS + 1];
+    int n_bias;
+} multi_flags;
+
+/* Moves --stop/--logit-bias (with their values) out of argv; returns the new argc, or -1
+ * after printing the error. */
+static int take_multi(int argc, char **argv, multi_flags *m) {
+    int out = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        int kind = 0; /* 1 stop, 2 logit-bias */
+        if (strcmp(a, "--stop") == 0 || strcmp(a, "--logit-bias") == 0) {
+            kind = a[2] == 's' ? 1 : 2;
+            if (i + 1 >= argc) {
+                fprintf(stderr, "baton generate: %s needs a value\n", a);
+                return -1;
+            }
+            val = argv[++i];
+        } else if (strncmp(a, "--stop=", 7) == 0) {
+            kind = 1;
+            val = a + 7;
+        } else if (strncmp(a, "--logit-bias=", 13) == 0) {
+            kind = 2;
+            val = a + 13;
+        }
+        if (kind == 1) {
+            if (m->n_stop == BT_MAX_STOP) {
+                fprintf(stderr, "baton generate: --stop: more than %d strings\n", BT_MAX_STOP);
+                return -1;
+            }
+            m->stop[m->n_stop++] = val;
+        } else if (kind == 2) {
+            if (m->n_bias == BT_MAX_LOGIT_BIAS) {
+                fprintf(stderr, "baton generate: --logit-bias: more than %d entries\n",
+                        BT_MAX_LOGIT_BIAS);
+                return -1;
+            }
+            m->bias[m->n_bias++] = val;
+        } else {
+            argv[out++] = argv[i];
+        }
+    }
+    return out;
+}
+
+/* Parses "ID=BIAS[,ID=BIAS...]" into sp. Prints the error naming --logit-bias. */
+static bool parse_bias(const char *spec, bt_sampler_params *sp) {
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long id = strtol(p, &end, 10);
+        if (end == p || *end != '=' || id < 0 || id > INT32_MAX) {
+            fprintf(stderr, "baton generate: --logit-bias: '%s' is not ID=BIAS[,ID=BIAS...]\n",
+                    spec);
+            return false;
+        }
+        p = end + 1;
+        double bias = strtod(p, &end);
+        if (end == p || (*end && *end != ',')) {
+            fprintf(stderr, "baton generate: --logit-bias: '%s' is not ID=BIAS[,ID=BIAS...]\n",
+                    spec);
+            return false;
+        }
+        if (!(bias >= -100 && bias <= 100)) {
+            fprintf(stderr, "baton generate: --logit-bias: bias %g for token %ld is outside "
+                            "[-100, 100]\n",
+                    bias, id);
+            return false;
+        }
+        if (sp->n_logit_bias == BT_MAX_LOGIT_BIAS) {
+            fprintf(stderr, "baton generate: --logit-bias: more than %d entries\n",
+                        BT_MAX_LOGIT_BIAS);
+            return false;
+        }
+        sp->logit_bias[sp->n_logit_bias++] = (bt_logit_bias){(int32_t)id, (float)bias};
+        p = *end == ',' ? end + 1 : end;
+    }
+    return true;
+}
+
+/* Prints one token's text, printable and on one line. */
+static void print_piece(FILE *f, const bt_vocab *v, int32_t id) {
+    bt_str t = bt_vocab_token_text(v, id);
+    fputc('\'', f);
+    for (size_t i = 0; i < t.len; i++) {
+        unsigned char c = (unsigned char)t.ptr[i];
+        if (c == '\n')
+            fputs("\\n", f);
+        else if (c < 0x20 || c == '\'')
+            fprintf(f, "\\x%02x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('\'', f);
+}
+
+/* --logprobs N: each generated token with its logprob and its top-N alternatives. */
+static void print_logprobs(FILE *f, const bt_vocab *v, const bt_request *r) {
+    int32_t k = r->p.sampling.top_logprobs;
+    for (int32_t i = r->n_prompt; i < r->n_tokens; i++) {
+        fprintf(f, "  %d ", r->tokens[i]);
+        print_piece(f, v, r->tokens[i]);
+        fprintf(f, " %.6f |", (double)r->logprobs[i]);
+        for (int j = 0; r->n_top && j < r->n_top[i]; j++) {
+            int32_t t = r->top_token[(size_t)i * (size_t)k + (size_t)j];
+            fprintf(f, " %d ", t);
+            print_piece(f, v, t);
+            fprintf(f, " %.6f", (double)r->top_logprob[(size_t)i * (size_t)k + (size_t)j]);
+        }
+        fputc('\n', f);
     }
 }
 
@@ -42,9 +155,14 @@ int bt_cmd_generate(int argc, char **argv) {
     bt_cluster_flags cf;
     bt_cluster_flags_init(&cf);
     const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
-    int64_t max_tokens = 128, top_k = 40, seed = -1;
-    double temperature = 0.8, top_p = 0.95, min_p = 0.05;
-    bool chat = false, ignore_eos = false, print_ids = false, no_special = false;
+    int64_t max_tokens = 128, top_k = 40, seed = -1, min_tokens = 0, logprobs = 0, n = 1,
+            best_of = 0, beam_width = 0;
+    double temperature = -1, top_p = 0.95, min_p = 0.05, typical_p = 1, repeat_penalty = 1,
+           presence_penalty = 0, frequency_penalty = 0, length_penalty = 1;
+    bool chat = false, ignore_eos = false, print_ids = false, no_special = false,
+         early_stopping = false;
+    multi_flags mfl = {.n_stop = 0};
+    const char *listed = NULL; /* --stop/--logit-bias are taken out of argv first */
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         BT_CLUSTER_FLAG_OPTS(cf),
@@ -53,21 +171,104 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--chat", BT_CLI_FLAG, &chat, 0, 0, "wrap the prompt as a user turn of the chat template"},
         {"--system", BT_CLI_STR, &system, 0, 0, "system message (with --chat)"},
         {"--max-tokens", BT_CLI_INT, &max_tokens, 0, 1 << 24, "tokens to generate (128)"},
-        {"--temperature", BT_CLI_FLOAT, &temperature, 0, 100, "0 = greedy (0.8)"},
+        {"--temperature", BT_CLI_FLOAT, &temperature, 0, 100,
+         "0 = greedy (0.8; 0 with --beam-width)"},
         {"--top-k", BT_CLI_INT, &top_k, 0, 1 << 24, "keep the k most likely, 0 = off (40)"},
         {"--top-p", BT_CLI_FLOAT, &top_p, 1e-6, 1, "nucleus mass, 1 = off (0.95)"},
         {"--min-p", BT_CLI_FLOAT, &min_p, 0, 1, "drop below min_p * max prob, 0 = off (0.05)"},
+        {"--typical-p", BT_CLI_FLOAT, &typical_p, 1e-6, 1, "locally typical mass, 1 = off (1)"},
+        {"--repeat-penalty", BT_CLI_FLOAT, &repeat_penalty, 1e-6, 10,
+         "repetition penalty on prompt and output tokens, 1 = off (1)"},
+        {"--presence-penalty", BT_CLI_FLOAT, &presence_penalty, -2, 2,
+         "subtracted once from generated tokens' logits (0)"},
+        {"--frequency-penalty", BT_CLI_FLOAT, &frequency_penalty, -2, 2,
+         "subtracted per occurrence in the output (0)"},
+        {"--logit-bias", BT_CLI_STR, &listed, 0, 0,
+         "ID=BIAS[,ID=BIAS...] added to logits, repeatable, bias in [-100, 100]"},
+        {"--min-tokens", BT_CLI_INT, &min_tokens, 0, 1 << 24, "no end-of-sequence before (0)"},
+        {"--stop", BT_CLI_STR, &listed, 0, 0, "stop string, repeatable (up to 16, 1..256 bytes)"},
+        {"--logprobs", BT_CLI_INT, &logprobs, 0, BT_MAX_TOP_LOGPROBS,
+         "print each token with its top-N alternatives to stderr (0)"},
+        {"--n", BT_CLI_INT, &n, 1, BT_MAX_COMPLETIONS, "completions to return (1)"},
+        {"--best-of", BT_CLI_INT, &best_of, 1, BT_MAX_COMPLETIONS,
+         "completions to sample, the --n best are returned (--n)"},
+        {"--beam-width", BT_CLI_INT, &beam_width, 0, BT_MAX_BEAM, "beam search, 0 = off (0)"},
+        {"--length-penalty", BT_CLI_FLOAT, &length_penalty, -10, 10,
+         "beam score = logprob / length^X (1)"},
+        {"--early-stopping", BT_CLI_FLAG, &early_stopping, 0, 0,
+         "beams: stop once --beam-width hypotheses are finished"},
         {"--seed", BT_CLI_INT, &seed, -1, (double)UINT32_MAX, "RNG seed, -1 = random"},
         {"--ignore-eos", BT_CLI_FLAG, &ignore_eos, 0, 0, "do not stop at end-of-sequence"},
         {"--no-special", BT_CLI_FLAG, &no_special, 0, 0,
          "treat special-token text in the prompt as plain text"},
-        {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0, "print prompt ids, output ids and logprobs to stderr"},
+        {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0,
+         "print prompt ids, output ids and logprobs to stderr"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     const char *synopsis = "--prompt P | --file F [flags]";
-    int rc = bt_cmd_parse("generate", synopsis, opts, n_opts, &mf.help, argc, argv);
+    int rc;
+    if ((argc = take_multi(argc, argv, &mfl)) < 0) {
+        bt_cli_usage("generate", synopsis, opts, n_opts);
+        return 2;
+    }
+    rc = bt_cmd_parse("generate", synopsis, opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
+    bt_error err;
+    bt_error_init(&err);
+    /* The request's parameters, checked before any work; messages name the flags. */
+    bt_request_params rp = bt_request_default_params();
+    rp.max_tokens = (int32_t)max_tokens;
+    rp.ignore_eos = ignore_eos;
+    rp.n = (int32_t)n;
+    rp.best_of = (int32_t)(best_of ? best_of : n);
+    rp.beam_width = (int32_t)beam_width;
+    rp.length_penalty = (float)length_penalty;
+    rp.early_stopping = early_stopping;
+    rp.on_text = on_text;
+    bt_sampler_params *sp = &rp.sampling;
+    sp->temperature = temperature >= 0 ? (float)temperature : beam_width > 0 ? 0.0f : 0.8f;
+    sp->top_k = (int32_t)top_k;
+    sp->top_p = (float)top_p;
+    sp->min_p = (float)min_p;
+    sp->typical_p = (float)typical_p;
+    sp->repetition_penalty = (float)repeat_penalty;
+    sp->presence_penalty = (float)presence_penalty;
+    sp->frequency_penalty = (float)frequency_penalty;
+    sp->min_tokens = (int32_t)min_tokens;
+    sp->top_logprobs = (int32_t)logprobs;
+    sp->seed = seed >= 0 ? (uint64_t)seed : (uint64_t)bt_now_us();
+    for (int i = 0; i < mfl.n_bias; i++)
+        if (!parse_bias(mfl.bias[i], sp))
+            return 2;
+    for (int i = 0; i < mfl.n_stop; i++)
+        if (bt_request_params_add_stop(&rp, mfl.stop[i], strlen(mfl.stop[i]), &err) != BT_OK) {
+            fprintf(stderr, "baton generate: --%s\n", err.msg);
+            return 2;
+        }
+    const char *combo = NULL;
+    if (rp.best_of < rp.n)
+        combo = "--best-of must be at least --n";
+    else if (beam_width > 0 && sp->temperature > 0)
+        combo = "--beam-width needs --temperature 0 (beam search is deterministic)";
+    else if (beam_width > 0 && rp.n > beam_width)
+        combo = "--n must not exceed --beam-width";
+    else if (beam_width > 0 && best_of)
+        combo = "--best-of cannot be combined with --beam-width";
+    else if (beam_width > 0 && mfl.n_stop)
+        combo = "--stop cannot be combined with --beam-width";
+    else if (beam_width > 0 && logprobs)
+        combo = "--logprobs cannot be combined with --beam-width";
+    else if (early_stopping && beam_width == 0)
+        combo = "--early-stopping needs --beam-width";
+    if (combo) {
+        fprintf(stderr, "baton generate: %s\n", combo);
+        return 2;
+    }
+    if (bt_request_params_validate(&rp, 0, &err) != BT_OK) {
+        fprintf(stderr, "baton generate: %s\n", err.msg);
+        return 2;
+    }
     if (!prompt == !prompt_file) {
         fprintf(stderr, "baton generate: give exactly one of --prompt and --file\n");
         bt_cli_usage("generate", synopsis, opts, n_opts);
@@ -78,12 +279,9 @@ int bt_cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    bt_error err;
-    bt_error_init(&err);
     char *file_text = NULL, *rendered = NULL;
     int32_t *ids = NULL;
     bt_request *req = NULL;
-    stream out = {0};
     bt_status st = BT_OK;
     if (prompt_file) {
         size_t len;
@@ -140,42 +338,55 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "\n");
     }
 
-    out.cap = bt_detok_out_max(s.vocab);
-    out.buf = malloc(out.cap);
-    if (!out.buf) {
-        st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
-        goto done;
+    if ((st = bt_sampler_params_validate(sp, bt_vocab_n_tokens(s.vocab), &err)) != BT_OK) {
+        fprintf(stderr, "baton generate: --logit-bias: %s\n", err.msg);
+        rc = bt_session_close(&s, 2);
+        free(ids);
+        free(rendered);
+        free(file_text);
+        return rc;
     }
-    bt_detok_init(&out.detok, s.vocab, false);
-    bt_request_params rp = {.max_tokens = (int32_t)max_tokens,
-                            .ignore_eos = ignore_eos,
-                            .sampling = bt_sampler_default_params(),
-                            .on_token = on_token,
-                            .ctx = &out};
-    rp.sampling.temperature = (float)temperature;
-    rp.sampling.top_k = (int32_t)top_k;
-    rp.sampling.top_p = (float)top_p;
-    rp.sampling.min_p = (float)min_p;
-    rp.sampling.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)bt_now_us();
     if ((st = bt_request_new(ids, (int32_t)n_prompt, &rp, n_ctx, &req, &err)) != BT_OK)
         goto done;
     bt_engine_submit(s.engine, req);
     if ((st = bt_engine_run(s.engine, &err)) != BT_OK)
         goto done;
 
-    size_t n = 0;
-    if (bt_detok_flush(&out.detok, out.buf, out.cap, &n) == BT_OK && n)
-        fwrite(out.buf, 1, n, stdout);
-    fputc('\n', stdout);
+    bool several = req->p.n > 1 || req->p.best_of > 1 || req->p.beam_width > 0;
+    if (several && req->n_out == 1 && req->p.n == 1) {
+        fwrite(req->out[0]->text ? req->out[0]->text : "", 1, req->out[0]->n_text, stdout);
+        fputc('\n', stdout);
+    } else if (several) {
+        for (int i = 0; i < req->n_out; i++) {
+            const bt_request *c = req->out[i];
+            printf("=== completion %d (finish %s, %d tokens, logprob %.4f", i,
+                   bt_finish_name(c->finish), c->n_generated, (double)c->logprob_sum);
+            if (req->p.beam_width > 0)
+                printf(", score %.4f", c->score);
+            printf(") ===\n");
+            fwrite(c->text ? c->text : "", 1, c->n_text, stdout);
+            fputc('\n', stdout);
+        }
+    } else {
+        fputc('\n', stdout);
+    }
     fflush(stdout);
-    if (print_ids) {
-        fprintf(stderr, "output ids:");
-        for (int32_t i = req->n_prompt; i < req->n_tokens; i++)
-            fprintf(stderr, " %d", req->tokens[i]);
-        fprintf(stderr, "\noutput logprobs:");
-        for (int32_t i = req->n_prompt; i < req->n_tokens; i++)
-            fprintf(stderr, " %.9g", (double)req->logprobs[i]);
-        fprintf(stderr, "\n");
+    for (int i = 0; i < req->n_out; i++) {
+        const bt_request *c = req->out[i];
+        if (print_ids) {
+            fprintf(stderr, "output ids%s:", req->n_out > 1 ? " (completion)" : "");
+            for (int32_t k = c->n_prompt; k < c->n_tokens; k++)
+                fprintf(stderr, " %d", c->tokens[k]);
+            fprintf(stderr, "\noutput logprobs:");
+            for (int32_t k = c->n_prompt; k < c->n_tokens; k++)
+                fprintf(stderr, " %.9g", (double)c->logprobs[k]);
+            fprintf(stderr, "\n");
+        }
+        if (logprobs > 0) {
+            fprintf(stderr, "logprobs of completion %d (token, logprob | top %d):\n", i,
+                    (int)logprobs);
+            print_logprobs(stderr, s.vocab, c);
+        }
     }
     /* The first token comes out of the prefill; the decode rate counts the steps after it. */
     double ttft_ms = (double)(req->t_first_token - req->t_submit) / 1e3;
@@ -195,7 +406,6 @@ done:
     rc = bt_session_close(&s, bt_cmd_exit_status(st));
     bt_request_free(req);
     free(ids);
-    free(out.buf);
     free(rendered);
     free(file_text);
     return rc;

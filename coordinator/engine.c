@@ -56,7 +56,8 @@ bt_status bt_engine_new(bt_transport *t, const bt_gguf *g, const bt_vocab *v,
                           .max_inflight = p->max_inflight ? p->max_inflight : n_stages + 1,
                           .n_ctx = e->n_ctx,
                           .is_eog = is_eog,
-                          .eog_ctx = (void *)v};
+                          .eog_ctx = (void *)v,
+                          .vocab = v};
     if ((st = bt_sched_new(&sp, &e->sched, err)) != BT_OK)
         goto fail;
     *out = e;
@@ -131,8 +132,15 @@ bt_status bt_engine_run(bt_engine *e, bt_error *err) {
             goto out;
         if (res.n < 0)
             continue;
-        if ((st = bt_sched_on_results(e->sched, res.step, res.n, res.seq, res.token, res.logprob,
-                                      err)) != BT_OK)
+        bt_sched_results sr = {.step = res.step,
+                               .n = res.n,
+                               .seq = res.seq,
+                               .token = res.token,
+                               .logprob = res.logprob,
+                               .n_top = res.n_top,
+                               .top_token = res.top_token,
+                               .top_logprob = res.top_logprob};
+        if ((st = bt_sched_on_results_top(e->sched, &sr, err)) != BT_OK)
             goto out;
         e->stats.steps++;
     }

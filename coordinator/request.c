@@ -1,9 +1,12 @@
-/* request.c - creation of requests and the names of finish reasons. */
+/* request.c - request parameters and their validation, creation of requests (and the
+ * children of n/best_of and beam search), the names of finish reasons. */
 #include "request.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "beam.h"
 #include "clock.h"
 
 const char *bt_finish_name(bt_finish f) {
@@ -24,6 +27,137 @@ const char *bt_finish_name(bt_finish f) {
     return "none";
 }
 
+bt_request_params bt_request_default_params(void) {
+    bt_request_params p;
+    memset(&p, 0, sizeof p);
+    p.max_tokens = 128;
+    p.sampling = bt_sampler_default_params();
+    p.n = 1;
+    p.best_of = 1;
+    p.length_penalty = 1.0f;
+    return p;
+}
+
+bt_status bt_request_params_add_stop(bt_request_params *p, const char *s, size_t len,
+                                     bt_error *err) {
+    if (p->n_stop >= BT_MAX_STOP)
+        return bt_error_set(err, BT_ERR_RANGE, "stop: more than %d strings", BT_MAX_STOP);
+    if (len == 0)
+        return bt_error_set(err, BT_ERR_RANGE, "stop: string %d is empty", p->n_stop);
+    if (len > BT_STOP_MAX_BYTES)
+        return bt_error_set(err, BT_ERR_RANGE, "stop: string %d is %zu bytes, at most %d",
+                            p->n_stop, len, BT_STOP_MAX_BYTES);
+    if (memchr(s, '\0', len))
+        return bt_error_set(err, BT_ERR_RANGE, "stop: string %d contains a NUL byte", p->n_stop);
+    memcpy(p->stop[p->n_stop], s, len);
+    p->stop[p->n_stop][len] = '\0';
+    p->n_stop++;
+    return BT_OK;
+}
+
+static int32_t n_of(const bt_request_params *p) {
+    return p->n ? p->n : 1;
+}
+
+static int32_t best_of_of(const bt_request_params *p) {
+    return p->best_of ? p->best_of : n_of(p);
+}
+
+bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab,
+                                     bt_error *err) {
+    if (p->max_tokens < 0)
+        return bt_error_set(err, BT_ERR_RANGE, "max_tokens %d is negative", p->max_tokens);
+    bt_status st = bt_sampler_params_validate(&p->sampling, n_vocab, err);
+    if (st != BT_OK)
+        return st;
+    if (p->n < 0 || p->n > BT_MAX_COMPLETIONS)
+        return bt_error_set(err, BT_ERR_RANGE, "n %d is outside [1, %d]", p->n,
+                            BT_MAX_COMPLETIONS);
+    if (p->best_of < 0 || p->best_of > BT_MAX_COMPLETIONS)
+        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is outside [1, %d]", p->best_of,
+                            BT_MAX_COMPLETIONS);
+    if (best_of_of(p) < n_of(p))
+        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is less than n %d", p->best_of,
+                            n_of(p));
+    if (p->n_stop < 0 || p->n_stop > BT_MAX_STOP)
+        return bt_error_set(err, BT_ERR_RANGE, "stop: %d strings, at most %d", p->n_stop,
+                            BT_MAX_STOP);
+    for (int i = 0; i < p->n_stop; i++) {
+        size_t len = strnlen(p->stop[i], BT_STOP_MAX_BYTES + 1);
+        if (len == 0 || len > BT_STOP_MAX_BYTES)
+            return bt_error_set(err, BT_ERR_RANGE, "stop: string %d is %zu bytes, not 1..%d", i,
+                                len, BT_STOP_MAX_BYTES);
+    }
+    if (!isfinite(p->length_penalty) || fabsf(p->length_penalty) > 10.0f)
+        return bt_error_set(err, BT_ERR_RANGE, "length_penalty %g is outside [-10, 10]",
+                            (double)p->length_penalty);
+    if (p->beam_width < 0 || p->beam_width > BT_MAX_BEAM)
+        return bt_error_set(err, BT_ERR_RANGE, "beam_width %d is outside [0, %d]",
+                            p->beam_width, BT_MAX_BEAM);
+    if (p->beam_width > 0) {
+        if (p->sampling.temperature > 0)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "beam_width %d: beam search needs temperature 0, not %g",
+                                p->beam_width, (double)p->sampling.temperature);
+        if (n_of(p) > p->beam_width)
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "n %d is more than beam_width %d",
+                                n_of(p), p->beam_width);
+        if (best_of_of(p) != n_of(p))
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "best_of %d cannot be combined with beam_width %d",
+                                p->best_of, p->beam_width);
+        if (p->n_stop > 0)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "stop strings cannot be combined with beam_width %d",
+                                p->beam_width);
+        if (p->sampling.top_logprobs > 0)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "top_logprobs %d cannot be combined with beam_width %d",
+                                p->sampling.top_logprobs, p->beam_width);
+    } else if (p->early_stopping) {
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "early_stopping needs beam_width > 0");
+    }
+    return BT_OK;
+}
+
+/* Seed of branch i: splitmix64 of (seed, i), so branches differ and are reproducible. */
+static uint64_t branch_seed(uint64_t seed, int i) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static bt_request *alloc_one(const bt_request_params *p, int32_t cap) {
+    bt_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->tokens = malloc(sizeof *r->tokens * (size_t)cap);
+    r->logprobs = calloc((size_t)cap, sizeof *r->logprobs);
+    int32_t k = p->beam_width > 0 ? 0 : p->sampling.top_logprobs;
+    if (k > 0) {
+        r->n_top = calloc((size_t)cap, 1);
+        r->top_token = calloc((size_t)cap * (size_t)k, sizeof *r->top_token);
+        r->top_logprob = calloc((size_t)cap * (size_t)k, sizeof *r->top_logprob);
+    }
+    if (!r->tokens || !r->logprobs || (k > 0 && (!r->n_top || !r->top_token || !r->top_logprob))) {
+        free(r->tokens);
+        free(r->logprobs);
+        free(r->n_top);
+        free(r->top_token);
+        free(r->top_logprob);
+        free(r);
+        return NULL;
+    }
+    r->p = *p;
+    r->cap = cap;
+    r->state = BT_REQ_QUEUED;
+    r->seq = -1;
+    r->fork_at = -1;
+    bt_error_init(&r->error);
+    return r;
+}
+
 bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_request_params *p,
                          int32_t n_ctx, bt_request **out, bt_error *err) {
     *out = NULL;
@@ -34,32 +168,49 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
                             "prompt is %d tokens; the context holds %d including the generated "
                             "tokens",
                             n_prompt, n_ctx);
-    if (p->max_tokens < 0)
-        return bt_error_set(err, BT_ERR_RANGE, "max_tokens %d is negative", p->max_tokens);
-    bt_status st = bt_sampler_params_validate(&p->sampling, 0, err);
+    bt_status st = bt_request_params_validate(p, 0, err);
     if (st != BT_OK)
         return st;
     int64_t cap = (int64_t)n_prompt + p->max_tokens;
     if (cap > n_ctx)
         cap = n_ctx;
-    bt_request *r = calloc(1, sizeof *r);
-    int32_t *tokens = malloc(sizeof *tokens * (size_t)cap);
-    float *logprobs = calloc((size_t)cap, sizeof *logprobs);
-    if (!r || !tokens || !logprobs) {
-        free(r);
-        free(tokens);
-        free(logprobs);
+    bt_request_params gp = *p;
+    gp.n = n_of(p);
+    gp.best_of = best_of_of(p);
+    int W = p->beam_width;
+    if (W > 0) {
+        gp.sampling.temperature = 0;
+        gp.sampling.top_logprobs = 2 * W;
+    }
+    bt_request *r = alloc_one(&gp, (int32_t)cap);
+    if (!r)
+        return bt_error_set(err, BT_ERR_NOMEM, "request: out of memory");
+    int n_children = W > 0 ? 2 * W : (gp.best_of > 1 ? gp.best_of : 0);
+    bool ok = true;
+    for (int i = 0; i < n_children && ok; i++) {
+        bt_request_params cp = gp;
+        if (W == 0)
+            cp.sampling.seed = branch_seed(p->sampling.seed, i);
+        bt_request *c = alloc_one(&cp, (int32_t)cap);
+        if (!c) {
+            ok = false;
+            break;
+        }
+        c->parent = r;
+        c->index = W > 0 ? i % W : i;
+        c->state = BT_REQ_DONE;
+        r->branch[r->n_branch++] = c;
+    }
+    if (ok && W > 0 && !(r->beam = bt_beam_new(W, gp.length_penalty, gp.early_stopping)))
+        ok = false;
+    if (!ok) {
+        bt_request_free(r);
         return bt_error_set(err, BT_ERR_NOMEM, "request: out of memory");
     }
-    memcpy(tokens, prompt, sizeof *tokens * (size_t)n_prompt);
-    r->p = *p;
-    r->tokens = tokens;
-    r->logprobs = logprobs;
+    if (W == 0 && gp.best_of > 1)
+        r->fork_at = n_prompt - 1;
+    memcpy(r->tokens, prompt, sizeof *r->tokens * (size_t)n_prompt);
     r->n_prompt = r->n_tokens = n_prompt;
-    r->cap = (int32_t)cap;
-    r->state = BT_REQ_QUEUED;
-    r->seq = -1;
-    bt_error_init(&r->error);
     r->t_submit = bt_now_us();
     *out = r;
     return BT_OK;
@@ -68,7 +219,14 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
 void bt_request_free(bt_request *r) {
     if (!r)
         return;
+    for (int i = 0; i < r->n_branch; i++)
+        bt_request_free(r->branch[i]);
+    bt_beam_free(r->beam);
     free(r->tokens);
     free(r->logprobs);
+    free(r->n_top);
+    free(r->top_token);
+    free(r->top_logprob);
+    free(r->text);
     free(r);
 }

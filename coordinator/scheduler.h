@@ -19,8 +19,29 @@
  * Sampling is a function of (seed, position), so a recomputed sequence samples the same
  * tokens it would have.
  *
+ * Several completions of one request (request.h): slots for all of a group's children are
+ * reserved when the group is admitted (so forks never wait for a slot).
+ *   - n/best_of: the group prefills positions [0, n_prompt - 1) of its prompt (no sample),
+ *     then, in the next micro-batch, best_of branches take over: branch 0 takes the group's
+ *     sequence, the others are FORKs of it; each branch then decodes the last prompt token
+ *     and samples its first token with its own seed (request.c: splitmix64 of (seed, i)).
+ *     Accounting: the prefix's whole blocks are charged once, to the group, until the last
+ *     branch that references them is freed or preempted; each branch is charged its own
+ *     blocks from the prefix's partial block on (the copy-on-write copy it will make). A
+ *     preempted branch is recomputed alone and charged in full.
+ *   - beams: the group prefills the whole prompt; the last stage returns the top 2W raw
+ *     logprobs of every beam's last token (top_logprobs = 2W, temperature 0). When every live
+ *     beam has reported, beam.c chooses the next W; a parent's first kept child continues on
+ *     the parent's sequence, the others are FORKs of it (FREEs of dropped beams go first in
+ *     the op list, so their slots can be reused). Forked beams are charged their full length
+ *     (conservative: shared blocks are counted once per beam). Beams are never preempted; a
+ *     fork that finds no KV fails the request (BT_ERR_LIMIT in its error).
+ *
+ * Text: with a vocabulary (params.vocab) every completion detokenizes incrementally and runs
+ * its stop strings (stop.h); a completed stop string ends it (FINISH_STOP) and frees its KV.
+ *
  * Confined to the coordinator's scheduling thread. Nothing is allocated per step: batch
- * arrays are sized at creation.
+ * arrays are sized at creation (a completion's text buffer grows by doubling).
  */
 #ifndef BT_SCHEDULER_H
 #define BT_SCHEDULER_H
@@ -30,6 +51,7 @@
 
 #include "request.h"
 #include "status.h"
+#include "vocab.h"
 
 #define BT_KV_BLOCK_TOKENS 16
 
@@ -43,6 +65,7 @@ typedef struct bt_sched_params {
     /* End-of-generation test for sampled tokens (the vocabulary's EOG set). */
     bool (*is_eog)(int32_t token, void *ctx);
     void *eog_ctx;
+    const bt_vocab *vocab; /* borrowed; NULL: no text, stop strings are not matched */
 } bt_sched_params;
 
 typedef enum bt_sched_op_kind { BT_SCHED_OP_FREE = 0, BT_SCHED_OP_FORK = 1 } bt_sched_op_kind;
@@ -69,7 +92,8 @@ typedef struct bt_sched bt_sched;
 bt_status bt_sched_new(const bt_sched_params *p, bt_sched **out, bt_error *err);
 void bt_sched_free(bt_sched *s);
 
-/* Queues r (QUEUED, borrowed until DONE). max_tokens 0 finishes it at once. */
+/* Queues r (QUEUED, borrowed until DONE). max_tokens 0 finishes it at once; a group wider
+ * than the sequence slots ends at once with FINISH_ERROR (the message names both). */
 void bt_sched_submit(bt_sched *s, bt_request *r);
 
 /* Forms the next micro-batch if one can go now (fewer than max_inflight in flight and rows
@@ -82,7 +106,21 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out);
 bt_status bt_sched_on_results(bt_sched *s, uint64_t step, int n, const int32_t *seq,
                               const int32_t *token, const float *logprob, bt_error *err);
 
-/* Ends r (CANCELLED): queued requests leave the queue; running ones free their KV. */
+/* The same with alternatives: result i has n_top[i] (token, logprob) pairs, best first, back
+ * to back in top_token/top_logprob (n_top NULL: none). Beams need 2W of them. */
+typedef struct bt_sched_results {
+    uint64_t step;
+    int n;
+    const int32_t *seq, *token;
+    const float *logprob;
+    const uint32_t *n_top;
+    const int32_t *top_token;
+    const float *top_logprob;
+} bt_sched_results;
+bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_error *err);
+
+/* Ends r (CANCELLED): queued requests leave the queue; running ones free their KV. A group
+ * cancels all its children (those in flight when their results arrive). */
 void bt_sched_cancel(bt_sched *s, bt_request *r);
 
 /* Fails every request (a stage is gone): DONE with FINISH_ERROR and err's message. */
@@ -93,6 +131,7 @@ int bt_sched_n_inflight(const bt_sched *s);
 int bt_sched_n_active(const bt_sched *s); /* queued + running */
 int bt_sched_n_running(const bt_sched *s);
 int bt_sched_kv_blocks_used(const bt_sched *s);
+int bt_sched_kv_blocks(const bt_sched *s); /* capacity */
 uint64_t bt_sched_n_preemptions(const bt_sched *s);
 
 #endif

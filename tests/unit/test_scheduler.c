@@ -718,6 +718,269 @@ static void test_fail_all(void) {
     bt_sched_free(f.s);
 }
 
+/* ---- several completions: forks and beams against a simulated stage ---- */
+
+/* The stage as the scheduler must keep it: per slot, the token history (KV) and the seed of
+ * the sampling params. Tokens are a hash of (history, seed), so a completion is right only if
+ * every op and row reached the right sequence. */
+typedef struct sim {
+    bt_sched *s;
+    int32_t len[MAX_SEQS]; /* -1 = free */
+    int32_t hist[MAX_SEQS][MAX_POS];
+    uint64_t seed[MAX_SEQS];
+    int n_fork, n_free, bad;
+    bool beams;
+} sim;
+
+static uint64_t hist_hash(const int32_t *h, int32_t n, uint64_t seed) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (int32_t i = 0; i < n; i++)
+        x = (x ^ (uint64_t)h[i]) * 0x100000001B3ULL;
+    return x ^ (x >> 29);
+}
+
+/* Candidate k (best first) after history h: 4 distinct tokens, logprobs falling with k. */
+static void sim_cand(const int32_t *h, int32_t n, uint64_t seed, int k, int32_t *tok, float *lp) {
+    uint64_t x = hist_hash(h, n, seed);
+    *tok = (int32_t)(3 + (x + (uint64_t)k * 13) % 50);
+    *lp = -0.05f - (float)((x >> 8) % 100) / 100.0f - 0.7f * (float)k;
+}
+
+/* Sends one batch through the simulated stage and returns its results to the scheduler. */
+static bool sim_step(sim *m) {
+    bt_sched_batch *b;
+    if (!bt_sched_next_batch(m->s, &b))
+        return false;
+    for (int i = 0; i < b->n_ops; i++) {
+        const bt_sched_op *op = &b->ops[i];
+        if (op->kind == BT_SCHED_OP_FREE) {
+            m->len[op->seq] = -1;
+            m->n_free++;
+        } else {
+            m->n_fork++;
+            if (m->len[op->seq] < 0 || m->len[op->dst] >= 0)
+                m->bad++;
+            m->len[op->dst] = m->len[op->seq];
+            m->seed[op->dst] = m->seed[op->seq];
+            memcpy(m->hist[op->dst], m->hist[op->seq], sizeof(int32_t) * (size_t)m->len[op->seq]);
+        }
+    }
+    for (int i = 0; i < b->n_new; i++)
+        m->seed[b->new_reqs[i]->seq] = b->new_reqs[i]->p.sampling.seed;
+    int32_t seq[MAX_BATCH], tok[MAX_BATCH], ttok[MAX_BATCH * 4];
+    float lp[MAX_BATCH], tlp[MAX_BATCH * 4];
+    uint32_t ntop[MAX_BATCH];
+    int n = 0;
+    for (int i = 0; i < b->n_rows; i++) {
+        int32_t q = b->seq[i];
+        if (m->len[q] < 0)
+            m->len[q] = 0;
+        if (b->pos[i] != m->len[q])
+            m->bad++;
+        m->hist[q][m->len[q]++] = b->token[i];
+        if (!b->want[i])
+            continue;
+        for (int k = 0; k < 4; k++)
+            sim_cand(m->hist[q], m->len[q], m->beams ? 0 : m->seed[q], k, &ttok[n * 4 + k],
+                     &tlp[n * 4 + k]);
+        seq[n] = q;
+        tok[n] = ttok[n * 4];
+        lp[n] = tlp[n * 4];
+        ntop[n] = 4;
+        n++;
+    }
+    bt_sched_results res = {.step = b->step, .n = n, .seq = seq, .token = tok, .logprob = lp,
+                            .n_top = ntop, .top_token = ttok, .top_logprob = tlp};
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_sched_on_results_top(m->s, &res, &err));
+    return true;
+}
+
+static void sim_init(sim *m, bt_sched_params *p) {
+    memset(m, 0, sizeof *m);
+    for (int i = 0; i < MAX_SEQS; i++)
+        m->len[i] = -1;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_sched_new(p, &m->s, &err));
+}
+
+static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int best_of, int beam) {
+    int32_t prompt[MAX_POS];
+    for (int32_t i = 0; i < n_prompt; i++)
+        prompt[i] = 3 + (i * 7) % 40;
+    bt_request_params rp = bt_request_default_params();
+    rp.max_tokens = max_tokens;
+    rp.ignore_eos = true;
+    rp.n = n;
+    rp.best_of = best_of;
+    rp.beam_width = beam;
+    rp.sampling.temperature = beam ? 0.0f : 1.0f;
+    rp.sampling.seed = 42;
+    rp.sampling.top_logprobs = beam ? 0 : 4;
+    bt_request *r = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_request_new(prompt, n_prompt, &rp, 512, &r, &err));
+    return r;
+}
+
+/* A completion's tokens follow the hash chain of its own seed from the prompt. */
+static bool chain_ok(const bt_request *c, uint64_t seed) {
+    for (int32_t i = c->n_prompt; i < c->n_tokens; i++) {
+        int32_t t;
+        float lp;
+        sim_cand(c->tokens, i, seed, 0, &t, &lp);
+        if (t != c->tokens[i] || lp != c->logprobs[i])
+            return false;
+    }
+    return true;
+}
+
+static void test_best_of(void) {
+    bt_sched_params p = params(8, 1024, MAX_BATCH, 64, 1, 512);
+    sim m;
+    sim_init(&m, &p);
+    bt_request *g = make_group(40, 6, 2, 3, 0), *plain = make_req(7, 10, 5, 512);
+    bt_sched_submit(m.s, g);
+    bt_sched_submit(m.s, plain);
+    int kv_after_fork = -1, steps = 0;
+    while (sim_step(&m) && steps++ < 100)
+        if (g->forked && kv_after_fork < 0)
+            kv_after_fork = bt_sched_kv_blocks_used(m.s);
+    CHECK_EQ_INT(m.bad, 0);
+    CHECK_EQ_INT(m.n_fork, 2);
+    /* 39 shared positions: 2 whole blocks once + 3 branches' copy of the partial block, plus
+     * the plain request's block */
+    CHECK_EQ_INT(kv_after_fork, 2 + 3 + 1);
+    CHECK_EQ_INT(g->state, BT_REQ_DONE);
+    CHECK_EQ_INT(g->n_out, 2);
+    CHECK_EQ_INT(g->n_branch, 3);
+    for (int i = 0; i < 3; i++) {
+        const bt_request *c = g->branch[i];
+        CHECK_EQ_INT(c->n_generated, 6);
+        CHECK_EQ_INT(c->n_prompt, 40);
+        CHECK(chain_ok(c, c->p.sampling.seed));
+        CHECK(c->n_top && c->n_top[40] == 4);
+    }
+    CHECK(g->out[0]->logprob_sum >= g->out[1]->logprob_sum);
+    CHECK(g->branch[0]->p.sampling.seed != g->branch[1]->p.sampling.seed);
+    CHECK_EQ_INT(plain->n_generated, 5);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+    CHECK_EQ_INT(bt_sched_n_running(m.s), 0);
+    /* every slot is free again: 8 plain requests run at once */
+    bt_request *r8[8];
+    for (int i = 0; i < 8; i++) {
+        r8[i] = make_req(20 + (uint64_t)i, 3, 2, 512);
+        bt_sched_submit(m.s, r8[i]);
+    }
+    bt_sched_batch *b;
+    CHECK(bt_sched_next_batch(m.s, &b));
+    CHECK_EQ_INT(bt_sched_n_running(m.s), 8);
+    bt_sched_free(m.s);
+    for (int i = 0; i < 8; i++)
+        bt_request_free(r8[i]);
+    bt_request_free(g);
+    bt_request_free(plain);
+}
+
+/* Beams on the simulated stage, fixed length: ops consistent, slots and KV all returned,
+ * outputs follow candidate chains and are sorted by score. */
+static void test_beams_sim(void) {
+    for (int W = 1; W <= 2; W++) {
+        bt_sched_params p = params(4, 1024, MAX_BATCH, 64, 2, 512);
+        sim m;
+        sim_init(&m, &p);
+        m.beams = true;
+        bt_request *g = make_group(20, 9, W, W, W), *plain = make_req(9, 7, 12, 512);
+        bt_sched_submit(m.s, g);
+        bt_sched_submit(m.s, plain);
+        int steps = 0;
+        while (sim_step(&m) && steps++ < 200)
+            ;
+        CHECK_EQ_INT(m.bad, 0);
+        CHECK_EQ_INT(g->state, BT_REQ_DONE);
+        CHECK_EQ_INT(g->n_out, W);
+        for (int i = 0; i < g->n_out; i++) {
+            const bt_request *o = g->out[i];
+            CHECK_EQ_INT(o->n_generated, 9);
+            CHECK_EQ_INT(o->finish, BT_FINISH_LENGTH);
+            double cum = 0;
+            for (int32_t k = o->n_prompt; k < o->n_tokens; k++) {
+                bool found = false;
+                for (int c = 0; c < 4; c++) {
+                    int32_t t;
+                    float lp;
+                    sim_cand(o->tokens, k, 0, c, &t, &lp);
+                    if (t == o->tokens[k] && lp == o->logprobs[k])
+                        found = true;
+                }
+                CHECK(found);
+                cum += o->logprobs[k];
+            }
+            CHECK_NEAR(o->logprob_sum, cum, 1e-4);
+            if (i > 0)
+                CHECK(g->out[i - 1]->score >= o->score);
+        }
+        if (W == 1)
+            CHECK(chain_ok(g->out[0], 0)); /* width 1 is greedy */
+        CHECK_EQ_INT(plain->n_generated, 12);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+        CHECK_EQ_INT(bt_sched_n_running(m.s), 0);
+        bt_sched_free(m.s);
+        bt_request_free(g);
+        bt_request_free(plain);
+    }
+    /* A beam group wider than the slots ends at once with an error naming beam_width. */
+    bt_sched_params p = params(2, 1024, MAX_BATCH, 64, 1, 512);
+    sim m;
+    sim_init(&m, &p);
+    bt_request *g = make_group(5, 4, 1, 1, 3);
+    bt_sched_submit(m.s, g);
+    CHECK_EQ_INT(g->state, BT_REQ_DONE);
+    CHECK_EQ_INT(g->finish, BT_FINISH_ERROR);
+    CHECK(strstr(g->error.msg, "beam_width 3") != NULL);
+    CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+    bt_sched_free(m.s);
+    bt_request_free(g);
+}
+
+/* Cancelling and failing groups mid-run returns every slot and block. */
+static void test_group_cancel_fail(void) {
+    for (int mode = 0; mode < 4; mode++) {
+        bt_sched_params p = params(8, 1024, MAX_BATCH, 16, 2, 512);
+        sim m;
+        sim_init(&m, &p);
+        m.beams = mode >= 2;
+        bt_request *g = mode >= 2 ? make_group(30, 20, 2, 2, 3) : make_group(30, 20, 2, 4, 0);
+        bt_sched_submit(m.s, g);
+        for (int i = 0; i < 6; i++)
+            sim_step(&m);
+        CHECK(g->forked);
+        if (mode % 2 == 0) {
+            bt_sched_cancel(m.s, g);
+            int steps = 0;
+            while (sim_step(&m) && steps++ < 50)
+                ;
+            CHECK_EQ_INT(g->finish, BT_FINISH_CANCELLED);
+        } else {
+            bt_error e;
+            bt_error_init(&e);
+            bt_error_set(&e, BT_ERR_IO, "stage 1 is gone");
+            bt_sched_fail_all(m.s, &e);
+            CHECK_EQ_INT(g->finish, BT_FINISH_ERROR);
+        }
+        CHECK_EQ_INT(m.bad, 0);
+        CHECK_EQ_INT(g->state, BT_REQ_DONE);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+        CHECK_EQ_INT(bt_sched_n_running(m.s), 0);
+        CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+        bt_sched_free(m.s);
+        bt_request_free(g);
+    }
+}
+
 int main(void) {
     test_mixed_load();
     test_decode_spread();
@@ -728,5 +991,8 @@ int main(void) {
     test_protocol_errors();
     test_zero_tokens_and_params();
     test_fail_all();
+    test_best_of();
+    test_beams_sim();
+    test_group_cancel_fail();
     return check_finish();
 }
