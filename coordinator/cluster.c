@@ -91,7 +91,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     /* f16 KV: 2 bytes per element, K and V. */
     uint64_t kv_per_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
     c->n_vocab = hp.n_vocab;
-    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.layers,
+    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
+                            c->p.layers,
                             &c->split, err)) != BT_OK)
         return st;
     uint8_t hash[BT_MODEL_HASH_BYTES];

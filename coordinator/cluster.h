@@ -32,6 +32,7 @@ typedef struct bt_cluster_params {
     int max_seqs;        /* sequence slots */
     int kv_tokens;       /* KV capacity asked of each stage */
     const char *layers;  /* --layers spec or NULL for the balanced split */
+    bt_split_mode split; /* what the balanced split balances */
     int heartbeat_ms;
     int64_t stage_timeout_us;
     int64_t hello_timeout_us;

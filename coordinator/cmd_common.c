@@ -103,6 +103,7 @@ bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *l
 void bt_cluster_flags_init(bt_cluster_flags *f) {
     memset(f, 0, sizeof *f);
     f->codec = "f32";
+    f->split = "memory";
     f->prefill_chunk = 256;
     f->max_seqs = 64;
     f->max_batch = 512;
@@ -119,6 +120,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     bt_engine_params ep = bt_engine_default_params();
     bt_hparams hp;
     bt_status st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
+    if (st == BT_OK)
+        st = bt_split_mode_parse(cf->split, &ep.cluster.split, &err);
     if (st != BT_OK)
         goto fail;
     if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||

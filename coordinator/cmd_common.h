@@ -35,7 +35,7 @@ bt_runner_params bt_model_flags_runner(bt_model_flags *f);
 
 /* Flags of the commands that run on the cluster (generate, bench). */
 typedef struct bt_cluster_flags {
-    const char *codec, *layers;
+    const char *codec, *layers, *split;
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms;
 } bt_cluster_flags;
@@ -46,6 +46,7 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
     {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},  \
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},    \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},              \
+        {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},     \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (stages + 1)"},  \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},    \
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},           \

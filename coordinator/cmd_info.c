@@ -21,12 +21,13 @@ int bt_cmd_info(int argc, char **argv) {
     bt_model_flags_init(&mf);
     bool tensors = false;
     int64_t stages = 0;
-    const char *layers = NULL;
+    const char *layers = NULL, *split_by = "memory";
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         {"--tensors", BT_CLI_FLAG, &tensors, 0, 0, "list every tensor"},
         {"--stages", BT_CLI_INT, &stages, 1, BT_MAX_STAGES, "show the layer split for S stages"},
         {"--layers", BT_CLI_STR, &layers, 0, 0, "split to show instead, e.g. 0-14,15-29"},
+        {"--split", BT_CLI_STR, &split_by, 0, 0, "balance 'memory' (default) or 'compute'"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     int rc = bt_cmd_parse("info", "[--model M] [--ctx N] [--tensors] [--stages S [--layers L]]",
@@ -114,8 +115,10 @@ int bt_cmd_info(int argc, char **argv) {
             for (const char *p = layers; p && *p; p++)
                 n_stages += p == layers || p[-1] == ',';
         bt_split split;
-        if ((st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, layers, &split, &err)) !=
-            BT_OK)
+        bt_split_mode mode;
+        if ((st = bt_split_mode_parse(split_by, &mode, &err)) != BT_OK ||
+            (st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, mode, layers, &split,
+                                &err)) != BT_OK)
             goto done;
         printf("split:        %d stages (mpirun -np %d), KV for %d tokens each\n", n_stages,
                n_stages + 1, n_ctx);

@@ -69,9 +69,20 @@ static bt_status parse_spec(const char *spec, int n_stages, int n_layer, bt_spli
     return BT_OK;
 }
 
+bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *err) {
+    if (strcmp(name, "memory") == 0)
+        *out = BT_SPLIT_MEMORY;
+    else if (strcmp(name, "compute") == 0)
+        *out = BT_SPLIT_COMPUTE;
+    else
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "--split '%s': expected 'memory' or 'compute'", name);
+    return BT_OK;
+}
+
 bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
-                        uint64_t kv_bytes_per_token_layer, const char *spec, bt_split *out,
-                        bt_error *err) {
+                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
+                        bt_split *out, bt_error *err) {
     memset(out, 0, sizeof *out);
     uint32_t n_layer_u = 0;
     bt_str arch;
@@ -95,8 +106,11 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     if ((st = measure(g, n_layer, layer, &embd, &head, err)) != BT_OK)
         return st;
     uint64_t kv_layer = (uint64_t)kv_tokens * kv_bytes_per_token_layer;
+    /* Costs to balance: memory, or weight bytes streamed per token. */
+    uint64_t cost_layer_extra = mode == BT_SPLIT_MEMORY ? kv_layer : 0;
+    uint64_t cost_embd = mode == BT_SPLIT_MEMORY ? embd : 0;
     for (int l = 0; l < n_layer; l++)
-        layer[l] += kv_layer;
+        layer[l] += cost_layer_extra;
 
     if (spec) {
         if ((st = parse_spec(spec, n_stages, n_layer, out, err)) != BT_OK)
@@ -124,7 +138,7 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
                 for (int k = lo; k < l; k++) {
                     uint64_t mine = prefix[l] - prefix[k];
                     if (s == 0)
-                        mine += embd;
+                        mine += cost_embd;
                     if (l == n_layer)
                         mine += head;
                     uint64_t before = s == 0 ? (k == 0 ? 0 : UINT64_MAX) : COST(s - 1, k);
@@ -151,7 +165,7 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     }
     for (int s = 0; s < n_stages; s++) {
         for (int l = out->begin[s]; l < out->end[s]; l++)
-            out->weight_bytes[s] += layer[l] - kv_layer;
+            out->weight_bytes[s] += layer[l] - cost_layer_extra;
         if (s == 0)
             out->weight_bytes[s] += embd;
         if (s == n_stages - 1)
