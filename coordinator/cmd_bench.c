@@ -91,6 +91,8 @@ int bt_cmd_bench(int argc, char **argv) {
         cf.max_batch = pp;
     if (!mf.ctx)
         mf.ctx = (pp > tg + 1 ? pp : tg + 1) + 1;
+    if (!cf.kv_tokens) /* every sequence fits: the numbers measure decoding, not preemption */
+        cf.kv_tokens = mf.ctx * (concurrency > 1 ? concurrency : 1) + 16 * concurrency;
 
     bt_session s;
     rc = bt_session_open(&s, "bench", &mf, &cf);
@@ -152,7 +154,10 @@ int bt_cmd_bench(int argc, char **argv) {
         printf(i ? ",%.3f" : "%.3f", busy[i]);
         busy_mean += busy[i] / n_stages;
     }
-    printf("],\"bubble\":%.3f}\n", tg > 0 ? 1.0 - busy_mean : 0.0);
+    bt_engine_stats stats;
+    bt_engine_get_stats(s.engine, &stats);
+    printf("],\"bubble\":%.3f,\"preemptions\":%llu}\n", tg > 0 ? 1.0 - busy_mean : 0.0,
+           (unsigned long long)stats.preemptions);
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton bench: %s\n", err.msg[0] ? err.msg : bt_status_str(st));

@@ -141,7 +141,13 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     ep.cluster.layers = cf->layers;
     ep.cluster.max_batch = (int)cf->max_batch;
     ep.cluster.max_seqs = (int)cf->max_seqs;
-    ep.cluster.kv_tokens = n_ctx * (int)(cf->max_seqs < 4 ? cf->max_seqs : 4);
+    ep.cluster.kv_tokens =
+        cf->kv_tokens ? (int)cf->kv_tokens : n_ctx * (int)(cf->max_seqs < 4 ? cf->max_seqs : 4);
+    if (ep.cluster.kv_tokens < n_ctx) {
+        st = bt_error_set(&err, BT_ERR_RANGE, "--kv-tokens %d is less than the context %d",
+                          ep.cluster.kv_tokens, n_ctx);
+        goto fail;
+    }
     ep.cluster.heartbeat_ms = (int)cf->heartbeat_ms;
     size_t n_eog = 0;
     ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */

@@ -7,6 +7,8 @@
 
 #include "beam.h"
 #include "clock.h"
+
+#define BT_DECODE_GROUP 4 /* tokens per weight pass in bt_matmul (worker/kernels) */
 #include "detok.h"
 
 typedef struct inflight {
@@ -631,7 +633,12 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     qsort(s->order, (size_t)n, sizeof *s->order, cmp_admit);
 
     /* Decode rows first (latency), spread over the micro-batches in flight. */
+    /* Above one group, rounded up to the kernels' token group (BT_DECODE_GROUP): a weight row
+     * is read once per group, so 6 rows cost as much as 8. Small caps are kept, so that few
+     * sequences still spread over every stage. */
     int decode_cap = (s->n_running + s->p.max_inflight - 1) / s->p.max_inflight, n_decode = 0;
+    if (decode_cap > BT_DECODE_GROUP)
+        decode_cap = (decode_cap + BT_DECODE_GROUP - 1) / BT_DECODE_GROUP * BT_DECODE_GROUP;
     for (int i = 0; i < n && n_decode < decode_cap && b->n_rows < s->p.max_batch; i++) {
         bt_request *r = s->order[i];
         if (r->state != BT_REQ_RUNNING || r->in_flight || row_end(r) - r->n_cached != 1)

@@ -7,27 +7,34 @@
 
 #define MAX_LAYERS 4096
 
-/* Bytes of the tensors named blk.<l>.* and of the embedding and head. */
-static bt_status measure(const bt_gguf *g, int n_layer, uint64_t *layer_bytes, uint64_t *embd,
-                         uint64_t *head, bt_error *err) {
+/* Cost of the tensors named blk.<l>.* and of the embedding and head: their bytes, or with
+ * `compute` a model of decode time fitted on our machines, one unit per byte streamed plus
+ * one per multiply-add (SmolLM2's Q8_0 head then weighs as much as 10 of its Q4_1 layers, as
+ * measured, where bytes alone say 13 and multiply-adds alone 8). */
+static bt_status measure(const bt_gguf *g, int n_layer, bool compute, uint64_t *layer_bytes,
+                         uint64_t *embd, uint64_t *head, bt_error *err) {
     memset(layer_bytes, 0, sizeof *layer_bytes * (size_t)n_layer);
     *embd = *head = 0;
     bool tied = bt_gguf_find_tensor(g, "output.weight") == NULL;
     for (size_t i = 0; i < bt_gguf_n_tensors(g); i++) {
         const bt_gguf_tensor *t = bt_gguf_tensor_at(g, i);
+        uint64_t cost = t->n_bytes;
+        if (compute)
+            cost += (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] *
+                    (uint64_t)t->ne[3];
         int l;
         char rest[64];
         if (sscanf(t->name, "blk.%d.%63s", &l, rest) == 2) {
             if (l < 0 || l >= n_layer)
                 return bt_error_set(err, BT_ERR_FORMAT, "tensor '%s': layer %d outside [0, %d)",
                                     t->name, l, n_layer);
-            layer_bytes[l] += t->n_bytes;
+            layer_bytes[l] += cost;
         } else if (strcmp(t->name, "token_embd.weight") == 0) {
-            *embd += t->n_bytes;
+            *embd += cost;
             if (tied)
-                *head += t->n_bytes;
+                *head += cost;
         } else {
-            *head += t->n_bytes; /* output_norm, output, rope_freqs */
+            *head += cost; /* output_norm, output, rope_freqs */
         }
     }
     return BT_OK;
@@ -102,8 +109,9 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     out->n_stages = n_stages;
     out->n_layer = n_layer;
 
-    uint64_t layer[MAX_LAYERS], embd, head;
-    if ((st = measure(g, n_layer, layer, &embd, &head, err)) != BT_OK)
+    uint64_t layer[MAX_LAYERS], embd, head, mem_layer[MAX_LAYERS], mem_embd, mem_head;
+    if ((st = measure(g, n_layer, mode == BT_SPLIT_COMPUTE, layer, &embd, &head, err)) != BT_OK ||
+        (st = measure(g, n_layer, false, mem_layer, &mem_embd, &mem_head, err)) != BT_OK)
         return st;
     uint64_t kv_layer = (uint64_t)kv_tokens * kv_bytes_per_token_layer;
     /* Costs to balance: memory, or weight bytes streamed per token. */
@@ -165,13 +173,13 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     }
     for (int s = 0; s < n_stages; s++) {
         for (int l = out->begin[s]; l < out->end[s]; l++)
-            out->weight_bytes[s] += layer[l] - cost_layer_extra;
+            out->weight_bytes[s] += mem_layer[l];
         if (s == 0)
-            out->weight_bytes[s] += embd;
+            out->weight_bytes[s] += mem_embd;
         if (s == n_stages - 1)
-            out->weight_bytes[s] += head;
+            out->weight_bytes[s] += mem_head;
         if (s == 0 && s == n_stages - 1 && bt_gguf_find_tensor(g, "output.weight") == NULL)
-            out->weight_bytes[s] -= embd; /* one stage maps the tied embedding once */
+            out->weight_bytes[s] -= mem_embd; /* one stage maps the tied embedding once */
         out->kv_bytes[s] = kv_layer * (uint64_t)(out->end[s] - out->begin[s]);
     }
     return BT_OK;

@@ -5,11 +5,12 @@
  *     and their KV cache for kv_tokens tokens, the token embedding on the first stage, the
  *     final norm and output head on the last (a tied embedding counts on both). This balances
  *     what each machine must fit, the usual reason to split a model.
- *   BT_SPLIT_COMPUTE: a stage's cost is the weight bytes it streams per decoded token: the
- *     embedding counts nothing (one row is read per token) and the head counts in full. This
- *     balances time per micro-batch, which sets pipeline throughput; it differs from the
- *     memory split when the vocabulary is a large part of the model (SmolLM2: the tied head
- *     is as much work as 13 of its 30 layers).
+ *   BT_SPLIT_COMPUTE: a stage's cost is its decode time per token, modelled as one unit per
+ *     weight byte streamed plus one per multiply-add: the embedding counts nothing (one row
+ *     is read per token) and the head counts in full. This balances time per micro-batch,
+ *     which sets pipeline throughput; it differs from the memory split when the vocabulary
+ *     is a large part of the model (SmolLM2: the tied head is as much work as 10 of its 30
+ *     layers).
  *
  * `--layers 0-11,12-23,24-29` overrides both. Reads only the GGUF directory; pure;
  * thread-safe.
