@@ -141,8 +141,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     ep.cluster.layers = cf->layers;
     ep.cluster.max_batch = (int)cf->max_batch;
     ep.cluster.max_seqs = (int)cf->max_seqs;
-    ep.cluster.kv_tokens =
-        cf->kv_tokens ? (int)cf->kv_tokens : n_ctx * (int)(cf->max_seqs < 4 ? cf->max_seqs : 4);
+    int64_t kv_seqs = cf->kv_seqs ? cf->kv_seqs : (cf->max_seqs < 4 ? cf->max_seqs : 4);
+    ep.cluster.kv_tokens = cf->kv_tokens ? (int)cf->kv_tokens : n_ctx * (int)kv_seqs;
     if (ep.cluster.kv_tokens < n_ctx) {
         st = bt_error_set(&err, BT_ERR_RANGE, "--kv-tokens %d is less than the context %d",
                           ep.cluster.kv_tokens, n_ctx);

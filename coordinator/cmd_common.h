@@ -38,6 +38,7 @@ typedef struct bt_cluster_flags {
     const char *codec, *layers, *split;
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms, kv_tokens;
+    int64_t kv_seqs; /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
 } bt_cluster_flags;
 
 void bt_cluster_flags_init(bt_cluster_flags *f);
@@ -52,7 +53,7 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},           \
         {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},       \
         {"--kv-tokens", BT_CLI_INT, &(f).kv_tokens, 16, 1 << 26,                                   \
-         "KV cache per stage in tokens, shared by all sequences (ctx * min(max-seqs, 4))"},        \
+         "KV cache per stage in tokens, shared by all sequences (a few contexts)"},                \
         {"--stages", BT_CLI_INT, &(f).stages, 1, 64, "stage threads when run without mpirun"},     \
         {"--stage-timeout-ms", BT_CLI_INT, &(f).stage_timeout_ms, 10, 86400000,                    \
          "a silent stage is failed after this (30000)"},                                           \

@@ -292,6 +292,11 @@ int bt_cmd_generate(int argc, char **argv) {
         prompt = file_text;
     }
 
+    /* The KV pool holds one context per sequence this request can use (its completions or
+     * beams), unless --kv-tokens says otherwise. */
+    int64_t seqs = rp.best_of > rp.beam_width ? rp.best_of : rp.beam_width;
+    cf.kv_seqs = seqs > 1 ? seqs : 1;
+
     bt_session s;
     rc = bt_session_open(&s, "generate", &mf, &cf);
     if (rc >= 0) {
