@@ -52,14 +52,14 @@ typedef struct bt_str {
 
 /* One tensor directory entry. Borrowed from the bt_gguf; valid until bt_gguf_free. */
 typedef struct bt_gguf_tensor {
-    const char *name;   /* NUL-terminated copy */
-    uint32_t n_dims;    /* 1..4 */
-    int64_t ne[4];      /* ggml order: ne[0] is the row length; unused dims are 1 */
-    uint32_t type;      /* ggml type id (bt_type in tensor_type.h), validated as known */
-    uint64_t offset;    /* relative to the data section */
-    size_t n_bytes;     /* ggml_nbytes: rows * row_bytes */
-    size_t row_bytes;   /* bytes of one ne[0] row */
-    const void *data;   /* into the mapping */
+    const char *name; /* NUL-terminated copy */
+    uint32_t n_dims;  /* 1..4 */
+    int64_t ne[4];    /* ggml order: ne[0] is the row length; unused dims are 1 */
+    uint32_t type;    /* ggml type id (bt_type in tensor_type.h), validated as known */
+    uint64_t offset;  /* relative to the data section */
+    size_t n_bytes;   /* ggml_nbytes: rows * row_bytes */
+    size_t row_bytes; /* bytes of one ne[0] row */
+    const void *data; /* into the mapping */
 } bt_gguf_tensor;
 
 typedef struct bt_gguf bt_gguf;
@@ -77,7 +77,7 @@ void bt_gguf_free(bt_gguf *g); /* NULL is a no-op */
 uint32_t bt_gguf_version(const bt_gguf *g);
 size_t bt_gguf_alignment(const bt_gguf *g);
 size_t bt_gguf_file_size(const bt_gguf *g);
-const void *bt_gguf_base(const bt_gguf *g); /* start of the mapping */
+const void *bt_gguf_base(const bt_gguf *g);   /* start of the mapping */
 size_t bt_gguf_data_offset(const bt_gguf *g); /* file offset of the data section */
 
 /* ---- metadata ---- */
@@ -102,14 +102,13 @@ bt_status bt_gguf_get_str(const bt_gguf *g, const char *key, bt_str *out, bt_err
 
 /* Array of fixed-size elements: requires element type `elem` exactly; *data points into
  * the mapping (possibly unaligned: read with memcpy), *n is the element count. */
-bt_status bt_gguf_get_arr(const bt_gguf *g, const char *key, bt_gguf_type elem,
-                          const void **data, uint64_t *n, bt_error *err);
+bt_status bt_gguf_get_arr(const bt_gguf *g, const char *key, bt_gguf_type elem, const void **data,
+                          uint64_t *n, bt_error *err);
 
 /* Array of strings: *n elements; bt_gguf_get_arr_str() returns element i (bounds-checked
  * by assert: the caller got n from here). Element pointers into the mapping are indexed at
  * open, so access is O(1). */
-bt_status bt_gguf_get_arr_str_len(const bt_gguf *g, const char *key, uint64_t *n,
-                                  bt_error *err);
+bt_status bt_gguf_get_arr_str_len(const bt_gguf *g, const char *key, uint64_t *n, bt_error *err);
 bt_str bt_gguf_get_arr_str(const bt_gguf *g, const char *key, uint64_t i);
 
 /* ---- tensors ---- */

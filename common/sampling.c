@@ -22,8 +22,7 @@ static int in_range(float x, float lo, float hi) {
     return isfinite(x) && x >= lo && x <= hi;
 }
 
-bt_status bt_sampler_params_validate(const bt_sampler_params *p, int32_t n_vocab,
-                                     bt_error *err) {
+bt_status bt_sampler_params_validate(const bt_sampler_params *p, int32_t n_vocab, bt_error *err) {
     if (!in_range(p->temperature, 0.0f, 100.0f))
         return bt_error_set(err, BT_ERR_RANGE, "temperature %g is outside [0, 100]",
                             (double)p->temperature);
@@ -59,8 +58,10 @@ bt_status bt_sampler_params_validate(const bt_sampler_params *p, int32_t n_vocab
             return bt_error_set(err, BT_ERR_RANGE, "logit_bias token %d is outside [0, %d)",
                                 b->token, n_vocab);
         if (!in_range(b->bias, -100.0f, 100.0f))
-            return bt_error_set(err, BT_ERR_RANGE, "logit_bias for token %d: %g is outside "
-                                "[-100, 100]", b->token, (double)b->bias);
+            return bt_error_set(err, BT_ERR_RANGE,
+                                "logit_bias for token %d: %g is outside "
+                                "[-100, 100]",
+                                b->token, (double)b->bias);
     }
     return BT_OK;
 }

@@ -38,7 +38,6 @@ bt_sampler_params bt_sampler_default_params(void);
 
 /* Range checks; the message names the parameter and its value. n_vocab bounds the
  * logit_bias token ids (0 skips that check). */
-bt_status bt_sampler_params_validate(const bt_sampler_params *p, int32_t n_vocab,
-                                     bt_error *err);
+bt_status bt_sampler_params_validate(const bt_sampler_params *p, int32_t n_vocab, bt_error *err);
 
 #endif

@@ -38,21 +38,47 @@ typedef enum bt_type {
 
 typedef uint16_t bt_half; /* IEEE binary16 bits */
 
-typedef struct { bt_half d; int8_t qs[32]; } bt_block_q8_0;                         /* 34 B */
-typedef struct { bt_half d; uint8_t qs[16]; } bt_block_q4_0;                        /* 18 B */
-typedef struct { bt_half d, m; uint8_t qs[16]; } bt_block_q4_1;                     /* 20 B */
-typedef struct { bt_half d; uint8_t qh[4]; uint8_t qs[16]; } bt_block_q5_0;         /* 22 B */
-typedef struct { bt_half d, m; uint8_t qh[4]; uint8_t qs[16]; } bt_block_q5_1;      /* 24 B */
-typedef struct { bt_half d, dmin; uint8_t scales[12]; uint8_t qs[128]; } bt_block_q4_k; /* 144 */
-typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; bt_half d; } bt_block_q6_k; /* 210 */
+typedef struct {
+    bt_half d;
+    int8_t qs[32];
+} bt_block_q8_0; /* 34 B */
+typedef struct {
+    bt_half d;
+    uint8_t qs[16];
+} bt_block_q4_0; /* 18 B */
+typedef struct {
+    bt_half d, m;
+    uint8_t qs[16];
+} bt_block_q4_1; /* 20 B */
+typedef struct {
+    bt_half d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} bt_block_q5_0; /* 22 B */
+typedef struct {
+    bt_half d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} bt_block_q5_1; /* 24 B */
+typedef struct {
+    bt_half d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} bt_block_q4_k; /* 144 */
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    bt_half d;
+} bt_block_q6_k; /* 210 */
 
 /* Geometry of a type known to the file format (some, e.g. Q2_K, are known but not
  * supported for compute). */
 typedef struct bt_type_traits {
-    const char *name;    /* "q4_1" */
+    const char *name; /* "q4_1" */
     uint32_t block_elems;
     uint32_t block_bytes;
-    bool supported;      /* we can dequantize and compute with it */
+    bool supported; /* we can dequantize and compute with it */
 } bt_type_traits;
 
 /* NULL for an id the format does not define. */

@@ -38,11 +38,11 @@ struct bt_threadpool {
     int n_threads;
     pthread_t *threads; /* [n_threads - 1] */
 
-    _Atomic uint32_t gen;      /* futex word: bumped once per section */
-    _Atomic uint32_t pending;  /* futex word: workers not yet done with the section */
-    _Atomic int n_sleeping;    /* workers in futex_wait(gen) */
+    _Atomic uint32_t gen;     /* futex word: bumped once per section */
+    _Atomic uint32_t pending; /* futex word: workers not yet done with the section */
+    _Atomic int n_sleeping;   /* workers in futex_wait(gen) */
     _Atomic int owner_sleeping;
-    _Atomic int next;          /* next task index to hand out */
+    _Atomic int next; /* next task index to hand out */
     _Atomic int stop;
 
     bt_threadpool_fn fn; /* section; written by the owner before gen++ */
@@ -55,18 +55,15 @@ typedef struct {
     int index;
 } worker_arg;
 
-static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
-{
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *addr, int n)
-{
+static void futex_wake(_Atomic uint32_t *addr, int n) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-static void run_tasks(bt_threadpool *pool, int thread)
-{
+static void run_tasks(bt_threadpool *pool, int thread) {
     bt_threadpool_fn fn = pool->fn;
     void *ctx = pool->ctx;
     int n = pool->n_tasks;
@@ -78,8 +75,7 @@ static void run_tasks(bt_threadpool *pool, int thread)
     }
 }
 
-static void *worker_main(void *p)
-{
+static void *worker_main(void *p) {
     worker_arg *arg = p;
     bt_threadpool *pool = arg->pool;
     int thread = arg->index;
@@ -107,15 +103,13 @@ static void *worker_main(void *p)
     return NULL;
 }
 
-static void publish(bt_threadpool *pool)
-{
+static void publish(bt_threadpool *pool) {
     atomic_fetch_add(&pool->gen, 1);
     if (atomic_load(&pool->n_sleeping) > 0)
         futex_wake(&pool->gen, INT_MAX);
 }
 
-bt_status bt_threadpool_new(int n_threads, bt_threadpool **out, bt_error *err)
-{
+bt_status bt_threadpool_new(int n_threads, bt_threadpool **out, bt_error *err) {
     *out = NULL;
     if (n_threads < 1 || n_threads > BT_THREADPOOL_MAX_THREADS)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "threadpool: n_threads %d not in [1, %d]",
@@ -141,8 +135,8 @@ bt_status bt_threadpool_new(int n_threads, bt_threadpool **out, bt_error *err)
         if (rc != 0) {
             free(arg);
             bt_threadpool_free(pool);
-            return bt_error_set(err, BT_ERR_NOMEM, "threadpool: cannot create thread %d of %d",
-                                i, n_threads);
+            return bt_error_set(err, BT_ERR_NOMEM, "threadpool: cannot create thread %d of %d", i,
+                                n_threads);
         }
         pool->n_threads = i + 1;
     }
@@ -150,8 +144,7 @@ bt_status bt_threadpool_new(int n_threads, bt_threadpool **out, bt_error *err)
     return BT_OK;
 }
 
-void bt_threadpool_free(bt_threadpool *pool)
-{
+void bt_threadpool_free(bt_threadpool *pool) {
     if (!pool)
         return;
     atomic_store(&pool->stop, 1);
@@ -162,13 +155,11 @@ void bt_threadpool_free(bt_threadpool *pool)
     free(pool);
 }
 
-int bt_threadpool_n_threads(const bt_threadpool *pool)
-{
+int bt_threadpool_n_threads(const bt_threadpool *pool) {
     return pool->n_threads;
 }
 
-void bt_threadpool_run(bt_threadpool *pool, bt_threadpool_fn fn, void *ctx, int n_tasks)
-{
+void bt_threadpool_run(bt_threadpool *pool, bt_threadpool_fn fn, void *ctx, int n_tasks) {
     if (n_tasks <= 0)
         return;
     if (pool->n_threads == 1 || n_tasks == 1) {

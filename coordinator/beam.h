@@ -28,7 +28,7 @@
 #define BT_BEAM_MAX 8
 
 typedef struct bt_beam_cand {
-    int32_t beam;  /* index of the parent in the live list */
+    int32_t beam; /* index of the parent in the live list */
     int32_t token;
     float logprob; /* of the token */
     double cum;    /* parent's cum + logprob */

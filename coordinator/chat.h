@@ -22,7 +22,7 @@ typedef struct bt_chat_template {
 } bt_chat_template;
 
 typedef struct bt_chat_msg {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 } bt_chat_msg;
 

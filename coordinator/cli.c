@@ -30,19 +30,18 @@ static bt_status set_value(const bt_cli_opt *o, const char *val, bt_error *err) 
             return bt_error_set(err, BT_ERR_INVALID_ARG, "%s: '%s' is not an integer", o->name,
                                 val);
         if ((double)v < o->min || (double)v > o->max)
-            return bt_error_set(err, BT_ERR_RANGE, "%s: %lld is outside [%.0f, %.0f]", o->name,
-                                v, o->min, o->max);
+            return bt_error_set(err, BT_ERR_RANGE, "%s: %lld is outside [%.0f, %.0f]", o->name, v,
+                                o->min, o->max);
         *(int64_t *)o->target = v;
         return BT_OK;
     }
     case BT_CLI_FLOAT: {
         double v = strtod(val, &end);
         if (errno || end == val || *end != '\0' || !isfinite(v))
-            return bt_error_set(err, BT_ERR_INVALID_ARG, "%s: '%s' is not a number", o->name,
-                                val);
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "%s: '%s' is not a number", o->name, val);
         if (v < o->min || v > o->max)
-            return bt_error_set(err, BT_ERR_RANGE, "%s: %g is outside [%g, %g]", o->name, v,
-                                o->min, o->max);
+            return bt_error_set(err, BT_ERR_RANGE, "%s: %g is outside [%g, %g]", o->name, v, o->min,
+                                o->max);
         *(double *)o->target = v;
         return BT_OK;
     }
@@ -52,8 +51,7 @@ static bt_status set_value(const bt_cli_opt *o, const char *val, bt_error *err) 
     return bt_error_set(err, BT_ERR_INTERNAL, "%s: bad option kind", o->name);
 }
 
-bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv,
-                       bt_error *err) {
+bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv, bt_error *err) {
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0)
@@ -62,8 +60,7 @@ bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv
         size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
         const bt_cli_opt *o = find_opt(opts, n_opts, arg, name_len);
         if (!o)
-            return bt_error_set(err, BT_ERR_INVALID_ARG, "unknown flag '%.*s'", (int)name_len,
-                                arg);
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "unknown flag '%.*s'", (int)name_len, arg);
         if (o->kind == BT_CLI_FLAG) {
             if (eq)
                 return bt_error_set(err, BT_ERR_INVALID_ARG, "%s takes no value", o->name);
@@ -106,8 +103,7 @@ const char *bt_cli_default_model(char *buf, size_t cap) {
         snprintf(buf, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
     } else {
         const char *home = getenv("HOME");
-        snprintf(buf, cap, "%s/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : ".");
+        snprintf(buf, cap, "%s/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
     }
     return buf;
 }

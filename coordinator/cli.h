@@ -31,8 +31,7 @@ typedef struct bt_cli_opt {
 
 /* Parses argv[0..argc) (the arguments after the subcommand). Accepts "--flag value" and
  * "--flag=value". */
-bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv,
-                       bt_error *err);
+bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv, bt_error *err);
 
 /* Prints "usage: baton <cmd> ..." and the table to stderr. */
 void bt_cli_usage(const char *cmd, const char *synopsis, const bt_cli_opt *opts, int n_opts);

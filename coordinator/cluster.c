@@ -92,8 +92,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     uint64_t kv_per_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
     c->n_vocab = hp.n_vocab;
     if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
-                            c->p.layers,
-                            &c->split, err)) != BT_OK)
+                            c->p.layers, &c->split, err)) != BT_OK)
         return st;
     uint8_t hash[BT_MODEL_HASH_BYTES];
     bt_model_hash(bt_gguf_base(c->g), bt_gguf_data_offset(c->g), bt_gguf_file_size(c->g), hash);
@@ -123,9 +122,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         const void *buf;
         size_t len;
         int from;
-        if (left <= 0 ||
-            (st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, left, err)) ==
-                BT_ERR_TIMEOUT)
+        if (left <= 0 || (st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, left,
+                                                 err)) == BT_ERR_TIMEOUT)
             return bt_error_set(err, BT_ERR_TIMEOUT,
                                 "%d of %d stages answered the handshake within %lld s", got,
                                 c->n_stages, (long long)(c->p.hello_timeout_us / 1000000));
@@ -323,29 +321,31 @@ static bt_status check_liveness(bt_cluster *c, bt_error *err) {
 static bt_status check_top(const bt_cluster *c, const Baton__SampleResults *r, bt_error *err) {
     unsigned long long step = (unsigned long long)r->step;
     if (r->n_n_top != 0 && r->n_n_top != r->n_seq)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults step %llu: n_top has %zu "
-                            "entries for %zu results", step, r->n_n_top, r->n_seq);
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SampleResults step %llu: n_top has %zu "
+                            "entries for %zu results",
+                            step, r->n_n_top, r->n_seq);
     size_t sum = 0;
     for (size_t i = 0; i < r->n_n_top; i++) {
         if (r->n_top[i] > BT_MAX_TOP_LOGPROBS)
-            return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "SampleResults step %llu: n_top[%zu] %u > %d", step, i,
-                                r->n_top[i], BT_MAX_TOP_LOGPROBS);
+            return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults step %llu: n_top[%zu] %u > %d",
+                                step, i, r->n_top[i], BT_MAX_TOP_LOGPROBS);
         sum += r->n_top[i];
     }
     if (r->n_top_token != sum || r->n_top_logprob != sum)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "SampleResults step %llu: sum of n_top %zu, top_token %zu, "
-                            "top_logprob %zu", step, sum, r->n_top_token, r->n_top_logprob);
+                            "top_logprob %zu",
+                            step, sum, r->n_top_token, r->n_top_logprob);
     for (size_t i = 0; i < sum; i++) {
         if (r->top_token[i] < 0 || r->top_token[i] >= c->n_vocab)
             return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "SampleResults step %llu: top_token[%zu] %d not in [0, %d)",
-                                step, i, r->top_token[i], c->n_vocab);
+                                "SampleResults step %llu: top_token[%zu] %d not in [0, %d)", step,
+                                i, r->top_token[i], c->n_vocab);
         if (!(r->top_logprob[i] <= 0.0f))
             return bt_error_set(err, BT_ERR_PROTOCOL,
-                                "SampleResults step %llu: top_logprob[%zu] %g is not <= 0", step,
-                                i, (double)r->top_logprob[i]);
+                                "SampleResults step %llu: top_logprob[%zu] %g is not <= 0", step, i,
+                                (double)r->top_logprob[i]);
     }
     return BT_OK;
 }
@@ -407,8 +407,8 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         return BT_OK;
     }
     default:
-        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s",
-                            bt_msg_kind_name(f.kind), stage_where(c, from, where, sizeof where));
+        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s", bt_msg_kind_name(f.kind),
+                            stage_where(c, from, where, sizeof where));
     }
 }
 

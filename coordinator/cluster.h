@@ -36,9 +36,9 @@ typedef struct bt_cluster_params {
     int heartbeat_ms;
     int64_t stage_timeout_us;
     int64_t hello_timeout_us;
-    const int32_t *eog;  /* [n_eog] end-of-generation ids that min_tokens bans on the last
-                            stage (<= BT_SAMPLER_MAX_EOG); borrowed for bt_cluster_start;
-                            NULL/0 = none */
+    const int32_t *eog; /* [n_eog] end-of-generation ids that min_tokens bans on the last
+                           stage (<= BT_SAMPLER_MAX_EOG); borrowed for bt_cluster_start;
+                           NULL/0 = none */
     int n_eog;
 } bt_cluster_params;
 
@@ -76,9 +76,9 @@ typedef struct bt_cluster_results {
     uint64_t step;
     const int32_t *seq, *token;
     const float *logprob;
-    const uint32_t *n_top;       /* [n] or NULL when no result carries alternatives */
-    const int32_t *top_token;    /* [sum n_top] */
-    const float *top_logprob;    /* [sum n_top] */
+    const uint32_t *n_top;    /* [n] or NULL when no result carries alternatives */
+    const int32_t *top_token; /* [sum n_top] */
+    const float *top_logprob; /* [sum n_top] */
 } bt_cluster_results;
 
 /* Waits up to timeout_us for the next message and handles heartbeats itself. */

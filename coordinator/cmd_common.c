@@ -56,8 +56,7 @@ int bt_cmd_parse(const char *cmd, const char *synopsis, const bt_cli_opt *opts, 
     return -1;
 }
 
-bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
-                       bt_error *err) {
+bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len, bt_error *err) {
     *out = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
@@ -79,8 +78,7 @@ bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *l
         size_t got = fread(buf + n, 1, 65536, f);
         n += got;
         if (n > max_bytes) {
-            st = bt_error_set(err, BT_ERR_LIMIT, "'%s' is larger than %zu bytes", path,
-                              max_bytes);
+            st = bt_error_set(err, BT_ERR_LIMIT, "'%s' is larger than %zu bytes", path, max_bytes);
             break;
         }
         if (got < 65536) {
@@ -129,9 +127,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int n_ctx = mf->ctx ? (int)mf->ctx : (hp.n_ctx_train > 0 && hp.n_ctx_train < 4096
-                                              ? hp.n_ctx_train
-                                              : 4096);
+    int n_ctx = mf->ctx ? (int)mf->ctx
+                        : (hp.n_ctx_train > 0 && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
     if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train) {
         st = bt_error_set(&err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",
                           n_ctx, hp.n_ctx_train);

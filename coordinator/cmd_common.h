@@ -26,8 +26,9 @@ typedef struct bt_model_flags {
 #define BT_MODEL_FLAG_OPTS(f)                                                                      \
     {"--model", BT_CLI_STR, &(f).model, 0, 0, "GGUF file (default: the cached SmolLM2)"},          \
         {"--threads", BT_CLI_INT, &(f).threads, 1, 1024, "compute threads (default: all CPUs)"},   \
-        {"--ctx", BT_CLI_INT, &(f).ctx, 16, 1 << 20, "context length in tokens"},                  \
-        {"--help", BT_CLI_FLAG, &(f).help, 0, 0, "show this help"}
+        {"--ctx", BT_CLI_INT, &(f).ctx, 16, 1 << 20, "context length in tokens"}, {                \
+        "--help", BT_CLI_FLAG, &(f).help, 0, 0, "show this help"                                   \
+    }
 
 void bt_model_flags_init(bt_model_flags *f);
 /* Runner parameters from the flags (model defaulted). */
@@ -43,21 +44,28 @@ typedef struct bt_cluster_flags {
 
 void bt_cluster_flags_init(bt_cluster_flags *f);
 
-#define BT_CLUSTER_FLAG_OPTS(f)                                                                    \
-    {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},  \
-        {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},    \
-        {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},              \
-        {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},     \
-        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (stages + 1)"},  \
-        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},    \
-        {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},           \
-        {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},       \
-        {"--kv-tokens", BT_CLI_INT, &(f).kv_tokens, 16, 1 << 26,                                   \
-         "KV cache per stage in tokens, shared by all sequences (a few contexts)"},                \
-        {"--stages", BT_CLI_INT, &(f).stages, 1, 64, "stage threads when run without mpirun"},     \
-        {"--stage-timeout-ms", BT_CLI_INT, &(f).stage_timeout_ms, 10, 86400000,                    \
-         "a silent stage is failed after this (30000)"},                                           \
-        {"--heartbeat-ms", BT_CLI_INT, &(f).heartbeat_ms, 1, 600000, "idle stage heartbeat (500)"}
+#define BT_CLUSTER_FLAG_OPTS(f)                                                                     \
+    {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},   \
+        {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
+        {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
+        {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
+        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (stages + 1)"},   \
+        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
+        {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},            \
+        {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},        \
+        {"--kv-tokens",  BT_CLI_INT,                                                                \
+         &(f).kv_tokens, 16,                                                                        \
+         1 << 26,        "KV cache per stage in tokens, shared by all sequences (a few contexts)"}, \
+        {"--stages", BT_CLI_INT, &(f).stages, 1, 64, "stage threads when run without mpirun"},      \
+        {"--stage-timeout-ms",                                                                      \
+         BT_CLI_INT,                                                                                \
+         &(f).stage_timeout_ms,                                                                     \
+         10,                                                                                        \
+         86400000,                                                                                  \
+         "a silent stage is failed after this (30000)"},                                            \
+    {                                                                                               \
+        "--heartbeat-ms", BT_CLI_INT, &(f).heartbeat_ms, 1, 600000, "idle stage heartbeat (500)"    \
+    }
 
 /* A model opened for a cluster command: the GGUF and vocabulary here, this process's role
  * started, and on the coordinator the engine connected to the stages. */
@@ -90,7 +98,6 @@ int bt_cmd_parse(const char *cmd, const char *synopsis, const bt_cli_opt *opts, 
 void bt_select_blas_core(char **argv);
 
 /* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer. */
-bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
-                       bt_error *err);
+bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len, bt_error *err);
 
 #endif

@@ -100,14 +100,15 @@ static bool parse_bias(const char *spec, bt_sampler_params *sp) {
             return false;
         }
         if (!(bias >= -100 && bias <= 100)) {
-            fprintf(stderr, "baton generate: --logit-bias: bias %g for token %ld is outside "
-                            "[-100, 100]\n",
+            fprintf(stderr,
+                    "baton generate: --logit-bias: bias %g for token %ld is outside "
+                    "[-100, 100]\n",
                     bias, id);
             return false;
         }
         if (sp->n_logit_bias == BT_MAX_LOGIT_BIAS) {
             fprintf(stderr, "baton generate: --logit-bias: more than %d entries\n",
-                        BT_MAX_LOGIT_BIAS);
+                    BT_MAX_LOGIT_BIAS);
             return false;
         }
         sp->logit_bias[sp->n_logit_bias++] = (bt_logit_bias){(int32_t)id, (float)bias};
@@ -327,8 +328,7 @@ int bt_cmd_generate(int argc, char **argv) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    st = bt_tokenize(s.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt,
-                     &err);
+    st = bt_tokenize(s.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt, &err);
     if (st == BT_ERR_LIMIT)
         st = bt_error_set(&err, BT_ERR_LIMIT,
                           "prompt is %zu tokens; the context (--ctx) holds %d including the "

@@ -86,8 +86,8 @@ int bt_cmd_info(int argc, char **argv) {
                    (double)bytes_by_type[ty] / MIB);
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
-    int n_ctx = mf.ctx ? (int)mf.ctx
-                       : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
+    int n_ctx =
+        mf.ctx ? (int)mf.ctx : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
     /* K and V in f16, the stages' default. */
     uint64_t kv_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
     double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
@@ -117,8 +117,8 @@ int bt_cmd_info(int argc, char **argv) {
         bt_split split;
         bt_split_mode mode;
         if ((st = bt_split_mode_parse(split_by, &mode, &err)) != BT_OK ||
-            (st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, mode, layers, &split,
-                                &err)) != BT_OK)
+            (st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, mode, layers, &split, &err)) !=
+                BT_OK)
             goto done;
         printf("split:        %d stages (mpirun -np %d), KV for %d tokens each\n", n_stages,
                n_stages + 1, n_ctx);

@@ -50,8 +50,8 @@ int bt_cmd_perplexity(int argc, char **argv) {
         {"--chunks", BT_CLI_INT, &max_chunks, 0, 1 << 30, "evaluate at most N chunks (0 = all)"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int rc = bt_cmd_parse("perplexity", "--file F [--ctx N] [flags]", opts, n_opts, &mf.help,
-                          argc, argv);
+    int rc = bt_cmd_parse("perplexity", "--file F [--ctx N] [flags]", opts, n_opts, &mf.help, argc,
+                          argv);
     if (rc >= 0)
         return rc;
     if (!file) {
@@ -87,9 +87,9 @@ int bt_cmd_perplexity(int argc, char **argv) {
     if (max_chunks > 0 && n_chunks > max_chunks)
         n_chunks = max_chunks;
     if (n_chunks < 1) {
-        st = bt_error_set(&err, BT_ERR_INVALID_ARG,
-                          "'%s' has %zu tokens, fewer than one chunk of --ctx %d", file, n_tok,
-                          ctx);
+        st =
+            bt_error_set(&err, BT_ERR_INVALID_ARG,
+                         "'%s' has %zu tokens, fewer than one chunk of --ctx %d", file, n_tok, ctx);
         goto done;
     }
     fprintf(stderr, "perplexity: %zu tokens, %lld chunks of %d, scoring the second half of each\n",
@@ -102,8 +102,8 @@ int bt_cmd_perplexity(int argc, char **argv) {
         bt_stage_seq_free(r.stage, 0);
         /* Rows ctx/2 .. ctx-2 predict tokens ctx/2+1 .. ctx-1; the last token predicts
          * nothing, so it is not evaluated. */
-        if ((st = bt_runner_eval(&r, 0, acc.chunk, ctx - 1, ctx / 2, score_row, &acc,
-                                 &err)) != BT_OK)
+        if ((st = bt_runner_eval(&r, 0, acc.chunk, ctx - 1, ctx / 2, score_row, &acc, &err)) !=
+            BT_OK)
             goto done;
         fprintf(stderr, "[%lld] %.4f\n", (long long)c + 1, exp(acc.nll / (double)acc.n));
     }

@@ -52,8 +52,8 @@ int bt_cmd_tokenize(int argc, char **argv) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = bt_tokenize(v, text ? text : prompt, len, add_special, !no_special, ids, len + 2,
-                          &n, &err)) != BT_OK)
+    if ((st = bt_tokenize(v, text ? text : prompt, len, add_special, !no_special, ids, len + 2, &n,
+                          &err)) != BT_OK)
         goto done;
     for (size_t i = 0; i < n; i++) {
         if (ids_only) {

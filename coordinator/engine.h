@@ -56,9 +56,9 @@ bt_status bt_engine_run(bt_engine *e, bt_error *err);
 
 /* Statistics of the work so far. */
 typedef struct bt_engine_stats {
-    uint64_t steps;          /* micro-batches completed */
-    uint64_t rows;           /* rows computed */
-    int64_t run_us;          /* wall time inside bt_engine_run */
+    uint64_t steps; /* micro-batches completed */
+    uint64_t rows;  /* rows computed */
+    int64_t run_us; /* wall time inside bt_engine_run */
     uint64_t preemptions;
 } bt_engine_stats;
 void bt_engine_get_stats(const bt_engine *e, bt_engine_stats *out);

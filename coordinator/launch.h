@@ -26,8 +26,8 @@
 #include "transport.h"
 
 typedef struct bt_launch_params {
-    int n_threads;     /* compute threads per stage */
-    int local_stages;  /* stage threads of a singleton run (default 1) */
+    int n_threads;                   /* compute threads per stage */
+    int local_stages;                /* stage threads of a singleton run (default 1) */
     int max_batch, max_seqs, n_embd; /* frame size */
 } bt_launch_params;
 
@@ -37,15 +37,14 @@ typedef struct bt_launch {
     bt_status stage_status; /* its outcome */
     bt_error stage_error;
     int rank, size;
-    bt_transport *t;        /* the coordinator's endpoint (rank 0) */
+    bt_transport *t; /* the coordinator's endpoint (rank 0) */
     bt_local_hub *hub;
-    pthread_t *threads;     /* [local_stages] */
+    pthread_t *threads; /* [local_stages] */
     struct local_stage *stages;
     int n_threads_started;
 } bt_launch;
 
-bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params *p,
-                          bt_error *err);
+bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params *p, bt_error *err);
 
 /* Coordinator: after a failure, make sure no rank is left behind (MPI_Abort under MPI,
  * every local stage thread woken and ended). */

@@ -12,15 +12,14 @@
 #include "log.h"
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: baton <command> [flags]\n"
-            "commands:\n"
-            "  generate    generate text for one prompt, streamed to stdout\n"
-            "  perplexity  perplexity of a text file\n"
-            "  bench       prompt-processing and decode speed\n"
-            "  info        model metadata, tensor types and sizes\n"
-            "  tokenize    show the tokens of a text\n"
-            "Run `baton <command> --help` for its flags.\n");
+    fprintf(stderr, "usage: baton <command> [flags]\n"
+                    "commands:\n"
+                    "  generate    generate text for one prompt, streamed to stdout\n"
+                    "  perplexity  perplexity of a text file\n"
+                    "  bench       prompt-processing and decode speed\n"
+                    "  info        model metadata, tensor types and sizes\n"
+                    "  tokenize    show the tokens of a text\n"
+                    "Run `baton <command> --help` for its flags.\n");
 }
 
 int main(int argc, char **argv) {
@@ -29,9 +28,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*run)(int, char **);
     } cmds[] = {
-        {"generate", bt_cmd_generate}, {"perplexity", bt_cmd_perplexity},
-        {"bench", bt_cmd_bench},       {"info", bt_cmd_info},
-        {"tokenize", bt_cmd_tokenize},
+        {"generate", bt_cmd_generate}, {"perplexity", bt_cmd_perplexity}, {"bench", bt_cmd_bench},
+        {"info", bt_cmd_info},         {"tokenize", bt_cmd_tokenize},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage();

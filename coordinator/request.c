@@ -63,22 +63,19 @@ static int32_t best_of_of(const bt_request_params *p) {
     return p->best_of ? p->best_of : n_of(p);
 }
 
-bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab,
-                                     bt_error *err) {
+bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab, bt_error *err) {
     if (p->max_tokens < 0)
         return bt_error_set(err, BT_ERR_RANGE, "max_tokens %d is negative", p->max_tokens);
     bt_status st = bt_sampler_params_validate(&p->sampling, n_vocab, err);
     if (st != BT_OK)
         return st;
     if (p->n < 0 || p->n > BT_MAX_COMPLETIONS)
-        return bt_error_set(err, BT_ERR_RANGE, "n %d is outside [1, %d]", p->n,
-                            BT_MAX_COMPLETIONS);
+        return bt_error_set(err, BT_ERR_RANGE, "n %d is outside [1, %d]", p->n, BT_MAX_COMPLETIONS);
     if (p->best_of < 0 || p->best_of > BT_MAX_COMPLETIONS)
         return bt_error_set(err, BT_ERR_RANGE, "best_of %d is outside [1, %d]", p->best_of,
                             BT_MAX_COMPLETIONS);
     if (best_of_of(p) < n_of(p))
-        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is less than n %d", p->best_of,
-                            n_of(p));
+        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is less than n %d", p->best_of, n_of(p));
     if (p->n_stop < 0 || p->n_stop > BT_MAX_STOP)
         return bt_error_set(err, BT_ERR_RANGE, "stop: %d strings, at most %d", p->n_stop,
                             BT_MAX_STOP);
@@ -92,20 +89,20 @@ bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab
         return bt_error_set(err, BT_ERR_RANGE, "length_penalty %g is outside [-10, 10]",
                             (double)p->length_penalty);
     if (p->beam_width < 0 || p->beam_width > BT_MAX_BEAM)
-        return bt_error_set(err, BT_ERR_RANGE, "beam_width %d is outside [0, %d]",
-                            p->beam_width, BT_MAX_BEAM);
+        return bt_error_set(err, BT_ERR_RANGE, "beam_width %d is outside [0, %d]", p->beam_width,
+                            BT_MAX_BEAM);
     if (p->beam_width > 0) {
         if (p->sampling.temperature > 0)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
                                 "beam_width %d: beam search needs temperature 0, not %g",
                                 p->beam_width, (double)p->sampling.temperature);
         if (n_of(p) > p->beam_width)
-            return bt_error_set(err, BT_ERR_INVALID_ARG, "n %d is more than beam_width %d",
-                                n_of(p), p->beam_width);
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "n %d is more than beam_width %d", n_of(p),
+                                p->beam_width);
         if (best_of_of(p) != n_of(p))
             return bt_error_set(err, BT_ERR_INVALID_ARG,
-                                "best_of %d cannot be combined with beam_width %d",
-                                p->best_of, p->beam_width);
+                                "best_of %d cannot be combined with beam_width %d", p->best_of,
+                                p->beam_width);
         if (p->n_stop > 0)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
                                 "stop strings cannot be combined with beam_width %d",

@@ -65,9 +65,9 @@ typedef struct bt_request_params {
     bool early_stopping;        /* beams: stop once beam_width hypotheses are finished */
     int32_t n_stop;             /* [0, 16] */
     char stop[BT_MAX_STOP][BT_STOP_MAX_BYTES + 1]; /* NUL-terminated, 1..256 bytes */
-    bt_request_token_fn on_token; /* may be NULL */
-    bt_request_text_fn on_text;   /* may be NULL */
-    bt_request_done_fn on_done;   /* may be NULL */
+    bt_request_token_fn on_token;                  /* may be NULL */
+    bt_request_text_fn on_text;                    /* may be NULL */
+    bt_request_done_fn on_done;                    /* may be NULL */
     void *ctx;
 } bt_request_params;
 
@@ -81,21 +81,20 @@ bt_status bt_request_params_add_stop(bt_request_params *p, const char *s, size_t
 
 /* Every parameter and combination; the message names the parameter. n_vocab bounds token
  * ids (0 skips). */
-bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab,
-                                     bt_error *err);
+bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab, bt_error *err);
 
 typedef struct bt_beam bt_beam;
 
 struct bt_request {
     uint64_t id;
     bt_request_params p;
-    int32_t *tokens;  /* [cap] prompt then generated */
-    float *logprobs;  /* [cap] logprob of each generated token at its position */
+    int32_t *tokens; /* [cap] prompt then generated */
+    float *logprobs; /* [cap] logprob of each generated token at its position */
     /* top_logprobs > 0 (not beams): the alternatives of each generated token at its
      * position, best first: n_top[pos] of them at [pos * top_logprobs] */
-    uint8_t *n_top;      /* [cap] */
-    int32_t *top_token;  /* [cap * top_logprobs] */
-    float *top_logprob;  /* [cap * top_logprobs] */
+    uint8_t *n_top;     /* [cap] */
+    int32_t *top_token; /* [cap * top_logprobs] */
+    float *top_logprob; /* [cap * top_logprobs] */
     int32_t n_prompt, n_tokens, cap;
 
     /* scheduler state */
@@ -103,7 +102,7 @@ struct bt_request {
     int32_t seq;      /* slot while RUNNING, else -1 */
     int32_t n_cached; /* positions whose KV is computed or in flight */
     bool in_flight;
-    bool params_sent; /* the last stage has this sequence's sampling params */
+    bool params_sent;    /* the last stage has this sequence's sampling params */
     bool cancel_pending; /* cancelled while in flight: ends when its results arrive */
     uint64_t admit_order;
     bt_request *q_prev, *q_next; /* queue links while QUEUED */
@@ -115,13 +114,13 @@ struct bt_request {
     int32_t index;      /* a child's branch or beam index */
     int32_t n_branch;   /* best_of when > 1 or beams, else 0 */
     bt_request *branch[BT_MAX_COMPLETIONS];
-    int32_t fork_at;    /* best_of > 1: prefill [0, fork_at) and fork there; else -1 */
+    int32_t fork_at; /* best_of > 1: prefill [0, fork_at) and fork there; else -1 */
     bool forked;
-    int n_live;         /* children not yet done */
-    int slots_held;     /* slots reserved for children not yet forked */
-    int kv_shared;      /* blocks of the shared prefix, held until the last child is done */
-    int n_holders;      /* children that still reference the shared prefix */
-    bt_beam *beam;      /* beam search state, NULL otherwise */
+    int n_live;     /* children not yet done */
+    int slots_held; /* slots reserved for children not yet forked */
+    int kv_shared;  /* blocks of the shared prefix, held until the last child is done */
+    int n_holders;  /* children that still reference the shared prefix */
+    bt_beam *beam;  /* beam search state, NULL otherwise */
     bt_request *live[BT_MAX_BEAM]; /* beams: the live beams, n_live of them */
 
     /* text of this completion (only with a scheduler vocabulary) */

@@ -34,7 +34,7 @@ typedef struct bt_runner {
     int n_threads;
     int max_batch;
     int max_logit_rows;
-    float *logits; /* [max_logit_rows][n_vocab] */
+    float *logits;              /* [max_logit_rows][n_vocab] */
     int32_t *row_seq, *row_pos; /* [max_batch] batch scratch */
     uint8_t *row_logits;        /* [max_batch] */
     uint8_t *row_prefill;       /* [max_batch] all 1: every evaluated token is prompt text */
@@ -49,8 +49,9 @@ typedef void (*bt_runner_logits_fn)(void *ctx, int i, const float *logits);
 
 /*
  * Appends ids[0..n) to sequence `seq` (positions continue from its current length), in
- * chunks of max_batch rows, on the prefill path (the tokens are given text, not sampled). Logits are computed for every row i >= first_logit_row and
- * passed to fn (fn may be NULL when first_logit_row >= n).
+ * chunks of max_batch rows, on the prefill path (the tokens are given text, not sampled). Logits
+ * are computed for every row i >= first_logit_row and passed to fn (fn may be NULL when
+ * first_logit_row >= n).
  */
 bt_status bt_runner_eval(bt_runner *r, int seq, const int32_t *ids, int n, int first_logit_row,
                          bt_runner_logits_fn fn, void *ctx, bt_error *err);

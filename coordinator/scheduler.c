@@ -364,9 +364,7 @@ static void group_end(bt_sched *s, bt_request *g, bt_finish why) {
     if (g->n_out > g->p.n)
         g->n_out = g->p.n;
     g->state = BT_REQ_DONE;
-    g->finish = why != BT_FINISH_NONE ? why
-                : g->n_out    ? g->out[0]->finish
-                              : BT_FINISH_ERROR;
+    g->finish = why != BT_FINISH_NONE ? why : g->n_out ? g->out[0]->finish : BT_FINISH_ERROR;
     if (g->n_out) {
         g->n_generated = g->out[0]->n_generated;
         g->logprob_sum = g->out[0]->logprob_sum;
@@ -386,9 +384,8 @@ void bt_sched_submit(bt_sched *s, bt_request *r) {
     q_push_back(s, r);
     if (1 + extra_slots(r) > s->p.max_seqs) {
         bt_error_set(&r->error, BT_ERR_LIMIT, "%s %d needs %d sequence slots, the cluster has %d",
-                     r->beam ? "beam_width" : "best_of",
-                     r->beam ? r->beam->width : r->n_branch, 1 + extra_slots(r),
-                     s->p.max_seqs);
+                     r->beam ? "beam_width" : "best_of", r->beam ? r->beam->width : r->n_branch,
+                     1 + extra_slots(r), s->p.max_seqs);
         finish(s, r, BT_FINISH_ERROR);
         return;
     }
@@ -928,8 +925,7 @@ static bt_status beam_result(bt_sched *s, bt_request *r, uint32_t n_top, const i
 
 bt_status bt_sched_on_results(bt_sched *s, uint64_t step, int n, const int32_t *seq,
                               const int32_t *token, const float *logprob, bt_error *err) {
-    bt_sched_results res = {
-        .step = step, .n = n, .seq = seq, .token = token, .logprob = logprob};
+    bt_sched_results res = {.step = step, .n = n, .seq = seq, .token = token, .logprob = logprob};
     return bt_sched_on_results_top(s, &res, err);
 }
 

@@ -20,8 +20,8 @@ static bt_status measure(const bt_gguf *g, int n_layer, bool compute, uint64_t *
         const bt_gguf_tensor *t = bt_gguf_tensor_at(g, i);
         uint64_t cost = t->n_bytes;
         if (compute)
-            cost += (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] *
-                    (uint64_t)t->ne[3];
+            cost +=
+                (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
         int l;
         char rest[64];
         if (sscanf(t->name, "blk.%d.%63s", &l, rest) == 2) {
@@ -82,8 +82,8 @@ bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *er
     else if (strcmp(name, "compute") == 0)
         *out = BT_SPLIT_COMPUTE;
     else
-        return bt_error_set(err, BT_ERR_INVALID_ARG,
-                            "--split '%s': expected 'memory' or 'compute'", name);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "--split '%s': expected 'memory' or 'compute'",
+                            name);
     return BT_OK;
 }
 
@@ -104,8 +104,8 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     if (n_layer < 1 || n_layer > MAX_LAYERS)
         return bt_error_set(err, BT_ERR_FORMAT, "%s %d out of range", key, n_layer);
     if (n_stages < 1 || n_stages > BT_MAX_STAGES || n_stages > n_layer)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "%d stages for a model of %d layers",
-                            n_stages, n_layer);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "%d stages for a model of %d layers", n_stages,
+                            n_layer);
     out->n_stages = n_stages;
     out->n_layer = n_layer;
 

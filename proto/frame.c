@@ -39,8 +39,7 @@ static uint16_t get_u16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static uint32_t fnv1a(const uint8_t *p, size_t n) {
@@ -68,8 +67,7 @@ bt_status bt_frame_parse(const void *buf, size_t len, bt_frame_view *out, bt_err
     const uint8_t *p = buf;
     memset(out, 0, sizeof *out);
     if (len < BT_FRAME_HEADER_BYTES)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "frame: %zu bytes, shorter than the header",
-                            len);
+        return bt_error_set(err, BT_ERR_PROTOCOL, "frame: %zu bytes, shorter than the header", len);
     if (get_u32(p) != BT_FRAME_MAGIC)
         return bt_error_set(err, BT_ERR_PROTOCOL, "frame: bad magic 0x%08x", get_u32(p));
     if (get_u32(p + 20) != fnv1a(p, 20))
@@ -86,13 +84,12 @@ bt_status bt_frame_parse(const void *buf, size_t len, bt_frame_view *out, bt_err
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "frame: header_len %llu + payload_len %llu do not add up to the "
                             "%zu bytes received",
-                            (unsigned long long)header_len, (unsigned long long)payload_len,
-                            len);
+                            (unsigned long long)header_len, (unsigned long long)payload_len, len);
     if (p[16] >= BT_CODEC_KIND_COUNT)
         return bt_error_set(err, BT_ERR_PROTOCOL, "frame: unknown codec %u", p[16]);
     if (p[17] > 1 || get_u16(p + 18) != 0)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "frame: bad flags (zstd %u, reserved %u)",
-                            p[17], get_u16(p + 18));
+        return bt_error_set(err, BT_ERR_PROTOCOL, "frame: bad flags (zstd %u, reserved %u)", p[17],
+                            get_u16(p + 18));
     out->kind = (bt_msg_kind)kind;
     out->header = p + BT_FRAME_HEADER_BYTES;
     out->header_len = (size_t)header_len;

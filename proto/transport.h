@@ -33,8 +33,8 @@
 typedef struct bt_transport bt_transport;
 
 typedef struct bt_transport_ops {
-    bt_status (*send)(bt_transport *t, int dst, const void *frame, size_t len,
-                      int64_t timeout_us, bt_error *err);
+    bt_status (*send)(bt_transport *t, int dst, const void *frame, size_t len, int64_t timeout_us,
+                      bt_error *err);
     bt_status (*recv)(bt_transport *t, int src, const void **frame, size_t *len, int *from,
                       int64_t timeout_us, bt_error *err);
     /* Waits until every pending send has completed (or the timeout). */
@@ -51,13 +51,12 @@ struct bt_transport {
     size_t max_frame;
 };
 
-static inline bt_status bt_transport_send(bt_transport *t, int dst, const void *frame,
-                                          size_t len, int64_t timeout_us, bt_error *err) {
+static inline bt_status bt_transport_send(bt_transport *t, int dst, const void *frame, size_t len,
+                                          int64_t timeout_us, bt_error *err) {
     return t->ops->send(t, dst, frame, len, timeout_us, err);
 }
-static inline bt_status bt_transport_recv(bt_transport *t, int src, const void **frame,
-                                          size_t *len, int *from, int64_t timeout_us,
-                                          bt_error *err) {
+static inline bt_status bt_transport_recv(bt_transport *t, int src, const void **frame, size_t *len,
+                                          int *from, int64_t timeout_us, bt_error *err) {
     return t->ops->recv(t, src, frame, len, from, timeout_us, err);
 }
 static inline bt_status bt_transport_flush(bt_transport *t, int64_t timeout_us, bt_error *err) {

@@ -62,11 +62,11 @@ typedef struct mailbox {
     slot *slots;            /* [n_slots] */
     int *free_ids;          /* [n_slots] stack of free slot ids */
     int n_free;
-    int *fifo;              /* [n_slots] queued slot ids, arrival order (oldest first) */
+    int *fifo; /* [n_slots] queued slot ids, arrival order (oldest first) */
     int n_queued;
-    int *n_from;            /* [n_ranks] queued frames per sender */
-    int held;               /* slot id returned by the last recv, -1 when none */
-    int sync_ok;            /* mutex and conds initialised */
+    int *n_from; /* [n_ranks] queued frames per sender */
+    int held;    /* slot id returned by the last recv, -1 when none */
+    int sync_ok; /* mutex and conds initialised */
 } mailbox;
 
 typedef struct local_endpoint {
@@ -80,15 +80,15 @@ struct bt_local_hub {
     int max_pending;
     size_t max_frame;
     int n_slots;
-    atomic_int *dead;     /* [n_ranks] 0 alive, 1 dead; only goes 0 -> 1 */
-    mailbox *boxes;       /* [n_ranks] */
-    local_endpoint *eps;  /* [n_ranks] */
+    atomic_int *dead;    /* [n_ranks] 0 alive, 1 dead; only goes 0 -> 1 */
+    mailbox *boxes;      /* [n_ranks] */
+    local_endpoint *eps; /* [n_ranks] */
 };
 
 static bt_status local_send(bt_transport *t, int dst, const void *frame, size_t len,
                             int64_t timeout_us, bt_error *err);
-static bt_status local_recv(bt_transport *t, int src, const void **frame, size_t *len,
-                            int *from, int64_t timeout_us, bt_error *err);
+static bt_status local_recv(bt_transport *t, int src, const void **frame, size_t *len, int *from,
+                            int64_t timeout_us, bt_error *err);
 static bt_status local_flush(bt_transport *t, int64_t timeout_us, bt_error *err);
 static void local_abort(bt_transport *t, int code);
 static void local_free(bt_transport *t);
@@ -157,8 +157,8 @@ static bt_status local_send(bt_transport *t, int dst, const void *frame, size_t 
     bt_local_hub *hub = ep->hub;
     int self = t->rank;
     if (dst < 0 || dst >= hub->n_ranks)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: send to rank %d, size is %d",
-                            dst, hub->n_ranks);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: send to rank %d, size is %d", dst,
+                            hub->n_ranks);
     if (len > hub->max_frame)
         return bt_error_set(err, BT_ERR_LIMIT,
                             "transport: frame of %zu bytes to rank %d exceeds max_frame %zu", len,
@@ -195,8 +195,10 @@ static bt_status local_send(bt_transport *t, int dst, const void *frame, size_t 
         /* n_from[self] < max_pending, so a free slot exists (see the invariants). */
         if (mb->n_free <= 0) {
             pthread_mutex_unlock(&mb->mu);
-            return bt_error_set(err, BT_ERR_INTERNAL, "transport: mailbox of rank %d has no "
-                                "free slot", dst);
+            return bt_error_set(err, BT_ERR_INTERNAL,
+                                "transport: mailbox of rank %d has no "
+                                "free slot",
+                                dst);
         }
         int id = mb->free_ids[--mb->n_free];
         slot *s = &mb->slots[id];
@@ -231,8 +233,8 @@ static int all_peers_dead(const bt_local_hub *hub, int self) {
     return 1;
 }
 
-static bt_status local_recv(bt_transport *t, int src, const void **frame, size_t *len,
-                            int *from, int64_t timeout_us, bt_error *err) {
+static bt_status local_recv(bt_transport *t, int src, const void **frame, size_t *len, int *from,
+                            int64_t timeout_us, bt_error *err) {
     local_endpoint *ep = (local_endpoint *)t;
     bt_local_hub *hub = ep->hub;
     int self = t->rank;
@@ -265,8 +267,7 @@ static bt_status local_recv(bt_transport *t, int src, const void **frame, size_t
                 break;
             }
             if (hub->n_ranks > 1 && all_peers_dead(hub, self)) {
-                st = bt_error_set(err, BT_ERR_IO, "transport: every peer of rank %d is gone",
-                                  self);
+                st = bt_error_set(err, BT_ERR_IO, "transport: every peer of rank %d is gone", self);
                 break;
             }
         }
@@ -304,8 +305,10 @@ static bt_status local_flush(bt_transport *t, int64_t timeout_us, bt_error *err)
         pthread_mutex_lock(&mb->mu);
         while (mb->n_from[self] > 0) {
             if (is_dead(hub, dst)) {
-                st = bt_error_set(err, BT_ERR_IO, "transport: rank %d is gone with %d frames "
-                                  "undelivered", dst, mb->n_from[self]);
+                st = bt_error_set(err, BT_ERR_IO,
+                                  "transport: rank %d is gone with %d frames "
+                                  "undelivered",
+                                  dst, mb->n_from[self]);
                 break;
             }
             if (dst != self && is_dead(hub, self)) {
@@ -315,12 +318,15 @@ static bt_status local_flush(bt_transport *t, int64_t timeout_us, bt_error *err)
             }
             if (dst == self) {
                 /* Only this thread can dequeue its own mailbox: waiting would never end. */
-                st = bt_error_set(err, BT_ERR_TIMEOUT, "transport: %d frames to rank %d (self) "
-                                  "are not received yet", mb->n_from[self], self);
+                st = bt_error_set(err, BT_ERR_TIMEOUT,
+                                  "transport: %d frames to rank %d (self) "
+                                  "are not received yet",
+                                  mb->n_from[self], self);
                 break;
             }
             if (wait_until(&mb->taken, &mb->mu, timeout_us, &deadline) == ETIMEDOUT) {
-                st = bt_error_set(err, BT_ERR_TIMEOUT, "transport: flush: %d frames to rank %d "
+                st = bt_error_set(err, BT_ERR_TIMEOUT,
+                                  "transport: flush: %d frames to rank %d "
                                   "undelivered after %lld us",
                                   mb->n_from[self], dst, (long long)timeout_us);
                 break;
@@ -404,8 +410,10 @@ static bt_status mailbox_init(mailbox *mb, const bt_local_hub *hub, int rank, bt
     }
     pthread_condattr_destroy(&ca);
     if (rc != 0)
-        return bt_error_set(err, BT_ERR_INTERNAL, "transport: mailbox of rank %d: pthread init "
-                            "failed (%s)", rank, strerror(rc));
+        return bt_error_set(err, BT_ERR_INTERNAL,
+                            "transport: mailbox of rank %d: pthread init "
+                            "failed (%s)",
+                            rank, strerror(rc));
     mb->sync_ok = 1;
     return BT_OK;
 }
@@ -420,8 +428,8 @@ bt_status bt_local_hub_new(int n_ranks, size_t max_frame, int max_pending, bt_lo
         return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: max_frame %zu not in [1, 2^31]",
                             max_frame);
     if (max_pending < 1 || max_pending > 1024)
-        return bt_error_set(err, BT_ERR_INVALID_ARG,
-                            "transport: max_pending %d not in [1, 1024]", max_pending);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: max_pending %d not in [1, 1024]",
+                            max_pending);
     bt_local_hub *hub = calloc(1, sizeof(*hub));
     if (!hub)
         return bt_error_set(err, BT_ERR_NOMEM, "transport: hub");

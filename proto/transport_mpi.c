@@ -22,8 +22,9 @@
  * without losing a frame (a later recv from BT_RANK_ANY drains the queue).
  *
  * Waiting: never MPI_Wait/MPI_Recv (they spin a core a stage needs). A wait polls MPI_Test
- * a few times, then sleeps 20 us for 2 ms, then doubling up to 1 ms between polls. Every send/recv/flush
- * also tests pending sends, which drives MPI progress for large (rendezvous) messages.
+ * a few times, then sleeps 20 us for 2 ms, then doubling up to 1 ms between polls. Every
+ * send/recv/flush also tests pending sends, which drives MPI progress for large (rendezvous)
+ * messages.
  *
  * Errors: MPI_ERRORS_RETURN is set on MPI_COMM_WORLD; every MPI return code is turned into a
  * bt_status with MPI's error string and the peer rank. A truncated receive (a frame larger
@@ -53,9 +54,9 @@
 #define FREE_WAIT_US 1000000 /* how long free() waits for pending sends */
 
 typedef struct send_ring {
-    uint8_t **bufs;     /* [max_pending] buffers of max_frame bytes */
-    MPI_Request *reqs;  /* [max_pending]; MPI_REQUEST_NULL when the buffer is free */
-    int head;           /* oldest pending */
+    uint8_t **bufs;    /* [max_pending] buffers of max_frame bytes */
+    MPI_Request *reqs; /* [max_pending]; MPI_REQUEST_NULL when the buffer is free */
+    int head;          /* oldest pending */
     int n_pending;
 } send_ring;
 
@@ -70,14 +71,14 @@ typedef struct mpi_transport {
     int max_pending;
     send_ring *rings; /* [size] */
     /* receive side */
-    int n_bufs;        /* n_queue + 2 */
-    uint8_t **pool;    /* [n_bufs] buffers of max_frame bytes */
-    int *free_ids;     /* [n_bufs] stack */
+    int n_bufs;     /* n_queue + 2 */
+    uint8_t **pool; /* [n_bufs] buffers of max_frame bytes */
+    int *free_ids;  /* [n_bufs] stack */
     int n_free;
-    int posted;        /* pool index of the posted MPI_Irecv, -1 when none */
+    int posted; /* pool index of the posted MPI_Irecv, -1 when none */
     MPI_Request rreq;
-    int held;          /* pool index returned by the last recv, -1 when none */
-    queued *queue;     /* [n_queue] arrival order, oldest first */
+    int held;      /* pool index returned by the last recv, -1 when none */
+    queued *queue; /* [n_queue] arrival order, oldest first */
     int n_queue, n_queued;
 } mpi_transport;
 
@@ -172,8 +173,8 @@ static bt_status mpi_send(bt_transport *t, int dst, const void *frame, size_t le
                           int64_t timeout_us, bt_error *err) {
     mpi_transport *m = (mpi_transport *)t;
     if (dst < 0 || dst >= t->size)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: send to rank %d, size is %d",
-                            dst, t->size);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: send to rank %d, size is %d", dst,
+                            t->size);
     if (len > t->max_frame)
         return bt_error_set(err, BT_ERR_LIMIT,
                             "transport: frame of %zu bytes to rank %d exceeds max_frame %zu", len,
@@ -200,8 +201,7 @@ static bt_status mpi_send(bt_transport *t, int dst, const void *frame, size_t le
     int i = (r->head + r->n_pending) % m->max_pending;
     if (len > 0)
         memcpy(r->bufs[i], frame, len);
-    int rc = MPI_Isend(r->bufs[i], (int)len, MPI_BYTE, dst, FRAME_TAG, MPI_COMM_WORLD,
-                       &r->reqs[i]);
+    int rc = MPI_Isend(r->bufs[i], (int)len, MPI_BYTE, dst, FRAME_TAG, MPI_COMM_WORLD, &r->reqs[i]);
     if (rc != MPI_SUCCESS)
         return mpi_fail(err, BT_ERR_IO, rc, "MPI_Isend", dst);
     r->n_pending++;
@@ -243,8 +243,8 @@ static bt_status test_posted(mpi_transport *m, int *got, int *buf, int *len, int
     if (rc != MPI_SUCCESS) {
         int cls = 0;
         MPI_Error_class(rc, &cls);
-        if (cls == MPI_ERR_TRUNCATE || (rc == MPI_ERR_IN_STATUS &&
-                                         status.MPI_ERROR == MPI_ERR_TRUNCATE)) {
+        if (cls == MPI_ERR_TRUNCATE ||
+            (rc == MPI_ERR_IN_STATUS && status.MPI_ERROR == MPI_ERR_TRUNCATE)) {
             /* The request is complete; the frame is lost (it could never fit). */
             int from = status.MPI_SOURCE;
             int id = m->posted;
@@ -275,8 +275,10 @@ static bt_status test_posted(mpi_transport *m, int *got, int *buf, int *len, int
         bt_status st = post_recv(m, err);
         if (st != BT_OK)
             return st;
-        return bt_error_set(err, BT_ERR_PROTOCOL, "transport: received count %d from rank %d "
-                            "out of range", count, status.MPI_SOURCE);
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "transport: received count %d from rank %d "
+                            "out of range",
+                            count, status.MPI_SOURCE);
     }
     *got = 1;
     *buf = m->posted;
@@ -496,7 +498,7 @@ int bt_mpi_launched(void) {
         "PMIX_RANK",            /* PMIx launchers: srun --mpi=pmix, prterun */
         "PMI_SIZE",             /* PMI-1/2: MPICH hydra, srun --mpi=pmi2 */
         "PMI_RANK",
-        "MPI_LOCALNRANKS",      /* MPICH hydra */
+        "MPI_LOCALNRANKS", /* MPICH hydra */
     };
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         if (getenv(vars[i]))
@@ -519,8 +521,8 @@ bt_status bt_transport_mpi_new(size_t max_frame, int max_pending, bt_transport *
         return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: max_frame %zu not in [1, %d]",
                             max_frame, INT_MAX);
     if (max_pending < 1 || max_pending > 1024)
-        return bt_error_set(err, BT_ERR_INVALID_ARG,
-                            "transport: max_pending %d not in [1, 1024]", max_pending);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: max_pending %d not in [1, 1024]",
+                            max_pending);
     int rank = 0, size = 0;
     bt_status st = bt_mpi_init(NULL, NULL, &rank, &size, err);
     if (st != BT_OK)

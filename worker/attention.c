@@ -23,12 +23,11 @@
 #define TILE BT_KV_BLOCK_TOKENS
 
 /* One tile of one head: updates the running max *m, sum *l and acc[D]. qs is q * scale. */
-typedef void (*tile_fn)(const float *qs, const float *k, const float *v, int nk, int D,
-                        float *m, float *l, float *acc);
+typedef void (*tile_fn)(const float *qs, const float *k, const float *v, int nk, int D, float *m,
+                        float *l, float *acc);
 
-static void tile_scalar(const float *qs, const float *k, const float *v, int nk, int D,
-                        float *m, float *l, float *acc)
-{
+static void tile_scalar(const float *qs, const float *k, const float *v, int nk, int D, float *m,
+                        float *l, float *acc) {
     float s[TILE], mx = -INFINITY;
     for (int t = 0; t < nk; t++) {
         float d = 0.0f;
@@ -53,8 +52,7 @@ static void tile_scalar(const float *qs, const float *k, const float *v, int nk,
 }
 
 /* Decodes a task into its row, KV head and query heads [h0, h1). */
-static void task_heads(const bt_attn_args *a, int task, int *row, int *g, int *h0, int *h1)
-{
+static void task_heads(const bt_attn_args *a, int task, int *row, int *g, int *h0, int *h1) {
     int group = a->n_head / a->n_head_kv;
     int hpt = a->heads_per_task < 1 ? 1 : a->heads_per_task;
     hpt = hpt > group ? group : hpt;
@@ -67,8 +65,7 @@ static void task_heads(const bt_attn_args *a, int task, int *row, int *g, int *h
     *h1 = *h0 + hpt < (*g + 1) * group ? *h0 + hpt : (*g + 1) * group;
 }
 
-int bt_attention_n_tasks(const bt_attn_args *a)
-{
+int bt_attention_n_tasks(const bt_attn_args *a) {
     int group = a->n_head / a->n_head_kv;
     int hpt = a->heads_per_task < 1 ? 1 : a->heads_per_task;
     hpt = hpt > group ? group : hpt;
@@ -76,8 +73,7 @@ int bt_attention_n_tasks(const bt_attn_args *a)
     return a->n_rows * a->n_head_kv * ((group + hpt - 1) / hpt);
 }
 
-static void attend(const bt_attn_args *a, int task, tile_fn tile)
-{
+static void attend(const bt_attn_args *a, int task, tile_fn tile) {
     int row, g, h0, h1, D = a->head_dim;
     task_heads(a, task, &row, &g, &h0, &h1);
     int nh = h1 - h0;
@@ -128,8 +124,7 @@ static void attend(const bt_attn_args *a, int task, tile_fn tile)
     }
 }
 
-void bt_attention_task_ref(const bt_attn_args *a, int task)
-{
+void bt_attention_task_ref(const bt_attn_args *a, int task) {
     attend(a, task, tile_scalar);
 }
 
@@ -139,8 +134,7 @@ void bt_attention_task_ref(const bt_attn_args *a, int task)
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma,f16c")))
 
-static AVX2 inline float hsum8(__m256 v)
-{
+static AVX2 inline float hsum8(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -149,8 +143,7 @@ static AVX2 inline float hsum8(__m256 v)
 }
 
 /* Cephes-style expf on 8 lanes; inputs clamped to [-87, 88]. */
-static AVX2 inline __m256 exp8(__m256 x)
-{
+static AVX2 inline __m256 exp8(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -163,15 +156,14 @@ static AVX2 inline __m256 exp8(__m256 x)
     y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
     y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 /* Max of s[0..nk), rescale of the state, p = exp(s - m) with p[nk..16) = 0, l += sum p. */
 static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m, float *l,
-                                     float *acc)
-{
+                                     float *acc) {
     float mx = s[0];
     for (int t = 1; t < nk; t++)
         mx = s[t] > mx ? s[t] : mx;
@@ -192,9 +184,8 @@ static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m
         *l += p[t];
 }
 
-static AVX2 void tile_avx2(const float *qs, const float *k, const float *v, int nk, int D,
-                           float *m, float *l, float *acc)
-{
+static AVX2 void tile_avx2(const float *qs, const float *k, const float *v, int nk, int D, float *m,
+                           float *l, float *acc) {
     float s[TILE] __attribute__((aligned(32)));
     float p[TILE] __attribute__((aligned(32)));
     for (int t = nk; t < TILE; t++)
@@ -248,8 +239,7 @@ static AVX2 void tile_avx2(const float *qs, const float *k, const float *v, int 
 }
 
 static AVX512 void tile_avx512(const float *qs, const float *k, const float *v, int nk, int D,
-                               float *m, float *l, float *acc)
-{
+                               float *m, float *l, float *acc) {
     float s[TILE] __attribute__((aligned(32)));
     float p[TILE] __attribute__((aligned(32)));
     for (int t = nk; t < TILE; t++)
@@ -305,8 +295,7 @@ static AVX512 void tile_avx512(const float *qs, const float *k, const float *v, 
 
 static _Atomic int level = -1; /* 0 scalar, 1 AVX2, 2 AVX-512; benign race on first use */
 
-void bt_attention_task(const bt_attn_args *a, int task)
-{
+void bt_attention_task(const bt_attn_args *a, int task) {
     if (level < 0) {
         int lv = 0;
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -324,8 +313,7 @@ void bt_attention_task(const bt_attn_args *a, int task)
         attend(a, task, tile_scalar);
 }
 #else
-void bt_attention_task(const bt_attn_args *a, int task)
-{
+void bt_attention_task(const bt_attn_args *a, int task) {
     attend(a, task, tile_scalar);
 }
 #endif

@@ -26,7 +26,7 @@
 
 typedef struct bt_attn_args {
     const bt_kv_cache *kv;
-    int layer;          /* layer index inside the KV cache (stage-local) */
+    int layer; /* layer index inside the KV cache (stage-local) */
     int n_rows;
     const int32_t *seq; /* [n_rows] sequence ids */
     const int32_t *pos; /* [n_rows] positions; K/V of 0..pos must be in the cache */

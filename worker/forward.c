@@ -34,9 +34,9 @@ struct bt_forward {
     bt_threadpool *pool;
     int n_threads;
     int max_rows;
-    int max_cols;       /* max(n_embd, q_dim, n_ff) */
-    int sgemm_mode;     /* -1 auto, 0 never, 1 always (bt_forward_set_prefill_sgemm) */
-    bool sgemm;         /* prefill rows use sgemm */
+    int max_cols;   /* max(n_embd, q_dim, n_ff) */
+    int sgemm_mode; /* -1 auto, 0 never, 1 always (bt_forward_set_prefill_sgemm) */
+    bool sgemm;     /* prefill rows use sgemm */
 
     /* Run state, [max_rows][...] each, rows in internal order (decode rows first). */
     float *x;           /* [n][n_embd] residual stream */
@@ -63,10 +63,10 @@ struct bt_forward {
     float *row_tmp;     /* [n_vocab] one logits row, for the in-place permutation */
 
     /* Current pass (valid during bt_forward_run). */
-    int n;              /* rows */
-    int n_dec;          /* internal rows [0, n_dec) are decode rows, [n_dec, n) prefill */
+    int n;                    /* rows */
+    int n_dec;                /* internal rows [0, n_dec) are decode rows, [n_dec, n) prefill */
     const int32_t *seq, *pos; /* = iseq, ipos */
-    int layer;          /* stage-local */
+    int layer;                /* stage-local */
     /* Input of the current q8 preparation (row_prep). */
     const float *prep_x;
     int prep_cols, prep_n_dec;
@@ -75,10 +75,9 @@ struct bt_forward {
 /* OpenBLAS (DYNAMIC_ARCH) picks its kernels from CPUID at load time and falls back to an
  * SSE3 "Prescott" core on CPUs it does not know (e.g. some VMs). Those kernels are slower than
  * our quantized ones, so prefill rows then take the quantized path unless asked otherwise. */
-static bool blas_core_is_generic(void)
-{
-    static const char *generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
-                                    "atom", "katmai", "coppermine", "northwood", "banias"};
+static bool blas_core_is_generic(void) {
+    static const char *generic[] = {"prescott", "core2",  "penryn",     "dunnington", "nehalem",
+                                    "atom",     "katmai", "coppermine", "northwood",  "banias"};
     const char *core = openblas_get_corename();
     if (!core)
         return true;
@@ -88,26 +87,24 @@ static bool blas_core_is_generic(void)
     return false;
 }
 
-static void *alloc_floats(size_t n)
-{
+static void *alloc_floats(size_t n) {
     return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
 }
 
-static bool auto_sgemm(void)
-{
+static bool auto_sgemm(void) {
     if (bt_kernels_level() == BT_KERNELS_SCALAR || !blas_core_is_generic())
         return true;
     static _Atomic int warned = 0;
     if (!atomic_exchange(&warned, 1))
         BT_WARN("forward: OpenBLAS uses its generic '%s' kernels on this CPU, so prompt rows "
                 "use the quantized kernels; set OPENBLAS_CORETYPE (e.g. SkylakeX, Haswell) "
-                "for faster prefill", openblas_get_corename());
+                "for faster prefill",
+                openblas_get_corename());
     return false;
 }
 
 bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache *kv,
-                         bt_threadpool *pool, int max_rows, bt_forward **out, bt_error *err)
-{
+                         bt_threadpool *pool, int max_rows, bt_forward **out, bt_error *err) {
     *out = NULL;
     if (max_rows < 1)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "forward: max_rows %d < 1", max_rows);
@@ -142,8 +139,7 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->xd = alloc_floats(R * (size_t)fw->max_cols);
     fw->xe = alloc_floats(R * (size_t)(fw->max_cols / 32));
     fw->deq = alloc_floats((size_t)fw->n_threads * BLAS_TILE_ROWS * (size_t)fw->max_cols);
-    fw->mins =
-        alloc_floats((size_t)fw->n_threads * BLAS_TILE_ROWS * (size_t)(fw->max_cols / 32));
+    fw->mins = alloc_floats((size_t)fw->n_threads * BLAS_TILE_ROWS * (size_t)(fw->max_cols / 32));
     fw->perm = malloc(R * sizeof(int32_t));
     fw->inv = malloc(R * sizeof(int32_t));
     fw->iseq = malloc(R * sizeof(int32_t));
@@ -153,8 +149,8 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->row_tmp = alloc_floats((size_t)(hp->n_vocab > 0 ? hp->n_vocab : 1));
     if (!fw->x || !fw->xn || !fw->q || !fw->k || !fw->v || !fw->att || !fw->gate || !fw->up ||
         !fw->tmp || !fw->rope || !fw->xq || !fw->xd || !fw->xe || !fw->deq || !fw->mins ||
-        !fw->perm || !fw->inv || !fw->iseq || !fw->ipos || !fw->head_src ||
-        !fw->head_done || !fw->row_tmp) {
+        !fw->perm || !fw->inv || !fw->iseq || !fw->ipos || !fw->head_src || !fw->head_done ||
+        !fw->row_tmp) {
         bt_forward_free(fw);
         return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate scratch for %d rows",
                             max_rows);
@@ -163,8 +159,7 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     return BT_OK;
 }
 
-void bt_forward_free(bt_forward *fw)
-{
+void bt_forward_free(bt_forward *fw) {
     if (!fw)
         return;
     free(fw->x);
@@ -192,19 +187,19 @@ void bt_forward_free(bt_forward *fw)
     free(fw);
 }
 
-void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode)
-{
+void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode) {
     fw->sgemm_mode = mode < 0 ? -1 : mode > 0;
     fw->sgemm = mode < 0 ? auto_sgemm() : mode > 0;
 }
 
-int bt_forward_prefill_sgemm(const bt_forward *fw) { return fw->sgemm; }
+int bt_forward_prefill_sgemm(const bt_forward *fw) {
+    return fw->sgemm;
+}
 
 /* ---- element-wise pieces ---- */
 
 /* y = x / sqrt(mean(x^2) + eps) * w, the sum in double as ggml does. */
-static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
-{
+static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
     double sum = 0.0;
     for (int i = 0; i < n; i++)
         sum += (double)(x[i] * x[i]);
@@ -216,8 +211,7 @@ static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 
 /* cos/sin of position p for each pair, as ggml's rope cache (theta multiplied iteratively). */
 static void rope_cache(float *cs, int pos, int D, float base, float freq_scale,
-                       const float *freq_factors)
-{
+                       const float *freq_factors) {
     float theta_scale = powf(base, -2.0f / (float)D);
     float theta = (float)pos;
     for (int i = 0; i < D; i += 2) {
@@ -229,8 +223,7 @@ static void rope_cache(float *cs, int pos, int D, float base, float freq_scale,
     }
 }
 
-static void rope_apply(float *x, const float *cs, int n_heads, int D)
-{
+static void rope_apply(float *x, const float *cs, int n_heads, int D) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * D;
         for (int i = 0; i < D; i += 2) {
@@ -252,8 +245,7 @@ typedef struct {
     int chunk;
 } rows_ctx;
 
-static void rows_task(void *p, int task, int thread)
-{
+static void rows_task(void *p, int task, int thread) {
     (void)thread;
     rows_ctx *c = p;
     int r1 = (task + 1) * c->chunk < c->n ? (task + 1) * c->chunk : c->n;
@@ -262,8 +254,7 @@ static void rows_task(void *p, int task, int thread)
 }
 
 /* fn(fw, r) for r in [0, n), spread over the pool. */
-static void run_rows(bt_forward *fw, row_fn fn, int n)
-{
+static void run_rows(bt_forward *fw, row_fn fn, int n) {
     rows_ctx c = {fw, fn, n, 1};
     int n_tasks = n;
     if (n > 4 * fw->n_threads) {
@@ -274,15 +265,13 @@ static void run_rows(bt_forward *fw, row_fn fn, int n)
 }
 
 /* Weights whose product runs on q8 activations (everything but the float types). */
-static bool is_quantized(const bt_matrix *w)
-{
+static bool is_quantized(const bt_matrix *w) {
     return w->type != BT_TYPE_F32 && w->type != BT_TYPE_F16 && w->type != BT_TYPE_BF16;
 }
 
 /* Quantizes row r of prep_x to xq; a prefill row going to sgemm also gets its q8 round trip
  * x' = qs * d in xd (llama.cpp's activation quantization, applied before the sgemm). */
-static void row_prep(bt_forward *fw, int r)
-{
+static void row_prep(bt_forward *fw, int r) {
     int C = fw->prep_cols, nb = C / 32;
     bt_q8 *q = fw->xq + (size_t)r * (size_t)nb;
     bt_quantize_q8(fw->prep_x + (size_t)r * C, q, C);
@@ -299,21 +288,18 @@ static void row_prep(bt_forward *fw, int r)
     }
 }
 
-static void set_prep(bt_forward *fw, const float *x, int cols, int n_dec)
-{
+static void set_prep(bt_forward *fw, const float *x, int cols, int n_dec) {
     fw->prep_x = x;
     fw->prep_cols = cols;
     fw->prep_n_dec = n_dec;
 }
 
-static void prepare_rows(bt_forward *fw, const float *x, int n, int n_dec, int cols)
-{
+static void prepare_rows(bt_forward *fw, const float *x, int n, int n_dec, int cols) {
     set_prep(fw, x, cols, n_dec);
     run_rows(fw, row_prep, n);
 }
 
-static void row_attn_norm(bt_forward *fw, int r)
-{
+static void row_attn_norm(bt_forward *fw, int r) {
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->attn_norm, E, fw->hp->rms_eps);
@@ -321,8 +307,7 @@ static void row_attn_norm(bt_forward *fw, int r)
         row_prep(fw, r);
 }
 
-static void row_ffn_norm(bt_forward *fw, int r)
-{
+static void row_ffn_norm(bt_forward *fw, int r) {
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->ffn_norm, E, fw->hp->rms_eps);
@@ -330,16 +315,14 @@ static void row_ffn_norm(bt_forward *fw, int r)
         row_prep(fw, r);
 }
 
-static void row_rope_cache(bt_forward *fw, int r)
-{
+static void row_rope_cache(bt_forward *fw, int r) {
     const bt_hparams *hp = fw->hp;
     rope_cache(fw->rope + (size_t)r * hp->head_dim, fw->pos[r], hp->head_dim, hp->rope_base,
                hp->rope_freq_scale, fw->w->rope_freqs);
 }
 
 /* Rope on q and k, then K and V into the cache slot of (seq, pos). */
-static void row_rope_store(bt_forward *fw, int r)
-{
+static void row_rope_store(bt_forward *fw, int r) {
     const bt_hparams *hp = fw->hp;
     int D = hp->head_dim, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
     const float *cs = fw->rope + (size_t)r * D;
@@ -365,22 +348,21 @@ typedef struct {
 typedef struct {
     bt_forward *fw;
     mm_mode mode;
-    int n_tok;         /* rows [0, n_dec) decode path, [n_dec, n_tok) prefill path */
+    int n_tok; /* rows [0, n_dec) decode path, [n_dec, n_tok) prefill path */
     int n_dec;
-    const float *x;    /* [n_tok][n_cols] */
-    const bt_q8 *xq;   /* [n_tok][n_cols/32] (quantized weights) */
-    const float *xd;   /* [n_tok][n_cols] q8 round trip, rows >= n_dec (quantized weights) */
-    bool sgemm;        /* the prefill rows go through sgemm (else bt_matmul with the rest) */
-    int n_jobs;        /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
+    const float *x;  /* [n_tok][n_cols] */
+    const bt_q8 *xq; /* [n_tok][n_cols/32] (quantized weights) */
+    const float *xd; /* [n_tok][n_cols] q8 round trip, rows >= n_dec (quantized weights) */
+    bool sgemm;      /* the prefill rows go through sgemm (else bt_matmul with the rest) */
+    int n_jobs;      /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
     mm_out jobs[3];
-    int chunk;         /* weight rows per task */
-    int tasks[3];      /* tasks of each job */
+    int chunk;    /* weight rows per task */
+    int tasks[3]; /* tasks of each job */
 } mm_ctx;
 
 /* Rows [t0, t1) through the quantized kernels: y[t][r0..r1) = W[r0..r1) . x[t]. */
 static void mm_q8(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, int t0, int t1,
-                  int64_t r0, int64_t r1)
-{
+                  int64_t r0, int64_t r1) {
     if (t1 <= t0)
         return;
     int64_t K = w->n_cols;
@@ -390,8 +372,7 @@ static void mm_q8(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, in
 
 /* Prefill rows [n_dec, n_tok) through sgemm on a dequantized tile: y = beta y + W x'. */
 static void mm_sgemm(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, float beta,
-                     int64_t r0, int64_t r1, int thread)
-{
+                     int64_t r0, int64_t r1, int thread) {
     int64_t K = w->n_cols;
     int m = c->n_tok - c->n_dec;
     const float *b;
@@ -403,16 +384,16 @@ static void mm_sgemm(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy,
         b = deq;
     }
     const float *a = (is_quantized(w) ? c->xd : c->x) + (size_t)c->n_dec * K;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)(r1 - r0), (int)K, 1.0f, a,
-                (int)K, b, (int)K, beta, y + c->n_dec * ldy + r0, (int)ldy);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)(r1 - r0), (int)K, 1.0f, a, (int)K,
+                b, (int)K, beta, y + c->n_dec * ldy + r0, (int)ldy);
     if (w->type == BT_TYPE_Q4_1 || w->type == BT_TYPE_Q5_1) {
         /* The q8 kernels take a block's min term as m * s with s = fp16(d * sum(qs)) (ggml's
          * q8_1); the sgemm above took m * sum(qs * d). Add m * (s - d * sum(qs)) per block:
          * a product 32 times smaller than the main one. m is the fp16 after d in both
          * block layouts. */
         int nb = (int)(K / 32);
-        size_t block_bytes = w->type == BT_TYPE_Q4_1 ? sizeof(bt_block_q4_1)
-                                                     : sizeof(bt_block_q5_1);
+        size_t block_bytes =
+            w->type == BT_TYPE_Q4_1 ? sizeof(bt_block_q4_1) : sizeof(bt_block_q5_1);
         float *mins =
             c->fw->mins + (size_t)thread * BLAS_TILE_ROWS * (size_t)(c->fw->max_cols / 32);
         for (int64_t r = r0; r < r1; r++) {
@@ -424,15 +405,14 @@ static void mm_sgemm(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy,
             }
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)(r1 - r0), nb, 1.0f,
-                    c->fw->xe + (size_t)c->n_dec * nb, nb, mins, nb, 1.0f,
-                    y + c->n_dec * ldy + r0, (int)ldy);
+                    c->fw->xe + (size_t)c->n_dec * nb, nb, mins, nb, 1.0f, y + c->n_dec * ldy + r0,
+                    (int)ldy);
     }
 }
 
 /* y[t][r0..r1) = W[r0..r1) . x[t] for every row t, each by its path. */
 static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, int64_t r0,
-                    int64_t r1, int thread)
-{
+                    int64_t r1, int thread) {
     if (c->sgemm) {
         mm_q8(c, w, y, ldy, 0, c->n_dec, r0, r1);
         if (c->n_tok > c->n_dec)
@@ -443,15 +423,13 @@ static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, 
 }
 
 static void add_rows(float *y, const float *tmp, int64_t ldy, int t0, int t1, const float *bias,
-                     int64_t r0, int64_t r1)
-{
+                     int64_t r0, int64_t r1) {
     for (int t = t0; t < t1; t++)
         for (int64_t r = r0; r < r1; r++)
             y[t * ldy + r] += tmp[t * ldy + r] + (bias ? bias[r] : 0.0f);
 }
 
-static void mm_task(void *p, int task, int thread)
-{
+static void mm_task(void *p, int task, int thread) {
     mm_ctx *c = p;
     int j = 0;
     while (task >= c->tasks[j]) {
@@ -499,8 +477,7 @@ static void mm_task(void *p, int task, int thread)
 }
 
 /* Whether a section's input needs q8 activations (some job has quantized weights). */
-static bool jobs_need_q8(int n_jobs, const mm_out *jobs)
-{
+static bool jobs_need_q8(int n_jobs, const mm_out *jobs) {
     for (int j = 0; j < n_jobs; j++)
         if (is_quantized(jobs[j].w))
             return true;
@@ -508,9 +485,8 @@ static bool jobs_need_q8(int n_jobs, const mm_out *jobs)
 }
 
 /* One matrix section over rows [0, n_tok) of x (q8 data in fw->xq / fw->xd prepared). */
-static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, int n_dec, const float *x,
-                   int n_jobs, const mm_out *jobs)
-{
+static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, int n_dec, const float *x, int n_jobs,
+                   const mm_out *jobs) {
     mm_ctx c;
     memset(&c, 0, sizeof(c));
     c.fw = fw;
@@ -542,42 +518,47 @@ static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, int n_dec, const flo
     bt_threadpool_run(fw->pool, mm_task, &c, n_tasks);
 }
 
-static void attn_task(void *p, int task, int thread)
-{
+static void attn_task(void *p, int task, int thread) {
     (void)thread;
     bt_attention_task(p, task);
 }
 
 /* Query heads per attention task: the whole GQA group (each K/V tile converted once), split
  * only when that leaves fewer than two tasks per thread. */
-static int attn_heads_per_task(const bt_forward *fw)
-{
+static int attn_heads_per_task(const bt_forward *fw) {
     const bt_hparams *hp = fw->hp;
     int group = hp->n_head / hp->n_head_kv;
     int hpt = group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS;
-    while (hpt > 1 &&
-           fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
+    while (hpt > 1 && fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
         hpt = (hpt + 1) / 2;
     return hpt;
 }
 
-static void layer_forward(bt_forward *fw, int li)
-{
+static void layer_forward(bt_forward *fw, int li) {
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[li];
     int n = fw->n, nd = fw->n_dec, E = hp->n_embd, Q = bt_hparams_q_dim(hp);
     int KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
     fw->layer = li;
 
-    mm_out qkv[3] = {{&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV},
-                     {&l->wv, l->bv, fw->v, KV}};
+    mm_out qkv[3] = {
+        {&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV}, {&l->wv, l->bv, fw->v, KV}};
     set_prep(fw, jobs_need_q8(3, qkv) ? fw->xn : NULL, E, nd);
     run_rows(fw, row_attn_norm, n);
     run_mm(fw, MM_PLAIN, n, nd, fw->xn, 3, qkv);
     run_rows(fw, row_rope_store, n);
 
-    bt_attn_args a = {fw->kv, li, n, fw->seq, fw->pos, fw->q, fw->att,
-                      hp->n_head, hp->n_head_kv, hp->head_dim, attn_heads_per_task(fw)};
+    bt_attn_args a = {fw->kv,
+                      li,
+                      n,
+                      fw->seq,
+                      fw->pos,
+                      fw->q,
+                      fw->att,
+                      hp->n_head,
+                      hp->n_head_kv,
+                      hp->head_dim,
+                      attn_heads_per_task(fw)};
     bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
 
     mm_out wo = {&l->wo, l->bo, fw->x, E};
@@ -599,8 +580,7 @@ static void layer_forward(bt_forward *fw, int li)
 /* Internal order: decode rows, then prefill rows (each in batch order) when prefill rows
  * take sgemm; the batch order otherwise. */
 static void order_rows(bt_forward *fw, int n, const int32_t *seq, const int32_t *pos,
-                       const uint8_t *prefill)
-{
+                       const uint8_t *prefill) {
     int k = 0;
     if (fw->sgemm && prefill) {
         for (int r = 0; r < n; r++)
@@ -626,8 +606,7 @@ static void order_rows(bt_forward *fw, int n, const int32_t *seq, const int32_t 
 
 /* Logits of the wanted rows: head rows ordered decode first (two contiguous classes), then
  * the logits rows permuted in place back to batch order. */
-static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *logits)
-{
+static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *logits) {
     const bt_hparams *hp = fw->hp;
     const bt_weights *w = fw->w;
     int E = hp->n_embd, V = hp->n_vocab, j = 0;
@@ -643,8 +622,7 @@ static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *
         int r = fw->inv[out_rows[d]];
         n_dec += r < fw->n_dec;
         /* Final norm of the wanted rows only (llama.cpp inp_out_ids). */
-        rmsnorm(fw->xn + (size_t)i * E, fw->x + (size_t)r * E, w->output_norm, E,
-                hp->rms_eps);
+        rmsnorm(fw->xn + (size_t)i * E, fw->x + (size_t)r * E, w->output_norm, E, hp->rms_eps);
     }
     mm_out head = {&w->output, NULL, logits, V};
     if (jobs_need_q8(1, &head))
@@ -674,8 +652,7 @@ static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *
 
 void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_t *pos,
                     const uint8_t *prefill, const int32_t *tokens, const float *act_in,
-                    float *act_out, const int32_t *out_rows, int n_out, float *logits)
-{
+                    float *act_out, const int32_t *out_rows, int n_out, float *logits) {
     const bt_hparams *hp = fw->hp;
     const bt_weights *w = fw->w;
     int E = hp->n_embd;
@@ -690,8 +667,8 @@ void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_
         } else {
             assert(w->has_embd);
             const bt_matrix *te = &w->token_embd;
-            bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[r],
-                            tokens[r] + 1, fw->x + (size_t)i * E);
+            bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[r], tokens[r] + 1,
+                            fw->x + (size_t)i * E);
         }
     }
     run_rows(fw, row_rope_cache, n_rows);

@@ -7,8 +7,7 @@
 #include <string.h>
 
 static bt_status get_int(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
-                         bt_error *err)
-{
+                         bt_error *err) {
     int64_t v;
     bt_status st = bt_gguf_get_i64(g, key, &v, err);
     if (st != BT_OK)
@@ -22,15 +21,13 @@ static bt_status get_int(const bt_gguf *g, const char *key, int64_t lo, int64_t 
 
 /* Optional integer key: leaves *out unchanged when absent. */
 static bt_status get_int_opt(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
-                             bt_error *err)
-{
+                             bt_error *err) {
     if (bt_gguf_find_kv(g, key) < 0)
         return BT_OK;
     return get_int(g, key, lo, hi, out, err);
 }
 
-static bt_status get_f32_opt(const bt_gguf *g, const char *key, float *out, bt_error *err)
-{
+static bt_status get_f32_opt(const bt_gguf *g, const char *key, float *out, bt_error *err) {
     if (bt_gguf_find_kv(g, key) < 0)
         return BT_OK;
     bt_status st = bt_gguf_get_f32(g, key, out, err);
@@ -41,8 +38,7 @@ static bt_status get_f32_opt(const bt_gguf *g, const char *key, float *out, bt_e
     return BT_OK;
 }
 
-bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
-{
+bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     bt_hparams hp;
     memset(&hp, 0, sizeof(hp));
     bt_str arch;
@@ -57,8 +53,7 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
     if ((st = get_int(g, "llama.block_count", 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
         (st = get_int(g, "llama.embedding_length", 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||
         (st = get_int(g, "llama.feed_forward_length", 1, BT_HPARAMS_MAX_FF, &hp.n_ff, err)) ||
-        (st = get_int(g, "llama.attention.head_count", 1, BT_HPARAMS_MAX_HEADS, &hp.n_head,
-                      err)))
+        (st = get_int(g, "llama.attention.head_count", 1, BT_HPARAMS_MAX_HEADS, &hp.n_head, err)))
         return st;
     hp.n_head_kv = hp.n_head;
     if ((st = get_int_opt(g, "llama.attention.head_count_kv", 1, BT_HPARAMS_MAX_HEADS,
@@ -67,14 +62,15 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
     if (hp.n_head % hp.n_head_kv != 0)
         return bt_error_set(err, BT_ERR_FORMAT,
                             "hparams: llama.attention.head_count %d is not a multiple of "
-                            "head_count_kv %d", hp.n_head, hp.n_head_kv);
+                            "head_count_kv %d",
+                            hp.n_head, hp.n_head_kv);
     hp.head_dim = hp.n_embd / hp.n_head;
     if (bt_gguf_find_kv(g, "llama.attention.key_length") < 0 && hp.n_embd % hp.n_head != 0)
         return bt_error_set(err, BT_ERR_FORMAT,
                             "hparams: embedding_length %d not a multiple of head_count %d",
                             hp.n_embd, hp.n_head);
-    if ((st = get_int_opt(g, "llama.attention.key_length", 1, BT_HPARAMS_MAX_HEAD_DIM,
-                          &hp.head_dim, err)))
+    if ((st = get_int_opt(g, "llama.attention.key_length", 1, BT_HPARAMS_MAX_HEAD_DIM, &hp.head_dim,
+                          err)))
         return st;
     int v_len = hp.head_dim;
     if ((st = get_int_opt(g, "llama.attention.value_length", 1, BT_HPARAMS_MAX_HEAD_DIM, &v_len,
@@ -88,8 +84,8 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
         return bt_error_set(err, BT_ERR_FORMAT, "hparams: head dimension %d is odd or too large",
                             hp.head_dim);
     int n_rot = hp.head_dim;
-    if ((st = get_int_opt(g, "llama.rope.dimension_count", 1, BT_HPARAMS_MAX_HEAD_DIM, &n_rot,
-                          err)))
+    if ((st =
+             get_int_opt(g, "llama.rope.dimension_count", 1, BT_HPARAMS_MAX_HEAD_DIM, &n_rot, err)))
         return st;
     if (n_rot != hp.head_dim)
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
@@ -112,8 +108,9 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
             hp.n_vocab = (int)t->ne[1];
     }
     if (hp.n_vocab == 0)
-        return bt_error_set(err, BT_ERR_FORMAT,
-                            "hparams: no vocabulary size (llama.vocab_size, tokenizer.ggml.tokens)");
+        return bt_error_set(
+            err, BT_ERR_FORMAT,
+            "hparams: no vocabulary size (llama.vocab_size, tokenizer.ggml.tokens)");
     if ((st = get_int_opt(g, "llama.context_length", 0, INT32_MAX, &hp.n_ctx_train, err)))
         return st;
 
@@ -152,7 +149,8 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err)
     if (hp.n_embd % 32 || hp.n_ff % 32 || (hp.n_head * hp.head_dim) % 32)
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "hparams: n_embd %d, n_ff %d, n_head*head_dim %d must be multiples "
-                            "of 32", hp.n_embd, hp.n_ff, hp.n_head * hp.head_dim);
+                            "of 32",
+                            hp.n_embd, hp.n_ff, hp.n_head * hp.head_dim);
     if ((int64_t)hp.n_head * hp.head_dim > BT_HPARAMS_MAX_EMBD * 4)
         return bt_error_set(err, BT_ERR_FORMAT, "hparams: n_head*head_dim %lld too large",
                             (long long)hp.n_head * hp.head_dim);

@@ -20,24 +20,28 @@
 #define BT_HPARAMS_MAX_VOCAB (1 << 22)
 
 typedef struct bt_hparams {
-    int n_layer;      /* llama.block_count */
-    int n_embd;       /* llama.embedding_length */
-    int n_ff;         /* llama.feed_forward_length */
-    int n_head;       /* llama.attention.head_count */
-    int n_head_kv;    /* llama.attention.head_count_kv (default n_head) */
-    int head_dim;     /* llama.attention.key_length (default n_embd / n_head) */
-    int n_vocab;      /* llama.vocab_size, else the length of tokenizer.ggml.tokens */
-    int n_ctx_train;  /* llama.context_length (0 if absent) */
-    float rope_base;  /* llama.rope.freq_base (default 10000) */
+    int n_layer;           /* llama.block_count */
+    int n_embd;            /* llama.embedding_length */
+    int n_ff;              /* llama.feed_forward_length */
+    int n_head;            /* llama.attention.head_count */
+    int n_head_kv;         /* llama.attention.head_count_kv (default n_head) */
+    int head_dim;          /* llama.attention.key_length (default n_embd / n_head) */
+    int n_vocab;           /* llama.vocab_size, else the length of tokenizer.ggml.tokens */
+    int n_ctx_train;       /* llama.context_length (0 if absent) */
+    float rope_base;       /* llama.rope.freq_base (default 10000) */
     float rope_freq_scale; /* 1 / llama.rope.scaling.factor (default 1) */
-    float rms_eps;    /* llama.attention.layer_norm_rms_epsilon */
+    float rms_eps;         /* llama.attention.layer_norm_rms_epsilon */
 } bt_hparams;
 
 /* Fills *out from g; BT_ERR_UNSUPPORTED for another architecture, BT_ERR_FORMAT (message
  * naming the key and value) for a missing or inconsistent value. */
 bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err);
 
-static inline int bt_hparams_q_dim(const bt_hparams *hp) { return hp->n_head * hp->head_dim; }
-static inline int bt_hparams_kv_dim(const bt_hparams *hp) { return hp->n_head_kv * hp->head_dim; }
+static inline int bt_hparams_q_dim(const bt_hparams *hp) {
+    return hp->n_head * hp->head_dim;
+}
+static inline int bt_hparams_kv_dim(const bt_hparams *hp) {
+    return hp->n_head_kv * hp->head_dim;
+}
 
 #endif

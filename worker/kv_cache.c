@@ -16,27 +16,27 @@ typedef struct {
 struct bt_kv_cache {
     bt_kv_params p;
     int max_blocks_per_seq;
-    size_t block_elems;     /* elements of one block of one layer, K or V */
-    size_t elem_bytes;      /* 2 (F16) or 4 (F32) */
-    char *k;                /* [n_layer][n_blocks][n_head_kv][16][head_dim] of p.type */
-    char *v;                /* same */
-    int32_t *free_list;     /* [n_blocks], stack of free block ids; n_free used */
+    size_t block_elems; /* elements of one block of one layer, K or V */
+    size_t elem_bytes;  /* 2 (F16) or 4 (F32) */
+    char *k;            /* [n_layer][n_blocks][n_head_kv][16][head_dim] of p.type */
+    char *v;            /* same */
+    int32_t *free_list; /* [n_blocks], stack of free block ids; n_free used */
     int n_free;
-    int32_t *refs;          /* [n_blocks] */
-    int32_t *tables;        /* [max_seqs][max_blocks_per_seq] */
-    seq_state *seqs;        /* [max_seqs] */
+    int32_t *refs;   /* [n_blocks] */
+    int32_t *tables; /* [max_seqs][max_blocks_per_seq] */
+    seq_state *seqs; /* [max_seqs] */
 };
 
-bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_error *err)
-{
+bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_error *err) {
     *out = NULL;
     const bt_kv_params *p = params;
     if (p->n_layer < 1 || p->n_head_kv < 1 || p->head_dim < 1 || p->n_blocks < 1 ||
         p->max_seqs < 1 || p->max_seq_tokens < 1)
         return bt_error_set(err, BT_ERR_INVALID_ARG,
                             "kv: n_layer %d, n_head_kv %d, head_dim %d, n_blocks %d, max_seqs "
-                            "%d, max_seq_tokens %d must all be >= 1", p->n_layer, p->n_head_kv,
-                            p->head_dim, p->n_blocks, p->max_seqs, p->max_seq_tokens);
+                            "%d, max_seq_tokens %d must all be >= 1",
+                            p->n_layer, p->n_head_kv, p->head_dim, p->n_blocks, p->max_seqs,
+                            p->max_seq_tokens);
     if (p->type != BT_TYPE_F16 && p->type != BT_TYPE_F32)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "kv: type %d (%s) is not f16 or f32",
                             (int)p->type, bt_type_name((uint32_t)p->type));
@@ -70,8 +70,7 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
     return BT_OK;
 }
 
-void bt_kv_cache_free(bt_kv_cache *kv)
-{
+void bt_kv_cache_free(bt_kv_cache *kv) {
     if (!kv)
         return;
     free(kv->k);
@@ -83,67 +82,63 @@ void bt_kv_cache_free(bt_kv_cache *kv)
     free(kv);
 }
 
-const bt_kv_params *bt_kv_cache_params(const bt_kv_cache *kv) { return &kv->p; }
-int bt_kv_n_blocks_free(const bt_kv_cache *kv) { return kv->n_free; }
+const bt_kv_params *bt_kv_cache_params(const bt_kv_cache *kv) {
+    return &kv->p;
+}
+int bt_kv_n_blocks_free(const bt_kv_cache *kv) {
+    return kv->n_free;
+}
 
-size_t bt_kv_cache_bytes(const bt_kv_cache *kv)
-{
+size_t bt_kv_cache_bytes(const bt_kv_cache *kv) {
     return 2 * (size_t)kv->p.n_layer * (size_t)kv->p.n_blocks * kv->block_elems * kv->elem_bytes;
 }
 
-static int32_t *table_of(const bt_kv_cache *kv, int seq)
-{
+static int32_t *table_of(const bt_kv_cache *kv, int seq) {
     assert(seq >= 0 && seq < kv->p.max_seqs);
     return kv->tables + (size_t)seq * (size_t)kv->max_blocks_per_seq;
 }
 
-int bt_kv_seq_len(const bt_kv_cache *kv, int seq)
-{
+int bt_kv_seq_len(const bt_kv_cache *kv, int seq) {
     assert(seq >= 0 && seq < kv->p.max_seqs);
     return kv->seqs[seq].len;
 }
 
-int bt_kv_seq_n_blocks(const bt_kv_cache *kv, int seq)
-{
+int bt_kv_seq_n_blocks(const bt_kv_cache *kv, int seq) {
     assert(seq >= 0 && seq < kv->p.max_seqs);
     return kv->seqs[seq].n_blocks;
 }
 
-const int32_t *bt_kv_seq_table(const bt_kv_cache *kv, int seq) { return table_of(kv, seq); }
+const int32_t *bt_kv_seq_table(const bt_kv_cache *kv, int seq) {
+    return table_of(kv, seq);
+}
 
-int bt_kv_block_refs(const bt_kv_cache *kv, int block)
-{
+int bt_kv_block_refs(const bt_kv_cache *kv, int block) {
     assert(block >= 0 && block < kv->p.n_blocks);
     return kv->refs[block];
 }
 
-static size_t block_offset(const bt_kv_cache *kv, int layer, int block)
-{
+static size_t block_offset(const bt_kv_cache *kv, int layer, int block) {
     assert(layer >= 0 && layer < kv->p.n_layer && block >= 0 && block < kv->p.n_blocks);
     return ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_elems *
            kv->elem_bytes;
 }
 
-void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block)
-{
+void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block) {
     return kv->k + block_offset(kv, layer, block);
 }
 
-void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block)
-{
+void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block) {
     return kv->v + block_offset(kv, layer, block);
 }
 
 /* ---- f16 conversions ---- */
 
-static void f32_to_f16_scalar(const float *src, bt_half *dst, int n)
-{
+static void f32_to_f16_scalar(const float *src, bt_half *dst, int n) {
     for (int i = 0; i < n; i++)
         dst[i] = bt_f32_to_half(src[i]);
 }
 
-static void f16_to_f32_scalar(const bt_half *src, float *dst, int n)
-{
+static void f16_to_f32_scalar(const bt_half *src, float *dst, int n) {
     for (int i = 0; i < n; i++)
         dst[i] = bt_half_to_f32(src[i]);
 }
@@ -153,8 +148,7 @@ static void f16_to_f32_scalar(const bt_half *src, float *dst, int n)
 
 #define F16C __attribute__((target("avx2,f16c,fma")))
 
-static F16C void f32_to_f16_f16c(const float *src, bt_half *dst, int n)
-{
+static F16C void f32_to_f16_f16c(const float *src, bt_half *dst, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i),
@@ -162,45 +156,43 @@ static F16C void f32_to_f16_f16c(const float *src, bt_half *dst, int n)
     f32_to_f16_scalar(src + i, dst + i, n - i);
 }
 
-static F16C void f16_to_f32_f16c(const bt_half *src, float *dst, int n)
-{
+static F16C void f16_to_f32_f16c(const bt_half *src, float *dst, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     f16_to_f32_scalar(src + i, dst + i, n - i);
 }
 
-static int have_f16c(void)
-{
+static int have_f16c(void) {
     static _Atomic int cached = -1; /* benign race: every thread computes the same value */
     if (cached < 0)
         cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
     return cached;
 }
 
-void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n)
-{
+void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n) {
     if (have_f16c())
         f32_to_f16_f16c(src, dst, n);
     else
         f32_to_f16_scalar(src, dst, n);
 }
 
-void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n)
-{
+void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n) {
     if (have_f16c())
         f16_to_f32_f16c(src, dst, n);
     else
         f16_to_f32_scalar(src, dst, n);
 }
 #else
-void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n) { f32_to_f16_scalar(src, dst, n); }
-void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n) { f16_to_f32_scalar(src, dst, n); }
+void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n) {
+    f32_to_f16_scalar(src, dst, n);
+}
+void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n) {
+    f16_to_f32_scalar(src, dst, n);
+}
 #endif
 
-void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k,
-                 const float *v)
-{
+void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v) {
     int D = kv->p.head_dim;
     assert(slot >= 0 && slot < BT_KV_BLOCK_TOKENS);
     char *kb = bt_kv_block_k(kv, layer, block), *vb = bt_kv_block_v(kv, layer, block);
@@ -216,14 +208,12 @@ void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k
     }
 }
 
-static int blocks_for(int n_tokens)
-{
+static int blocks_for(int n_tokens) {
     return (n_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
 }
 
 /* Whether writing position `len` of seq would hit a shared block. */
-static int write_needs_copy(const bt_kv_cache *kv, int seq, int n_tokens)
-{
+static int write_needs_copy(const bt_kv_cache *kv, int seq, int n_tokens) {
     const seq_state *s = &kv->seqs[seq];
     if (n_tokens <= s->len || s->len % BT_KV_BLOCK_TOKENS == 0 ||
         s->len / BT_KV_BLOCK_TOKENS >= s->n_blocks)
@@ -231,15 +221,13 @@ static int write_needs_copy(const bt_kv_cache *kv, int seq, int n_tokens)
     return kv->refs[table_of(kv, seq)[s->len / BT_KV_BLOCK_TOKENS]] > 1;
 }
 
-int bt_kv_seq_blocks_needed(const bt_kv_cache *kv, int seq, int n_tokens)
-{
+int bt_kv_seq_blocks_needed(const bt_kv_cache *kv, int seq, int n_tokens) {
     const seq_state *s = &kv->seqs[seq];
     int need = blocks_for(n_tokens) - s->n_blocks;
     return (need > 0 ? need : 0) + write_needs_copy(kv, seq, n_tokens);
 }
 
-static int32_t pop_block(bt_kv_cache *kv)
-{
+static int32_t pop_block(bt_kv_cache *kv) {
     assert(kv->n_free > 0);
     int32_t b = kv->free_list[--kv->n_free];
     assert(kv->refs[b] == 0);
@@ -247,15 +235,13 @@ static int32_t pop_block(bt_kv_cache *kv)
     return b;
 }
 
-static void release_block(bt_kv_cache *kv, int32_t b)
-{
+static void release_block(bt_kv_cache *kv, int32_t b) {
     assert(kv->refs[b] > 0);
     if (--kv->refs[b] == 0)
         kv->free_list[kv->n_free++] = b;
 }
 
-bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err)
-{
+bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err) {
     seq_state *s = &kv->seqs[seq];
     if (n_tokens > kv->p.max_seq_tokens || blocks_for(n_tokens) > kv->max_blocks_per_seq)
         return bt_error_set(err, BT_ERR_LIMIT, "kv: sequence %d length %d exceeds limit %d", seq,
@@ -283,19 +269,17 @@ bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *er
     return BT_OK;
 }
 
-void bt_kv_seq_set_len(bt_kv_cache *kv, int seq, int n_tokens)
-{
+void bt_kv_seq_set_len(bt_kv_cache *kv, int seq, int n_tokens) {
     seq_state *s = &kv->seqs[seq];
     assert(n_tokens >= 0 && blocks_for(n_tokens) <= s->n_blocks);
     s->len = n_tokens;
 }
 
-bt_status bt_kv_seq_truncate(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err)
-{
+bt_status bt_kv_seq_truncate(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err) {
     seq_state *s = &kv->seqs[seq];
     if (n_tokens < 0 || n_tokens > s->len)
-        return bt_error_set(err, BT_ERR_RANGE, "kv: truncate sequence %d to %d, length is %d",
-                            seq, n_tokens, s->len);
+        return bt_error_set(err, BT_ERR_RANGE, "kv: truncate sequence %d to %d, length is %d", seq,
+                            n_tokens, s->len);
     int32_t *table = table_of(kv, seq);
     int keep = blocks_for(n_tokens);
     while (s->n_blocks > keep)
@@ -304,8 +288,7 @@ bt_status bt_kv_seq_truncate(bt_kv_cache *kv, int seq, int n_tokens, bt_error *e
     return BT_OK;
 }
 
-void bt_kv_seq_free(bt_kv_cache *kv, int seq)
-{
+void bt_kv_seq_free(bt_kv_cache *kv, int seq) {
     seq_state *s = &kv->seqs[seq];
     int32_t *table = table_of(kv, seq);
     while (s->n_blocks > 0)
@@ -313,8 +296,7 @@ void bt_kv_seq_free(bt_kv_cache *kv, int seq)
     s->len = 0;
 }
 
-bt_status bt_kv_seq_fork(bt_kv_cache *kv, int src, int dst, bt_error *err)
-{
+bt_status bt_kv_seq_fork(bt_kv_cache *kv, int src, int dst, bt_error *err) {
     if (src == dst || kv->seqs[dst].n_blocks != 0)
         return bt_error_set(err, BT_ERR_INVALID_ARG,
                             "kv: fork %d -> %d: destination must be another, empty sequence", src,

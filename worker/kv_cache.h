@@ -33,7 +33,7 @@
 #define BT_KV_BLOCK_TOKENS 16
 
 typedef struct bt_kv_params {
-    int n_layer;        /* layers of this stage */
+    int n_layer; /* layers of this stage */
     int n_head_kv;
     int head_dim;
     int n_blocks;       /* pool size */
@@ -82,8 +82,7 @@ void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
 /* Writes K and V of one position: k, v are [n_head_kv][head_dim] f32, stored converted to
  * the cache type into (layer, block, slot). Pure over its slot: concurrent calls for
  * different slots are safe. */
-void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k,
-                 const float *v);
+void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v);
 
 /* Conversions used by the cache (F16C when the CPU has it, else the scalar
  * bt_f32_to_half / bt_half_to_f32; both round to nearest even, so the bits are the same). */

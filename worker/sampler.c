@@ -32,13 +32,14 @@ bt_status bt_sampler_new(int32_t n_vocab, const int32_t *eog, int n_eog, bt_samp
     if (n_vocab <= 0)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler: n_vocab %d", n_vocab);
     if (n_eog < 0 || n_eog > BT_SAMPLER_MAX_EOG || (n_eog > 0 && !eog))
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler: %d end-of-generation ids, at "
-                            "most %d", n_eog, BT_SAMPLER_MAX_EOG);
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "sampler: %d end-of-generation ids, at "
+                            "most %d",
+                            n_eog, BT_SAMPLER_MAX_EOG);
     for (int i = 0; i < n_eog; i++)
         if (eog[i] < 0 || eog[i] >= n_vocab)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
-                                "sampler: end-of-generation id %d not in [0, %d)", eog[i],
-                                n_vocab);
+                                "sampler: end-of-generation id %d not in [0, %d)", eog[i], n_vocab);
     bt_sampler *s = calloc(1, sizeof *s);
     if (!s)
         return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory");
@@ -50,8 +51,7 @@ bt_status bt_sampler_new(int32_t n_vocab, const int32_t *eog, int n_eog, bt_samp
     s->c = malloc(sizeof *s->c * (size_t)n_vocab);
     if (!s->work || !s->c) {
         bt_sampler_free(s);
-        return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory for %d candidates",
-                            n_vocab);
+        return bt_error_set(err, BT_ERR_NOMEM, "sampler: out of memory for %d candidates", n_vocab);
     }
     *out = s;
     return BT_OK;
@@ -321,9 +321,8 @@ static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_h
     }
 }
 
-int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p,
-                          const bt_sampler_history *h, int32_t pos, const float *logits,
-                          bt_sample *out) {
+int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                          int32_t pos, const float *logits, bt_sample *out) {
     const int32_t n = s->n_vocab;
     adjust(s, p, h, logits);
     int32_t tok = p->temperature == 0.0f ? argmax_f(s->work, n) : draw(s, p, pos);
@@ -372,8 +371,8 @@ bt_status bt_sampler_hist_new(int32_t n_seqs, int32_t n_vocab, bt_sampler_hist *
                               bt_error *err) {
     *out = NULL;
     if (n_seqs <= 0 || n_vocab <= 0)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler history: %d seqs, n_vocab %d",
-                            n_seqs, n_vocab);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "sampler history: %d seqs, n_vocab %d", n_seqs,
+                            n_vocab);
     bt_sampler_hist *h = calloc(1, sizeof *h);
     if (!h)
         return bt_error_set(err, BT_ERR_NOMEM, "sampler history: out of memory");

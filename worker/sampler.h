@@ -63,18 +63,18 @@
 
 /* One sequence's token history, as the sampler reads it; borrowed for the call. */
 typedef struct bt_sampler_history {
-    const int32_t *count;  /* [n_vocab] int32: times each token was generated */
-    const uint64_t *seen;  /* [(n_vocab + 63) / 64] bitmap: in prompt or generated */
-    int32_t n_generated;   /* tokens generated so far, for min_tokens */
+    const int32_t *count; /* [n_vocab] int32: times each token was generated */
+    const uint64_t *seen; /* [(n_vocab + 63) / 64] bitmap: in prompt or generated */
+    int32_t n_generated;  /* tokens generated so far, for min_tokens */
 } bt_sampler_history;
 
 /* The outcome of one row. */
 typedef struct bt_sample {
     int32_t token;
-    float logprob; /* raw log-softmax of token */
-    int32_t n_top; /* = params top_logprobs */
-    int32_t top_token[BT_MAX_TOP_LOGPROBS];   /* best first, ties lower id first */
-    float top_logprob[BT_MAX_TOP_LOGPROBS];   /* raw log-softmax of top_token[i] */
+    float logprob;                          /* raw log-softmax of token */
+    int32_t n_top;                          /* = params top_logprobs */
+    int32_t top_token[BT_MAX_TOP_LOGPROBS]; /* best first, ties lower id first */
+    float top_logprob[BT_MAX_TOP_LOGPROBS]; /* raw log-softmax of top_token[i] */
 } bt_sample;
 
 typedef struct bt_sampler bt_sampler;
@@ -88,9 +88,8 @@ void bt_sampler_free(bt_sampler *s); /* NULL is a no-op */
 /* Picks the token at position pos of a sequence from logits[n_vocab] (not modified) with
  * parameters p (valid: bt_sampler_params_validate with n_vocab) and the sequence's history h
  * (NULL = no tokens seen, none generated). Fills *out and returns out->token. */
-int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p,
-                          const bt_sampler_history *h, int32_t pos, const float *logits,
-                          bt_sample *out);
+int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                          int32_t pos, const float *logits, bt_sample *out);
 
 /* The distribution the draw of bt_sampler_sample picks from (steps 1-10): the kept
  * candidates in the chain's final order into ids[], their probabilities (summing to 1) into
@@ -111,7 +110,6 @@ void bt_sampler_hist_copy(bt_sampler_hist *h, int32_t src, int32_t dst); /* dst 
 /* Records one token of seq: seen; counted as well when generated. */
 void bt_sampler_hist_add(bt_sampler_hist *h, int32_t seq, int32_t token, bool generated);
 /* The view bt_sampler_sample reads; valid until the next change to seq. */
-bt_sampler_history bt_sampler_hist_view(const bt_sampler_hist *h, int32_t seq,
-                                        int32_t n_generated);
+bt_sampler_history bt_sampler_hist_view(const bt_sampler_hist *h, int32_t seq, int32_t n_generated);
 
 #endif

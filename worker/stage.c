@@ -24,13 +24,12 @@ struct bt_stage {
     bt_kv_cache *kv;
     bt_threadpool *pool;
     bt_forward *fw;
-    int32_t *next_pos;   /* [max_seqs] -1 = untouched in this batch, else next position */
-    int32_t *touched;    /* [max_batch] sequences touched by the batch */
-    int32_t *out_rows;   /* [max_batch] rows whose logits are wanted */
+    int32_t *next_pos; /* [max_seqs] -1 = untouched in this batch, else next position */
+    int32_t *touched;  /* [max_batch] sequences touched by the batch */
+    int32_t *out_rows; /* [max_batch] rows whose logits are wanted */
 };
 
-bt_stage_params bt_stage_default_params(void)
-{
+bt_stage_params bt_stage_default_params(void) {
     bt_stage_params p;
     p.layer_begin = -1;
     p.layer_end = -1;
@@ -45,8 +44,7 @@ bt_stage_params bt_stage_default_params(void)
 }
 
 bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage **out,
-                       bt_error *err)
-{
+                       bt_error *err) {
     *out = NULL;
     bt_status st;
     bt_stage *s = calloc(1, sizeof(*s));
@@ -66,8 +64,8 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         goto fail;
     }
     if (p->kv_tokens < 1 || p->kv_tokens > (1 << 30) - BT_KV_BLOCK_TOKENS) {
-        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_tokens %d out of range",
-                          p->kv_tokens);
+        st =
+            bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_tokens %d out of range", p->kv_tokens);
         goto fail;
     }
     if (p->max_batch < 1 || p->max_batch > (1 << 20)) {
@@ -76,8 +74,8 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         goto fail;
     }
     if (p->max_seqs < 1 || p->max_seqs > (1 << 20)) {
-        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: max_seqs %d not in [1, %d]",
-                          p->max_seqs, 1 << 20);
+        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: max_seqs %d not in [1, %d]", p->max_seqs,
+                          1 << 20);
         goto fail;
     }
     if (p->max_seq_tokens < 0) {
@@ -133,8 +131,7 @@ fail:
     return st;
 }
 
-void bt_stage_free(bt_stage *s)
-{
+void bt_stage_free(bt_stage *s) {
     if (!s)
         return;
     bt_forward_free(s->fw);
@@ -147,15 +144,13 @@ void bt_stage_free(bt_stage *s)
     free(s);
 }
 
-static void reset_touched(bt_stage *s, int n_touched)
-{
+static void reset_touched(bt_stage *s, int n_touched) {
     for (int i = 0; i < n_touched; i++)
         s->next_pos[s->touched[i]] = -1;
 }
 
 bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, float *act_out,
-                           float *logits, bt_error *err)
-{
+                           float *logits, bt_error *err) {
     const bt_stage_params *p = &s->params;
     int n = b->n_rows;
     if (n < 1 || n > p->max_batch)
@@ -195,18 +190,19 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
         if (pos != s->next_pos[seq]) {
             st = bt_error_set(err, BT_ERR_INVALID_ARG,
                               "stage: row %d seq %d pos %d, expected %d (positions must be "
-                              "contiguous)", r, seq, pos, s->next_pos[seq]);
+                              "contiguous)",
+                              r, seq, pos, s->next_pos[seq]);
             goto out;
         }
         if (pos >= p->max_seq_tokens) {
-            st = bt_error_set(err, BT_ERR_LIMIT, "stage: row %d seq %d pos %d >= limit %d", r,
-                              seq, pos, p->max_seq_tokens);
+            st = bt_error_set(err, BT_ERR_LIMIT, "stage: row %d seq %d pos %d >= limit %d", r, seq,
+                              pos, p->max_seq_tokens);
             goto out;
         }
         s->next_pos[seq] = pos + 1;
         if (!act_in && (b->token[r] < 0 || b->token[r] >= s->hp.n_vocab)) {
-            st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: row %d token %d not in [0, %d)",
-                              r, b->token[r], s->hp.n_vocab);
+            st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: row %d token %d not in [0, %d)", r,
+                              b->token[r], s->hp.n_vocab);
             goto out;
         }
     }
@@ -224,8 +220,7 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
             goto out;
     }
     bt_forward_run(s->fw, n, b->seq, b->pos, b->prefill, b->token, act_in,
-                   s->w.has_head ? NULL : act_out,
-                   s->out_rows, s->w.has_head ? n_out : 0, logits);
+                   s->w.has_head ? NULL : act_out, s->out_rows, s->w.has_head ? n_out : 0, logits);
     for (int i = 0; i < n_touched; i++)
         bt_kv_seq_set_len(s->kv, s->touched[i], s->next_pos[s->touched[i]]);
 out:
@@ -233,65 +228,83 @@ out:
     return st;
 }
 
-static int seq_ok(const bt_stage *s, int seq)
-{
+static int seq_ok(const bt_stage *s, int seq) {
     return seq >= 0 && seq < s->params.max_seqs;
 }
 
-void bt_stage_seq_free(bt_stage *s, int seq)
-{
+void bt_stage_seq_free(bt_stage *s, int seq) {
     if (seq_ok(s, seq))
         bt_kv_seq_free(s->kv, seq);
 }
 
-bt_status bt_stage_seq_truncate(bt_stage *s, int seq, int n_tokens, bt_error *err)
-{
+bt_status bt_stage_seq_truncate(bt_stage *s, int seq, int n_tokens, bt_error *err) {
     if (!seq_ok(s, seq))
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "stage: truncate seq %d not in [0, %d)",
-                            seq, s->params.max_seqs);
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "stage: truncate seq %d not in [0, %d)", seq,
+                            s->params.max_seqs);
     return bt_kv_seq_truncate(s->kv, seq, n_tokens, err);
 }
 
-bt_status bt_stage_seq_fork(bt_stage *s, int src, int dst, bt_error *err)
-{
+bt_status bt_stage_seq_fork(bt_stage *s, int src, int dst, bt_error *err) {
     if (!seq_ok(s, src) || !seq_ok(s, dst))
         return bt_error_set(err, BT_ERR_INVALID_ARG, "stage: fork %d -> %d: ids not in [0, %d)",
                             src, dst, s->params.max_seqs);
     return bt_kv_seq_fork(s->kv, src, dst, err);
 }
 
-int bt_stage_seq_len(const bt_stage *s, int seq)
-{
+int bt_stage_seq_len(const bt_stage *s, int seq) {
     return seq_ok(s, seq) ? bt_kv_seq_len(s->kv, seq) : -1;
 }
 
-int bt_stage_n_embd(const bt_stage *s) { return s->hp.n_embd; }
-int bt_stage_n_vocab(const bt_stage *s) { return s->hp.n_vocab; }
-int bt_stage_n_layer_total(const bt_stage *s) { return s->hp.n_layer; }
-int bt_stage_layer_begin(const bt_stage *s) { return s->w.layer_begin; }
-int bt_stage_layer_end(const bt_stage *s) { return s->w.layer_end; }
-int bt_stage_is_first(const bt_stage *s) { return s->w.has_embd; }
-int bt_stage_is_last(const bt_stage *s) { return s->w.has_head; }
-int bt_stage_max_batch(const bt_stage *s) { return s->params.max_batch; }
-int bt_stage_max_seqs(const bt_stage *s) { return s->params.max_seqs; }
+int bt_stage_n_embd(const bt_stage *s) {
+    return s->hp.n_embd;
+}
+int bt_stage_n_vocab(const bt_stage *s) {
+    return s->hp.n_vocab;
+}
+int bt_stage_n_layer_total(const bt_stage *s) {
+    return s->hp.n_layer;
+}
+int bt_stage_layer_begin(const bt_stage *s) {
+    return s->w.layer_begin;
+}
+int bt_stage_layer_end(const bt_stage *s) {
+    return s->w.layer_end;
+}
+int bt_stage_is_first(const bt_stage *s) {
+    return s->w.has_embd;
+}
+int bt_stage_is_last(const bt_stage *s) {
+    return s->w.has_head;
+}
+int bt_stage_max_batch(const bt_stage *s) {
+    return s->params.max_batch;
+}
+int bt_stage_max_seqs(const bt_stage *s) {
+    return s->params.max_seqs;
+}
 
-int bt_stage_kv_tokens_total(const bt_stage *s)
-{
+int bt_stage_kv_tokens_total(const bt_stage *s) {
     return bt_kv_cache_params(s->kv)->n_blocks * BT_KV_BLOCK_TOKENS;
 }
 
-int bt_stage_kv_tokens_free(const bt_stage *s)
-{
+int bt_stage_kv_tokens_free(const bt_stage *s) {
     return bt_kv_n_blocks_free(s->kv) * BT_KV_BLOCK_TOKENS;
 }
 
-size_t bt_stage_kv_bytes(const bt_stage *s) { return bt_kv_cache_bytes(s->kv); }
-size_t bt_stage_weight_bytes(const bt_stage *s) { return bt_weights_bytes(&s->w); }
-bt_type bt_stage_kv_type(const bt_stage *s) { return bt_kv_cache_params(s->kv)->type; }
-int bt_stage_prefill_sgemm(const bt_stage *s) { return bt_forward_prefill_sgemm(s->fw); }
+size_t bt_stage_kv_bytes(const bt_stage *s) {
+    return bt_kv_cache_bytes(s->kv);
+}
+size_t bt_stage_weight_bytes(const bt_stage *s) {
+    return bt_weights_bytes(&s->w);
+}
+bt_type bt_stage_kv_type(const bt_stage *s) {
+    return bt_kv_cache_params(s->kv)->type;
+}
+int bt_stage_prefill_sgemm(const bt_stage *s) {
+    return bt_forward_prefill_sgemm(s->fw);
+}
 
-int bt_stage_seq_tokens_left(const bt_stage *s, int seq)
-{
+int bt_stage_seq_tokens_left(const bt_stage *s, int seq) {
     if (!seq_ok(s, seq))
         return 0;
     int len = bt_kv_seq_len(s->kv, seq);

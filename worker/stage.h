@@ -49,10 +49,10 @@ bt_stage_params bt_stage_default_params(void);
 /* One micro-batch: struct of arrays, all [n_rows], borrowed for the call. */
 typedef struct bt_batch {
     int n_rows;
-    const int32_t *seq;    /* sequence id of each row */
-    const int32_t *pos;    /* position of each row in its sequence */
-    const int32_t *token;  /* token id (read by the first stage only; may be NULL elsewhere) */
-    const uint8_t *logits; /* nonzero = logits wanted for that row; NULL = only the last row */
+    const int32_t *seq;     /* sequence id of each row */
+    const int32_t *pos;     /* position of each row in its sequence */
+    const int32_t *token;   /* token id (read by the first stage only; may be NULL elsewhere) */
+    const uint8_t *logits;  /* nonzero = logits wanted for that row; NULL = only the last row */
     const uint8_t *prefill; /* nonzero: the row's token is part of a prompt: prefill path
                                (sgemm on dequantized tiles); zero: a generated token: decode
                                path (q8 kernels). NULL = all rows decode path. */
@@ -77,10 +77,10 @@ bt_status bt_stage_forward(bt_stage *st, const bt_batch *b, const float *act_in,
                            float *logits, bt_error *err);
 
 /* Sequence operations, applied in the same order on every stage. */
-void bt_stage_seq_free(bt_stage *st, int seq);                    /* invalid ids are ignored */
+void bt_stage_seq_free(bt_stage *st, int seq); /* invalid ids are ignored */
 bt_status bt_stage_seq_truncate(bt_stage *st, int seq, int n_tokens, bt_error *err);
 bt_status bt_stage_seq_fork(bt_stage *st, int src, int dst, bt_error *err);
-int bt_stage_seq_len(const bt_stage *st, int seq);                /* -1 for an invalid id */
+int bt_stage_seq_len(const bt_stage *st, int seq); /* -1 for an invalid id */
 
 /* Shape and accounting queries. */
 int bt_stage_n_embd(const bt_stage *st);
@@ -92,12 +92,12 @@ int bt_stage_is_first(const bt_stage *st);
 int bt_stage_is_last(const bt_stage *st);
 int bt_stage_max_batch(const bt_stage *st);
 int bt_stage_max_seqs(const bt_stage *st);
-int bt_stage_kv_tokens_total(const bt_stage *st);  /* capacity in tokens */
-int bt_stage_kv_tokens_free(const bt_stage *st);   /* free blocks * 16 */
-size_t bt_stage_kv_bytes(const bt_stage *st);      /* K and V storage of the whole cache */
-size_t bt_stage_weight_bytes(const bt_stage *st);  /* bytes of this stage's weight slice */
-bt_type bt_stage_kv_type(const bt_stage *st);      /* BT_TYPE_F16 or BT_TYPE_F32 */
-int bt_stage_prefill_sgemm(const bt_stage *st);    /* 1 when prompt rows use sgemm */
+int bt_stage_kv_tokens_total(const bt_stage *st); /* capacity in tokens */
+int bt_stage_kv_tokens_free(const bt_stage *st);  /* free blocks * 16 */
+size_t bt_stage_kv_bytes(const bt_stage *st);     /* K and V storage of the whole cache */
+size_t bt_stage_weight_bytes(const bt_stage *st); /* bytes of this stage's weight slice */
+bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16 or BT_TYPE_F32 */
+int bt_stage_prefill_sgemm(const bt_stage *st);   /* 1 when prompt rows use sgemm */
 /* Tokens a sequence can still grow by before BT_ERR_LIMIT (ignores other sequences). */
 int bt_stage_seq_tokens_left(const bt_stage *st, int seq);
 

@@ -25,8 +25,8 @@ size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd) {
     size_t rows = (size_t)max_batch, seqs = (size_t)max_seqs;
     /* varints of every row; per sequence: ops, sampling params with a full logit_bias, or a
      * result with its top logprobs */
-    size_t header = 4096 + rows * 40 + seqs * (96 + BT_MAX_LOGIT_BIAS * 12 +
-                                               BT_MAX_TOP_LOGPROBS * 12);
+    size_t header =
+        4096 + rows * 40 + seqs * (96 + BT_MAX_LOGIT_BIAS * 12 + BT_MAX_TOP_LOGPROBS * 12);
     size_t payload = rows * (size_t)n_embd * sizeof(float); /* f32 is the largest raw codec */
     return BT_FRAME_HEADER_BYTES + header + payload + payload / 128 + 1024; /* zstd bound */
 }
@@ -41,15 +41,15 @@ typedef struct loop {
     bt_codec *codec;
     /* last stage only: */
     bt_sampler *sampler;
-    bt_sampler_hist *hist;   /* tokens of every sequence slot, for the penalties */
-    bt_sampler_params *seqs; /* [max_seqs] */
-    int32_t *n_prompt;       /* [max_seqs] prompt length from the SamplingParams */
-    uint8_t *seq_has_params; /* [max_seqs] */
-    uint8_t *hist_partial;   /* [max_seqs] a TRUNCATE left tokens in the history that the
-                                sequence no longer has: penalties would be wrong */
-    float *act_in, *act_out; /* [max_batch][n_embd] */
-    float *logits;           /* [max_seqs][n_vocab] last stage only */
-    uint8_t *want, *prefill; /* [max_batch] */
+    bt_sampler_hist *hist;      /* tokens of every sequence slot, for the penalties */
+    bt_sampler_params *seqs;    /* [max_seqs] */
+    int32_t *n_prompt;          /* [max_seqs] prompt length from the SamplingParams */
+    uint8_t *seq_has_params;    /* [max_seqs] */
+    uint8_t *hist_partial;      /* [max_seqs] a TRUNCATE left tokens in the history that the
+                                   sequence no longer has: penalties would be wrong */
+    float *act_in, *act_out;    /* [max_batch][n_embd] */
+    float *logits;              /* [max_seqs][n_vocab] last stage only */
+    uint8_t *want, *prefill;    /* [max_batch] */
     int32_t *res_seq, *res_tok; /* [max_seqs] */
     float *res_lp;              /* [max_seqs] */
     uint32_t *res_ntop;         /* [max_seqs] */
@@ -96,8 +96,8 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
     n_layer = (int)u;
     if (h->protocol_version != BT_PROTOCOL_VERSION)
         return bt_error_set(err, BT_ERR_PROTOCOL,
-                            "Hello: protocol version %u, this stage speaks %u",
-                            h->protocol_version, BT_PROTOCOL_VERSION);
+                            "Hello: protocol version %u, this stage speaks %u", h->protocol_version,
+                            BT_PROTOCOL_VERSION);
     if (h->n_stages != (uint32_t)(L->t->size - 1) || h->stage_index != (uint32_t)(L->rank - 1))
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: stage %u of %u, but this is rank %d of %d", h->stage_index,
@@ -121,8 +121,8 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
     if (h->heartbeat_ms < 1 || h->heartbeat_ms > 600000)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: heartbeat_ms %u", h->heartbeat_ms);
     if (h->n_eog > BT_SAMPLER_MAX_EOG)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: eog has %zu ids, at most %d",
-                            h->n_eog, BT_SAMPLER_MAX_EOG);
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: eog has %zu ids, at most %d", h->n_eog,
+                            BT_SAMPLER_MAX_EOG);
     uint8_t hash[BT_MODEL_HASH_BYTES];
     bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
     if (h->model_hash.len != BT_MODEL_HASH_BYTES ||
@@ -280,8 +280,8 @@ static bt_status params_from_msg(const loop *L, const Baton__SamplingParams *sp,
     p->top_logprobs = sp->top_logprobs;
     p->n_logit_bias = (int32_t)sp->n_logit_bias_token;
     for (size_t i = 0; i < sp->n_logit_bias_token; i++)
-        p->logit_bias[i] = (bt_logit_bias){.token = sp->logit_bias_token[i],
-                                           .bias = sp->logit_bias_value[i]};
+        p->logit_bias[i] =
+            (bt_logit_bias){.token = sp->logit_bias_token[i], .bias = sp->logit_bias_value[i]};
     p->seed = sp->seed;
     if (bt_sampler_params_validate(p, L->n_vocab, err) != BT_OK)
         return bt_error_wrap(err, "seq %d", sp->seq), BT_ERR_PROTOCOL;
@@ -297,8 +297,8 @@ static bool uses_penalties(const bt_sampler_params *p) {
 static bt_status check_batch(const loop *L, const Baton__StageBatch *b, const bt_frame_view *f,
                              bt_error *err) {
     /* Shapes, ids and ops (shared with the fuzz target); then what only a stage knows. */
-    bt_status st = bt_msg_check_stage_batch(b, (int)L->cfg.max_batch, (int)L->cfg.max_seqs,
-                                            L->n_vocab, err);
+    bt_status st =
+        bt_msg_check_stage_batch(b, (int)L->cfg.max_batch, (int)L->cfg.max_seqs, L->n_vocab, err);
     if (st != BT_OK)
         return st;
     size_t n = b->n_seq;
@@ -428,8 +428,8 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
                                            L->t->max_frame - off, &enc, err)) != BT_OK)
             return st;
         if ((st = bt_frame_finish(L->out, L->t->max_frame, BT_MSG_STAGE_BATCH, &b->base, enc,
-                                  (int)L->cfg.codec, L->cfg.zstd_level > 0 && n > 0, &len,
-                                  err)) != BT_OK)
+                                  (int)L->cfg.codec, L->cfg.zstd_level > 0 && n > 0, &len, err)) !=
+            BT_OK)
             return st;
         if ((st = bt_transport_send(L->t, L->next, L->out, len, 10 * 1000000LL, err)) != BT_OK)
             return st;

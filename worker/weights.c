@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bt_status find(const bt_gguf *g, const char *name, bool required,
-                      const bt_gguf_tensor **out, bt_error *err)
-{
+static bt_status find(const bt_gguf *g, const char *name, bool required, const bt_gguf_tensor **out,
+                      bt_error *err) {
     *out = bt_gguf_find_tensor(g, name);
     if (!*out && required)
         return bt_error_set(err, BT_ERR_NOT_FOUND, "weights: tensor %s is missing", name);
@@ -17,8 +16,7 @@ static bt_status find(const bt_gguf *g, const char *name, bool required,
 }
 
 static bt_status load_vector(const bt_gguf *g, const char *name, int64_t n, bool required,
-                             const float **out, bt_error *err)
-{
+                             const float **out, bt_error *err) {
     const bt_gguf_tensor *t;
     *out = NULL;
     bt_status st = find(g, name, required, &t, err);
@@ -40,8 +38,7 @@ static bt_status load_vector(const bt_gguf *g, const char *name, int64_t n, bool
 }
 
 static bt_status load_matrix(const bt_gguf *g, const char *name, int64_t n_cols, int64_t n_rows,
-                             bool required, bt_matrix *out, bt_error *err)
-{
+                             bool required, bt_matrix *out, bt_error *err) {
     const bt_gguf_tensor *t;
     memset(out, 0, sizeof(*out));
     bt_status st = find(g, name, required, &t, err);
@@ -54,17 +51,17 @@ static bt_status load_matrix(const bt_gguf *g, const char *name, int64_t n_cols,
     if (t->ne[0] != n_cols || t->ne[1] != n_rows || t->ne[2] != 1 || t->ne[3] != 1)
         return bt_error_set(err, BT_ERR_FORMAT,
                             "weights: tensor %s has shape [%lld, %lld, %lld, %lld], want "
-                            "[%lld, %lld]", name, (long long)t->ne[0], (long long)t->ne[1],
-                            (long long)t->ne[2], (long long)t->ne[3], (long long)n_cols,
-                            (long long)n_rows);
+                            "[%lld, %lld]",
+                            name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                            (long long)t->ne[3], (long long)n_cols, (long long)n_rows);
     size_t row_bytes;
     if (bt_type_row_bytes(t->type, n_cols, &row_bytes) != BT_OK)
         return bt_error_set(err, BT_ERR_FORMAT,
                             "weights: tensor %s row of %lld is not whole %s blocks", name,
                             (long long)n_cols, bt_type_name(t->type));
     if (row_bytes != t->row_bytes || t->n_bytes != row_bytes * (size_t)n_rows)
-        return bt_error_set(err, BT_ERR_FORMAT, "weights: tensor %s has %zu bytes, want %zu",
-                            name, t->n_bytes, row_bytes * (size_t)n_rows);
+        return bt_error_set(err, BT_ERR_FORMAT, "weights: tensor %s has %zu bytes, want %zu", name,
+                            t->n_bytes, row_bytes * (size_t)n_rows);
     out->data = t->data;
     out->type = (bt_type)t->type;
     out->row_bytes = row_bytes;
@@ -74,8 +71,7 @@ static bt_status load_matrix(const bt_gguf *g, const char *name, int64_t n_cols,
 }
 
 static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_layer_weights *lw,
-                            bt_error *err)
-{
+                            bt_error *err) {
     char name[96];
     int64_t E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
     bt_status st;
@@ -107,8 +103,7 @@ static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_l
 }
 
 bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begin, int layer_end,
-                          bt_weights *out, bt_error *err)
-{
+                          bt_weights *out, bt_error *err) {
     memset(out, 0, sizeof(*out));
     if (layer_begin < 0 || layer_end > hp->n_layer || layer_begin >= layer_end)
         return bt_error_set(err, BT_ERR_INVALID_ARG,
@@ -132,15 +127,13 @@ bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begi
     bool need_embd = w.has_embd;
     if (w.has_head) {
         if ((st = load_vector(g, "output_norm.weight", hp->n_embd, true, &w.output_norm, err)) ||
-            (st = load_matrix(g, "output.weight", hp->n_embd, hp->n_vocab, false, &w.output,
-                              err)))
+            (st = load_matrix(g, "output.weight", hp->n_embd, hp->n_vocab, false, &w.output, err)))
             goto fail;
         if (!w.output.data)
             need_embd = true; /* tied */
     }
-    if (need_embd &&
-        (st = load_matrix(g, "token_embd.weight", hp->n_embd, hp->n_vocab, true, &w.token_embd,
-                          err)))
+    if (need_embd && (st = load_matrix(g, "token_embd.weight", hp->n_embd, hp->n_vocab, true,
+                                       &w.token_embd, err)))
         goto fail;
     if (w.has_head && !w.output.data)
         w.output = w.token_embd;
@@ -151,21 +144,18 @@ fail:
     return st;
 }
 
-void bt_weights_deinit(bt_weights *w)
-{
+void bt_weights_deinit(bt_weights *w) {
     if (!w)
         return;
     free(w->layers);
     memset(w, 0, sizeof(*w));
 }
 
-static size_t matrix_bytes(const bt_matrix *m)
-{
+static size_t matrix_bytes(const bt_matrix *m) {
     return m->data ? m->row_bytes * (size_t)m->n_rows : 0;
 }
 
-size_t bt_weights_bytes(const bt_weights *w)
-{
+size_t bt_weights_bytes(const bt_weights *w) {
     size_t n = 0;
     for (int i = 0; i < w->layer_end - w->layer_begin; i++) {
         const bt_layer_weights *l = &w->layers[i];

@@ -46,14 +46,14 @@ typedef struct bt_layer_weights {
 } bt_layer_weights;
 
 typedef struct bt_weights {
-    int layer_begin, layer_end;  /* this stage's layers [begin, end) */
-    bool has_embd;               /* first stage */
-    bool has_head;               /* last stage */
-    bt_matrix token_embd;        /* [n_embd, n_vocab]; when has_embd, or when has_head and tied */
-    const float *output_norm;    /* [n_embd] F32; when has_head */
-    bt_matrix output;            /* [n_embd, n_vocab]; when has_head (token_embd if tied) */
-    const float *rope_freqs;     /* [head_dim/2] F32, optional rope frequency factors */
-    bt_layer_weights *layers;    /* [layer_end - layer_begin], owned */
+    int layer_begin, layer_end; /* this stage's layers [begin, end) */
+    bool has_embd;              /* first stage */
+    bool has_head;              /* last stage */
+    bt_matrix token_embd;       /* [n_embd, n_vocab]; when has_embd, or when has_head and tied */
+    const float *output_norm;   /* [n_embd] F32; when has_head */
+    bt_matrix output;           /* [n_embd, n_vocab]; when has_head (token_embd if tied) */
+    const float *rope_freqs;    /* [head_dim/2] F32, optional rope frequency factors */
+    bt_layer_weights *layers;   /* [layer_end - layer_begin], owned */
 } bt_weights;
 
 /* Loads the slice [layer_begin, layer_end) of g; has_embd iff layer_begin == 0, has_head iff

@@ -87,8 +87,7 @@ int main(int argc, char **argv) {
     if (rank == 0) {
         printf("round trip  64 B: %8.1f us\n", lat64);
         printf("round trip 4 KB: %8.1f us\n", lat4k);
-        printf("round trip 1 MB: %8.1f us  (%.0f MB/s each way)\n", rt1m,
-               2.0 * MB / rt1m);
+        printf("round trip 1 MB: %8.1f us  (%.0f MB/s each way)\n", rt1m, 2.0 * MB / rt1m);
         printf("stream     1 MB: %d frames in %.3f s = %.0f MB/s\n", n, stream_s,
                (double)n * MB / stream_s / 1e6);
     }
@@ -101,8 +100,8 @@ int main(int argc, char **argv) {
         t0 = bt_now_us();
         die(t, bt_transport_recv(t, 0, &f, &got, &from, TIMEOUT_US, &err), &err);
         double wall = (double)(bt_now_us() - t0);
-        printf("rank 1 waited %.2f s in recv: %.2f%% of a core (process CPU time)\n",
-               wall / 1e6, 100.0 * (mt_process_cpu_us() - c0) / wall);
+        printf("rank 1 waited %.2f s in recv: %.2f%% of a core (process CPU time)\n", wall / 1e6,
+               100.0 * (mt_process_cpu_us() - c0) / wall);
         fflush(stdout);
     } else {
         mt_sleep_us((int64_t)(idle_s * 1e6));

@@ -19,7 +19,7 @@
 #define MAX_PENDING 8
 #define TIMEOUT_US 20000000 /* generous: 4 ranks share 2 cores */
 
-static const size_t ring_sizes[] = {1,     2,    17,      100,    1000,   4096,     4097,
+static const size_t ring_sizes[] = {1,     2,       17,     100,    1000,    4096,    4097,
                                     65536, 1500000, 777777, 262144, 1048576, 1500000, 3};
 #define RING_N 56
 #define RING_WINDOW MAX_PENDING
@@ -86,8 +86,8 @@ static void test_ring(bt_transport *t) {
             got++;
         }
         double s = (double)(bt_now_us() - t0) / 1e6;
-        printf("ring of %d ranks: %d frames, %.1f MB each way through every hop, %.3f s\n",
-               t->size, RING_N, (double)bytes / 1e6, s);
+        printf("ring of %d ranks: %d frames, %.1f MB each way through every hop, %.3f s\n", t->size,
+               RING_N, (double)bytes / 1e6, s);
     } else {
         for (int i = 0; i < RING_N; i++) {
             const void *f;
@@ -117,8 +117,8 @@ static void test_specific_source(bt_transport *t) {
                 const void *f;
                 size_t len;
                 int from;
-                must(t, bt_transport_recv(t, BT_RANK_ANY, &f, &len, &from, TIMEOUT_US, &err),
-                     &err, "specific: wait for the others");
+                must(t, bt_transport_recv(t, BT_RANK_ANY, &f, &len, &from, TIMEOUT_US, &err), &err,
+                     "specific: wait for the others");
             }
         }
         for (int i = 0; i < k; i++) {
@@ -174,8 +174,7 @@ static void test_queue_limit(bt_transport *t) {
     /* Ranks 2..S stay silent: they wait in the barrier for rank 0's "go". */
     if (t->rank == 1) {
         for (int i = 0; i < n; i++)
-            must(t, bt_transport_send(t, 0, &i, sizeof(i), TIMEOUT_US, &err), &err,
-                 "flood send");
+            must(t, bt_transport_send(t, 0, &i, sizeof(i), TIMEOUT_US, &err), &err, "flood send");
         return;
     }
     if (t->rank != 0)
@@ -208,8 +207,7 @@ static void test_timeout_and_idle(bt_transport *t) {
     int from;
     double c0 = mt_process_cpu_us();
     int64_t t0 = bt_now_us();
-    CHECK_EQ_INT(bt_transport_recv(t, BT_RANK_ANY, &f, &len, &from, 300000, &err),
-                 BT_ERR_TIMEOUT);
+    CHECK_EQ_INT(bt_transport_recv(t, BT_RANK_ANY, &f, &len, &from, 300000, &err), BT_ERR_TIMEOUT);
     int64_t dt = bt_now_us() - t0;
     double cpu = (mt_process_cpu_us() - c0) / (double)dt;
     CHECK(dt >= 300000 && dt < 1500000);

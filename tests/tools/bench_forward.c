@@ -14,15 +14,13 @@
 #include "gguf.h"
 #include "stage.h"
 
-static double now_s(void)
-{
+static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *path = NULL;
     int threads = 2, n_prefill = 512, batch = 512, n_decode = 128, repeats = 1, sgemm = -1;
     bt_type kv_type = BT_TYPE_F16;
@@ -89,8 +87,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < total; i++)
         tok[i] = (int32_t)((i * 7919 + 1) % V);
     printf("model %s, %d threads, prefill %d in batches of %d (%s), decode %d, KV %s %.1f MiB\n",
-           path, threads, n_prefill, batch, bt_stage_prefill_sgemm(st) ? "sgemm" : "q8",
-           n_decode, bt_type_name((uint32_t)kv_type), (double)bt_stage_kv_bytes(st) / 1048576.0);
+           path, threads, n_prefill, batch, bt_stage_prefill_sgemm(st) ? "sgemm" : "q8", n_decode,
+           bt_type_name((uint32_t)kv_type), (double)bt_stage_kv_bytes(st) / 1048576.0);
     int rc = 0;
     for (int rep = 0; rep < repeats && rc == 0; rep++) {
         bt_stage_seq_free(st, 0);
@@ -112,9 +110,10 @@ int main(int argc, char **argv)
         if (rc)
             fprintf(stderr, "bench_forward: %s\n", err.msg);
         else
-            printf("prefill %8.1f tok/s (%.3f s)   decode %7.1f tok/s (%.2f ms/tok at ctx %d..%d)\n",
-                   n_prefill / (t1 - t0), t1 - t0, n_decode / (t2 - t1),
-                   1e3 * (t2 - t1) / (n_decode ? n_decode : 1), n_prefill, total);
+            printf(
+                "prefill %8.1f tok/s (%.3f s)   decode %7.1f tok/s (%.2f ms/tok at ctx %d..%d)\n",
+                n_prefill / (t1 - t0), t1 - t0, n_decode / (t2 - t1),
+                1e3 * (t2 - t1) / (n_decode ? n_decode : 1), n_prefill, total);
     }
     free(tok);
     free(seq);

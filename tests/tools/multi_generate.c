@@ -88,9 +88,8 @@ int main(int argc, char **argv) {
         if ((st = bt_tokenize(s.vocab, tab + 1, tlen, true, true, ids, len + 2, &n_ids, &err)) !=
             BT_OK)
             break;
-        bt_request_params rp = {.max_tokens = atoi(line),
-                                .ignore_eos = false,
-                                .sampling = bt_sampler_default_params()};
+        bt_request_params rp = {
+            .max_tokens = atoi(line), .ignore_eos = false, .sampling = bt_sampler_default_params()};
         rp.sampling.temperature = (float)temperature;
         rp.sampling.seed = (uint64_t)seed;
         if ((st = bt_request_new(ids, (int32_t)n_ids, &rp, bt_engine_n_ctx(s.engine), &reqs[n],

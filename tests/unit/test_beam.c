@@ -215,8 +215,8 @@ static void ref_logprobs(bt_stage *st, const int32_t *tok, int n, int n_prompt, 
         pre[i] = (uint8_t)(i < n_prompt);
     }
     bt_stage_seq_free(st, 0);
-    bt_batch b = {.n_rows = n, .seq = seq, .pos = pos, .token = tok, .logits = want,
-                  .prefill = pre};
+    bt_batch b = {
+        .n_rows = n, .seq = seq, .pos = pos, .token = tok, .logits = want, .prefill = pre};
     bt_error err;
     bt_error_init(&err);
     CHECK_OK(bt_stage_forward(st, &b, NULL, NULL, logits, &err));
@@ -254,7 +254,10 @@ static void ref_beam_search(bt_stage *st, const int32_t *prompt, int n_prompt, i
                         best = t;
                 taken[best] = true;
                 cand[nc++] = (ref_cand){.cum = live[b].cum + (double)(float)lp[best],
-                                        .beam = b, .rank = r, .token = best, .lp = (float)lp[best]};
+                                        .beam = b,
+                                        .rank = r,
+                                        .token = best,
+                                        .lp = (float)lp[best]};
             }
             free(taken);
         }

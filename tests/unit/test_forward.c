@@ -37,8 +37,7 @@ static float frand(void) /* uniform in [-1, 1) */
     return (float)((rng_state >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
 }
 
-static void quant_q8_0(const float *x, int64_t n, bt_block_q8_0 *out)
-{
+static void quant_q8_0(const float *x, int64_t n, bt_block_q8_0 *out) {
     for (int64_t b = 0; b < n / 32; b++) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++)
@@ -50,8 +49,7 @@ static void quant_q8_0(const float *x, int64_t n, bt_block_q8_0 *out)
     }
 }
 
-static void quant_q4_1(const float *x, int64_t n, bt_block_q4_1 *out)
-{
+static void quant_q4_1(const float *x, int64_t n, bt_block_q4_1 *out) {
     for (int64_t b = 0; b < n / 32; b++) {
         const float *v = x + b * 32;
         float mn = v[0], mx = v[0];
@@ -73,8 +71,7 @@ static void quant_q4_1(const float *x, int64_t n, bt_block_q4_1 *out)
 enum { T_E = 64, T_F = 96, T_H = 4, T_HKV = 2, T_D = 16, T_V = 128, T_L = 4 };
 
 static void add_weight(bt_gw *gw, const char *name, int64_t cols, int64_t rows, uint32_t type,
-                       float amp)
-{
+                       float amp) {
     int64_t n = cols * rows;
     float *x = malloc(sizeof(float) * (size_t)n);
     for (int64_t i = 0; i < n; i++)
@@ -102,8 +99,7 @@ static void add_weight(bt_gw *gw, const char *name, int64_t cols, int64_t rows, 
 
 /* Layers alternate qtype (Q4_1 or Q8_0) and F32 matrices; tied Q8_0 embedding. qtype F32:
  * every matrix F32. *buf owned by the caller. */
-static bt_gguf *make_tiny(uint8_t **buf, uint32_t qtype)
-{
+static bt_gguf *make_tiny(uint8_t **buf, uint32_t qtype) {
     int all_f32 = qtype == BT_TYPE_F32;
     bt_gw *gw = bt_gw_new();
     bt_gw_add_str(gw, "general.architecture", "llama");
@@ -154,8 +150,7 @@ static bt_gguf *make_tiny(uint8_t **buf, uint32_t qtype)
 
 /* ---------------- naive reference ---------------- */
 
-static float *deq(const bt_gguf *g, const char *name, int64_t *cols, int64_t *rows)
-{
+static float *deq(const bt_gguf *g, const char *name, int64_t *cols, int64_t *rows) {
     const bt_gguf_tensor *t = bt_gguf_find_tensor(g, name);
     if (!t)
         return NULL;
@@ -171,8 +166,7 @@ static float *deq(const bt_gguf *g, const char *name, int64_t *cols, int64_t *ro
     return out;
 }
 
-static void matvec(const float *w, const float *x, float *y, int64_t cols, int64_t rows)
-{
+static void matvec(const float *w, const float *x, float *y, int64_t cols, int64_t rows) {
     for (int64_t r = 0; r < rows; r++) {
         double s = 0.0;
         for (int64_t c = 0; c < cols; c++)
@@ -181,8 +175,7 @@ static void matvec(const float *w, const float *x, float *y, int64_t cols, int64
     }
 }
 
-static void ref_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
-{
+static void ref_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
     double s = 0.0;
     for (int i = 0; i < n; i++)
         s += (double)x[i] * x[i];
@@ -191,8 +184,7 @@ static void ref_rmsnorm(float *y, const float *x, const float *w, int n, float e
         y[i] = (float)(x[i] * scale) * w[i];
 }
 
-static void ref_rope(float *v, int n_heads, int D, int pos, float base)
-{
+static void ref_rope(float *v, int n_heads, int D, int pos, float base) {
     for (int h = 0; h < n_heads; h++)
         for (int i = 0; i < D; i += 2) {
             double th = pos * pow(base, -(double)i / D);
@@ -205,8 +197,7 @@ static void ref_rope(float *v, int n_heads, int D, int pos, float base)
 
 /* logits [T][V] of one sequence of T tokens at positions 0..T-1. */
 static void ref_forward(const bt_gguf *g, const bt_hparams *hp, const int32_t *tok, int T,
-                        float *logits)
-{
+                        float *logits) {
     int E = hp->n_embd, H = hp->n_head, HKV = hp->n_head_kv, D = hp->head_dim, F = hp->n_ff;
     int Q = H * D, KV = HKV * D, V = hp->n_vocab;
     float *emb = deq(g, "token_embd.weight", NULL, NULL);
@@ -282,8 +273,7 @@ static void ref_forward(const bt_gguf *g, const bt_hparams *hp, const int32_t *t
 
 #define Q8_TOL 0.12
 
-static int argmax(const float *x, int n)
-{
+static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[best])
@@ -292,8 +282,7 @@ static int argmax(const float *x, int n)
 }
 
 /* max |a-b| / max(1, max |b|) over n values. */
-static double rel_diff(const float *a, const float *b, int n)
-{
+static double rel_diff(const float *a, const float *b, int n) {
     double md = 0.0, mb = 1.0;
     for (int i = 0; i < n; i++) {
         md = fmax(md, fabs((double)a[i] - b[i]));
@@ -303,9 +292,8 @@ static double rel_diff(const float *a, const float *b, int n)
 }
 
 /* Checks row by row; `tol` relative, argmax equal when want_argmax. */
-static void compare_rows(const char *what, const float *got, const float *want, int n_rows,
-                         int V, double tol, int want_argmax)
-{
+static void compare_rows(const char *what, const float *got, const float *want, int n_rows, int V,
+                         double tol, int want_argmax) {
     double worst = 0.0;
     int argmax_bad = 0;
     for (int r = 0; r < n_rows; r++) {
@@ -323,8 +311,7 @@ static void compare_rows(const char *what, const float *got, const float *want, 
 }
 
 static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int sgemm, int kv_tokens,
-                           bt_type kv_type)
-{
+                           bt_type kv_type) {
     bt_stage_params p = bt_stage_default_params();
     p.layer_begin = begin;
     p.layer_end = end;
@@ -344,9 +331,8 @@ static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int sgemm, int 
 
 /* Runs rows [0, n) of one sequence as one batch from position pos0, all logits wanted, every
  * row prefill (prompt) or decode. */
-static bt_status run_seq(bt_stage *st, int seq, const int32_t *tok, int pos0, int n,
-                         int prefill, float *logits)
-{
+static bt_status run_seq(bt_stage *st, int seq, const int32_t *tok, int pos0, int n, int prefill,
+                         float *logits) {
     int32_t s[64], p[64];
     uint8_t want[64], pre[64];
     for (int i = 0; i < n; i++) {
@@ -364,16 +350,14 @@ static bt_status run_seq(bt_stage *st, int seq, const int32_t *tok, int pos0, in
     return rc;
 }
 
-static int bits_equal(const float *a, const float *b, size_t n)
-{
+static int bits_equal(const float *a, const float *b, size_t n) {
     return memcmp(a, b, sizeof(float) * n) == 0;
 }
 
 enum { T = 20 };
 
 /* (a) batch invariance on stage st (prefill rows through sgemm). */
-static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V)
-{
+static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V) {
     enum { P = 8, ND = 4 };
     int32_t tok2[T], tok3[T];
     for (int i = 0; i < T; i++) {
@@ -435,8 +419,7 @@ static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V)
 
 /* kind: 0 quantized weights with a min (Q4_1), 1 all F32, 2 quantized without a min (Q8_0),
  * 3 a real model */
-static void test_model(const bt_gguf *g, const char *label, int kind)
-{
+static void test_model(const bt_gguf *g, const char *label, int kind) {
     int all_f32 = kind == 1;
     printf("%s\n", label);
     bt_hparams hp;
@@ -472,8 +455,7 @@ static void test_model(const bt_gguf *g, const char *label, int kind)
     CHECK_OK(run_seq(sb, 0, tok, 0, T, 1, a));
     compare_rows("(c) prefill, f16 KV vs reference", a, ref, T, V, tight, all_f32);
     CHECK_OK(run_seq(sb, 1, tok, 0, T, 0, b));
-    compare_rows("(c) decode path, f16 KV vs reference", b, ref, T, V, all_f32 ? tight : Q8_TOL,
-                 0);
+    compare_rows("(c) decode path, f16 KV vs reference", b, ref, T, V, all_f32 ? tight : Q8_TOL, 0);
     CHECK_EQ_INT(argmax(b + (size_t)(T - 1) * V, V), argmax(ref + (size_t)(T - 1) * V, V));
     /* (b) prefill and decode paths agree up to summation order (same q8 activations, the
      * min term of Q4_1/Q5_1 corrected to ggml's fp16 q8_1.s): tight with f32 KV; with f16 KV
@@ -604,8 +586,7 @@ done:
     free(c);
 }
 
-int main(void)
-{
+int main(void) {
     static const uint32_t qtypes[3] = {BT_TYPE_Q4_1, BT_TYPE_F32, BT_TYPE_Q8_0};
     static const char *labels[3] = {"tiny random model (4 layers, Q4_1/F32, tied Q8_0 head)",
                                     "tiny random model (4 layers, all F32)",

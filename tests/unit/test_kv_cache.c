@@ -11,10 +11,14 @@
 #include "check.h"
 #include "kv_cache.h"
 
-static bt_kv_cache *make_typed(int n_blocks, int max_seqs, int max_seq_tokens, bt_type type)
-{
-    bt_kv_params p = {.n_layer = 2, .n_head_kv = 2, .head_dim = 8, .n_blocks = n_blocks,
-                      .max_seqs = max_seqs, .max_seq_tokens = max_seq_tokens, .type = type};
+static bt_kv_cache *make_typed(int n_blocks, int max_seqs, int max_seq_tokens, bt_type type) {
+    bt_kv_params p = {.n_layer = 2,
+                      .n_head_kv = 2,
+                      .head_dim = 8,
+                      .n_blocks = n_blocks,
+                      .max_seqs = max_seqs,
+                      .max_seq_tokens = max_seq_tokens,
+                      .type = type};
     bt_kv_cache *kv = NULL;
     bt_error err;
     bt_error_init(&err);
@@ -22,13 +26,11 @@ static bt_kv_cache *make_typed(int n_blocks, int max_seqs, int max_seq_tokens, b
     return kv;
 }
 
-static bt_kv_cache *make(int n_blocks, int max_seqs, int max_seq_tokens)
-{
+static bt_kv_cache *make(int n_blocks, int max_seqs, int max_seq_tokens) {
     return make_typed(n_blocks, max_seqs, max_seq_tokens, BT_TYPE_F32);
 }
 
-static void test_f16(void)
-{
+static void test_f16(void) {
     bt_error err;
     bt_error_init(&err);
     bt_kv_cache *k32 = make_typed(8, 4, 100, BT_TYPE_F32);
@@ -89,8 +91,13 @@ static void test_f16(void)
     const bt_half *kc = bt_kv_block_k(k16, 1, blk1);
     CHECK(memcmp(kc, kb, 2 * 16 * 8 * sizeof(bt_half)) == 0);
 
-    bt_kv_params bad = {.n_layer = 1, .n_head_kv = 1, .head_dim = 8, .n_blocks = 1,
-                        .max_seqs = 1, .max_seq_tokens = 16, .type = BT_TYPE_Q8_0};
+    bt_kv_params bad = {.n_layer = 1,
+                        .n_head_kv = 1,
+                        .head_dim = 8,
+                        .n_blocks = 1,
+                        .max_seqs = 1,
+                        .max_seq_tokens = 16,
+                        .type = BT_TYPE_Q8_0};
     bt_kv_cache *kb_bad = NULL;
     CHECK_EQ_INT(bt_kv_cache_new(&bad, &kb_bad, &err), BT_ERR_INVALID_ARG);
     CHECK(kb_bad == NULL);
@@ -100,14 +107,12 @@ out:
 }
 
 /* Writes a recognisable value into K of (layer 0, position pos) of seq. */
-static float *slot_k(bt_kv_cache *kv, int seq, int pos)
-{
+static float *slot_k(bt_kv_cache *kv, int seq, int pos) {
     int block = bt_kv_seq_table(kv, seq)[pos / BT_KV_BLOCK_TOKENS];
     return (float *)bt_kv_block_k(kv, 0, block) + (pos % BT_KV_BLOCK_TOKENS) * 8;
 }
 
-int main(void)
-{
+int main(void) {
     bt_error err;
     bt_error_init(&err);
     bt_kv_params bad = {0};
@@ -172,8 +177,8 @@ int main(void)
     CHECK_OK(bt_kv_seq_reserve(kv, 3, 21, &err));
     CHECK(bt_kv_seq_table(kv, 3)[1] != b1);
     CHECK_EQ_INT(bt_kv_block_refs(kv, b1), 1);
-    CHECK_NEAR(slot_k(kv, 3, 19)[0], 19.0f, 0);       /* copied content */
-    CHECK(slot_k(kv, 3, 3) == slot_k(kv, 0, 3));      /* full block still shared */
+    CHECK_NEAR(slot_k(kv, 3, 19)[0], 19.0f, 0);  /* copied content */
+    CHECK(slot_k(kv, 3, 3) == slot_k(kv, 0, 3)); /* full block still shared */
     slot_k(kv, 3, 20)[0] = 20.0f;
     bt_kv_seq_set_len(kv, 3, 21);
     CHECK_EQ_INT(bt_kv_n_blocks_free(kv), 5);

@@ -50,7 +50,7 @@ typedef struct run_opts {
     bool concurrent; /* all submitted before one run; else one run per request */
     int kv_tokens;   /* 0 = default */
     int max_seqs;
-    int kill_rank;   /* > 0: kill this stage after kill_after tokens */
+    int kill_rank; /* > 0: kill this stage after kill_after tokens */
     int kill_after;
 } run_opts;
 
@@ -93,8 +93,7 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
     if (run_msg_len)
         run_msg[0] = '\0';
     if ((st = bt_gguf_open(model, &g, &err)) != BT_OK ||
-        (st = bt_hparams_load(g, &hp, &err)) != BT_OK ||
-        (st = bt_vocab_load(g, &v, &err)) != BT_OK)
+        (st = bt_hparams_load(g, &hp, &err)) != BT_OK || (st = bt_vocab_load(g, &v, &err)) != BT_OK)
         goto done;
     int max_seqs = o->max_seqs ? o->max_seqs : 8;
     bt_launch_params lp = {.n_threads = 1,
@@ -120,17 +119,16 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
     for (int i = 0; i < j->n_req && st == BT_OK; i++) {
         int32_t ids[MAX_TOK];
         make_prompt(hp.n_vocab, i, j->n_prompt[i], ids);
-        bt_request_params rp = {.max_tokens = j->n_gen[i],
-                                .ignore_eos = true,
-                                .sampling = bt_sampler_default_params()};
+        bt_request_params rp = {
+            .max_tokens = j->n_gen[i], .ignore_eos = true, .sampling = bt_sampler_default_params()};
         rp.sampling.temperature = j->temperature;
         rp.sampling.seed = j->seed;
         if (o->kill_rank > 0) {
             rp.on_token = on_token_kill;
             rp.ctx = &kc;
         }
-        if ((st = bt_request_new(ids, j->n_prompt[i], &rp, bt_engine_n_ctx(e), &reqs[i],
-                                 &err)) != BT_OK)
+        if ((st = bt_request_new(ids, j->n_prompt[i], &rp, bt_engine_n_ctx(e), &reqs[i], &err)) !=
+            BT_OK)
             break;
         bt_engine_submit(e, reqs[i]);
         if (!o->concurrent)
@@ -174,15 +172,16 @@ done:
 }
 
 /* Exact equality of tokens, and of logprobs when `exact_lp` (else within tol). */
-static void check_same(const char *what, const job *j, const out *a, const out *b,
-                       bool exact_lp, double tol) {
+static void check_same(const char *what, const job *j, const out *a, const out *b, bool exact_lp,
+                       double tol) {
     int bad_tok = 0, bad_lp = 0;
     double max_d = 0;
     for (int i = 0; i < j->n_req; i++) {
         if (a[i].n != b[i].n || a[i].n != j->n_gen[i] || a[i].finish != BT_FINISH_LENGTH ||
             b[i].finish != BT_FINISH_LENGTH) {
-            check_fail(__FILE__, __LINE__, "%s: request %d: %d vs %d tokens (want %d), finish %s/%s",
-                       what, i, a[i].n, b[i].n, j->n_gen[i], bt_finish_name(a[i].finish),
+            check_fail(__FILE__, __LINE__,
+                       "%s: request %d: %d vs %d tokens (want %d), finish %s/%s", what, i, a[i].n,
+                       b[i].n, j->n_gen[i], bt_finish_name(a[i].finish),
                        bt_finish_name(b[i].finish));
             continue;
         }
@@ -203,12 +202,13 @@ static void check_same(const char *what, const job *j, const out *a, const out *
         }
     }
     if (bad_tok || bad_lp)
-        check_fail(__FILE__, __LINE__, "%s: %d requests with other tokens, %d logprobs differ "
-                   "(max |d| %.3g)", what, bad_tok, bad_lp, max_d);
+        check_fail(__FILE__, __LINE__,
+                   "%s: %d requests with other tokens, %d logprobs differ "
+                   "(max |d| %.3g)",
+                   what, bad_tok, bad_lp, max_d);
     else
         bt_check_passed++;
-    printf("%s: %s, max |logprob diff| %.3g\n", what, bad_tok || bad_lp ? "DIFFER" : "same",
-           max_d);
+    printf("%s: %s, max |logprob diff| %.3g\n", what, bad_tok || bad_lp ? "DIFFER" : "same", max_d);
 }
 
 /* 1, 2, 3 stages, each request alone: identical tokens and logprobs. */

@@ -35,8 +35,8 @@ static void order_by(const double *key, const int *keep, int n, int *order, int 
         if (!keep[i])
             continue;
         int j = m++;
-        while (j > 0 && (key[order[j - 1]] > key[i] ||
-                         (key[order[j - 1]] == key[i] && order[j - 1] > i))) {
+        while (j > 0 &&
+               (key[order[j - 1]] > key[i] || (key[order[j - 1]] == key[i] && order[j - 1] > i))) {
             order[j] = order[j - 1];
             j--;
         }
@@ -151,8 +151,8 @@ static void check_dist(const char *what, const double *got, const double *want, 
     for (int i = 0; i < n; i++) {
         if ((got[i] > 0) != (want[i] > 0) || fabs(got[i] - want[i]) > 1e-12) {
             if (bad++ < 4)
-                check_fail(__FILE__, __LINE__, "%s: token %d: p %.15g, want %.15g", what, i,
-                           got[i], want[i]);
+                check_fail(__FILE__, __LINE__, "%s: token %d: p %.15g, want %.15g", what, i, got[i],
+                           want[i]);
         }
     }
     if (!bad)
@@ -350,7 +350,7 @@ static void test_penalties_bias_min_tokens(void) {
     p.n_logit_bias = 1;
     CHECK_EQ_INT(bt_sampler_sample(S10, &p, &h2, 0, L10, &out), 1); /* 4 banned despite bias */
     h2.n_generated = 3;
-    CHECK_EQ_INT(bt_sampler_sample(S10, &p, &h2, 0, L10, &out), 4); /* allowed from 3 on */
+    CHECK_EQ_INT(bt_sampler_sample(S10, &p, &h2, 0, L10, &out), 4);  /* allowed from 3 on */
     CHECK_EQ_INT(bt_sampler_sample(S10, &p, NULL, 0, L10, &out), 1); /* NULL: 0 generated */
     p.temperature = 1.0f;
     p.n_logit_bias = 0;

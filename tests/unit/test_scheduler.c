@@ -170,11 +170,11 @@ static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int runn
         if (pos >= MAX_POS)
             continue;
         if (b->token[i] != r->tokens[pos])
-            VIOLATION("row %d: seq %d pos %d token %d, the request has %d", i, q, pos,
-                      b->token[i], r->tokens[pos]);
+            VIOLATION("row %d: seq %d pos %d token %d, the request has %d", i, q, pos, b->token[i],
+                      r->tokens[pos]);
         if (b->prefill[i] != (pos < r->n_prompt))
-            VIOLATION("row %d: seq %d pos %d prefill %d with n_prompt %d", i, q, pos,
-                      b->prefill[i], r->n_prompt);
+            VIOLATION("row %d: seq %d pos %d prefill %d with n_prompt %d", i, q, pos, b->prefill[i],
+                      r->n_prompt);
         if (b->want[i] != (pos == r->n_tokens - 1))
             VIOLATION("row %d: seq %d pos %d want %d with n_tokens %d", i, q, pos, b->want[i],
                       r->n_tokens);
@@ -216,8 +216,7 @@ static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int runn
         VIOLATION("after batch %llu: scheduler counts %d KV blocks, the stage holds %d",
                   (unsigned long long)b->step, bt_sched_kv_blocks_used(f->s), held);
     if (held > f->p.kv_tokens / BT_KV_BLOCK_TOKENS)
-        VIOLATION("stage holds %d blocks > capacity %d", held,
-                  f->p.kv_tokens / BT_KV_BLOCK_TOKENS);
+        VIOLATION("stage holds %d blocks > capacity %d", held, f->p.kv_tokens / BT_KV_BLOCK_TOKENS);
 
     /* Preemption victims: each is the newest running sequence that was not in flight, except
      * sequences placed in this very batch; it is queued again at the front. */
@@ -344,14 +343,16 @@ static void check_generated(const bt_request *r, int32_t n_gen) {
             bad++;
     }
     if (bad)
-        check_fail(__FILE__, __LINE__, "request %llu: %d of %d generated tokens differ from "
-                   "its run alone", (unsigned long long)r->id, bad, n_gen);
+        check_fail(__FILE__, __LINE__,
+                   "request %llu: %d of %d generated tokens differ from "
+                   "its run alone",
+                   (unsigned long long)r->id, bad, n_gen);
     else
         bt_check_passed++;
 }
 
-static bt_sched_params params(int max_seqs, int kv_tokens, int max_batch, int chunk,
-                              int inflight, int n_ctx) {
+static bt_sched_params params(int max_seqs, int kv_tokens, int max_batch, int chunk, int inflight,
+                              int n_ctx) {
     return (bt_sched_params){.max_seqs = max_seqs,
                              .kv_tokens = kv_tokens,
                              .max_batch = max_batch,
@@ -792,8 +793,14 @@ static bool sim_step(sim *m) {
         ntop[n] = 4;
         n++;
     }
-    bt_sched_results res = {.step = b->step, .n = n, .seq = seq, .token = tok, .logprob = lp,
-                            .n_top = ntop, .top_token = ttok, .top_logprob = tlp};
+    bt_sched_results res = {.step = b->step,
+                            .n = n,
+                            .seq = seq,
+                            .token = tok,
+                            .logprob = lp,
+                            .n_top = ntop,
+                            .top_token = ttok,
+                            .top_logprob = tlp};
     bt_error err;
     bt_error_init(&err);
     CHECK_OK(bt_sched_on_results_top(m->s, &res, &err));

@@ -40,7 +40,7 @@ static void run_case(const char *text, const char *const *stops, int n_stop, con
     static stop_list l;
     set_stops(l, stops, n_stop);
     bt_stop m;
-    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1])l, n_stop);
+    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1]) l, n_stop);
     char out[4096], piece[2048];
     size_t n_out = 0, len = strlen(text), at = 0;
     int ci = 0;
@@ -97,9 +97,9 @@ static void test_basic(void) {
     const char *s1[] = {"END"};
     all_cuts("hello world END and more", s1, 1);
     all_cuts("no stop here at all", s1, 1);
-    all_cuts("EN EN E EN END", s1, 1);  /* false starts then a match */
-    all_cuts("ENDing at once", s1, 1);  /* match at the very start */
-    all_cuts("trailing EN", s1, 1);     /* held prefix flushed at the end */
+    all_cuts("EN EN E EN END", s1, 1); /* false starts then a match */
+    all_cuts("ENDing at once", s1, 1); /* match at the very start */
+    all_cuts("trailing EN", s1, 1);    /* held prefix flushed at the end */
 }
 
 static void test_several_overlapping(void) {
@@ -120,7 +120,7 @@ static void test_hold(void) {
     const char *s[] = {"STOP"};
     set_stops(l, s, 1);
     bt_stop m;
-    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1])l, 1);
+    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1]) l, 1);
     char out[512];
     size_t w;
     CHECK(!bt_stop_push(&m, "abcST", 5, out, &w));
@@ -147,7 +147,7 @@ static void test_utf8(void) {
     static stop_list l;
     set_stops(l, s, 2);
     bt_stop m;
-    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1])l, 2);
+    bt_stop_init(&m, (const char(*)[BT_STOP_MAX_BYTES + 1]) l, 2);
     char out[512];
     size_t w;
     /* whole characters in: the held part starts at a character boundary */

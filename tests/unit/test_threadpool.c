@@ -18,8 +18,7 @@ typedef struct {
     _Atomic long sum;
 } ctx_t;
 
-static void task_fn(void *p, int task, int thread)
-{
+static void task_fn(void *p, int task, int thread) {
     ctx_t *c = p;
     atomic_fetch_add(&c->hits[task], 1);
     if (thread < 0 || thread >= c->n_threads)
@@ -27,8 +26,7 @@ static void task_fn(void *p, int task, int thread)
     atomic_fetch_add(&c->sum, task);
 }
 
-static void check_section(bt_threadpool *pool, int n_tasks)
-{
+static void check_section(bt_threadpool *pool, int n_tasks) {
     static ctx_t c;
     memset(&c, 0, sizeof(c));
     c.n_threads = bt_threadpool_n_threads(pool);
@@ -41,15 +39,13 @@ static void check_section(bt_threadpool *pool, int n_tasks)
     CHECK_EQ_INT(atomic_load(&c.sum), (long)n_tasks * (n_tasks - 1) / 2);
 }
 
-static void count_fn(void *p, int task, int thread)
-{
+static void count_fn(void *p, int task, int thread) {
     (void)task;
     (void)thread;
     atomic_fetch_add((_Atomic long *)p, 1);
 }
 
-int main(void)
-{
+int main(void) {
     bt_error err;
     bt_error_init(&err);
     bt_threadpool *pool = NULL;

@@ -193,8 +193,7 @@ static void test_timeouts(void) {
     bt_error_init(&err);
 
     int64_t t = bt_now_us();
-    CHECK_EQ_INT(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 50000, &err),
-                 BT_ERR_TIMEOUT);
+    CHECK_EQ_INT(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 50000, &err), BT_ERR_TIMEOUT);
     int64_t dt = bt_now_us() - t;
     CHECK(dt >= 50000 && dt < 150000);
     CHECK(has(&err, "any rank"));
@@ -359,8 +358,7 @@ static void test_kill(void) {
     CHECK(has(&err, "rank 1"));
     CHECK_EQ_INT(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 100000, &err), BT_ERR_IO);
     CHECK(has(&err, "rank 1"));
-    CHECK_EQ_INT(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 20000, &err),
-                 BT_ERR_TIMEOUT);
+    CHECK_EQ_INT(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 20000, &err), BT_ERR_TIMEOUT);
     bt_transport *t2 = bt_local_hub_endpoint(hub, 2);
     CHECK_OK(bt_transport_send(t2, 0, "hi", 2, 0, &err_));
     CHECK_OK(bt_transport_recv(t0, BT_RANK_ANY, &f, &len, &from, 0, &err_));

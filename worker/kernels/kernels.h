@@ -32,8 +32,8 @@
  * d_w*d*isum + m_w*s. K-quants use the same blocks (llama.cpp's Q8_K differs: not matched).
  */
 typedef struct bt_q8 {
-    float d;        /* scale: x ~= d * qs; an fp16 value */
-    float s;        /* fp16(d * sum(qs)), for the weight types with a min (Q4_1, Q5_1, K) */
+    float d; /* scale: x ~= d * qs; an fp16 value */
+    float s; /* fp16(d * sum(qs)), for the weight types with a min (Q4_1, Q5_1, K) */
     int8_t qs[32];
 } bt_q8;
 
@@ -75,8 +75,8 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
                const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
 
 /* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row). For sgemm. */
-void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols,
-                     int64_t r0, int64_t r1, float *dst);
+void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
+                     int64_t r1, float *dst);
 
 /* Scalar references, exported for tests of the SIMD variants. */
 void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n);
