@@ -378,6 +378,7 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         if ((st = bt_msg_unpack(&f, BT_MSG_HEARTBEAT, &c->arena, &m, err)) != BT_OK)
             return st;
         c->stages[from - 1].busy_us = ((Baton__Heartbeat *)m)->busy_us;
+        c->stages[from - 1].peak_rss_bytes = ((Baton__Heartbeat *)m)->peak_rss_bytes;
         return BT_OK;
     case BT_MSG_ERROR:
         if ((st = bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err)) != BT_OK)

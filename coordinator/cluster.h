@@ -46,7 +46,9 @@ bt_cluster_params bt_cluster_default_params(void);
 
 typedef struct bt_stage_report {
     int rank, layer_begin, layer_end;
-    uint64_t weight_bytes, kv_bytes, rss_bytes;
+    uint64_t weight_bytes, kv_bytes, rss_bytes; /* rss: after loading (HelloReply) */
+    uint64_t peak_rss_bytes; /* the stage process's peak so far (heartbeats); in a singleton
+                              * run, the whole process's */
     int kv_tokens;
     char host[64];
     int64_t last_seen_us;

@@ -133,6 +133,18 @@ int bt_cmd_bench(int argc, char **argv) {
             }
         }
     }
+    /* What each stage holds (its handshake) and its peak RSS (its last heartbeat): the RSS
+     * shows that a stage touched only its own tensors. */
+    fprintf(stderr, "stage rank  layers   host              weights MiB   KV MiB  peak RSS MiB\n");
+    for (int i = 0; i < n_stages; i++) {
+        const bt_stage_report *r = bt_cluster_stage(bt_engine_cluster(s.engine), i);
+        char rss[32] = "n/a"; /* known once the stage has sent an idle heartbeat */
+        if (r->peak_rss_bytes)
+            snprintf(rss, sizeof rss, "%.1f", (double)r->peak_rss_bytes / 1048576.0);
+        fprintf(stderr, "%10d  %2d-%-4d  %-16s %12.1f %8.1f %13s\n", r->rank, r->layer_begin,
+                r->layer_end - 1, r->host, (double)r->weight_bytes / 1048576.0,
+                (double)r->kv_bytes / 1048576.0, rss);
+    }
     double pp_med = pp > 0 ? median(pp_tps, (int)reps) : 0.0;
     double tg_med = tg > 0 ? median(tg_tps, (int)reps) : 0.0;
     printf("| test | tokens | sequences | stages | threads/stage | tok/s (median of %lld) |\n",

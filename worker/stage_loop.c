@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -381,6 +382,9 @@ static bt_status send_heartbeat(loop *L, bt_error *err) {
     h.rank = (uint32_t)L->rank;
     h.busy_us = L->busy_us;
     h.kv_tokens_free = (uint32_t)bt_stage_kv_tokens_free(L->stage);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        h.peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
     return send_msg(L, 0, BT_MSG_HEARTBEAT, &h.base, err);
 }
 
