@@ -1,6 +1,8 @@
 /* sampler.c - the sampler chain and the per-sequence token history (see sampler.h). */
 #include "sampler.h"
 
+#include "kernels/kernels.h"
+
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
@@ -206,12 +208,25 @@ static int top_p_filter(cand *a, int n, int *sorted, double top_p) {
     }
 }
 
+/* First index of the largest value. Two passes: the maximum over 8 independent lanes (no
+ * loop-carried dependency through a reloaded x[best]), then the first index holding it. */
 static int argmax_f(const float *x, int32_t n) {
-    int best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
+    float m[8];
+    for (int l = 0; l < 8; l++)
+        m[l] = x[0];
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    float mx = m[0];
+    for (int l = 1; l < 8; l++)
+        mx = m[l] > mx ? m[l] : mx;
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)
+        if (x[i] == mx)
+            return i;
+    return 0; /* every value is NaN */
 }
 
 /* Steps 6-10 on s->work: leaves the kept candidates in s->c[0..return) in the chain's final
@@ -329,14 +344,8 @@ int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, const bt_sa
     assert(tok >= 0 && tok < n);
 
     /* raw log-softmax for the reports */
-    float mx = logits[0];
-    for (int32_t i = 1; i < n; i++)
-        if (logits[i] > mx)
-            mx = logits[i];
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++)
-        sum += exp((double)(logits[i] - mx));
-    double log_sum = log(sum);
+    float mx;
+    double log_sum = bt_log_sum_exp(logits, n, &mx);
     out->token = tok;
     out->logprob = (float)((double)(logits[tok] - mx) - log_sum);
 

@@ -227,6 +227,25 @@ static void test_level(bt_kernel_level level) {
     }
 }
 
+/* The log-softmax normaliser of logits-like rows (lengths with and without a tail, a row
+ * with -inf entries) against the double-precision reference, at the current level. */
+static void test_log_sum_exp(void) {
+    static float x[49157];
+    const int64_t lens[] = {1, 7, 8, 1000, 49152, 49157};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        int64_t n = lens[k];
+        for (int64_t i = 0; i < n; i++)
+            x[i] = rndf(-30.0f, 25.0f);
+        if (n > 10)
+            x[3] = x[9] = -INFINITY;
+        float m_ref, m;
+        float ref = bt_log_sum_exp_ref(x, n, &m_ref);
+        float got = bt_log_sum_exp(x, n, &m);
+        CHECK_EQ_INT(m == m_ref, 1);
+        CHECK_NEAR(got, ref, 1e-5 * (fabs(ref) + 1.0));
+    }
+}
+
 static void test_levels_and_force(void) {
     bt_kernels_init();
     bt_kernel_level best = bt_kernels_level();
@@ -245,6 +264,7 @@ static void test_levels_and_force(void) {
         }
         printf("testing level %s\n", bt_kernels_level_name((bt_kernel_level)l));
         test_level((bt_kernel_level)l);
+        test_log_sum_exp();
     }
     bt_kernels_force(best);
 }

@@ -155,3 +155,7 @@ void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_co
     for (int64_t r = r0; r < r1; r++)
         t->dequant[type](wb + r * row_bytes, dst + (r - r0) * n_cols, n_cols);
 }
+
+float bt_log_sum_exp(const float *x, int64_t n, float *max_out) {
+    return table()->log_sum_exp(x, n, max_out);
+}

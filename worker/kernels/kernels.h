@@ -78,8 +78,15 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
                      int64_t r1, float *dst);
 
+/* log(sum_i exp(x[i] - m)) with m = max x[0..n), written to *max_out (n >= 1): the
+ * normaliser of a log-softmax, e.g. the logprobs of a row of logits. The SIMD variants use a
+ * polynomial exp (about 2 ulp) and float partial sums; the result is within 1e-6 relative of
+ * the scalar reference. */
+float bt_log_sum_exp(const float *x, int64_t n, float *max_out);
+
 /* Scalar references, exported for tests of the SIMD variants. */
 void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n);
 float bt_vec_dot_q8_ref(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
+float bt_log_sum_exp_ref(const float *x, int64_t n, float *max_out);
 
 #endif

@@ -327,6 +327,7 @@ DEQUANT(q6_k, BT_TYPE_Q6_K)
 void bt_kernels_fill_scalar(bt_kernel_table *t) {
     memset(t, 0, sizeof *t);
     t->quantize_q8 = bt_quantize_q8_ref;
+    t->log_sum_exp = bt_log_sum_exp_ref;
     t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
     t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
     t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
@@ -349,4 +350,15 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->dequant[BT_TYPE_Q4_K] = dequant_q4_k;
     t->dequant[BT_TYPE_Q5_K] = dequant_q5_k;
     t->dequant[BT_TYPE_Q6_K] = dequant_q6_k;
+}
+
+float bt_log_sum_exp_ref(const float *x, int64_t n, float *max_out) {
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += exp((double)(x[i] - mx));
+    *max_out = mx;
+    return (float)log(sum);
 }
