@@ -49,7 +49,7 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
         {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
-        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (stages + 1)"},   \
+        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},    \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},            \
         {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},        \

@@ -27,7 +27,7 @@
 typedef struct bt_engine_params {
     bt_cluster_params cluster;
     int prefill_chunk; /* prompt rows of one sequence per micro-batch */
-    int max_inflight;  /* 0 = stages + 1 */
+    int max_inflight;  /* 0 = 2 x stages (docs/architecture.md) */
     int n_ctx;         /* tokens per sequence; 0 = min(trained context, KV capacity) */
 } bt_engine_params;
 

@@ -636,6 +636,10 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     int decode_cap = (s->n_running + s->p.max_inflight - 1) / s->p.max_inflight, n_decode = 0;
     if (decode_cap > BT_DECODE_GROUP)
         decode_cap = (decode_cap + BT_DECODE_GROUP - 1) / BT_DECODE_GROUP * BT_DECODE_GROUP;
+    /* Never split into single rows: a second row costs almost nothing in the kernels, and
+     * measured on 2 stages, 4 sequences as 2 + 2 decode 30% faster than as 4 x 1. */
+    if (decode_cap < 2 && s->n_running >= 2)
+        decode_cap = 2;
     for (int i = 0; i < n && n_decode < decode_cap && b->n_rows < s->p.max_batch; i++) {
         bt_request *r = s->order[i];
         if (r->state != BT_REQ_RUNNING || r->in_flight || row_end(r) - r->n_cached != 1)

@@ -10,7 +10,8 @@
  * token was just sampled) and prefill chunks (up to prefill_chunk prompt or recompute rows),
  * at most max_batch rows. A sequence is in at most one in-flight micro-batch. Up to
  * max_inflight micro-batches are in flight, and decode rows are spread over them (at most
- * ceil(running / max_inflight) per batch) so that every stage has work.
+ * ceil(running / max_inflight) per batch, rounded up to a multiple of 4 above 4 and never
+ * below 2) so that every stage has work.
  *
  * Admission: the oldest queued request is admitted when a slot is free and its first chunk's
  * blocks (plus a watermark) are free. Growth that finds no free block preempts the most

@@ -195,6 +195,8 @@ static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int runn
     int cap = (running_before + f->p.max_inflight - 1) / f->p.max_inflight;
     if (cap > 4)
         cap = (cap + 3) / 4 * 4;
+    if (cap < 2 && running_before >= 2)
+        cap = 2;
     if (n_decode > cap)
         VIOLATION("batch %llu: %d decode rows > ceil(%d running / %d in flight) rounded to 4",
                   (unsigned long long)b->step, n_decode, running_before, f->p.max_inflight);
