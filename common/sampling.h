@@ -12,6 +12,7 @@
 
 #define BT_MAX_LOGIT_BIAS 64
 #define BT_MAX_TOP_LOGPROBS 20
+#define BT_SAMPLER_MAX_EOG 256 /* end-of-generation ids a last stage accepts (min_tokens) */
 
 typedef struct bt_logit_bias {
     int32_t token;

@@ -8,7 +8,7 @@
 #include "clock.h"
 #include "hparams.h"
 #include "msg.h"
-#include "sampler.h"
+#include "sampling.h"
 #include "stage_loop.h"
 
 #define ARENA_BYTES (4u << 20)

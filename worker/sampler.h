@@ -59,7 +59,6 @@
 #include "sampling.h"
 #include "status.h"
 
-#define BT_SAMPLER_MAX_EOG 256 /* end-of-generation ids a sampler accepts */
 
 /* One sequence's token history, as the sampler reads it; borrowed for the call. */
 typedef struct bt_sampler_history {
