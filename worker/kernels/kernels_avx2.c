@@ -312,20 +312,7 @@ INLINE void q6_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t n
         int64_t nb =                                                                               \
             n /                                                                                    \
             (BT_TYPE_##name == BT_TYPE_Q4_K || BT_TYPE_##name == BT_TYPE_Q6_K ? BT_QK_K : BT_QK);  \
-        switch (n_tok) {                                                                           \
-        case 1:                                                                                    \
-            name##_nt(w, x, xs, 1, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            name##_nt(w, x, xs, 2, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            name##_nt(w, x, xs, 3, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        default:                                                                                   \
-            name##_nt(w, x, xs, 4, nb, out, ldo);                                                  \
-            break;                                                                                 \
-        }                                                                                          \
+        BT_WITH_NT(n_tok, name##_nt(w, x, xs, NT_, nb, out, ldo))                                  \
     }
 
 #define BT_TYPE_q8_0 BT_TYPE_Q8_0
@@ -385,20 +372,7 @@ INLINE void float_nt(int kind, const void *w, const float *x, int64_t xs, int NT
 #define ROWDOT_F(name, kind)                                                                       \
     static void rowdot_##name(const void *w, const float *x, int64_t xs, int n_tok, int64_t n,     \
                               float *out, int64_t ldo) {                                           \
-        switch (n_tok) {                                                                           \
-        case 1:                                                                                    \
-            float_nt(kind, w, x, xs, 1, n, out, ldo);                                              \
-            break;                                                                                 \
-        case 2:                                                                                    \
-            float_nt(kind, w, x, xs, 2, n, out, ldo);                                              \
-            break;                                                                                 \
-        case 3:                                                                                    \
-            float_nt(kind, w, x, xs, 3, n, out, ldo);                                              \
-            break;                                                                                 \
-        default:                                                                                   \
-            float_nt(kind, w, x, xs, 4, n, out, ldo);                                              \
-            break;                                                                                 \
-        }                                                                                          \
+        BT_WITH_NT(n_tok, float_nt(kind, w, x, xs, NT_, n, out, ldo))                              \
     }
 
 ROWDOT_F(f32, 0)

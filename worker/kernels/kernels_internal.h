@@ -25,6 +25,29 @@
 
 #define BT_KERNEL_MAX_TOK 4
 
+/* Runs `stmt` with NT_ a compile-time constant equal to n_tok (1..BT_KERNEL_MAX_TOK; larger
+ * counts run BT_KERNEL_MAX_TOK, the caller loops): each inlined kernel then keeps exactly one
+ * accumulator set per token in registers. */
+#define BT_WITH_NT(n_tok, stmt)                                                                    \
+    switch (n_tok) {                                                                               \
+    case 1: {                                                                                      \
+        enum { NT_ = 1 };                                                                          \
+        stmt;                                                                                      \
+    } break;                                                                                       \
+    case 2: {                                                                                      \
+        enum { NT_ = 2 };                                                                          \
+        stmt;                                                                                      \
+    } break;                                                                                       \
+    case 3: {                                                                                      \
+        enum { NT_ = 3 };                                                                          \
+        stmt;                                                                                      \
+    } break;                                                                                       \
+    default: {                                                                                     \
+        enum { NT_ = BT_KERNEL_MAX_TOK };                                                          \
+        stmt;                                                                                      \
+    } break;                                                                                       \
+    }
+
 typedef void (*bt_rowdot_q8_fn)(const void *w, const bt_q8 *x, int64_t x_stride, int n_tok,
                                 int64_t n, float *out, int64_t ldo);
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
