@@ -174,37 +174,7 @@ static bool bigram_before(const bigram *a, const bigram *b) {
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-static void heap_push(bpe_work *w, bigram b) {
-    size_t i = w->n_heap++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_before(&b, &w->heap[p]))
-            break;
-        w->heap[i] = w->heap[p];
-        i = p;
-    }
-    w->heap[i] = b;
-}
-
-static bigram heap_pop(bpe_work *w) {
-    bigram top = w->heap[0];
-    bigram last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && bigram_before(&w->heap[c + 1], &w->heap[c]))
-            c++;
-        if (!bigram_before(&w->heap[c], &last))
-            break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n > 0)
-        w->heap[i] = last;
-    return top;
-}
+BT_DEFINE_HEAP(heap, bpe_work, bigram, bigram_before)
 
 static void add_bigram(bpe_work *w, int32_t l, int32_t r) {
     if (l < 0 || r < 0)

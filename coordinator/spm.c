@@ -33,37 +33,7 @@ static bool spm_before(const spm_bigram *a, const spm_bigram *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void spm_push(spm_work *w, spm_bigram b) {
-    size_t i = w->n_heap++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!spm_before(&b, &w->heap[p]))
-            break;
-        w->heap[i] = w->heap[p];
-        i = p;
-    }
-    w->heap[i] = b;
-}
-
-static spm_bigram spm_pop(spm_work *w) {
-    spm_bigram top = w->heap[0];
-    spm_bigram last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && spm_before(&w->heap[c + 1], &w->heap[c]))
-            c++;
-        if (!spm_before(&w->heap[c], &last))
-            break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n > 0)
-        w->heap[i] = last;
-    return top;
-}
+BT_DEFINE_HEAP(spm, spm_work, spm_bigram, spm_before)
 
 static void try_add(spm_work *w, int32_t l, int32_t r) {
     if (l < 0 || r < 0)

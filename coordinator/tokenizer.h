@@ -84,6 +84,41 @@ static inline void bt_tok_out_push(bt_tok_out *o, int32_t id) {
     o->n++;
 }
 
+/* A binary heap over a work struct's `heap` array (capacity is the caller's) and `n_heap`
+ * count: defines static prefix##_push(W *, T) and prefix##_pop(W *) for elements of type T,
+ * where before(&a, &b) says a leaves the heap first. Used by the BPE and SPM merge loops. */
+#define BT_DEFINE_HEAP(prefix, W, T, before)                                                       \
+    static void prefix##_push(W *w, T b) {                                                         \
+        size_t i = w->n_heap++;                                                                    \
+        while (i > 0) {                                                                            \
+            size_t p = (i - 1) / 2;                                                                \
+            if (!before(&b, &w->heap[p]))                                                          \
+                break;                                                                             \
+            w->heap[i] = w->heap[p];                                                               \
+            i = p;                                                                                 \
+        }                                                                                          \
+        w->heap[i] = b;                                                                            \
+    }                                                                                              \
+    static T prefix##_pop(W *w) {                                                                  \
+        T top = w->heap[0];                                                                        \
+        T last = w->heap[--w->n_heap];                                                             \
+        size_t i = 0, n = w->n_heap;                                                               \
+        for (;;) {                                                                                 \
+            size_t c = 2 * i + 1;                                                                  \
+            if (c >= n)                                                                            \
+                break;                                                                             \
+            if (c + 1 < n && before(&w->heap[c + 1], &w->heap[c]))                                 \
+                c++;                                                                               \
+            if (!before(&w->heap[c], &last))                                                       \
+                break;                                                                             \
+            w->heap[i] = w->heap[c];                                                               \
+            i = c;                                                                                 \
+        }                                                                                          \
+        if (n > 0)                                                                                 \
+            w->heap[i] = last;                                                                     \
+        return top;                                                                                \
+    }
+
 /* Shared helpers (vocab.c). */
 uint32_t bt_vocab_hash(const char *s, size_t n, uint32_t h);
 #define BT_HASH_SEED 2166136261u
