@@ -37,6 +37,11 @@ typedef struct bt_hparams {
  * naming the key and value) for a missing or inconsistent value. */
 bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err);
 
+/* The context used when none is asked for: the trained one, at most 4096 tokens. */
+static inline int bt_hparams_default_ctx(const bt_hparams *hp) {
+    return hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+}
+
 static inline int bt_hparams_q_dim(const bt_hparams *hp) {
     return hp->n_head * hp->head_dim;
 }

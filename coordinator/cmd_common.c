@@ -127,8 +127,7 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int n_ctx = mf->ctx ? (int)mf->ctx
-                        : (hp.n_ctx_train > 0 && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
+    int n_ctx = mf->ctx ? (int)mf->ctx : bt_hparams_default_ctx(&hp);
     if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train) {
         st = bt_error_set(&err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",
                           n_ctx, hp.n_ctx_train);

@@ -86,8 +86,7 @@ int bt_cmd_info(int argc, char **argv) {
                    (double)bytes_by_type[ty] / MIB);
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
-    int n_ctx =
-        mf.ctx ? (int)mf.ctx : (hp.n_ctx_train && hp.n_ctx_train < 4096 ? hp.n_ctx_train : 4096);
+    int n_ctx = mf.ctx ? (int)mf.ctx : bt_hparams_default_ctx(&hp);
     /* K and V in f16, the stages' default. */
     uint64_t kv_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
     double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;

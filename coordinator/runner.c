@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hparams.h"
+
 bt_runner_params bt_runner_default_params(void) {
     return (bt_runner_params){
         .model_path = NULL, .n_threads = 0, .n_ctx = 0, .max_batch = 512, .max_logit_rows = 1};
@@ -19,21 +21,13 @@ bt_status bt_runner_open(const bt_runner_params *p, bt_runner *r, bt_error *err)
     if ((st = bt_vocab_load(r->gguf, &r->vocab, err)) != BT_OK)
         goto fail;
 
-    uint32_t n_ctx_train = 0;
-    bt_str arch;
-    if ((st = bt_gguf_get_str(r->gguf, "general.architecture", &arch, err)) != BT_OK)
+    bt_hparams hp;
+    if ((st = bt_hparams_load(r->gguf, &hp, err)) != BT_OK)
         goto fail;
-    char key[96];
-    snprintf(key, sizeof key, "%.*s.context_length", (int)(arch.len > 64 ? 64 : arch.len),
-             arch.ptr);
-    if (bt_gguf_get_u32(r->gguf, key, &n_ctx_train, NULL) != BT_OK)
-        n_ctx_train = 0;
-    r->n_ctx = p->n_ctx;
-    if (r->n_ctx == 0)
-        r->n_ctx = (n_ctx_train && n_ctx_train < 4096) ? (int)n_ctx_train : 4096;
-    if (n_ctx_train && (uint32_t)r->n_ctx > n_ctx_train) {
-        st = bt_error_set(err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %u",
-                          r->n_ctx, n_ctx_train);
+    r->n_ctx = p->n_ctx ? p->n_ctx : bt_hparams_default_ctx(&hp);
+    if (hp.n_ctx_train > 0 && r->n_ctx > hp.n_ctx_train) {
+        st = bt_error_set(err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",
+                          r->n_ctx, hp.n_ctx_train);
         goto fail;
     }
     r->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

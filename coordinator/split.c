@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hparams.h"
+
 #define MAX_LAYERS 4096
 
 /* Cost of the tensors named blk.<l>.* and of the embedding and head: their bytes, or with
@@ -91,18 +93,13 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
                         uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
                         bt_split *out, bt_error *err) {
     memset(out, 0, sizeof *out);
-    uint32_t n_layer_u = 0;
-    bt_str arch;
-    bt_status st = bt_gguf_get_str(g, "general.architecture", &arch, err);
+    bt_hparams hp;
+    bt_status st = bt_hparams_load(g, &hp, err);
     if (st != BT_OK)
         return st;
-    char key[96];
-    snprintf(key, sizeof key, "%.*s.block_count", (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    if ((st = bt_gguf_get_u32(g, key, &n_layer_u, err)) != BT_OK)
-        return st;
-    int n_layer = (int)n_layer_u;
+    int n_layer = hp.n_layer;
     if (n_layer < 1 || n_layer > MAX_LAYERS)
-        return bt_error_set(err, BT_ERR_FORMAT, "%s %d out of range", key, n_layer);
+        return bt_error_set(err, BT_ERR_FORMAT, "block_count %d out of range", n_layer);
     if (n_stages < 1 || n_stages > BT_MAX_STAGES || n_stages > n_layer)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "%d stages for a model of %d layers", n_stages,
                             n_layer);

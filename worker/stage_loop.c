@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "hparams.h"
 #include "log.h"
 #include "msg.h"
 #include "sampler.h"
@@ -85,16 +86,10 @@ static void report_error(loop *L, const bt_error *e) {
 }
 
 static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
-    int n_layer = 0;
-    uint32_t u;
-    bt_str arch;
-    if (bt_gguf_get_str(L->g, "general.architecture", &arch, err) != BT_OK)
+    bt_hparams hp;
+    if (bt_hparams_load(L->g, &hp, err) != BT_OK)
         return BT_ERR_FORMAT;
-    char key[96];
-    snprintf(key, sizeof key, "%.*s.block_count", (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    if (bt_gguf_get_u32(L->g, key, &u, err) != BT_OK)
-        return BT_ERR_FORMAT;
-    n_layer = (int)u;
+    int n_layer = hp.n_layer;
     if (h->protocol_version != BT_PROTOCOL_VERSION)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: protocol version %u, this stage speaks %u", h->protocol_version,
