@@ -44,7 +44,8 @@ bt_cluster_params bt_cluster_default_params(void) {
                                .layers = NULL,
                                .heartbeat_ms = 500,
                                .stage_timeout_us = 30 * 1000000LL,
-                               .hello_timeout_us = 300 * 1000000LL};
+                               .hello_timeout_us = 300 * 1000000LL,
+                               .numerics = BT_NUMERICS_FAST};
 }
 
 int bt_cluster_n_stages(const bt_cluster *c) {
@@ -111,6 +112,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         h.max_seqs = (uint32_t)c->p.max_seqs;
         h.kv_tokens = (uint32_t)c->p.kv_tokens;
         h.heartbeat_ms = (uint32_t)c->p.heartbeat_ms;
+        h.numerics = (uint32_t)c->p.numerics;
         h.n_eog = (size_t)c->p.n_eog;
         h.eog = (int32_t *)c->p.eog;
         if ((st = send_msg(c, s + 1, BT_MSG_HELLO, &h.base, err)) != BT_OK)

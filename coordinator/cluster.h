@@ -20,6 +20,7 @@
 
 #include "codec.h"
 #include "gguf.h"
+#include "numerics.h"
 #include "scheduler.h"
 #include "split.h"
 #include "status.h"
@@ -40,6 +41,7 @@ typedef struct bt_cluster_params {
                            stage (<= BT_SAMPLER_MAX_EOG); borrowed for bt_cluster_start;
                            NULL/0 = none */
     int n_eog;
+    bt_numerics numerics; /* of the stages' forward passes */
 } bt_cluster_params;
 
 bt_cluster_params bt_cluster_default_params(void);

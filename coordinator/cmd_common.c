@@ -102,7 +102,8 @@ void bt_cluster_flags_init(bt_cluster_flags *f) {
     memset(f, 0, sizeof *f);
     f->codec = "f32";
     f->split = "memory";
-    f->prefill_chunk = 256;
+    f->numerics = "fast";
+    f->prefill_chunk = 0; /* 256, or llama.cpp's 512-token micro-batch with --numerics llamacpp */
     f->max_seqs = 64;
     f->max_batch = 512;
     f->stages = 1;
@@ -120,6 +121,9 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     bt_status st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
     if (st == BT_OK)
         st = bt_split_mode_parse(cf->split, &ep.cluster.split, &err);
+    if (st == BT_OK && !bt_numerics_parse(cf->numerics, &ep.cluster.numerics))
+        st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--numerics '%s': not 'fast' or 'llamacpp'",
+                          cf->numerics);
     if (st != BT_OK)
         goto fail;
     if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||
@@ -149,7 +153,9 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */
     ep.cluster.n_eog = (int)n_eog;
     ep.cluster.stage_timeout_us = cf->stage_timeout_ms * 1000;
-    ep.prefill_chunk = (int)cf->prefill_chunk;
+    ep.prefill_chunk = cf->prefill_chunk                         ? (int)cf->prefill_chunk
+                       : ep.cluster.numerics == BT_NUMERICS_LLAMACPP ? 512
+                                                                     : 256;
     ep.max_inflight = (int)cf->inflight;
     ep.n_ctx = n_ctx;
 

@@ -36,7 +36,7 @@ bt_runner_params bt_model_flags_runner(bt_model_flags *f);
 
 /* Flags of the commands that run on the cluster (generate, bench). */
 typedef struct bt_cluster_flags {
-    const char *codec, *layers, *split;
+    const char *codec, *layers, *split, *numerics;
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms, kv_tokens;
     int64_t kv_seqs; /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
@@ -49,8 +49,9 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
         {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
+        {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},    \
-        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
+        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch (256)"}, \
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},            \
         {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},        \
         {"--kv-tokens",  BT_CLI_INT,                                                                \

@@ -44,8 +44,10 @@ int bt_cmd_perplexity(int argc, char **argv) {
     mf.ctx = 512;
     const char *file = NULL;
     int64_t max_chunks = 0;
+    const char *numerics = "fast";
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
+        {"--numerics", BT_CLI_STR, &numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},
         {"--file", BT_CLI_STR, &file, 0, 0, "text file to evaluate"},
         {"--chunks", BT_CLI_INT, &max_chunks, 0, 1 << 30, "evaluate at most N chunks (0 = all)"},
     };
@@ -71,6 +73,11 @@ int bt_cmd_perplexity(int argc, char **argv) {
         goto done;
     bt_runner_params rp = bt_model_flags_runner(&mf);
     rp.max_logit_rows = rp.max_batch;
+    if (!bt_numerics_parse(numerics, &rp.numerics)) {
+        st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--numerics '%s': not 'fast' or 'llamacpp'",
+                          numerics);
+        goto done;
+    }
     if ((st = bt_runner_open(&rp, &r, &err)) != BT_OK)
         goto done;
 

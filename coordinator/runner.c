@@ -44,6 +44,7 @@ bt_status bt_runner_open(const bt_runner_params *p, bt_runner *r, bt_error *err)
     sp.max_batch = r->max_batch;
     sp.max_seqs = 1;
     sp.max_seq_tokens = r->n_ctx;
+    sp.numerics = p->numerics;
     if ((st = bt_stage_new(r->gguf, &sp, &r->stage, err)) != BT_OK)
         goto fail;
     r->n_vocab = bt_stage_n_vocab(r->stage);

@@ -21,6 +21,7 @@ typedef struct bt_runner_params {
     int n_ctx;          /* context (KV capacity) in tokens; 0 = min(4096, trained context) */
     int max_batch;      /* rows per forward (prefill chunk) */
     int max_logit_rows; /* rows of logits one forward may return */
+    bt_numerics numerics;
 } bt_runner_params;
 
 bt_runner_params bt_runner_default_params(void);

@@ -23,6 +23,7 @@
 
 #include "attention.h"
 #include "kernels/kernels.h"
+#include "llamacpp.h"
 #include "log.h"
 
 #define BLAS_TILE_ROWS 128 /* weight rows per sgemm tile */
@@ -37,6 +38,9 @@ struct bt_forward {
     int max_cols;   /* max(n_embd, q_dim, n_ff) */
     int sgemm_mode; /* -1 auto, 0 never, 1 always (bt_forward_set_prefill_sgemm) */
     bool sgemm;     /* prefill rows use sgemm */
+    bt_numerics numerics;
+    float *lc_scores; /* BT_NUMERICS_LLAMACPP: [n_threads][lc_max_keys] attention scores */
+    int lc_max_keys;
 
     /* Run state, [max_rows][...] each, rows in internal order (decode rows first). */
     float *x;           /* [n][n_embd] residual stream */
@@ -184,12 +188,78 @@ void bt_forward_free(bt_forward *fw) {
     free(fw->head_src);
     free(fw->head_done);
     free(fw->row_tmp);
+    free(fw->lc_scores);
     free(fw);
 }
 
 void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode) {
     fw->sgemm_mode = mode < 0 ? -1 : mode > 0;
-    fw->sgemm = mode < 0 ? auto_sgemm() : mode > 0;
+    fw->sgemm = fw->numerics == BT_NUMERICS_FAST && (mode < 0 ? auto_sgemm() : mode > 0);
+}
+
+static bt_status lc_check_matrix(const bt_matrix *m, const char *what, int layer, bt_error *err) {
+    if (bt_lc_type_ok(m->type))
+        return BT_OK;
+    return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                        "numerics llamacpp: %s of layer %d is %s; only q4_1 and q8_0 weights are "
+                        "reproduced",
+                        what, layer, bt_type_name((uint32_t)m->type));
+}
+
+/* Everything BT_NUMERICS_LLAMACPP needs, checked before anything changes. */
+static bt_status lc_check(const bt_forward *fw, bt_error *err) {
+    const bt_hparams *hp = fw->hp;
+    const bt_weights *w = fw->w;
+    if (!bt_lc_cpu_ok())
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "numerics llamacpp: this CPU lacks AVX2, FMA or F16C");
+    if (!bt_lc_head_dim_ok(hp->head_dim))
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "numerics llamacpp: head_dim %d is not a multiple of 64 up to %d",
+                            hp->head_dim, BT_LC_MAX_HEAD_DIM);
+    if (bt_kv_cache_params(fw->kv)->type != BT_TYPE_F16)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED, "numerics llamacpp: needs an f16 KV cache");
+    bt_status st = BT_OK;
+    for (int li = 0; st == BT_OK && li < w->layer_end - w->layer_begin; li++) {
+        const bt_layer_weights *l = &w->layers[li];
+        int g = w->layer_begin + li;
+        const struct {
+            const bt_matrix *m;
+            const char *name;
+        } mats[] = {{&l->wq, "attn_q"},     {&l->wk, "attn_k"},   {&l->wv, "attn_v"},
+                    {&l->wo, "attn_output"}, {&l->w_gate, "ffn_gate"}, {&l->w_up, "ffn_up"},
+                    {&l->w_down, "ffn_down"}};
+        for (size_t i = 0; st == BT_OK && i < sizeof(mats) / sizeof(mats[0]); i++)
+            st = lc_check_matrix(mats[i].m, mats[i].name, g, err);
+    }
+    if (st == BT_OK && w->has_head && !bt_lc_type_ok(w->output.type))
+        st = bt_error_set(err, BT_ERR_UNSUPPORTED,
+                          "numerics llamacpp: the output matrix is %s; only q4_1 and q8_0 "
+                          "weights are reproduced",
+                          bt_type_name((uint32_t)w->output.type));
+    return st;
+}
+
+bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err) {
+    if (n == BT_NUMERICS_LLAMACPP && fw->numerics != n) {
+        bt_status st = lc_check(fw, err);
+        if (st != BT_OK)
+            return st;
+        int max_keys = bt_kv_cache_params(fw->kv)->max_seq_tokens;
+        float *scores = alloc_floats((size_t)fw->n_threads * (size_t)max_keys);
+        if (!scores)
+            return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate attention scores");
+        free(fw->lc_scores);
+        fw->lc_scores = scores;
+        fw->lc_max_keys = max_keys;
+    }
+    fw->numerics = n;
+    bt_forward_set_prefill_sgemm(fw, fw->sgemm_mode);
+    return BT_OK;
+}
+
+bt_numerics bt_forward_numerics(const bt_forward *fw) {
+    return fw->numerics;
 }
 
 int bt_forward_prefill_sgemm(const bt_forward *fw) {
@@ -327,8 +397,13 @@ static void row_rope_store(bt_forward *fw, int r) {
     int D = hp->head_dim, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
     const float *cs = fw->rope + (size_t)r * D;
     float *k = fw->k + (size_t)r * KV, *v = fw->v + (size_t)r * KV;
-    rope_apply(fw->q + (size_t)r * Q, cs, hp->n_head, D);
-    rope_apply(k, cs, hp->n_head_kv, D);
+    if (fw->numerics == BT_NUMERICS_LLAMACPP) {
+        bt_lc_rope(fw->q + (size_t)r * Q, cs, hp->n_head, D);
+        bt_lc_rope(k, cs, hp->n_head_kv, D);
+    } else {
+        rope_apply(fw->q + (size_t)r * Q, cs, hp->n_head, D);
+        rope_apply(k, cs, hp->n_head_kv, D);
+    }
     int pos = fw->pos[r];
     int block = bt_kv_seq_table(fw->kv, fw->seq[r])[pos / BT_KV_BLOCK_TOKENS];
     bt_kv_store(fw->kv, fw->layer, block, pos % BT_KV_BLOCK_TOKENS, k, v);
@@ -366,8 +441,12 @@ static void mm_q8(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, in
     if (t1 <= t0)
         return;
     int64_t K = w->n_cols;
-    bt_matmul(w->type, w->data, w->row_bytes, K, c->x + (size_t)t0 * K,
-              c->xq + (size_t)t0 * (size_t)(K / 32), t1 - t0, y + t0 * ldy, ldy, r0, r1);
+    if (c->fw->numerics == BT_NUMERICS_LLAMACPP)
+        bt_lc_matmul(w->type, w->data, w->row_bytes, K, c->xq + (size_t)t0 * (size_t)(K / 32),
+                     t1 - t0, y + t0 * ldy, ldy, r0, r1);
+    else
+        bt_matmul(w->type, w->data, w->row_bytes, K, c->x + (size_t)t0 * K,
+                  c->xq + (size_t)t0 * (size_t)(K / 32), t1 - t0, y + t0 * ldy, ldy, r0, r1);
 }
 
 /* Prefill rows [n_dec, n_tok) through sgemm on a dequantized tile: y = beta y + W x'. */
@@ -468,6 +547,10 @@ static void mm_task(void *p, int task, int thread) {
         mm_rows(c, u->w, u->y, u->ldy, r0, r1, thread);
         for (int t = 0; t < n; t++) {
             float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
+            if (c->fw->numerics == BT_NUMERICS_LLAMACPP) {
+                bt_lc_swiglu(gy + r0, uy + r0, r1 - r0);
+                continue;
+            }
             for (int64_t r = r0; r < r1; r++)
                 gy[r] = gy[r] / (1.0f + expf(-gy[r])) * uy[r];
         }
@@ -523,6 +606,17 @@ static void attn_task(void *p, int task, int thread) {
     bt_attention_task(p, task);
 }
 
+/* BT_NUMERICS_LLAMACPP attention: one task per (row, query head). */
+static void lc_attn_task(void *p, int task, int thread) {
+    bt_forward *fw = p;
+    const bt_hparams *hp = fw->hp;
+    int row = task / hp->n_head, h = task % hp->n_head, D = hp->head_dim;
+    size_t off = (size_t)row * (size_t)bt_hparams_q_dim(hp) + (size_t)h * (size_t)D;
+    bt_lc_attention(fw->kv, fw->layer, fw->seq[row], fw->pos[row],
+                    h / (hp->n_head / hp->n_head_kv), D, fw->q + off, fw->n >= 2,
+                    fw->lc_scores + (size_t)thread * (size_t)fw->lc_max_keys, fw->att + off);
+}
+
 /* Query heads per attention task: the whole GQA group (each K/V tile converted once), split
  * only when that leaves fewer than two tasks per thread. */
 static int attn_heads_per_task(const bt_forward *fw) {
@@ -559,7 +653,10 @@ static void layer_forward(bt_forward *fw, int li) {
                       hp->n_head_kv,
                       hp->head_dim,
                       attn_heads_per_task(fw)};
-    bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
+    if (fw->numerics == BT_NUMERICS_LLAMACPP)
+        bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head);
+    else
+        bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
 
     mm_out wo = {&l->wo, l->bo, fw->x, E};
     if (jobs_need_q8(1, &wo))

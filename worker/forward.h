@@ -27,20 +27,31 @@
 #ifndef BT_FORWARD_H
 #define BT_FORWARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hparams.h"
 #include "kv_cache.h"
+#include "numerics.h"
 #include "threadpool.h"
 #include "weights.h"
 
 typedef struct bt_forward bt_forward;
 
+
 bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache *kv,
                          bt_threadpool *pool, int max_rows, bt_forward **out, bt_error *err);
 void bt_forward_free(bt_forward *fw); /* NULL is a no-op */
 
-/* Whether prefill rows use sgemm: mode 1 always, 0 never (they take the decode path),
+/* Switches the numerics (numerics.h; BT_NUMERICS_LLAMACPP: every row takes the quantized
+ * path, and attention's summation order depends on whether the pass has one row or more, as
+ * in llama.cpp). BT_ERR_UNSUPPORTED (nothing changed) when this CPU, a weight type,
+ * the head size or the KV cache type cannot be computed as llama.cpp does; the message names
+ * which. BT_NUMERICS_LLAMACPP turns sgemm prefill off. */
+bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err);
+bt_numerics bt_forward_numerics(const bt_forward *fw);
+
+/* Whether prefill rows use sgemm (never with BT_NUMERICS_LLAMACPP): mode 1 always, 0 never (they take the decode path),
  * -1 automatic (the default: yes unless OpenBLAS runs a generic core). */
 void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode);
 /* Whether prefill rows currently use sgemm. */

@@ -40,6 +40,7 @@ bt_stage_params bt_stage_default_params(void) {
     p.max_seq_tokens = 0;
     p.prefill_sgemm = -1;
     p.kv_type = BT_TYPE_F16;
+    p.numerics = BT_NUMERICS_FAST;
     return p;
 }
 
@@ -93,6 +94,10 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
                           p->prefill_sgemm);
         goto fail;
     }
+    if ((unsigned)p->numerics > BT_NUMERICS_MAX) {
+        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: numerics %d unknown", (int)p->numerics);
+        goto fail;
+    }
     if (p->kv_type != BT_TYPE_F16 && p->kv_type != BT_TYPE_F32) {
         st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_type %d (%s) is not f16 or f32",
                           (int)p->kv_type, bt_type_name((uint32_t)p->kv_type));
@@ -115,6 +120,9 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         goto fail;
     if (p->prefill_sgemm >= 0)
         bt_forward_set_prefill_sgemm(s->fw, p->prefill_sgemm);
+    if (p->numerics != BT_NUMERICS_FAST &&
+        (st = bt_forward_set_numerics(s->fw, p->numerics, err)) != BT_OK)
+        goto fail;
     s->next_pos = malloc(sizeof(int32_t) * (size_t)p->max_seqs);
     s->touched = malloc(sizeof(int32_t) * (size_t)p->max_batch);
     s->out_rows = malloc(sizeof(int32_t) * (size_t)p->max_batch);

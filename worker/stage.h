@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "numerics.h"
 #include "status.h"
 #include "tensor_type.h"
 
@@ -42,6 +43,7 @@ typedef struct bt_stage_params {
     int prefill_sgemm;          /* prompt rows through sgemm: -1 (default) unless OpenBLAS runs
                                    a generic core, 0 never (q8 kernels), 1 always */
     bt_type kv_type;            /* KV cache element type: BT_TYPE_F16 (default) or BT_TYPE_F32 */
+    bt_numerics numerics;       /* BT_NUMERICS_FAST (default) or BT_NUMERICS_LLAMACPP */
 } bt_stage_params;
 
 bt_stage_params bt_stage_default_params(void);

@@ -159,6 +159,9 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     sp.kv_tokens = (int)h->kv_tokens;
     sp.max_batch = (int)h->max_batch;
     sp.max_seqs = (int)h->max_seqs;
+    if (h->numerics > BT_NUMERICS_MAX)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: numerics %u unknown", h->numerics);
+    sp.numerics = (bt_numerics)h->numerics;
     bt_status st = bt_stage_new(L->g, &sp, &L->stage, err);
     if (st != BT_OK)
         return st;

@@ -1,0 +1,20 @@
+/*
+ * numerics.c - names of the numerics modes (numerics.h).
+ */
+#include "numerics.h"
+
+#include <string.h>
+
+const char *bt_numerics_name(bt_numerics n) {
+    return n == BT_NUMERICS_LLAMACPP ? "llamacpp" : "fast";
+}
+
+bool bt_numerics_parse(const char *s, bt_numerics *out) {
+    if (strcmp(s, "fast") == 0)
+        *out = BT_NUMERICS_FAST;
+    else if (strcmp(s, "llamacpp") == 0)
+        *out = BT_NUMERICS_LLAMACPP;
+    else
+        return false;
+    return true;
+}

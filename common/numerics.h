@@ -1,0 +1,23 @@
+/*
+ * numerics.h - which arithmetic the stages' forward passes use. Both roles need it: the
+ * coordinator parses --numerics and sends it in Hello, a stage applies it (worker/forward.h).
+ *
+ *   BT_NUMERICS_FAST      baton's own kernels, sgemm for prompt rows (the default);
+ *   BT_NUMERICS_LLAMACPP  llama.cpp's CPU arithmetic reproduced bit for bit
+ *                         (worker/llamacpp.h): the same logits as llama.cpp when the batches
+ *                         are the same, at a lower prompt speed.
+ */
+#ifndef BT_NUMERICS_H
+#define BT_NUMERICS_H
+
+#include <stdbool.h>
+
+typedef enum bt_numerics { BT_NUMERICS_FAST = 0, BT_NUMERICS_LLAMACPP = 1 } bt_numerics;
+
+#define BT_NUMERICS_MAX BT_NUMERICS_LLAMACPP
+
+const char *bt_numerics_name(bt_numerics n); /* "fast" or "llamacpp" */
+/* "fast" or "llamacpp" -> *out; false for anything else. */
+bool bt_numerics_parse(const char *s, bt_numerics *out);
+
+#endif
