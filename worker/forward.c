@@ -39,8 +39,8 @@ struct bt_forward {
     int sgemm_mode; /* -1 auto, 0 never, 1 always (bt_forward_set_prefill_sgemm) */
     bool sgemm;     /* prefill rows use sgemm */
     bt_numerics numerics;
-    float *lc_scores; /* BT_NUMERICS_LLAMACPP: [n_threads][lc_max_keys] attention scores */
-    int lc_max_keys;
+    float *lc_scratch; /* BT_NUMERICS_LLAMACPP: [n_threads][lc_scratch_floats] for attention */
+    size_t lc_scratch_floats;
 
     /* Run state, [max_rows][...] each, rows in internal order (decode rows first). */
     float *x;           /* [n][n_embd] residual stream */
@@ -188,7 +188,7 @@ void bt_forward_free(bt_forward *fw) {
     free(fw->head_src);
     free(fw->head_done);
     free(fw->row_tmp);
-    free(fw->lc_scores);
+    free(fw->lc_scratch);
     free(fw);
 }
 
@@ -245,13 +245,15 @@ bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err) 
         bt_status st = lc_check(fw, err);
         if (st != BT_OK)
             return st;
-        int max_keys = bt_kv_cache_params(fw->kv)->max_seq_tokens;
-        float *scores = alloc_floats((size_t)fw->n_threads * (size_t)max_keys);
-        if (!scores)
-            return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate attention scores");
-        free(fw->lc_scores);
-        fw->lc_scores = scores;
-        fw->lc_max_keys = max_keys;
+        const bt_hparams *hp = fw->hp;
+        size_t per_thread = bt_lc_attention_scratch(hp->n_head / hp->n_head_kv, hp->head_dim,
+                                                    bt_kv_cache_params(fw->kv)->max_seq_tokens);
+        float *scratch = alloc_floats((size_t)fw->n_threads * per_thread);
+        if (!scratch)
+            return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate attention scratch");
+        free(fw->lc_scratch);
+        fw->lc_scratch = scratch;
+        fw->lc_scratch_floats = per_thread;
     }
     fw->numerics = n;
     bt_forward_set_prefill_sgemm(fw, fw->sgemm_mode);
@@ -606,15 +608,16 @@ static void attn_task(void *p, int task, int thread) {
     bt_attention_task(p, task);
 }
 
-/* BT_NUMERICS_LLAMACPP attention: one task per (row, query head). */
+/* BT_NUMERICS_LLAMACPP attention: one task per (row, KV head), its whole query group. */
 static void lc_attn_task(void *p, int task, int thread) {
     bt_forward *fw = p;
     const bt_hparams *hp = fw->hp;
-    int row = task / hp->n_head, h = task % hp->n_head, D = hp->head_dim;
-    size_t off = (size_t)row * (size_t)bt_hparams_q_dim(hp) + (size_t)h * (size_t)D;
-    bt_lc_attention(fw->kv, fw->layer, fw->seq[row], fw->pos[row],
-                    h / (hp->n_head / hp->n_head_kv), D, fw->q + off, fw->n >= 2,
-                    fw->lc_scores + (size_t)thread * (size_t)fw->lc_max_keys, fw->att + off);
+    int row = task / hp->n_head_kv, g = task % hp->n_head_kv, D = hp->head_dim;
+    int group = hp->n_head / hp->n_head_kv;
+    size_t off = (size_t)row * (size_t)bt_hparams_q_dim(hp) + (size_t)g * group * (size_t)D;
+    bt_lc_attention(fw->kv, fw->layer, fw->seq[row], fw->pos[row], g, D, group, fw->q + off,
+                    fw->n >= 2, fw->lc_scratch + (size_t)thread * fw->lc_scratch_floats,
+                    fw->att + off);
 }
 
 /* Query heads per attention task: the whole GQA group (each K/V tile converted once), split
@@ -654,7 +657,7 @@ static void layer_forward(bt_forward *fw, int li) {
                       hp->head_dim,
                       attn_heads_per_task(fw)};
     if (fw->numerics == BT_NUMERICS_LLAMACPP)
-        bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head);
+        bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
     else
         bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
 

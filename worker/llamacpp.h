@@ -64,11 +64,15 @@ void bt_lc_rope(float *x, const float *cs, int n_heads, int D);
 /* g[i] = silu(g[i]) * u[i], i in [0, n). */
 void bt_lc_swiglu(float *g, const float *u, int64_t n);
 
-/* Attention of one query head of one row: q [head_dim] (rope applied), out [head_dim].
- * Keys and values 0..pos of seq from the f16 cache, KV head `kv_head`. `batched`: the pass
- * has two rows or more (tinyBLAS order), else ggml_vec_dot_f16 order. scratch: pos + 1
- * floats. */
+/* Attention of the n_q query heads that share KV head `kv_head`, of one row: q and out are
+ * [n_q][head_dim] (rope applied). Keys and values 0..pos of seq from the f16 cache.
+ * `batched`: the pass has two rows or more (tinyBLAS order), else ggml_vec_dot_f16 order.
+ * scratch: bt_lc_attention_scratch(n_q, head_dim, pos + 1) floats. */
 void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head,
-                     int head_dim, const float *q, bool batched, float *scratch, float *out);
+                     int head_dim, int n_q, const float *q, bool batched, float *scratch,
+                     float *out);
+static inline size_t bt_lc_attention_scratch(int n_q, int head_dim, int n_keys) {
+    return (size_t)n_q * ((size_t)n_keys + (size_t)head_dim * 64);
+}
 
 #endif

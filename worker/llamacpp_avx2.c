@@ -43,41 +43,80 @@ INLINE __m256i nibbles(const uint8_t *qs) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
 }
 
+/* A weight row against NT token rows (x[t] = x + t * xs blocks), each token with its own
+ * accumulators: every token's sums are exactly ggml's single vec_dot; only the unpacked
+ * weights are shared. */
+
 /* ggml_vec_dot_q4_1_q8_1. */
-static float dot_q4_1(const bt_block_q4_1 *x, const bt_q8 *y, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        summs = fmaf(half_f32(x[i].m), y[i].s, summs);
-        __m256 d = _mm256_set1_ps(half_f32(x[i].d) * y[i].d);
-        __m256 p = dot_us(nibbles(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(d, p, acc);
+INLINE void dot_q4_1(const bt_block_q4_1 *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,
+                     float *out, int64_t ldo) {
+    __m256 acc[4];
+    float summs[4];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        summs[t] = 0.0f;
     }
-    return hsum8(acc) + summs;
+    for (int64_t i = 0; i < nb; i++) {
+        float dw = half_f32(w[i].d), mw = half_f32(w[i].m);
+        __m256i q = nibbles(w[i].qs);
+        for (int t = 0; t < NT; t++) {
+            const bt_q8 *y = x + t * xs + i;
+            summs[t] = fmaf(mw, y->s, summs[t]);
+            __m256 p = dot_us(q, _mm256_loadu_si256((const __m256i *)y->qs));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++)
+        out[t * ldo] = hsum8(acc[t]) + summs[t];
 }
 
 /* ggml_vec_dot_q8_0_q8_0. */
-static float dot_q8_0(const bt_block_q8_0 *x, const bt_q8 *y, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
+INLINE void dot_q8_0(const bt_block_q8_0 *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,
+                     float *out, int64_t ldo) {
+    __m256 acc[4];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m256 d = _mm256_set1_ps(half_f32(x[i].d) * y[i].d);
-        __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        __m256 p = dot_us(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-        acc = _mm256_fmadd_ps(d, p, acc);
+        float dw = half_f32(w[i].d);
+        __m256i qw = _mm256_loadu_si256((const __m256i *)w[i].qs);
+        __m256i aw = _mm256_sign_epi8(qw, qw);
+        for (int t = 0; t < NT; t++) {
+            const bt_q8 *y = x + t * xs + i;
+            __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+            __m256 p = dot_us(aw, _mm256_sign_epi8(qy, qw));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[t]);
+        }
     }
-    return hsum8(acc);
+    for (int t = 0; t < NT; t++)
+        out[t * ldo] = hsum8(acc[t]);
 }
+
+/* Instances with a constant token count, so the accumulators stay in registers. */
+#define DOT_NT(name, block_t, nt)                                                                  \
+    static void name##_##nt(const void *w, const bt_q8 *x, int64_t xs, int64_t nb, float *out,     \
+                            int64_t ldo) {                                                         \
+        name((const block_t *)w, x, xs, nt, nb, out, ldo);                                         \
+    }
+#define DOT_ALL(name, block_t)                                                                     \
+    DOT_NT(name, block_t, 1) DOT_NT(name, block_t, 2) DOT_NT(name, block_t, 3)                     \
+    DOT_NT(name, block_t, 4)
+DOT_ALL(dot_q4_1, bt_block_q4_1)
+DOT_ALL(dot_q8_0, bt_block_q8_0)
+
+typedef void (*dot_fn)(const void *w, const bt_q8 *x, int64_t xs, int64_t nb, float *out,
+                       int64_t ldo);
 
 void bt_lc_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const bt_q8 *xq,
                   int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1) {
+    static const dot_fn q4_1[4] = {dot_q4_1_1, dot_q4_1_2, dot_q4_1_3, dot_q4_1_4};
+    static const dot_fn q8_0[4] = {dot_q8_0_1, dot_q8_0_2, dot_q8_0_3, dot_q8_0_4};
+    const dot_fn *fns = type == BT_TYPE_Q4_1 ? q4_1 : q8_0;
     int64_t nb = n_cols / 32;
-    for (int64_t r = r0; r < r1; r++) {
-        const void *row = (const char *)w + (size_t)r * row_bytes;
-        for (int64_t t = 0; t < n_tok; t++) {
-            const bt_q8 *x = xq + (size_t)(t * nb);
-            y[t * ldy + r] = type == BT_TYPE_Q4_1 ? dot_q4_1(row, x, nb) : dot_q8_0(row, x, nb);
-        }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+        int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
+        for (int64_t r = r0; r < r1; r++)
+            fns[nt - 1]((const char *)w + (size_t)r * row_bytes, xq + (size_t)(t0 * nb), nb,
+                        nb, y + t0 * ldy + r, ldy);
     }
 }
 
@@ -118,95 +157,126 @@ void bt_lc_swiglu(float *g, const float *u, int64_t n) {
 
 /* ---- attention ---- */
 
-/* GCC's _mm512_reduce_add_ps: halves of 8, then of 4, then (0+2) + (1+3). */
-static float reduce16(const float v[16]) {
-    float t8[8], t4[4];
-    for (int i = 0; i < 8; i++)
-        t8[i] = v[8 + i] + v[i];
-    for (int i = 0; i < 4; i++)
-        t4[i] = t8[4 + i] + t8[i];
-    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+/* GCC's _mm512_reduce_add_ps of the 16 lanes lo (0..7), hi (8..15): hi + lo, then the
+ * 128-bit halves, then (0+2) + (1+3), which is hsum_float_8 of hi + lo. */
+INLINE float reduce16(__m256 lo, __m256 hi) {
+    return hsum8(_mm256_add_ps(hi, lo));
 }
 
-/* ggml's GGML_F32x16_REDUCE of four accumulators, then reduce16. */
-static float reduce4x16(float acc[4][16]) {
-    for (int t = 0; t < 16; t++) {
-        acc[0][t] = acc[0][t] + acc[2][t];
-        acc[1][t] = acc[1][t] + acc[3][t];
-    }
-    for (int t = 0; t < 16; t++)
-        acc[0][t] = acc[0][t] + acc[1][t];
-    return reduce16(acc[0]);
+/* ggml's GGML_F32x16_REDUCE of four 16-lane accumulators c[k] = (lo, hi): c0 + c2, c1 + c3,
+ * then their sum, then reduce16. */
+INLINE float reduce4x16(const __m256 c[4][2]) {
+    __m256 lo0 = _mm256_add_ps(c[0][0], c[2][0]), hi0 = _mm256_add_ps(c[0][1], c[2][1]);
+    __m256 lo1 = _mm256_add_ps(c[1][0], c[3][0]), hi1 = _mm256_add_ps(c[1][1], c[3][1]);
+    return reduce16(_mm256_add_ps(lo0, lo1), _mm256_add_ps(hi0, hi1));
 }
 
-/* Products in ggml's lane structure: tinyBLAS (batched) keeps one 16-lane FMA chain, element
- * i in lane i % 16; ggml_vec_dot_f16 (single row) keeps four, element i in chain (i/16) % 4. */
-typedef struct {
-    float acc[4][16];
-} lanes;
-
-INLINE float *lane_of(lanes *l, bool batched, int64_t i) {
-    return batched ? &l->acc[0][i % 16] : &l->acc[(i / 16) % 4][i % 16];
-}
-
-static float lanes_sum(lanes *l, bool batched) {
-    return batched ? reduce16(l->acc[0]) : reduce4x16(l->acc);
+INLINE __m256 load_h8(const bt_half *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
 static float f16_round(float x) {
     return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* K_j . q16 over D (a multiple of 64). Batched (tinyBLAS): one 16-lane chain, element i in
+ * lane i % 16. Single (ggml_vec_dot_f16): four chains, element i in chain (i/16) % 4. */
+static float kq_dot(const bt_half *k, const float *q16, int D, bool batched) {
+    if (batched) {
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        for (int i = 0; i < D; i += 16) {
+            lo = _mm256_fmadd_ps(load_h8(k + i), _mm256_loadu_ps(q16 + i), lo);
+            hi = _mm256_fmadd_ps(load_h8(k + i + 8), _mm256_loadu_ps(q16 + i + 8), hi);
+        }
+        return reduce16(lo, hi);
+    }
+    __m256 c[4][2];
+    for (int a = 0; a < 4; a++)
+        c[a][0] = c[a][1] = _mm256_setzero_ps();
+    for (int i = 0; i < D; i += 64)
+        for (int a = 0; a < 4; a++) {
+            int o = i + 16 * a;
+            c[a][0] = _mm256_fmadd_ps(load_h8(k + o), _mm256_loadu_ps(q16 + o), c[a][0]);
+            c[a][1] = _mm256_fmadd_ps(load_h8(k + o + 8), _mm256_loadu_ps(q16 + o + 8), c[a][1]);
+        }
+    return reduce4x16((const __m256(*)[2])c);
+}
+
 void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head,
-                     int head_dim, const float *q, bool batched, float *scratch, float *out) {
-    const int B = BT_KV_BLOCK_TOKENS, D = head_dim;
+                     int head_dim, int n_q, const float *q, bool batched, float *scratch,
+                     float *out) {
+    const int B = BT_KV_BLOCK_TOKENS, D = head_dim, n = pos + 1;
     const int32_t *table = bt_kv_seq_table(kv, seq);
-    int n = pos + 1;
-    float qh[BT_LC_MAX_HEAD_DIM];
-    for (int i = 0; i < D; i++)
-        qh[i] = f16_round(q[i]);
-
-    /* KQ: s_j = K_j . fp16(q), then scaled by 1/sqrt(D) as ggml_soft_max_ext does. */
     const float scale = 1.0f / sqrtf((float)D);
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        const bt_half *k = (const bt_half *)bt_kv_block_k(kv, layer, table[j / B]) +
-                           ((size_t)kv_head * B + (size_t)(j % B)) * (size_t)D;
-        lanes l;
-        memset(&l, 0, sizeof(l));
-        for (int i = 0; i < D; i++) {
-            float *c = lane_of(&l, batched, i);
-            *c = fmaf(half_f32(k[i]), qh[i], *c);
+    /* scratch: probabilities [n_q][n], then accumulators [n_q][D][4 chains][16 lanes] */
+    float *prob = scratch;
+    float *acc = scratch + (size_t)n_q * (size_t)n;
+    for (int h = 0; h < n_q; h++) {
+        float q16[BT_LC_MAX_HEAD_DIM];
+        for (int i = 0; i < D; i++)
+            q16[i] = f16_round(q[(size_t)h * D + i]);
+        /* KQ, then scaled by 1/sqrt(D) as ggml_soft_max_ext does. */
+        float *s = prob + (size_t)h * n, mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            const bt_half *k = (const bt_half *)bt_kv_block_k(kv, layer, table[j / B]) +
+                               ((size_t)kv_head * B + (size_t)(j % B)) * (size_t)D;
+            s[j] = kq_dot(k, q16, D, batched) * scale;
+            mx = s[j] > mx ? s[j] : mx;
         }
-        float s = lanes_sum(&l, batched) * scale;
-        scratch[j] = s;
-        mx = s > mx ? s : mx;
+        /* ggml_v_expf(s - max); 16-key chunk sums (reduce_add_ps) accumulated in double;
+         * p * (float)(1/sum), rounded to f16 for the f16 product. */
+        double sum = 0.0;
+        for (int c = 0; c < n; c += 16) {
+            float e[16] = {0};
+            for (int j = c; j < n && j < c + 16; j++)
+                e[j - c] = s[j] = v_expf(s[j] - mx);
+            sum += (double)reduce16(_mm256_loadu_ps(e), _mm256_loadu_ps(e + 8));
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < n; j++)
+            s[j] = f16_round(s[j] * inv);
     }
-    /* Softmax: ggml_v_expf(s - max), 16-key chunk sums (reduce_add_ps) accumulated in double,
-     * then p * (float)(1/sum), rounded to f16 for the f16 product. */
-    double sum = 0.0;
-    for (int c = 0; c < n; c += 16) {
-        float chunk[16] = {0};
-        for (int j = c; j < n && j < c + 16; j++)
-            chunk[j - c] = scratch[j] = v_expf(scratch[j] - mx);
-        sum += (double)reduce16(chunk);
-    }
-    float inv = (float)(1.0 / sum);
-    for (int j = 0; j < n; j++)
-        scratch[j] = f16_round(scratch[j] * inv);
 
-    /* KQV: out_d = sum_j V_j[d] * fp16(p_j), every d in its own lanes. */
-    lanes acc[BT_LC_MAX_HEAD_DIM];
-    memset(acc, 0, sizeof(lanes) * (size_t)D);
-    for (int j = 0; j < n; j++) {
-        const bt_half *v = (const bt_half *)bt_kv_block_v(kv, layer, table[j / B]) +
-                           ((size_t)kv_head * B + (size_t)(j % B)) * (size_t)D;
-        float p = scratch[j];
-        for (int d = 0; d < D; d++) {
-            float *c = lane_of(&acc[d], batched, j);
-            *c = fmaf(half_f32(v[d]), p, *c);
+    /* KQV: out_d = sum_j V_j[d] * p_j. Key j is lane j % 16, which is its slot in the KV block:
+     * a block's values transposed to [D][16] feed whole lanes. Keys past pos are masked in
+     * llama.cpp (probability 0, exact zero terms), so their slots are zero here. */
+    const int n_chain = batched ? 1 : 4;
+    memset(acc, 0, sizeof(float) * (size_t)n_q * (size_t)D * 64);
+    float vt[BT_LC_MAX_HEAD_DIM * 16];
+    for (int b = 0; b * B < n; b++) {
+        int valid = n - b * B < B ? n - b * B : B;
+        const bt_half *v = (const bt_half *)bt_kv_block_v(kv, layer, table[b]) +
+                           (size_t)kv_head * B * (size_t)D;
+        for (int t = 0; t < B; t++)
+            for (int d = 0; d < D; d++)
+                vt[d * 16 + t] = t < valid ? half_f32(v[(size_t)t * D + d]) : 0.0f;
+        int chain = batched ? 0 : b % 4;
+        for (int h = 0; h < n_q; h++) {
+            float p[16] = {0};
+            memcpy(p, prob + (size_t)h * n + (size_t)b * B, sizeof(float) * (size_t)valid);
+            __m256 plo = _mm256_loadu_ps(p), phi = _mm256_loadu_ps(p + 8);
+            float *ah = acc + (size_t)h * D * 64 + (size_t)chain * 16;
+            for (int d = 0; d < D; d++) {
+                float *a = ah + (size_t)d * 64;
+                _mm256_storeu_ps(a, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16), plo,
+                                                    _mm256_loadu_ps(a)));
+                _mm256_storeu_ps(a + 8, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16 + 8), phi,
+                                                        _mm256_loadu_ps(a + 8)));
+            }
         }
     }
-    for (int d = 0; d < D; d++)
-        out[d] = lanes_sum(&acc[d], batched);
+    for (int h = 0; h < n_q; h++)
+        for (int d = 0; d < D; d++) {
+            const float *a = acc + ((size_t)h * D + (size_t)d) * 64;
+            if (n_chain == 1) {
+                out[(size_t)h * D + d] = reduce16(_mm256_loadu_ps(a), _mm256_loadu_ps(a + 8));
+            } else {
+                __m256 c[4][2];
+                for (int k = 0; k < 4; k++) {
+                    c[k][0] = _mm256_loadu_ps(a + 16 * k);
+                    c[k][1] = _mm256_loadu_ps(a + 16 * k + 8);
+                }
+                out[(size_t)h * D + d] = reduce4x16((const __m256(*)[2])c);
+            }
+        }
 }
