@@ -128,6 +128,7 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         goto fail;
     if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||
         (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
+        (st = bt_stage_check_numerics(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);

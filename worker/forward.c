@@ -206,10 +206,12 @@ static bt_status lc_check_matrix(const bt_matrix *m, const char *what, int layer
                         what, layer, bt_type_name((uint32_t)m->type));
 }
 
-/* Everything BT_NUMERICS_LLAMACPP needs, checked before anything changes. */
-static bt_status lc_check(const bt_forward *fw, bt_error *err) {
-    const bt_hparams *hp = fw->hp;
-    const bt_weights *w = fw->w;
+bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, bt_type kv_type,
+                                    bt_numerics n, bt_error *err) {
+    if (n == BT_NUMERICS_FAST)
+        return BT_OK;
+    if ((unsigned)n > BT_NUMERICS_MAX)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "numerics %d unknown", (int)n);
     if (!bt_lc_cpu_ok())
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "numerics llamacpp: this CPU lacks AVX2, FMA or F16C");
@@ -217,7 +219,7 @@ static bt_status lc_check(const bt_forward *fw, bt_error *err) {
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "numerics llamacpp: head_dim %d is not a multiple of 64 up to %d",
                             hp->head_dim, BT_LC_MAX_HEAD_DIM);
-    if (bt_kv_cache_params(fw->kv)->type != BT_TYPE_F16)
+    if (kv_type != BT_TYPE_F16)
         return bt_error_set(err, BT_ERR_UNSUPPORTED, "numerics llamacpp: needs an f16 KV cache");
     bt_status st = BT_OK;
     for (int li = 0; st == BT_OK && li < w->layer_end - w->layer_begin; li++) {
@@ -242,7 +244,8 @@ static bt_status lc_check(const bt_forward *fw, bt_error *err) {
 
 bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err) {
     if (n == BT_NUMERICS_LLAMACPP && fw->numerics != n) {
-        bt_status st = lc_check(fw, err);
+        bt_status st =
+            bt_forward_check_numerics(fw->hp, fw->w, bt_kv_cache_params(fw->kv)->type, n, err);
         if (st != BT_OK)
             return st;
         const bt_hparams *hp = fw->hp;

@@ -49,6 +49,10 @@ void bt_forward_free(bt_forward *fw); /* NULL is a no-op */
  * the head size or the KV cache type cannot be computed as llama.cpp does; the message names
  * which. BT_NUMERICS_LLAMACPP turns sgemm prefill off. */
 bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err);
+/* The check bt_forward_set_numerics makes, on its own: BT_OK if a pass over these weights with
+ * this KV type can use numerics n on this CPU. */
+bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, bt_type kv_type,
+                                    bt_numerics n, bt_error *err);
 bt_numerics bt_forward_numerics(const bt_forward *fw);
 
 /* Whether prefill rows use sgemm (never with BT_NUMERICS_LLAMACPP): mode 1 always, 0 never (they take the decode path),

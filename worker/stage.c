@@ -44,6 +44,19 @@ bt_stage_params bt_stage_default_params(void) {
     return p;
 }
 
+bt_status bt_stage_check_numerics(const bt_gguf *g, bt_numerics n, bt_error *err) {
+    if (n == BT_NUMERICS_FAST)
+        return BT_OK;
+    bt_hparams hp;
+    bt_weights w;
+    bt_status st = bt_hparams_load(g, &hp, err);
+    if (st != BT_OK || (st = bt_weights_load(g, &hp, 0, hp.n_layer, &w, err)) != BT_OK)
+        return st;
+    st = bt_forward_check_numerics(&hp, &w, BT_TYPE_F16, n, err);
+    bt_weights_deinit(&w);
+    return st;
+}
+
 bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage **out,
                        bt_error *err) {
     *out = NULL;

@@ -34,5 +34,7 @@ expect 2 "cannot open '$tmp/nope.txt'" -- perplexity --file "$tmp/nope.txt"
 expect 2 "--ctx: 4 is outside" -- perplexity --file /etc/hostname --ctx 4
 expect 2 "--threads: 0 is outside" -- bench --threads 0
 expect 2 "unexpected argument 'stray'" -- tokenize stray
+expect 2 "--numerics 'exact': not 'fast' or 'llamacpp'" -- generate --prompt hi --numerics exact
+expect 2 "--numerics 'x': not 'fast' or 'llamacpp'" -- perplexity --file /etc/hostname --numerics x
 "$BATON" generate --help >/dev/null 2>&1 && pass "generate --help -> 0" || fail "generate --help"
 finish
