@@ -3,7 +3,8 @@
 # with the lossless f32 codec, `baton generate` under mpirun -np NP (NP-1 stages) gives
 # exactly the ids and logprobs of the singleton run (no mpirun, one in-process stage), greedy
 # and seeded (T 0.8, seed 7); and multi_generate with 8 concurrent prompts of varied lengths
-# under mpirun equals the singleton --sequential run line for line.
+# under mpirun equals the singleton --sequential run line for line. On SmolLM2, --numerics
+# llamacpp reaches every rank (Hello): the 32 greedy ids equal llama.cpp's golden ones.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 kind=${1:?usage: test_cluster_equal.sh tiny|smol NP}
 np=${2:?usage: test_cluster_equal.sh tiny|smol NP}
@@ -45,6 +46,21 @@ for p in "${prompts[@]}"; do
         fi
     done
 done
+
+if [[ $kind == smol ]]; then
+    golden=$(awk -F'\t' '$1 == "\"The quick brown fox\"" {print $3}' \
+        "$BT_TEST_DATA/golden/smollm2-greedy.tsv")
+    mpi_run "$np" "$BATON" generate --model "$MODEL" --threads 1 --numerics llamacpp \
+        --temperature 0 --max-tokens 32 --ignore-eos --print-ids --prompt "The quick brown fox" \
+        >"$WORK/lc.out" 2>"$WORK/lc.err"
+    got=$(sed -n 's/^output ids: //p' "$WORK/lc.err")
+    if [[ -n $golden && $got == "$golden" ]]; then
+        pass "smol np$np --numerics llamacpp: 32 greedy ids equal llama.cpp's"
+    else
+        fail "smol np$np --numerics llamacpp: ids '$got', llama.cpp '$golden'"
+        tail -3 "$WORK/lc.err"
+    fi
+fi
 
 # Concurrent (continuous batching over NP-1 ranks) vs one at a time in one process.
 mg_modes=("--temperature 0")
