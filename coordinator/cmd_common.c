@@ -154,7 +154,7 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */
     ep.cluster.n_eog = (int)n_eog;
     ep.cluster.stage_timeout_us = cf->stage_timeout_ms * 1000;
-    ep.prefill_chunk = cf->prefill_chunk                         ? (int)cf->prefill_chunk
+    ep.prefill_chunk = cf->prefill_chunk                             ? (int)cf->prefill_chunk
                        : ep.cluster.numerics == BT_NUMERICS_LLAMACPP ? 512
                                                                      : 256;
     ep.max_inflight = (int)cf->inflight;

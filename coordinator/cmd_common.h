@@ -50,8 +50,8 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
         {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
         {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
-        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},    \
-        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch (256)"}, \
+        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
+        {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},            \
         {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},        \
         {"--kv-tokens",  BT_CLI_INT,                                                                \

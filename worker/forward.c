@@ -228,7 +228,7 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
         const struct {
             const bt_matrix *m;
             const char *name;
-        } mats[] = {{&l->wq, "attn_q"},     {&l->wk, "attn_k"},   {&l->wv, "attn_v"},
+        } mats[] = {{&l->wq, "attn_q"},      {&l->wk, "attn_k"},       {&l->wv, "attn_v"},
                     {&l->wo, "attn_output"}, {&l->w_gate, "ffn_gate"}, {&l->w_up, "ffn_up"},
                     {&l->w_down, "ffn_down"}};
         for (size_t i = 0; st == BT_OK && i < sizeof(mats) / sizeof(mats[0]); i++)

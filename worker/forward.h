@@ -38,7 +38,6 @@
 
 typedef struct bt_forward bt_forward;
 
-
 bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache *kv,
                          bt_threadpool *pool, int max_rows, bt_forward **out, bt_error *err);
 void bt_forward_free(bt_forward *fw); /* NULL is a no-op */
@@ -55,8 +54,9 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
                                     bt_numerics n, bt_error *err);
 bt_numerics bt_forward_numerics(const bt_forward *fw);
 
-/* Whether prefill rows use sgemm (never with BT_NUMERICS_LLAMACPP): mode 1 always, 0 never (they take the decode path),
- * -1 automatic (the default: yes unless OpenBLAS runs a generic core). */
+/* Whether prefill rows use sgemm (never with BT_NUMERICS_LLAMACPP): mode 1 always, 0 never
+ * (they take the decode path), -1 automatic (the default: yes unless OpenBLAS runs a generic
+ * core). */
 void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode);
 /* Whether prefill rows currently use sgemm. */
 int bt_forward_prefill_sgemm(const bt_forward *fw);

@@ -27,10 +27,14 @@
  * RMSNorm, residual adds, the embedding lookup and the KV cache's f16 rounding are already
  * identical in forward.c.
  *
- * So a run with these numerics reproduces llama.cpp's logits exactly when it batches the same
- * way: the prompt in one pass, then one token per pass. Requirements (the bt_lc_*_ok checks): a CPU
- * with AVX2, FMA and F16C; weights Q4_1 or Q8_0 (F32 norms); head_dim a multiple of 64 up to
- * 256; f16 KV cache. It is several times slower than the default numerics for prompts.
+ * So a run with these numerics reproduces llama.cpp's logits exactly when its passes have one
+ * row where llama.cpp's have one (a generated token) and two or more where llama.cpp's have
+ * two or more (a prompt, in any chunks of >= 2 rows: neither order depends on the chunking).
+ * Like llama.cpp's, a sequence's numbers then depend on its batch: continuous batching and
+ * preemption by recompute are deterministic but may move near-ties. Requirements (the
+ * bt_lc_*_ok checks): a CPU with AVX2, FMA and F16C; weights Q4_1 or Q8_0 (F32 norms);
+ * head_dim a multiple of 64 up to 256; f16 KV cache. Prompts run about 3x slower than with
+ * the default numerics (no sgemm).
  *
  * Threads: every function is pure over its arguments.
  */
@@ -68,9 +72,8 @@ void bt_lc_swiglu(float *g, const float *u, int64_t n);
  * [n_q][head_dim] (rope applied). Keys and values 0..pos of seq from the f16 cache.
  * `batched`: the pass has two rows or more (tinyBLAS order), else ggml_vec_dot_f16 order.
  * scratch: bt_lc_attention_scratch(n_q, head_dim, pos + 1) floats. */
-void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head,
-                     int head_dim, int n_q, const float *q, bool batched, float *scratch,
-                     float *out);
+void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head, int head_dim,
+                     int n_q, const float *q, bool batched, float *scratch, float *out);
 static inline size_t bt_lc_attention_scratch(int n_q, int head_dim, int n_keys) {
     return (size_t)n_q * ((size_t)n_keys + (size_t)head_dim * 64);
 }

@@ -32,8 +32,7 @@ INLINE float hsum8(__m256 v) {
 
 /* 8 int32 lanes, lane i = sum of the u8 x s8 products of bytes 4i..4i+3 (exact). */
 INLINE __m256 dot_us(__m256i u, __m256i s) {
-    return _mm256_cvtepi32_ps(
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
 /* 16 bytes of nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31. */
@@ -98,8 +97,8 @@ INLINE void dot_q8_0(const bt_block_q8_0 *w, const bt_q8 *x, int64_t xs, int NT,
         name((const block_t *)w, x, xs, nt, nb, out, ldo);                                         \
     }
 #define DOT_ALL(name, block_t)                                                                     \
-    DOT_NT(name, block_t, 1) DOT_NT(name, block_t, 2) DOT_NT(name, block_t, 3)                     \
-    DOT_NT(name, block_t, 4)
+    DOT_NT(name, block_t, 1)                                                                       \
+    DOT_NT(name, block_t, 2) DOT_NT(name, block_t, 3) DOT_NT(name, block_t, 4)
 DOT_ALL(dot_q4_1, bt_block_q4_1)
 DOT_ALL(dot_q8_0, bt_block_q8_0)
 
@@ -115,8 +114,8 @@ void bt_lc_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols,
     for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
         int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
         for (int64_t r = r0; r < r1; r++)
-            fns[nt - 1]((const char *)w + (size_t)r * row_bytes, xq + (size_t)(t0 * nb), nb,
-                        nb, y + t0 * ldy + r, ldy);
+            fns[nt - 1]((const char *)w + (size_t)r * row_bytes, xq + (size_t)(t0 * nb), nb, nb,
+                        y + t0 * ldy + r, ldy);
     }
 }
 
@@ -144,9 +143,9 @@ static float v_expf(float x) {
     if (fabsf(n) > 192.0f) /* out of range: 0 or inf by the sign of n */
         return n <= 0.0f ? 0.0f : INFINITY;
     float u = b * b;
-    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                        fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                   u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
     return scalbnf(j, (int)n);
 }
 
@@ -202,9 +201,8 @@ static float kq_dot(const bt_half *k, const float *q16, int D, bool batched) {
     return reduce4x16((const __m256(*)[2])c);
 }
 
-void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head,
-                     int head_dim, int n_q, const float *q, bool batched, float *scratch,
-                     float *out) {
+void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head, int head_dim,
+                     int n_q, const float *q, bool batched, float *scratch, float *out) {
     const int B = BT_KV_BLOCK_TOKENS, D = head_dim, n = pos + 1;
     const int32_t *table = bt_kv_seq_table(kv, seq);
     const float scale = 1.0f / sqrtf((float)D);
@@ -245,8 +243,8 @@ void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_
     float vt[BT_LC_MAX_HEAD_DIM * 16];
     for (int b = 0; b * B < n; b++) {
         int valid = n - b * B < B ? n - b * B : B;
-        const bt_half *v = (const bt_half *)bt_kv_block_v(kv, layer, table[b]) +
-                           (size_t)kv_head * B * (size_t)D;
+        const bt_half *v =
+            (const bt_half *)bt_kv_block_v(kv, layer, table[b]) + (size_t)kv_head * B * (size_t)D;
         for (int t = 0; t < B; t++)
             for (int d = 0; d < D; d++)
                 vt[d * 16 + t] = t < valid ? half_f32(v[(size_t)t * D + d]) : 0.0f;
@@ -258,8 +256,8 @@ void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_
             float *ah = acc + (size_t)h * D * 64 + (size_t)chain * 16;
             for (int d = 0; d < D; d++) {
                 float *a = ah + (size_t)d * 64;
-                _mm256_storeu_ps(a, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16), plo,
-                                                    _mm256_loadu_ps(a)));
+                _mm256_storeu_ps(
+                    a, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16), plo, _mm256_loadu_ps(a)));
                 _mm256_storeu_ps(a + 8, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16 + 8), phi,
                                                         _mm256_loadu_ps(a + 8)));
             }

@@ -451,7 +451,8 @@ static void test_llamacpp_numerics(const bt_gguf *g, const bt_hparams *hp, const
     CHECK_OK(rc);
     if (!st)
         return;
-    float *one = malloc(sizeof(float) * T * (size_t)V), *two = malloc(sizeof(float) * T * (size_t)V);
+    float *one = malloc(sizeof(float) * T * (size_t)V),
+          *two = malloc(sizeof(float) * T * (size_t)V);
     CHECK_OK(run_seq(st, 0, tok, 0, T, 1, one));
     compare_rows("(f) numerics llamacpp vs reference", one, ref, T, V, Q8_TOL, 0);
     CHECK_OK(run_seq(st, 1, tok, 0, 12, 1, two));
@@ -460,8 +461,7 @@ static void test_llamacpp_numerics(const bt_gguf *g, const bt_hparams *hp, const
     /* One row per pass (llama.cpp's single-row attention order) stays within q8 noise. */
     for (int i = 0; i < T; i++)
         CHECK_OK(run_seq(st, 2, tok + i, i, 1, 0, two + (size_t)i * V));
-    compare_rows("(f) numerics llamacpp, one row per pass vs reference", two, ref, T, V, Q8_TOL,
-                 0);
+    compare_rows("(f) numerics llamacpp, one row per pass vs reference", two, ref, T, V, Q8_TOL, 0);
     /* Two stages == one stage, bit for bit. */
     bt_stage *s0 = NULL, *s1 = NULL;
     p.layer_begin = 0;
