@@ -158,9 +158,10 @@ int bt_cmd_bench(int argc, char **argv) {
                (long long)concurrency, n_stages, s.n_threads, tg_med);
     double busy_mean = 0.0;
     printf("{\"engine\":\"baton\",\"pp\":%lld,\"tg\":%lld,\"concurrency\":%lld,\"stages\":%d,"
-           "\"threads\":%d,\"codec\":\"%s\",\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"stage_busy\":[",
+           "\"threads\":%d,\"codec\":\"%s\",\"numerics\":\"%s\",\"pp_tps\":%.2f,\"tg_tps\":%.2f,"
+           "\"stage_busy\":[",
            (long long)pp, (long long)tg, (long long)concurrency, n_stages, s.n_threads, cf.codec,
-           pp_med, tg_med);
+           cf.numerics, pp_med, tg_med);
     for (int i = 0; i < n_stages; i++) {
         printf(i ? ",%.3f" : "%.3f", busy[i]);
         busy_mean += busy[i] / n_stages;
