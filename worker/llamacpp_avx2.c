@@ -206,7 +206,7 @@ void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_
     const int B = BT_KV_BLOCK_TOKENS, D = head_dim, n = pos + 1;
     const int32_t *table = bt_kv_seq_table(kv, seq);
     const float scale = 1.0f / sqrtf((float)D);
-    /* scratch: probabilities [n_q][n], then accumulators [n_q][D][4 chains][16 lanes] */
+    /* scratch: probabilities [n_q][n], then accumulators [n_q][4 chains][16 lanes][D] */
     float *prob = scratch;
     float *acc = scratch + (size_t)n_q * (size_t)n;
     for (int h = 0; h < n_q; h++) {
@@ -235,46 +235,45 @@ void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_
             s[j] = f16_round(s[j] * inv);
     }
 
-    /* KQV: out_d = sum_j V_j[d] * p_j. Key j is lane j % 16, which is its slot in the KV block:
-     * a block's values transposed to [D][16] feed whole lanes. Keys past pos are masked in
-     * llama.cpp (probability 0, exact zero terms), so their slots are zero here. */
-    const int n_chain = batched ? 1 : 4;
-    memset(acc, 0, sizeof(float) * (size_t)n_q * (size_t)D * 64);
-    float vt[BT_LC_MAX_HEAD_DIM * 16];
-    for (int b = 0; b * B < n; b++) {
-        int valid = n - b * B < B ? n - b * B : B;
-        const bt_half *v =
-            (const bt_half *)bt_kv_block_v(kv, layer, table[b]) + (size_t)kv_head * B * (size_t)D;
-        for (int t = 0; t < B; t++)
-            for (int d = 0; d < D; d++)
-                vt[d * 16 + t] = t < valid ? half_f32(v[(size_t)t * D + d]) : 0.0f;
-        int chain = batched ? 0 : b % 4;
+    /* KQV: out_d = sum_j V_j[d] * p_j, key j in lane j % 16 (and chain (j/16) % 4 for a single
+     * row). The accumulators are stored lane-major, acc[chain][lane][d], so one key's FMAs run
+     * along its contiguous value row; each (d, lane) still sees its keys in ggml's order. Keys
+     * past pos are masked in llama.cpp (exact zero terms) and skipped here. */
+    memset(acc, 0, sizeof(float) * (size_t)n_q * 64 * (size_t)D);
+    for (int j = 0; j < n; j++) {
+        const bt_half *v = (const bt_half *)bt_kv_block_v(kv, layer, table[j / B]) +
+                           ((size_t)kv_head * B + (size_t)(j % B)) * (size_t)D;
+        int lane = (batched ? 0 : (j / 16) % 4) * 16 + j % 16;
         for (int h = 0; h < n_q; h++) {
-            float p[16] = {0};
-            memcpy(p, prob + (size_t)h * n + (size_t)b * B, sizeof(float) * (size_t)valid);
-            __m256 plo = _mm256_loadu_ps(p), phi = _mm256_loadu_ps(p + 8);
-            float *ah = acc + (size_t)h * D * 64 + (size_t)chain * 16;
-            for (int d = 0; d < D; d++) {
-                float *a = ah + (size_t)d * 64;
-                _mm256_storeu_ps(
-                    a, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16), plo, _mm256_loadu_ps(a)));
-                _mm256_storeu_ps(a + 8, _mm256_fmadd_ps(_mm256_loadu_ps(vt + d * 16 + 8), phi,
-                                                        _mm256_loadu_ps(a + 8)));
-            }
+            __m256 p = _mm256_set1_ps(prob[(size_t)h * n + (size_t)j]);
+            float *a = acc + ((size_t)h * 64 + (size_t)lane) * (size_t)D;
+            for (int d = 0; d < D; d += 8)
+                _mm256_storeu_ps(a + d, _mm256_fmadd_ps(load_h8(v + d), p, _mm256_loadu_ps(a + d)));
         }
     }
+    /* Lane reductions for 8 values of d at a time: chains (c0 + c2) + (c1 + c3) for a single
+     * row, then reduce16's tree over the lanes: l[8+i] + l[i], then [4+i] + [i], then
+     * (0 + 2) + (1 + 3). */
     for (int h = 0; h < n_q; h++)
-        for (int d = 0; d < D; d++) {
-            const float *a = acc + ((size_t)h * D + (size_t)d) * 64;
-            if (n_chain == 1) {
-                out[(size_t)h * D + d] = reduce16(_mm256_loadu_ps(a), _mm256_loadu_ps(a + 8));
-            } else {
-                __m256 c[4][2];
-                for (int k = 0; k < 4; k++) {
-                    c[k][0] = _mm256_loadu_ps(a + 16 * k);
-                    c[k][1] = _mm256_loadu_ps(a + 16 * k + 8);
+        for (int d = 0; d < D; d += 8) {
+            const float *a = acc + (size_t)h * 64 * (size_t)D + (size_t)d;
+            __m256 l[16];
+            for (int t = 0; t < 16; t++) {
+                if (batched) {
+                    l[t] = _mm256_loadu_ps(a + (size_t)t * D);
+                } else {
+                    __m256 c0 = _mm256_loadu_ps(a + (size_t)(t + 0) * D);
+                    __m256 c1 = _mm256_loadu_ps(a + (size_t)(t + 16) * D);
+                    __m256 c2 = _mm256_loadu_ps(a + (size_t)(t + 32) * D);
+                    __m256 c3 = _mm256_loadu_ps(a + (size_t)(t + 48) * D);
+                    l[t] = _mm256_add_ps(_mm256_add_ps(c0, c2), _mm256_add_ps(c1, c3));
                 }
-                out[(size_t)h * D + d] = reduce4x16((const __m256(*)[2])c);
             }
+            for (int i = 0; i < 8; i++)
+                l[i] = _mm256_add_ps(l[8 + i], l[i]);
+            for (int i = 0; i < 4; i++)
+                l[i] = _mm256_add_ps(l[4 + i], l[i]);
+            _mm256_storeu_ps(out + (size_t)h * D + d,
+                             _mm256_add_ps(_mm256_add_ps(l[0], l[2]), _mm256_add_ps(l[1], l[3])));
         }
 }
