@@ -4,9 +4,9 @@
  * _mm256_fmadd_ps) exactly where GCC fuses ggml's code, and nowhere else. Called only after
  * bt_lc_cpu_ok().
  *
- * The 16-lane AVX-512 sums of ggml are written as arrays of 16 floats: lane-wise FMAs are
- * exact per lane whatever the vector width, and the reductions follow the add trees of
- * GCC's _mm512_reduce_add_ps and ggml's GGML_F32x16_REDUCE.
+ * ggml's 16-lane AVX-512 sums are kept here as two 8-lane halves (or lane-major arrays):
+ * a lane's FMAs give the same bits whatever the vector width, and the reductions follow the
+ * add trees of GCC's _mm512_reduce_add_ps and ggml's GGML_F32x16_REDUCE.
  */
 #include <immintrin.h>
 #include <math.h>
