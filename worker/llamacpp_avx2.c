@@ -12,34 +12,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/simd_avx2.h"
 #include "llamacpp.h"
-
-#define INLINE static inline __attribute__((always_inline))
 
 /* ---- weight products ---- */
 
-INLINE float half_f32(bt_half h) {
-    return _cvtsh_ss(h);
-}
-
-/* ggml hsum_float_8: ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)). */
-INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* 8 int32 lanes, lane i = sum of the u8 x s8 products of bytes 4i..4i+3 (exact). */
-INLINE __m256 dot_us(__m256i u, __m256i s) {
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-}
-
-/* 16 bytes of nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31. */
-INLINE __m256i nibbles(const uint8_t *qs) {
-    __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    __m256i b = _mm256_insertf128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+/* dot_us as the 8 float lanes ggml's mul_sum_us8_pairs_float gives. */
+INLINE __m256 dot_us_f(__m256i u, __m256i s) {
+    return _mm256_cvtepi32_ps(dot_us(u, s));
 }
 
 /* A weight row against NT token rows (x[t] = x + t * xs blocks), each token with its own
@@ -57,11 +37,11 @@ INLINE void dot_q4_1(const bt_block_q4_1 *w, const bt_q8 *x, int64_t xs, int NT,
     }
     for (int64_t i = 0; i < nb; i++) {
         float dw = half_f32(w[i].d), mw = half_f32(w[i].m);
-        __m256i q = nibbles(w[i].qs);
+        __m256i q = unpack_nibbles(w[i].qs);
         for (int t = 0; t < NT; t++) {
             const bt_q8 *y = x + t * xs + i;
             summs[t] = fmaf(mw, y->s, summs[t]);
-            __m256 p = dot_us(q, _mm256_loadu_si256((const __m256i *)y->qs));
+            __m256 p = dot_us_f(q, _mm256_loadu_si256((const __m256i *)y->qs));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[t]);
         }
     }
@@ -82,7 +62,7 @@ INLINE void dot_q8_0(const bt_block_q8_0 *w, const bt_q8 *x, int64_t xs, int NT,
         for (int t = 0; t < NT; t++) {
             const bt_q8 *y = x + t * xs + i;
             __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
-            __m256 p = dot_us(aw, _mm256_sign_epi8(qy, qw));
+            __m256 p = dot_us_f(aw, _mm256_sign_epi8(qy, qw));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y->d), p, acc[t]);
         }
     }

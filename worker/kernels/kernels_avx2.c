@@ -14,28 +14,9 @@
 #include <string.h>
 
 #include "kernels_internal.h"
+#include "simd_avx2.h"
 
-#define INLINE static inline __attribute__((always_inline))
 #define NT_MAX BT_KERNEL_MAX_TOK
-
-INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-INLINE float half_f32(bt_half h) {
-    return _cvtsh_ss(h);
-}
-
-/* 16 bytes of nibbles -> 32 bytes 0..15: element j in byte j (low nibbles first). */
-INLINE __m256i unpack_nibbles(const uint8_t *qs) {
-    /* broadcast load + per-lane shift: no port-5 shuffle */
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    v = _mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0));
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
 
 /* Bit j of the 32-bit word -> byte j = 0xFF if set, 0 otherwise. */
 INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
@@ -47,11 +28,6 @@ INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
     const __m256i mask = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeULL);
     b = _mm256_or_si256(b, mask);
     return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
-}
-
-/* Sum of u8 x s8 products in 8 int32 lanes. */
-INLINE __m256i dot_us(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
 /* Signed x signed: |a| * sign(b, a). */

@@ -9,25 +9,11 @@
 #include <string.h>
 
 #include "kernels_internal.h"
+#include "simd_avx2.h"
 
-#define INLINE static inline __attribute__((always_inline))
 #define NT_MAX BT_KERNEL_MAX_TOK
 #define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
 #define NC 2
-
-INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-INLINE __m256i unpack_nibbles(const uint8_t *qs) {
-    /* broadcast load + per-lane shift: no port-5 shuffle */
-    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    v = _mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0));
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
 
 INLINE __m256i dpbusd256(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
