@@ -10,14 +10,14 @@
 #ifndef BT_NUMERICS_H
 #define BT_NUMERICS_H
 
-#include <stdbool.h>
+#include "status.h"
 
 typedef enum bt_numerics { BT_NUMERICS_FAST = 0, BT_NUMERICS_LLAMACPP = 1 } bt_numerics;
 
 #define BT_NUMERICS_MAX BT_NUMERICS_LLAMACPP
 
 const char *bt_numerics_name(bt_numerics n); /* "fast" or "llamacpp" */
-/* "fast" or "llamacpp" -> *out; false for anything else. */
-bool bt_numerics_parse(const char *s, bt_numerics *out);
+/* "fast" or "llamacpp" -> *out; BT_ERR_INVALID_ARG naming the value for anything else. */
+bt_status bt_numerics_parse(const char *s, bt_numerics *out, bt_error *err);
 
 #endif

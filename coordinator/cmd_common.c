@@ -121,9 +121,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     bt_status st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
     if (st == BT_OK)
         st = bt_split_mode_parse(cf->split, &ep.cluster.split, &err);
-    if (st == BT_OK && !bt_numerics_parse(cf->numerics, &ep.cluster.numerics))
-        st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--numerics '%s': not 'fast' or 'llamacpp'",
-                          cf->numerics);
+    if (st == BT_OK)
+        st = bt_numerics_parse(cf->numerics, &ep.cluster.numerics, &err);
     if (st != BT_OK)
         goto fail;
     if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||

@@ -73,11 +73,8 @@ int bt_cmd_perplexity(int argc, char **argv) {
         goto done;
     bt_runner_params rp = bt_model_flags_runner(&mf);
     rp.max_logit_rows = rp.max_batch;
-    if (!bt_numerics_parse(numerics, &rp.numerics)) {
-        st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--numerics '%s': not 'fast' or 'llamacpp'",
-                          numerics);
+    if ((st = bt_numerics_parse(numerics, &rp.numerics, &err)) != BT_OK)
         goto done;
-    }
     if ((st = bt_runner_open(&rp, &r, &err)) != BT_OK)
         goto done;
 

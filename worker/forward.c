@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <strings.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,13 +198,16 @@ void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode) {
     fw->sgemm = fw->numerics == BT_NUMERICS_FAST && (mode < 0 ? auto_sgemm() : mode > 0);
 }
 
+/* layer -1: the output matrix. */
 static bt_status lc_check_matrix(const bt_matrix *m, const char *what, int layer, bt_error *err) {
     if (bt_lc_type_ok(m->type))
         return BT_OK;
+    char where[32] = "";
+    if (layer >= 0)
+        snprintf(where, sizeof where, " of layer %d", layer);
     return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                        "numerics llamacpp: %s of layer %d is %s; only q4_1 and q8_0 weights are "
-                        "reproduced",
-                        what, layer, bt_type_name((uint32_t)m->type));
+                        "numerics llamacpp: %s%s is %s; only q4_1 and q8_0 weights are reproduced",
+                        what, where, bt_type_name((uint32_t)m->type));
 }
 
 bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, bt_type kv_type,
@@ -234,11 +238,8 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
         for (size_t i = 0; st == BT_OK && i < sizeof(mats) / sizeof(mats[0]); i++)
             st = lc_check_matrix(mats[i].m, mats[i].name, g, err);
     }
-    if (st == BT_OK && w->has_head && !bt_lc_type_ok(w->output.type))
-        st = bt_error_set(err, BT_ERR_UNSUPPORTED,
-                          "numerics llamacpp: the output matrix is %s; only q4_1 and q8_0 "
-                          "weights are reproduced",
-                          bt_type_name((uint32_t)w->output.type));
+    if (st == BT_OK && w->has_head)
+        st = lc_check_matrix(&w->output, "output", -1, err);
     return st;
 }
 

@@ -27,7 +27,6 @@
 #ifndef BT_FORWARD_H
 #define BT_FORWARD_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "hparams.h"
