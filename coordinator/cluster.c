@@ -31,7 +31,7 @@ struct bt_cluster {
     int32_t *bias_tok; /* [max_seqs][BT_MAX_LOGIT_BIAS] logit_bias of new_seqs */
     float *bias_val;   /* [max_seqs][BT_MAX_LOGIT_BIAS] */
     int n_vocab;       /* for checking SampleResults */
-    protobuf_c_boolean *want, *prefill;
+    protobuf_c_boolean *want;
     int64_t last_activity_us; /* last batch sent */
 };
 
@@ -199,10 +199,9 @@ bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_p
     c->bias_tok = calloc(S * BT_MAX_LOGIT_BIAS, sizeof *c->bias_tok);
     c->bias_val = calloc(S * BT_MAX_LOGIT_BIAS, sizeof *c->bias_val);
     c->want = calloc(B, sizeof *c->want);
-    c->prefill = calloc(B, sizeof *c->prefill);
     bt_status st;
     if (!c->stages || !c->out || !c->ops || !c->op_ptrs || !c->params || !c->param_ptrs ||
-        !c->want || !c->prefill || !c->bias_tok || !c->bias_val) {
+        !c->want || !c->bias_tok || !c->bias_val) {
         st = bt_error_set(err, BT_ERR_NOMEM, "cluster: out of memory");
         goto fail;
     }
@@ -232,23 +231,19 @@ void bt_cluster_free(bt_cluster *c) {
     free(c->bias_tok);
     free(c->bias_val);
     free(c->want);
-    free(c->prefill);
     free(c);
 }
 
 bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error *err) {
     Baton__StageBatch m = BATON__STAGE_BATCH__INIT;
     m.step = b->step;
-    m.n_seq = m.n_pos = m.n_token = m.n_want = m.n_prefill = (size_t)b->n_rows;
+    m.n_seq = m.n_pos = m.n_token = m.n_want = (size_t)b->n_rows;
     m.seq = (int32_t *)b->seq;
     m.pos = (int32_t *)b->pos;
     m.token = (int32_t *)b->token;
-    for (int i = 0; i < b->n_rows; i++) {
+    for (int i = 0; i < b->n_rows; i++)
         c->want[i] = b->want[i];
-        c->prefill[i] = b->prefill[i];
-    }
     m.want = c->want;
-    m.prefill = c->prefill;
     for (int i = 0; i < b->n_ops; i++) {
         Baton__SeqOp *op = &c->ops[i];
         baton__seq_op__init(op);

@@ -191,26 +191,3 @@ int bt_session_close(bt_session *s, int status) {
     memset(s, 0, sizeof *s);
     return status;
 }
-
-/*
- * OpenBLAS (Debian's DYNAMIC_ARCH build) picks its kernels from the CPU model at load time and
- * falls back to its SSE3 "Prescott" kernels on CPUs it does not know, which many VMs report;
- * sgemm is then 3x slower. The choice is made before main() and honours OPENBLAS_CORETYPE, so
- * when that is unset we set it from the instruction sets this CPU has and re-execute
- * ourselves once. BATON_NO_REEXEC=1 disables this.
- */
-void bt_select_blas_core(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("BATON_NO_REEXEC"))
-        return;
-    __builtin_cpu_init();
-    const char *core = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        core = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        core = "Haswell";
-    if (!core)
-        return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: go on with the default core */
-}

@@ -93,11 +93,6 @@ int bt_session_close(bt_session *s, int status);
 int bt_cmd_parse(const char *cmd, const char *synopsis, const bt_cli_opt *opts, int n_opts,
                  const bool *help, int argc, char **argv);
 
-/* Sets OPENBLAS_CORETYPE from the CPU's instruction sets when it is unset and re-executes
- * the program (argv) once, so OpenBLAS loads its fast kernels on CPUs it does not recognise.
- * Call first thing in main. BATON_NO_REEXEC=1 disables it. */
-void bt_select_blas_core(char **argv);
-
 /* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer. */
 bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len, bt_error *err);
 

@@ -23,7 +23,6 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    bt_select_blas_core(argv);
     static const struct {
         const char *name;
         int (*run)(int, char **);

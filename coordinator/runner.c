@@ -53,12 +53,10 @@ bt_status bt_runner_open(const bt_runner_params *p, bt_runner *r, bt_error *err)
     r->row_seq = malloc(sizeof(int32_t) * (size_t)r->max_batch);
     r->row_pos = malloc(sizeof(int32_t) * (size_t)r->max_batch);
     r->row_logits = malloc((size_t)r->max_batch);
-    r->row_prefill = malloc((size_t)r->max_batch);
-    if (!r->logits || !r->row_seq || !r->row_pos || !r->row_logits || !r->row_prefill) {
+    if (!r->logits || !r->row_seq || !r->row_pos || !r->row_logits) {
         st = bt_error_set(err, BT_ERR_NOMEM, "runner: out of memory");
         goto fail;
     }
-    memset(r->row_prefill, 1, (size_t)r->max_batch);
     return BT_OK;
 fail:
     bt_runner_close(r);
@@ -73,7 +71,6 @@ void bt_runner_close(bt_runner *r) {
     free(r->row_seq);
     free(r->row_pos);
     free(r->row_logits);
-    free(r->row_prefill);
     memset(r, 0, sizeof *r);
 }
 
@@ -102,8 +99,7 @@ bt_status bt_runner_eval(bt_runner *r, int seq, const int32_t *ids, int n, int f
                       .seq = r->row_seq,
                       .pos = r->row_pos,
                       .token = ids + done,
-                      .logits = r->row_logits,
-                      .prefill = r->row_prefill};
+                      .logits = r->row_logits};
         bt_status st = bt_stage_forward(r->stage, &b, NULL, NULL, r->logits, err);
         if (st != BT_OK)
             return st;

@@ -38,7 +38,6 @@ typedef struct bt_runner {
     float *logits;              /* [max_logit_rows][n_vocab] */
     int32_t *row_seq, *row_pos; /* [max_batch] batch scratch */
     uint8_t *row_logits;        /* [max_batch] */
-    uint8_t *row_prefill;       /* [max_batch] all 1: every evaluated token is prompt text */
 } bt_runner;
 
 /* Opens the model; on failure everything opened so far is closed and err says why. */

@@ -72,14 +72,13 @@ bt_status bt_sched_new(const bt_sched_params *p, bt_sched **out, bt_error *err) 
     b->pos = calloc(B, sizeof *b->pos);
     b->token = calloc(B, sizeof *b->token);
     b->want = calloc(B, 1);
-    b->prefill = calloc(B, 1);
     b->ops = calloc(2 * S, sizeof *b->ops);
     b->new_reqs = calloc(S, sizeof *b->new_reqs);
     s->tcap = p->vocab ? bt_detok_out_max(p->vocab) + 8 : 8;
     s->tbuf = malloc(s->tcap);
     s->sbuf = malloc(s->tcap + BT_STOP_MAX_BYTES);
     bool ok = s->slots && s->order && s->pending && s->ring && b->seq && b->pos && b->token &&
-              b->want && b->prefill && b->ops && b->new_reqs && s->tbuf && s->sbuf;
+              b->want && b->ops && b->new_reqs && s->tbuf && s->sbuf;
     for (int i = 0; ok && i < p->max_inflight; i++) {
         s->ring[i].seq = calloc(B, sizeof *s->ring[i].seq);
         s->ring[i].want = calloc(B, 1);
@@ -108,7 +107,6 @@ void bt_sched_free(bt_sched *s) {
     free(s->batch.pos);
     free(s->batch.token);
     free(s->batch.want);
-    free(s->batch.prefill);
     free(s->batch.ops);
     free(s->batch.new_reqs);
     free(s->tbuf);
@@ -533,7 +531,6 @@ static void add_rows(bt_sched *s, bt_request *r, int32_t n) {
         b->pos[k] = pos;
         b->token[k] = r->tokens[pos];
         b->want[k] = (uint8_t)(pos == r->n_tokens - 1);
-        b->prefill[k] = (uint8_t)(pos < r->n_prompt);
     }
     r->n_cached += n;
     r->in_flight = true;

@@ -81,7 +81,7 @@ typedef struct bt_sched_batch {
     uint64_t step;
     int n_rows;
     int32_t *seq, *pos, *token; /* [max_batch] */
-    uint8_t *want, *prefill;    /* [max_batch] */
+    uint8_t *want;              /* [max_batch] */
     int n_ops;
     bt_sched_op *ops; /* [2 * max_seqs] applied before the rows */
     int n_new;

@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential cmake pkg-config
     libopenmpi-dev openmpi-bin
-    libopenblas-dev libprotobuf-c-dev protobuf-c-compiler
+    libprotobuf-c-dev protobuf-c-compiler
     libzstd-dev libpcre2-dev libmicrohttpd-dev libjansson-dev
     clang libclang-rt-14-dev
     unzip python3 python3-pip curl time

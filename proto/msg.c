@@ -175,11 +175,11 @@ bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, in
     if (n > (size_t)max_batch)
         return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows > max_batch %d", step,
                             n, max_batch);
-    if (b->n_pos != n || b->n_token != n || b->n_want != n || b->n_prefill != n)
+    if (b->n_pos != n || b->n_token != n || b->n_want != n)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "StageBatch %llu: row arrays differ in length (seq %zu, pos %zu, "
-                            "token %zu, want %zu, prefill %zu)",
-                            step, n, b->n_pos, b->n_token, b->n_want, b->n_prefill);
+                            "token %zu, want %zu)",
+                            step, n, b->n_pos, b->n_token, b->n_want);
     for (size_t i = 0; i < n; i++) {
         if (b->seq[i] < 0 || b->seq[i] >= max_seqs)
             return bt_error_set(err, BT_ERR_PROTOCOL,

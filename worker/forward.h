@@ -7,20 +7,15 @@
  * max_rows rows; bt_forward_run allocates nothing.
  * Borrows: hparams, weights, KV cache and thread pool, which must outlive it.
  *
- * Matrix products: the path is a property of each row, never of the batch it came in
- * (so a sequence gets the same numbers whatever it is batched with):
- *   - decode rows (generated tokens): activations quantized to q8 (bt_quantize_q8), then the
- *     quantized kernels (bt_matmul) split across the pool by weight rows;
- *   - prefill rows (prompt tokens): tiles of weight rows dequantized into per-thread scratch
- *     and multiplied with OpenBLAS sgemm (one BLAS thread, tiles spread over our pool). For
- *     quantized weights the activations are first replaced by their q8 round trip (quantize,
- *     then x' = qs * d), as llama.cpp quantizes activations in every matmul, so prefill and
- *     decode differ only in summation order. F32/F16/BF16 weights see the f32 activations.
- * Rows are reordered internally (decode rows first, then prefill rows, each in batch order)
- * so that each class is contiguous; inputs, outputs and logits keep the batch order.
- * Fallback: when OpenBLAS runs one of its generic (pre-AVX) cores, which are slower than our
- * quantized kernels, prefill rows take the decode path too (set OPENBLAS_CORETYPE to avoid
- * it); bt_forward_set_prefill_sgemm overrides the choice.
+ * Matrix products: every row, prompt or generated, takes one path: its activations are
+ * quantized to q8 (bt_quantize_q8, as llama.cpp quantizes activations in every matmul) and
+ * the quantized kernels (bt_matmul; float weights see the f32 activations) compute each
+ * output whole, split across the pool by weight rows. The kernels are batch-invariant, so a
+ * row's numbers do not depend on what it is batched with, how its prompt was chunked, or
+ * whether it is a recomputation after a preemption or the first token of a fork. (A BLAS
+ * sgemm was used for prompt rows before: its per-row results depend on how many rows are
+ * multiplied together and on the kernel OpenBLAS picks for the CPU model, so it could not
+ * keep that promise.)
  *
  * Threads: confined to the thread that owns the stage; it drives the pool.
  */
@@ -45,7 +40,7 @@ void bt_forward_free(bt_forward *fw); /* NULL is a no-op */
  * path, and attention's summation order depends on whether the pass has one row or more, as
  * in llama.cpp). BT_ERR_UNSUPPORTED (nothing changed) when this CPU, a weight type,
  * the head size or the KV cache type cannot be computed as llama.cpp does; the message names
- * which. BT_NUMERICS_LLAMACPP turns sgemm prefill off. */
+ * which. */
 bt_status bt_forward_set_numerics(bt_forward *fw, bt_numerics n, bt_error *err);
 /* The check bt_forward_set_numerics makes, on its own: BT_OK if a pass over these weights with
  * this KV type can use numerics n on this CPU. */
@@ -53,19 +48,10 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
                                     bt_numerics n, bt_error *err);
 bt_numerics bt_forward_numerics(const bt_forward *fw);
 
-/* Whether prefill rows use sgemm (never with BT_NUMERICS_LLAMACPP): mode 1 always, 0 never
- * (they take the decode path), -1 automatic (the default: yes unless OpenBLAS runs a generic
- * core). */
-void bt_forward_set_prefill_sgemm(bt_forward *fw, int mode);
-/* Whether prefill rows currently use sgemm. */
-int bt_forward_prefill_sgemm(const bt_forward *fw);
-
 /*
  * One pass over the stage's layers. The caller has validated everything and reserved KV
  * capacity for every (seq, pos) of the batch:
  *   seq, pos:  [n_rows] (n_rows <= max_rows)
- *   prefill:   [n_rows] nonzero = the row's token is part of a prompt (prefill path), zero
- *              = a generated token (decode path); NULL = every row takes the decode path
  *   tokens:    [n_rows], read when act_in is NULL (first stage) to embed
  *   act_in:    [n_rows][n_embd] input activations, or NULL on the first stage
  *   act_out:   [n_rows][n_embd] output activations (may be NULL on the last stage)
@@ -74,7 +60,7 @@ int bt_forward_prefill_sgemm(const bt_forward *fw);
  * Writes K/V of every row into the cache at (seq, pos).
  */
 void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_t *pos,
-                    const uint8_t *prefill, const int32_t *tokens, const float *act_in,
-                    float *act_out, const int32_t *out_rows, int n_out, float *logits);
+                    const int32_t *tokens, const float *act_in, float *act_out,
+                    const int32_t *out_rows, int n_out, float *logits);
 
 #endif

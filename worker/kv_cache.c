@@ -212,19 +212,47 @@ static int blocks_for(int n_tokens) {
     return (n_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
 }
 
-/* Whether writing position `len` of seq would hit a shared block. */
-static int write_needs_copy(const bt_kv_cache *kv, int seq, int n_tokens) {
+/* The block that growing seq to n_tokens writes into first when that block is already
+ * allocated (a partly filled last block), else -1. */
+static int32_t written_block(const bt_kv_cache *kv, int seq, int n_tokens) {
     const seq_state *s = &kv->seqs[seq];
     if (n_tokens <= s->len || s->len % BT_KV_BLOCK_TOKENS == 0 ||
         s->len / BT_KV_BLOCK_TOKENS >= s->n_blocks)
-        return 0;
-    return kv->refs[table_of(kv, seq)[s->len / BT_KV_BLOCK_TOKENS]] > 1;
+        return -1;
+    return table_of(kv, seq)[s->len / BT_KV_BLOCK_TOKENS];
+}
+
+/* Whether writing position `len` of seq would hit a shared block. */
+static int write_needs_copy(const bt_kv_cache *kv, int seq, int n_tokens) {
+    int32_t b = written_block(kv, seq, n_tokens);
+    return b >= 0 && kv->refs[b] > 1;
+}
+
+static int new_blocks(const bt_kv_cache *kv, int seq, int n_tokens) {
+    int need = blocks_for(n_tokens) - kv->seqs[seq].n_blocks;
+    return need > 0 ? need : 0;
 }
 
 int bt_kv_seq_blocks_needed(const bt_kv_cache *kv, int seq, int n_tokens) {
-    const seq_state *s = &kv->seqs[seq];
-    int need = blocks_for(n_tokens) - s->n_blocks;
-    return (need > 0 ? need : 0) + write_needs_copy(kv, seq, n_tokens);
+    return new_blocks(kv, seq, n_tokens) + write_needs_copy(kv, seq, n_tokens);
+}
+
+int bt_kv_batch_blocks_needed(const bt_kv_cache *kv, int n, const int32_t *seq,
+                              const int32_t *n_tokens) {
+    int need = 0;
+    for (int i = 0; i < n; i++) {
+        need += new_blocks(kv, seq[i], n_tokens[i]);
+        int32_t b = written_block(kv, seq[i], n_tokens[i]);
+        if (b < 0)
+            continue;
+        /* Writers of a shared block copy it while others still hold it; the last holder
+         * writes in place. Earlier writers in this batch have dropped their reference. */
+        int refs = kv->refs[b];
+        for (int j = 0; j < i; j++)
+            refs -= written_block(kv, seq[j], n_tokens[j]) == b;
+        need += refs > 1;
+    }
+    return need;
 }
 
 static int32_t pop_block(bt_kv_cache *kv) {

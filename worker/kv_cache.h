@@ -62,6 +62,11 @@ int bt_kv_block_refs(const bt_kv_cache *kv, int block);
 /* Blocks bt_kv_seq_reserve(kv, seq, n_tokens) would take from the pool (new blocks plus a
  * copy of a shared block that would be written). */
 int bt_kv_seq_blocks_needed(const bt_kv_cache *kv, int seq, int n_tokens);
+/* Blocks that reserving n_tokens[i] for each seq[i] in turn takes (bt_kv_seq_reserve in that
+ * order; the seqs distinct): a shared block written by several of them is copied by all but
+ * the last holder, so their sum of bt_kv_seq_blocks_needed overcounts. */
+int bt_kv_batch_blocks_needed(const bt_kv_cache *kv, int n, const int32_t *seq,
+                              const int32_t *n_tokens);
 /* Makes room for positions [len, n_tokens) of seq: BT_ERR_LIMIT (nothing changed) when the
  * pool or the per-sequence limit is exhausted. */
 bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *err);

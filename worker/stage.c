@@ -26,6 +26,7 @@ struct bt_stage {
     bt_forward *fw;
     int32_t *next_pos; /* [max_seqs] -1 = untouched in this batch, else next position */
     int32_t *touched;  /* [max_batch] sequences touched by the batch */
+    int32_t *grow_to;  /* [max_batch] their lengths after the batch (KV check) */
     int32_t *out_rows; /* [max_batch] rows whose logits are wanted */
 };
 
@@ -38,7 +39,6 @@ bt_stage_params bt_stage_default_params(void) {
     p.max_batch = 512;
     p.max_seqs = 64;
     p.max_seq_tokens = 0;
-    p.prefill_sgemm = -1;
     p.kv_type = BT_TYPE_F16;
     p.numerics = BT_NUMERICS_FAST;
     return p;
@@ -102,11 +102,6 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         if (s->hp.n_ctx_train > 0 && s->hp.n_ctx_train < p->max_seq_tokens)
             p->max_seq_tokens = s->hp.n_ctx_train;
     }
-    if (p->prefill_sgemm < -1 || p->prefill_sgemm > 1) {
-        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: prefill_sgemm %d not in [-1, 1]",
-                          p->prefill_sgemm);
-        goto fail;
-    }
     if ((unsigned)p->numerics > BT_NUMERICS_MAX) {
         st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: numerics %d unknown", (int)p->numerics);
         goto fail;
@@ -131,15 +126,14 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         (st = bt_threadpool_new(p->n_threads, &s->pool, err)) != BT_OK ||
         (st = bt_forward_new(&s->hp, &s->w, s->kv, s->pool, p->max_batch, &s->fw, err)) != BT_OK)
         goto fail;
-    if (p->prefill_sgemm >= 0)
-        bt_forward_set_prefill_sgemm(s->fw, p->prefill_sgemm);
     if (p->numerics != BT_NUMERICS_FAST &&
         (st = bt_forward_set_numerics(s->fw, p->numerics, err)) != BT_OK)
         goto fail;
     s->next_pos = malloc(sizeof(int32_t) * (size_t)p->max_seqs);
     s->touched = malloc(sizeof(int32_t) * (size_t)p->max_batch);
+    s->grow_to = malloc(sizeof(int32_t) * (size_t)p->max_batch);
     s->out_rows = malloc(sizeof(int32_t) * (size_t)p->max_batch);
-    if (!s->next_pos || !s->touched || !s->out_rows) {
+    if (!s->next_pos || !s->touched || !s->grow_to || !s->out_rows) {
         st = bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory");
         goto fail;
     }
@@ -161,6 +155,7 @@ void bt_stage_free(bt_stage *s) {
     bt_weights_deinit(&s->w);
     free(s->next_pos);
     free(s->touched);
+    free(s->grow_to);
     free(s->out_rows);
     free(s);
 }
@@ -227,9 +222,9 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
             goto out;
         }
     }
-    int need = 0;
     for (int i = 0; i < n_touched; i++)
-        need += bt_kv_seq_blocks_needed(s->kv, s->touched[i], s->next_pos[s->touched[i]]);
+        s->grow_to[i] = s->next_pos[s->touched[i]];
+    int need = bt_kv_batch_blocks_needed(s->kv, n_touched, s->touched, s->grow_to);
     if (need > bt_kv_n_blocks_free(s->kv)) {
         st = bt_error_set(err, BT_ERR_LIMIT, "stage: batch needs %d KV blocks, %d free", need,
                           bt_kv_n_blocks_free(s->kv));
@@ -240,8 +235,8 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
         if (st != BT_OK) /* cannot happen after the count above */
             goto out;
     }
-    bt_forward_run(s->fw, n, b->seq, b->pos, b->prefill, b->token, act_in,
-                   s->w.has_head ? NULL : act_out, s->out_rows, s->w.has_head ? n_out : 0, logits);
+    bt_forward_run(s->fw, n, b->seq, b->pos, b->token, act_in, s->w.has_head ? NULL : act_out,
+                   s->out_rows, s->w.has_head ? n_out : 0, logits);
     for (int i = 0; i < n_touched; i++)
         bt_kv_seq_set_len(s->kv, s->touched[i], s->next_pos[s->touched[i]]);
 out:
@@ -321,10 +316,6 @@ size_t bt_stage_weight_bytes(const bt_stage *s) {
 bt_type bt_stage_kv_type(const bt_stage *s) {
     return bt_kv_cache_params(s->kv)->type;
 }
-int bt_stage_prefill_sgemm(const bt_stage *s) {
-    return bt_forward_prefill_sgemm(s->fw);
-}
-
 int bt_stage_seq_tokens_left(const bt_stage *s, int seq) {
     if (!seq_ok(s, seq))
         return 0;

@@ -13,9 +13,10 @@
  * sequence (a prefill chunk). Every stage of a pipeline sees the same batches, so the KV
  * positions of all stages stay in step.
  *
- * Determinism: a row's numbers depend on its own path (bt_batch.prefill) and its sequence's
- * KV, not on the other rows of the batch (given batch-invariant kernels): a decode row gives
- * the same logits alone or batched with anything.
+ * Determinism (BT_NUMERICS_FAST): a row's numbers depend only on its token (or input
+ * activations), its position and its sequence's KV, never on the other rows of the batch,
+ * on whether it is a prompt or a generated token, or on how a prompt is chunked
+ * (forward.h): the same bits alone, batched with anything, or recomputed after a preemption.
  *
  * Invariant: a failed bt_stage_forward changes nothing (validation and KV reservation happen
  * before any compute).
@@ -40,8 +41,6 @@ typedef struct bt_stage_params {
     int max_batch;              /* max rows per bt_stage_forward */
     int max_seqs;               /* sequence ids are [0, max_seqs) */
     int max_seq_tokens;         /* per-sequence length limit; 0 = min(kv_tokens, n_ctx_train) */
-    int prefill_sgemm;          /* prompt rows through sgemm: -1 (default) unless OpenBLAS runs
-                                   a generic core, 0 never (q8 kernels), 1 always */
     bt_type kv_type;            /* KV cache element type: BT_TYPE_F16 (default) or BT_TYPE_F32 */
     bt_numerics numerics;       /* BT_NUMERICS_FAST (default) or BT_NUMERICS_LLAMACPP */
 } bt_stage_params;
@@ -51,13 +50,10 @@ bt_stage_params bt_stage_default_params(void);
 /* One micro-batch: struct of arrays, all [n_rows], borrowed for the call. */
 typedef struct bt_batch {
     int n_rows;
-    const int32_t *seq;     /* sequence id of each row */
-    const int32_t *pos;     /* position of each row in its sequence */
-    const int32_t *token;   /* token id (read by the first stage only; may be NULL elsewhere) */
-    const uint8_t *logits;  /* nonzero = logits wanted for that row; NULL = only the last row */
-    const uint8_t *prefill; /* nonzero: the row's token is part of a prompt: prefill path
-                               (sgemm on dequantized tiles); zero: a generated token: decode
-                               path (q8 kernels). NULL = all rows decode path. */
+    const int32_t *seq;    /* sequence id of each row */
+    const int32_t *pos;    /* position of each row in its sequence */
+    const int32_t *token;  /* token id (read by the first stage only; may be NULL elsewhere) */
+    const uint8_t *logits; /* nonzero = logits wanted for that row; NULL = only the last row */
 } bt_batch;
 
 typedef struct bt_stage bt_stage;
@@ -104,7 +100,6 @@ int bt_stage_kv_tokens_free(const bt_stage *st);  /* free blocks * 16 */
 size_t bt_stage_kv_bytes(const bt_stage *st);     /* K and V storage of the whole cache */
 size_t bt_stage_weight_bytes(const bt_stage *st); /* bytes of this stage's weight slice */
 bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16 or BT_TYPE_F32 */
-int bt_stage_prefill_sgemm(const bt_stage *st);   /* 1 when prompt rows use sgemm */
 /* Tokens a sequence can still grow by before BT_ERR_LIMIT (ignores other sequences). */
 int bt_stage_seq_tokens_left(const bt_stage *st, int seq);
 

@@ -51,7 +51,7 @@ typedef struct loop {
                                    sequence no longer has: penalties would be wrong */
     float *act_in, *act_out;    /* [max_batch][n_embd] */
     float *logits;              /* [max_seqs][n_vocab] last stage only */
-    uint8_t *want, *prefill;    /* [max_batch] */
+    uint8_t *want;              /* [max_batch] */
     int32_t *res_seq, *res_tok; /* [max_seqs] */
     float *res_lp;              /* [max_seqs] */
     uint32_t *res_ntop;         /* [max_seqs] */
@@ -181,15 +181,14 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     L->act_in = alloc_zero(B * E, sizeof(float));
     L->act_out = alloc_zero(B * E, sizeof(float));
     L->want = alloc_zero(B, 1);
-    L->prefill = alloc_zero(B, 1);
     L->res_seq = alloc_zero(S, sizeof(int32_t));
     L->res_tok = alloc_zero(S, sizeof(int32_t));
     L->res_lp = alloc_zero(S, sizeof(float));
     L->res_ntop = alloc_zero(S, sizeof(uint32_t));
     L->res_top_tok = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(int32_t));
     L->res_top_lp = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(float));
-    if (!L->act_in || !L->act_out || !L->want || !L->prefill || !L->res_seq || !L->res_tok ||
-        !L->res_lp || !L->res_ntop || !L->res_top_tok || !L->res_top_lp)
+    if (!L->act_in || !L->act_out || !L->want || !L->res_seq || !L->res_tok || !L->res_lp ||
+        !L->res_ntop || !L->res_top_tok || !L->res_top_lp)
         return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for %zu rows", B);
     if (bt_stage_is_last(L->stage)) {
         size_t rows = S < B ? S : B; /* at most one sampled row per sequence per batch */
@@ -223,7 +222,6 @@ static void teardown(loop *L) {
     free(L->act_out);
     free(L->logits);
     free(L->want);
-    free(L->prefill);
     free(L->res_seq);
     free(L->res_tok);
     free(L->res_lp);
@@ -402,7 +400,6 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
     int n_want = 0;
     for (int i = 0; i < n; i++) {
         L->want[i] = (uint8_t)(b->want[i] != 0);
-        L->prefill[i] = (uint8_t)(b->prefill[i] != 0);
         n_want += L->want[i];
         if (last && L->want[i] && !L->seq_has_params[b->seq[i]])
             return bt_error_set(err, BT_ERR_PROTOCOL,
@@ -410,12 +407,8 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
                                 b->seq[i]);
     }
     if (n > 0) {
-        bt_batch batch = {.n_rows = n,
-                          .seq = b->seq,
-                          .pos = b->pos,
-                          .token = b->token,
-                          .logits = L->want,
-                          .prefill = L->prefill};
+        bt_batch batch = {
+            .n_rows = n, .seq = b->seq, .pos = b->pos, .token = b->token, .logits = L->want};
         st = bt_stage_forward(L->stage, &batch, L->rank == 1 ? NULL : L->act_in, L->act_out,
                               L->logits, err);
         if (st != BT_OK)

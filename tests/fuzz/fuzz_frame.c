@@ -61,7 +61,6 @@ static void walk_stage_batch(const Baton__StageBatch *b) {
     touch(b->pos, b->n_pos * sizeof *b->pos);
     touch(b->token, b->n_token * sizeof *b->token);
     touch(b->want, b->n_want * sizeof *b->want);
-    touch(b->prefill, b->n_prefill * sizeof *b->prefill);
     for (size_t i = 0; i < b->n_ops; i++) {
         const Baton__SeqOp *op = b->ops[i];
         sink ^= (uint8_t)((uint32_t)op->kind ^ (uint32_t)op->seq ^ (uint32_t)op->dst ^
@@ -88,7 +87,7 @@ static void walk_stage_batch(const Baton__StageBatch *b) {
     for (size_t i = 0; i < b->n_seq; i++) {
         seq_rows[b->seq[i]] = 1;
         vocab_seen[b->token[i]] ^= 1;
-        sink ^= (uint8_t)((uint32_t)b->pos[i] ^ (uint32_t)b->want[i] ^ (uint32_t)b->prefill[i]);
+        sink ^= (uint8_t)((uint32_t)b->pos[i] ^ (uint32_t)b->want[i]);
         n_want += b->want[i] != 0;
     }
     size_t n_distinct = 0;

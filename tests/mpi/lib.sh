@@ -10,7 +10,6 @@ set -uo pipefail
 MPI_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BT_MPI_RUN=${BT_MPI_RUN:-$MPI_DIR/run_mpi_test.sh}
 BT_TEST_DATA=${BT_TEST_DATA:-$MPI_DIR/../data}
-export BATON_NO_REEXEC=1 # one process per rank: no OpenBLAS re-exec in between
 n_pass=0
 n_fail=0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bt_mpi_test.XXXXXX")

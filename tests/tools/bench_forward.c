@@ -1,9 +1,9 @@
 /*
  * bench_forward.c - tokens/s of a single stage holding the whole model: prefill of N tokens
- * in batches of B rows (marked prefill), then D decode steps of one row.
+ * in batches of B rows, then D decode steps of one row.
  *
  *   bench_forward [model.gguf] [-t threads] [-p prefill_tokens] [-b batch] [-d decode_steps]
- *                 [-r repeats] [-s prefill_sgemm: -1 auto (default), 0 never, 1 always]
+ *                 [-r repeats] [-k f16|f32]
  *                 [-k kv_type: f16 (default) | f32]
  */
 #include <stdio.h>
@@ -22,7 +22,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     const char *path = NULL;
-    int threads = 2, n_prefill = 512, batch = 512, n_decode = 128, repeats = 1, sgemm = -1;
+    int threads = 2, n_prefill = 512, batch = 512, n_decode = 128, repeats = 1;
     bt_type kv_type = BT_TYPE_F16;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "-t") == 0)
@@ -33,8 +33,6 @@ int main(int argc, char **argv) {
             batch = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-d") == 0)
             n_decode = atoi(argv[++i]);
-        else if (i + 1 < argc && strcmp(argv[i], "-s") == 0)
-            sgemm = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "-k") == 0)
             kv_type = strcmp(argv[++i], "f32") == 0 ? BT_TYPE_F32 : BT_TYPE_F16;
         else if (i + 1 < argc && strcmp(argv[i], "-r") == 0)
@@ -69,7 +67,6 @@ int main(int argc, char **argv) {
     p.kv_tokens = n_prefill + n_decode + 16;
     p.max_batch = batch;
     p.max_seqs = 1;
-    p.prefill_sgemm = sgemm;
     p.kv_type = kv_type;
     bt_stage *st = NULL;
     if (bt_stage_new(g, &p, &st, &err) != BT_OK) {
@@ -82,13 +79,11 @@ int main(int argc, char **argv) {
     int32_t *seq = calloc((size_t)batch, sizeof(int32_t));
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)batch);
     float *logits = malloc(sizeof(float) * (size_t)V);
-    uint8_t *is_prompt = malloc((size_t)batch);
-    memset(is_prompt, 1, (size_t)batch);
     for (int i = 0; i < total; i++)
         tok[i] = (int32_t)((i * 7919 + 1) % V);
-    printf("model %s, %d threads, prefill %d in batches of %d (%s), decode %d, KV %s %.1f MiB\n",
-           path, threads, n_prefill, batch, bt_stage_prefill_sgemm(st) ? "sgemm" : "q8", n_decode,
-           bt_type_name((uint32_t)kv_type), (double)bt_stage_kv_bytes(st) / 1048576.0);
+    printf("model %s, %d threads, prefill %d in batches of %d, decode %d, KV %s %.1f MiB\n", path,
+           threads, n_prefill, batch, n_decode, bt_type_name((uint32_t)kv_type),
+           (double)bt_stage_kv_bytes(st) / 1048576.0);
     int rc = 0;
     for (int rep = 0; rep < repeats && rc == 0; rep++) {
         bt_stage_seq_free(st, 0);
@@ -97,13 +92,13 @@ int main(int argc, char **argv) {
             int n = n_prefill - done < batch ? n_prefill - done : batch;
             for (int i = 0; i < n; i++)
                 pos[i] = done + i;
-            bt_batch b = {n, seq, pos, tok + done, NULL, is_prompt};
+            bt_batch b = {n, seq, pos, tok + done, NULL};
             rc = bt_stage_forward(st, &b, NULL, NULL, logits, &err) != BT_OK;
         }
         double t1 = now_s();
         for (int i = 0; i < n_decode && rc == 0; i++) {
             pos[0] = n_prefill + i;
-            bt_batch b = {1, seq, pos, tok + n_prefill + i, NULL, NULL};
+            bt_batch b = {1, seq, pos, tok + n_prefill + i, NULL};
             rc = bt_stage_forward(st, &b, NULL, NULL, logits, &err) != BT_OK;
         }
         double t2 = now_s();
@@ -119,7 +114,6 @@ int main(int argc, char **argv) {
     free(seq);
     free(pos);
     free(logits);
-    free(is_prompt);
     bt_stage_free(st);
     bt_gguf_free(g);
     return rc;

@@ -18,7 +18,7 @@
  * sends f32 with every value moved by one ulp: it measures how much the model itself amplifies
  * the smallest possible perturbation, the floor against which a lossy codec is judged.
  *
- * Steps: the prompt (prefill path, one frame per configuration) gives prediction 0, then
+ * Steps: the prompt (one frame per configuration) gives prediction 0, then
  * steps-1 generated tokens (decode path, one row each) give the rest. Per configuration:
  *   bytes/token (1 row)  mean payload of the 1-row decode frames
  *   bytes/token (B rows) payload of B consecutive decode rows encoded as one frame, per row
@@ -196,7 +196,6 @@ static void print_table(const cfg *cfgs, int n_cfg, int batch, int n_embd, int n
 }
 
 int main(int argc, char **argv) {
-    bt_select_blas_core(argv);
     char default_model[4096];
     const char *model = bt_cli_default_model(default_model, sizeof default_model);
     const char *prompt_ids = NULL;
@@ -225,7 +224,7 @@ int main(int argc, char **argv) {
     bt_gguf *g = NULL;
     bt_stage *s1 = NULL, *s2 = NULL;
     int32_t *prompt = NULL, *tokens = NULL, *pos = NULL, *seq = NULL;
-    uint8_t *flags = NULL, *want = NULL;
+    uint8_t *want = NULL;
     float *act = NULL, *hist = NULL, *scratch = NULL, *dec = NULL, *logits = NULL;
     uint8_t *buf = NULL;
     rc = 1;
@@ -309,7 +308,6 @@ int main(int argc, char **argv) {
     tokens = malloc(sizeof *tokens * (size_t)steps);
     pos = malloc(sizeof *pos * (size_t)p2.max_batch); /* max_batch = max(n_prompt, N_CFG) */
     seq = malloc(sizeof *seq * (size_t)p2.max_batch);
-    flags = malloc((size_t)p2.max_batch);
     want = malloc((size_t)p2.max_batch);
     act = malloc(row_bytes * (size_t)n_prompt);
     hist = malloc(row_bytes * (size_t)batch);
@@ -317,17 +315,15 @@ int main(int argc, char **argv) {
     dec = malloc(row_bytes * (size_t)(max_rows > N_CFG ? max_rows : N_CFG));
     logits = malloc(sizeof(float) * (size_t)n_vocab * N_CFG);
     buf = malloc(cap);
-    if (!tokens || !pos || !seq || !flags || !want || !act || !hist || !scratch || !dec ||
-        !logits || !buf)
+    if (!tokens || !pos || !seq || !want || !act || !hist || !scratch || !dec || !logits || !buf)
         goto nomem;
 
-    /* Prediction 0: the prompt through both stages, prefill path, one frame per config. */
+    /* Prediction 0: the prompt through both stages, one frame per config. */
     for (int i = 0; i < n_prompt; i++) {
         pos[i] = i;
         seq[i] = 0;
-        flags[i] = 1;
     }
-    bt_batch b1 = {.n_rows = n_prompt, .seq = seq, .pos = pos, .token = prompt, .prefill = flags};
+    bt_batch b1 = {.n_rows = n_prompt, .seq = seq, .pos = pos, .token = prompt};
     if ((st = bt_stage_forward(s1, &b1, NULL, act, NULL, &err)) != BT_OK)
         goto cleanup;
     for (int c = 0; c < N_CFG; c++) {
@@ -337,7 +333,7 @@ int main(int argc, char **argv) {
             break;
         for (int i = 0; i < n_prompt; i++)
             seq[i] = c;
-        bt_batch b2 = {.n_rows = n_prompt, .seq = seq, .pos = pos, .prefill = flags};
+        bt_batch b2 = {.n_rows = n_prompt, .seq = seq, .pos = pos};
         if ((st = bt_stage_forward(s2, &b2, dec, NULL, logits + (size_t)c * n_vocab, &err)) !=
             BT_OK)
             break;
@@ -353,13 +349,11 @@ int main(int argc, char **argv) {
         seq[c] = c;
         want[c] = 1;
     }
-    memset(flags, 0, (size_t)p2.max_batch);
     double t_start = now_ns();
     for (long s = 1; s < steps; s++) {
         int32_t p = (int32_t)(n_prompt + s - 1);
         int32_t zero = 0;
-        bt_batch d1 = {
-            .n_rows = 1, .seq = &zero, .pos = &p, .token = &tokens[s - 1], .prefill = flags};
+        bt_batch d1 = {.n_rows = 1, .seq = &zero, .pos = &p, .token = &tokens[s - 1]};
         if ((st = bt_stage_forward(s1, &d1, NULL, act, NULL, &err)) != BT_OK)
             goto cleanup;
         int slot = (int)((s - 1) % batch);
@@ -389,7 +383,7 @@ int main(int argc, char **argv) {
         }
         for (int c = 0; c < N_CFG; c++)
             pos[c] = p;
-        bt_batch d2 = {.n_rows = N_CFG, .seq = seq, .pos = pos, .logits = want, .prefill = flags};
+        bt_batch d2 = {.n_rows = N_CFG, .seq = seq, .pos = pos, .logits = want};
         if ((st = bt_stage_forward(s2, &d2, dec, NULL, logits, &err)) != BT_OK)
             goto cleanup;
         tokens[s] = argmax(logits, n_vocab);
@@ -429,7 +423,6 @@ cleanup:
     free(hist);
     free(act);
     free(want);
-    free(flags);
     free(seq);
     free(pos);
     free(tokens);

@@ -60,7 +60,7 @@ static int emit(const char *name, bt_msg_kind kind, const ProtobufCMessage *m, s
 typedef struct batch_fixture {
     Baton__StageBatch b;
     int32_t seq[5], pos[5], token[5];
-    protobuf_c_boolean want[5], prefill[5];
+    protobuf_c_boolean want[5];
     Baton__SeqOp ops[3];
     Baton__SeqOp *op_ptrs[3];
     Baton__SamplingParams sp;
@@ -70,21 +70,19 @@ typedef struct batch_fixture {
 static void batch_init(batch_fixture *x) {
     static const int32_t seq[5] = {3, 3, 3, 3, 9}, pos[5] = {0, 1, 2, 3, 17},
                          token[5] = {1, 9906, 49151, 28, 314};
-    static const protobuf_c_boolean want[5] = {0, 0, 0, 1, 1}, prefill[5] = {1, 1, 1, 1, 0};
+    static const protobuf_c_boolean want[5] = {0, 0, 0, 1, 1};
     memset(x, 0, sizeof *x);
     baton__stage_batch__init(&x->b);
     memcpy(x->seq, seq, sizeof seq);
     memcpy(x->pos, pos, sizeof pos);
     memcpy(x->token, token, sizeof token);
     memcpy(x->want, want, sizeof want);
-    memcpy(x->prefill, prefill, sizeof prefill);
     x->b.step = 41;
-    x->b.n_seq = x->b.n_pos = x->b.n_token = x->b.n_want = x->b.n_prefill = 5;
+    x->b.n_seq = x->b.n_pos = x->b.n_token = x->b.n_want = 5;
     x->b.seq = x->seq;
     x->b.pos = x->pos;
     x->b.token = x->token;
     x->b.want = x->want;
-    x->b.prefill = x->prefill;
     static const struct {
         Baton__SeqOp__Kind kind;
         int32_t seq, dst, n_tokens;
@@ -126,12 +124,12 @@ static int emit_batches(void) {
     batch_init(&x);
     bad |= emit_batch("stage_batch_f16_payload", &x, 5 * 16 * 2);
     batch_init(&x); /* empty batch: ops only */
-    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = x.b.n_prefill = 0;
+    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = 0;
     bad |= emit_batch("stage_batch_ops_only", &x, 0);
     /* One defect each; the checker must name the field. */
     batch_init(&x);
-    x.b.n_prefill = 4;
-    bad |= emit_batch("bad_batch_prefill_short", &x, 0);
+    x.b.n_want = 4;
+    bad |= emit_batch("bad_batch_want_short", &x, 0);
     batch_init(&x);
     x.seq[1] = 64;
     bad |= emit_batch("bad_batch_seq_max_seqs", &x, 0);

@@ -34,7 +34,6 @@ static size_t unescape(char *s) {
 }
 
 int main(int argc, char **argv) {
-    bt_select_blas_core(argv);
     bt_model_flags mf;
     bt_model_flags_init(&mf);
     bt_cluster_flags cf;

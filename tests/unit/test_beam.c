@@ -202,21 +202,19 @@ static int cmp_ref(const void *a, const void *b) {
     return x->rank - y->rank;
 }
 
-/* Log-softmax of the logits of the whole sequence tok[0..n) computed from scratch: prompt
- * rows on the prefill path, generated rows on the decode path (as the engine runs them). */
-static void ref_logprobs(bt_stage *st, const int32_t *tok, int n, int n_prompt, float *logits,
-                         double *lp, int n_vocab) {
+/* Log-softmax of the logits of the whole sequence tok[0..n) computed from scratch in one pass
+ * (a row's numbers do not depend on how the engine batched it). */
+static void ref_logprobs(bt_stage *st, const int32_t *tok, int n, float *logits, double *lp,
+                         int n_vocab) {
     int32_t seq[MAX_TOK], pos[MAX_TOK];
-    uint8_t want[MAX_TOK], pre[MAX_TOK];
+    uint8_t want[MAX_TOK];
     for (int i = 0; i < n; i++) {
         seq[i] = 0;
         pos[i] = i;
         want[i] = (uint8_t)(i == n - 1);
-        pre[i] = (uint8_t)(i < n_prompt);
     }
     bt_stage_seq_free(st, 0);
-    bt_batch b = {
-        .n_rows = n, .seq = seq, .pos = pos, .token = tok, .logits = want, .prefill = pre};
+    bt_batch b = {.n_rows = n, .seq = seq, .pos = pos, .token = tok, .logits = want};
     bt_error err;
     bt_error_init(&err);
     CHECK_OK(bt_stage_forward(st, &b, NULL, NULL, logits, &err));
@@ -244,7 +242,7 @@ static void ref_beam_search(bt_stage *st, const int32_t *prompt, int n_prompt, i
     for (int step = 0; step < n_gen; step++) {
         int nc = 0;
         for (int b = 0; b < n_live; b++) {
-            ref_logprobs(st, live[b].tok, live[b].n, n_prompt, logits, lp, n_vocab);
+            ref_logprobs(st, live[b].tok, live[b].n, logits, lp, n_vocab);
             /* top 2W by logit, ties lower id first */
             bool *taken = calloc((size_t)n_vocab, 1);
             for (int r = 0; r < 2 * W; r++) {

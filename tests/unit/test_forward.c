@@ -2,11 +2,10 @@
  * test_forward.c - the forward pass of bt_stage against a naive reference written here
  * (every weight dequantized to f32 with the scalar bt_dequant_row, plain loops, full
  * softmax), and the properties the pipeline relies on:
- *   (a) batch invariance: a sequence's decode logits are bit-identical alone or batched with
- *       other sequences' decode rows and another sequence's prefill rows; decode rows give the
- *       same bits one at a time or all in one batch;
- *   (b) a prompt as one prefill chunk == as two chunks (1e-5 relative); prefill (sgemm on the
- *       q8 round trip) ~= decode (q8 kernels) up to summation order;
+ *   (a) batch invariance: a sequence's logits are bit-identical alone or batched with other
+ *       sequences' rows (one token each or whole prompts); a sequence's rows give the same
+ *       bits one at a time or all in one pass;
+ *   (b) a prompt as one chunk == as two chunks, bit for bit;
  *   (c) reference == stage with f16 and f32 KV (tight on an all-F32 model, q8-loose on the
  *       quantized one); layers split over two stages == one stage, bit for bit;
  *   (d) f16 KV takes half the bytes of f32;
@@ -311,8 +310,7 @@ static void compare_rows(const char *what, const float *got, const float *want, 
     CHECK_EQ_INT(argmax_bad, 0);
 }
 
-static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int sgemm, int kv_tokens,
-                           bt_type kv_type) {
+static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int kv_tokens, bt_type kv_type) {
     bt_stage_params p = bt_stage_default_params();
     p.layer_begin = begin;
     p.layer_end = end;
@@ -320,7 +318,6 @@ static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int sgemm, int 
     p.kv_tokens = kv_tokens;
     p.max_batch = 64;
     p.max_seqs = 8;
-    p.prefill_sgemm = sgemm;
     p.kv_type = kv_type;
     bt_stage *st = NULL;
     bt_error err;
@@ -330,19 +327,17 @@ static bt_stage *new_stage(const bt_gguf *g, int begin, int end, int sgemm, int 
     return st;
 }
 
-/* Runs rows [0, n) of one sequence as one batch from position pos0, all logits wanted, every
- * row prefill (prompt) or decode. */
-static bt_status run_seq(bt_stage *st, int seq, const int32_t *tok, int pos0, int n, int prefill,
+/* Runs rows [0, n) of one sequence as one batch from position pos0, all logits wanted. */
+static bt_status run_seq(bt_stage *st, int seq, const int32_t *tok, int pos0, int n,
                          float *logits) {
     int32_t s[64], p[64];
-    uint8_t want[64], pre[64];
+    uint8_t want[64];
     for (int i = 0; i < n; i++) {
         s[i] = seq;
         p[i] = pos0 + i;
         want[i] = 1;
-        pre[i] = (uint8_t)prefill;
     }
-    bt_batch b = {n, s, p, tok, want, pre};
+    bt_batch b = {n, s, p, tok, want};
     bt_error err;
     bt_error_init(&err);
     bt_status rc = bt_stage_forward(st, &b, NULL, NULL, logits, &err);
@@ -357,7 +352,7 @@ static int bits_equal(const float *a, const float *b, size_t n) {
 
 enum { T = 20 };
 
-/* (a) batch invariance on stage st (prefill rows through sgemm). */
+/* (a) batch invariance on stage st. */
 static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V) {
     enum { P = 8, ND = 4 };
     int32_t tok2[T], tok3[T];
@@ -371,46 +366,45 @@ static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V) {
     for (int i = 0; i < 8; i++)
         bt_stage_seq_free(st, i);
     /* Alone: prompt of P rows, then ND decode steps of one row. Seq 3 prompt alone too. */
-    CHECK_OK(run_seq(st, 0, tok, 0, P, 1, out));
+    CHECK_OK(run_seq(st, 0, tok, 0, P, out));
     for (int i = 0; i < ND; i++)
-        CHECK_OK(run_seq(st, 0, tok + P + i, P + i, 1, 0, alone + (size_t)i * V));
-    CHECK_OK(run_seq(st, 3, tok3, 0, 6, 1, pre3));
+        CHECK_OK(run_seq(st, 0, tok + P + i, P + i, 1, alone + (size_t)i * V));
+    CHECK_OK(run_seq(st, 3, tok3, 0, 6, pre3));
     bt_stage_seq_free(st, 0);
     bt_stage_seq_free(st, 3);
 
     /* Batched: the same prompt alone (same shape, same KV bits), seq 1 with a prompt of its
      * own; then each step: [seq 3 prompt rows (first step only)], seq 1 decode, seq 0 decode,
      * seq 1 ... so seq 0's row sits after prefill rows in batch order. */
-    CHECK_OK(run_seq(st, 0, tok, 0, P, 1, out));
-    CHECK_OK(run_seq(st, 1, tok2, 0, 5, 1, out));
-    int identical = 1;
-    double pre_diff = 0.0;
+    CHECK_OK(run_seq(st, 0, tok, 0, P, out));
+    CHECK_OK(run_seq(st, 1, tok2, 0, 5, out));
+    int identical = 1, pre_identical = 1;
     for (int i = 0; i < ND; i++) {
         int32_t s[16], p[16], tk[16];
-        uint8_t want[16], pre[16];
+        uint8_t want[16];
         int n = 0;
         if (i == 0)
             for (int j = 0; j < 6; j++, n++) {
-                s[n] = 3, p[n] = j, tk[n] = tok3[j], want[n] = 1, pre[n] = 1;
+                s[n] = 3, p[n] = j, tk[n] = tok3[j], want[n] = 1;
             }
-        s[n] = 1, p[n] = 5 + i, tk[n] = tok2[5 + i], want[n] = 1, pre[n] = 0, n++;
+        s[n] = 1, p[n] = 5 + i, tk[n] = tok2[5 + i], want[n] = 1, n++;
         int row0 = n;
-        s[n] = 0, p[n] = P + i, tk[n] = tok[P + i], want[n] = 1, pre[n] = 0, n++;
+        s[n] = 0, p[n] = P + i, tk[n] = tok[P + i], want[n] = 1, n++;
         if (i > 0) /* seq 3 decodes from step 1 on, after seq 0 */
-            s[n] = 3, p[n] = 5 + i, tk[n] = tok3[5 + i], want[n] = 1, pre[n] = 0, n++;
-        bt_batch b = {n, s, p, tk, want, pre};
+            s[n] = 3, p[n] = 5 + i, tk[n] = tok3[5 + i], want[n] = 1, n++;
+        bt_batch b = {n, s, p, tk, want};
         bt_error err;
         bt_error_init(&err);
         CHECK_OK(bt_stage_forward(st, &b, NULL, NULL, out, &err));
         identical &= bits_equal(out + (size_t)row0 * V, alone + (size_t)i * V, (size_t)V);
-        if (i == 0) /* seq 3's prompt rows in the mixed batch vs alone (sgemm of other M) */
-            for (int j = 0; j < 6; j++)
-                pre_diff = fmax(pre_diff, rel_diff(out + (size_t)j * V, pre3 + (size_t)j * V, V));
+        if (i == 0) /* seq 3's prompt rows in the mixed batch vs alone */
+            pre_identical &= bits_equal(out, pre3, 6 * (size_t)V);
     }
-    printf("  (a) decode logits alone vs in mixed batches: %s; prefill rows %.2e\n",
-           identical ? "bit-identical" : "DIFFERENT", pre_diff);
+    printf("  (a) logits alone vs in mixed batches: decode rows %s, prompt rows %s\n",
+           identical ? "bit-identical" : "DIFFERENT",
+           pre_identical ? "bit-identical" : "DIFFERENT");
     CHECK(identical);
-    CHECK(pre_diff <= 1e-5);
+    CHECK(pre_identical);
     for (int i = 0; i < 8; i++)
         bt_stage_seq_free(st, i);
     free(alone);
@@ -453,14 +447,14 @@ static void test_llamacpp_numerics(const bt_gguf *g, const bt_hparams *hp, const
         return;
     float *one = malloc(sizeof(float) * T * (size_t)V),
           *two = malloc(sizeof(float) * T * (size_t)V);
-    CHECK_OK(run_seq(st, 0, tok, 0, T, 1, one));
+    CHECK_OK(run_seq(st, 0, tok, 0, T, one));
     compare_rows("(f) numerics llamacpp vs reference", one, ref, T, V, Q8_TOL, 0);
-    CHECK_OK(run_seq(st, 1, tok, 0, 12, 1, two));
-    CHECK_OK(run_seq(st, 1, tok + 12, 12, T - 12, 1, two + (size_t)12 * V));
+    CHECK_OK(run_seq(st, 1, tok, 0, 12, two));
+    CHECK_OK(run_seq(st, 1, tok + 12, 12, T - 12, two + (size_t)12 * V));
     CHECK(bits_equal(one, two, (size_t)T * V));
     /* One row per pass (llama.cpp's single-row attention order) stays within q8 noise. */
     for (int i = 0; i < T; i++)
-        CHECK_OK(run_seq(st, 2, tok + i, i, 1, 0, two + (size_t)i * V));
+        CHECK_OK(run_seq(st, 2, tok + i, i, 1, two + (size_t)i * V));
     compare_rows("(f) numerics llamacpp, one row per pass vs reference", two, ref, T, V, Q8_TOL, 0);
     /* Two stages == one stage, bit for bit. */
     bt_stage *s0 = NULL, *s1 = NULL;
@@ -473,10 +467,10 @@ static void test_llamacpp_numerics(const bt_gguf *g, const bt_hparams *hp, const
     if (s0 && s1) {
         float *act = malloc(sizeof(float) * T * (size_t)hp->n_embd);
         int32_t sq_[T], ps[T];
-        uint8_t want[T], pre[T];
+        uint8_t want[T];
         for (int i = 0; i < T; i++)
-            sq_[i] = 0, ps[i] = i, want[i] = 1, pre[i] = 1;
-        bt_batch bb = {T, sq_, ps, tok, want, pre};
+            sq_[i] = 0, ps[i] = i, want[i] = 1;
+        bt_batch bb = {T, sq_, ps, tok, want};
         CHECK_OK(bt_stage_forward(s0, &bb, NULL, act, NULL, &err));
         CHECK_OK(bt_stage_forward(s1, &bb, act, NULL, two, &err));
         CHECK(bits_equal(one, two, (size_t)T * V));
@@ -513,62 +507,41 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
     float *c = malloc(sizeof(float) * 2 * T * (size_t)V);
     ref_forward(g, &hp, tok, T, ref);
 
-    bt_stage *sb = new_stage(g, -1, -1, 1, 256, BT_TYPE_F16); /* prefill rows via sgemm */
-    bt_stage *sq = new_stage(g, -1, -1, 0, 256, BT_TYPE_F16); /* every row via q8 kernels */
-    bt_stage *sf = new_stage(g, -1, -1, 1, 256, BT_TYPE_F32); /* f32 KV */
-    if (!sb || !sq || !sf)
+    bt_stage *sb = new_stage(g, -1, -1, 256, BT_TYPE_F16);
+    bt_stage *sf = new_stage(g, -1, -1, 256, BT_TYPE_F32); /* f32 KV */
+    if (!sb || !sf)
         goto done;
     CHECK_EQ_INT(bt_stage_kv_type(sb), BT_TYPE_F16);
-    CHECK_EQ_INT(bt_stage_prefill_sgemm(sb), 1);
-    CHECK_EQ_INT(bt_stage_prefill_sgemm(sq), 0);
 
-    /* (c) against the reference, f16 and f32 KV: prefill (sgemm) and decode (q8) paths. The
-     * all-F32 model sees no activation quantization: tight; q8 activations (as llama.cpp)
-     * are noisier: ~1e-2 relative is normal, a bug is O(1). */
+    /* (c) against the reference, f16 and f32 KV. The all-F32 model sees no activation
+     * quantization: tight; q8 activations (as llama.cpp) are noisier: ~1e-2 relative is
+     * normal, a bug is O(1). */
     double tight = all_f32 ? 2e-3 : Q8_TOL; /* f16 KV: ~5e-4 relative per K/V value */
-    CHECK_OK(run_seq(sf, 0, tok, 0, T, 1, c));
-    compare_rows("(c) prefill, f32 KV vs reference", c, ref, T, V, all_f32 ? 1e-4 : Q8_TOL,
-                 all_f32);
-    CHECK_OK(run_seq(sb, 0, tok, 0, T, 1, a));
-    compare_rows("(c) prefill, f16 KV vs reference", a, ref, T, V, tight, all_f32);
-    CHECK_OK(run_seq(sb, 1, tok, 0, T, 0, b));
-    compare_rows("(c) decode path, f16 KV vs reference", b, ref, T, V, all_f32 ? tight : Q8_TOL, 0);
-    CHECK_EQ_INT(argmax(b + (size_t)(T - 1) * V, V), argmax(ref + (size_t)(T - 1) * V, V));
-    /* (b) prefill and decode paths agree up to summation order (same q8 activations, the
-     * min term of Q4_1/Q5_1 corrected to ggml's fp16 q8_1.s): tight with f32 KV; with f16 KV
-     * a K/V value that lands on the other side of an fp16 rounding boundary is amplified.
-     * kind 3 is the real model: loose (see the report on the SIMD decode kernels). */
-    {
-        float *df = malloc(sizeof(float) * T * (size_t)V);
-        float *pf = malloc(sizeof(float) * T * (size_t)V);
-        CHECK_OK(run_seq(sf, 5, tok, 0, T, 0, df));
-        CHECK_OK(run_seq(sf, 6, tok, 0, T, 1, pf));
-        compare_rows("(b) prefill vs decode path, f32 KV", pf, df, T, V, kind < 3 ? 1e-5 : Q8_TOL,
-                     kind < 3);
-        compare_rows("(b) prefill vs decode path, f16 KV", a, b, T, V, kind < 3 ? 5e-3 : Q8_TOL,
-                     kind < 3);
-        free(df);
-        free(pf);
-        bt_stage_seq_free(sf, 5);
-        bt_stage_seq_free(sf, 6);
-    }
+    CHECK_OK(run_seq(sf, 0, tok, 0, T, c));
+    compare_rows("(c) f32 KV vs reference", c, ref, T, V, all_f32 ? 1e-4 : Q8_TOL, all_f32);
+    CHECK_OK(run_seq(sb, 0, tok, 0, T, a));
+    compare_rows("(c) f16 KV vs reference", a, ref, T, V, tight, all_f32);
+    CHECK_EQ_INT(argmax(a + (size_t)(T - 1) * V, V), argmax(ref + (size_t)(T - 1) * V, V));
 
-    /* (a) decode rows: one at a time == all in one batch, bit for bit (sgemm or not). */
+    /* (a) a sequence's rows one at a time == all in one pass, bit for bit. */
     for (int i = 0; i < T; i++)
-        CHECK_OK(run_seq(sb, 2, tok + i, i, 1, 0, c + (size_t)i * V));
-    CHECK(bits_equal(c, b, (size_t)T * V));
-    printf("  (a) decode rows one at a time vs one batch: %s\n",
-           bits_equal(c, b, (size_t)T * V) ? "bit-identical" : "DIFFERENT");
-    /* Without sgemm, prompt rows take the decode path: same bits as decode rows. */
-    CHECK_OK(run_seq(sq, 0, tok, 0, T, 1, c));
-    CHECK(bits_equal(c, b, (size_t)T * V));
+        CHECK_OK(run_seq(sb, 2, tok + i, i, 1, b + (size_t)i * V));
+    CHECK(bits_equal(a, b, (size_t)T * V));
+    printf("  (a) rows one at a time vs one pass: %s\n",
+           bits_equal(a, b, (size_t)T * V) ? "bit-identical" : "DIFFERENT");
     test_batch_invariance(sb, tok, V);
 
-    /* (b) one prefill chunk == two chunks (12 + 8), 1e-5 relative. */
+    /* (b) one chunk == two chunks (12 + 8) == chunks of 3, bit for bit. */
     bt_stage_seq_free(sb, 0);
-    CHECK_OK(run_seq(sb, 0, tok, 0, 12, 1, c));
-    CHECK_OK(run_seq(sb, 0, tok + 12, 12, T - 12, 1, c + (size_t)12 * V));
-    compare_rows("(b) prompt in two chunks vs one", c, a, T, V, 1e-5, 1);
+    CHECK_OK(run_seq(sb, 0, tok, 0, 12, c));
+    CHECK_OK(run_seq(sb, 0, tok + 12, 12, T - 12, c + (size_t)12 * V));
+    CHECK(bits_equal(c, a, (size_t)T * V));
+    bt_stage_seq_free(sb, 0);
+    for (int i = 0; i < T; i += 3)
+        CHECK_OK(run_seq(sb, 0, tok + i, i, T - i < 3 ? T - i : 3, c + (size_t)i * V));
+    CHECK(bits_equal(c, a, (size_t)T * V));
+    printf("  (b) prompt in chunks of 12+8 and of 3 vs one pass: %s\n",
+           bits_equal(c, a, (size_t)T * V) ? "bit-identical" : "DIFFERENT");
     bt_stage_seq_free(sb, 0);
 
     /* (d) f16 KV is half of f32. */
@@ -578,22 +551,22 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
     /* (c) two stages, activations passed on, == one stage bit for bit (both paths). */
     {
         int mid = NL / 2;
-        bt_stage *s0 = new_stage(g, 0, mid, 1, 256, BT_TYPE_F16);
-        bt_stage *s1 = new_stage(g, mid, NL, 1, 256, BT_TYPE_F16);
+        bt_stage *s0 = new_stage(g, 0, mid, 256, BT_TYPE_F16);
+        bt_stage *s1 = new_stage(g, mid, NL, 256, BT_TYPE_F16);
         float *act = malloc(sizeof(float) * T * (size_t)E);
         if (s0 && s1) {
             CHECK(bt_stage_is_first(s0) && !bt_stage_is_last(s0));
             CHECK(!bt_stage_is_first(s1) && bt_stage_is_last(s1));
             int32_t sq_[T], ps[T];
-            uint8_t want[T], pre[T];
+            uint8_t want[T];
             for (int i = 0; i < T; i++)
-                sq_[i] = 3, ps[i] = i, want[i] = 1, pre[i] = 1;
-            bt_batch bb = {T, sq_, ps, tok, want, pre};
+                sq_[i] = 3, ps[i] = i, want[i] = 1;
+            bt_batch bb = {T, sq_, ps, tok, want};
             CHECK_OK(bt_stage_forward(s0, &bb, NULL, act, NULL, &err));
             CHECK_OK(bt_stage_forward(s1, &bb, act, NULL, c, &err));
             CHECK(bits_equal(c, a, (size_t)T * V));
-            /* Decode rows through the split vs the single stage's decode path. */
-            bt_batch b1 = {1, sq_ + 1, ps, tok, want, NULL};
+            /* One row per pass through the split vs the single stage. */
+            bt_batch b1 = {1, sq_ + 1, ps, tok, want};
             sq_[1] = 4;
             for (int i = 0; i < 3; i++) {
                 ps[0] = i;
@@ -613,35 +586,35 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
 
     /* (e) KV accounting and refusals. */
     {
-        bt_stage *sk = new_stage(g, -1, -1, -1, 32, BT_TYPE_F16); /* 2 blocks */
+        bt_stage *sk = new_stage(g, -1, -1, 32, BT_TYPE_F16); /* 2 blocks */
         if (sk) {
             CHECK_EQ_INT(bt_stage_kv_tokens_total(sk), 32);
-            CHECK_OK(run_seq(sk, 0, tok, 0, T, 1, c));
+            CHECK_OK(run_seq(sk, 0, tok, 0, T, c));
             CHECK_EQ_INT(bt_stage_kv_tokens_free(sk), 0);
             CHECK_EQ_INT(bt_stage_seq_len(sk, 0), T);
-            CHECK_EQ_INT(run_seq(sk, 1, tok, 0, 1, 1, c), BT_ERR_LIMIT);
+            CHECK_EQ_INT(run_seq(sk, 1, tok, 0, 1, c), BT_ERR_LIMIT);
             CHECK_EQ_INT(bt_stage_seq_len(sk, 1), 0);
             CHECK_EQ_INT(bt_stage_kv_tokens_free(sk), 0);
             /* Positions 20..31 fit in seq 0's blocks; 32 does not. */
             CHECK_EQ_INT(bt_stage_seq_tokens_left(sk, 0), 12);
             /* Wrong position, bad seq id, bad token: refused, nothing changed. */
-            CHECK_EQ_INT(run_seq(sk, 0, tok, 5, 1, 0, c), BT_ERR_INVALID_ARG);
-            CHECK_EQ_INT(run_seq(sk, 99, tok, 0, 1, 0, c), BT_ERR_INVALID_ARG);
+            CHECK_EQ_INT(run_seq(sk, 0, tok, 5, 1, c), BT_ERR_INVALID_ARG);
+            CHECK_EQ_INT(run_seq(sk, 99, tok, 0, 1, c), BT_ERR_INVALID_ARG);
             int32_t badtok = V;
-            CHECK_EQ_INT(run_seq(sk, 0, &badtok, T, 1, 0, c), BT_ERR_INVALID_ARG);
+            CHECK_EQ_INT(run_seq(sk, 0, &badtok, T, 1, c), BT_ERR_INVALID_ARG);
             CHECK_EQ_INT(bt_stage_seq_len(sk, 0), T);
             /* Free returns the blocks; the cache still computes correctly. */
             bt_stage_seq_free(sk, 0);
             CHECK_EQ_INT(bt_stage_kv_tokens_free(sk), 32);
             CHECK_EQ_INT(bt_stage_seq_len(sk, 0), 0);
-            CHECK_OK(run_seq(sk, 1, tok, 0, 16, 1, c));
+            CHECK_OK(run_seq(sk, 1, tok, 0, 16, c));
             for (int i = 16; i < T; i++)
-                CHECK_OK(run_seq(sk, 1, tok + i, i, 1, 0, c + (size_t)i * V));
+                CHECK_OK(run_seq(sk, 1, tok + i, i, 1, c + (size_t)i * V));
             compare_rows("(e) after free, reuse vs reference", c, ref, T, V, Q8_TOL, 0);
             /* Truncate and recompute the tail on the decode path: the same bits. */
             CHECK_OK(bt_stage_seq_truncate(sk, 1, 17, &err));
             for (int i = 17; i < T; i++)
-                CHECK_OK(run_seq(sk, 1, tok + i, i, 1, 0, a + (size_t)(i - 17) * V));
+                CHECK_OK(run_seq(sk, 1, tok + i, i, 1, a + (size_t)(i - 17) * V));
             CHECK(bits_equal(a, c + (size_t)17 * V, 3 * (size_t)V));
         }
         bt_stage_free(sk);
@@ -650,14 +623,10 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
         bt_stage *bad = NULL;
         p.kv_type = BT_TYPE_Q8_0;
         CHECK_EQ_INT(bt_stage_new(g, &p, &bad, &err), BT_ERR_INVALID_ARG);
-        p = bt_stage_default_params();
-        p.prefill_sgemm = 2;
-        CHECK_EQ_INT(bt_stage_new(g, &p, &bad, &err), BT_ERR_INVALID_ARG);
         CHECK(bad == NULL);
     }
 done:
     bt_stage_free(sb);
-    bt_stage_free(sq);
     bt_stage_free(sf);
     free(ref);
     free(a);

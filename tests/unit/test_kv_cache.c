@@ -187,6 +187,25 @@ int main(void) {
     CHECK_NEAR(slot_k(kv, 3, 3)[0], 3.0f, 0);
     bt_kv_seq_free(kv, 3);
     CHECK_EQ_INT(bt_kv_n_blocks_free(kv), 8);
+
+    /* Several holders of a shared partial block write it in one batch: all but the last copy
+     * it, and the batch count says so (the sum of per-sequence counts says one more). */
+    CHECK_OK(bt_kv_seq_reserve(kv, 0, 20, &err));
+    bt_kv_seq_set_len(kv, 0, 20);
+    CHECK_OK(bt_kv_seq_fork(kv, 0, 1, &err));
+    CHECK_OK(bt_kv_seq_fork(kv, 0, 2, &err));
+    CHECK_EQ_INT(bt_kv_n_blocks_free(kv), 6);
+    const int32_t seqs[3] = {0, 1, 2}, grow[3] = {21, 21, 40};
+    CHECK_EQ_INT(bt_kv_batch_blocks_needed(kv, 3, seqs, grow), 2 + 1); /* 2 copies, 1 new */
+    CHECK_EQ_INT(bt_kv_seq_blocks_needed(kv, 0, 21) + bt_kv_seq_blocks_needed(kv, 1, 21) +
+                     bt_kv_seq_blocks_needed(kv, 2, 40),
+                 4);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(bt_kv_seq_reserve(kv, seqs[i], grow[i], &err));
+    CHECK_EQ_INT(bt_kv_n_blocks_free(kv), 6 - 3);
+    for (int i = 0; i < 3; i++)
+        bt_kv_seq_free(kv, i);
+    CHECK_EQ_INT(bt_kv_n_blocks_free(kv), 8);
     bt_kv_cache_free(kv);
     test_f16();
     return check_finish();

@@ -40,7 +40,7 @@ static void expect_refused_at(const char *file, int line, bt_status st, const bt
 typedef struct fixture {
     Baton__StageBatch b;
     int32_t seq[5], pos[5], token[5];
-    protobuf_c_boolean want[5], prefill[5];
+    protobuf_c_boolean want[5];
     Baton__SeqOp ops[3];
     Baton__SeqOp *op_ptrs[3];
     Baton__SamplingParams sp;
@@ -50,21 +50,19 @@ typedef struct fixture {
 static void fixture_init(fixture *x) {
     static const int32_t seq[5] = {3, 3, 3, 3, 9}, pos[5] = {0, 1, 2, 3, 17},
                          token[5] = {1, 9906, 49151, 28, 0};
-    static const protobuf_c_boolean want[5] = {0, 0, 0, 1, 1}, prefill[5] = {1, 1, 1, 1, 0};
+    static const protobuf_c_boolean want[5] = {0, 0, 0, 1, 1};
     memset(x, 0, sizeof *x);
     baton__stage_batch__init(&x->b);
     memcpy(x->seq, seq, sizeof seq);
     memcpy(x->pos, pos, sizeof pos);
     memcpy(x->token, token, sizeof token);
     memcpy(x->want, want, sizeof want);
-    memcpy(x->prefill, prefill, sizeof prefill);
     x->b.step = 41;
-    x->b.n_seq = x->b.n_pos = x->b.n_token = x->b.n_want = x->b.n_prefill = 5;
+    x->b.n_seq = x->b.n_pos = x->b.n_token = x->b.n_want = 5;
     x->b.seq = x->seq;
     x->b.pos = x->pos;
     x->b.token = x->token;
     x->b.want = x->want;
-    x->b.prefill = x->prefill;
     for (int i = 0; i < 3; i++) {
         baton__seq_op__init(&x->ops[i]);
         x->op_ptrs[i] = &x->ops[i];
@@ -105,7 +103,7 @@ static void test_stage_batch_valid(void) {
     x.token[4] = N_VOCAB - 1;
     CHECK_OK(check_batch(&x, &err));
     /* Ops only, no rows. */
-    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = x.b.n_prefill = 0;
+    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = 0;
     CHECK_OK(check_batch(&x, &err));
     /* Nothing wanted at all (a mid-prompt chunk). */
     fixture_init(&x);
@@ -113,18 +111,17 @@ static void test_stage_batch_valid(void) {
     CHECK_OK(check_batch(&x, &err));
     /* Exactly max_batch rows of max_seqs sequences, the last row of each wanted. */
     static int32_t seq[MAX_BATCH], zero[MAX_BATCH];
-    static protobuf_c_boolean want[MAX_BATCH], no[MAX_BATCH];
+    static protobuf_c_boolean want[MAX_BATCH];
     for (int i = 0; i < MAX_BATCH; i++) {
         seq[i] = i % MAX_SEQS;
         want[i] = i >= MAX_BATCH - MAX_SEQS;
     }
     fixture_init(&x);
-    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = x.b.n_prefill = MAX_BATCH;
+    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = MAX_BATCH;
     x.b.seq = seq;
     x.b.pos = zero;
     x.b.token = zero;
     x.b.want = want;
-    x.b.prefill = no;
     CHECK_OK(check_batch(&x, &err));
 }
 
@@ -133,8 +130,8 @@ static void test_stage_batch_defects(void) {
     bt_error err;
 
     fixture_init(&x);
-    x.b.n_prefill = 4;
-    EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "StageBatch 41", "prefill 4");
+    x.b.n_want = 4;
+    EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "StageBatch 41", "want 4");
     fixture_init(&x);
     x.b.n_pos = 6;
     EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "pos 6");
@@ -148,9 +145,9 @@ static void test_stage_batch_defects(void) {
     static int32_t big[MAX_BATCH + 1];
     static protobuf_c_boolean big_b[MAX_BATCH + 1];
     fixture_init(&x);
-    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = x.b.n_prefill = MAX_BATCH + 1;
+    x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = MAX_BATCH + 1;
     x.b.seq = x.b.pos = x.b.token = big;
-    x.b.want = x.b.prefill = big_b;
+    x.b.want = big_b;
     EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "513 rows", "max_batch 512");
 
     fixture_init(&x);
@@ -364,9 +361,9 @@ static void test_parse_refusals(void) {
     bt_frame_write_header(buf, BT_MSG_HEARTBEAT, pb, 0, 0, 0);
     CHECK_OK(bt_frame_parse(buf, len, &f, &err));
     /* Version, flags and reserved, with the checksum recomputed. */
-    buf[4] = 2;
+    buf[4] = BT_PROTOCOL_VERSION - 1;
     resum(buf);
-    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 2");
+    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 1");
     buf[4] = BT_PROTOCOL_VERSION;
     buf[17] = 2;
     resum(buf);

@@ -5,9 +5,11 @@
  *
  *   - codec f32: 1, 2 and 3 stages give exactly the same tokens and logprobs, greedy and
  *     seeded temperature 0.8;
- *   - 8 concurrent requests of different prompt and output lengths give the tokens each
- *     gives alone;
- *   - a KV capacity small enough to force preemption still gives those tokens;
+ *   - 8 concurrent requests of different prompt and output lengths give exactly the tokens
+ *     and logprobs each gives alone, greedy and seeded;
+ *   - a KV capacity small enough to force many preemptions still gives those bits;
+ *   - n = 4 (forks of the prompt's KV) gives 4 copies of the n = 1 completion, greedy, with
+ *     and without KV pressure;
  *   - a stage killed mid-run fails every request with a message naming its rank.
  *
  * Prompts are token ids (no tokenizer involved), drawn from a fixed LCG inside the vocab.
@@ -28,13 +30,22 @@
 
 #define MAX_REQ 8
 #define MAX_TOK 256
+#define MAX_N 4
+
+typedef struct completion {
+    int n;
+    int32_t tok[MAX_TOK];
+    float lp[MAX_TOK];
+} completion;
 
 typedef struct out {
-    int n;
+    int n; /* = c[0].n */
     int32_t tok[MAX_TOK];
     float lp[MAX_TOK];
     bt_finish finish;
     char msg[512];
+    int n_comp; /* completions of the request (n) */
+    completion c[MAX_N];
 } out;
 
 typedef struct job {
@@ -43,6 +54,7 @@ typedef struct job {
     int n_gen[MAX_REQ];
     float temperature;
     uint64_t seed;
+    int n; /* completions per request; 0 = 1 */
 } job;
 
 typedef struct run_opts {
@@ -123,6 +135,7 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
             .max_tokens = j->n_gen[i], .ignore_eos = true, .sampling = bt_sampler_default_params()};
         rp.sampling.temperature = j->temperature;
         rp.sampling.seed = j->seed;
+        rp.n = j->n;
         if (o->kill_rank > 0) {
             rp.on_token = on_token_kill;
             rp.ctx = &kc;
@@ -147,6 +160,16 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
             res[i].lp[k] = r->logprobs[r->n_prompt + k];
         }
         snprintf(res[i].msg, sizeof res[i].msg, "%s", r->error.msg);
+        res[i].n_comp = r->n_out < MAX_N ? r->n_out : MAX_N;
+        for (int c = 0; c < res[i].n_comp; c++) {
+            const bt_request *oc = r->out[c];
+            completion *rc = &res[i].c[c];
+            rc->n = oc->n_tokens - oc->n_prompt;
+            for (int k = 0; k < rc->n && k < MAX_TOK; k++) {
+                rc->tok[k] = oc->tokens[oc->n_prompt + k];
+                rc->lp[k] = oc->logprobs[oc->n_prompt + k];
+            }
+        }
     }
     if (preemptions) {
         bt_engine_stats stats;
@@ -231,36 +254,82 @@ static void test_stage_counts(const char *model, const char *name, const job *j)
     }
 }
 
-static void test_concurrent(const char *model, int stages) {
-    job j = {.n_req = 8, .temperature = 0.0f};
+/* 8 requests of different prompt and output lengths, run alone, then all at once, then all at
+ * once with a KV capacity far below their needs (preemption and recomputation): the same bits,
+ * greedy (temperature 0) or sampled (seeded). */
+static void test_concurrent(const char *model, const char *name, int stages, float temperature,
+                            int kv_small) {
+    job j = {.n_req = 8, .temperature = temperature, .seed = 11};
     for (int i = 0; i < 8; i++) {
         j.n_prompt[i] = 3 + (i * 19) % 70;
         j.n_gen[i] = 4 + (i * 5) % 21;
     }
     out alone[MAX_REQ], conc[MAX_REQ];
-    char msg[512];
+    char msg[512], what[160];
     run_opts o = {.stages = stages, .concurrent = false};
     CHECK_OK(run_job(model, &j, &o, alone, NULL, msg, sizeof msg));
     o.concurrent = true;
     CHECK_OK(run_job(model, &j, &o, conc, NULL, msg, sizeof msg));
-    char what[128];
-    snprintf(what, sizeof what, "8 concurrent vs alone, %d stages", stages);
-    /* Batching changes the order of float sums in matrix products only per row, not across
-     * rows: the tokens must match; logprobs within float noise. */
-    check_same(what, &j, alone, conc, false, 1e-3);
+    snprintf(what, sizeof what, "%s T=%.1f: 8 concurrent vs alone, %d stages", name,
+             (double)temperature, stages);
+    check_same(what, &j, alone, conc, true, 0);
 
-    /* A KV capacity far below the 8 sequences' needs: preemption, same tokens. */
     uint64_t n_pre = 0;
-    o.kv_tokens = 128;
+    o.kv_tokens = kv_small;
     out small[MAX_REQ];
     bt_status st = run_job(model, &j, &o, small, &n_pre, msg, sizeof msg);
     CHECK_OK(st);
     if (st != BT_OK)
         printf("  preemption run: %s\n", msg);
     CHECK(n_pre > 0);
-    snprintf(what, sizeof what, "8 concurrent with 128 KV tokens (%llu preemptions), %d stages",
-             (unsigned long long)n_pre, stages);
-    check_same(what, &j, alone, small, false, 1e-3);
+    snprintf(what, sizeof what,
+             "%s T=%.1f: 8 concurrent, %d KV tokens (%llu preemptions), %d stages", name,
+             (double)temperature, kv_small, (unsigned long long)n_pre, stages);
+    check_same(what, &j, alone, small, true, 0);
+}
+
+/* n = 4 greedy completions share the prompt's KV through forks, and each decodes the last
+ * prompt token on its own: every one equals the n = 1 completion, bit for bit, with room
+ * and under KV pressure (forks preempted and recomputed alone). */
+static void test_forks(const char *model, const char *name, int stages, int kv_small) {
+    job j1 = {.n_req = 2, .temperature = 0.0f};
+    j1.n_prompt[0] = 21, j1.n_gen[0] = 24;
+    j1.n_prompt[1] = 50, j1.n_gen[1] = 17;
+    job jn = j1;
+    jn.n = MAX_N;
+    out one[MAX_REQ], many[MAX_REQ];
+    char msg[512], what[160];
+    run_opts o = {.stages = stages, .concurrent = true};
+    CHECK_OK(run_job(model, &j1, &o, one, NULL, msg, sizeof msg));
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t n_pre = 0;
+        o.kv_tokens = pass ? kv_small : 0;
+        bt_status st = run_job(model, &jn, &o, many, &n_pre, msg, sizeof msg);
+        CHECK_OK(st);
+        if (st != BT_OK) {
+            printf("  forks: %s\n", msg);
+            continue;
+        }
+        if (pass)
+            CHECK(n_pre > 0);
+        int bad = 0;
+        for (int i = 0; i < jn.n_req; i++) {
+            CHECK_EQ_INT(many[i].n_comp, MAX_N);
+            for (int c = 0; c < many[i].n_comp; c++) {
+                const completion *k = &many[i].c[c];
+                if (k->n != one[i].n ||
+                    memcmp(k->tok, one[i].tok, sizeof(int32_t) * (size_t)k->n) != 0 ||
+                    memcmp(k->lp, one[i].lp, sizeof(float) * (size_t)k->n) != 0) {
+                    printf("  request %d completion %d differs from n = 1\n", i, c);
+                    bad++;
+                }
+            }
+        }
+        CHECK_EQ_INT(bad, 0);
+        snprintf(what, sizeof what, "%s: n=%d vs n=1 greedy, %d stages, KV %s (%llu preemptions)",
+                 name, MAX_N, stages, pass ? "small" : "ample", (unsigned long long)n_pre);
+        printf("%s: %s\n", what, bad ? "DIFFER" : "same");
+    }
 }
 
 static void test_stage_failure(const char *model) {
@@ -321,8 +390,11 @@ int main(void) {
         j.temperature = 0.8f;
         j.seed = 7;
         test_stage_counts(tiny, "tiny", &j);
-        test_concurrent(tiny, 1);
-        test_concurrent(tiny, 3);
+        for (int stages = 1; stages <= 3; stages += 2) {
+            test_concurrent(tiny, "tiny", stages, 0.0f, 128);
+            test_concurrent(tiny, "tiny", stages, 0.8f, 128);
+            test_forks(tiny, "tiny", stages, 128);
+        }
         test_stage_failure(tiny);
         unlink(tiny);
     }
@@ -337,6 +409,12 @@ int main(void) {
         j.temperature = 0.8f;
         j.seed = 7;
         test_stage_counts(smol, "SmolLM2", &j);
+        /* The real model under heavy KV pressure, 1 and 2 stages. */
+        for (int stages = 1; stages <= 2; stages++) {
+            test_concurrent(smol, "SmolLM2", stages, 0.0f, 144);
+            test_forks(smol, "SmolLM2", stages, 144);
+        }
+        test_concurrent(smol, "SmolLM2", 2, 0.8f, 144);
     }
     return check_finish();
 }

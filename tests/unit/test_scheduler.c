@@ -172,9 +172,6 @@ static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int runn
         if (b->token[i] != r->tokens[pos])
             VIOLATION("row %d: seq %d pos %d token %d, the request has %d", i, q, pos, b->token[i],
                       r->tokens[pos]);
-        if (b->prefill[i] != (pos < r->n_prompt))
-            VIOLATION("row %d: seq %d pos %d prefill %d with n_prompt %d", i, q, pos, b->prefill[i],
-                      r->n_prompt);
         if (b->want[i] != (pos == r->n_tokens - 1))
             VIOLATION("row %d: seq %d pos %d want %d with n_tokens %d", i, q, pos, b->want[i],
                       r->n_tokens);
