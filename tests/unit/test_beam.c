@@ -23,6 +23,7 @@
 
 #include "beam.h"
 #include "check.h"
+#include "kernel_level.h"
 #include "engine.h"
 #include "gguf.h"
 #include "hparams.h"
@@ -612,6 +613,8 @@ static const char *make_tiny(void) {
 }
 
 int main(void) {
+    if (bt_test_kernel_level_skip())
+        return 77;
     test_beam_arith();
     const char *tiny = make_tiny();
     if (tiny) {

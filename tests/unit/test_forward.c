@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "kernel_level.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "hparams.h"
@@ -635,6 +636,8 @@ done:
 }
 
 int main(void) {
+    if (bt_test_kernel_level_skip())
+        return 77;
     static const uint32_t qtypes[3] = {BT_TYPE_Q4_1, BT_TYPE_F32, BT_TYPE_Q8_0};
     static const char *labels[3] = {"tiny random model (4 layers, Q4_1/F32, tied Q8_0 head)",
                                     "tiny random model (4 layers, all F32)",
