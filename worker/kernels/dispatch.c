@@ -120,6 +120,17 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n) 
     return bt_vec_dot_q8_ref(type, w_row, x, n);
 }
 
+/* Tokens per pass over the weight rows: a tile's activations (about 64 KiB) stay in L2 while
+ * every weight row of the range meets them, and the range's rows stay in cache from one tile
+ * to the next. Without it, a prompt of a few hundred tokens streams every token's activations
+ * from memory once per weight row. The order of independent outputs changes nothing in any
+ * output (each is one kernel call's own accumulation). */
+static int64_t token_tile(int64_t row_bytes_of_x) {
+    int64_t t = (64 << 10) / (row_bytes_of_x > 0 ? row_bytes_of_x : 1);
+    t = t / BT_KERNEL_MAX_TOK * BT_KERNEL_MAX_TOK;
+    return t < BT_KERNEL_MAX_TOK ? BT_KERNEL_MAX_TOK : t;
+}
+
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
                const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1) {
     const bt_kernel_table *t = table();
@@ -128,21 +139,28 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     bt_rowdot_q8_fn fq = t->rowdot_q8[type];
     if (fq != NULL) {
         assert(xq != NULL && n_cols % BT_QK == 0);
-        int64_t nb = n_cols / BT_QK;
-        for (int64_t r = r0; r < r1; r++) {
-            for (int64_t t0 = 0; t0 < n_tok; t0 += BT_KERNEL_MAX_TOK) {
-                int nt = (int)(n_tok - t0 < BT_KERNEL_MAX_TOK ? n_tok - t0 : BT_KERNEL_MAX_TOK);
-                fq(wb + r * row_bytes, xq + t0 * nb, nb, nt, n_cols, y + t0 * ldy + r, ldy);
+        int64_t nb = n_cols / BT_QK, tile = token_tile(nb * (int64_t)sizeof(bt_q8));
+        for (int64_t tt = 0; tt < n_tok; tt += tile) {
+            int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
+            for (int64_t r = r0; r < r1; r++) {
+                for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
+                    int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
+                    fq(wb + r * row_bytes, xq + t0 * nb, nb, nt, n_cols, y + t0 * ldy + r, ldy);
+                }
             }
         }
         return;
     }
     bt_rowdot_f32_fn ff = t->rowdot_f32[type];
     assert(ff != NULL && x != NULL);
-    for (int64_t r = r0; r < r1; r++) {
-        for (int64_t t0 = 0; t0 < n_tok; t0 += BT_KERNEL_MAX_TOK) {
-            int nt = (int)(n_tok - t0 < BT_KERNEL_MAX_TOK ? n_tok - t0 : BT_KERNEL_MAX_TOK);
-            ff(wb + r * row_bytes, x + t0 * n_cols, n_cols, nt, n_cols, y + t0 * ldy + r, ldy);
+    int64_t tile = token_tile(n_cols * (int64_t)sizeof(float));
+    for (int64_t tt = 0; tt < n_tok; tt += tile) {
+        int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
+        for (int64_t r = r0; r < r1; r++) {
+            for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
+                int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
+                ff(wb + r * row_bytes, x + t0 * n_cols, n_cols, nt, n_cols, y + t0 * ldy + r, ldy);
+            }
         }
     }
 }
