@@ -59,7 +59,11 @@ bt_status bt_chat_template_detect(const bt_gguf *g, bt_chat_template *out, bt_er
                         tpl.ptr);
 }
 
-/* Growable output for the renderer only (not on a per-token path). */
+bt_chat_params bt_chat_default_params(void) {
+    return (bt_chat_params){.add_generation_prompt = true, .parse_special_in_content = false};
+}
+
+/* Growable text for one conversation (per request, not on a per-token path). */
 typedef struct sbuf {
     char *p;
     size_t n, cap;
@@ -84,41 +88,192 @@ static void put(sbuf *b, const char *s) {
     b->n += n;
 }
 
-static void turn(sbuf *b, bt_chat_kind kind, const char *role, const char *content) {
+/* A template is a sequence of segments: markers (one special token each) and text (role
+ * names, separators, content). One walk feeds both the string renderer and the tokenizer, so
+ * the two cannot disagree on the format. */
+typedef enum seg_kind { SEG_MARKER, SEG_TEXT } seg_kind;
+
+typedef struct seg_sink seg_sink;
+struct seg_sink {
+    void (*put)(seg_sink *s, seg_kind kind, const char *text);
+};
+
+static void turn(seg_sink *s, bt_chat_kind kind, const char *role, const char *content) {
     if (kind == BT_CHAT_CHATML) {
-        put(b, "<|im_start|>");
-        put(b, role);
-        put(b, "\n");
-        put(b, content);
-        put(b, "<|im_end|>\n");
+        s->put(s, SEG_MARKER, "<|im_start|>");
+        s->put(s, SEG_TEXT, role);
+        s->put(s, SEG_TEXT, "\n");
+        s->put(s, SEG_TEXT, content);
+        s->put(s, SEG_MARKER, "<|im_end|>");
+        s->put(s, SEG_TEXT, "\n");
     } else {
-        put(b, "<|start_header_id|>");
-        put(b, role);
-        put(b, "<|end_header_id|>\n\n");
-        put(b, content);
-        put(b, "<|eot_id|>");
+        s->put(s, SEG_MARKER, "<|start_header_id|>");
+        s->put(s, SEG_TEXT, role);
+        s->put(s, SEG_MARKER, "<|end_header_id|>");
+        s->put(s, SEG_TEXT, "\n\n");
+        s->put(s, SEG_TEXT, content);
+        s->put(s, SEG_MARKER, "<|eot_id|>");
     }
+}
+
+static void walk(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n_msgs,
+                 bool add_generation_prompt, seg_sink *s) {
+    if (t->kind == BT_CHAT_LLAMA3)
+        s->put(s, SEG_MARKER, "<|begin_of_text|>");
+    if (t->default_system[0] && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0))
+        turn(s, t->kind, "system", t->default_system);
+    for (size_t i = 0; i < n_msgs; i++)
+        turn(s, t->kind, msgs[i].role, msgs[i].content);
+    if (!add_generation_prompt)
+        return;
+    if (t->kind == BT_CHAT_CHATML) {
+        s->put(s, SEG_MARKER, "<|im_start|>");
+        s->put(s, SEG_TEXT, "assistant\n");
+    } else {
+        s->put(s, SEG_MARKER, "<|start_header_id|>");
+        s->put(s, SEG_TEXT, "assistant");
+        s->put(s, SEG_MARKER, "<|end_header_id|>");
+        s->put(s, SEG_TEXT, "\n\n");
+    }
+}
+
+typedef struct render_sink {
+    seg_sink base; /* first: the walk passes &base */
+    sbuf b;
+} render_sink;
+
+static void render_put(seg_sink *s, seg_kind kind, const char *text) {
+    (void)kind;
+    put(&((render_sink *)(void *)s)->b, text);
 }
 
 char *bt_chat_render(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n_msgs,
                      int add_generation_prompt) {
-    sbuf b = {0};
-    put(&b, "");
-    if (t->kind == BT_CHAT_LLAMA3)
-        put(&b, "<|begin_of_text|>");
-    if (t->default_system[0] && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0))
-        turn(&b, t->kind, "system", t->default_system);
-    for (size_t i = 0; i < n_msgs; i++)
-        turn(&b, t->kind, msgs[i].role, msgs[i].content);
-    if (add_generation_prompt) {
-        if (t->kind == BT_CHAT_CHATML)
-            put(&b, "<|im_start|>assistant\n");
-        else
-            put(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    }
-    if (b.failed) {
-        free(b.p);
+    render_sink r = {.base = {render_put}};
+    put(&r.b, "");
+    walk(t, msgs, n_msgs, add_generation_prompt != 0, &r.base);
+    if (r.b.failed) {
+        free(r.b.p);
         return NULL;
     }
-    return b.p;
+    return r.b.p;
+}
+
+/* Collects the text between two markers in `run` and tokenizes it when a marker or the end
+ * comes: llama.cpp tokenizes exactly these stretches (it splits at special tokens first), so
+ * a role header and the content after it stay one stretch, as there. */
+typedef struct tok_sink {
+    seg_sink base; /* first: the walk passes &base */
+    const bt_vocab *v;
+    bool parse_special;
+    bool bos_pending_skip; /* BOS already added: drop the template's own BOS marker */
+    sbuf run;
+    int32_t *ids;
+    size_t cap, n; /* n counts ids needed, also past cap */
+    bt_status st;
+    bt_error *err;
+} tok_sink;
+
+static void tok_push(tok_sink *k, int32_t id) {
+    if (k->n < k->cap)
+        k->ids[k->n] = id;
+    k->n++;
+}
+
+static void tok_flush(tok_sink *k) {
+    if (k->st != BT_OK || k->run.n == 0)
+        return;
+    size_t m = 0;
+    int32_t *dst = k->n < k->cap ? k->ids + k->n : NULL;
+    size_t room = k->n < k->cap ? k->cap - k->n : 0;
+    bt_status st =
+        bt_tokenize(k->v, k->run.p, k->run.n, false, k->parse_special, dst, room, &m, k->err);
+    if (st != BT_OK && st != BT_ERR_LIMIT) /* a short buffer is reported once, at the end */
+        k->st = st;
+    k->n += m;
+    k->run.n = 0;
+}
+
+static void tok_put(seg_sink *s, seg_kind kind, const char *text) {
+    tok_sink *k = (tok_sink *)(void *)s;
+    if (k->st != BT_OK)
+        return;
+    if (kind == SEG_TEXT) {
+        if (text[0])
+            k->bos_pending_skip = false;
+        put(&k->run, text);
+        if (k->run.failed)
+            k->st = bt_error_set(k->err, BT_ERR_NOMEM, "chat template: out of memory");
+        return;
+    }
+    tok_flush(k);
+    if (k->st != BT_OK)
+        return;
+    int32_t id = bt_vocab_find(k->v, text, strlen(text));
+    if (id == BT_TOKEN_NULL) {
+        k->st = bt_error_set(k->err, BT_ERR_UNSUPPORTED,
+                             "chat template: the vocabulary has no token '%s'", text);
+        return;
+    }
+    bool skip = k->bos_pending_skip && id == bt_vocab_bos(k->v);
+    k->bos_pending_skip = false;
+    if (!skip)
+        tok_push(k, id);
+}
+
+#define BT_CHAT_ROLE_NAME(name) " " #name
+static const char role_names[] = BT_CHAT_ROLE_LIST(BT_CHAT_ROLE_NAME);
+#undef BT_CHAT_ROLE_NAME
+
+static bool role_known(const char *role) {
+#define BT_CHAT_ROLE_MATCH(name)                                                                   \
+    if (strcmp(role, #name) == 0)                                                                  \
+        return true;
+    BT_CHAT_ROLE_LIST(BT_CHAT_ROLE_MATCH)
+#undef BT_CHAT_ROLE_MATCH
+    return false;
+}
+
+bt_status bt_chat_tokenize(const bt_chat_template *t, const bt_vocab *v, const bt_chat_msg *msgs,
+                           size_t n_msgs, const bt_chat_params *p, int32_t *ids, size_t cap,
+                           size_t *n_out, bt_error *err) {
+    *n_out = 0;
+    if (t->kind != BT_CHAT_CHATML && t->kind != BT_CHAT_LLAMA3)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "chat template: kind %s cannot be rendered",
+                            bt_chat_kind_name(t->kind));
+    if (n_msgs > 0 && !msgs)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "chat: msgs is NULL, n_msgs %zu", n_msgs);
+    for (size_t i = 0; i < n_msgs; i++) {
+        if (!msgs[i].role || !role_known(msgs[i].role))
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "chat message %zu: role '%.64s' is not one of:%s", i,
+                                msgs[i].role ? msgs[i].role : "(null)", role_names);
+        if (!msgs[i].content)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "chat message %zu (role %s): content is NULL", i, msgs[i].role);
+    }
+    tok_sink k = {.base = {tok_put},
+                  .v = v,
+                  .parse_special = p->parse_special_in_content,
+                  .ids = ids,
+                  .cap = ids ? cap : 0,
+                  .st = BT_OK,
+                  .err = err};
+    /* BOS and EOS as for any prompt (llama-server tokenizes the rendered chat with
+     * add_special); a template that starts with BOS itself does not get a second one. */
+    if (bt_vocab_add_bos(v) && bt_vocab_bos(v) != BT_TOKEN_NULL) {
+        tok_push(&k, bt_vocab_bos(v));
+        k.bos_pending_skip = true;
+    }
+    walk(t, msgs, n_msgs, p->add_generation_prompt, &k.base);
+    tok_flush(&k);
+    if (k.st == BT_OK && bt_vocab_add_eos(v) && bt_vocab_eos(v) != BT_TOKEN_NULL)
+        tok_push(&k, bt_vocab_eos(v));
+    free(k.run.p);
+    if (k.st != BT_OK)
+        return k.st;
+    *n_out = k.n;
+    if (k.n > k.cap)
+        return bt_error_set(err, BT_ERR_LIMIT, "chat: %zu tokens needed, room for %zu", k.n, k.cap);
+    return BT_OK;
 }

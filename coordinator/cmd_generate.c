@@ -161,7 +161,7 @@ int bt_cmd_generate(int argc, char **argv) {
     double temperature = -1, top_p = 0.95, min_p = 0.05, typical_p = 1, repeat_penalty = 1,
            presence_penalty = 0, frequency_penalty = 0, length_penalty = 1;
     bool chat = false, ignore_eos = false, print_ids = false, no_special = false,
-         early_stopping = false;
+         early_stopping = false, chat_parse_special = false;
     multi_flags mfl = {.n_stop = 0};
     const char *listed = NULL; /* --stop/--logit-bias are taken out of argv first */
     const bt_cli_opt opts[] = {
@@ -171,6 +171,8 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--file", BT_CLI_STR, &prompt_file, 0, 0, "read the prompt from a file"},
         {"--chat", BT_CLI_FLAG, &chat, 0, 0, "wrap the prompt as a user turn of the chat template"},
         {"--system", BT_CLI_STR, &system, 0, 0, "system message (with --chat)"},
+        {"--chat-parse-special", BT_CLI_FLAG, &chat_parse_special, 0, 0,
+         "special-token text in --chat messages becomes control tokens (off: plain text)"},
         {"--max-tokens", BT_CLI_INT, &max_tokens, 0, 1 << 24, "tokens to generate (128)"},
         {"--temperature", BT_CLI_FLOAT, &temperature, 0, 100,
          "0 = greedy (0.8; 0 with --beam-width)"},
@@ -201,7 +203,7 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--seed", BT_CLI_INT, &seed, -1, (double)UINT32_MAX, "RNG seed, -1 = random"},
         {"--ignore-eos", BT_CLI_FLAG, &ignore_eos, 0, 0, "do not stop at end-of-sequence"},
         {"--no-special", BT_CLI_FLAG, &no_special, 0, 0,
-         "treat special-token text in the prompt as plain text"},
+         "special-token text in a plain prompt stays text (with --chat it always does)"},
         {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0,
          "print prompt ids, output ids and logprobs to stderr"},
     };
@@ -279,8 +281,13 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "baton generate: --system needs --chat\n");
         return 2;
     }
+    if (chat_parse_special && (!chat || no_special)) {
+        fprintf(stderr, "baton generate: --chat-parse-special %s\n",
+                chat ? "cannot be combined with --no-special" : "needs --chat");
+        return 2;
+    }
 
-    char *file_text = NULL, *rendered = NULL;
+    char *file_text = NULL;
     int32_t *ids = NULL;
     bt_request *req = NULL;
     bt_status st = BT_OK;
@@ -305,7 +312,14 @@ int bt_cmd_generate(int argc, char **argv) {
         return rc;
     }
     const int n_ctx = bt_engine_n_ctx(s.engine);
+    size_t n_prompt = 0, cap = (size_t)n_ctx;
+    ids = malloc(sizeof *ids * cap);
+    if (!ids) {
+        st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     if (chat) {
+        /* Markers are special ids; the messages are text unless --chat-parse-special. */
         bt_chat_template tpl;
         if ((st = bt_chat_template_detect(s.gguf, &tpl, &err)) != BT_OK)
             goto done;
@@ -314,21 +328,13 @@ int bt_cmd_generate(int argc, char **argv) {
         if (system)
             msgs[n_msgs++] = (bt_chat_msg){"system", system};
         msgs[n_msgs++] = (bt_chat_msg){"user", prompt};
-        rendered = bt_chat_render(&tpl, msgs, n_msgs, 1);
-        if (!rendered) {
-            st = bt_error_set(&err, BT_ERR_NOMEM, "chat template: out of memory");
-            goto done;
-        }
-        prompt = rendered;
+        bt_chat_params chp = bt_chat_default_params();
+        chp.parse_special_in_content = chat_parse_special;
+        st = bt_chat_tokenize(&tpl, s.vocab, msgs, n_msgs, &chp, ids, cap, &n_prompt, &err);
+    } else {
+        st = bt_tokenize(s.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt,
+                         &err);
     }
-
-    size_t n_prompt = 0, cap = (size_t)n_ctx;
-    ids = malloc(sizeof *ids * cap);
-    if (!ids) {
-        st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    st = bt_tokenize(s.vocab, prompt, strlen(prompt), true, !no_special, ids, cap, &n_prompt, &err);
     if (st == BT_ERR_LIMIT)
         st = bt_error_set(&err, BT_ERR_LIMIT,
                           "prompt is %zu tokens; the context (--ctx) holds %d including the "
@@ -347,7 +353,6 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "baton generate: --logit-bias: %s\n", err.msg);
         rc = bt_session_close(&s, 2);
         free(ids);
-        free(rendered);
         free(file_text);
         return rc;
     }
@@ -411,7 +416,6 @@ done:
     rc = bt_session_close(&s, bt_cmd_exit_status(st));
     bt_request_free(req);
     free(ids);
-    free(rendered);
     free(file_text);
     return rc;
 }

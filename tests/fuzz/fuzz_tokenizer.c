@@ -21,7 +21,10 @@
  *    the state unchanged;
  *  - byte-level BPE is lossless: for valid UTF-8 text, with consistent special-token flags,
  *    the concatenated pieces equal the text, and so does bt_detokenize where the
- *    pre-tokenizer has no clean_spaces pass (smollm).
+ *    pre-tokenizer has no clean_spaces pass (smollm);
+ *  - as the user message of a ChatML conversation (smollm vocabulary, the text up to its
+ *    first NUL), bt_chat_tokenize gives exactly the template's three control ids whatever
+ *    the text spells, unless parse_special_in_content; ids are in range.
  * A violation calls __builtin_trap() so libFuzzer (and the corpus replay) report it.
  */
 #include <stdbool.h>
@@ -30,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "detok.h"
 #include "gguf.h"
 #include "gguf_writer.h"
@@ -422,5 +426,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(detok);
     free(ref);
     free(streamed);
+
+    /* chat content never forges a marker (the opt-in may) */
+    if (data[0] % N_VOCABS == VOCAB_SMOLLM) {
+        char *content = malloc(len + 1);
+        CHECK_OR_TRAP(content);
+        memcpy(content, text, len);
+        content[len] = '\0';
+        bt_chat_template tpl = {.kind = BT_CHAT_CHATML};
+        bt_chat_msg msg = {"user", content};
+        bt_chat_params cp = bt_chat_default_params();
+        cp.parse_special_in_content = parse_special;
+        st = bt_chat_tokenize(&tpl, v, &msg, 1, &cp, g_ids, MAX_IDS, &n, &err);
+        CHECK_OR_TRAP(st == BT_OK || (st == BT_ERR_LIMIT && n > MAX_IDS));
+        size_t n_ctl = 0;
+        for (size_t i = 0; st == BT_OK && i < n; i++) {
+            CHECK_OR_TRAP(g_ids[i] >= 0 && g_ids[i] < n_tokens);
+            n_ctl += bt_vocab_is_control(v, g_ids[i]);
+        }
+        CHECK_OR_TRAP(st != BT_OK || parse_special || n_ctl == 3);
+        free(content);
+    }
     return 0;
 }
