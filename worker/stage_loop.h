@@ -16,7 +16,13 @@
  * token ids, sequence ids, op kinds, payload size) before it touches the stage; a failed
  * validation is a protocol error reported to rank 0 with the field named.
  *
- * Threading: runs on the calling thread; the stage's compute pool works under it.
+ * Heartbeats: every heartbeat_ms while idle, while a micro-batch computes and while a send
+ * to the next stage waits (stage_loop.c), so that the coordinator can judge each stage by its
+ * own last frame.
+ *
+ * Threading: runs on the calling thread, which alone uses the transport (MPI FUNNELED); the
+ * forward pass runs on one compute thread started after the Hello, with the stage's compute
+ * pool under it, while the calling thread heartbeats.
  */
 #ifndef BT_STAGE_LOOP_H
 #define BT_STAGE_LOOP_H
