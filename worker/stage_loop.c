@@ -110,16 +110,21 @@ static bt_status send_msg(loop *L, int dst, bt_msg_kind kind, const ProtobufCMes
     return bt_transport_send(L->t, dst, L->out, len, SEND_TIMEOUT_US, err);
 }
 
-/* Best effort: tell the coordinator why this stage stops. */
-static void report_error(loop *L, const bt_error *e) {
+/* Best effort: tell the coordinator why this stage stops. Returns whether the caller need not
+ * print the error itself: it reached rank 0, which reports it, or rank 0 cannot be reached
+ * (BT_ERR_IO: this endpoint or rank 0 is gone), which happens when the coordinator has
+ * already ended the job after a failure it reported. */
+static bool report_error(loop *L, const bt_error *e) {
     Baton__Error m = BATON__ERROR__INIT;
     m.rank = (uint32_t)L->rank;
     m.status = (uint32_t)e->status;
     m.message = (char *)e->msg;
-    bt_error ignored;
-    bt_error_init(&ignored);
-    if (send_msg(L, 0, BT_MSG_ERROR, &m.base, &ignored) == BT_OK)
-        bt_transport_flush(L->t, 2 * 1000000LL, &ignored);
+    bt_error sent;
+    bt_error_init(&sent);
+    bt_status st = send_msg(L, 0, BT_MSG_ERROR, &m.base, &sent);
+    if (st == BT_OK)
+        st = bt_transport_flush(L->t, 2 * 1000000LL, &sent);
+    return st == BT_OK || st == BT_ERR_IO;
 }
 
 static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
@@ -686,7 +691,7 @@ static bt_status serve(loop *L, bt_error *err) {
 }
 
 bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_loop_params *p,
-                            bt_error *err) {
+                            bool *reported, bt_error *err) {
     loop L;
     memset(&L, 0, sizeof L);
     L.t = t;
@@ -719,8 +724,9 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     bt_arena_reset(&L.arena);
     st = serve(&L, err);
 done:
-    if (st != BT_OK)
-        report_error(&L, err);
+    bool told = st == BT_OK || report_error(&L, err);
+    if (reported)
+        *reported = told;
     bt_transport_flush(t, 2 * 1000000LL, NULL);
     teardown(&L);
     return st;
