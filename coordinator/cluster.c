@@ -13,6 +13,9 @@
 
 #define ARENA_BYTES (4u << 20)
 #define SEND_TIMEOUT_US (10 * 1000000LL)
+/* Longest single wait for a frame: a pause of the coordinator that falls inside one wait and
+ * ends with a frame already there cannot be told from waiting, so waits are kept short. */
+#define LISTEN_SLICE_US (100 * 1000LL)
 
 struct bt_cluster {
     bt_transport *t;
@@ -33,6 +36,7 @@ struct bt_cluster {
     int n_vocab;       /* for checking SampleResults */
     protobuf_c_boolean *want;
     int64_t last_activity_us; /* last batch sent */
+    int64_t listen_end_us;    /* when the coordinator last came back from waiting for a frame */
 };
 
 bt_cluster_params bt_cluster_default_params(void) {
@@ -170,6 +174,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         rep->last_seen_us = bt_now_us();
         got++;
     }
+    c->listen_end_us = bt_now_us();
     return BT_OK;
 }
 
@@ -293,23 +298,50 @@ bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error
     return send_msg(c, 1, BT_MSG_STAGE_BATCH, &m.base, err);
 }
 
-/* A stage that has been silent for longer than stage_timeout is gone or hung: an idle stage
- * heartbeats every heartbeat_ms, a busy one answers every micro-batch. */
+/*
+ * Liveness. Each stage is judged on its own: stages[s].last_seen_us is when the coordinator
+ * read the stage's latest frame (CLOCK_MONOTONIC), and a stage whose silence exceeds
+ * stage_timeout is hung or gone, whatever the other stages send. A stage heartbeats every
+ * heartbeat_ms whether it idles, computes a micro-batch or waits for a send to drain
+ * (stage_loop.c), so silence means it is not running.
+ *
+ * Silence counts only time in which the coordinator was listening. A frame that a stage sent
+ * while the coordinator was elsewhere (its own work, or stopped: SIGSTOP, a debugger, the
+ * host swapping) waits in the transport's queue and is read later. So:
+ *   - the time between two waits for a frame is excused: every stage's last_seen_us moves
+ *     forward by it;
+ *   - a wait asked to last at most T that took longer did not run for the excess (the
+ *     coordinator asked to wake and was not scheduled): that excess is excused too.
+ * Waits are at most LISTEN_SLICE_US, so a pause hidden inside one wait that then found a
+ * frame costs at most that much of a stage's deadline.
+ */
+static void excuse(bt_cluster *c, int64_t not_listening_us) {
+    if (not_listening_us <= 0)
+        return;
+    for (int s = 0; s < c->n_stages; s++)
+        c->stages[s].last_seen_us += not_listening_us;
+}
+
+/* Fails with the stage silent the longest beyond the deadline: when one stage stops, those
+ * after it run dry but keep heartbeating, so the stopped one is the one blamed. */
 static bt_status check_liveness(bt_cluster *c, bt_error *err) {
     int64_t now = bt_now_us();
+    int worst = -1;
+    int64_t worst_silent = c->p.stage_timeout_us;
     for (int s = 0; s < c->n_stages; s++) {
         int64_t silent = now - c->stages[s].last_seen_us;
-        if (silent > c->p.stage_timeout_us) {
-            char where[128];
-            return bt_error_set(err, BT_ERR_TIMEOUT,
-                                "%s sent nothing for %lld ms (deadline %lld ms): it is hung or "
-                                "gone",
-                                stage_where(c, s + 1, where, sizeof where),
-                                (long long)(silent / 1000),
-                                (long long)(c->p.stage_timeout_us / 1000));
+        if (silent > worst_silent) {
+            worst = s;
+            worst_silent = silent;
         }
     }
-    return BT_OK;
+    if (worst < 0)
+        return BT_OK;
+    char where[128];
+    return bt_error_set(
+        err, BT_ERR_TIMEOUT, "%s sent nothing for %lld ms (deadline %lld ms): it is hung or gone",
+        stage_where(c, worst + 1, where, sizeof where), (long long)(worst_silent / 1000),
+        (long long)(c->p.stage_timeout_us / 1000));
 }
 
 /* The alternatives of a SampleResults (bt_msg_check_sample_results has checked the rest):
@@ -353,18 +385,31 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
     const void *buf;
     size_t len;
     int from = -1;
-    bt_status st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, timeout_us, err);
-    /* Liveness is judged only when nothing is queued, so that a coordinator that was busy
-     * elsewhere first reads the heartbeats that piled up meanwhile. A dead stage stalls the
-     * pipeline, so the queue does run dry. */
+    int64_t slice = timeout_us < LISTEN_SLICE_US ? timeout_us : LISTEN_SLICE_US;
+    if (slice < 0)
+        slice = LISTEN_SLICE_US;
+    int64_t start = bt_now_us();
+    excuse(c, start - c->listen_end_us);
+    bt_status st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, slice, err);
+    int64_t end = bt_now_us();
+    excuse(c, end - start - slice);
+    c->listen_end_us = end;
+    if (st == BT_OK && from >= 1 && from <= c->n_stages)
+        c->stages[from - 1].last_seen_us = end;
+    /* Judged on every return, not only when nothing came: a healthy stage's frames must not
+     * keep the coordinator from noticing a silent one. */
+    if (st == BT_OK || st == BT_ERR_TIMEOUT) {
+        bt_status live = check_liveness(c, err);
+        if (live != BT_OK)
+            return live;
+    }
     if (st == BT_ERR_TIMEOUT)
-        return check_liveness(c, err);
+        return BT_OK;
     if (st != BT_OK)
         return st;
     char where[128];
     if (from < 1 || from > c->n_stages)
         return bt_error_set(err, BT_ERR_PROTOCOL, "message from unknown rank %d", from);
-    c->stages[from - 1].last_seen_us = bt_now_us();
     bt_frame_view f;
     if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
         return bt_error_wrap(err, "%s", stage_where(c, from, where, sizeof where)), st;

@@ -7,9 +7,12 @@
  * HelloReply, and each stage's last sign of life. Borrows the transport and the GGUF.
  *
  * Failure: a stage that sends an Error, whose transport fails, or that sends nothing for
- * stage_timeout while it is expected to (idle stages heartbeat every heartbeat_ms; busy ones
- * answer every micro-batch) makes bt_cluster_poll fail with a message naming the rank, its
- * layers and host. The caller then fails its requests and ends the job.
+ * stage_timeout (every stage heartbeats every heartbeat_ms, idle or computing) makes
+ * bt_cluster_poll fail with a message naming the rank, its layers and host. The deadline is
+ * per stage, counted on CLOCK_MONOTONIC, and only over time in which the coordinator itself
+ * was waiting for frames (cluster.c, "Liveness"): a coordinator that was stopped or busy
+ * does not blame the stages whose frames piled up meanwhile. The caller then fails its
+ * requests and ends the job.
  *
  * Confined to the coordinator's scheduling thread.
  */
@@ -53,7 +56,7 @@ typedef struct bt_stage_report {
                               * run, the whole process's */
     int kv_tokens;
     char host[64];
-    int64_t last_seen_us;
+    int64_t last_seen_us; /* last frame read, moved on by time the coordinator did not listen */
     uint64_t busy_us;
 } bt_stage_report;
 
@@ -85,7 +88,8 @@ typedef struct bt_cluster_results {
     const float *top_logprob; /* [sum n_top] */
 } bt_cluster_results;
 
-/* Waits up to timeout_us for the next message and handles heartbeats itself. */
+/* Waits up to timeout_us (at most 100 ms at a time) for the next message, handles heartbeats
+ * itself and judges every stage's liveness on each return. */
 bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
                           bt_error *err);
 

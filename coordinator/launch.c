@@ -21,9 +21,11 @@ typedef struct local_stage {
 static void *stage_main(void *arg) {
     local_stage *s = arg;
     bt_error_init(&s->err);
-    s->status = bt_stage_loop_run(s->t, s->g, &s->p, &s->err);
+    bool reported = false;
+    s->status = bt_stage_loop_run(s->t, s->g, &s->p, &reported, &s->err);
     if (s->status != BT_OK) {
-        BT_ERROR("stage rank %d: %s", s->t->rank, s->err.msg);
+        if (!reported) /* else the coordinator prints it, once for all stages */
+            BT_ERROR("stage rank %d: %s", s->t->rank, s->err.msg);
         bt_local_hub_kill(s->hub, s->t->rank); /* peers see BT_ERR_IO naming this rank */
     }
     return NULL;
@@ -52,8 +54,9 @@ bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params
         }
         L->is_stage = true;
         bt_error_init(&L->stage_error);
-        L->stage_status = bt_stage_loop_run(t, g, &sp, &L->stage_error);
-        if (L->stage_status != BT_OK)
+        bool reported = false;
+        L->stage_status = bt_stage_loop_run(t, g, &sp, &reported, &L->stage_error);
+        if (L->stage_status != BT_OK && !reported)
             BT_ERROR("stage rank %d: %s", L->rank, L->stage_error.msg);
         bt_transport_free(t);
         return BT_OK;

@@ -1,6 +1,22 @@
-/* stage_loop.c - the stage role (see stage_loop.h for the state table). */
+/*
+ * stage_loop.c - the stage role (see stage_loop.h for the state table).
+ *
+ * Heartbeats while computing. The coordinator judges each stage by its own last frame
+ * (cluster.c), so a stage must keep heartbeating however long a micro-batch takes and while
+ * its activations wait for a slow next stage. The transport endpoint is confined to one thread
+ * and MPI runs at MPI_THREAD_FUNNELED (transport.h), so heartbeats cannot come from a second
+ * thread: instead the forward pass runs on a compute thread of this loop, and the loop's own
+ * thread, which owns the transport, waits for it on a condition variable and sends a
+ * Heartbeat every heartbeat_ms meanwhile (forward_live). The bt_stage passes between the two
+ * threads under the mutex (one user at a time, as stage.h asks). A send to the next stage that
+ * finds its queue full is retried in heartbeat_ms slices, heartbeating in between, with no
+ * deadline of its own (send_next): if the next stage has stopped, it is silent and the
+ * coordinator names it; this stage, still heartbeating, is not blamed.
+ */
 #include "stage_loop.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +34,10 @@
 #define ARENA_BYTES (4u << 20)
 #define MAX_BATCH_LIMIT 65536
 #define MAX_SEQS_LIMIT 65536
+#define HB_FRAME_BYTES (BT_FRAME_HEADER_BYTES + 128) /* a Heartbeat: four varints */
+#define SEND_TIMEOUT_US (10 * 1000000LL)
+
+enum { JOB_NONE, JOB_POSTED, JOB_DONE }; /* the compute thread's job */
 
 bt_stage_loop_params bt_stage_loop_default_params(void) {
     return (bt_stage_loop_params){.n_threads = 1, .hello_timeout_us = 300 * 1000000LL};
@@ -62,6 +82,23 @@ typedef struct loop {
     bt_arena arena;
     int n_embd, n_vocab;
     uint64_t busy_us;
+    uint8_t hb_out[HB_FRAME_BYTES]; /* Heartbeat frames: `out` may hold a frame being sent */
+    uint32_t kv_free;               /* for heartbeats; refreshed while the stage is not computing */
+    bool computing;                 /* loop thread only: the compute thread holds the stage */
+    /* The compute thread: one forward pass at a time, posted by forward_live. Guarded by mu:
+     * job, quit, the job_* fields. cv (CLOCK_MONOTONIC) signals a posted, finished or quit
+     * job. */
+    pthread_t worker;
+    bool sync_ok, worker_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int job;
+    bool quit;
+    const bt_batch *job_batch; /* borrowed for the job */
+    const float *job_in;
+    float *job_out, *job_logits;
+    bt_status job_st;
+    bt_error job_err;
 } loop;
 
 static bt_status send_msg(loop *L, int dst, bt_msg_kind kind, const ProtobufCMessage *m,
@@ -70,19 +107,24 @@ static bt_status send_msg(loop *L, int dst, bt_msg_kind kind, const ProtobufCMes
     bt_status st = bt_frame_finish(L->out, L->t->max_frame, kind, m, 0, 0, 0, &len, err);
     if (st != BT_OK)
         return st;
-    return bt_transport_send(L->t, dst, L->out, len, 10 * 1000000LL, err);
+    return bt_transport_send(L->t, dst, L->out, len, SEND_TIMEOUT_US, err);
 }
 
-/* Best effort: tell the coordinator why this stage stops. */
-static void report_error(loop *L, const bt_error *e) {
+/* Best effort: tell the coordinator why this stage stops. Returns whether the caller need not
+ * print the error itself: it reached rank 0, which reports it, or rank 0 cannot be reached
+ * (BT_ERR_IO: this endpoint or rank 0 is gone), which happens when the coordinator has
+ * already ended the job after a failure it reported. */
+static bool report_error(loop *L, const bt_error *e) {
     Baton__Error m = BATON__ERROR__INIT;
     m.rank = (uint32_t)L->rank;
     m.status = (uint32_t)e->status;
     m.message = (char *)e->msg;
-    bt_error ignored;
-    bt_error_init(&ignored);
-    if (send_msg(L, 0, BT_MSG_ERROR, &m.base, &ignored) == BT_OK)
-        bt_transport_flush(L->t, 2 * 1000000LL, &ignored);
+    bt_error sent;
+    bt_error_init(&sent);
+    bt_status st = send_msg(L, 0, BT_MSG_ERROR, &m.base, &sent);
+    if (st == BT_OK)
+        st = bt_transport_flush(L->t, 2 * 1000000LL, &sent);
+    return st == BT_OK || st == BT_ERR_IO;
 }
 
 static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
@@ -138,6 +180,50 @@ static uint64_t rss_bytes(void) {
         fclose(f);
     }
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void *compute_main(void *arg) {
+    loop *L = arg;
+    pthread_mutex_lock(&L->mu);
+    for (;;) {
+        while (L->job != JOB_POSTED && !L->quit)
+            pthread_cond_wait(&L->cv, &L->mu);
+        if (L->quit)
+            break;
+        pthread_mutex_unlock(&L->mu);
+        bt_error e;
+        bt_error_init(&e);
+        bt_status st =
+            bt_stage_forward(L->stage, L->job_batch, L->job_in, L->job_out, L->job_logits, &e);
+        pthread_mutex_lock(&L->mu);
+        L->job_st = st;
+        L->job_err = e;
+        L->job = JOB_DONE;
+        pthread_cond_broadcast(&L->cv);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+static bt_status start_worker(loop *L, bt_error *err) {
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return bt_error_set(err, BT_ERR_INTERNAL, "stage: pthread_condattr_init failed");
+    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0 && (rc = pthread_mutex_init(&L->mu, NULL)) == 0) {
+        if ((rc = pthread_cond_init(&L->cv, &ca)) != 0)
+            pthread_mutex_destroy(&L->mu);
+    }
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        return bt_error_set(err, BT_ERR_INTERNAL, "stage: mutex or condition variable: %s",
+                            strerror(rc));
+    L->sync_ok = true;
+    if ((rc = pthread_create(&L->worker, NULL, compute_main, L)) != 0)
+        return bt_error_set(err, BT_ERR_INTERNAL, "stage: cannot start the compute thread: %s",
+                            strerror(rc));
+    L->worker_started = true;
+    return BT_OK;
 }
 
 static void *alloc_zero(size_t n, size_t size) {
@@ -203,10 +289,21 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
             (st = bt_sampler_hist_new((int32_t)S, L->n_vocab, &L->hist, err)) != BT_OK)
             return st;
     }
-    return BT_OK;
+    return start_worker(L, err);
 }
 
 static void teardown(loop *L) {
+    if (L->worker_started) {
+        pthread_mutex_lock(&L->mu);
+        L->quit = true;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+        pthread_join(L->worker, NULL);
+    }
+    if (L->sync_ok) {
+        pthread_cond_destroy(&L->cv);
+        pthread_mutex_destroy(&L->mu);
+    }
     bt_stage_free(L->stage);
     bt_codec_free(L->codec);
     bt_sampler_free(L->sampler);
@@ -374,14 +471,83 @@ static bt_status apply_ops(loop *L, const Baton__StageBatch *b, bt_error *err) {
 }
 
 static bt_status send_heartbeat(loop *L, bt_error *err) {
+    if (!L->computing && L->stage)
+        L->kv_free = (uint32_t)bt_stage_kv_tokens_free(L->stage);
     Baton__Heartbeat h = BATON__HEARTBEAT__INIT;
     h.rank = (uint32_t)L->rank;
     h.busy_us = L->busy_us;
-    h.kv_tokens_free = (uint32_t)bt_stage_kv_tokens_free(L->stage);
+    h.kv_tokens_free = L->kv_free;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         h.peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
-    return send_msg(L, 0, BT_MSG_HEARTBEAT, &h.base, err);
+    size_t len;
+    bt_status st =
+        bt_frame_finish(L->hb_out, sizeof L->hb_out, BT_MSG_HEARTBEAT, &h.base, 0, 0, 0, &len, err);
+    if (st != BT_OK)
+        return st;
+    return bt_transport_send(L->t, 0, L->hb_out, len, SEND_TIMEOUT_US, err);
+}
+
+/* bt_stage_forward on the compute thread; this thread heartbeats every heartbeat_ms until it
+ * is done. A failed heartbeat is returned once the pass has ended (the pass uses L's buffers,
+ * so it is never abandoned). */
+static bt_status forward_live(loop *L, const bt_batch *b, const float *in, float *out,
+                              float *logits, bt_error *err) {
+    const int64_t hb_us = (int64_t)L->cfg.heartbeat_ms * 1000;
+    bt_status hb_st = BT_OK;
+    bt_error hb_err;
+    bt_error_init(&hb_err);
+    L->kv_free = (uint32_t)bt_stage_kv_tokens_free(L->stage);
+    L->computing = true;
+    pthread_mutex_lock(&L->mu);
+    L->job_batch = b;
+    L->job_in = in;
+    L->job_out = out;
+    L->job_logits = logits;
+    L->job = JOB_POSTED;
+    pthread_cond_broadcast(&L->cv);
+    int64_t next_hb = bt_now_us() + hb_us;
+    while (L->job != JOB_DONE) {
+        int64_t now = bt_now_us();
+        if (now >= next_hb) {
+            if (hb_st == BT_OK) {
+                pthread_mutex_unlock(&L->mu);
+                hb_st = send_heartbeat(L, &hb_err);
+                pthread_mutex_lock(&L->mu);
+            }
+            next_hb = now + hb_us;
+            continue;
+        }
+        struct timespec ts = {.tv_sec = (time_t)(next_hb / 1000000),
+                              .tv_nsec = (long)(next_hb % 1000000) * 1000};
+        pthread_cond_timedwait(&L->cv, &L->mu, &ts);
+    }
+    L->job = JOB_NONE;
+    bt_status st = L->job_st;
+    if (st != BT_OK && err)
+        *err = L->job_err;
+    pthread_mutex_unlock(&L->mu);
+    L->computing = false;
+    if (st != BT_OK)
+        return st;
+    if (hb_st != BT_OK && err)
+        *err = hb_err;
+    return hb_st;
+}
+
+/* Sends the len-byte frame in L->out to the next stage. While the transport holds the
+ * maximum of unsent frames for it (the next stage is slow or stopped), waits in heartbeat_ms
+ * slices with a Heartbeat in between and no deadline of its own: the coordinator's per-stage
+ * deadline names the stage that stopped, and ends the job. */
+static bt_status send_next(loop *L, size_t len, bt_error *err) {
+    const int64_t hb_us = (int64_t)L->cfg.heartbeat_ms * 1000;
+    for (;;) {
+        bt_status st = bt_transport_send(L->t, L->next, L->out, len, hb_us, err);
+        if (st != BT_ERR_TIMEOUT)
+            return st;
+        if ((st = send_heartbeat(L, err)) != BT_OK)
+            return st;
+    }
 }
 
 static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b, bt_error *err) {
@@ -409,8 +575,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
     if (n > 0) {
         bt_batch batch = {
             .n_rows = n, .seq = b->seq, .pos = b->pos, .token = b->token, .logits = L->want};
-        st = bt_stage_forward(L->stage, &batch, L->rank == 1 ? NULL : L->act_in, L->act_out,
-                              L->logits, err);
+        st = forward_live(L, &batch, L->rank == 1 ? NULL : L->act_in, L->act_out, L->logits, err);
         if (st != BT_OK)
             return st;
     }
@@ -426,7 +591,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
                                   (int)L->cfg.codec, L->cfg.zstd_level > 0 && n > 0, &len, err)) !=
             BT_OK)
             return st;
-        if ((st = bt_transport_send(L->t, L->next, L->out, len, 10 * 1000000LL, err)) != BT_OK)
+        if ((st = send_next(L, len, err)) != BT_OK)
             return st;
         return send_heartbeat(L, err); /* the coordinator's sign that this stage is alive */
     }
@@ -519,7 +684,7 @@ static bt_status serve(loop *L, bt_error *err) {
 }
 
 bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_loop_params *p,
-                            bt_error *err) {
+                            bool *reported, bt_error *err) {
     loop L;
     memset(&L, 0, sizeof L);
     L.t = t;
@@ -552,8 +717,9 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     bt_arena_reset(&L.arena);
     st = serve(&L, err);
 done:
-    if (st != BT_OK)
-        report_error(&L, err);
+    bool told = st == BT_OK || report_error(&L, err);
+    if (reported)
+        *reported = told;
     bt_transport_flush(t, 2 * 1000000LL, NULL);
     teardown(&L);
     return st;

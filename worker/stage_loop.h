@@ -16,11 +16,18 @@
  * token ids, sequence ids, op kinds, payload size) before it touches the stage; a failed
  * validation is a protocol error reported to rank 0 with the field named.
  *
- * Threading: runs on the calling thread; the stage's compute pool works under it.
+ * Heartbeats: every heartbeat_ms while idle, while a micro-batch computes and while a send
+ * to the next stage waits (stage_loop.c), so that the coordinator can judge each stage by its
+ * own last frame.
+ *
+ * Threading: runs on the calling thread, which alone uses the transport (MPI FUNNELED); the
+ * forward pass runs on one compute thread started after the Hello, with the stage's compute
+ * pool under it, while the calling thread heartbeats.
  */
 #ifndef BT_STAGE_LOOP_H
 #define BT_STAGE_LOOP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gguf.h"
@@ -35,9 +42,13 @@ typedef struct bt_stage_loop_params {
 bt_stage_loop_params bt_stage_loop_default_params(void);
 
 /* Runs the stage role for rank t->rank >= 1 on the model g (borrowed). Returns BT_OK after a
- * Shutdown; otherwise the error (already reported to rank 0 when possible). */
+ * Shutdown; otherwise the error, already sent to rank 0 when possible. *reported (may be
+ * NULL) is false only when the caller should print the error itself: rank 0 was reachable
+ * but did not take it. Otherwise rank 0 reports it, or has already ended the job over a
+ * failure it reported (this endpoint or rank 0 gone), so that a failure shows once, not once
+ * per stage. */
 bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_loop_params *p,
-                            bt_error *err);
+                            bool *reported, bt_error *err);
 
 /* Largest frame the protocol sends for these sizes (both ends size their transports with
  * it): a StageBatch header for max_batch rows with up to max_seqs ops and sampling entries,

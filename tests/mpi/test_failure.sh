@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# test_failure.sh - a stage that dies or hangs mid-generation ends the whole job:
-#   (a) SIGKILL of stage rank 2 (mpirun -np 3): the job exits non-zero within 10 s with an
-#       error naming rank 2, and no process of the job is left;
-#   (b) SIGSTOP of stage rank 1 with --stage-timeout-ms 2000 --heartbeat-ms 200: the
-#       coordinator reports rank 1 in under 8 s, the job exits non-zero, and no process is
-#       left, the stopped one included.
+# test_failure.sh [CASE...] - a stage that dies or hangs mid-generation ends the whole job with
+# a message naming it; a healthy stage, or a coordinator that was itself stopped, is never
+# blamed. Cases (default: kill stop):
+#   kill          SIGKILL of stage rank 2 (mpirun -np 3): the job exits non-zero within 10 s
+#                 with an error naming rank 2, and no process of the job is left;
+#   stop          SIGSTOP of stage rank 1 with --stage-timeout-ms 2000 --heartbeat-ms 200: the
+#                 coordinator reports rank 1 in under 8 s, the job exits non-zero, and no
+#                 process is left, the stopped one included;
+#   stop_hb20     the same with --heartbeat-ms 20: the healthy rank 2 heartbeating fast must
+#                 not hide the stopped rank 1 (reported within 5 s, rank 2 not blamed);
+#   stop_hb90     SIGSTOP of the last stage (rank 2) with --heartbeat-ms 90: rank 1, whose
+#                 activations then cannot leave, keeps heartbeating and is not blamed;
+#   coord_pause   SIGSTOP of the coordinator for 3.5 s (--stage-timeout-ms 1000), then SIGCONT:
+#                 the generation completes, exit 0, no stage declared dead;
+#   long_prompt   a 1,900-token prompt in micro-batches of 1,024 rows with --stage-timeout-ms
+#                 1000: each stage computes for seconds at a time (one thread), heartbeating
+#                 meanwhile; exit 0 and the whole prompt processed.
 # Leftovers are SIGCONT+SIGKILLed at the end so CI never hangs, and counted as failures.
 # Needs SmolLM2 (the tiny model's 256-token context ends a generation too soon).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,30 +46,62 @@ find_rank() {
     done
 }
 
-# run_case NAME SIGNAL RANK DEADLINE_S [BATON FLAGS...]
-run_case() {
-    local name=$1 sig=$2 rank=$3 deadline=$4
-    shift 4
-    local out="$WORK/$name.out" err="$WORK/$name.err"
-    BT_MPI_TIMEOUT=60 mpi_run 3 "$BATON" generate --model "$MODEL" --threads 1 \
-        --prompt "Tell me a very long story. ($marker)" --temperature 0 --max-tokens 100000 \
-        --ignore-eos --ctx 8192 "$@" >"$out" 2>"$err" &
-    local job=$!
-    # Wait until it is generating: some text streamed out.
+# start_job NAME NP [BATON FLAGS...] - baton generate in the background (pid in $job, output in
+# $WORK/NAME.out, errors in $WORK/NAME.err), with the marker on its command line.
+start_job() {
+    local name=$1 np=$2
+    shift 2
+    BT_MPI_TIMEOUT=90 mpi_run "$np" "$BATON" generate --model "$MODEL" --threads 1 \
+        --temperature 0 --ignore-eos --ctx 8192 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    job=$!
+}
+
+# wait_output NAME BYTES - waits until the job has streamed BYTES bytes (it is generating).
+wait_output() {
     local t0
     t0=$(now_ms)
-    while [[ $(wc -c <"$out") -lt 16 ]]; do
+    while [[ $(wc -c <"$WORK/$1.out") -lt $2 ]]; do
         if ! kill -0 "$job" 2>/dev/null; then
-            fail "$name: the job ended before producing output"
-            tail -5 "$err"
-            return
+            fail "$1: the job ended before producing output"
+            tail -5 "$WORK/$1.err"
+            return 1
         fi
         if (($(now_ms) - t0 > 60000)); then
-            fail "$name: no output within 60 s"
-            return
+            fail "$1: no output within 60 s"
+            return 1
         fi
         sleep 0.1
     done
+}
+
+# no_leftovers NAME - nothing of the job may survive it (give the launcher a moment to reap).
+no_leftovers() {
+    local left t_end
+    t_end=$(($(now_ms) + 3000))
+    while left=$(procs_matching "$marker") && [[ -n $left ]] && (($(now_ms) < t_end)); do
+        sleep 0.1
+    done
+    if [[ -n $left ]]; then
+        fail "$1: processes left behind: $(echo $left)"
+        # shellcheck disable=SC2086
+        ps -o pid,stat,args -p "$(echo $left | tr ' ' ,)" | cut -c1-150
+        # shellcheck disable=SC2086
+        kill -CONT $left 2>/dev/null
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null
+    else
+        pass "$1: no process left"
+    fi
+}
+
+# run_case NAME SIGNAL RANK DEADLINE_S [BATON FLAGS...] - SIGNAL to stage RANK of a 3-rank job
+# once it generates; the job must end within DEADLINE_S, non-zero, blaming RANK and no other.
+run_case() {
+    local name=$1 sig=$2 rank=$3 deadline=$4
+    shift 4
+    local err="$WORK/$name.err"
+    start_job "$name" 3 --prompt "Tell me a very long story. ($marker)" --max-tokens 100000 "$@"
+    wait_output "$name" 16 || return
     local victim
     victim=$(find_rank "$rank")
     if [[ -z $victim ]]; then
@@ -80,7 +123,7 @@ run_case() {
     wait "$job"
     local rc=$?
     echo "     $name: exit $rc ${elapsed} ms after SIG$sig of rank $rank (pid $victim)," \
-        "$(wc -c <"$out") bytes of output"
+        "$(wc -c <"$WORK/$name.out") bytes of output"
     grep -iE 'error|rank' "$err" | head -4 | sed 's/^/     /'
     [[ $rc -ne 0 ]] && pass "$name: exit status $rc" || fail "$name: exit status 0"
     ((elapsed < deadline * 1000)) && pass "$name: ended in ${elapsed} ms (< ${deadline} s)" ||
@@ -91,25 +134,89 @@ run_case() {
         fail "$name: no message names rank $rank"
         tail -5 "$err"
     fi
-    # Nothing of the job may survive it (give the launcher a moment to reap).
-    local left t_end
-    t_end=$(($(now_ms) + 3000))
-    while left=$(procs_matching "$marker") && [[ -n $left ]] && (($(now_ms) < t_end)); do
-        sleep 0.1
-    done
-    if [[ -n $left ]]; then
-        fail "$name: processes left behind: $(echo $left)"
-        # shellcheck disable=SC2086
-        ps -o pid,stat,args -p "$(echo $left | tr ' ' ,)" | cut -c1-150
-        # shellcheck disable=SC2086
-        kill -CONT $left 2>/dev/null
-        # shellcheck disable=SC2086
-        kill -KILL $left 2>/dev/null
+    # The healthy stage is never the one blamed.
+    local other=$((3 - rank))
+    if grep -qE "^baton [a-z]+: stage rank $other\b" "$err"; then
+        fail "$name: the healthy rank $other is blamed"
     else
-        pass "$name: no process left"
+        pass "$name: the healthy rank $other is not blamed"
     fi
+    no_leftovers "$name"
 }
 
-run_case kill KILL 2 10
-run_case stop STOP 1 8 --stage-timeout-ms 2000 --heartbeat-ms 200
+# coord_pause: the coordinator stopped for 3.5 s, over three times --stage-timeout-ms, while
+# the stages keep heartbeating into its queue; resumed, it must not blame them.
+coord_pause() {
+    local name=coord_pause
+    start_job "$name" 3 --prompt "Tell me a very long story. ($marker)" --max-tokens 160 \
+        --heartbeat-ms 100 --stage-timeout-ms 1000
+    wait_output "$name" 16 || return
+    local coord
+    coord=$(find_rank 0)
+    if [[ -z $coord ]]; then
+        fail "$name: no coordinator process (rank 0)"
+        return
+    fi
+    kill -STOP "$coord"
+    sleep 3.5
+    kill -CONT "$coord"
+    local t0
+    t0=$(now_ms)
+    while kill -0 "$job" 2>/dev/null && (($(now_ms) - t0 < 60000)); do
+        sleep 0.1
+    done
+    kill -0 "$job" 2>/dev/null && kill -TERM "$job"
+    wait "$job"
+    local rc=$?
+    grep -iE 'error|rank|generation:' "$WORK/$name.err" | head -4 | sed 's/^/     /'
+    [[ $rc -eq 0 ]] && pass "$name: exit status 0" || fail "$name: exit status $rc"
+    if grep -qE '^generation: 160 tokens' "$WORK/$name.err"; then
+        pass "$name: all 160 tokens generated"
+    else
+        fail "$name: the generation did not complete"
+    fi
+    no_leftovers "$name"
+}
+
+# long_prompt: micro-batches of 1,024 prompt rows keep each stage computing for longer than
+# --stage-timeout-ms 1000 on one thread; its heartbeats must go on meanwhile.
+long_prompt() {
+    local name=long_prompt text="$WORK/long.txt"
+    # Our own documentation as the text: about 1,900 tokens, within the 8,192-token context.
+    cat "$MPI_DIR/../../docs/architecture.md" "$MPI_DIR/../../docs/deployment.md" |
+        head -c 7000 >"$text"
+    echo "($marker)" >>"$text"
+    [[ -s $text ]] || { fail "$name: no text"; return; }
+    start_job "$name" 3 --file "$text" --max-tokens 4 --stage-timeout-ms 1000 \
+        --prefill-chunk 1024 --max-batch 1024
+    local t0
+    t0=$(now_ms)
+    wait "$job"
+    local rc=$?
+    echo "     $name: exit $rc after $(($(now_ms) - t0)) ms"
+    grep -iE 'error|rank|prompt:|generation:' "$WORK/$name.err" | head -4 | sed 's/^/     /'
+    [[ $rc -eq 0 ]] && pass "$name: exit status 0" || fail "$name: exit status $rc"
+    local n
+    n=$(sed -n 's/^prompt: \([0-9]*\) tokens.*/\1/p' "$WORK/$name.err")
+    if [[ -n $n && $n -ge 1500 ]]; then
+        pass "$name: a $n-token prompt (two 1,024-row micro-batches)"
+    else
+        fail "$name: prompt of '${n}' tokens, expected over 1,500"
+    fi
+    no_leftovers "$name"
+}
+
+cases=("$@")
+[[ ${#cases[@]} -gt 0 ]] || cases=(kill stop)
+for c in "${cases[@]}"; do
+    case $c in
+    kill) run_case kill KILL 2 10 ;;
+    stop) run_case stop STOP 1 8 --stage-timeout-ms 2000 --heartbeat-ms 200 ;;
+    stop_hb20) run_case stop_hb20 STOP 1 5 --stage-timeout-ms 2000 --heartbeat-ms 20 ;;
+    stop_hb90) run_case stop_hb90 STOP 2 5 --stage-timeout-ms 2000 --heartbeat-ms 90 ;;
+    coord_pause) coord_pause ;;
+    long_prompt) long_prompt ;;
+    *) echo "unknown case '$c'"; exit 2 ;;
+    esac
+done
 finish
