@@ -2,7 +2,7 @@
  * numerics.h - which arithmetic the stages' forward passes use. Both roles need it: the
  * coordinator parses --numerics and sends it in Hello, a stage applies it (worker/forward.h).
  *
- *   BT_NUMERICS_FAST      baton's own kernels, sgemm for prompt rows (the default);
+ *   BT_NUMERICS_FAST      baton's own batch-invariant kernels (the default);
  *   BT_NUMERICS_LLAMACPP  llama.cpp's CPU arithmetic reproduced bit for bit
  *                         (worker/llamacpp.h): the same logits as llama.cpp when the batches
  *                         are the same, at a lower prompt speed.

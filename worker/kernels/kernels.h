@@ -1,8 +1,8 @@
 /*
  * kernels.h - compute kernels of a stage: activation quantization, quantized dot products
- * and matrix products, dequantized tiles for sgemm.
+ * and matrix products, dequantized rows.
  *
- * Weights stay in their GGUF type. For small batches (decode) the activation row is
+ * Weights stay in their GGUF type. For every row of a batch the activation row is
  * quantized once to bt_q8 blocks (32 int8 with a float scale, plus d*sum for the
  * types with a min) and every weight row is dotted with it in integer arithmetic.
  *
@@ -74,7 +74,7 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
                const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
 
-/* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row). For sgemm. */
+/* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row): embedding rows. */
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
                      int64_t r1, float *dst);
 
