@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A completion's tokens and logprobs do not depend on what else runs or how the KV cache is
+# shared: `generate --n 4` under a KV cache too small for the four (preemption and recompute)
+# gives four copies of the `--n 1` completion, and a seeded sampled run gives the same with and
+# without KV pressure, on 1 and 2 stages (the lossless default codec). The CLI probe of issue 8.
+source "$(dirname "$0")/lib.sh"
+need_model
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+P="Write a detailed essay about the history of the printing press and its effect on Europe."
+
+# ids_and_lps FILE: the "output ids" and "output logprobs" lines of a --print-ids run.
+ids_and_lps() { grep -E '^output (ids|logprobs)' "$1" | sed 's/ (completion)//'; }
+
+run() { # NAME ARGS...: stderr to $tmp/NAME, status checked
+    local name=$1
+    shift
+    if ! "$BATON" generate --model "$MODEL" --prompt "$P" --max-tokens 48 --ignore-eos --ctx 128 \
+        --print-ids "$@" >/dev/null 2>"$tmp/$name"; then
+        fail "generate $*: $(tail -1 "$tmp/$name")"
+        return 1
+    fi
+}
+
+for stages in 1 2; do
+    run one.$stages --temperature 0 --stages $stages || continue
+    ids_and_lps "$tmp/one.$stages" >"$tmp/one.$stages.ref"
+    run four.$stages --temperature 0 --stages $stages --n 4 --kv-tokens 128 || continue
+    n_same=0
+    for k in 0 1 2 3; do
+        # completion k: its ids line and its logprobs line
+        grep -E '^output (ids|logprobs)' "$tmp/four.$stages" | sed 's/ (completion)//' |
+            awk -v k=$k 'NR == 2 * k + 1 || NR == 2 * k + 2' >"$tmp/four.$stages.$k"
+        cmp -s "$tmp/four.$stages.$k" "$tmp/one.$stages.ref" && n_same=$((n_same + 1))
+    done
+    pre=$(grep -oE '[0-9]+ preemptions?' "$tmp/four.$stages" | head -1)
+    if [[ $n_same -eq 4 ]]; then
+        pass "$stages stage(s): --n 4 greedy with 128 KV tokens ($pre) == --n 1, ids and logprobs"
+    else
+        fail "$stages stage(s): only $n_same of 4 completions equal --n 1 ($pre)"
+    fi
+
+    run seeded.$stages --temperature 0.8 --seed 5 --stages $stages --n 3 --kv-tokens 1024 ||
+        continue
+    run seeded_small.$stages --temperature 0.8 --seed 5 --stages $stages --n 3 --kv-tokens 128 ||
+        continue
+    ids_and_lps "$tmp/seeded.$stages" >"$tmp/a"
+    ids_and_lps "$tmp/seeded_small.$stages" >"$tmp/b"
+    pre=$(grep -oE '[0-9]+ preemptions?' "$tmp/seeded_small.$stages" | head -1)
+    if [[ -s $tmp/a ]] && cmp -s "$tmp/a" "$tmp/b"; then
+        pass "$stages stage(s): seeded --n 3 with 128 KV tokens ($pre) == with 1024"
+    else
+        fail "$stages stage(s): seeded completions differ under KV pressure ($pre)"
+    fi
+done
+cmp -s "$tmp/one.1.ref" "$tmp/one.2.ref" && pass "1 stage == 2 stages" || fail "1 vs 2 stages differ"
+finish
