@@ -20,6 +20,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -670,6 +673,90 @@ static bt_status parse(bt_gguf *g, bt_error *err) {
     return check_tensor_data(&r, g);
 }
 
+/* ---- truncation of a mapped file ----
+ *
+ * A model file truncated (or rewritten in place) while mapped makes the next read of a page
+ * past its new end raise SIGBUS. The mapped regions are listed here so that the handler can
+ * tell such a fault from any other and say which file it was. A slot is published by storing
+ * its base last (release) and read by the handler with acquire; the handler only loads
+ * atomics, write()s a message prepared at open and _exit()s. */
+
+#define WATCH_SLOTS 8
+#define WATCH_MSG 4200
+
+typedef struct watch_slot {
+    _Atomic uintptr_t base; /* 0: free */
+    size_t size;
+    size_t msg_len;
+    char msg[WATCH_MSG];
+} watch_slot;
+
+static watch_slot watched[WATCH_SLOTS];
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction prev_sigbus; /* the handler before ours, for faults that are not ours */
+
+static void watch_mapping(const void *base, size_t size, const char *path) {
+    pthread_mutex_lock(&watch_lock);
+    for (int i = 0; i < WATCH_SLOTS; i++) {
+        watch_slot *w = &watched[i];
+        if (atomic_load_explicit(&w->base, memory_order_relaxed))
+            continue;
+        w->size = size;
+        int n = snprintf(w->msg, sizeof w->msg,
+                         "baton: model file '%s' was truncated or changed while in use\n", path);
+        w->msg_len = n < 0 ? 0 : (size_t)n < sizeof w->msg ? (size_t)n : sizeof w->msg - 1;
+        atomic_store_explicit(&w->base, (uintptr_t)base, memory_order_release);
+        break; /* all slots taken: this mapping's faults end the process unexplained */
+    }
+    pthread_mutex_unlock(&watch_lock);
+}
+
+static void unwatch_mapping(const void *base) {
+    pthread_mutex_lock(&watch_lock);
+    for (int i = 0; i < WATCH_SLOTS; i++)
+        if (atomic_load_explicit(&watched[i].base, memory_order_relaxed) == (uintptr_t)base)
+            atomic_store_explicit(&watched[i].base, 0, memory_order_release);
+    pthread_mutex_unlock(&watch_lock);
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (int i = 0; i < WATCH_SLOTS; i++) {
+        watch_slot *w = &watched[i];
+        uintptr_t b = atomic_load_explicit(&w->base, memory_order_acquire);
+        if (b && a >= b && a - b < w->size) {
+            ssize_t r = write(STDERR_FILENO, w->msg, w->msg_len);
+            (void)r;
+            _exit(BT_GGUF_EXIT_TRUNCATED);
+        }
+    }
+    /* Not a mapped model: what would have happened without us. */
+    if (prev_sigbus.sa_flags & SA_SIGINFO) {
+        if (prev_sigbus.sa_sigaction) {
+            prev_sigbus.sa_sigaction(sig, si, uctx);
+            return;
+        }
+    } else if (prev_sigbus.sa_handler != SIG_DFL && prev_sigbus.sa_handler != SIG_IGN) {
+        prev_sigbus.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
+}
+
+void bt_gguf_catch_truncation(void) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &old) != 0)
+        return;
+    /* Called again after a library (Open MPI) put its own handler in: chain to that one. */
+    if (!((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == on_sigbus))
+        prev_sigbus = old;
+}
+
 /* ---- open / free ---- */
 
 static bt_status open_common(const void *data, size_t size, bool mapped, bt_gguf **out,
@@ -702,7 +789,8 @@ bt_status bt_gguf_open_memory(const void *data, size_t size, bt_gguf **out, bt_e
 
 bt_status bt_gguf_open(const char *path, bt_gguf **out, bt_error *err) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would block open() until a writer came; it is refused below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return bt_error_set(err, BT_ERR_IO, "gguf: cannot open %s: %s", path, strerror(errno));
     struct stat sb;
@@ -734,14 +822,18 @@ bt_status bt_gguf_open(const char *path, bt_gguf **out, bt_error *err) {
     bt_status st = open_common(p, size, true, out, err);
     if (st != BT_OK)
         bt_error_wrap(err, "%s", path);
+    else
+        watch_mapping(p, size, path);
     return st;
 }
 
 void bt_gguf_free(bt_gguf *g) {
     if (!g)
         return;
-    if (g->mapped)
+    if (g->mapped) {
+        unwatch_mapping(g->base);
         munmap((void *)g->base, g->size);
+    }
     free(g->kvs);
     free(g->kv_order);
     free(g->strs);

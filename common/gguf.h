@@ -74,6 +74,15 @@ bt_status bt_gguf_open_memory(const void *data, size_t size, bt_gguf **out, bt_e
 
 void bt_gguf_free(bt_gguf *g); /* NULL is a no-op */
 
+/* Exit status of a process whose mapped model file was truncated or rewritten under it. */
+#define BT_GGUF_EXIT_TRUNCATED 1
+
+/* Installs a SIGBUS handler (process-wide): a fault inside a file mapped by bt_gguf_open
+ * prints "baton: model file '<path>' was truncated or changed while in use" and exits with
+ * BT_GGUF_EXIT_TRUNCATED; any other SIGBUS goes to the handler that was there before (or the
+ * default action). Call from main, and again after a library installs its own handlers. */
+void bt_gguf_catch_truncation(void);
+
 uint32_t bt_gguf_version(const bt_gguf *g);
 size_t bt_gguf_alignment(const bt_gguf *g);
 size_t bt_gguf_file_size(const bt_gguf *g);

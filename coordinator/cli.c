@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
+#include <unistd.h>
 
 static const bt_cli_opt *find_opt(const bt_cli_opt *opts, int n_opts, const char *name,
                                   size_t len) {
@@ -92,18 +94,29 @@ void bt_cli_usage(const char *cmd, const char *synopsis, const bt_cli_opt *opts,
     }
 }
 
-const char *bt_cli_default_model(char *buf, size_t cap) {
+bt_status bt_cli_default_model(char *buf, size_t cap, bt_error *err) {
     const char *m = getenv("BATON_MODEL");
     if (m && *m) {
         snprintf(buf, cap, "%s", m);
-        return buf;
+        return BT_OK;
     }
     const char *cache = getenv("BATON_CACHE");
     if (cache && *cache) {
         snprintf(buf, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    } else {
-        const char *home = getenv("HOME");
-        snprintf(buf, cap, "%s/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : ".");
+        return BT_OK;
     }
-    return buf;
+    /* Without HOME the home directory comes from the password database; a path relative to
+     * the working directory would find (or miss) a different file wherever baton is run. */
+    const char *home = getenv("HOME");
+    if (!home || home[0] != '/') {
+        const struct passwd *pw = getpwuid(getuid());
+        home = pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : NULL;
+    }
+    if (!home)
+        return bt_error_set(err, BT_ERR_NOT_FOUND,
+                            "no default model path: HOME is unset or not absolute and user %u has "
+                            "no home directory; give --model, BATON_MODEL or BATON_CACHE",
+                            (unsigned)getuid());
+    snprintf(buf, cap, "%s/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf", home);
+    return BT_OK;
 }

@@ -36,8 +36,9 @@ bt_status bt_cli_parse(const bt_cli_opt *opts, int n_opts, int argc, char **argv
 /* Prints "usage: baton <cmd> ..." and the table to stderr. */
 void bt_cli_usage(const char *cmd, const char *synopsis, const bt_cli_opt *opts, int n_opts);
 
-/* The default model path: $BATON_MODEL, else ${BATON_CACHE:-~/.cache/baton}/
- * SmolLM2-135M-Instruct.Q4_1.gguf. Returns buf. */
-const char *bt_cli_default_model(char *buf, size_t cap);
+/* The default model path into buf: $BATON_MODEL, else ${BATON_CACHE:-~/.cache/baton}/
+ * SmolLM2-135M-Instruct.Q4_1.gguf, where ~ is $HOME if absolute, else the user's home from
+ * the password database. BT_ERR_NOT_FOUND (naming what to set) when there is none. */
+bt_status bt_cli_default_model(char *buf, size_t cap, bt_error *err);
 
 #endif

@@ -14,13 +14,19 @@ void bt_model_flags_init(bt_model_flags *f) {
     memset(f, 0, sizeof *f);
 }
 
-bt_runner_params bt_model_flags_runner(bt_model_flags *f) {
+bt_status bt_model_flags_runner(bt_model_flags *f, bt_runner_params *out, bt_error *err) {
     bt_runner_params p = bt_runner_default_params();
-    p.model_path =
-        f->model ? f->model : bt_cli_default_model(f->default_model, sizeof f->default_model);
+    p.model_path = f->model;
+    if (!p.model_path) {
+        bt_status st = bt_cli_default_model(f->default_model, sizeof f->default_model, err);
+        if (st != BT_OK)
+            return st;
+        p.model_path = f->default_model;
+    }
     p.n_threads = (int)f->threads;
     p.n_ctx = (int)f->ctx;
-    return p;
+    *out = p;
+    return BT_OK;
 }
 
 int bt_cmd_exit_status(bt_status st) {
@@ -98,6 +104,48 @@ bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *l
     return BT_OK;
 }
 
+bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size_t *len,
+                            bt_error *err) {
+    bt_status st = bt_read_file(path, max_bytes, out, len, err);
+    if (st != BT_OK)
+        return st;
+    const char *nul = memchr(*out, '\0', *len);
+    if (nul) {
+        st = bt_error_set(err, BT_ERR_FORMAT, "'%s' has a NUL byte at offset %zu; text is expected",
+                          path, (size_t)(nul - *out));
+        free(*out);
+        *out = NULL;
+        *len = 0;
+    }
+    return st;
+}
+
+/* The first stdout write error (errno), kept for bt_stdout_close. Main thread only. */
+static int stdout_errno;
+
+bool bt_stdout_write(const void *p, size_t n) {
+    errno = 0;
+    if ((n && fwrite(p, 1, n, stdout) != n) || fflush(stdout) != 0) {
+        if (!stdout_errno)
+            stdout_errno = errno ? errno : EIO;
+        return false;
+    }
+    return true;
+}
+
+int bt_stdout_close(int status) {
+    errno = 0;
+    bool bad = ferror(stdout) != 0;
+    if (fclose(stdout) != 0 && !stdout_errno) /* also flushes what is still buffered */
+        stdout_errno = errno ? errno : EIO;
+    if (bad && !stdout_errno)
+        stdout_errno = EIO; /* a buffered write failed earlier; its errno is gone */
+    if (!stdout_errno)
+        return status;
+    fprintf(stderr, "baton: writing output: %s\n", strerror(stdout_errno));
+    return status ? status : 1;
+}
+
 void bt_cluster_flags_init(bt_cluster_flags *f) {
     memset(f, 0, sizeof *f);
     f->codec = "f32";
@@ -115,10 +163,12 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     memset(s, 0, sizeof *s);
     bt_error err;
     bt_error_init(&err);
-    bt_runner_params rp = bt_model_flags_runner(mf);
+    bt_runner_params rp;
     bt_engine_params ep = bt_engine_default_params();
     bt_hparams hp;
-    bt_status st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
+    bt_status st = bt_model_flags_runner(mf, &rp, &err);
+    if (st == BT_OK)
+        st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
     if (st == BT_OK)
         st = bt_split_mode_parse(cf->split, &ep.cluster.split, &err);
     if (st == BT_OK)
@@ -130,7 +180,10 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         (st = bt_stage_check_numerics(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
+    /* The default is capped like --threads, so a many-core host is not refused by a stage. */
     s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_threads > BT_THREADPOOL_MAX_THREADS)
+        s->n_threads = BT_THREADPOOL_MAX_THREADS;
     int n_ctx = mf->ctx ? (int)mf->ctx : bt_hparams_default_ctx(&hp);
     if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train) {
         st = bt_error_set(&err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",

@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "launch.h"
 #include "runner.h"
+#include "threadpool.h"
 
 typedef struct bt_model_flags {
     const char *model;
@@ -25,14 +26,20 @@ typedef struct bt_model_flags {
 /* The --model, --threads, --ctx, --help entries, pointing into f. */
 #define BT_MODEL_FLAG_OPTS(f)                                                                      \
     {"--model", BT_CLI_STR, &(f).model, 0, 0, "GGUF file (default: the cached SmolLM2)"},          \
-        {"--threads", BT_CLI_INT, &(f).threads, 1, 1024, "compute threads (default: all CPUs)"},   \
+        {"--threads",                                                                              \
+         BT_CLI_INT,                                                                               \
+         &(f).threads,                                                                             \
+         1,                                                                                        \
+         BT_THREADPOOL_MAX_THREADS,                                                                \
+         "compute threads (default: all CPUs)"},                                                   \
         {"--ctx", BT_CLI_INT, &(f).ctx, 16, 1 << 20, "context length in tokens"}, {                \
         "--help", BT_CLI_FLAG, &(f).help, 0, 0, "show this help"                                   \
     }
 
 void bt_model_flags_init(bt_model_flags *f);
-/* Runner parameters from the flags (model defaulted). */
-bt_runner_params bt_model_flags_runner(bt_model_flags *f);
+/* Runner parameters from the flags (model defaulted, see bt_cli_default_model). Fails when
+ * no default path can be formed (BT_ERR_NOT_FOUND). */
+bt_status bt_model_flags_runner(bt_model_flags *f, bt_runner_params *out, bt_error *err);
 
 /* Flags of the commands that run on the cluster (generate, bench). */
 typedef struct bt_cluster_flags {
@@ -95,5 +102,20 @@ int bt_cmd_parse(const char *cmd, const char *synopsis, const bt_cli_opt *opts, 
 
 /* Reads a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer. */
 bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *len, bt_error *err);
+
+/* bt_read_file for a text given with --file (prompts, perplexity text): a NUL byte is refused
+ * (BT_ERR_FORMAT naming the offset), so every command sees the same whole text. *out is owned
+ * by the caller (free). */
+bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size_t *len,
+                            bt_error *err);
+
+/* Writes n bytes to stdout and flushes (streamed output). False on a write error, which is
+ * remembered for bt_stdout_close. */
+bool bt_stdout_write(const void *p, size_t n);
+
+/* Ends the program's stdout: flushes and closes it. A write that failed at any point (a full
+ * disk, a closed descriptor) is reported as "baton: writing output: <reason>" and turns a
+ * status of 0 into 1; otherwise returns status. Call once, last, from main. */
+int bt_stdout_close(int status);
 
 #endif

@@ -9,6 +9,7 @@
  * --stop and --logit-bias may repeat (bt_cli keeps one value per flag), so they are taken out
  * of argv before the table is parsed.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,51 @@
 
 #define PROMPT_MAX_BYTES (16u << 20)
 
-/* Streams the final text of a single completion to stdout. */
+/* Why the run should stop early: SIGINT/SIGTERM (the signal number) or, -1, stdout failed.
+ * Set by the signal handler and on_text; bt_engine_run watches it (bt_engine_set_stop). */
+static volatile sig_atomic_t stop_why;
+
+static void on_stop_signal(int sig) {
+    stop_why = sig;
+}
+
+/* Streams the final text of a single completion to stdout. Output that cannot be written
+ * stops the run: nobody would see the rest. */
 static void on_text(bt_request *r, const char *delta, size_t n, void *ctx) {
     (void)ctx;
     if (r->parent || r->p.n > 1)
         return;
-    fwrite(delta, 1, n, stdout);
-    fflush(stdout);
+    if (!bt_stdout_write(delta, n) && !stop_why)
+        stop_why = -1;
+}
+
+/* With several completions, each one's end is told on stderr as it happens (they are
+ * printed together at the end). */
+static void on_finish(bt_request *r, void *ctx) {
+    (void)ctx;
+    if (r->parent && r->finish != BT_FINISH_CANCELLED)
+        fprintf(stderr, "completion %d of %d finished: %s, %d tokens\n", r->index + 1,
+                r->parent->p.best_of, bt_finish_name(r->finish), r->n_generated);
+}
+
+/* The --n/--best-of/--beam-width completions; with `finished_only` (an interrupted run)
+ * those that were cancelled are left out. */
+static void print_completions(const bt_request *req, bool finished_only) {
+    bool one = req->n_out == 1 && req->p.n == 1;
+    for (int i = 0; i < req->n_out; i++) {
+        const bt_request *c = req->out[i];
+        if (finished_only && c->finish == BT_FINISH_CANCELLED)
+            continue;
+        if (!one) {
+            printf("=== completion %d (finish %s, %d tokens, logprob %.4f", i,
+                   bt_finish_name(c->finish), c->n_generated, (double)c->logprob_sum);
+            if (req->p.beam_width > 0)
+                printf(", score %.4f", c->score);
+            printf(") ===\n");
+        }
+        fwrite(c->text ? c->text : "", 1, c->n_text, stdout);
+        fputc('\n', stdout);
+    }
 }
 
 /* --stop and --logit-bias, repeatable: collected from argv, the rest left for bt_cli. */
@@ -229,6 +268,7 @@ int bt_cmd_generate(int argc, char **argv) {
     rp.length_penalty = (float)length_penalty;
     rp.early_stopping = early_stopping;
     rp.on_text = on_text;
+    rp.on_finish = on_finish;
     bt_sampler_params *sp = &rp.sampling;
     sp->temperature = temperature >= 0 ? (float)temperature : beam_width > 0 ? 0.0f : 0.8f;
     sp->top_k = (int32_t)top_k;
@@ -291,9 +331,23 @@ int bt_cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     bt_request *req = NULL;
     bt_status st = BT_OK;
+    /* Each completion or beam is a sequence: a --max-seqs too small for one request would
+     * never run it. */
+    int64_t need = beam_width > 0 ? beam_width : rp.best_of;
+    if (need > cf.max_seqs) {
+        fprintf(stderr,
+                "baton generate: %s %lld needs %lld sequences at once, more than --max-seqs "
+                "%lld\n",
+                beam_width > 0 ? "--beam-width"
+                : best_of      ? "--best-of"
+                               : "--n",
+                (long long)need, (long long)need, (long long)cf.max_seqs);
+        return 2;
+    }
     if (prompt_file) {
         size_t len;
-        if ((st = bt_read_file(prompt_file, PROMPT_MAX_BYTES, &file_text, &len, &err)) != BT_OK) {
+        if ((st = bt_read_text_file(prompt_file, PROMPT_MAX_BYTES, &file_text, &len, &err)) !=
+            BT_OK) {
             fprintf(stderr, "baton generate: %s\n", err.msg);
             return bt_cmd_exit_status(st);
         }
@@ -358,29 +412,27 @@ int bt_cmd_generate(int argc, char **argv) {
     }
     if ((st = bt_request_new(ids, (int32_t)n_prompt, &rp, n_ctx, &req, &err)) != BT_OK)
         goto done;
+    /* SIGINT/SIGTERM end the run in order: what finished is printed, then the status. */
+    /* SA_RESETHAND: a second signal ends the process at once. */
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND}, old_int,
+                     old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    bt_engine_set_stop(s.engine, &stop_why);
     bt_engine_submit(s.engine, req);
-    if ((st = bt_engine_run(s.engine, &err)) != BT_OK)
+    st = bt_engine_run(s.engine, &err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (st != BT_OK)
         goto done;
 
     bool several = req->p.n > 1 || req->p.best_of > 1 || req->p.beam_width > 0;
-    if (several && req->n_out == 1 && req->p.n == 1) {
-        fwrite(req->out[0]->text ? req->out[0]->text : "", 1, req->out[0]->n_text, stdout);
+    if (several)
+        print_completions(req, stop_why != 0);
+    else
         fputc('\n', stdout);
-    } else if (several) {
-        for (int i = 0; i < req->n_out; i++) {
-            const bt_request *c = req->out[i];
-            printf("=== completion %d (finish %s, %d tokens, logprob %.4f", i,
-                   bt_finish_name(c->finish), c->n_generated, (double)c->logprob_sum);
-            if (req->p.beam_width > 0)
-                printf(", score %.4f", c->score);
-            printf(") ===\n");
-            fwrite(c->text ? c->text : "", 1, c->n_text, stdout);
-            fputc('\n', stdout);
-        }
-    } else {
-        fputc('\n', stdout);
-    }
-    fflush(stdout);
+    bt_stdout_write(NULL, 0); /* flush now: a failure is reported with its reason */
     for (int i = 0; i < req->n_out; i++) {
         const bt_request *c = req->out[i];
         if (print_ids) {
@@ -398,22 +450,43 @@ int bt_cmd_generate(int argc, char **argv) {
             print_logprobs(stderr, s.vocab, c);
         }
     }
-    /* The first token comes out of the prefill; the decode rate counts the steps after it. */
-    double ttft_ms = (double)(req->t_first_token - req->t_submit) / 1e3;
-    double tg_ms = (double)(req->t_done - req->t_first_token) / 1e3;
-    int32_t n_steps = req->n_generated > 1 ? req->n_generated - 1 : 0;
-    fprintf(stderr,
-            "prompt: %zu tokens, time to first token %.1f ms (%.1f tok/s)\n"
-            "generation: %d tokens, %d decode steps in %.1f ms (%.1f tok/s, %.2f ms per "
-            "token), finish: %s\n",
-            n_prompt, ttft_ms, ttft_ms > 0 ? (double)n_prompt * 1e3 / ttft_ms : 0.0,
-            req->n_generated, n_steps, tg_ms, tg_ms > 0 ? n_steps * 1e3 / tg_ms : 0.0,
-            n_steps ? tg_ms / n_steps : 0.0, bt_finish_name(req->finish));
+    /* The first token comes out of the prefill; the decode rate counts the steps after it.
+     * Without a first token (--max-tokens 0, a refused or interrupted request) there is no
+     * time to report. */
+    if (req->t_first_token > 0) {
+        double ttft_ms = (double)(req->t_first_token - req->t_submit) / 1e3;
+        double tg_ms = (double)(req->t_done - req->t_first_token) / 1e3;
+        int32_t n_steps = req->n_generated > 1 ? req->n_generated - 1 : 0;
+        fprintf(stderr,
+                "prompt: %zu tokens, time to first token %.1f ms (%.1f tok/s)\n"
+                "generation: %d tokens, %d decode steps in %.1f ms (%.1f tok/s, %.2f ms per "
+                "token), finish: %s\n",
+                n_prompt, ttft_ms, ttft_ms > 0 ? (double)n_prompt * 1e3 / ttft_ms : 0.0,
+                req->n_generated, n_steps, tg_ms, tg_ms > 0 ? n_steps * 1e3 / tg_ms : 0.0,
+                n_steps ? tg_ms / n_steps : 0.0, bt_finish_name(req->finish));
+    } else {
+        fprintf(stderr, "prompt: %zu tokens\ngeneration: 0 tokens, finish: %s\n", n_prompt,
+                bt_finish_name(req->finish));
+    }
+    if (stop_why > 0) {
+        int n_done = 0;
+        for (int i = 0; i < req->n_out; i++)
+            n_done += req->out[i]->finish != BT_FINISH_CANCELLED;
+        fprintf(stderr, "baton generate: interrupted by %s; %d of %d completions finished\n",
+                stop_why == SIGINT ? "SIGINT" : "SIGTERM", n_done, several ? (int)req->p.n : 1);
+        rc = bt_session_close(&s, 128 + (int)stop_why);
+        goto freed;
+    }
+    if (req->finish == BT_FINISH_ERROR) { /* the request failed after launch: a runtime error */
+        st = bt_error_set(&err, BT_ERR_INTERNAL, "%s",
+                          req->error.msg[0] ? req->error.msg : "the request failed");
+    }
 
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton generate: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
     rc = bt_session_close(&s, bt_cmd_exit_status(st));
+freed:
     bt_request_free(req);
     free(ids);
     free(file_text);

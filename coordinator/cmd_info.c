@@ -37,11 +37,11 @@ int bt_cmd_info(int argc, char **argv) {
 
     bt_error err;
     bt_error_init(&err);
-    bt_runner_params rp = bt_model_flags_runner(&mf);
+    bt_runner_params rp;
     bt_gguf *g = NULL;
     bt_vocab *v = NULL;
-    bt_status st = bt_gguf_open(rp.model_path, &g, &err);
-    if (st != BT_OK)
+    bt_status st = bt_model_flags_runner(&mf, &rp, &err);
+    if (st != BT_OK || (st = bt_gguf_open(rp.model_path, &g, &err)) != BT_OK)
         goto done;
     bt_hparams hp;
     if ((st = bt_hparams_load(g, &hp, &err)) != BT_OK)

@@ -68,10 +68,10 @@ int bt_cmd_perplexity(int argc, char **argv) {
     char *text = NULL;
     int32_t *toks = NULL;
     size_t len = 0, n_tok = 0;
-    bt_status st = bt_read_file(file, TEXT_MAX_BYTES, &text, &len, &err);
-    if (st != BT_OK)
+    bt_runner_params rp;
+    bt_status st = bt_read_text_file(file, TEXT_MAX_BYTES, &text, &len, &err);
+    if (st != BT_OK || (st = bt_model_flags_runner(&mf, &rp, &err)) != BT_OK)
         goto done;
-    bt_runner_params rp = bt_model_flags_runner(&mf);
     rp.max_logit_rows = rp.max_batch;
     if ((st = bt_numerics_parse(numerics, &rp.numerics, &err)) != BT_OK)
         goto done;

@@ -16,6 +16,8 @@ struct bt_engine {
     bt_sched *sched;
     int n_ctx;
     bool failed;
+    const volatile sig_atomic_t *stop; /* borrowed, see bt_engine_set_stop */
+    bool stopping;
     bt_engine_stats stats;
 };
 
@@ -24,6 +26,10 @@ bt_engine_params bt_engine_default_params(void) {
                               .prefill_chunk = 256,
                               .max_inflight = 0,
                               .n_ctx = 0};
+}
+
+void bt_engine_set_stop(bt_engine *e, const volatile sig_atomic_t *stop) {
+    e->stop = stop;
 }
 
 static bool is_eog(int32_t token, void *ctx) {
@@ -113,6 +119,10 @@ bt_status bt_engine_run(bt_engine *e, bt_error *err) {
     int64_t t0 = bt_now_us();
     bt_status st = BT_OK;
     while (bt_sched_n_active(e->sched) > 0 || bt_sched_n_inflight(e->sched) > 0) {
+        if (e->stop && *e->stop && !e->stopping) {
+            e->stopping = true;
+            bt_sched_cancel_all(e->sched); /* in-flight steps still land, then end */
+        }
         bt_sched_batch *b;
         while (bt_sched_next_batch(e->sched, &b)) {
             if ((st = bt_cluster_send_batch(e->cluster, b, err)) != BT_OK)

@@ -13,6 +13,7 @@
 #ifndef BT_ENGINE_H
 #define BT_ENGINE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,6 +51,12 @@ const bt_sched *bt_engine_sched(const bt_engine *e);
 
 /* Queues r (see bt_sched_submit). r must have been created with n_ctx <= bt_engine_n_ctx. */
 void bt_engine_submit(bt_engine *e, bt_request *r);
+
+/* Once *stop is non-zero (a signal handler or a failed output sets it), bt_engine_run
+ * cancels every request (bt_sched_cancel_all) and returns when the steps in flight have
+ * landed; it is checked at least every poll interval (100 ms). stop is borrowed, may be
+ * NULL. */
+void bt_engine_set_stop(bt_engine *e, const volatile sig_atomic_t *stop);
 
 /* Runs until no request is queued or running. */
 bt_status bt_engine_run(bt_engine *e, bt_error *err);

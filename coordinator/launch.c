@@ -42,6 +42,7 @@ bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params
     if (bt_mpi_launched()) {
         if ((st = bt_mpi_init(NULL, NULL, &L->rank, &L->size, err)) != BT_OK)
             return st;
+        bt_gguf_catch_truncation(); /* Open MPI installs its own SIGBUS handler; ours chains */
         L->mpi = true;
     }
     if (L->mpi && L->size > 1) {

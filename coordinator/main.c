@@ -4,11 +4,15 @@
  * Single-process for now: every command opens the model in this process (coordinator and
  * one in-process stage). The MPI roles come with the pipeline cluster.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd_common.h"
 #include "commands.h"
+#include "gguf.h"
 #include "log.h"
 
 static void usage(void) {
@@ -22,7 +26,17 @@ static void usage(void) {
                     "Run `baton <command> --help` for its flags.\n");
 }
 
-int main(int argc, char **argv) {
+/* A closed standard descriptor would be taken by the next open() (the model, a prompt file),
+ * and output meant for stdout would go there. Each closed one gets /dev/null opened
+ * read-only in its place: nothing else can take it, and writes to it fail (EBADF), which
+ * bt_stdout_close reports. */
+static void reserve_std_fds(void) {
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF)
+            (void)open("/dev/null", O_RDONLY); /* the lowest free descriptor: fd itself */
+}
+
+static int run(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*run)(int, char **);
@@ -44,4 +58,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "baton: unknown command '%s'\n", argv[1]);
     usage();
     return 2;
+}
+
+int main(int argc, char **argv) {
+    reserve_std_fds();
+    bt_gguf_catch_truncation();
+    return bt_stdout_close(run(argc, argv));
 }

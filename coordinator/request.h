@@ -48,7 +48,9 @@ typedef struct bt_request bt_request;
 /* Called on the scheduling thread: on_token for every generated token (not for the EOS that
  * ends it; not for beams, whose tokens are only known at the end), on_text with text that is
  * final (stop strings resolved, never the stop text; only when the scheduler has a
- * vocabulary), and on_done once when the request (the group) is done. r is the completion
+ * vocabulary), on_finish when a sampled completion (a lone request or an n/best_of child)
+ * ends for any reason, and on_done once when the request (the group) is done. r is the
+ * completion
  * (a child for n/best_of); r->parent ? r->parent : r is the request. */
 typedef void (*bt_request_token_fn)(bt_request *r, int32_t token, float logprob, void *ctx);
 typedef void (*bt_request_text_fn)(bt_request *r, const char *delta, size_t n, void *ctx);
@@ -67,6 +69,7 @@ typedef struct bt_request_params {
     char stop[BT_MAX_STOP][BT_STOP_MAX_BYTES + 1]; /* NUL-terminated, 1..256 bytes */
     bt_request_token_fn on_token;                  /* may be NULL */
     bt_request_text_fn on_text;                    /* may be NULL */
+    bt_request_done_fn on_finish;                  /* may be NULL */
     bt_request_done_fn on_done;                    /* may be NULL */
     void *ctx;
 } bt_request_params;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "hparams.h"
+#include "threadpool.h"
 
 bt_runner_params bt_runner_default_params(void) {
     return (bt_runner_params){
@@ -33,6 +34,8 @@ bt_status bt_runner_open(const bt_runner_params *p, bt_runner *r, bt_error *err)
     r->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (r->n_threads < 1)
         r->n_threads = 1;
+    if (r->n_threads > BT_THREADPOOL_MAX_THREADS) /* the stage's limit; --threads has it too */
+        r->n_threads = BT_THREADPOOL_MAX_THREADS;
     r->max_batch = p->max_batch > r->n_ctx ? r->n_ctx : p->max_batch;
     r->max_logit_rows = p->max_logit_rows < 1 ? 1 : p->max_logit_rows;
     if (r->max_logit_rows > r->max_batch)

@@ -287,6 +287,10 @@ static void text_whole(bt_sched *s, bt_request *r) {
 
 static int cmp_score(const void *a, const void *b) {
     const bt_request *x = *(bt_request *const *)a, *y = *(bt_request *const *)b;
+    /* A cancelled completion is unfinished: every finished one ranks before it. */
+    bool xc = x->finish == BT_FINISH_CANCELLED, yc = y->finish == BT_FINISH_CANCELLED;
+    if (xc != yc)
+        return xc ? 1 : -1;
     if (x->score != y->score)
         return x->score > y->score ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index);
@@ -308,6 +312,8 @@ static void finish(bt_sched *s, bt_request *r, bt_finish why) {
     r->t_done = bt_now_us();
     if (why != BT_FINISH_CANCELLED && why != BT_FINISH_ERROR)
         text_end(s, r);
+    if (r->p.on_finish)
+        r->p.on_finish(r, r->p.ctx);
     bt_request *g = r->parent;
     if (!g) {
         r->n_out = 1;
@@ -427,6 +433,26 @@ void bt_sched_cancel(bt_sched *s, bt_request *r) {
         return;
     }
     finish(s, r, BT_FINISH_CANCELLED);
+}
+
+void bt_sched_cancel_all(bt_sched *s) {
+    /* A slot may hold a group's child: the group is what is cancelled. Cancelling a group
+     * twice is harmless (bt_sched_cancel skips what is DONE or already pending). */
+    for (int i = 0; i < s->p.max_seqs; i++)
+        if (s->slots[i])
+            bt_sched_cancel(s, s->slots[i]->parent ? s->slots[i]->parent : s->slots[i]);
+    /* Queued: a request alone leaves the queue when cancelled; a preempted child of a group
+     * whose cancel waits for steps in flight stays until that group ends. So: cancel the
+     * first queued request whose group is not yet cancelled, and look again. */
+    for (;;) {
+        bt_request *r = s->q_head;
+        while (r && ((r->parent ? r->parent : r)->cancel_pending ||
+                     (r->parent ? r->parent : r)->state == BT_REQ_DONE))
+            r = r->q_next;
+        if (!r)
+            break;
+        bt_sched_cancel(s, r->parent ? r->parent : r);
+    }
 }
 
 void bt_sched_fail_all(bt_sched *s, const bt_error *err) {

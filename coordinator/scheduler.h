@@ -124,6 +124,10 @@ bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_e
  * cancels all its children (those in flight when their results arrive). */
 void bt_sched_cancel(bt_sched *s, bt_request *r);
 
+/* Cancels every queued and running request (bt_sched_cancel on each; groups as a whole).
+ * Completions of a group that had already finished keep their finish reason. */
+void bt_sched_cancel_all(bt_sched *s);
+
 /* Fails every request (a stage is gone): DONE with FINISH_ERROR and err's message. */
 void bt_sched_fail_all(bt_sched *s, const bt_error *err);
 

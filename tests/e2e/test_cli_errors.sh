@@ -36,5 +36,30 @@ expect 2 "--threads: 0 is outside" -- bench --threads 0
 expect 2 "unexpected argument 'stray'" -- tokenize stray
 expect 2 "--numerics 'exact': not 'fast' or 'llamacpp'" -- generate --prompt hi --numerics exact
 expect 2 "--numerics 'x': not 'fast' or 'llamacpp'" -- perplexity --file /etc/hostname --numerics x
+# Values a stage would refuse after launch are refused here, naming the flag (issue 8).
+expect 2 "--threads: 1024 is outside \[1, 256\]" -- generate --prompt hi --threads 1024
+# A request needs one sequence per completion or beam: more than --max-seqs is refused.
+expect 2 "--n 4 needs 4 sequences at once, more than --max-seqs 1" -- generate --prompt hi --n 4 --max-seqs 1
+expect 2 "--best-of 3 needs 3 sequences at once, more than --max-seqs 2" -- generate --prompt hi --best-of 3 --max-seqs 2
+expect 2 "--beam-width 8 needs 8 sequences at once, more than --max-seqs 2" -- generate --prompt hi --beam-width 8 --max-seqs 2
+# A FIFO as --model is refused at once (open would block until a writer came).
+mkfifo "$tmp/fifo.gguf"
+expect_quick() {
+    local err rc
+    err=$(timeout 20 "$BATON" "$@" 2>&1 >/dev/null)
+    rc=$?
+    if [[ $rc -eq 2 ]] && grep -q "is not a regular file" <<<"$err"; then
+        pass "baton $* -> 2 without blocking"
+    else
+        fail "baton $* -> $rc (want 2, 'not a regular file'; 124 = blocked): $err"
+    fi
+}
+expect_quick info --model "$tmp/fifo.gguf"
+expect_quick generate --model "$tmp/fifo.gguf" --prompt hi
+# A prompt file with a NUL byte: refused the same way by generate, tokenize and perplexity.
+printf 'hello\0world\n' >"$tmp/nul.txt"
+expect 2 "'$tmp/nul.txt' has a NUL byte at offset 5" -- generate --file "$tmp/nul.txt"
+expect 2 "'$tmp/nul.txt' has a NUL byte at offset 5" -- tokenize --file "$tmp/nul.txt"
+expect 2 "'$tmp/nul.txt' has a NUL byte at offset 5" -- perplexity --file "$tmp/nul.txt"
 "$BATON" generate --help >/dev/null 2>&1 && pass "generate --help -> 0" || fail "generate --help"
 finish

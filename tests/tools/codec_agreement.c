@@ -197,7 +197,10 @@ static void print_table(const cfg *cfgs, int n_cfg, int batch, int n_embd, int n
 
 int main(int argc, char **argv) {
     char default_model[4096];
-    const char *model = bt_cli_default_model(default_model, sizeof default_model);
+    /* Without a default path, --model must be given (bt_gguf_open names the empty path). */
+    const char *model = bt_cli_default_model(default_model, sizeof default_model, NULL) == BT_OK
+                            ? default_model
+                            : "";
     const char *prompt_ids = NULL;
     int64_t steps = 1000, split = 15, threads = 2, batch = 1;
     bool help = false;
