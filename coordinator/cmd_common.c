@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "cpu.h"
 #include "hparams.h"
 
 void bt_model_flags_init(bt_model_flags *f) {
@@ -202,12 +203,11 @@ int bt_session_close(bt_session *s, int status) {
 void bt_select_blas_core(char **argv) {
     if (getenv("OPENBLAS_CORETYPE") || getenv("BATON_NO_REEXEC"))
         return;
-    __builtin_cpu_init();
     const char *core = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    if (bt_cpu_has(BT_CPU_AVX512F) && bt_cpu_has(BT_CPU_AVX512BW) && bt_cpu_has(BT_CPU_AVX512VL) &&
+        bt_cpu_has(BT_CPU_AVX512DQ))
         core = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    else if (bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA))
         core = "Haswell";
     if (!core)
         return;
