@@ -347,7 +347,7 @@ static bt_status check_liveness(bt_cluster *c, bt_error *err) {
 /* The alternatives of a SampleResults (bt_msg_check_sample_results has checked the rest):
  * none, or n_top for every result (each <= 20) whose sum is the length of top_token and of
  * top_logprob; their tokens in the vocabulary; their log-probabilities numbers <= 0. */
-static bt_status check_top(const bt_cluster *c, const Baton__SampleResults *r, bt_error *err) {
+static bt_status check_top(const Baton__SampleResults *r, int n_vocab, bt_error *err) {
     unsigned long long step = (unsigned long long)r->step;
     if (r->n_n_top != 0 && r->n_n_top != r->n_seq)
         return bt_error_set(err, BT_ERR_PROTOCOL,
@@ -367,16 +367,22 @@ static bt_status check_top(const bt_cluster *c, const Baton__SampleResults *r, b
                             "top_logprob %zu",
                             step, sum, r->n_top_token, r->n_top_logprob);
     for (size_t i = 0; i < sum; i++) {
-        if (r->top_token[i] < 0 || r->top_token[i] >= c->n_vocab)
+        if (r->top_token[i] < 0 || r->top_token[i] >= n_vocab)
             return bt_error_set(err, BT_ERR_PROTOCOL,
                                 "SampleResults step %llu: top_token[%zu] %d not in [0, %d)", step,
-                                i, r->top_token[i], c->n_vocab);
+                                i, r->top_token[i], n_vocab);
         if (!(r->top_logprob[i] <= 0.0f))
             return bt_error_set(err, BT_ERR_PROTOCOL,
                                 "SampleResults step %llu: top_logprob[%zu] %g is not <= 0", step, i,
                                 (double)r->top_logprob[i]);
     }
     return BT_OK;
+}
+
+bt_status bt_cluster_check_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
+                                   bt_error *err) {
+    bt_status st = bt_msg_check_sample_results(r, max_batch, n_vocab, err);
+    return st != BT_OK ? st : check_top(r, n_vocab, err);
 }
 
 bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
@@ -435,8 +441,7 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         if ((st = bt_msg_unpack(&f, BT_MSG_SAMPLE_RESULTS, &c->arena, &m, err)) != BT_OK)
             return st;
         Baton__SampleResults *r = (Baton__SampleResults *)m;
-        if ((st = bt_msg_check_sample_results(r, c->p.max_batch, c->n_vocab, err)) != BT_OK ||
-            (st = check_top(c, r, err)) != BT_OK)
+        if ((st = bt_cluster_check_results(r, c->p.max_batch, c->n_vocab, err)) != BT_OK)
             return st;
         c->stages[from - 1].busy_us += r->compute_us;
         res->n = (int)r->n_seq;

@@ -23,6 +23,7 @@
 
 #include "codec.h"
 #include "gguf.h"
+#include "msg.h"
 #include "numerics.h"
 #include "scheduler.h"
 #include "split.h"
@@ -87,6 +88,14 @@ typedef struct bt_cluster_results {
     const int32_t *top_token; /* [sum n_top] */
     const float *top_logprob; /* [sum n_top] */
 } bt_cluster_results;
+
+/* What bt_cluster_poll checks of a SampleResults before handing it on (pure: reads r, writes
+ * only err; shared with tests/fuzz/fuzz_results.c): bt_msg_check_sample_results against
+ * max_batch and n_vocab, then the alternatives: none, or n_top for every result (each <=
+ * BT_MAX_TOP_LOGPROBS) summing to the lengths of top_token and top_logprob, tokens in
+ * [0, n_vocab), log-probabilities numbers <= 0. BT_ERR_PROTOCOL naming the field. */
+bt_status bt_cluster_check_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
+                                   bt_error *err);
 
 /* Waits up to timeout_us (at most 100 ms at a time) for the next message, handles heartbeats
  * itself and judges every stage's liveness on each return. */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "cpu.h"
 #include "hparams.h"
 
 void bt_model_flags_init(bt_model_flags *f) {

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The CI test run: packages, model, a -Werror build with every ctest, then an ASan/UBSan build
-# running the unit tests and the fuzz corpus replays. Exits non-zero on any failure.
+# running the unit tests and the fuzz corpus replays, then a clang libFuzzer build (libraries
+# instrumented too) that replays the corpora and fuzzes every target for a bounded time.
+# Exits non-zero on any failure, a fuzzer's crash, leak or timeout included.
 # Usage: deploy/test.sh                    (from any directory)
 #   BT_JOBS          parallel build/test jobs (default: nproc)
-#   BT_BUILD_PREFIX  build directory names: <prefix> and <prefix>-asan (default: build)
+#   BT_BUILD_PREFIX  build directory names: <prefix>, <prefix>-asan and <prefix>-fuzz
+#                    (default: build)
+#   BT_FUZZ_SECONDS  fuzzing time per target (default: 60; 0 = corpus replay only)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,5 +46,30 @@ step "ctest: unit + fuzz replay under sanitizers"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 ctest --test-dir "$B-asan" --output-on-failure -j"$JOBS" --timeout 600 -L 'unit|fuzz'
+
+step "$B-fuzz (clang, libFuzzer on instrumented libraries, ASan+UBSan, Werror)"
+CC=clang BT_BUILD_DIR="$B-fuzz" deploy/build.sh -DBT_FUZZ=ON -DBT_SANITIZE=ON -DBT_WERROR=ON
+
+step "fuzz: corpus replays, then ${BT_FUZZ_SECONDS:-60} s per target"
+ctest --test-dir "$B-fuzz" --output-on-failure -j"$JOBS" --timeout 600 -L fuzz
+FUZZ_S="${BT_FUZZ_SECONDS:-60}"
+if [[ $FUZZ_S -gt 0 ]]; then
+    for src in tests/fuzz/fuzz_*.c; do
+        name=$(basename "$src" .c)
+        corpus=tests/fuzz/corpus/${name#fuzz_}
+        # New inputs go to a scratch directory (the committed corpus stays as it is); a crash
+        # leaves its input as $B-fuzz/<name>-crash-<sha1> to add to the corpus with the fix.
+        work="$B-fuzz/fuzz-work/$name"
+        rm -rf "$work" && mkdir -p "$work"
+        log="$B-fuzz/fuzz-work/$name.log"
+        if ! "$B-fuzz/tests/$name" -max_total_time="$FUZZ_S" -timeout=10 -print_final_stats=1 \
+            -artifact_prefix="$B-fuzz/$name-" "$work" "$corpus" >"$log" 2>&1; then
+            tail -n 60 "$log"
+            echo "test.sh: $name failed (log: $log)" >&2
+            exit 1
+        fi
+        echo "$name: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
+    done
+fi
 
 step "all passed"

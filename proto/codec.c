@@ -29,6 +29,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "cpu.h"
 #include "tensor_type.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -36,7 +37,6 @@
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define CODEC_X86 1
 #else
@@ -363,15 +363,6 @@ static bool q8_decode(const bt_codec *c, const uint8_t *in, float *x, size_t n) 
     return q8_decode_generic(in, x, n);
 }
 
-#if CODEC_X86
-/* cpuid leaf 1 ECX bit 29 (clang 14's __builtin_cpu_supports has no "f16c"); the OS side
- * (YMM state saved) is what __builtin_cpu_supports("avx") checks. */
-static bool cpu_has_f16c(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
-#endif
-
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
 /* Workspace a static cctx needs to compress any raw batch of 1..max_rows rows at `level`:
@@ -439,9 +430,8 @@ bt_status bt_codec_new(const bt_codec_params *p, bt_codec **out, bt_error *err) 
         }
     }
 #if CODEC_X86
-    __builtin_cpu_init();
-    c->has_f16c = __builtin_cpu_supports("avx") && cpu_has_f16c();
-    c->has_avx2 = __builtin_cpu_supports("avx2");
+    c->has_f16c = bt_cpu_has(BT_CPU_AVX) && bt_cpu_has(BT_CPU_F16C);
+    c->has_avx2 = bt_cpu_has(BT_CPU_AVX2);
 #endif
     *out = c;
     return BT_OK;

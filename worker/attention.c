@@ -18,6 +18,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "hparams.h"
 
 #define TILE BT_KV_BLOCK_TOKENS
@@ -298,10 +299,9 @@ static _Atomic int level = -1; /* 0 scalar, 1 AVX2, 2 AVX-512; benign race on fi
 void bt_attention_task(const bt_attn_args *a, int task) {
     if (level < 0) {
         int lv = 0;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            __builtin_cpu_supports("f16c"))
+        if (bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C))
             lv = 1;
-        if (lv == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+        if (lv == 1 && bt_cpu_has(BT_CPU_AVX512F) && bt_cpu_has(BT_CPU_AVX512DQ))
             lv = 2;
         level = lv;
     }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
+
 typedef struct {
     int len;      /* committed positions */
     int n_blocks; /* entries of the table in use */
@@ -166,7 +168,7 @@ static F16C void f16_to_f32_f16c(const bt_half *src, float *dst, int n) {
 static int have_f16c(void) {
     static _Atomic int cached = -1; /* benign race: every thread computes the same value */
     if (cached < 0)
-        cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+        cached = bt_cpu_has(BT_CPU_F16C) && bt_cpu_has(BT_CPU_AVX2);
     return cached;
 }
 

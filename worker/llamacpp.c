@@ -4,14 +4,10 @@
  */
 #include "llamacpp.h"
 
+#include "cpu.h"
+
 bool bt_lc_cpu_ok(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
+    return bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C);
 }
 
 bool bt_lc_type_ok(bt_type type) {

@@ -54,11 +54,11 @@ size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd) {
 }
 
 /* Everything the loop owns; one per stage rank. */
-typedef struct loop {
-    bt_transport *t;
+typedef struct bt_stage_loop {
+    bt_transport *t; /* NULL when opened by bt_stage_loop_open */
     const bt_gguf *g;
-    int rank, prev, next; /* next = 0 on the last stage (results go to the coordinator) */
-    Baton__Hello cfg;     /* copy of the scalar fields of the Hello */
+    int rank, n_ranks, prev, next; /* next = 0 on the last stage (results go to rank 0) */
+    Baton__Hello cfg;              /* copy of the scalar fields of the Hello */
     bt_stage *stage;
     bt_codec *codec;
     /* last stage only: */
@@ -136,10 +136,10 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: protocol version %u, this stage speaks %u", h->protocol_version,
                             BT_PROTOCOL_VERSION);
-    if (h->n_stages != (uint32_t)(L->t->size - 1) || h->stage_index != (uint32_t)(L->rank - 1))
+    if (h->n_stages != (uint32_t)(L->n_ranks - 1) || h->stage_index != (uint32_t)(L->rank - 1))
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: stage %u of %u, but this is rank %d of %d", h->stage_index,
-                            h->n_stages, L->rank, L->t->size);
+                            h->n_stages, L->rank, L->n_ranks);
     if (h->layer_begin >= h->layer_end || h->layer_end > (uint32_t)n_layer)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: layers [%u, %u) outside the model's %d",
                             h->layer_begin, h->layer_end, n_layer);
@@ -237,7 +237,7 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     L->cfg.n_eog = 0;
     L->cfg.eog = NULL;
     L->prev = L->rank - 1;
-    L->next = L->rank + 1 < L->t->size ? L->rank + 1 : 0;
+    L->next = L->rank + 1 < L->n_ranks ? L->rank + 1 : 0;
     bt_stage_params sp = bt_stage_default_params();
     sp.layer_begin = (int)h->layer_begin;
     sp.layer_end = (int)h->layer_end;
@@ -377,8 +377,14 @@ static bt_status params_from_msg(const loop *L, const Baton__SamplingParams *sp,
         p->logit_bias[i] =
             (bt_logit_bias){.token = sp->logit_bias_token[i], .bias = sp->logit_bias_value[i]};
     p->seed = sp->seed;
-    if (bt_sampler_params_validate(p, L->n_vocab, err) != BT_OK)
-        return bt_error_wrap(err, "seq %d", sp->seq), BT_ERR_PROTOCOL;
+    if (bt_sampler_params_validate(p, L->n_vocab, err) != BT_OK) {
+        /* A peer's bad value: err says BT_ERR_PROTOCOL like the return, whatever the
+         * validator called it, since report_error sends err->status to rank 0. */
+        bt_error_wrap(err, "seq %d", sp->seq);
+        if (err)
+            err->status = BT_ERR_PROTOCOL;
+        return BT_ERR_PROTOCOL;
+    }
     return BT_OK;
 }
 
@@ -690,6 +696,7 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     L.t = t;
     L.g = g;
     L.rank = t->rank;
+    L.n_ranks = t->size;
     bt_status st;
     L.out = malloc(t->max_frame);
     if (!L.out)
@@ -723,4 +730,45 @@ done:
     bt_transport_flush(t, 2 * 1000000LL, NULL);
     teardown(&L);
     return st;
+}
+
+bt_status bt_stage_loop_open(const bt_gguf *g, const Baton__Hello *h, int rank, int n_ranks,
+                             bt_stage_loop **out, bt_error *err) {
+    *out = NULL;
+    if (rank < 1 || rank >= n_ranks)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "stage loop: rank %d not in [1, %d)", rank,
+                            n_ranks);
+    loop *L = calloc(1, sizeof *L);
+    if (!L)
+        return bt_error_set(err, BT_ERR_NOMEM, "stage loop: out of memory");
+    L->g = g;
+    L->rank = rank;
+    L->n_ranks = n_ranks;
+    bt_stage_loop_params p = bt_stage_loop_default_params();
+    bt_status st = check_hello(L, h, err);
+    if (st == BT_OK)
+        st = setup(L, h, &p, err);
+    if (st != BT_OK) {
+        bt_stage_loop_close(L);
+        return st;
+    }
+    *out = L;
+    return BT_OK;
+}
+
+void bt_stage_loop_close(bt_stage_loop *L) {
+    if (!L)
+        return;
+    teardown(L);
+    free(L);
+}
+
+bt_status bt_stage_loop_check_apply(bt_stage_loop *L, const bt_frame_view *f,
+                                    const Baton__StageBatch *b, bt_error *err) {
+    bt_status st = check_batch(L, b, f, err);
+    return st != BT_OK ? st : apply_ops(L, b, err);
+}
+
+bt_stage *bt_stage_loop_stage(bt_stage_loop *L) {
+    return L->stage;
 }

@@ -30,7 +30,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "frame.h"
 #include "gguf.h"
+#include "msg.h"
+#include "stage.h"
 #include "status.h"
 #include "transport.h"
 
@@ -54,5 +57,29 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
  * it): a StageBatch header for max_batch rows with up to max_seqs ops and sampling entries,
  * plus f32 activations for max_batch rows (every codec, with zstd, fits in that bound). */
 size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd);
+
+/*
+ * The stage role without a transport, for tests/fuzz/fuzz_stage_batch.c: the code
+ * bt_stage_loop_run runs on a Hello and on each StageBatch, so that the fuzz target drives
+ * the stage's own validation against the model and its KV state, not a copy of it.
+ *
+ * bt_stage_loop_open: checks the Hello as rank `rank` of `n_ranks` (coordinator included)
+ * would and sets the stage up (the model g is borrowed and outlives the loop); on success
+ * *out is owned by the caller and freed by bt_stage_loop_close (NULL is a no-op).
+ * bt_stage_loop_check_apply: a received StageBatch b with its frame f (both borrowed for the
+ * call): the stage's checks (bt_msg_check_stage_batch, sampling parameters, payload presence),
+ * then its FREE/FORK/TRUNCATE ops and new sampling parameters, in order. What a failed op
+ * leaves is what the stage would be left with; the stage role then stops (DONE).
+ * bt_stage_loop_stage: the stage the loop owns (borrowed until bt_stage_loop_close), to run the
+ * batch's rows as the loop does next.
+ * Confined to one thread.
+ */
+typedef struct bt_stage_loop bt_stage_loop;
+bt_status bt_stage_loop_open(const bt_gguf *g, const Baton__Hello *h, int rank, int n_ranks,
+                             bt_stage_loop **out, bt_error *err);
+void bt_stage_loop_close(bt_stage_loop *L);
+bt_status bt_stage_loop_check_apply(bt_stage_loop *L, const bt_frame_view *f,
+                                    const Baton__StageBatch *b, bt_error *err);
+bt_stage *bt_stage_loop_stage(bt_stage_loop *L);
 
 #endif

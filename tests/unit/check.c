@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <unistd.h>
 
-int bt_check_passed, bt_check_failed;
+int bt_check_passed, bt_check_failed, bt_check_skipped;
 
 void check_fail(const char *file, int line, const char *fmt, ...) {
     va_list ap;
@@ -17,17 +17,31 @@ void check_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 int check_finish(void) {
-    printf("%d passed, %d failed\n", bt_check_passed, bt_check_failed);
-    return bt_check_failed ? 1 : 0;
+    printf("%d passed, %d failed, %d skipped\n", bt_check_passed, bt_check_failed,
+           bt_check_skipped);
+    return bt_check_failed ? 1 : bt_check_skipped ? 77 : 0;
 }
 
-const char *check_shared_dir(const char *what) {
-    const char *dir = getenv("BT_SHARED_DIR");
+static const char *required_dir(const char *var, const char *what) {
+    const char *dir = getenv(var);
     if (!dir || access(dir, R_OK) != 0) {
-        printf("SKIP %s: ../shared not found (BT_SHARED_DIR=%s)\n", what, dir ? dir : "unset");
+        check_fail(__FILE__, __LINE__, "%s: %s=%s not found (required: run the test from ctest)",
+                   what, var, dir ? dir : "unset");
         return NULL;
     }
     return dir;
+}
+
+const char *check_shared_dir(const char *what) {
+    return required_dir("BT_SHARED_DIR", what);
+}
+
+const char *check_data_dir(const char *what) {
+    return required_dir("BT_TEST_DATA", what);
+}
+
+const char *check_build_dir(const char *what) {
+    return required_dir("BT_BUILD_DIR", what);
 }
 
 const char *check_model_path(const char *what) {
@@ -41,6 +55,7 @@ const char *check_model_path(const char *what) {
     }
     if (access(p, R_OK) != 0) {
         printf("SKIP %s: model %s not found (run deploy/fetch-model.sh)\n", what, p);
+        bt_check_skipped++;
         return NULL;
     }
     return p;

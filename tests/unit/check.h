@@ -1,7 +1,12 @@
 /*
  * check.h - the unit tests' few assertion macros. A failed check prints file:line and the
  * values and counts as a failure; the test goes on. check_finish() prints the closing line
- * "N passed, N failed" and returns the process exit code.
+ * "N passed, N failed, N skipped" and returns the process exit code: 1 when a check failed,
+ * else 77 (ctest's SKIP_RETURN_CODE) when a part was skipped, else 0.
+ *
+ * Only the real model may be absent (check_model_path: a SKIP line, the part is counted as
+ * skipped). Data that ships with the repository (tests/data, ../shared/testdata) and the
+ * build's own tools are required: when missing, the check_*_dir helpers record a failure.
  */
 #ifndef BT_CHECK_H
 #define BT_CHECK_H
@@ -10,15 +15,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-extern int bt_check_passed, bt_check_failed;
+extern int bt_check_passed, bt_check_failed, bt_check_skipped;
 
 void check_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int check_finish(void);
-/* Directory of ../shared (BT_SHARED_DIR) or NULL, printing a skip message naming `what`. */
+/* Required directories, from the environment ctest sets: ../shared (BT_SHARED_DIR),
+ * tests/data (BT_TEST_DATA), the build directory (BT_BUILD_DIR). NULL, with a failure naming
+ * `what`, the variable and its value, when unset or unreadable. */
 const char *check_shared_dir(const char *what);
+const char *check_data_dir(const char *what);
+const char *check_build_dir(const char *what);
 /* Default model path (BATON_MODEL, else ~/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf) if it
- * exists, else NULL, printing a skip message naming `what`. */
+ * exists, else NULL, printing a SKIP line naming `what` and counting one skipped part. */
 const char *check_model_path(const char *what);
 
 #define CHECK(cond)                                                                                \

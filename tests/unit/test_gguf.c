@@ -385,7 +385,7 @@ static void test_vocab_files(void) {
     snprintf(dir, sizeof dir, "%s/testdata/vocab", shared);
     DIR *d = opendir(dir);
     if (!d) {
-        printf("SKIP test_gguf vocab files: %s absent\n", dir);
+        check_fail(__FILE__, __LINE__, "test_gguf vocab files: %s absent", dir);
         return;
     }
     int n_files = 0;
@@ -548,11 +548,13 @@ static void check_tiny(const char *tool, const char *type, int n_embd, uint32_t 
 }
 
 static void test_tiny_model(void) {
-    const char *bdir = getenv("BT_BUILD_DIR");
+    const char *bdir = check_build_dir("test_gguf tiny model");
+    if (!bdir)
+        return;
     char tool[4096];
-    snprintf(tool, sizeof tool, "%s/tests/make_tiny_model", bdir ? bdir : "");
-    if (!bdir || access(tool, X_OK) != 0) {
-        printf("SKIP test_gguf tiny model: %s not built\n", tool);
+    snprintf(tool, sizeof tool, "%s/tests/make_tiny_model", bdir);
+    if (access(tool, X_OK) != 0) {
+        check_fail(__FILE__, __LINE__, "test_gguf tiny model: %s not built", tool);
         return;
     }
     check_tiny(tool, "q4_1", 64, BT_TYPE_Q4_1);

@@ -358,11 +358,9 @@ static void test_stage_failure(const char *model) {
 static char tiny_path[512];
 
 static const char *make_tiny(void) {
-    const char *build = getenv("BT_BUILD_DIR");
-    if (!build) {
-        printf("SKIP tiny model: BT_BUILD_DIR is not set\n");
+    const char *build = check_build_dir("tiny model");
+    if (!build)
         return NULL;
-    }
     char tool[600], cmd[1400];
     snprintf(tool, sizeof tool, "%s/tests/make_tiny_model", build);
     if (access(tool, X_OK) != 0) {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "kernels_internal.h"
 #include "log.h"
 
@@ -22,12 +23,11 @@ static int cpu_has(bt_kernel_level level) {
     case BT_KERNELS_SCALAR:
         return 1;
     case BT_KERNELS_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C);
     case BT_KERNELS_AVX512:
-        return cpu_has(BT_KERNELS_AVX2) && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+        return cpu_has(BT_KERNELS_AVX2) && bt_cpu_has(BT_CPU_AVX512F) &&
+               bt_cpu_has(BT_CPU_AVX512BW) && bt_cpu_has(BT_CPU_AVX512VL) &&
+               bt_cpu_has(BT_CPU_AVX512DQ) && bt_cpu_has(BT_CPU_AVX512VNNI);
     }
     return 0;
 }
@@ -45,7 +45,6 @@ static void table_build(bt_kernel_level level) {
 void bt_kernels_init(void) {
     if (g_ready)
         return;
-    __builtin_cpu_init();
     bt_kernel_level level = BT_KERNELS_SCALAR;
     if (cpu_has(BT_KERNELS_AVX512))
         level = BT_KERNELS_AVX512;
@@ -92,7 +91,6 @@ const char *bt_kernels_level_name(bt_kernel_level level) {
 bt_kernel_level bt_kernels_force(bt_kernel_level level) {
     bt_kernels_init();
     bt_kernel_level prev = g_level;
-    __builtin_cpu_init();
     if (level < BT_KERNELS_SCALAR || level > BT_KERNELS_AVX512 || !cpu_has(level))
         return prev;
     table_build(level);

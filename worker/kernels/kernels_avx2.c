@@ -30,11 +30,6 @@ INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
     return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
 }
 
-/* Signed x signed: |a| * sign(b, a). */
-INLINE __m256i dot_ss(__m256i a, __m256i b) {
-    return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
-
 INLINE __m256i load_q(const bt_q8 *x) {
     return _mm256_loadu_si256((const __m256i *)x->qs);
 }
