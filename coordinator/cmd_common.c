@@ -178,7 +178,7 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         goto fail;
     if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||
         (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
-        (st = bt_stage_check_numerics(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
+        (st = bt_stage_check_model(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     /* The default is capped like --threads, so a many-core host is not refused by a stage. */

@@ -44,9 +44,7 @@ bt_stage_params bt_stage_default_params(void) {
     return p;
 }
 
-bt_status bt_stage_check_numerics(const bt_gguf *g, bt_numerics n, bt_error *err) {
-    if (n == BT_NUMERICS_FAST)
-        return BT_OK;
+bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_error *err) {
     bt_hparams hp;
     bt_weights w;
     bt_status st = bt_hparams_load(g, &hp, err);

@@ -58,11 +58,14 @@ typedef struct bt_batch {
 
 typedef struct bt_stage bt_stage;
 
+/* Whether stages of this model can run with numerics n on this CPU (f16 KV cache): the
+ * checks bt_stage_new makes of the whole model (every tensor present with the shape and a
+ * supported type that the hyper-parameters say, the numerics), from the tensor directory
+ * alone (no weight is read), so a launcher refuses a broken or unsupported model before any
+ * stage starts. The message names the tensor or what is not supported. */
+bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_error *err);
+
 /* g is borrowed and must outlive the stage. On success *out is owned by the caller. */
-/* Whether stages of this model can run with numerics n on this CPU (f16 KV cache): the check
- * bt_stage_new makes, without loading a stage, so a launcher can refuse early. The message
- * names what is not supported (BT_ERR_UNSUPPORTED). */
-bt_status bt_stage_check_numerics(const bt_gguf *g, bt_numerics n, bt_error *err);
 
 bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage **out,
                        bt_error *err);

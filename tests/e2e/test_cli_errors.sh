@@ -38,6 +38,13 @@ expect 2 "--numerics 'exact': not 'fast' or 'llamacpp'" -- generate --prompt hi 
 expect 2 "--numerics 'x': not 'fast' or 'llamacpp'" -- perplexity --file /etc/hostname --numerics x
 # Values a stage would refuse after launch are refused here, naming the flag (issue 8).
 expect 2 "--threads: 1024 is outside \[1, 256\]" -- generate --prompt hi --threads 1024
+# A model whose llama.vocab_size disagrees with its tensors: refused before any stage starts.
+if [[ -z ${BT_BUILD_DIR:-} || ! -x $BT_BUILD_DIR/tests/make_tiny_model ]]; then
+    fail "BT_BUILD_DIR/tests/make_tiny_model is not built (BT_BUILD_DIR='${BT_BUILD_DIR:-}')"
+elif "$BT_BUILD_DIR/tests/make_tiny_model" "$tmp/badvocab.gguf" --vocab-size 301 >/dev/null; then
+    expect 2 "token_embd.weight has shape \[64, 300, 1, 1\], want \[64, 301\]" -- \
+        generate --model "$tmp/badvocab.gguf" --prompt hi --stages 2
+fi
 # A request needs one sequence per completion or beam: more than --max-seqs is refused.
 expect 2 "--n 4 needs 4 sequences at once, more than --max-seqs 1" -- generate --prompt hi --n 4 --max-seqs 1
 expect 2 "--best-of 3 needs 3 sequences at once, more than --max-seqs 2" -- generate --prompt hi --best-of 3 --max-seqs 2

@@ -3,11 +3,13 @@
  * tokenizer, for forward-pass and multi-stage tests.
  *
  * usage: make_tiny_model OUT.gguf [--type q4_1|q8_0|q4_0|q5_0|q5_1|q4_k|q6_k|f16|bf16|f32]
- *                                 [--seed N] [--layers N] [--untied]
+ *                                 [--seed N] [--layers N] [--untied] [--vocab-size N]
  *
  * Shape: n_embd 64, n_ff 128 (256 and 256 for the k-quants, whose block is 256), n_head 4,
  * n_head_kv 2, n_layer 4 by default, context 256, vocab 300, rope base 10000, rms eps 1e-5,
  * tied embeddings (no output.weight) unless --untied. Default type q4_1, seed 1.
+ * --vocab-size writes another llama.vocab_size than the tensors have (a broken file, for the
+ * tests of refusals).
  * 2-D weights get the requested type; norms stay F32 (llama.cpp's rule).
  *
  * Weights are deterministic in --seed (xorshift64*, approximately normal via the sum of 12
@@ -43,6 +45,7 @@ typedef struct hparams {
     bt_type type;
     bool untied;
     uint64_t seed;
+    int vocab_size_kv; /* llama.vocab_size written (N_VOCAB unless --vocab-size) */
 } hparams;
 
 /* ---- deterministic random numbers ---- */
@@ -218,7 +221,7 @@ static int add_model(bt_gw *w, const hparams *hp) {
     bt_gw_add_f32(w, "llama.rope.freq_base", 10000.0f);
     bt_gw_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     bt_gw_add_u32(w, "llama.rope.dimension_count", (uint32_t)D);
-    bt_gw_add_u32(w, "llama.vocab_size", N_VOCAB);
+    bt_gw_add_u32(w, "llama.vocab_size", (uint32_t)hp->vocab_size_kv);
     if (add_tokenizer(w))
         return 1;
 
@@ -251,7 +254,7 @@ static int add_model(bt_gw *w, const hparams *hp) {
 static int usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s OUT.gguf [--type q4_1|q8_0|q4_0|q5_0|q5_1|q4_k|q6_k|f16|bf16|f32]\n"
-            "       [--seed N] [--layers N] [--untied]\n",
+            "       [--seed N] [--layers N] [--untied] [--vocab-size N]\n",
             argv0);
     return 2;
 }
@@ -265,7 +268,8 @@ int main(int argc, char **argv) {
                   .n_ctx = 256,
                   .type = BT_TYPE_Q4_1,
                   .untied = false,
-                  .seed = 1};
+                  .seed = 1,
+                  .vocab_size_kv = N_VOCAB};
     const char *out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -286,6 +290,8 @@ int main(int argc, char **argv) {
             hp.n_layer = (int)n;
         } else if (strcmp(a, "--untied") == 0) {
             hp.untied = true;
+        } else if (strcmp(a, "--vocab-size") == 0 && i + 1 < argc) {
+            hp.vocab_size_kv = atoi(argv[++i]);
         } else if (a[0] != '-' && !out) {
             out = a;
         } else {
