@@ -698,6 +698,7 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     L.rank = t->rank;
     L.n_ranks = t->size;
     bt_status st;
+    bool told;
     L.out = malloc(t->max_frame);
     if (!L.out)
         return bt_error_set(err, BT_ERR_NOMEM, "stage: no memory for a %zu-byte frame",
@@ -724,7 +725,7 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     bt_arena_reset(&L.arena);
     st = serve(&L, err);
 done:
-    bool told = st == BT_OK || report_error(&L, err);
+    told = st == BT_OK || report_error(&L, err); /* an error goes to rank 0 first */
     if (reported)
         *reported = told;
     bt_transport_flush(t, 2 * 1000000LL, NULL);
