@@ -468,6 +468,11 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "prompt: %zu tokens\ngeneration: 0 tokens, finish: %s\n", n_prompt,
                 bt_finish_name(req->finish));
     }
+    bt_engine_stats stats;
+    bt_engine_get_stats(s.engine, &stats);
+    if (stats.preemptions > 0) /* their KV was freed and recomputed: the same tokens */
+        fprintf(stderr, "kv: %llu preemptions (the KV cache held too few tokens for all at once)\n",
+                (unsigned long long)stats.preemptions);
     if (stop_why > 0) {
         int n_done = 0;
         for (int i = 0; i < req->n_out; i++)
