@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "cpu.h"
 #include "hparams.h"
 
 void bt_model_flags_init(bt_model_flags *f) {

@@ -50,8 +50,7 @@ typedef struct bt_request bt_request;
  * final (stop strings resolved, never the stop text; only when the scheduler has a
  * vocabulary), on_finish when a sampled completion (a lone request or an n/best_of child)
  * ends for any reason, and on_done once when the request (the group) is done. r is the
- * completion
- * (a child for n/best_of); r->parent ? r->parent : r is the request. */
+ * completion (a child for n/best_of); r->parent ? r->parent : r is the request. */
 typedef void (*bt_request_token_fn)(bt_request *r, int32_t token, float logprob, void *ctx);
 typedef void (*bt_request_text_fn)(bt_request *r, const char *delta, size_t n, void *ctx);
 typedef void (*bt_request_done_fn)(bt_request *r, void *ctx);
