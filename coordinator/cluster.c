@@ -1,13 +1,17 @@
 /* cluster.c - handshake, micro-batches out, results in, liveness (see cluster.h). */
 #include "cluster.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "hparams.h"
 #include "msg.h"
+#include "proc_space.h"
 #include "sampling.h"
 #include "stage_loop.h"
 
@@ -16,6 +20,9 @@
 /* Longest single wait for a frame: a pause of the coordinator that falls inside one wait and
  * ends with a frame already there cannot be told from waiting, so waits are kept short. */
 #define LISTEN_SLICE_US (100 * 1000LL)
+/* How often the pids of local stages are checked: well within the second Open MPI's mpirun
+ * waits between a rank's death and its SIGTERM to the others (docs/api.md, exit status). */
+#define PID_CHECK_US (50 * 1000LL)
 
 struct bt_cluster {
     bt_transport *t;
@@ -37,6 +44,7 @@ struct bt_cluster {
     protobuf_c_boolean *want;
     int64_t last_activity_us; /* last batch sent */
     int64_t listen_end_us;    /* when the coordinator last came back from waiting for a frame */
+    int64_t pid_check_us;     /* when the local stages' pids were last checked */
 };
 
 bt_cluster_params bt_cluster_default_params(void) {
@@ -78,7 +86,7 @@ static bt_status send_msg(bt_cluster *c, int dst, bt_msg_kind kind, const Protob
     return bt_transport_send(c->t, dst, c->out, len, SEND_TIMEOUT_US, err);
 }
 
-static const char *stage_where(const bt_cluster *c, int rank, char *buf, size_t cap) {
+const char *bt_cluster_stage_name(const bt_cluster *c, int rank, char *buf, size_t cap) {
     const bt_stage_report *s = &c->stages[rank - 1];
     if (s->host[0])
         snprintf(buf, cap, "stage rank %d (layers %d-%d on %s)", rank, s->layer_begin,
@@ -101,6 +109,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         return st;
     uint8_t hash[BT_MODEL_HASH_BYTES];
     bt_model_hash(bt_gguf_base(c->g), bt_gguf_data_offset(c->g), bt_gguf_file_size(c->g), hash);
+    char space[BT_PROC_SPACE_BYTES];
+    bt_proc_space(space, sizeof space);
     for (int s = 0; s < c->n_stages; s++) {
         Baton__Hello h = BATON__HELLO__INIT;
         h.protocol_version = BT_PROTOCOL_VERSION;
@@ -171,6 +181,9 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         rep->rss_bytes = r->rss_bytes;
         rep->kv_tokens = (int)r->kv_tokens;
         snprintf(rep->host, sizeof rep->host, "%s", r->hostname ? r->hostname : "");
+        rep->pid = (int)r->pid;
+        rep->local = space[0] && r->proc_space && strcmp(r->proc_space, space) == 0 && r->pid > 0 &&
+                     r->pid <= (uint32_t)INT32_MAX && rep->pid != (int)getpid();
         rep->last_seen_us = bt_now_us();
         got++;
     }
@@ -340,8 +353,27 @@ static bt_status check_liveness(bt_cluster *c, bt_error *err) {
     char where[128];
     return bt_error_set(
         err, BT_ERR_TIMEOUT, "%s sent nothing for %lld ms (deadline %lld ms): it is hung or gone",
-        stage_where(c, worst + 1, where, sizeof where), (long long)(worst_silent / 1000),
+        bt_cluster_stage_name(c, worst + 1, where, sizeof where), (long long)(worst_silent / 1000),
         (long long)(c->p.stage_timeout_us / 1000));
+}
+
+/* A local stage whose process no longer exists: killed, crashed, out of memory. It left
+ * without the Error the protocol promises, hence BT_ERR_PROTOCOL (exit status 1, as for
+ * every runtime failure). Only ESRCH
+ * counts: a zombie (dead, not yet reaped by its launcher) still answers kill(pid, 0), so a
+ * stage that mpirun's own SIGTERM ended a moment ago is not taken for the one that died
+ * first, which the launcher reaped before it began ending the job. */
+static bt_status check_pids(bt_cluster *c, bt_error *err) {
+    for (int s = 0; s < c->n_stages; s++) {
+        const bt_stage_report *r = &c->stages[s];
+        if (!r->local || kill((pid_t)r->pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char where[128];
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "%s is gone: its process %d ended (killed, crashed or out of memory)",
+                            bt_cluster_stage_name(c, s + 1, where, sizeof where), r->pid);
+    }
+    return BT_OK;
 }
 
 /* The alternatives of a SampleResults (bt_msg_check_sample_results has checked the rest):
@@ -402,6 +434,14 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
     c->listen_end_us = end;
     if (st == BT_OK && from >= 1 && from <= c->n_stages)
         c->stages[from - 1].last_seen_us = end;
+    /* Before anything else: a transport error or a silence may be the consequence of a stage
+     * process that is gone, and the gone process is the better message. */
+    if (end - c->pid_check_us >= PID_CHECK_US) {
+        c->pid_check_us = end;
+        bt_status gone = check_pids(c, err);
+        if (gone != BT_OK)
+            return gone;
+    }
     /* Judged on every return, not only when nothing came: a healthy stage's frames must not
      * keep the coordinator from noticing a silent one. */
     if (st == BT_OK || st == BT_ERR_TIMEOUT) {
@@ -418,7 +458,7 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         return bt_error_set(err, BT_ERR_PROTOCOL, "message from unknown rank %d", from);
     bt_frame_view f;
     if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
-        return bt_error_wrap(err, "%s", stage_where(c, from, where, sizeof where)), st;
+        return bt_error_wrap(err, "%s", bt_cluster_stage_name(c, from, where, sizeof where)), st;
     bt_arena_reset(&c->arena);
     ProtobufCMessage *m;
     switch (f.kind) {
@@ -432,7 +472,7 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         if ((st = bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err)) != BT_OK)
             return st;
         return bt_error_set(err, BT_ERR_IO, "%s failed: %s",
-                            stage_where(c, from, where, sizeof where),
+                            bt_cluster_stage_name(c, from, where, sizeof where),
                             ((Baton__Error *)m)->message ? ((Baton__Error *)m)->message : "");
     case BT_MSG_SAMPLE_RESULTS: {
         if (from != c->n_stages)
@@ -456,7 +496,7 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
     }
     default:
         return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s", bt_msg_kind_name(f.kind),
-                            stage_where(c, from, where, sizeof where));
+                            bt_cluster_stage_name(c, from, where, sizeof where));
     }
 }
 

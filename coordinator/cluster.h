@@ -6,11 +6,12 @@
  * Owns: the frame buffer and decode arena of rank 0, what each stage reported in its
  * HelloReply, and each stage's last sign of life. Borrows the transport and the GGUF.
  *
- * Failure: a stage that sends an Error, whose transport fails, or that sends nothing for
- * stage_timeout (every stage heartbeats every heartbeat_ms, idle or computing) makes
- * bt_cluster_poll fail with a message naming the rank, its layers and host. The deadline is
- * per stage, counted on CLOCK_MONOTONIC, and only over time in which the coordinator itself
- * was waiting for frames (cluster.c, "Liveness"): a coordinator that was stopped or busy
+ * Failure: a stage that sends an Error, whose transport fails, that sends nothing for
+ * stage_timeout (every stage heartbeats every heartbeat_ms, idle or computing), or whose
+ * process is gone (checked where the coordinator sees the stage's pids: same machine and pid
+ * namespace) makes bt_cluster_poll fail with a message naming the rank, its layers and host. The
+ * deadline is per stage, counted on CLOCK_MONOTONIC, and only over time in which the coordinator
+ * itself was waiting for frames (cluster.c, "Liveness"): a coordinator that was stopped or busy
  * does not blame the stages whose frames piled up meanwhile. The caller then fails its
  * requests and ends the job.
  *
@@ -19,6 +20,8 @@
 #ifndef BT_CLUSTER_H
 #define BT_CLUSTER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codec.h"
@@ -57,6 +60,10 @@ typedef struct bt_stage_report {
                               * run, the whole process's */
     int kv_tokens;
     char host[64];
+    int pid;              /* the stage's process id (HelloReply) */
+    bool local;           /* a process of its own that this one can see (same machine and pid
+                           * namespace, another pid): whether it still exists can be asked of the
+                           * kernel */
     int64_t last_seen_us; /* last frame read, moved on by time the coordinator did not listen */
     uint64_t busy_us;
 } bt_stage_report;
@@ -73,6 +80,8 @@ const bt_stage_report *bt_cluster_stage(const bt_cluster *c, int i);
 /* KV capacity in tokens of the fullest stage. */
 int bt_cluster_kv_tokens(const bt_cluster *c);
 const bt_split *bt_cluster_split(const bt_cluster *c);
+/* "stage rank R (layers A-B on HOST)" into buf; returns buf. */
+const char *bt_cluster_stage_name(const bt_cluster *c, int rank, char *buf, size_t cap);
 
 bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error *err);
 

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "hparams.h"
+#include "term_watch.h"
 
 void bt_model_flags_init(bt_model_flags *f) {
     memset(f, 0, sizeof *f);
@@ -224,6 +225,11 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         return bt_session_close(s, 0);
     if ((st = bt_engine_new(s->launch.t, s->gguf, s->vocab, &ep, &s->engine, &err)) != BT_OK)
         goto fail;
+    /* Stages on ranks under mpirun (not threads): a dead rank makes the launcher SIGTERM this
+     * one; say which stage died. */
+    if (s->launch.mpi && !s->launch.hub &&
+        (st = bt_term_watch_arm(bt_engine_cluster(s->engine), cmd, &err)) != BT_OK)
+        goto fail;
     return -1;
 fail:
     fprintf(stderr, "baton %s: %s\n", cmd, err.msg[0] ? err.msg : bt_status_str(st));
@@ -231,6 +237,8 @@ fail:
 }
 
 int bt_session_close(bt_session *s, int status) {
+    /* From here on the coordinator reports any failure itself, once. */
+    bt_term_watch_disarm();
     /* A failed cluster (or one that never shook hands) cannot be shut down in order: end
      * every stage so that none is left waiting. */
     bool broken = !s->engine || bt_engine_failed(s->engine);

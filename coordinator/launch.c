@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "term_watch.h"
 
 #define MAX_PENDING 4
 
@@ -54,6 +55,9 @@ bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params
             return BT_OK;
         }
         L->is_stage = true;
+        /* mpirun's SIGTERM must not end this stage before the coordinator, signalled first,
+         * has looked for the stage that died (term_watch.h). */
+        bt_term_watch_linger();
         bt_error_init(&L->stage_error);
         bool reported = false;
         L->stage_status = bt_stage_loop_run(t, g, &sp, &reported, &L->stage_error);

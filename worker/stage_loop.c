@@ -28,6 +28,7 @@
 #include "hparams.h"
 #include "log.h"
 #include "msg.h"
+#include "proc_space.h"
 #include "sampler.h"
 #include "stage.h"
 
@@ -343,6 +344,10 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     r.kv_tokens = (uint32_t)bt_stage_kv_tokens_total(L->stage);
     r.rss_bytes = rss_bytes();
     r.hostname = host;
+    char space[BT_PROC_SPACE_BYTES];
+    bt_proc_space(space, sizeof space);
+    r.pid = (uint32_t)getpid();
+    r.proc_space = space;
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
 }
 

@@ -16,6 +16,14 @@
 #   long_prompt   a 1,900-token prompt in micro-batches of 1,024 rows with --stage-timeout-ms
 #                 1000: each stage computes for seconds at a time (one thread), heartbeating
 #                 meanwhile; exit 0 and the whole prompt processed.
+#   dead_kill     deploy/baton-run --stages 2, SIGKILL of stage rank 2: mpirun ends the job at
+#                 once, but baton's own line names the rank, its layers and this host ("stage
+#                 rank 2 (layers A-B on HOST) is gone"), the exit status is mpirun's 137, the
+#                 healthy rank 1 is not named, nothing is left, all within 15 s;
+#   dead_segv     the same with SIGSEGV of stage rank 1 (a crash): exit status 139;
+#   dead_two      deploy/baton-run --stages 3, SIGKILL of ranks 3 and 2 at once (mpirun's pause
+#                 before its SIGTERM is cut short, so the coordinator's SIGTERM handler may be
+#                 the one that speaks): only ranks 2 and 3 are named, never the healthy rank 1.
 # Leftovers are SIGCONT+SIGKILLed at the end so CI never hangs, and counted as failures.
 # Needs SmolLM2 (the tiny model's 256-token context ends a generation too soon).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,12 +55,19 @@ find_rank() {
 }
 
 # start_job NAME NP [BATON FLAGS...] - baton generate in the background (pid in $job, output in
-# $WORK/NAME.out, errors in $WORK/NAME.err), with the marker on its command line.
+# $WORK/NAME.out, errors in $WORK/NAME.err), with the marker on its command line; through
+# deploy/baton-run when LAUNCH=baton-run, else through run_mpi_test.sh.
 start_job() {
     local name=$1 np=$2
     shift 2
-    BT_MPI_TIMEOUT=90 mpi_run "$np" "$BATON" generate --model "$MODEL" --threads 1 \
-        --temperature 0 --ignore-eos --ctx 8192 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local gen=(generate --model "$MODEL" --threads 1 --temperature 0 --ignore-eos --ctx 8192 "$@")
+    if [[ ${LAUNCH:-} == baton-run ]]; then
+        timeout --kill-after=10 90 "$MPI_DIR/../../deploy/baton-run" --baton "$BATON" \
+            --stages $((np - 1)) "${gen[@]}" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    else
+        BT_MPI_TIMEOUT=90 mpi_run "$np" "$BATON" "${gen[@]}" >"$WORK/$name.out" \
+            2>"$WORK/$name.err" &
+    fi
     job=$!
 }
 
@@ -206,6 +221,56 @@ long_prompt() {
     no_leftovers "$name"
 }
 
+# dead_case NAME NP SIGNAL EXIT HEALTHY RANK... - SIGNAL to the stage RANKs (at once) of an
+# NP-rank job started by deploy/baton-run. mpirun ends the job itself with exit status EXIT;
+# baton must still print its own line naming a killed rank with its layers and this host, and
+# never name the HEALTHY rank.
+dead_case() {
+    local name=$1 np=$2 sig=$3 want=$4 healthy=$5
+    shift 5
+    local err="$WORK/$name.err" r pids=()
+    LAUNCH=baton-run start_job "$name" "$np" \
+        --prompt "Tell me a very long story. ($marker)" --max-tokens 100000
+    wait_output "$name" 16 || return
+    for r in "$@"; do
+        pids+=("$(find_rank "$r")")
+        [[ -n ${pids[-1]} ]] || { fail "$name: no baton process of rank $r"; return; }
+    done
+    kill "-$sig" "${pids[@]}"
+    local t_sig
+    t_sig=$(now_ms)
+    while kill -0 "$job" 2>/dev/null && (($(now_ms) - t_sig < 15000)); do
+        sleep 0.05
+    done
+    local elapsed=$(($(now_ms) - t_sig))
+    if kill -0 "$job" 2>/dev/null; then
+        fail "$name: the job still runs 15 s after SIG$sig of rank(s) $*"
+        kill -TERM "$job" 2>/dev/null
+    else
+        pass "$name: ended in ${elapsed} ms"
+    fi
+    wait "$job"
+    local rc=$?
+    echo "     $name: exit $rc, SIG$sig to rank(s) $* (pids ${pids[*]})"
+    grep '^baton ' "$err" | head -4 | sed 's/^/     /'
+    [[ $rc -eq $want ]] && pass "$name: exit status $rc" ||
+        fail "$name: exit status $rc, expected $want"
+    local ranks
+    ranks=$(IFS='|'; echo "$*")
+    if grep -qE "^baton generate: stage rank ($ranks) \(layers [0-9]+-[0-9]+ on $(hostname)\) is gone: its process [0-9]+ ended" "$err"; then
+        pass "$name: baton names the dead stage, its layers and host"
+    else
+        fail "$name: no line of baton's names rank $* with its layers and host"
+        tail -8 "$err"
+    fi
+    if grep -qE "^baton [a-z]+: .*stage rank $healthy\b" "$err"; then
+        fail "$name: the healthy rank $healthy is named"
+    else
+        pass "$name: the healthy rank $healthy is not named"
+    fi
+    no_leftovers "$name"
+}
+
 cases=("$@")
 [[ ${#cases[@]} -gt 0 ]] || cases=(kill stop)
 for c in "${cases[@]}"; do
@@ -216,6 +281,9 @@ for c in "${cases[@]}"; do
     stop_hb90) run_case stop_hb90 STOP 2 5 --stage-timeout-ms 2000 --heartbeat-ms 90 ;;
     coord_pause) coord_pause ;;
     long_prompt) long_prompt ;;
+    dead_kill) dead_case dead_kill 3 KILL 137 1 2 ;;
+    dead_segv) dead_case dead_segv 3 SEGV 139 2 1 ;;
+    dead_two) dead_case dead_two 4 KILL 137 1 3 2 ;;
     *) echo "unknown case '$c'"; exit 2 ;;
     esac
 done
