@@ -239,6 +239,11 @@ fail:
 int bt_session_close(bt_session *s, int status) {
     /* From here on the coordinator reports any failure itself, once. */
     bt_term_watch_disarm();
+    /* Once the stages shook hands, every input was checked: a failure of the cluster is a
+     * runtime failure (exit 1), whatever status a stage or the transport gave it (a stage's
+     * BT_ERR_LIMIT or BT_ERR_IO is not a bad flag of the user's). */
+    if (status != 0 && status < 128 && s->engine && bt_engine_failed(s->engine))
+        status = 1;
     /* A failed cluster (or one that never shook hands) cannot be shut down in order: end
      * every stage so that none is left waiting. */
     bool broken = !s->engine || bt_engine_failed(s->engine);
