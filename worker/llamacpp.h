@@ -33,8 +33,8 @@
  * Like llama.cpp's, a sequence's numbers then depend on its batch: continuous batching and
  * preemption by recompute are deterministic but may move near-ties. Requirements (the
  * bt_lc_*_ok checks): a CPU with AVX2, FMA and F16C; weights Q4_1 or Q8_0 (F32 norms);
- * head_dim a multiple of 64 up to 256; f16 KV cache. Prompts run about 3x slower than with
- * the default numerics (no sgemm).
+ * head_dim a multiple of 64 up to 256; f16 KV cache. Prompts run at about llama.cpp's speed,
+ * below the default numerics'.
  *
  * Threads: every function is pure over its arguments.
  */
