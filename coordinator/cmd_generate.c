@@ -412,8 +412,8 @@ int bt_cmd_generate(int argc, char **argv) {
     }
     if ((st = bt_request_new(ids, (int32_t)n_prompt, &rp, n_ctx, &req, &err)) != BT_OK)
         goto done;
-    /* SIGINT/SIGTERM end the run in order: what finished is printed, then the status. */
-    /* SA_RESETHAND: a second signal ends the process at once. */
+    /* SIGINT/SIGTERM end the run in order: what finished is printed, then the status. A
+     * second signal ends the process at once (SA_RESETHAND). */
     struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND}, old_int,
                      old_term;
     sigemptyset(&sa.sa_mask);
