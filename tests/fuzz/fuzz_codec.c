@@ -100,9 +100,12 @@ static void round_trip(int e, bt_codec_kind kind, int zstd, const uint8_t *paylo
             for (size_t j = b0; j < b0 + 32; j++)
                 amax = fmaxf(amax, fabsf(x[j]));
             double d = amax / 127.0f;
-            /* d/2 with rounding slack; a subnormal d may be below amax/127, and the clamp
-             * at 127 then costs up to 127 subnormal steps / 2 (< 1e-43) */
-            double tol = d * 0.5 * (1 + 1e-5) + 1e-43;
+            /* d/2, plus the float roundings: x/d is rounded before it is rounded to q
+             * (|x/d| <= 127.5: 127.5 * 2^-24 of d, so a tie like 125.5 can be a value just
+             * below it) and q*d is rounded (127 * 2^-24 of d), together < 2e-5 d; a subnormal
+             * d may be below amax/127, and the clamp at 127 then costs up to 127 subnormal
+             * steps / 2 (< 1e-43) */
+            double tol = d * (0.5 + 2e-5) + 1e-43;
             if (!(fabs((double)y[i] - (double)x[i]) <= tol))
                 abort();
             want = bits_of(y[i]);
