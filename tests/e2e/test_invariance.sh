@@ -23,6 +23,25 @@ run() { # NAME ARGS...: stderr to $tmp/NAME, status checked
     fi
 }
 
+# The issue's own probe: 8 greedy completions of 300 tokens in a 1024-token KV cache (forks
+# preempted and recomputed) are one text, the --n 1 text (the old sgemm prompt path gave 3).
+if "$BATON" generate --model "$MODEL" --prompt "$P" --temperature 0 --max-tokens 300 \
+    --ignore-eos --ctx 1024 --kv-tokens 1024 --n 8 --print-ids >/dev/null 2>"$tmp/eight" &&
+    "$BATON" generate --model "$MODEL" --prompt "$P" --temperature 0 --max-tokens 300 \
+        --ignore-eos --ctx 1024 --print-ids >/dev/null 2>"$tmp/alone"; then
+    want=$(grep -E '^output ids' "$tmp/alone" | sed 's/^output ids: //')
+    n_same=$(grep -E '^output ids' "$tmp/eight" | sed 's/^output ids (completion): //' |
+        grep -cxF -- "$want")
+    pre=$(grep -oE '[0-9]+ preemptions?' "$tmp/eight" | head -1)
+    if [[ -n $want && $n_same -eq 8 ]]; then
+        pass "--n 8, 300 tokens, 1024 KV tokens (${pre:-no preemption}): 8 of 8 equal --n 1"
+    else
+        fail "--n 8, 300 tokens, 1024 KV tokens (${pre:-no preemption}): $n_same of 8 equal --n 1"
+    fi
+else
+    fail "generate (300 tokens): $(tail -1 "$tmp/eight") $(tail -1 "$tmp/alone")"
+fi
+
 for stages in 1 2; do
     run one.$stages --temperature 0 --stages $stages || continue
     ids_and_lps "$tmp/one.$stages" >"$tmp/one.$stages.ref"
