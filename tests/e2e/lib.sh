@@ -22,3 +22,18 @@ finish() {
     echo "$n_pass passed, $n_fail failed"
     [[ $n_fail -eq 0 ]]
 }
+
+# expect STATUS PATTERN -- ARGS...: runs baton ARGS, checks the exit status and that stderr
+# matches PATTERN (an extended regex).
+expect() {
+    local want=$1 pattern=$2
+    shift 3
+    local err rc
+    err=$("$BATON" "$@" 2>&1 >/dev/null)
+    rc=$?
+    if [[ $rc -eq $want ]] && grep -qE -- "$pattern" <<<"$err"; then
+        pass "baton $* -> $rc"
+    else
+        fail "baton $* -> $rc (want $want, /$pattern/): $err"
+    fi
+}

@@ -5,19 +5,6 @@
 # the ids of the rendered string tokenized with special tokens (llama.cpp's way).
 source "$(dirname "$0")/lib.sh"
 
-expect() {
-    local want=$1 pattern=$2
-    shift 3
-    local err rc
-    err=$("$BATON" "$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc -eq $want ]] && grep -qE -- "$pattern" <<<"$err"; then
-        pass "baton $* -> $rc"
-    else
-        fail "baton $* -> $rc (want $want, /$pattern/): $err"
-    fi
-}
-
 # Flag errors come before the model is opened.
 expect 2 "--chat-parse-special needs --chat" -- generate --prompt hi --chat-parse-special
 expect 2 "--chat-parse-special cannot be combined with --no-special" -- \

@@ -2,21 +2,6 @@
 # Bad command lines end with exit status 2 and a message naming what is wrong; nothing runs.
 source "$(dirname "$0")/lib.sh"
 
-# expect STATUS PATTERN -- ARGS...: runs baton ARGS, checks the exit status and that stderr
-# matches PATTERN.
-expect() {
-    local want=$1 pattern=$2
-    shift 3
-    local err rc
-    err=$("$BATON" "$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc -eq $want ]] && grep -qE -- "$pattern" <<<"$err"; then
-        pass "baton $* -> $rc"
-    else
-        fail "baton $* -> $rc (want $want, /$pattern/): $err"
-    fi
-}
-
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 printf 'not a gguf file at all, just text\n' >"$tmp/bad.gguf"

@@ -4,19 +4,6 @@
 # --temperature 0 prints, and a fixed --seed is reproducible.
 source "$(dirname "$0")/lib.sh"
 
-expect() {
-    local want=$1 pattern=$2
-    shift 3
-    local err rc
-    err=$("$BATON" "$@" 2>&1 >/dev/null)
-    rc=$?
-    if [[ $rc -eq $want ]] && grep -qE -- "$pattern" <<<"$err"; then
-        pass "baton $* -> $rc"
-    else
-        fail "baton $* -> $rc (want $want, /$pattern/): $err"
-    fi
-}
-
 # Flag errors come before the model is opened: no model needed.
 expect 2 "--n: 0 is outside" -- generate --prompt hi --n 0
 expect 2 "--n: 17 is outside" -- generate --prompt hi --n 17
