@@ -134,30 +134,22 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     const bt_kernel_table *t = table();
     assert((unsigned)type < BT_TYPE_MAX_ID);
     const char *wb = w;
+    /* Quant types dot q8 blocks, float types the f32 rows: one walk, one kernel per call. */
     bt_rowdot_q8_fn fq = t->rowdot_q8[type];
-    if (fq != NULL) {
-        assert(xq != NULL && n_cols % BT_QK == 0);
-        int64_t nb = n_cols / BT_QK, tile = token_tile(nb * (int64_t)sizeof(bt_q8));
-        for (int64_t tt = 0; tt < n_tok; tt += tile) {
-            int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
-            for (int64_t r = r0; r < r1; r++) {
-                for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
-                    int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
-                    fq(wb + r * row_bytes, xq + t0 * nb, nb, nt, n_cols, y + t0 * ldy + r, ldy);
-                }
-            }
-        }
-        return;
-    }
     bt_rowdot_f32_fn ff = t->rowdot_f32[type];
-    assert(ff != NULL && x != NULL);
-    int64_t tile = token_tile(n_cols * (int64_t)sizeof(float));
+    assert(fq ? xq != NULL && n_cols % BT_QK == 0 : ff != NULL && x != NULL);
+    int64_t stride = fq ? n_cols / BT_QK : n_cols; /* elements per token row */
+    int64_t tile = token_tile(stride * (int64_t)(fq ? sizeof(bt_q8) : sizeof(float)));
     for (int64_t tt = 0; tt < n_tok; tt += tile) {
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
         for (int64_t r = r0; r < r1; r++) {
             for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
                 int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
-                ff(wb + r * row_bytes, x + t0 * n_cols, n_cols, nt, n_cols, y + t0 * ldy + r, ldy);
+                float *out = y + t0 * ldy + r;
+                if (fq)
+                    fq(wb + r * row_bytes, xq + t0 * stride, stride, nt, n_cols, out, ldy);
+                else
+                    ff(wb + r * row_bytes, x + t0 * stride, stride, nt, n_cols, out, ldy);
             }
         }
     }
