@@ -23,7 +23,9 @@
     X(BT_ERR_LIMIT, "limit exceeded")                                                              \
     X(BT_ERR_PROTOCOL, "protocol error")                                                           \
     X(BT_ERR_TIMEOUT, "timeout")                                                                   \
-    X(BT_ERR_INTERNAL, "internal error")
+    X(BT_ERR_INTERNAL, "internal error")                                                           \
+    X(BT_ERR_BUSY, "busy")               /* a bounded queue is full: retry later */                \
+    X(BT_ERR_UNAVAILABLE, "unavailable") /* not ready, draining, or the cluster failed */
 
 typedef enum bt_status {
 #define BT_STATUS_ENUM(name, text) name,
