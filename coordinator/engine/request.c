@@ -75,6 +75,7 @@ static void put(bt_request_params *p, const bt_param_desc *d, double v) {
         *(bool *)f = v != 0;
         break;
     case BT_PARAM_U64:
+        /* max is UINT64_MAX, which a double rounds up to 2^64 */
         *(uint64_t *)f = v >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)v;
         break;
     }
@@ -100,8 +101,6 @@ bt_status bt_request_param_set(bt_request_params *p, const bt_param_desc *d, dou
     bt_status st = bt_param_check(d->name, d->kind, v, d->min, d->max, err);
     if (st != BT_OK)
         return st;
-    if (d->kind == BT_PARAM_U64 && v >= 18446744073709551616.0) /* 2^64: does not fit */
-        return bt_error_set(err, BT_ERR_RANGE, "%s %.17g is outside [0, 2^64)", d->name, v);
     put(p, d, v);
     return BT_OK;
 }
