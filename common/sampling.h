@@ -58,11 +58,12 @@ typedef enum bt_param_kind {
     X(FLOAT, presence_penalty, -2, 2, 0, 0, 0, NULL,                                               \
       "subtracted once from generated tokens' logits")                                             \
     X(FLOAT, frequency_penalty, -2, 2, 0, 0, 0, NULL, "subtracted per occurrence in the output")   \
-    X(INT, min_tokens, 0, 1 << 24, 0, 0, 0, NULL, "no end-of-generation or stop id before")        \
+    X(INT, min_tokens, 0, 1 << 24, 0, 0, 0, NULL,                                                  \
+      "end-of-generation and stop ids banned until this many")                                     \
     X(INT, top_logprobs, 0, BT_MAX_TOP_LOGPROBS, 0, 0, 0, "--logprobs",                            \
       "alternatives reported with each token")                                                     \
     X(U64, seed, 0, 18446744073709551615.0, 0, 0, 0, BT_PARAM_HAND_FLAG,                           \
-      "RNG seed (CLI: --seed, -1 = random)")
+      "RNG seed; not given: random (CLI: --seed, -1 = random)")
 
 typedef struct bt_logit_bias {
     int32_t token;
