@@ -39,8 +39,10 @@ static bt_status run_round(bt_session *s, const int32_t *prompt, int n_prompt, i
                            int max_tokens, double *secs, double *ttft, uint64_t *busy_us,
                            bt_error *err) {
     bt_request *reqs[MAX_CONCURRENCY] = {0};
-    bt_request_params rp = {
-        .max_tokens = max_tokens, .ignore_eos = true, .sampling = bt_sampler_default_params()};
+    bt_request_params rp = bt_request_default_params();
+    rp.max_tokens = max_tokens;
+    rp.ignore_eos = true;
+    rp.sampling = bt_sampler_default_params(); /* greedy: the speed, not the text, is measured */
     int n_stages = bt_cluster_n_stages(bt_engine_cluster(s->engine));
     for (int i = 0; i < n_stages; i++)
         busy_us[i] = bt_cluster_stage(bt_engine_cluster(s->engine), i)->busy_us;
