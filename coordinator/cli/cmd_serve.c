@@ -161,10 +161,11 @@ int bt_cmd_serve(int argc, char **argv) {
 
     bt_api_server *server = NULL;
     bt_error_init(&err);
-    if (bt_api_server_start(&sp, s.engine, &model, &server, &err) != BT_OK) {
+    if ((st = bt_api_server_start(&sp, s.engine, &model, &server, &err)) != BT_OK) {
+        /* a bad --host or a port in use is the user's to fix: 2 */
         fprintf(stderr, "baton serve: %s\n", err.msg);
         bt_sigwatch_stop();
-        return bt_session_close(&s, 1);
+        return bt_session_close(&s, bt_cmd_exit_status(st));
     }
     pthread_mutex_lock(&ctl.mu);
     ctl.engine = s.engine;
