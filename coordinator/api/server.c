@@ -407,7 +407,10 @@ static enum MHD_Result on_ready(bt_api_server *s, struct MHD_Connection *c) {
                       : m.draining || draining
                           ? "draining"
                           : "loading: the probe has not gone through every stage";
-    return fail(s, c, 503, NULL, "service_unavailable", "not ready: %s", why);
+    /* a health check, not a failed request: not counted in request_errors_total */
+    bt_api_error e;
+    bt_api_error_set(&e, 503, NULL, "service_unavailable", "not ready: %s", why);
+    return send_json(c, 503, bt_api_error_json(&e));
 }
 
 static enum MHD_Result on_metrics(bt_api_server *s, struct MHD_Connection *c) {
@@ -433,8 +436,7 @@ static enum MHD_Result on_models(bt_api_server *s, struct MHD_Connection *c) {
     return send_json(c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model));
 }
 
-static json_t *load_body(bt_api_server *s, call *k, bt_api_error *e) {
-    (void)s;
+static json_t *load_body(const call *k, bt_api_error *e) {
     json_error_t jerr;
     json_t *j = json_loadb(k->body.p ? k->body.p : "", k->body.n, JSON_REJECT_DUPLICATES, &jerr);
     if (!j) {
@@ -451,7 +453,7 @@ static json_t *load_body(bt_api_server *s, call *k, bt_api_error *e) {
 
 static enum MHD_Result on_tokenize(bt_api_server *s, struct MHD_Connection *c, call *k) {
     bt_api_error e;
-    json_t *j = load_body(s, k, &e);
+    json_t *j = load_body(k, &e);
     if (!j)
         return send_error(s, c, &e);
     const json_t *prompt = json_object_get(j, "prompt");
@@ -491,7 +493,7 @@ static enum MHD_Result on_tokenize(bt_api_server *s, struct MHD_Connection *c, c
 
 static enum MHD_Result on_detokenize(bt_api_server *s, struct MHD_Connection *c, call *k) {
     bt_api_error e;
-    json_t *j = load_body(s, k, &e);
+    json_t *j = load_body(k, &e);
     if (!j)
         return send_error(s, c, &e);
     const json_t *tokens = json_object_get(j, "tokens");
