@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "hparams.h"
 #include "split.h"
+#include "stage_layout.h"
 #include "tensor_type.h"
 #include "vocab.h"
 
@@ -87,8 +88,7 @@ int bt_cmd_info(int argc, char **argv) {
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
     int n_ctx = mf.ctx ? (int)mf.ctx : bt_hparams_default_ctx(&hp);
-    /* K and V in f16, the stages' default. */
-    uint64_t kv_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    uint64_t kv_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
     double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
     printf("kv cache:     %.1f MiB for %d tokens (f16, %.1f KiB per token)\n", kv_bytes / MIB,
            n_ctx, kv_bytes / n_ctx / 1024.0);

@@ -149,7 +149,9 @@ bt_status bt_engine_run(bt_engine *e, bt_error *err) {
                                .logprob = res.logprob,
                                .n_top = res.n_top,
                                .top_token = res.top_token,
-                               .top_logprob = res.top_logprob};
+                               .top_logprob = res.top_logprob,
+                               .n_scored = res.n_scored,
+                               .scored_logprob = res.scored_logprob};
         if ((st = bt_sched_on_results_top(e->sched, &sr, err)) != BT_OK)
             goto out;
         e->stats.steps++;

@@ -114,6 +114,11 @@ bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab
     } else if (p->early_stopping) {
         return bt_error_set(err, BT_ERR_INVALID_ARG, "early_stopping needs beam_width > 0");
     }
+    if (p->score_prompt && (n_of(p) > 1 || best_of_of(p) > 1 || p->beam_width > 0))
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "score_prompt scores one prompt: n %d, best_of %d and beam_width %d "
+                            "must be 1, 1 and 0",
+                            n_of(p), best_of_of(p), p->beam_width);
     return BT_OK;
 }
 

@@ -64,7 +64,12 @@ typedef struct bt_request_params {
     int32_t beam_width;         /* 0 = off, [1, 8]; temperature must be 0, n <= beam_width */
     float length_penalty;       /* beam score = cum_logprob / length^length_penalty */
     bool early_stopping;        /* beams: stop once beam_width hypotheses are finished */
-    int32_t n_stop;             /* [0, 16] */
+    /* Prompt scoring (perplexity): no generation (max_tokens, sampling and stop strings do
+     * not apply; n 1, no best_of, no beams). Rows [0, n_prompt - 1) are computed, and when it
+     * is DONE (finish LENGTH) r->logprobs[i] is log p(prompt[i] | prompt[0, i)) for i in
+     * [1, n_prompt), the raw log-softmax of the model's logits; logprobs[0] is 0. */
+    bool score_prompt;
+    int32_t n_stop;                                /* [0, 16] */
     char stop[BT_MAX_STOP][BT_STOP_MAX_BYTES + 1]; /* NUL-terminated, 1..256 bytes */
     bt_request_token_fn on_token;                  /* may be NULL */
     bt_request_text_fn on_text;                    /* may be NULL */

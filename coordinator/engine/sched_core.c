@@ -10,8 +10,6 @@
 #include "clock.h"
 #include "sched_impl.h"
 
-#define BT_DECODE_GROUP 4 /* tokens per weight pass in bt_matmul (worker/kernels) */
-
 bt_status bt_sched_new(const bt_sched_params *p, bt_sched **out, bt_error *err) {
     *out = NULL;
     if (p->max_seqs < 1 || p->kv_tokens < BT_KV_BLOCK_TOKENS || p->max_batch < 1 ||
@@ -38,17 +36,20 @@ bt_status bt_sched_new(const bt_sched_params *p, bt_sched **out, bt_error *err) 
     b->pos = calloc(B, sizeof *b->pos);
     b->token = calloc(B, sizeof *b->token);
     b->want = calloc(B, 1);
+    b->target = calloc(B, sizeof *b->target);
     b->ops = calloc(2 * S, sizeof *b->ops);
     b->new_reqs = calloc(S, sizeof *b->new_reqs);
     s->tcap = p->vocab ? bt_detok_out_max(p->vocab) + 8 : 8;
     s->tbuf = malloc(s->tcap);
     s->sbuf = malloc(s->tcap + BT_STOP_MAX_BYTES);
     bool ok = s->slots && s->order && s->pending && s->ring && b->seq && b->pos && b->token &&
-              b->want && b->ops && b->new_reqs && s->tbuf && s->sbuf;
+              b->want && b->target && b->ops && b->new_reqs && s->tbuf && s->sbuf;
     for (int i = 0; ok && i < p->max_inflight; i++) {
         s->ring[i].seq = calloc(B, sizeof *s->ring[i].seq);
+        s->ring[i].pos = calloc(B, sizeof *s->ring[i].pos);
         s->ring[i].want = calloc(B, 1);
-        ok = s->ring[i].seq && s->ring[i].want;
+        s->ring[i].scored = calloc(B, 1);
+        ok = s->ring[i].seq && s->ring[i].pos && s->ring[i].want && s->ring[i].scored;
     }
     if (!ok) {
         bt_sched_free(s);
@@ -63,7 +64,9 @@ void bt_sched_free(bt_sched *s) {
         return;
     for (int i = 0; s->ring && i < s->p.max_inflight; i++) {
         free(s->ring[i].seq);
+        free(s->ring[i].pos);
         free(s->ring[i].want);
+        free(s->ring[i].scored);
     }
     free(s->ring);
     free(s->slots);
@@ -73,6 +76,7 @@ void bt_sched_free(bt_sched *s) {
     free(s->batch.pos);
     free(s->batch.token);
     free(s->batch.want);
+    free(s->batch.target);
     free(s->batch.ops);
     free(s->batch.new_reqs);
     free(s->tbuf);
@@ -207,7 +211,9 @@ void bt_sched_submit(bt_sched *s, bt_request *r) {
         sched_finish(s, r, BT_FINISH_ERROR);
         return;
     }
-    if (r->p.max_tokens == 0)
+    /* A scoring request generates nothing (max_tokens does not apply); a prompt of one token
+     * has nothing to score. */
+    if (r->p.score_prompt ? r->n_tokens < 2 : r->p.max_tokens == 0)
         sched_finish(s, r, BT_FINISH_LENGTH);
 }
 
@@ -362,6 +368,8 @@ static void add_rows(bt_sched *s, bt_request *r, int32_t n) {
         b->pos[k] = pos;
         b->token[k] = r->tokens[pos];
         b->want[k] = (uint8_t)(pos == r->n_tokens - 1);
+        b->target[k] = r->p.score_prompt ? r->tokens[pos + 1] : -1;
+        b->n_scored += r->p.score_prompt;
     }
     r->n_cached += n;
     r->in_flight = true;
@@ -373,17 +381,11 @@ static void add_rows(bt_sched *s, bt_request *r, int32_t n) {
     }
 }
 
-/* End of the rows to compute: a group that forks stops before the prompt's last token. */
-static int32_t row_end(const bt_request *r) {
-    return r->fork_at >= 0 && !r->forked ? r->fork_at : r->n_tokens;
-}
-
-/* Sets up child c as a copy of src's tokens, cached up to n_cached. */
 bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     if (s->n_inflight >= s->p.max_inflight)
         return false;
     bt_sched_batch *b = &s->batch;
-    b->n_rows = b->n_ops = b->n_new = 0;
+    b->n_rows = b->n_ops = b->n_new = b->n_scored = 0;
     admit(s);
 
     int n = 0;
@@ -418,7 +420,9 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
         decode_cap = 2;
     for (int i = 0; i < n && n_decode < decode_cap && b->n_rows < s->p.max_batch; i++) {
         bt_request *r = s->order[i];
-        if (r->state != BT_REQ_RUNNING || r->in_flight || row_end(r) - r->n_cached != 1)
+        if (r->state != BT_REQ_RUNNING || r->in_flight || sched_row_end(r) - r->n_cached != 1)
+            continue;
+        if (r->p.score_prompt && b->n_scored == BT_SCORE_ROWS)
             continue;
         int need = blocks_for(r->n_cached + 1) - blocks_for(r->n_cached);
         if (!sched_reserve_blocks(s, r, need))
@@ -429,13 +433,17 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     /* Then prefill chunks (prompts, and recomputation after preemption). */
     for (int i = 0; i < n && b->n_rows < s->p.max_batch; i++) {
         bt_request *r = s->order[i];
-        if (r->state != BT_REQ_RUNNING || r->in_flight || row_end(r) - r->n_cached < 2)
+        if (r->state != BT_REQ_RUNNING || r->in_flight || sched_row_end(r) - r->n_cached < 2)
             continue;
-        int32_t rows = row_end(r) - r->n_cached;
+        int32_t rows = sched_row_end(r) - r->n_cached;
         if (rows > s->p.prefill_chunk)
             rows = s->p.prefill_chunk;
         if (rows > s->p.max_batch - b->n_rows)
             rows = s->p.max_batch - b->n_rows;
+        if (r->p.score_prompt && rows > BT_SCORE_ROWS - b->n_scored)
+            rows = BT_SCORE_ROWS - b->n_scored; /* the last stage's logits rows */
+        if (rows < 1)
+            continue;
         int need = blocks_for(r->n_cached + rows) - blocks_for(r->n_cached);
         if (!sched_reserve_blocks(s, r, need))
             continue;
@@ -453,10 +461,13 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     e->step = b->step;
     e->n_rows = b->n_rows;
     e->n_want = 0;
+    e->n_scored = b->n_scored;
     for (int i = 0; i < b->n_rows; i++) {
         e->seq[i] = b->seq[i];
+        e->pos[i] = b->pos[i];
         e->want[i] = b->want[i];
         e->n_want += b->want[i];
+        e->scored[i] = (uint8_t)(b->target[i] >= 0);
     }
     *out = b;
     return true;
@@ -514,6 +525,10 @@ bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_e
     if (n != e->n_want)
         return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults step %llu: %d results for %d rows",
                             (unsigned long long)step, n, e->n_want);
+    if (res->n_scored != e->n_scored || (e->n_scored > 0 && !res->scored_logprob))
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SampleResults step %llu: %d target_logprob for %d scored rows",
+                            (unsigned long long)step, res->n_scored, e->n_scored);
     for (int i = 0, k = 0; i < e->n_rows; i++) {
         if (!e->want[i])
             continue;
@@ -529,6 +544,15 @@ bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_e
     for (int i = 0; i < e->n_rows; i++)
         if (s->slots[e->seq[i]])
             s->slots[e->seq[i]]->in_flight = false;
+    /* Scored rows: row at position pos predicts token pos + 1 (request.h, score_prompt). */
+    for (int i = 0, k = 0; i < e->n_rows; i++) {
+        if (!e->scored[i])
+            continue;
+        bt_request *r = s->slots[e->seq[i]];
+        float lp = res->scored_logprob[k++];
+        if (r && r->p.score_prompt && r->state == BT_REQ_RUNNING)
+            r->logprobs[e->pos[i] + 1] = lp;
+    }
     size_t off = 0;
     for (int k = 0; k < n; k++) {
         uint32_t nt = res->n_top ? res->n_top[k] : 0;
@@ -550,7 +574,8 @@ bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_e
         }
         accept_token(s, r, res->token[k], res->logprob[k], tt ? nt : 0, tt, tl);
     }
-    /* Cancelled sequences whose step carried no sample (mid-prompt chunk). */
+    /* Cancelled sequences whose step carried no sample (mid-prompt chunk), and scoring
+     * requests whose last rows landed. */
     for (int i = 0; i < e->n_rows; i++) {
         bt_request *r = s->slots[e->seq[i]];
         if (!r || r->in_flight)
@@ -560,6 +585,8 @@ bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_e
             sched_group_end(s, g, BT_FINISH_CANCELLED);
         else if (r->cancel_pending)
             sched_finish(s, r, BT_FINISH_CANCELLED);
+        else if (r->p.score_prompt && r->state == BT_REQ_RUNNING && r->n_cached == sched_row_end(r))
+            sched_finish(s, r, BT_FINISH_LENGTH); /* every prompt token is scored */
     }
     return BT_OK;
 }

@@ -21,9 +21,11 @@
 
 typedef struct inflight {
     uint64_t step;
-    int n_rows, n_want;
-    int32_t *seq;  /* [max_batch] */
-    uint8_t *want; /* [max_batch] */
+    int n_rows, n_want, n_scored;
+    int32_t *seq;    /* [max_batch] */
+    int32_t *pos;    /* [max_batch] */
+    uint8_t *want;   /* [max_batch] */
+    uint8_t *scored; /* [max_batch] the row has a target (prompt scoring) */
 } inflight;
 
 struct bt_sched {
@@ -52,6 +54,14 @@ struct bt_sched {
 
 static inline int blocks_for(int32_t tokens) {
     return (tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
+}
+
+/* End of the rows to compute: a group that forks stops before the prompt's last token, and a
+ * prompt-scoring request before its last token (which predicts nothing). */
+static inline int32_t sched_row_end(const bt_request *r) {
+    if (r->p.score_prompt)
+        return r->n_tokens - 1;
+    return r->fork_at >= 0 && !r->forked ? r->fork_at : r->n_tokens;
 }
 
 /* ---- sched_core.c ---- */

@@ -42,13 +42,12 @@
 #include <stdint.h>
 
 #include "request.h"
+#include "stage_layout.h" /* BT_KV_BLOCK_TOKENS, BT_DECODE_GROUP */
 #include "status.h"
 #include "vocab.h"
 
-#define BT_KV_BLOCK_TOKENS 16
-
 typedef struct bt_sched_params {
-    int max_seqs;      /* sequence slots */
+    int max_seqs;      /* sequence slots (scored rows per batch: BT_SCORE_ROWS) */
     int kv_tokens;     /* KV capacity in tokens of the fullest stage */
     int max_batch;     /* rows per micro-batch */
     int prefill_chunk; /* prompt rows of one sequence per micro-batch */
@@ -73,6 +72,8 @@ typedef struct bt_sched_batch {
     int n_rows;
     int32_t *seq, *pos, *token; /* [max_batch] */
     uint8_t *want;              /* [max_batch] */
+    int32_t *target;            /* [max_batch] -1, or the token whose logprob the row returns */
+    int n_scored;               /* rows with a target, <= BT_SCORE_ROWS */
     int n_ops;
     bt_sched_op *ops; /* [2 * max_seqs] applied before the rows */
     int n_new;
@@ -108,6 +109,8 @@ typedef struct bt_sched_results {
     const uint32_t *n_top;
     const int32_t *top_token;
     const float *top_logprob;
+    int n_scored;                /* one per row of the step with a target, in row order */
+    const float *scored_logprob; /* NULL when n_scored is 0 */
 } bt_sched_results;
 bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_error *err);
 
