@@ -38,11 +38,11 @@ int bt_cmd_info(int argc, char **argv) {
 
     bt_error err;
     bt_error_init(&err);
-    bt_runner_params rp;
+    const char *model_path = NULL;
     bt_gguf *g = NULL;
     bt_vocab *v = NULL;
-    bt_status st = bt_model_flags_runner(&mf, &rp, &err);
-    if (st != BT_OK || (st = bt_gguf_open(rp.model_path, &g, &err)) != BT_OK)
+    bt_status st = bt_model_flags_path(&mf, &model_path, &err);
+    if (st != BT_OK || (st = bt_gguf_open(model_path, &g, &err)) != BT_OK)
         goto done;
     bt_hparams hp;
     if ((st = bt_hparams_load(g, &hp, &err)) != BT_OK)
@@ -52,7 +52,7 @@ int bt_cmd_info(int argc, char **argv) {
 
     bt_str name = {"", 0};
     bt_gguf_get_str(g, "general.name", &name, NULL);
-    printf("model:        %s\n", rp.model_path);
+    printf("model:        %s\n", model_path);
     printf("name:         %.*s\n", (int)name.len, name.ptr);
     printf("gguf:         v%u, %zu metadata keys, %zu tensors, %.1f MiB\n", bt_gguf_version(g),
            bt_gguf_n_kv(g), bt_gguf_n_tensors(g), (double)bt_gguf_file_size(g) / MIB);

@@ -67,9 +67,11 @@ typedef struct bt_request_params {
     /* Prompt scoring (perplexity): no generation (max_tokens, sampling and stop strings do
      * not apply; n 1, no best_of, no beams). Rows [0, n_prompt - 1) are computed, and when it
      * is DONE (finish LENGTH) r->logprobs[i] is log p(prompt[i] | prompt[0, i)) for i in
-     * [1, n_prompt), the raw log-softmax of the model's logits; logprobs[0] is 0. */
+     * [score_from, n_prompt), the raw log-softmax of the model's logits; the others are 0. */
     bool score_prompt;
-    int32_t n_stop;                                /* [0, 16] */
+    int32_t score_from; /* score_prompt: first token scored, >= 0 (0 and 1: every token
+                           from 1); the rows before it are computed without logits */
+    int32_t n_stop;     /* [0, 16] */
     char stop[BT_MAX_STOP][BT_STOP_MAX_BYTES + 1]; /* NUL-terminated, 1..256 bytes */
     bt_request_token_fn on_token;                  /* may be NULL */
     bt_request_text_fn on_text;                    /* may be NULL */

@@ -358,6 +358,11 @@ static int cmp_admit(const void *a, const void *b) {
     return (x->seq > y->seq) - (x->seq < y->seq); /* children of one group */
 }
 
+/* A scoring request's first row with a target: row pos predicts token pos + 1. */
+static int32_t scored_row(const bt_request *r) {
+    return r->p.score_from > 1 ? r->p.score_from - 1 : 0;
+}
+
 /* Adds rows [n_cached, n_cached + n) of r to the batch. */
 static void add_rows(bt_sched *s, bt_request *r, int32_t n) {
     bt_sched_batch *b = &s->batch;
@@ -368,8 +373,9 @@ static void add_rows(bt_sched *s, bt_request *r, int32_t n) {
         b->pos[k] = pos;
         b->token[k] = r->tokens[pos];
         b->want[k] = (uint8_t)(pos == r->n_tokens - 1);
-        b->target[k] = r->p.score_prompt ? r->tokens[pos + 1] : -1;
-        b->n_scored += r->p.score_prompt;
+        bool scored = r->p.score_prompt && pos >= scored_row(r);
+        b->target[k] = scored ? r->tokens[pos + 1] : -1;
+        b->n_scored += scored;
     }
     r->n_cached += n;
     r->in_flight = true;
@@ -422,7 +428,7 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
         bt_request *r = s->order[i];
         if (r->state != BT_REQ_RUNNING || r->in_flight || sched_row_end(r) - r->n_cached != 1)
             continue;
-        if (r->p.score_prompt && b->n_scored == BT_SCORE_ROWS)
+        if (r->p.score_prompt && r->n_cached >= scored_row(r) && b->n_scored == BT_SCORE_ROWS)
             continue;
         int need = blocks_for(r->n_cached + 1) - blocks_for(r->n_cached);
         if (!sched_reserve_blocks(s, r, need))
@@ -440,10 +446,21 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
             rows = s->p.prefill_chunk;
         if (rows > s->p.max_batch - b->n_rows)
             rows = s->p.max_batch - b->n_rows;
-        if (r->p.score_prompt && rows > BT_SCORE_ROWS - b->n_scored)
-            rows = BT_SCORE_ROWS - b->n_scored; /* the last stage's logits rows */
-        if (rows < 1)
-            continue;
+        if (r->p.score_prompt) {
+            /* Scored rows (the last stage's logits rows) are at most BT_SCORE_ROWS a batch;
+             * the rows before the first scored one are not counted. */
+            int32_t first = scored_row(r) > r->n_cached ? scored_row(r) : r->n_cached;
+            if (rows > first - r->n_cached + BT_SCORE_ROWS - b->n_scored)
+                rows = first - r->n_cached + BT_SCORE_ROWS - b->n_scored;
+            /* Never a pass of one row, nor one left for later: --numerics llamacpp computes
+             * attention of a lone row in another order (worker/llamacpp.h), and a score
+             * must not depend on how the prompt was cut. */
+            int32_t left = sched_row_end(r) - r->n_cached - rows;
+            if (left == 1)
+                rows--;
+            if (rows < 2)
+                continue;
+        }
         int need = blocks_for(r->n_cached + rows) - blocks_for(r->n_cached);
         if (!sched_reserve_blocks(s, r, need))
             continue;
