@@ -1,20 +1,8 @@
 /*
- * request.h - one generation request as the coordinator tracks it: the prompt and every
- * token generated so far, its parameters, and where it is in its life:
- *
- *   state      event                                   next            by
- *   QUEUED     KV blocks and a sequence slot free      RUNNING         bt_sched_next_batch
- *   RUNNING    sampled EOS / max_tokens / context end  DONE            bt_sched_on_results
- *   RUNNING    KV blocks run out (newest is chosen)    QUEUED (front)  bt_sched_next_batch
- *   any        bt_sched_cancel / a stage failure       DONE (error)    bt_sched_cancel/fail_all
- *
- * Invariants: tokens[0..n_tokens) are the prompt followed by the generated tokens; while
- * RUNNING, positions [0, n_cached) of the sequence are in the KV cache of every stage (or in
- * an in-flight micro-batch, in_flight true); a RUNNING request not in flight with
- * n_cached == n_tokens - 1 is ready to decode its last token.
- *
- * Ownership: created by bt_request_new, owned by the caller, which frees it after it is DONE
- * (the scheduler only borrows it). Confined to the coordinator's scheduling thread.
+ * request.h - what a caller may know of a generation request: its parameters (and their
+ * validation), the finish reasons, and the opaque, reference-counted handle. The record the
+ * scheduler keeps (states, tokens, family) is in request_impl.h, private to
+ * coordinator/engine/ and to the unit tests of the scheduler.
  */
 #ifndef BT_REQUEST_H
 #define BT_REQUEST_H
@@ -29,8 +17,6 @@
 
 #define BT_MAX_COMPLETIONS 16 /* n and best_of */
 #define BT_MAX_BEAM 8
-
-typedef enum bt_req_state { BT_REQ_QUEUED, BT_REQ_RUNNING, BT_REQ_DONE } bt_req_state;
 
 typedef enum bt_finish {
     BT_FINISH_NONE,
@@ -55,19 +41,40 @@ typedef void (*bt_request_token_fn)(bt_request *r, int32_t token, float logprob,
 typedef void (*bt_request_text_fn)(bt_request *r, const char *delta, size_t n, void *ctx);
 typedef void (*bt_request_done_fn)(bt_request *r, void *ctx);
 
+/*
+ * The request's scalar parameters, defined once. X(kind, field, min, max, cli, openai, flag,
+ * doc) as in BT_SAMPLER_PARAM_LIST (common/sampling.h), without the "off" column; the field
+ * is the JSON name. Expanded into the struct below, bt_request_default_params_for, the range
+ * checks of bt_request_params_validate, the descriptor table (bt_request_param_table) and
+ * the CLI flags of baton generate. The sampler's rows (p->sampling.*) join the table after
+ * these.
+ */
+#define BT_REQUEST_PARAM_LIST(X)                                                                   \
+    X(INT, max_tokens, 0, 1 << 24, 128, 16, NULL,                                                  \
+      "tokens to generate (OpenAI chat: up to the context)")                                       \
+    X(BOOL, ignore_eos, 0, 1, 0, 0, NULL, "do not stop at end-of-generation tokens")               \
+    X(INT, n, 1, BT_MAX_COMPLETIONS, 1, 1, NULL, "completions returned")                           \
+    X(INT, best_of, 0, BT_MAX_COMPLETIONS, 0, 0, NULL,                                             \
+      "completions sampled, the n best by logprob returned; 0 = n")                                \
+    X(INT, beam_width, 0, BT_MAX_BEAM, 0, 0, NULL, "beam search, 0 = off; needs temperature 0")    \
+    X(FLOAT, length_penalty, -10, 10, 1, 1, NULL, "beam score = logprob / length^length_penalty")  \
+    X(BOOL, early_stopping, 0, 1, 0, 0, NULL, "beams: stop once beam_width hypotheses finished")   \
+    X(BOOL, include_stop_str_in_output, 0, 1, 0, 0, "--include-stop-str",                          \
+      "a matched stop string stays at the end of the text")                                        \
+    X(BOOL, skip_special_tokens, 0, 1, 1, 1, "--no-skip-special", "control tokens produce no text")
+
 typedef struct bt_request_params {
-    int32_t max_tokens;
-    bool ignore_eos;
+#define BT_REQUEST_FIELD(kind, field, ...) BT_PARAM_CTYPE_##kind field;
+    BT_REQUEST_PARAM_LIST(BT_REQUEST_FIELD)
+#undef BT_REQUEST_FIELD
+    /* n 0 = 1 and best_of 0 = n for callers that fill the struct by hand; start from
+     * bt_request_default_params*() (skip_special_tokens is true there, not 0). */
     bt_sampler_params sampling; /* beam search overrides temperature and top_logprobs */
-    int32_t n;                  /* completions returned, [1, 16]; 0 = 1 */
-    int32_t best_of;            /* branches sampled, [n, 16]; 0 = n; best n by cum logprob */
-    int32_t beam_width;         /* 0 = off, [1, 8]; temperature must be 0, n <= beam_width */
-    float length_penalty;       /* beam score = cum_logprob / length^length_penalty */
-    bool early_stopping;        /* beams: stop once beam_width hypotheses are finished */
-    /* Prompt scoring (perplexity): no generation (max_tokens, sampling and stop strings do
-     * not apply; n 1, no best_of, no beams). Rows [0, n_prompt - 1) are computed, and when it
-     * is DONE (finish LENGTH) r->logprobs[i] is log p(prompt[i] | prompt[0, i)) for i in
-     * [score_from, n_prompt), the raw log-softmax of the model's logits; the others are 0. */
+    /* Prompt scoring (perplexity; not an API parameter): no generation (max_tokens, sampling
+     * and stop strings do not apply; n 1, no best_of, no beams). Rows [0, n_prompt - 1) are
+     * computed; the DONE event's prompt_logprobs[i] is log p(prompt[i] | prompt[0, i)) for i
+     * in [score_from, n_prompt), the raw log-softmax of the model's logits; the others are 0
+     * (finish LENGTH). n_prompt may equal the context: position n_prompt - 1 is not computed. */
     bool score_prompt;
     int32_t score_from; /* score_prompt: first token scored, >= 0 (0 and 1: every token
                            from 1); the rows before it are computed without logits */
@@ -80,82 +87,61 @@ typedef struct bt_request_params {
     void *ctx;
 } bt_request_params;
 
-/* max_tokens 128, n 1, best_of 1, no beams, length_penalty 1, sampler defaults. */
+typedef enum bt_param_style {
+    BT_PARAM_STYLE_CLI,    /* baton generate/bench/batch defaults (the "cli" column) */
+    BT_PARAM_STYLE_OPENAI, /* OpenAI/vLLM: temperature 1, top_p 1, top_k off, min_p off,
+                              max_tokens 16 for /v1/completions (chat: up to the context) */
+} bt_param_style;
+
+/* Every table parameter at the style's default; no stop strings, logit_bias or stop ids; no
+ * callbacks. */
+bt_request_params bt_request_default_params_for(bt_param_style style);
+
+/* = bt_request_default_params_for(BT_PARAM_STYLE_CLI). */
 bt_request_params bt_request_default_params(void);
+
+typedef struct bt_param_desc {
+    const char *name; /* JSON name ("temperature", "top_k", "skip_special_tokens", ...) */
+    bt_param_kind kind;
+    size_t offset;   /* of the field inside bt_request_params */
+    double min, max; /* inclusive range checked by bt_request_param_set */
+    double cli_default, openai_default;
+    const char *flag; /* NULL: --name with '_' -> '-'; "--x": also the alias --x;
+                         BT_PARAM_HAND_FLAG: the CLI declares its own flag */
+    const char *doc;
+} bt_param_desc;
+
+/* The table (static storage, immutable), *n rows: the request's rows, then the sampler's. */
+const bt_param_desc *bt_request_param_table(size_t *n);
+
+/* Finds a row by JSON name; NULL if none. */
+const bt_param_desc *bt_request_param_find(const char *name);
+
+/* Stores v (parsed from JSON/CLI as a number, or 0/1 for a bool) into p's field.
+ * BT_ERR_RANGE naming d->name and the value when out of range, or not an integer for
+ * INT/U64; p is unchanged then. */
+bt_status bt_request_param_set(bt_request_params *p, const bt_param_desc *d, double v,
+                               bt_error *err);
+
+/* The field's value as a double (for help texts, docs and tests). */
+double bt_request_param_get(const bt_request_params *p, const bt_param_desc *d);
 
 /* Adds a stop string (len bytes, may hold any bytes but NUL). BT_ERR_RANGE naming `stop`
  * when it is empty, longer than 256 bytes, or the 17th. */
 bt_status bt_request_params_add_stop(bt_request_params *p, const char *s, size_t len,
                                      bt_error *err);
 
-/* Every parameter and combination; the message names the parameter. n_vocab bounds token
- * ids (0 skips). */
+/* Adds a stop token id (p->sampling.stop_token_ids). BT_ERR_RANGE naming `stop_token_ids`
+ * when id is negative, or the 17th. The bound n_vocab is checked by validate. */
+bt_status bt_request_params_add_stop_token_id(bt_request_params *p, int32_t id, bt_error *err);
+
+/* The table's ranges (the message names the JSON field and the value), the sampler's lists,
+ * the stop strings, then every combination; n_vocab bounds token ids (0 skips). */
 bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab, bt_error *err);
 
-typedef struct bt_beam bt_beam;
-
-struct bt_request {
-    uint64_t id;
-    bt_request_params p;
-    int32_t *tokens; /* [cap] prompt then generated */
-    float *logprobs; /* [cap] logprob of each generated token at its position */
-    /* top_logprobs > 0 (not beams): the alternatives of each generated token at its
-     * position, best first: n_top[pos] of them at [pos * top_logprobs] */
-    uint8_t *n_top;     /* [cap] */
-    int32_t *top_token; /* [cap * top_logprobs] */
-    float *top_logprob; /* [cap * top_logprobs] */
-    int32_t n_prompt, n_tokens, cap;
-
-    /* scheduler state */
-    bt_req_state state;
-    int32_t seq;      /* slot while RUNNING, else -1 */
-    int32_t n_cached; /* positions whose KV is computed or in flight */
-    bool in_flight;
-    bool params_sent;    /* the last stage has this sequence's sampling params */
-    bool cancel_pending; /* cancelled while in flight: ends when its results arrive */
-    uint64_t admit_order;
-    bt_request *q_prev, *q_next; /* queue links while QUEUED */
-    int n_preempted;
-    int32_t kv_base; /* positions [0, kv_base) (whole blocks) are charged to the parent */
-
-    /* family: a child's group, and a group's children (owned, allocated with it) */
-    bt_request *parent; /* NULL for the caller's request */
-    int32_t index;      /* a child's branch or beam index */
-    int32_t n_branch;   /* best_of when > 1 or beams, else 0 */
-    bt_request *branch[BT_MAX_COMPLETIONS];
-    int32_t fork_at; /* best_of > 1: prefill [0, fork_at) and fork there; else -1 */
-    bool forked;
-    int n_live;     /* children not yet done */
-    int slots_held; /* slots reserved for children not yet forked */
-    int kv_shared;  /* blocks of the shared prefix, held until the last child is done */
-    int n_holders;  /* children that still reference the shared prefix */
-    bt_beam *beam;  /* beam search state, NULL otherwise */
-    bt_request *live[BT_MAX_BEAM]; /* beams: the live beams, n_live of them */
-
-    /* text of this completion (only with a scheduler vocabulary) */
-    bt_detok detok;
-    bt_stop stop;
-    char *text; /* [text_cap] final text, NUL-terminated */
-    size_t n_text, text_cap;
-
-    /* outcome */
-    int n_out;
-    bt_request *out[BT_MAX_COMPLETIONS]; /* completions, best first (borrowed from r) */
-    double score; /* beams: the hypothesis score; else the cumulative logprob */
-    bt_finish finish;
-    int32_t n_generated;
-    float logprob_sum;
-    bt_error error;
-
-    /* timing, bt_now_us() */
-    int64_t t_submit, t_admit, t_first_token, t_done;
-};
-
-/* Validates p (bt_request_params_validate), copies the prompt; room for n_prompt +
- * max_tokens tokens, capped at n_ctx, for the request and each of its children. BT_ERR_LIMIT
- * (message with both numbers) when the prompt does not leave room for one token. */
-bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_request_params *p,
-                         int32_t n_ctx, bt_request **out, bt_error *err);
-void bt_request_free(bt_request *r);
+/* A request's handle: opaque outside coordinator/engine/ (request_impl.h), reference
+ * counted. bt_request_new (request_impl.h) returns it with one reference. */
+void bt_request_ref(bt_request *r);
+void bt_request_unref(bt_request *r); /* NULL is a no-op; frees at zero */
 
 #endif

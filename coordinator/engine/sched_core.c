@@ -495,7 +495,8 @@ static void accept_token(bt_sched *s, bt_request *r, int32_t token, float logpro
                          const int32_t *top_token, const float *top_logprob) {
     if (!r->t_first_token)
         r->t_first_token = bt_now_us();
-    if (!r->p.ignore_eos && s->p.is_eog && s->p.is_eog(token, s->p.eog_ctx)) {
+    if ((!r->p.ignore_eos && s->p.is_eog && s->p.is_eog(token, s->p.eog_ctx)) ||
+        bt_sampler_is_stop_token(&r->p.sampling, token)) {
         sched_finish(s, r, BT_FINISH_STOP);
         return;
     }

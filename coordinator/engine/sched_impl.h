@@ -17,6 +17,7 @@
 #ifndef BT_SCHED_IMPL_H
 #define BT_SCHED_IMPL_H
 
+#include "request_impl.h"
 #include "scheduler.h"
 
 typedef struct inflight {

@@ -34,8 +34,9 @@ void sched_text_begin(bt_sched *s, bt_request *r) {
     if (r->text)
         r->text[0] = '\0';
     if (s->p.vocab)
-        bt_detok_init(&r->detok, s->p.vocab, false);
+        bt_detok_init(&r->detok, s->p.vocab, !r->p.skip_special_tokens);
     bt_stop_init(&r->stop, r->p.stop, r->p.n_stop);
+    r->stop.include_match = r->p.include_stop_str_in_output;
 }
 
 /* Feeds token's text through the detokenizer and the stop strings. True: a stop string

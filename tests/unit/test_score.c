@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "engine.h"
+#include "engine_client.h"
 #include "gguf.h"
 #include "hparams.h"
 #include "kernel_level.h"
@@ -97,6 +98,29 @@ typedef struct score_opts {
     int stages, prefill_chunk, kv_tokens;
 } score_opts;
 
+/* What the DONE events said, per request. */
+typedef struct done_seen {
+    bool done, has_lp;
+    bt_status status;
+    bt_finish finish;
+    int32_t prompt_tokens, completion_tokens;
+    float lp[MAX_PROMPT];
+} done_seen;
+
+static void on_event(int i, const bt_event *ev, void *ctx) {
+    done_seen *d = (done_seen *)ctx + i;
+    if (ev->kind != BT_EVENT_DONE)
+        return;
+    d->done = true;
+    d->status = ev->status;
+    d->finish = ev->finish;
+    d->prompt_tokens = ev->usage_prompt_tokens;
+    d->completion_tokens = ev->usage_completion_tokens;
+    d->has_lp = ev->prompt_logprobs != NULL;
+    if (ev->prompt_logprobs && ev->usage_prompt_tokens <= MAX_PROMPT)
+        memcpy(d->lp, ev->prompt_logprobs, sizeof(float) * (size_t)ev->usage_prompt_tokens);
+}
+
 /* Scores the N_REQ prompts concurrently (with one generating request among them) and checks
  * every log-probability against ref, bit for bit. */
 static void check_scores(const char *model, const char *name, const score_opts *o,
@@ -131,11 +155,14 @@ static void check_scores(const char *model, const char *name, const score_opts *
     ep.n_ctx = 160;
     if ((st = bt_engine_new(L.t, g, v, &ep, &e, &err)) != BT_OK)
         goto done;
-    for (int r = 0; r <= N_REQ && st == BT_OK; r++) {
-        int32_t ids[MAX_PROMPT];
+    static int32_t ids[N_REQ + 1][MAX_PROMPT];
+    static done_seen seen[N_REQ + 1];
+    memset(seen, 0, sizeof seen);
+    bt_test_job jobs[N_REQ + 1];
+    for (int r = 0; r <= N_REQ; r++) {
         bt_request_params rp = bt_request_default_params();
         int n = r < N_REQ ? prompt_len[r] : 20;
-        make_prompt(hp.n_vocab, r, n, ids);
+        make_prompt(hp.n_vocab, r, n, ids[r]);
         if (r < N_REQ) {
             rp.score_prompt = true;
             rp.score_from = score_from[r];
@@ -145,22 +172,21 @@ static void check_scores(const char *model, const char *name, const score_opts *
             rp.ignore_eos = true;
             rp.sampling.temperature = 0.0f;
         }
-        if ((st = bt_request_new(ids, n, &rp, bt_engine_n_ctx(e), &reqs[r], &err)) == BT_OK)
-            bt_engine_submit(e, reqs[r]);
+        jobs[r] = (bt_test_job){.prompt = ids[r], .n_prompt = n, .p = rp};
     }
-    if (st == BT_OK)
-        st = bt_engine_run(e, &err);
+    st = bt_test_serve(e, N_REQ + 1, jobs, false, reqs, on_event, seen, &err);
     if (st == BT_OK && preemptions) {
-        bt_engine_stats stats;
-        bt_engine_get_stats(e, &stats);
-        *preemptions = stats.preemptions;
+        bt_engine_metrics m;
+        bt_engine_get_metrics(e, &m);
+        *preemptions = m.preemptions_total;
     }
     for (int r = 0; r < N_REQ && st == BT_OK; r++) {
-        const bt_request *q = reqs[r];
+        const done_seen *q = &seen[r];
         int n = prompt_len[r], bad = -1;
+        CHECK(q->done && q->has_lp);
         for (int i = 0; i < n && bad < 0; i++) {
             float want = i < score_from[r] ? 0.0f : ref[r][i];
-            if (memcmp(&q->logprobs[i], &want, sizeof(float)) != 0)
+            if (memcmp(&q->lp[i], &want, sizeof(float)) != 0)
                 bad = i;
         }
         if (bad >= 0)
@@ -168,28 +194,32 @@ static void check_scores(const char *model, const char *name, const score_opts *
                        "%s, %d stages, chunk %d, kv %d: prompt %d (%d tokens) logprob[%d] %.9g, "
                        "the forward pass gives %.9g",
                        name, o->stages, o->prefill_chunk, o->kv_tokens, r, n, bad,
-                       (double)q->logprobs[bad], bad < score_from[r] ? 0.0 : (double)ref[r][bad]);
+                       (double)q->lp[bad], bad < score_from[r] ? 0.0 : (double)ref[r][bad]);
         else
             bt_check_passed++;
-        CHECK_EQ_INT(q->state, BT_REQ_DONE);
+        CHECK_EQ_INT(q->status, BT_OK);
         CHECK_EQ_INT(q->finish, BT_FINISH_LENGTH);
-        CHECK_EQ_INT(q->n_tokens, n);
-        CHECK_EQ_INT(q->n_generated, 0);
+        CHECK_EQ_INT(q->prompt_tokens, n);
+        CHECK_EQ_INT(q->completion_tokens, 0);
     }
-    if (st == BT_OK) {
-        CHECK_EQ_INT(reqs[N_REQ]->finish, BT_FINISH_LENGTH);
-        CHECK_EQ_INT(reqs[N_REQ]->n_generated, 30);
+    if (st == BT_OK) { /* the generating neighbour has no prompt_logprobs */
+        CHECK(seen[N_REQ].done && !seen[N_REQ].has_lp);
+        CHECK_EQ_INT(seen[N_REQ].finish, BT_FINISH_LENGTH);
+        CHECK_EQ_INT(seen[N_REQ].completion_tokens, 30);
     }
 done:
     if (st != BT_OK)
         check_fail(__FILE__, __LINE__, "%s, %d stages: %s", name, o->stages, err.msg);
-    if (launched && (!e || bt_engine_failed(e)))
+    bt_engine_metrics em;
+    if (e)
+        bt_engine_get_metrics(e, &em);
+    if (launched && (!e || em.failed))
         bt_launch_abort(&L, 1);
     bt_engine_free(e);
     if (launched)
         CHECK_EQ_INT(bt_launch_finish(&L, st == BT_OK ? 0 : 1), st == BT_OK ? 0 : 1);
     for (int r = 0; r <= N_REQ; r++)
-        bt_request_free(reqs[r]);
+        bt_request_unref(reqs[r]);
     bt_vocab_free(v);
     bt_gguf_free(g);
 }
