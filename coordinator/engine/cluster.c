@@ -151,6 +151,12 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         bt_arena_reset(&c->arena);
         if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
             return bt_error_wrap(err, "handshake from rank %d", from), st;
+        /* A stage that has answered heartbeats while it waits for the others to load. */
+        if (f.kind == BT_MSG_HEARTBEAT && from >= 1 && from <= c->n_stages &&
+            c->stages[from - 1].rank) {
+            c->stages[from - 1].last_seen_us = bt_now_us();
+            continue;
+        }
         if (f.kind == BT_MSG_ERROR &&
             bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
             Baton__Error *e = (Baton__Error *)m;
