@@ -228,7 +228,9 @@ def test_sigterm_drains():
     with lib.Server(stages=2, args=["--shutdown-timeout", "60"]) as s:
         ranks = s.rank_pids()
         assert sorted(ranks) == [0, 1, 2], ranks
-        streams = [open_stream(s, 60) for _ in range(4)]
+        streams = [open_stream(s, 300) for _ in range(4)]
+        running = sum(v for _, v in s.metric_values(P + "num_requests_running"))
+        assert running == 4, "num_requests_running %r before SIGTERM (want the 4 streams)" % running
         s.signal_server(signal.SIGTERM)
         lib.wait_until(lambda: requests.get(s.url + "/ready", timeout=5).status_code == 503, 10,
                        "/ready 503 after SIGTERM")
