@@ -211,6 +211,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
                        : ep.cluster.numerics == BT_NUMERICS_LLAMACPP ? 512
                                                                      : 256;
     ep.max_inflight = (int)cf->inflight;
+    ep.queue_capacity = (int)cf->queue_capacity;
+    ep.queue_timeout_us = cf->queue_timeout_us;
     ep.n_ctx = n_ctx;
 
     bt_launch_params lp = {.n_threads = s->n_threads,
