@@ -256,6 +256,62 @@ bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_bat
     return BT_OK;
 }
 
+void bt_msg_sampling_pack(const bt_sampler_params *p, Baton__SamplingParams *sp, int32_t *bias_tok,
+                          float *bias_val) {
+#define PACK(kind, field, ...) sp->field = p->field;
+    BT_SAMPLER_PARAM_LIST(PACK)
+#undef PACK
+    int nb = p->n_logit_bias < 0                   ? 0
+             : p->n_logit_bias > BT_MAX_LOGIT_BIAS ? BT_MAX_LOGIT_BIAS
+                                                   : p->n_logit_bias; /* validated */
+    for (int j = 0; j < nb; j++) {
+        bias_tok[j] = p->logit_bias[j].token;
+        bias_val[j] = p->logit_bias[j].bias;
+    }
+    sp->n_logit_bias_token = sp->n_logit_bias_value = (size_t)nb;
+    sp->logit_bias_token = bias_tok;
+    sp->logit_bias_value = bias_val;
+    int ns = p->n_stop_token_ids < 0                       ? 0
+             : p->n_stop_token_ids > BT_MAX_STOP_TOKEN_IDS ? BT_MAX_STOP_TOKEN_IDS
+                                                           : p->n_stop_token_ids;
+    sp->n_stop_token_ids = (size_t)ns;
+    sp->stop_token_ids = (int32_t *)p->stop_token_ids; /* protobuf-c only reads it */
+}
+
+bt_status bt_msg_sampling_unpack(const Baton__SamplingParams *sp, int32_t n_vocab,
+                                 bt_sampler_params *p, bt_error *err) {
+    if (sp->n_logit_bias_token != sp->n_logit_bias_value)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "seq %d: logit_bias_token has %zu entries, logit_bias_value %zu",
+                            sp->seq, sp->n_logit_bias_token, sp->n_logit_bias_value);
+    if (sp->n_logit_bias_token > BT_MAX_LOGIT_BIAS)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "seq %d: logit_bias has %zu entries, at most %d",
+                            sp->seq, sp->n_logit_bias_token, BT_MAX_LOGIT_BIAS);
+    if (sp->n_stop_token_ids > BT_MAX_STOP_TOKEN_IDS)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "seq %d: stop_token_ids has %zu entries, at most %d", sp->seq,
+                            sp->n_stop_token_ids, BT_MAX_STOP_TOKEN_IDS);
+    *p = bt_sampler_default_params();
+#define UNPACK(kind, field, ...) p->field = sp->field;
+    BT_SAMPLER_PARAM_LIST(UNPACK)
+#undef UNPACK
+    p->n_logit_bias = (int32_t)sp->n_logit_bias_token;
+    for (size_t i = 0; i < sp->n_logit_bias_token; i++)
+        p->logit_bias[i] =
+            (bt_logit_bias){.token = sp->logit_bias_token[i], .bias = sp->logit_bias_value[i]};
+    p->n_stop_token_ids = (int32_t)sp->n_stop_token_ids;
+    for (size_t i = 0; i < sp->n_stop_token_ids; i++)
+        p->stop_token_ids[i] = sp->stop_token_ids[i];
+    /* A peer's bad value is a protocol error, whatever the validator called it. */
+    if (bt_sampler_params_validate(p, n_vocab, err) != BT_OK) {
+        bt_error_wrap(err, "seq %d", sp->seq);
+        if (err)
+            err->status = BT_ERR_PROTOCOL;
+        return BT_ERR_PROTOCOL;
+    }
+    return BT_OK;
+}
+
 void bt_model_hash(const void *file, size_t data_offset, size_t file_size,
                    uint8_t out[BT_MODEL_HASH_BYTES]) {
     const uint8_t *p = file;

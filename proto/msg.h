@@ -22,6 +22,7 @@
 
 #include "baton.pb-c.h"
 #include "frame.h"
+#include "sampling.h"
 #include "status.h"
 
 typedef struct bt_arena {
@@ -69,6 +70,17 @@ bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, in
  * compares with the batch it sent. */
 bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
                                       bt_error *err);
+
+/* The sampling parameters of a new sequence, both directions; the scalar fields are copied
+ * by expanding BT_SAMPLER_PARAM_LIST (common/sampling.h), so a parameter is not copied by
+ * hand. pack: sp borrows p's stop_token_ids and the caller's bias_tok/bias_val
+ * [BT_MAX_LOGIT_BIAS] (both must outlive sp's use); seq and n_prompt are the caller's.
+ * unpack: checks the list lengths, then bt_sampler_params_validate against n_vocab with the
+ * same range checks as the coordinator; BT_ERR_PROTOCOL naming the seq and the field. */
+void bt_msg_sampling_pack(const bt_sampler_params *p, Baton__SamplingParams *sp, int32_t *bias_tok,
+                          float *bias_val);
+bt_status bt_msg_sampling_unpack(const Baton__SamplingParams *sp, int32_t n_vocab,
+                                 bt_sampler_params *p, bt_error *err);
 
 /* The model identity checked in the handshake: FNV-1a 64 over the GGUF's bytes before the
  * data section (header, metadata, tensor directory) and the file size, 16 bytes. */

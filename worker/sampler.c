@@ -314,9 +314,12 @@ static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_h
     for (int i = 0; i < p->n_logit_bias; i++)
         w[p->logit_bias[i].token] += p->logit_bias[i].bias;
     int32_t n_generated = h ? h->n_generated : 0;
-    if (n_generated < p->min_tokens)
+    if (n_generated < p->min_tokens) {
         for (int i = 0; i < s->n_eog; i++)
             w[s->eog[i]] = -INFINITY;
+        for (int i = 0; i < p->n_stop_token_ids; i++) /* they end it too (vLLM's min_tokens) */
+            w[p->stop_token_ids[i]] = -INFINITY;
+    }
     const float rep = p->repetition_penalty, pres = p->presence_penalty,
                 freq = p->frequency_penalty;
     if (!h || !h->seen || (rep == 1.0f && pres == 0.0f && freq == 0.0f))

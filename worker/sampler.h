@@ -6,7 +6,8 @@
  * modified):
  *   1. logit_bias          logit[t] += bias for every (t, bias) entry
  *   2. min_tokens          while n_generated < min_tokens: logit[e] = -inf for every
- *                          end-of-generation id e (given to bt_sampler_new)
+ *                          end-of-generation id e (given to bt_sampler_new) and
+ *                          every id of p->stop_token_ids
  *   3. repetition_penalty  (HF, vLLM) every token in prompt or output:
  *                          logit = logit > 0 ? logit / p : logit * p
  *   4. presence/frequency  (OpenAI, vLLM) logit -= presence * [count > 0] + frequency * count,
@@ -58,7 +59,6 @@
 #include "rng.h"
 #include "sampling.h"
 #include "status.h"
-
 
 /* One sequence's token history, as the sampler reads it; borrowed for the call. */
 typedef struct bt_sampler_history {

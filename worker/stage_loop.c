@@ -352,46 +352,15 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
 }
 
-/* The sampler's parameters from the wire, checked: logit_bias arrays of equal length within
- * BT_MAX_LOGIT_BIAS, n_prompt >= 0, then bt_sampler_params_validate against the vocabulary.
- * The message names the field. */
+/* The sampler's parameters from the wire, checked (bt_msg_sampling_unpack: list lengths,
+ * then the coordinator's own range checks against the vocabulary), and n_prompt >= 0. The
+ * message names the field. */
 static bt_status params_from_msg(const loop *L, const Baton__SamplingParams *sp,
                                  bt_sampler_params *p, bt_error *err) {
-    if (sp->n_logit_bias_token != sp->n_logit_bias_value)
-        return bt_error_set(err, BT_ERR_PROTOCOL,
-                            "seq %d: logit_bias_token has %zu entries, logit_bias_value %zu",
-                            sp->seq, sp->n_logit_bias_token, sp->n_logit_bias_value);
-    if (sp->n_logit_bias_token > BT_MAX_LOGIT_BIAS)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "seq %d: logit_bias has %zu entries, at most %d",
-                            sp->seq, sp->n_logit_bias_token, BT_MAX_LOGIT_BIAS);
     if (sp->n_prompt < 0)
         return bt_error_set(err, BT_ERR_PROTOCOL, "seq %d: n_prompt %d is negative", sp->seq,
                             sp->n_prompt);
-    *p = bt_sampler_default_params();
-    p->temperature = sp->temperature;
-    p->top_k = sp->top_k;
-    p->top_p = sp->top_p;
-    p->min_p = sp->min_p;
-    p->typical_p = sp->typical_p;
-    p->repetition_penalty = sp->repetition_penalty;
-    p->presence_penalty = sp->presence_penalty;
-    p->frequency_penalty = sp->frequency_penalty;
-    p->min_tokens = sp->min_tokens;
-    p->top_logprobs = sp->top_logprobs;
-    p->n_logit_bias = (int32_t)sp->n_logit_bias_token;
-    for (size_t i = 0; i < sp->n_logit_bias_token; i++)
-        p->logit_bias[i] =
-            (bt_logit_bias){.token = sp->logit_bias_token[i], .bias = sp->logit_bias_value[i]};
-    p->seed = sp->seed;
-    if (bt_sampler_params_validate(p, L->n_vocab, err) != BT_OK) {
-        /* A peer's bad value: err says BT_ERR_PROTOCOL like the return, whatever the
-         * validator called it, since report_error sends err->status to rank 0. */
-        bt_error_wrap(err, "seq %d", sp->seq);
-        if (err)
-            err->status = BT_ERR_PROTOCOL;
-        return BT_ERR_PROTOCOL;
-    }
-    return BT_OK;
+    return bt_msg_sampling_unpack(sp, L->n_vocab, p, err);
 }
 
 static bool uses_penalties(const bt_sampler_params *p) {

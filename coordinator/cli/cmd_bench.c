@@ -63,9 +63,10 @@ static bool next_round(bench_run *b) {
             int64_t len = b->phase == 0 ? b->pp : b->tg;
             if (len == 0)
                 continue;
-            bt_request_params rp = {.max_tokens = b->phase == 0 ? 1 : (int32_t)b->tg,
-                                    .ignore_eos = true,
-                                    .sampling = bt_sampler_default_params()};
+            bt_request_params rp = bt_request_default_params();
+            rp.max_tokens = b->phase == 0 ? 1 : (int32_t)b->tg;
+            rp.ignore_eos = true;
+            rp.sampling = bt_sampler_default_params(); /* greedy: speed, not text, is measured */
             const bt_cluster *c = bt_engine_cluster(b->e);
             for (int i = 0; i < b->n_stages; i++)
                 b->busy0[i] = bt_cluster_stage(c, i)->busy_us;

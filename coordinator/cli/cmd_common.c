@@ -2,6 +2,7 @@
 #include "cmd_common.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,4 +265,104 @@ int bt_session_close(bt_session *s, int status) {
     bt_gguf_free(s->gguf);
     memset(s, 0, sizeof *s);
     return status;
+}
+
+/* ---- the request-parameter table's flags ---- */
+
+static void flag_name(char *out, size_t cap, const char *prefix, const char *json) {
+    size_t n = (size_t)snprintf(out, cap, "%s", prefix);
+    for (const char *c = json; *c && n + 1 < cap; c++)
+        out[n++] = *c == '_' ? '-' : *c;
+    out[n < cap ? n : cap - 1] = '\0';
+}
+
+static bt_status push_opt(bt_cli_opt *opts, int *n_opts, int max, bt_cli_opt o, bt_error *err) {
+    if (*n_opts >= max)
+        return bt_error_set(err, BT_ERR_LIMIT, "more than %d flags", max);
+    opts[(*n_opts)++] = o;
+    return BT_OK;
+}
+
+bt_status bt_param_flags_add(bt_param_flags *f, const bt_request_params *defaults, bt_cli_opt *opts,
+                             int *n_opts, int max, bt_error *err) {
+    size_t n_rows;
+    const bt_param_desc *tab = bt_request_param_table(&n_rows);
+    f->n = 0;
+    for (size_t i = 0; i < n_rows; i++) {
+        const bt_param_desc *d = &tab[i];
+        if (d->flag && strcmp(d->flag, BT_PARAM_HAND_FLAG) == 0)
+            continue;
+        if (f->n >= BT_PARAM_FLAGS_MAX)
+            return bt_error_set(err, BT_ERR_LIMIT, "more than %d table flags", BT_PARAM_FLAGS_MAX);
+        int k = f->n++;
+        f->d[k] = d;
+        f->iv[k] = INT64_MIN;
+        f->fv[k] = NAN;
+        f->bv[k] = false;
+        double dv = bt_request_param_get(defaults, d);
+        bt_cli_opt o = {f->name[k], BT_CLI_FLOAT, &f->fv[k], d->min, d->max, f->help[k]};
+        switch (d->kind) {
+        case BT_PARAM_BOOL:
+            flag_name(f->name[k], sizeof f->name[k], dv != 0 ? "--no-" : "--", d->name);
+            snprintf(f->help[k], sizeof f->help[k], "%s%s", dv != 0 ? "turn off: " : "", d->doc);
+            o.kind = BT_CLI_FLAG;
+            o.target = &f->bv[k];
+            f->fv[k] = dv != 0 ? 0 : 1; /* the value the flag sets */
+            break;
+        case BT_PARAM_INT:
+        case BT_PARAM_U64:
+            flag_name(f->name[k], sizeof f->name[k], "--", d->name);
+            snprintf(f->help[k], sizeof f->help[k], "%s (%.0f)", d->doc, dv);
+            o.kind = BT_CLI_INT;
+            o.target = &f->iv[k];
+            break;
+        case BT_PARAM_FLOAT:
+            flag_name(f->name[k], sizeof f->name[k], "--", d->name);
+            snprintf(f->help[k], sizeof f->help[k], "%s (%g)", d->doc, dv);
+            break;
+        }
+        bt_status st = push_opt(opts, n_opts, max, o, err);
+        if (st == BT_OK && d->flag) { /* the older name, same target */
+            o.name = d->flag;
+            o.help = "same as the flag above";
+            st = push_opt(opts, n_opts, max, o, err);
+        }
+        if (st != BT_OK)
+            return st;
+    }
+    return BT_OK;
+}
+
+static bool given_at(const bt_param_flags *f, int k) {
+    switch (f->d[k]->kind) {
+    case BT_PARAM_BOOL:
+        return f->bv[k];
+    case BT_PARAM_INT:
+    case BT_PARAM_U64:
+        return f->iv[k] != INT64_MIN;
+    case BT_PARAM_FLOAT:
+        return !isnan(f->fv[k]);
+    }
+    return false;
+}
+
+bool bt_param_flags_given(const bt_param_flags *f, const char *name) {
+    for (int k = 0; k < f->n; k++)
+        if (strcmp(f->d[k]->name, name) == 0)
+            return given_at(f, k);
+    return false;
+}
+
+bt_status bt_param_flags_apply(const bt_param_flags *f, bt_request_params *p, bt_error *err) {
+    for (int k = 0; k < f->n; k++) {
+        if (!given_at(f, k))
+            continue;
+        const bt_param_desc *d = f->d[k];
+        double v =
+            d->kind == BT_PARAM_BOOL || d->kind == BT_PARAM_FLOAT ? f->fv[k] : (double)f->iv[k];
+        bt_status st = bt_request_param_set(p, d, v, err);
+        if (st != BT_OK)
+            return bt_error_wrap(err, "%s", f->name[k]);
+    }
+    return BT_OK;
 }

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "engine.h"
 #include "launch.h"
+#include "request.h"
 #include "runner.h"
 #include "threadpool.h"
 
@@ -76,6 +77,33 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
     {                                                                                               \
         "--heartbeat-ms", BT_CLI_INT, &(f).heartbeat_ms, 1, 600000, "idle stage heartbeat (500)"    \
     }
+
+/* The flags of the request-parameter table (bt_request_param_table): --name with '_' -> '-'
+ * for every row (bool rows: --name sets true when the default is false, --no-name sets false
+ * when it is true), plus the row's older alias (--repeat-penalty, --logprobs, ...). Rows marked
+ * BT_PARAM_HAND_FLAG are left to the command. The values are parsed by bt_cli, so range
+ * errors name the flag as typed. */
+#define BT_PARAM_FLAGS_MAX 32
+typedef struct bt_param_flags {
+    int n;
+    const bt_param_desc *d[BT_PARAM_FLAGS_MAX];
+    int64_t iv[BT_PARAM_FLAGS_MAX]; /* INT/U64 rows; INT64_MIN = not given */
+    double fv[BT_PARAM_FLAGS_MAX];  /* FLOAT rows; NaN = not given */
+    bool bv[BT_PARAM_FLAGS_MAX];    /* BOOL rows: the flag was given */
+    char name[BT_PARAM_FLAGS_MAX][64];
+    char help[BT_PARAM_FLAGS_MAX][192];
+} bt_param_flags;
+
+/* Appends the table's flags to opts[*n_opts..max) (defaults shown from `defaults`); f must
+ * outlive the parse. BT_ERR_LIMIT when opts is short. */
+bt_status bt_param_flags_add(bt_param_flags *f, const bt_request_params *defaults, bt_cli_opt *opts,
+                             int *n_opts, int max, bt_error *err);
+
+/* Whether the row named `name` was given on the command line. */
+bool bt_param_flags_given(const bt_param_flags *f, const char *name);
+
+/* Stores every given value into p (bt_request_param_set). */
+bt_status bt_param_flags_apply(const bt_param_flags *f, bt_request_params *p, bt_error *err);
 
 /* A model opened for a cluster command: the GGUF and vocabulary here, this process's role
  * started, and on the coordinator the engine connected to the stages. */

@@ -6,8 +6,9 @@
  * Flow: tokenize (chat template first with --chat) -> check the context -> prefill in chunks
  * -> sample/decode until EOS, a stop string, --max-tokens or the end of the context.
  *
- * --stop and --logit-bias may repeat (bt_cli keeps one value per flag), so they are taken out
- * of argv before the table is parsed.
+ * --stop, --logit-bias and --stop-token-id may repeat (bt_cli keeps one value per flag), so
+ * they are taken out of argv before the table is parsed. The sampling and request flags come
+ * from the parameter table (request.h, bt_param_flags in cmd_common.h).
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -171,48 +172,79 @@ static void print_completions(const gen_run *g, int n, bool beams, bool finished
     }
 }
 
-/* --stop and --logit-bias, repeatable: collected from argv, the rest left for bt_cli. */
+/* --stop, --logit-bias and --stop-token-id, repeatable: collected from argv, the rest left
+ * for bt_cli. */
 typedef struct multi_flags {
     const char *stop[BT_MAX_STOP + 1];
     int n_stop;
     const char *bias[BT_MAX_LOGIT_BIAS + 1];
     int n_bias;
+    int32_t stop_id[BT_MAX_STOP_TOKEN_IDS];
+    int n_stop_id;
 } multi_flags;
 
-/* Moves --stop/--logit-bias (with their values) out of argv; returns the new argc, or -1
- * after printing the error. */
+/* The value of flag `name` at argv[*i] ("--name V" or "--name=V"), advancing *i; NULL when
+ * argv[*i] is another flag; *missing when the value is absent. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name, bool *missing) {
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Moves --stop/--logit-bias/--stop-token-id (with their values) out of argv; returns the new
+ * argc, or -1 after printing the error. */
 static int take_multi(int argc, char **argv, multi_flags *m) {
+    static const char *const names[] = {"--stop", "--logit-bias", "--stop-token-id"};
     int out = 0;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *val = NULL;
-        int kind = 0; /* 1 stop, 2 logit-bias */
-        if (strcmp(a, "--stop") == 0 || strcmp(a, "--logit-bias") == 0) {
-            kind = a[2] == 's' ? 1 : 2;
-            if (i + 1 >= argc) {
-                fprintf(stderr, "baton generate: %s needs a value\n", a);
+        const char *val = NULL;
+        int kind = -1;
+        for (int k = 0; k < 3 && !val; k++) {
+            bool missing = false;
+            val = flag_value(argc, argv, &i, names[k], &missing);
+            if (missing) {
+                fprintf(stderr, "baton generate: %s needs a value\n", names[k]);
                 return -1;
             }
-            val = argv[++i];
-        } else if (strncmp(a, "--stop=", 7) == 0) {
-            kind = 1;
-            val = a + 7;
-        } else if (strncmp(a, "--logit-bias=", 13) == 0) {
-            kind = 2;
-            val = a + 13;
+            if (val)
+                kind = k;
         }
-        if (kind == 1) {
+        if (kind == 0) {
             if (m->n_stop == BT_MAX_STOP) {
                 fprintf(stderr, "baton generate: --stop: more than %d strings\n", BT_MAX_STOP);
                 return -1;
             }
             m->stop[m->n_stop++] = val;
-        } else if (kind == 2) {
+        } else if (kind == 1) {
             if (m->n_bias == BT_MAX_LOGIT_BIAS) {
                 fprintf(stderr, "baton generate: --logit-bias: more than %d entries\n",
                         BT_MAX_LOGIT_BIAS);
                 return -1;
             }
             m->bias[m->n_bias++] = val;
+        } else if (kind == 2) {
+            char *end;
+            long id = strtol(val, &end, 10);
+            if (end == val || *end || id < 0 || id > INT32_MAX) {
+                fprintf(stderr, "baton generate: --stop-token-id: '%s' is not a token id\n", val);
+                return -1;
+            }
+            if (m->n_stop_id == BT_MAX_STOP_TOKEN_IDS) {
+                fprintf(stderr, "baton generate: --stop-token-id: more than %d ids\n",
+                        BT_MAX_STOP_TOKEN_IDS);
+                return -1;
+            }
+            m->stop_id[m->n_stop_id++] = (int32_t)id;
         } else {
             argv[out++] = argv[i];
         }
@@ -295,15 +327,11 @@ int bt_cmd_generate(int argc, char **argv) {
     bt_cluster_flags cf;
     bt_cluster_flags_init(&cf);
     const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
-    int64_t max_tokens = 128, top_k = 40, seed = -1, min_tokens = 0, logprobs = 0, n = 1,
-            best_of = 0, beam_width = 0;
-    double temperature = -1, top_p = 0.95, min_p = 0.05, typical_p = 1, repeat_penalty = 1,
-           presence_penalty = 0, frequency_penalty = 0, length_penalty = 1;
-    bool chat = false, ignore_eos = false, print_ids = false, no_special = false,
-         early_stopping = false, chat_parse_special = false;
+    int64_t seed = -1;
+    bool chat = false, print_ids = false, no_special = false, chat_parse_special = false;
     multi_flags mfl = {.n_stop = 0};
-    const char *listed = NULL; /* --stop/--logit-bias are taken out of argv first */
-    const bt_cli_opt opts[] = {
+    const char *listed = NULL; /* --stop/--logit-bias/--stop-token-id are taken out of argv first */
+    const bt_cli_opt fixed[] = {
         BT_MODEL_FLAG_OPTS(mf),
         BT_CLUSTER_FLAG_OPTS(cf),
         {"--prompt", BT_CLI_STR, &prompt, 0, 0, "prompt text"},
@@ -312,41 +340,31 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--system", BT_CLI_STR, &system, 0, 0, "system message (with --chat)"},
         {"--chat-parse-special", BT_CLI_FLAG, &chat_parse_special, 0, 0,
          "special-token text in --chat messages becomes control tokens (off: plain text)"},
-        {"--max-tokens", BT_CLI_INT, &max_tokens, 0, 1 << 24, "tokens to generate (128)"},
-        {"--temperature", BT_CLI_FLOAT, &temperature, 0, 100,
-         "0 = greedy (0.8; 0 with --beam-width)"},
-        {"--top-k", BT_CLI_INT, &top_k, 0, 1 << 24, "keep the k most likely, 0 = off (40)"},
-        {"--top-p", BT_CLI_FLOAT, &top_p, 1e-6, 1, "nucleus mass, 1 = off (0.95)"},
-        {"--min-p", BT_CLI_FLOAT, &min_p, 0, 1, "drop below min_p * max prob, 0 = off (0.05)"},
-        {"--typical-p", BT_CLI_FLOAT, &typical_p, 1e-6, 1, "locally typical mass, 1 = off (1)"},
-        {"--repeat-penalty", BT_CLI_FLOAT, &repeat_penalty, 1e-6, 10,
-         "repetition penalty on prompt and output tokens, 1 = off (1)"},
-        {"--presence-penalty", BT_CLI_FLOAT, &presence_penalty, -2, 2,
-         "subtracted once from generated tokens' logits (0)"},
-        {"--frequency-penalty", BT_CLI_FLOAT, &frequency_penalty, -2, 2,
-         "subtracted per occurrence in the output (0)"},
         {"--logit-bias", BT_CLI_STR, &listed, 0, 0,
          "ID=BIAS[,ID=BIAS...] added to logits, repeatable, bias in [-100, 100]"},
-        {"--min-tokens", BT_CLI_INT, &min_tokens, 0, 1 << 24, "no end-of-sequence before (0)"},
         {"--stop", BT_CLI_STR, &listed, 0, 0, "stop string, repeatable (up to 16, 1..256 bytes)"},
-        {"--logprobs", BT_CLI_INT, &logprobs, 0, BT_MAX_TOP_LOGPROBS,
-         "print each token with its top-N alternatives to stderr (0)"},
-        {"--n", BT_CLI_INT, &n, 1, BT_MAX_COMPLETIONS, "completions to return (1)"},
-        {"--best-of", BT_CLI_INT, &best_of, 1, BT_MAX_COMPLETIONS,
-         "completions to sample, the --n best are returned (--n)"},
-        {"--beam-width", BT_CLI_INT, &beam_width, 0, BT_MAX_BEAM, "beam search, 0 = off (0)"},
-        {"--length-penalty", BT_CLI_FLOAT, &length_penalty, -10, 10,
-         "beam score = logprob / length^X (1)"},
-        {"--early-stopping", BT_CLI_FLAG, &early_stopping, 0, 0,
-         "beams: stop once --beam-width hypotheses are finished"},
+        {"--stop-token-id", BT_CLI_STR, &listed, 0, 0,
+         "token id that ends the completion (finish stop, not printed), repeatable (up to 16)"},
         {"--seed", BT_CLI_INT, &seed, -1, (double)UINT32_MAX, "RNG seed, -1 = random"},
-        {"--ignore-eos", BT_CLI_FLAG, &ignore_eos, 0, 0, "do not stop at end-of-sequence"},
         {"--no-special", BT_CLI_FLAG, &no_special, 0, 0,
          "special-token text in a plain prompt stays text (with --chat it always does)"},
         {"--print-ids", BT_CLI_FLAG, &print_ids, 0, 0,
          "print prompt ids, output ids and logprobs to stderr"},
     };
-    const int n_opts = (int)(sizeof opts / sizeof opts[0]);
+    /* Then the sampling and request parameters, from the table (request.h); temperature's
+     * CLI default 0.8 becomes 0 with --beam-width. */
+    bt_cli_opt opts[sizeof fixed / sizeof fixed[0] + 2 * BT_PARAM_FLAGS_MAX];
+    int n_opts = (int)(sizeof fixed / sizeof fixed[0]);
+    memcpy(opts, fixed, sizeof fixed);
+    bt_param_flags pf;
+    bt_error err;
+    bt_error_init(&err);
+    bt_request_params rp = bt_request_default_params();
+    if (bt_param_flags_add(&pf, &rp, opts, &n_opts, (int)(sizeof opts / sizeof opts[0]), &err) !=
+        BT_OK) {
+        fprintf(stderr, "baton generate: %s\n", err.msg);
+        return 1;
+    }
     const char *synopsis = "--prompt P | --file F [flags]";
     int rc;
     if ((argc = take_multi(argc, argv, &mfl)) < 0) {
@@ -356,28 +374,17 @@ int bt_cmd_generate(int argc, char **argv) {
     rc = bt_cmd_parse("generate", synopsis, opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
-    bt_error err;
-    bt_error_init(&err);
     /* The request's parameters, checked before any work; messages name the flags. */
-    bt_request_params rp = bt_request_default_params();
-    rp.max_tokens = (int32_t)max_tokens;
-    rp.ignore_eos = ignore_eos;
-    rp.n = (int32_t)n;
-    rp.best_of = (int32_t)(best_of ? best_of : n);
-    rp.beam_width = (int32_t)beam_width;
-    rp.length_penalty = (float)length_penalty;
-    rp.early_stopping = early_stopping;
+    if (bt_param_flags_apply(&pf, &rp, &err) != BT_OK) {
+        fprintf(stderr, "baton generate: %s\n", err.msg);
+        return 2;
+    }
+    bool best_of_given = rp.best_of != 0;
+    if (!best_of_given)
+        rp.best_of = rp.n;
+    if (!bt_param_flags_given(&pf, "temperature") && rp.beam_width > 0)
+        rp.sampling.temperature = 0;
     bt_sampler_params *sp = &rp.sampling;
-    sp->temperature = temperature >= 0 ? (float)temperature : beam_width > 0 ? 0.0f : 0.8f;
-    sp->top_k = (int32_t)top_k;
-    sp->top_p = (float)top_p;
-    sp->min_p = (float)min_p;
-    sp->typical_p = (float)typical_p;
-    sp->repetition_penalty = (float)repeat_penalty;
-    sp->presence_penalty = (float)presence_penalty;
-    sp->frequency_penalty = (float)frequency_penalty;
-    sp->min_tokens = (int32_t)min_tokens;
-    sp->top_logprobs = (int32_t)logprobs;
     sp->seed = seed >= 0 ? (uint64_t)seed : (uint64_t)bt_now_us();
     for (int i = 0; i < mfl.n_bias; i++)
         if (!parse_bias(mfl.bias[i], sp))
@@ -387,6 +394,12 @@ int bt_cmd_generate(int argc, char **argv) {
             fprintf(stderr, "baton generate: --%s\n", err.msg);
             return 2;
         }
+    for (int i = 0; i < mfl.n_stop_id; i++)
+        if (bt_request_params_add_stop_token_id(&rp, mfl.stop_id[i], &err) != BT_OK) {
+            fprintf(stderr, "baton generate: --stop-token-id: %s\n", err.msg);
+            return 2;
+        }
+    const int32_t beam_width = rp.beam_width;
     const char *combo = NULL;
     if (rp.best_of < rp.n)
         combo = "--best-of must be at least --n";
@@ -394,13 +407,15 @@ int bt_cmd_generate(int argc, char **argv) {
         combo = "--beam-width needs --temperature 0 (beam search is deterministic)";
     else if (beam_width > 0 && rp.n > beam_width)
         combo = "--n must not exceed --beam-width";
-    else if (beam_width > 0 && best_of)
+    else if (beam_width > 0 && best_of_given)
         combo = "--best-of cannot be combined with --beam-width";
     else if (beam_width > 0 && mfl.n_stop)
         combo = "--stop cannot be combined with --beam-width";
-    else if (beam_width > 0 && logprobs)
+    else if (beam_width > 0 && mfl.n_stop_id)
+        combo = "--stop-token-id cannot be combined with --beam-width";
+    else if (beam_width > 0 && sp->top_logprobs)
         combo = "--logprobs cannot be combined with --beam-width";
-    else if (early_stopping && beam_width == 0)
+    else if (rp.early_stopping && beam_width == 0)
         combo = "--early-stopping needs --beam-width";
     if (combo) {
         fprintf(stderr, "baton generate: %s\n", combo);
@@ -431,6 +446,7 @@ int bt_cmd_generate(int argc, char **argv) {
     /* Each completion or beam is a sequence: a --max-seqs too small for one request would
      * never run it. */
     int64_t need = beam_width > 0 ? beam_width : rp.best_of;
+    const bool best_of = best_of_given;
     if (need > cf.max_seqs) {
         fprintf(stderr,
                 "baton generate: %s %lld needs %lld sequences at once, more than --max-seqs "
@@ -521,7 +537,9 @@ int bt_cmd_generate(int argc, char **argv) {
     }
 
     if ((st = bt_sampler_params_validate(sp, bt_vocab_n_tokens(s.vocab), &err)) != BT_OK) {
-        fprintf(stderr, "baton generate: --logit-bias: %s\n", err.msg);
+        fprintf(stderr, "baton generate: %s: %s\n",
+                strncmp(err.msg, "stop_token_ids", 14) == 0 ? "--stop-token-id" : "--logit-bias",
+                err.msg);
         rc = bt_session_close(&s, 2);
         goto freed;
     }
@@ -557,9 +575,9 @@ int bt_cmd_generate(int argc, char **argv) {
                 fprintf(stderr, " %.9g", (double)c->logprobs[k]);
             fprintf(stderr, "\n");
         }
-        if (logprobs > 0) {
+        if (sp->top_logprobs > 0) {
             fprintf(stderr, "logprobs of completion %d (token, logprob | top %d):\n", i,
-                    (int)logprobs);
+                    (int)sp->top_logprobs);
             print_logprobs(stderr, s.vocab, c);
         }
     }

@@ -281,29 +281,8 @@ bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error
         Baton__SamplingParams *sp = &c->params[i];
         baton__sampling_params__init(sp);
         sp->seq = r->seq;
-        sp->temperature = q->temperature;
-        sp->top_k = q->top_k;
-        sp->top_p = q->top_p;
-        sp->min_p = q->min_p;
-        sp->seed = q->seed;
-        sp->typical_p = q->typical_p;
-        sp->repetition_penalty = q->repetition_penalty;
-        sp->presence_penalty = q->presence_penalty;
-        sp->frequency_penalty = q->frequency_penalty;
-        sp->min_tokens = q->min_tokens;
-        sp->top_logprobs = q->top_logprobs;
-        int nb = q->n_logit_bias < 0                   ? 0
-                 : q->n_logit_bias > BT_MAX_LOGIT_BIAS ? BT_MAX_LOGIT_BIAS
-                                                       : q->n_logit_bias; /* validated */
-        int32_t *bt = c->bias_tok + (size_t)i * BT_MAX_LOGIT_BIAS;
-        float *bv = c->bias_val + (size_t)i * BT_MAX_LOGIT_BIAS;
-        for (int j = 0; j < nb; j++) {
-            bt[j] = q->logit_bias[j].token;
-            bv[j] = q->logit_bias[j].bias;
-        }
-        sp->n_logit_bias_token = sp->n_logit_bias_value = (size_t)nb;
-        sp->logit_bias_token = bt;
-        sp->logit_bias_value = bv;
+        bt_msg_sampling_pack(q, sp, c->bias_tok + (size_t)i * BT_MAX_LOGIT_BIAS,
+                             c->bias_val + (size_t)i * BT_MAX_LOGIT_BIAS);
         sp->n_prompt = r->n_prompt;
         c->param_ptrs[i] = sp;
     }

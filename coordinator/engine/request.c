@@ -3,6 +3,7 @@
 #include "request_impl.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,15 +28,96 @@ const char *bt_finish_name(bt_finish f) {
     return "none";
 }
 
-bt_request_params bt_request_default_params(void) {
+/* ---- the parameter table (expansions of BT_REQUEST_PARAM_LIST and BT_SAMPLER_PARAM_LIST) */
+
+#define REQ_ROW(kind, field, min, max, cli, openai, flag, doc)                                     \
+    {#field, BT_PARAM_##kind, offsetof(bt_request_params, field), min, max, cli, openai, flag, doc},
+#define SAMPLER_ROW(kind, field, min, max, off, cli, openai, flag, doc)                            \
+    {#field,                                                                                       \
+     BT_PARAM_##kind,                                                                              \
+     offsetof(bt_request_params, sampling) + offsetof(bt_sampler_params, field),                   \
+     min,                                                                                          \
+     max,                                                                                          \
+     cli,                                                                                          \
+     openai,                                                                                       \
+     flag,                                                                                         \
+     doc},
+static const bt_param_desc param_table[] = {BT_REQUEST_PARAM_LIST(REQ_ROW)
+                                                BT_SAMPLER_PARAM_LIST(SAMPLER_ROW)};
+#undef REQ_ROW
+#undef SAMPLER_ROW
+
+#define N_PARAMS (sizeof param_table / sizeof param_table[0])
+
+const bt_param_desc *bt_request_param_table(size_t *n) {
+    *n = N_PARAMS;
+    return param_table;
+}
+
+const bt_param_desc *bt_request_param_find(const char *name) {
+    for (size_t i = 0; name && i < N_PARAMS; i++)
+        if (strcmp(param_table[i].name, name) == 0)
+            return &param_table[i];
+    return NULL;
+}
+
+/* Stores v (valid for d) without checks. */
+static void put(bt_request_params *p, const bt_param_desc *d, double v) {
+    void *f = (char *)p + d->offset;
+    switch (d->kind) {
+    case BT_PARAM_INT:
+        *(int32_t *)f = (int32_t)v;
+        break;
+    case BT_PARAM_FLOAT:
+        *(float *)f = (float)v;
+        break;
+    case BT_PARAM_BOOL:
+        *(bool *)f = v != 0;
+        break;
+    case BT_PARAM_U64:
+        /* max is UINT64_MAX, which a double rounds up to 2^64 */
+        *(uint64_t *)f = v >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)v;
+        break;
+    }
+}
+
+double bt_request_param_get(const bt_request_params *p, const bt_param_desc *d) {
+    const void *f = (const char *)p + d->offset;
+    switch (d->kind) {
+    case BT_PARAM_INT:
+        return *(const int32_t *)f;
+    case BT_PARAM_FLOAT:
+        return *(const float *)f;
+    case BT_PARAM_BOOL:
+        return *(const bool *)f;
+    case BT_PARAM_U64:
+        return (double)*(const uint64_t *)f;
+    }
+    return 0;
+}
+
+bt_status bt_request_param_set(bt_request_params *p, const bt_param_desc *d, double v,
+                               bt_error *err) {
+    bt_status st = bt_param_check(d->name, d->kind, v, d->min, d->max, err);
+    if (st != BT_OK)
+        return st;
+    put(p, d, v);
+    return BT_OK;
+}
+
+bt_request_params bt_request_default_params_for(bt_param_style style) {
     bt_request_params p;
     memset(&p, 0, sizeof p);
-    p.max_tokens = 128;
     p.sampling = bt_sampler_default_params();
-    p.n = 1;
-    p.best_of = 1;
-    p.length_penalty = 1.0f;
+    for (size_t i = 0; i < N_PARAMS; i++) {
+        const bt_param_desc *d = &param_table[i];
+        put(&p, d, style == BT_PARAM_STYLE_OPENAI ? d->openai_default : d->cli_default);
+    }
     return p;
+}
+
+bt_request_params bt_request_default_params(void) {
+    return bt_request_default_params_for(BT_PARAM_STYLE_CLI);
 }
 
 bt_status bt_request_params_add_stop(bt_request_params *p, const char *s, size_t len,
@@ -55,6 +137,17 @@ bt_status bt_request_params_add_stop(bt_request_params *p, const char *s, size_t
     return BT_OK;
 }
 
+bt_status bt_request_params_add_stop_token_id(bt_request_params *p, int32_t id, bt_error *err) {
+    bt_sampler_params *sp = &p->sampling;
+    if (sp->n_stop_token_ids >= BT_MAX_STOP_TOKEN_IDS)
+        return bt_error_set(err, BT_ERR_RANGE, "stop_token_ids: more than %d ids",
+                            BT_MAX_STOP_TOKEN_IDS);
+    if (id < 0)
+        return bt_error_set(err, BT_ERR_RANGE, "stop_token_ids: id %d is negative", id);
+    sp->stop_token_ids[sp->n_stop_token_ids++] = id;
+    return BT_OK;
+}
+
 static int32_t n_of(const bt_request_params *p) {
     return p->n ? p->n : 1;
 }
@@ -64,18 +157,22 @@ static int32_t best_of_of(const bt_request_params *p) {
 }
 
 bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab, bt_error *err) {
-    if (p->max_tokens < 0)
-        return bt_error_set(err, BT_ERR_RANGE, "max_tokens %d is negative", p->max_tokens);
-    bt_status st = bt_sampler_params_validate(&p->sampling, n_vocab, err);
-    if (st != BT_OK)
+    bt_status st;
+    /* n 0 means 1 (callers that fill the struct by hand): the range is checked on the
+     * value used. */
+    bt_request_params q;
+    memcpy(&q, p, offsetof(bt_request_params, sampling));
+    q.n = n_of(p);
+    int32_t n = q.n;
+#define REQ_CHECK(kind, field, min, max, ...)                                                      \
+    if ((st = bt_param_check(#field, BT_PARAM_##kind, (double)q.field, min, max, err)) != BT_OK)   \
         return st;
-    if (p->n < 0 || p->n > BT_MAX_COMPLETIONS)
-        return bt_error_set(err, BT_ERR_RANGE, "n %d is outside [1, %d]", p->n, BT_MAX_COMPLETIONS);
-    if (p->best_of < 0 || p->best_of > BT_MAX_COMPLETIONS)
-        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is outside [1, %d]", p->best_of,
-                            BT_MAX_COMPLETIONS);
-    if (best_of_of(p) < n_of(p))
-        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is less than n %d", p->best_of, n_of(p));
+    BT_REQUEST_PARAM_LIST(REQ_CHECK)
+#undef REQ_CHECK
+    if ((st = bt_sampler_params_validate(&p->sampling, n_vocab, err)) != BT_OK)
+        return st;
+    if (best_of_of(p) < n)
+        return bt_error_set(err, BT_ERR_RANGE, "best_of %d is less than n %d", p->best_of, n);
     if (p->n_stop < 0 || p->n_stop > BT_MAX_STOP)
         return bt_error_set(err, BT_ERR_RANGE, "stop: %d strings, at most %d", p->n_stop,
                             BT_MAX_STOP);
@@ -85,27 +182,25 @@ bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab
             return bt_error_set(err, BT_ERR_RANGE, "stop: string %d is %zu bytes, not 1..%d", i,
                                 len, BT_STOP_MAX_BYTES);
     }
-    if (!isfinite(p->length_penalty) || fabsf(p->length_penalty) > 10.0f)
-        return bt_error_set(err, BT_ERR_RANGE, "length_penalty %g is outside [-10, 10]",
-                            (double)p->length_penalty);
-    if (p->beam_width < 0 || p->beam_width > BT_MAX_BEAM)
-        return bt_error_set(err, BT_ERR_RANGE, "beam_width %d is outside [0, %d]", p->beam_width,
-                            BT_MAX_BEAM);
     if (p->beam_width > 0) {
         if (p->sampling.temperature > 0)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
                                 "beam_width %d: beam search needs temperature 0, not %g",
                                 p->beam_width, (double)p->sampling.temperature);
-        if (n_of(p) > p->beam_width)
-            return bt_error_set(err, BT_ERR_INVALID_ARG, "n %d is more than beam_width %d", n_of(p),
+        if (n > p->beam_width)
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "n %d is more than beam_width %d", n,
                                 p->beam_width);
-        if (best_of_of(p) != n_of(p))
+        if (best_of_of(p) != n)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
                                 "best_of %d cannot be combined with beam_width %d", p->best_of,
                                 p->beam_width);
         if (p->n_stop > 0)
             return bt_error_set(err, BT_ERR_INVALID_ARG,
                                 "stop strings cannot be combined with beam_width %d",
+                                p->beam_width);
+        if (p->sampling.n_stop_token_ids > 0)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "stop_token_ids cannot be combined with beam_width %d",
                                 p->beam_width);
         if (p->sampling.top_logprobs > 0)
             return bt_error_set(err, BT_ERR_INVALID_ARG,

@@ -240,8 +240,9 @@ static void text_begin(bt_sched *s, bt_request *r) {
     if (r->text)
         r->text[0] = '\0';
     if (s->p.vocab)
-        bt_detok_init(&r->detok, s->p.vocab, false);
+        bt_detok_init(&r->detok, s->p.vocab, !r->p.skip_special_tokens);
     bt_stop_init(&r->stop, r->p.stop, r->p.n_stop);
+    r->stop.include_match = r->p.include_stop_str_in_output;
 }
 
 /* Feeds token's text through the detokenizer and the stop strings. True: a stop string
@@ -715,7 +716,8 @@ static void accept_token(bt_sched *s, bt_request *r, int32_t token, float logpro
                          const int32_t *top_token, const float *top_logprob) {
     if (!r->t_first_token)
         r->t_first_token = bt_now_us();
-    if (!r->p.ignore_eos && s->p.is_eog && s->p.is_eog(token, s->p.eog_ctx)) {
+    if ((!r->p.ignore_eos && s->p.is_eog && s->p.is_eog(token, s->p.eog_ctx)) ||
+        bt_sampler_is_stop_token(&r->p.sampling, token)) {
         finish(s, r, BT_FINISH_STOP);
         return;
     }

@@ -7,17 +7,21 @@ void bt_stop_init(bt_stop *m, const char (*stop)[BT_STOP_MAX_BYTES + 1], int n_s
     m->stop = stop;
     m->n_stop = n_stop;
     m->matched = false;
+    m->include_match = false;
     m->n_hold = 0;
 }
 
-/* Earliest start of any stop string in t[0..n), or n when none occurs. */
-static size_t find_stop(const bt_stop *m, const char *t, size_t n) {
+/* Earliest start of any stop string in t[0..n), or n when none occurs; *len_out = the
+ * length of the string found there. */
+static size_t find_stop(const bt_stop *m, const char *t, size_t n, size_t *len_out) {
     size_t best = n;
+    *len_out = 0;
     for (int i = 0; i < m->n_stop; i++) {
         size_t len = strlen(m->stop[i]);
         for (size_t p = 0; p + len <= n && p < best; p++)
             if (memcmp(t + p, m->stop[i], len) == 0) {
                 best = p;
+                *len_out = len;
                 break;
             }
     }
@@ -55,10 +59,12 @@ bool bt_stop_push(bt_stop *m, const char *in, size_t n, char *out, size_t *n_out
         size_t len = m->n_hold + take;
         in += take;
         n -= take;
-        size_t at = find_stop(m, m->buf, len);
+        size_t hit_len;
+        size_t at = find_stop(m, m->buf, len, &hit_len);
         if (at < len) {
-            memcpy(out + *n_out, m->buf, at);
-            *n_out += at;
+            size_t keep = at + (m->include_match ? hit_len : 0); /* within buf[0..len) */
+            memcpy(out + *n_out, m->buf, keep);
+            *n_out += keep;
             m->n_hold = 0;
             m->matched = true;
             return true;

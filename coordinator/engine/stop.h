@@ -29,11 +29,14 @@ typedef struct bt_stop {
     const char (*stop)[BT_STOP_MAX_BYTES + 1]; /* [n_stop] borrowed, NUL-terminated */
     int n_stop;
     bool matched;
+    bool include_match; /* set after init: the matched stop string is emitted too (vLLM's
+                           include_stop_str_in_output); text after it never is */
     size_t n_hold;
     char buf[2 * BT_STOP_MAX_BYTES]; /* held text, then the piece being examined */
 } bt_stop;
 
-/* Caller's storage. stop[0..n_stop) are non-empty strings of at most BT_STOP_MAX_BYTES. */
+/* Caller's storage. stop[0..n_stop) are non-empty strings of at most BT_STOP_MAX_BYTES.
+ * include_match starts false. */
 void bt_stop_init(bt_stop *m, const char (*stop)[BT_STOP_MAX_BYTES + 1], int n_stop);
 
 /* Appends in[0..n). Writes the text that became final to out[0..*n_out); out needs

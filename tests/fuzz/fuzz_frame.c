@@ -81,6 +81,15 @@ static void walk_stage_batch(const Baton__StageBatch *b) {
             __builtin_trap();
         return;
     }
+    /* The sampling parameters as the stage takes them: accepted or a protocol error with a
+     * message, never a crash. */
+    for (size_t i = 0; i < b->n_new_seqs; i++) {
+        bt_sampler_params p;
+        bt_error_init(&err);
+        if (bt_msg_sampling_unpack(b->new_seqs[i], N_VOCAB, &p, &err) != BT_OK &&
+            (err.status != BT_ERR_PROTOCOL || !err.msg[0]))
+            __builtin_trap();
+    }
     /* Use it as the stage does. */
     memset(seq_rows, 0, sizeof seq_rows);
     size_t n_want = 0;
