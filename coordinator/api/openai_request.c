@@ -19,6 +19,7 @@ static const char *type_of(int http) {
     case 400:
     case 405:
     case 413:
+    case 431:
         return "invalid_request_error";
     default:
         return "server_error";

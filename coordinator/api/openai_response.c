@@ -234,6 +234,8 @@ bool bt_api_sse_event(bt_api_resp *r, const bt_event *ev, bt_api_buf *out) {
     if (ev->kind == BT_EVENT_FINISH) {
         if (ev->index < 0 || ev->index >= BT_MAX_COMPLETIONS || r->finished[ev->index])
             return true;
+        if (ev->finish == BT_FINISH_ERROR)
+            return true; /* the failure itself comes with DONE, as the error chunk */
         r->finished[ev->index] = true;
         /* with the text held back until the end (a partial stop string, a cut character) */
         return sse_choice(r, ev->index, ev->text, ev->n_text, NULL,

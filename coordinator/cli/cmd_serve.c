@@ -7,7 +7,8 @@
  * (bt_engine_serve: the transport belongs to this thread). SIGINT/SIGTERM arrive on the
  * sigwatch thread, which drains: the server refuses new requests, the engine finishes the
  * running ones until --shutdown-timeout and then cancels the rest; serve returns, the server
- * sends what is left and stops. A second signal cancels at once.
+ * sends what is left and stops. A second signal cancels at once. Under mpirun the signal goes
+ * to rank 0; stage ranks keep their own SIGTERM handling (they end when the engine tells them).
  *
  * Exit status: 0 after a drain, 1 when a stage failed (so a supervisor restarts it), 2 for
  * bad flags or a model that cannot be served.
@@ -25,6 +26,7 @@
 #include "openai.h"
 #include "server.h"
 #include "sigwatch.h"
+#include "term_watch.h"
 
 /* What the signal thread needs; guarded by mu (the server appears after the signal watch). */
 typedef struct serve_ctl {
@@ -37,6 +39,9 @@ typedef struct serve_ctl {
 
 static void on_signal(int sig, void *ctx) {
     serve_ctl *c = ctx;
+    /* mpirun's SIGTERM because a stage died: name it and end (term_watch.h); else drain */
+    if (sig == SIGTERM)
+        bt_term_watch_fire(sig);
     pthread_mutex_lock(&c->mu);
     int n = ++c->n_signals;
     if (c->server)
@@ -113,15 +118,19 @@ int bt_cmd_serve(int argc, char **argv) {
     bt_error_init(&err);
     serve_ctl ctl = {.shutdown_timeout_us = shutdown_timeout * 1000000};
     pthread_mutex_init(&ctl.mu, NULL);
-    /* Before any thread starts (stage threads, MPI's, the server's), so all inherit the mask. */
-    if (bt_sigwatch_start(on_signal, &ctl, &err) != BT_OK) {
+    /* Before any thread starts (stage threads, MPI's, the server's), so all inherit the mask.
+     * Stage ranks of an MPI job keep their own SIGTERM handling (term_watch.h): they end when
+     * the coordinator tells them, or when mpirun ends the job. */
+    bool stage_rank = bt_launch_is_stage_rank();
+    if (!stage_rank && bt_sigwatch_start(on_signal, &ctl, &err) != BT_OK) {
         fprintf(stderr, "baton serve: %s\n", err.msg);
         return 1;
     }
     bt_session s;
     rc = bt_session_open(&s, "serve", &mf, &cf);
     if (rc >= 0) {
-        bt_sigwatch_stop();
+        if (!stage_rank)
+            bt_sigwatch_stop();
         return rc;
     }
 
