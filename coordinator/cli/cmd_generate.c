@@ -326,7 +326,7 @@ int bt_cmd_generate(int argc, char **argv) {
     bt_model_flags_init(&mf);
     bt_cluster_flags cf;
     bt_cluster_flags_init(&cf);
-    const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
+    const char *prompt = NULL, *prompt_file = NULL, *system = NULL, *chat_template = NULL;
     int64_t seed = -1;
     bool chat = false, print_ids = false, no_special = false, chat_parse_special = false;
     multi_flags mfl = {.n_stop = 0};
@@ -338,6 +338,8 @@ int bt_cmd_generate(int argc, char **argv) {
         {"--file", BT_CLI_STR, &prompt_file, 0, 0, "read the prompt from a file"},
         {"--chat", BT_CLI_FLAG, &chat, 0, 0, "wrap the prompt as a user turn of the chat template"},
         {"--system", BT_CLI_STR, &system, 0, 0, "system message (with --chat)"},
+        {"--chat-template", BT_CLI_STR, &chat_template, 0, 0,
+         "template NAME instead of the model's (chatml llama3 llama2 mistral gemma phi3 ...)"},
         {"--chat-parse-special", BT_CLI_FLAG, &chat_parse_special, 0, 0,
          "special-token text in --chat messages becomes control tokens (off: plain text)"},
         {"--logit-bias", BT_CLI_STR, &listed, 0, 0,
@@ -430,6 +432,19 @@ int bt_cmd_generate(int argc, char **argv) {
         bt_cli_usage("generate", synopsis, opts, n_opts);
         return 2;
     }
+    if (chat_template && !chat) {
+        fprintf(stderr, "baton generate: --chat-template needs --chat\n");
+        return 2;
+    }
+    if (chat_template) { /* a bad name is a usage error, before the model loads */
+        bt_chat_template named;
+        bt_error nerr;
+        bt_error_init(&nerr);
+        if (bt_chat_template_from_name(chat_template, &named, &nerr) != BT_OK) {
+            fprintf(stderr, "baton generate: --chat-template: %s\n", nerr.msg);
+            return 2;
+        }
+    }
     if (system && !chat) {
         fprintf(stderr, "baton generate: --system needs --chat\n");
         return 2;
@@ -508,7 +523,7 @@ int bt_cmd_generate(int argc, char **argv) {
     if (chat) {
         /* Markers are special ids; the messages are text unless --chat-parse-special. */
         bt_chat_template tpl;
-        if ((st = bt_chat_template_detect(s.gguf, &tpl, &err)) != BT_OK)
+        if ((st = bt_chat_template_for_model(s.gguf, chat_template, &tpl, &err)) != BT_OK)
             goto done;
         bt_chat_msg msgs[2];
         size_t n_msgs = 0;

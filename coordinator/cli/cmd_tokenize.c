@@ -15,7 +15,7 @@
 int bt_cmd_tokenize(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
-    const char *prompt = NULL, *file = NULL, *system = NULL;
+    const char *prompt = NULL, *file = NULL, *system = NULL, *chat_template = NULL;
     bool ids_only = false, no_special = false, add_special = false, chat = false,
          chat_parse_special = false;
     const bt_cli_opt opts[] = {
@@ -27,6 +27,8 @@ int bt_cmd_tokenize(int argc, char **argv) {
         {"--add-special", BT_CLI_FLAG, &add_special, 0, 0, "add BOS/EOS as the model asks"},
         {"--chat", BT_CLI_FLAG, &chat, 0, 0, "the text as the user turn of the chat template"},
         {"--system", BT_CLI_STR, &system, 0, 0, "system message (with --chat)"},
+        {"--chat-template", BT_CLI_STR, &chat_template, 0, 0,
+         "template NAME instead of the model's (chatml llama3 llama2 mistral gemma phi3 ...)"},
         {"--chat-parse-special", BT_CLI_FLAG, &chat_parse_special, 0, 0,
          "special-token text in --chat messages becomes control tokens (off: plain text)"},
     };
@@ -39,9 +41,20 @@ int bt_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "baton tokenize: give exactly one of --prompt and --file\n");
         return 2;
     }
+    if (chat_template) { /* a bad name is a usage error, before the model loads */
+        bt_chat_template named;
+        bt_error nerr;
+        bt_error_init(&nerr);
+        if (bt_chat_template_from_name(chat_template, &named, &nerr) != BT_OK) {
+            fprintf(stderr, "baton tokenize: --chat-template: %s\n", nerr.msg);
+            return 2;
+        }
+    }
     const char *combo = NULL;
     if (system && !chat)
         combo = "--system needs --chat";
+    else if (chat_template && !chat)
+        combo = "--chat-template needs --chat";
     else if (chat_parse_special && !chat)
         combo = "--chat-parse-special needs --chat";
     else if (chat_parse_special && no_special)
@@ -70,7 +83,7 @@ int bt_cmd_tokenize(int argc, char **argv) {
         goto done;
     if (chat) {
         bt_chat_template tpl;
-        if ((st = bt_chat_template_detect(g, &tpl, &err)) != BT_OK)
+        if ((st = bt_chat_template_for_model(g, chat_template, &tpl, &err)) != BT_OK)
             goto done;
         bt_chat_msg msgs[2];
         size_t n_msgs = 0;

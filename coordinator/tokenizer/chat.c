@@ -5,39 +5,134 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define BT_CHAT_KIND_NAME(e, name) " " name
+static const char kind_names[] = BT_CHAT_KIND_LIST(BT_CHAT_KIND_NAME) " mistral";
+#undef BT_CHAT_KIND_NAME
+
+const char *bt_chat_template_names(void) {
+    return kind_names + 1;
+}
+
 const char *bt_chat_kind_name(bt_chat_kind kind) {
     switch (kind) {
-    case BT_CHAT_CHATML:
-        return "chatml";
-    case BT_CHAT_LLAMA3:
-        return "llama3";
+#define BT_CHAT_KIND_CASE(e, name)                                                                 \
+    case BT_CHAT_##e:                                                                              \
+        return name;
+        BT_CHAT_KIND_LIST(BT_CHAT_KIND_CASE)
+#undef BT_CHAT_KIND_CASE
     case BT_CHAT_NONE:
         break;
     }
     return "none";
 }
 
-static const char *memmem_str(const bt_str *s, const char *needle) {
-    return memmem(s->ptr, s->len, needle, strlen(needle));
+bt_status bt_chat_template_from_name(const char *name, bt_chat_template *out, bt_error *err) {
+    memset(out, 0, sizeof *out);
+    if (name && strcmp(name, "mistral") == 0) {
+        out->kind = BT_CHAT_MISTRAL_V3; /* Mistral-7B-Instruct-v0.3, the common one */
+        return BT_OK;
+    }
+#define BT_CHAT_KIND_MATCH(e, kname)                                                               \
+    if (name && strcmp(name, kname) == 0) {                                                        \
+        out->kind = BT_CHAT_##e;                                                                   \
+        return BT_OK;                                                                              \
+    }
+    BT_CHAT_KIND_LIST(BT_CHAT_KIND_MATCH)
+#undef BT_CHAT_KIND_MATCH
+    return bt_error_set(err, BT_ERR_INVALID_ARG, "chat template '%.64s' is not one of: %s",
+                        name ? name : "(null)", bt_chat_template_names());
+}
+
+typedef struct tpl_text {
+    const char *p;
+    size_t n;
+} tpl_text;
+
+static const char *find(const tpl_text *s, const char *needle) {
+    return memmem(s->p, s->n, needle, strlen(needle));
+}
+
+static bool has(const tpl_text *s, const char *needle) {
+    return find(s, needle) != NULL;
 }
 
 /* A ChatML template that inserts a system turn when the first message is not one (SmolLM2):
  * the text between "<|im_start|>system\n" and "<|im_end|>" inside that branch. */
-static void chatml_default_system(const bt_str *tpl, char *out, size_t cap) {
+static void chatml_default_system(const tpl_text *tpl, char *out, size_t cap) {
     out[0] = '\0';
-    if (!memmem_str(tpl, "messages[0]['role'] != 'system'"))
+    if (!has(tpl, "messages[0]['role'] != 'system'"))
         return;
     const char *tag = "<|im_start|>system\n";
-    const char *p = memmem_str(tpl, tag);
+    const char *p = find(tpl, tag);
     if (!p)
         return;
     p += strlen(tag);
-    const char *end = tpl->ptr + tpl->len;
+    const char *end = tpl->p + tpl->n;
     const char *q = memmem(p, (size_t)(end - p), "<|im_end|>", 10);
     if (!q || (size_t)(q - p) >= cap || memchr(p, '{', (size_t)(q - p)))
         return; /* not a literal default prompt */
     memcpy(out, p, (size_t)(q - p));
     out[q - p] = '\0';
+}
+
+/* The kind of a template text, BT_CHAT_NONE when we do not render it. The checks and their
+ * order are llama.cpp's llm_chat_detect_template (src/llama-chat.cpp) restricted to the kinds
+ * we render; a template that llama.cpp would give a kind we lack (phi4, SmolVLM, falcon3,
+ * zephyr, ...) is NONE here, never the nearest kind we have. */
+static bt_chat_kind detect_kind(const tpl_text *t) {
+    if (has(t, "<|im_start|>")) /* phi4 adds <|im_sep|>, SmolVLM <end_of_utterance> */
+        return has(t, "<|im_sep|>") || has(t, "<end_of_utterance>") ? BT_CHAT_NONE : BT_CHAT_CHATML;
+    if ((t->n >= 7 && memcmp(t->p, "mistral", 7) == 0) || has(t, "[INST]")) {
+        if (has(t, "[SYSTEM_PROMPT]"))
+            return BT_CHAT_MISTRAL_V7;
+        /* Mistral's official templates: v1 spells "' [INST] ' + system_message", v3 and
+         * v3-tekken have a tools block. */
+        if (has(t, "' [INST] ' + system_message") || has(t, "[AVAILABLE_TOOLS]")) {
+            if (has(t, " [INST]"))
+                return BT_CHAT_MISTRAL_V1;
+            if (has(t, "\"[INST]\""))
+                return BT_CHAT_MISTRAL_V3_TEKKEN;
+            return BT_CHAT_MISTRAL_V3;
+        }
+        if (has(t, "content.strip()"))
+            return BT_CHAT_LLAMA2_SYS_STRIP;
+        if (has(t, "bos_token + '[INST]"))
+            return BT_CHAT_LLAMA2_SYS_BOS;
+        return has(t, "<<SYS>>") ? BT_CHAT_LLAMA2_SYS : BT_CHAT_LLAMA2;
+    }
+    if (has(t, "<|assistant|>") && has(t, "<|end|>"))
+        return BT_CHAT_PHI3;
+    /* llama.cpp tests these before Gemma: a template with them is another kind. */
+    if (has(t, "[gMASK]") || (has(t, "<|assistant|>") && has(t, "<|user|>")) ||
+        (has(t, "<|user|>") && has(t, "<|endoftext|>")) || has(t, "bos_token + message['role']"))
+        return BT_CHAT_NONE;
+    if (has(t, "<start_of_turn>"))
+        return BT_CHAT_GEMMA;
+    if (has(t, "<|start_header_id|>") && has(t, "<|end_header_id|>"))
+        return BT_CHAT_LLAMA3;
+    return BT_CHAT_NONE;
+}
+
+bt_status bt_chat_template_detect_text(const char *text, size_t len, bt_chat_template *out,
+                                       bt_error *err) {
+    memset(out, 0, sizeof *out);
+    tpl_text t = {text, len};
+    out->kind = detect_kind(&t);
+    if (out->kind == BT_CHAT_NONE) {
+        /* The start of the text, on one line, for the message. */
+        char head[61];
+        size_t k = 0;
+        for (size_t i = 0; i < len && k < sizeof head - 1; i++)
+            head[k++] = text[i] == '\n' || text[i] == '\r' ? ' ' : text[i];
+        head[k] = '\0';
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "chat template not recognised (\"%s%s\"); name one with "
+                            "--chat-template NAME, NAME one of: %s",
+                            head, len > k ? "..." : "", bt_chat_template_names());
+    }
+    if (out->kind == BT_CHAT_CHATML)
+        chatml_default_system(&t, out->default_system, sizeof out->default_system);
+    return BT_OK;
 }
 
 bt_status bt_chat_template_detect(const bt_gguf *g, bt_chat_template *out, bt_error *err) {
@@ -46,17 +141,20 @@ bt_status bt_chat_template_detect(const bt_gguf *g, bt_chat_template *out, bt_er
     bt_status st = bt_gguf_get_str(g, "tokenizer.chat_template", &tpl, err);
     if (st != BT_OK)
         return st;
-    if (memmem_str(&tpl, "<|im_start|>")) {
-        out->kind = BT_CHAT_CHATML;
-        chatml_default_system(&tpl, out->default_system, sizeof out->default_system);
-        return BT_OK;
-    }
-    if (memmem_str(&tpl, "<|start_header_id|>")) {
-        out->kind = BT_CHAT_LLAMA3;
-        return BT_OK;
-    }
-    return bt_error_set(err, BT_ERR_UNSUPPORTED, "chat template not recognised: \"%.60s...\"",
-                        tpl.ptr);
+    return bt_chat_template_detect_text(tpl.ptr, tpl.len, out, err);
+}
+
+bt_status bt_chat_template_for_model(const bt_gguf *g, const char *name, bt_chat_template *out,
+                                     bt_error *err) {
+    if (name)
+        return bt_chat_template_from_name(name, out, err);
+    bt_status st = bt_chat_template_detect(g, out, err);
+    if (st == BT_ERR_NOT_FOUND)
+        return bt_error_set(err, BT_ERR_NOT_FOUND,
+                            "the model has no chat template (tokenizer.chat_template); name one "
+                            "with --chat-template NAME, NAME one of: %s",
+                            bt_chat_template_names());
+    return st;
 }
 
 bt_chat_params bt_chat_default_params(void) {
@@ -70,8 +168,7 @@ typedef struct sbuf {
     int failed;
 } sbuf;
 
-static void put(sbuf *b, const char *s) {
-    size_t n = strlen(s);
+static void put_n(sbuf *b, const char *s, size_t n) {
     if (b->failed)
         return;
     if (b->n + n + 1 > b->cap) {
@@ -84,56 +181,268 @@ static void put(sbuf *b, const char *s) {
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n + 1);
+    memcpy(b->p + b->n, s, n);
     b->n += n;
+    b->p[b->n] = '\0';
 }
 
-/* A template is a sequence of segments: markers (one special token each) and text (role
- * names, separators, content). One walk feeds both the string renderer and the tokenizer, so
- * the two cannot disagree on the format. */
-typedef enum seg_kind { SEG_MARKER, SEG_TEXT } seg_kind;
+/* A template is a sequence of segments: markers (one special token each), soft markers
+ * ([INST] and friends: a special token where the vocabulary has one, else text) and text
+ * (role names, separators, content). One walk feeds both the string renderer and the
+ * tokenizer, so the two cannot disagree on the format. */
+typedef enum seg_kind { SEG_MARKER, SEG_SOFT, SEG_TEXT } seg_kind;
 
 typedef struct seg_sink seg_sink;
 struct seg_sink {
-    void (*put)(seg_sink *s, seg_kind kind, const char *text);
+    void (*put)(seg_sink *s, seg_kind kind, const char *text, size_t len);
 };
 
-static void turn(seg_sink *s, bt_chat_kind kind, const char *role, const char *content) {
-    if (kind == BT_CHAT_CHATML) {
-        s->put(s, SEG_MARKER, "<|im_start|>");
-        s->put(s, SEG_TEXT, role);
-        s->put(s, SEG_TEXT, "\n");
-        s->put(s, SEG_TEXT, content);
-        s->put(s, SEG_MARKER, "<|im_end|>");
-        s->put(s, SEG_TEXT, "\n");
-    } else {
-        s->put(s, SEG_MARKER, "<|start_header_id|>");
-        s->put(s, SEG_TEXT, role);
-        s->put(s, SEG_MARKER, "<|end_header_id|>");
-        s->put(s, SEG_TEXT, "\n\n");
-        s->put(s, SEG_TEXT, content);
-        s->put(s, SEG_MARKER, "<|eot_id|>");
+static void mark(seg_sink *s, const char *m) {
+    s->put(s, SEG_MARKER, m, strlen(m));
+}
+static void soft(seg_sink *s, const char *m) {
+    s->put(s, SEG_SOFT, m, strlen(m));
+}
+static void text(seg_sink *s, const char *t) {
+    s->put(s, SEG_TEXT, t, strlen(t));
+}
+
+/* Whitespace as llama.cpp's trim (isspace in the C locale). */
+static bool is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* Content, trimmed at both ends when `trim`. */
+static void content(seg_sink *s, const char *c, bool trim) {
+    size_t n = strlen(c);
+    if (trim) {
+        while (n > 0 && is_ws(c[n - 1]))
+            n--;
+        while (n > 0 && is_ws(*c)) {
+            c++;
+            n--;
+        }
+    }
+    s->put(s, SEG_TEXT, c, n);
+}
+
+static bool role_is(const bt_chat_msg *m, const char *role) {
+    return strcmp(m->role, role) == 0;
+}
+
+static void walk_chatml(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n, bool gen,
+                        seg_sink *s) {
+    bool add_default = t->default_system[0] && (n == 0 || !role_is(&msgs[0], "system"));
+    for (size_t i = 0; i < n + add_default; i++) {
+        const bt_chat_msg *m = add_default && i == 0 ? NULL : &msgs[i - add_default];
+        mark(s, "<|im_start|>");
+        text(s, m ? m->role : "system");
+        text(s, "\n");
+        text(s, m ? m->content : t->default_system);
+        mark(s, "<|im_end|>");
+        text(s, "\n");
+    }
+    if (gen) {
+        mark(s, "<|im_start|>");
+        text(s, "assistant\n");
     }
 }
 
-static void walk(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n_msgs,
-                 bool add_generation_prompt, seg_sink *s) {
-    if (t->kind == BT_CHAT_LLAMA3)
-        s->put(s, SEG_MARKER, "<|begin_of_text|>");
-    if (t->default_system[0] && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0))
-        turn(s, t->kind, "system", t->default_system);
-    for (size_t i = 0; i < n_msgs; i++)
-        turn(s, t->kind, msgs[i].role, msgs[i].content);
-    if (!add_generation_prompt)
-        return;
-    if (t->kind == BT_CHAT_CHATML) {
-        s->put(s, SEG_MARKER, "<|im_start|>");
-        s->put(s, SEG_TEXT, "assistant\n");
-    } else {
-        s->put(s, SEG_MARKER, "<|start_header_id|>");
-        s->put(s, SEG_TEXT, "assistant");
-        s->put(s, SEG_MARKER, "<|end_header_id|>");
-        s->put(s, SEG_TEXT, "\n\n");
+static void walk_llama3(const bt_chat_msg *msgs, size_t n, bool gen, seg_sink *s) {
+    for (size_t i = 0; i < n; i++) {
+        mark(s, "<|start_header_id|>");
+        text(s, msgs[i].role);
+        mark(s, "<|end_header_id|>");
+        text(s, "\n\n");
+        content(s, msgs[i].content, true);
+        mark(s, "<|eot_id|>");
+    }
+    if (gen) {
+        mark(s, "<|start_header_id|>");
+        text(s, "assistant");
+        mark(s, "<|end_header_id|>");
+        text(s, "\n\n");
+    }
+}
+
+/* Llama 2 and its variants: the system message sits inside the open [INST]; an assistant
+ * turn closes it with </s>. The prompt ends after the last [/INST], which is the generation
+ * prompt already (these templates have none of their own). */
+static void walk_llama2(bt_chat_kind kind, const bt_chat_msg *msgs, size_t n, seg_sink *s) {
+    const bool sys_block = kind != BT_CHAT_LLAMA2;
+    const bool bos_inside = kind == BT_CHAT_LLAMA2_SYS_BOS;
+    const bool strip = kind == BT_CHAT_LLAMA2_SYS_STRIP;
+    bool inside = true;
+    soft(s, "[INST]");
+    text(s, " ");
+    for (size_t i = 0; i < n; i++) {
+        if (!inside) {
+            inside = true;
+            if (bos_inside)
+                mark(s, "<s>");
+            soft(s, "[INST]");
+            text(s, " ");
+        }
+        if (role_is(&msgs[i], "system")) {
+            if (sys_block) {
+                soft(s, "<<SYS>>");
+                text(s, "\n");
+                content(s, msgs[i].content, strip);
+                text(s, "\n");
+                soft(s, "<</SYS>>");
+                text(s, "\n\n");
+            } else { /* no system role: its text opens the first [INST] */
+                content(s, msgs[i].content, strip);
+                text(s, "\n");
+            }
+        } else if (role_is(&msgs[i], "user")) {
+            content(s, msgs[i].content, strip);
+            text(s, " ");
+            soft(s, "[/INST]");
+        } else {
+            content(s, msgs[i].content, strip);
+            mark(s, "</s>");
+            inside = false;
+        }
+    }
+}
+
+/* Mistral v1, v3, v3-tekken (mistralai cookbook, chat_templates.md): the same shape as
+ * Llama 2 with system text + "\n\n" in the open [INST]; they differ in the spaces around
+ * [INST] and [/INST] and v3 trims assistant messages. */
+static void walk_mistral(bt_chat_kind kind, const bt_chat_msg *msgs, size_t n, seg_sink *s) {
+    const char *lead = kind == BT_CHAT_MISTRAL_V1 ? " " : "";
+    const char *trail = kind == BT_CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
+    const bool trim_assistant = kind == BT_CHAT_MISTRAL_V3;
+    bool inside = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!inside) {
+            text(s, lead);
+            soft(s, "[INST]");
+            text(s, trail);
+            inside = true;
+        }
+        if (role_is(&msgs[i], "system")) {
+            content(s, msgs[i].content, false);
+            text(s, "\n\n");
+        } else if (role_is(&msgs[i], "user")) {
+            content(s, msgs[i].content, false);
+            text(s, lead);
+            soft(s, "[/INST]");
+        } else {
+            text(s, trail);
+            content(s, msgs[i].content, trim_assistant);
+            mark(s, "</s>");
+            inside = false;
+        }
+    }
+}
+
+/* Mistral v7: the system prompt has its own markers; no generation prompt. */
+static void walk_mistral_v7(const bt_chat_msg *msgs, size_t n, seg_sink *s) {
+    for (size_t i = 0; i < n; i++) {
+        if (role_is(&msgs[i], "system")) {
+            soft(s, "[SYSTEM_PROMPT]");
+            text(s, " ");
+            content(s, msgs[i].content, false);
+            soft(s, "[/SYSTEM_PROMPT]");
+        } else if (role_is(&msgs[i], "user")) {
+            soft(s, "[INST]");
+            text(s, " ");
+            content(s, msgs[i].content, false);
+            soft(s, "[/INST]");
+        } else {
+            text(s, " ");
+            content(s, msgs[i].content, false);
+            mark(s, "</s>");
+        }
+    }
+}
+
+/* Gemma has no system role: the system messages (trimmed, concatenated) open the next user
+ * turn, followed by "\n\n"; system text after the last user turn is dropped, as llama.cpp
+ * does. The assistant role is called "model". */
+static void walk_gemma(const bt_chat_msg *msgs, size_t n, bool gen, seg_sink *s) {
+    size_t sys_from = 0; /* system messages in [sys_from, i) not yet written */
+    for (size_t i = 0; i < n; i++) {
+        if (role_is(&msgs[i], "system"))
+            continue;
+        bool model = role_is(&msgs[i], "assistant");
+        mark(s, "<start_of_turn>");
+        text(s, model ? "model" : msgs[i].role);
+        text(s, "\n");
+        if (!model) {
+            bool any = false;
+            for (size_t j = sys_from; j < i; j++) {
+                if (!role_is(&msgs[j], "system"))
+                    continue;
+                const char *c = msgs[j].content;
+                while (is_ws(*c))
+                    c++;
+                any |= *c != '\0';
+                content(s, msgs[j].content, true);
+            }
+            if (any)
+                text(s, "\n\n");
+            sys_from = i + 1;
+        }
+        content(s, msgs[i].content, true);
+        mark(s, "<end_of_turn>");
+        text(s, "\n");
+    }
+    if (gen) {
+        mark(s, "<start_of_turn>");
+        text(s, "model\n");
+    }
+}
+
+static void walk_phi3(const bt_chat_msg *msgs, size_t n, bool gen, seg_sink *s) {
+    for (size_t i = 0; i < n; i++) {
+        char role_marker[32];
+        snprintf(role_marker, sizeof role_marker, "<|%s|>", msgs[i].role);
+        mark(s, role_marker);
+        text(s, "\n");
+        content(s, msgs[i].content, false);
+        mark(s, "<|end|>");
+        text(s, "\n");
+    }
+    if (gen) {
+        mark(s, "<|assistant|>");
+        text(s, "\n");
+    }
+}
+
+static void walk(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n, bool gen,
+                 seg_sink *s) {
+    switch (t->kind) {
+    case BT_CHAT_CHATML:
+        walk_chatml(t, msgs, n, gen, s);
+        break;
+    case BT_CHAT_LLAMA3:
+        walk_llama3(msgs, n, gen, s);
+        break;
+    case BT_CHAT_LLAMA2:
+    case BT_CHAT_LLAMA2_SYS:
+    case BT_CHAT_LLAMA2_SYS_BOS:
+    case BT_CHAT_LLAMA2_SYS_STRIP:
+        walk_llama2(t->kind, msgs, n, s);
+        break;
+    case BT_CHAT_MISTRAL_V1:
+    case BT_CHAT_MISTRAL_V3:
+    case BT_CHAT_MISTRAL_V3_TEKKEN:
+        walk_mistral(t->kind, msgs, n, s);
+        break;
+    case BT_CHAT_MISTRAL_V7:
+        walk_mistral_v7(msgs, n, s);
+        break;
+    case BT_CHAT_GEMMA:
+        walk_gemma(msgs, n, gen, s);
+        break;
+    case BT_CHAT_PHI3:
+        walk_phi3(msgs, n, gen, s);
+        break;
+    case BT_CHAT_NONE:
+        break;
     }
 }
 
@@ -142,15 +451,15 @@ typedef struct render_sink {
     sbuf b;
 } render_sink;
 
-static void render_put(seg_sink *s, seg_kind kind, const char *text) {
+static void render_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
     (void)kind;
-    put(&((render_sink *)(void *)s)->b, text);
+    put_n(&((render_sink *)(void *)s)->b, t, len);
 }
 
 char *bt_chat_render(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n_msgs,
                      int add_generation_prompt) {
     render_sink r = {.base = {render_put}};
-    put(&r.b, "");
+    put_n(&r.b, "", 0);
     walk(t, msgs, n_msgs, add_generation_prompt != 0, &r.base);
     if (r.b.failed) {
         free(r.b.p);
@@ -165,8 +474,8 @@ char *bt_chat_render(const bt_chat_template *t, const bt_chat_msg *msgs, size_t 
 typedef struct tok_sink {
     seg_sink base; /* first: the walk passes &base */
     const bt_vocab *v;
+    bt_chat_kind kind; /* for messages */
     bool parse_special;
-    bool bos_pending_skip; /* BOS already added: drop the template's own BOS marker */
     sbuf run;
     int32_t *ids;
     size_t cap, n; /* n counts ids needed, also past cap */
@@ -194,31 +503,39 @@ static void tok_flush(tok_sink *k) {
     k->run.n = 0;
 }
 
-static void tok_put(seg_sink *s, seg_kind kind, const char *text) {
+static void tok_text(tok_sink *k, const char *t, size_t len) {
+    put_n(&k->run, t, len);
+    if (k->run.failed)
+        k->st = bt_error_set(k->err, BT_ERR_NOMEM, "chat template: out of memory");
+}
+
+static void tok_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
     tok_sink *k = (tok_sink *)(void *)s;
     if (k->st != BT_OK)
         return;
     if (kind == SEG_TEXT) {
-        if (text[0])
-            k->bos_pending_skip = false;
-        put(&k->run, text);
-        if (k->run.failed)
-            k->st = bt_error_set(k->err, BT_ERR_NOMEM, "chat template: out of memory");
+        tok_text(k, t, len);
         return;
+    }
+    int32_t id = bt_vocab_find(k->v, t, len);
+    if (kind == SEG_SOFT) {
+        /* Special only where the vocabulary makes it a special token, as llama.cpp's split */
+        uint32_t special = BT_TOKEN_ATTR_CONTROL | BT_TOKEN_ATTR_USER_DEFINED;
+        if (id == BT_TOKEN_NULL || !(bt_vocab_token_attr(k->v, id) & special)) {
+            tok_text(k, t, len);
+            return;
+        }
     }
     tok_flush(k);
     if (k->st != BT_OK)
         return;
-    int32_t id = bt_vocab_find(k->v, text, strlen(text));
     if (id == BT_TOKEN_NULL) {
         k->st = bt_error_set(k->err, BT_ERR_UNSUPPORTED,
-                             "chat template: the vocabulary has no token '%s'", text);
+                             "chat template %s: the vocabulary has no token '%.*s'",
+                             bt_chat_kind_name(k->kind), (int)len, t);
         return;
     }
-    bool skip = k->bos_pending_skip && id == bt_vocab_bos(k->v);
-    k->bos_pending_skip = false;
-    if (!skip)
-        tok_push(k, id);
+    tok_push(k, id);
 }
 
 #define BT_CHAT_ROLE_NAME(name) " " #name
@@ -238,9 +555,9 @@ bt_status bt_chat_tokenize(const bt_chat_template *t, const bt_vocab *v, const b
                            size_t n_msgs, const bt_chat_params *p, int32_t *ids, size_t cap,
                            size_t *n_out, bt_error *err) {
     *n_out = 0;
-    if (t->kind != BT_CHAT_CHATML && t->kind != BT_CHAT_LLAMA3)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "chat template: kind %s cannot be rendered",
-                            bt_chat_kind_name(t->kind));
+    if (t->kind == BT_CHAT_NONE || strcmp(bt_chat_kind_name(t->kind), "none") == 0)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "chat template: kind %d cannot be rendered",
+                            (int)t->kind);
     if (n_msgs > 0 && !msgs)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "chat: msgs is NULL, n_msgs %zu", n_msgs);
     for (size_t i = 0; i < n_msgs; i++) {
@@ -254,17 +571,16 @@ bt_status bt_chat_tokenize(const bt_chat_template *t, const bt_vocab *v, const b
     }
     tok_sink k = {.base = {tok_put},
                   .v = v,
+                  .kind = t->kind,
                   .parse_special = p->parse_special_in_content,
                   .ids = ids,
                   .cap = ids ? cap : 0,
                   .st = BT_OK,
                   .err = err};
     /* BOS and EOS as for any prompt (llama-server tokenizes the rendered chat with
-     * add_special); a template that starts with BOS itself does not get a second one. */
-    if (bt_vocab_add_bos(v) && bt_vocab_bos(v) != BT_TOKEN_NULL) {
+     * add_special); the templates' leading {{ bos_token }} is this BOS. */
+    if (bt_vocab_add_bos(v) && bt_vocab_bos(v) != BT_TOKEN_NULL)
         tok_push(&k, bt_vocab_bos(v));
-        k.bos_pending_skip = true;
-    }
     walk(t, msgs, n_msgs, p->add_generation_prompt, &k.base);
     tok_flush(&k);
     if (k.st == BT_OK && bt_vocab_add_eos(v) && bt_vocab_eos(v) != BT_TOKEN_NULL)

@@ -8,7 +8,7 @@
  * construction, so llama.cpp's rev_merge resegmentation only ever reaches single characters
  * that are not tokens: those become byte tokens <0xNN> (or the one-byte token, else unk).
  */
-#include "tokenizer.h"
+#include "spm.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -26,26 +26,7 @@
 
 #include "gguf.h"
 #include "status.h"
-
-#define BT_TOKEN_NULL (-1)
-
-/* Token attributes (bit set), as llama.cpp's llama_token_attr. */
-enum {
-    BT_TOKEN_ATTR_UNDEFINED = 0,
-    BT_TOKEN_ATTR_UNKNOWN = 1 << 0,
-    BT_TOKEN_ATTR_UNUSED = 1 << 1,
-    BT_TOKEN_ATTR_NORMAL = 1 << 2,
-    BT_TOKEN_ATTR_CONTROL = 1 << 3,
-    BT_TOKEN_ATTR_USER_DEFINED = 1 << 4,
-    BT_TOKEN_ATTR_BYTE = 1 << 5,
-};
-
-typedef enum bt_vocab_kind {
-    BT_VOCAB_BPE, /* tokenizer.ggml.model "gpt2" */
-    BT_VOCAB_SPM, /* tokenizer.ggml.model "llama" */
-} bt_vocab_kind;
-
-typedef struct bt_vocab bt_vocab;
+#include "token.h"
 
 /* Loads the vocabulary from g's tokenizer.* keys. On success *out is owned by the caller
  * (bt_vocab_free) and borrows strings from g, which must stay open until then. On failure

@@ -1,22 +1,30 @@
 /*
- * tokenizer.h - PRIVATE to the tokenizer files (vocab.c, bpe.c, spm.c, detok.c). Everyone
- * else includes vocab.h and detok.h.
+ * vocab_map.h - PRIVATE to the tokenizer: the bt_vocab layout and its lookup tables, the
+ * lowest unit of the tokenizer files. Everyone outside includes vocab.h and detok.h.
  *
- * The bt_vocab layout and the hooks between the files:
- *   vocab.c  load, ids, special-token partition, bt_tokenize, pieces, bt_detokenize;
- *   bpe.c    pre-tokenizer regexes (PCRE2) + byte-level BPE merging of one text fragment;
- *   spm.c    SentencePiece-style merging of one text fragment.
+ * Dependencies point one way (nothing calls up):
+ *   vocab.c  -> bpe.h, spm.h, vocab_map.h   load, special-token partition, bt_tokenize,
+ *                                           pieces, bt_detokenize
+ *   bpe.c    -> vocab_map.h                 pre-tokenizer regexes (PCRE2) + byte-level BPE
+ *   spm.c    -> vocab_map.h                 SentencePiece-style merging
+ *   vocab_map.c -> token.h only             hashing, UTF-8, text -> id, merge -> rank
+ * token.h holds the plain types (ids, attributes, kinds) every level shares; it has no
+ * implementation.
+ *
  * Invariant after load: every token with a non-empty text is in the text map; map ids and
  * merge ranks are in range; pieces[] holds token_to_piece(id, special = true) for every id.
+ * The pre-tokenizer fields are written by bt_bpe_init (bpe.c) during load and read-only after.
  */
-#ifndef BT_TOKENIZER_H
-#define BT_TOKENIZER_H
+#ifndef BT_VOCAB_MAP_H
+#define BT_VOCAB_MAP_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vocab.h"
+#include "gguf.h"
+#include "status.h"
+#include "token.h"
 
 typedef struct pcre2_real_code_8 bt_pcre2_code;
 
@@ -119,9 +127,10 @@ static inline void bt_tok_out_push(bt_tok_out *o, int32_t id) {
         return top;                                                                                \
     }
 
-/* Shared helpers (vocab.c). */
+/* vocab_map.c */
 uint32_t bt_vocab_hash(const char *s, size_t n, uint32_t h);
 #define BT_HASH_SEED 2166136261u
+/* The id of the token whose text is s[0..n), or BT_TOKEN_NULL. */
 int32_t bt_vocab_lookup(const bt_vocab *v, const char *s, size_t n);
 /* Rank of merge (left, right), or -1. */
 int32_t bt_vocab_merge_rank(const bt_vocab *v, const char *l, size_t ln, const char *r, size_t rn);
@@ -130,15 +139,9 @@ int32_t bt_vocab_merge_rank(const bt_vocab *v, const char *l, size_t ln, const c
 size_t bt_utf8_decode(const unsigned char *s, size_t n, uint32_t *cpt);
 /* Length of a UTF-8 sequence from its lead byte, as llama.cpp's unicode_len_utf8. */
 size_t bt_utf8_len_lead(unsigned char c);
-
-/* bpe.c */
-bt_status bt_bpe_init(bt_vocab *v, const char *pre, bt_error *err);
-void bt_bpe_deinit(bt_vocab *v);
-bt_status bt_bpe_tokenize(const bt_vocab *v, const char *text, size_t len, bt_tok_out *out,
-                          bt_error *err);
-
-/* spm.c */
-bt_status bt_spm_tokenize(const bt_vocab *v, const char *text, size_t len, bt_tok_out *out,
-                          bt_error *err);
+/* Writes the UTF-8 of code point cp (<= U+10FFFF) to out[0..4): returns its length. */
+size_t bt_utf8_encode(uint32_t cp, char *out);
+/* An empty map with room for n keys (slots all -1). BT_ERR_LIMIT / BT_ERR_NOMEM. */
+bt_status bt_strmap_init(bt_strmap *m, uint64_t n, bt_error *err);
 
 #endif
