@@ -308,7 +308,8 @@ class Server:
         import openai
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 120)
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.api_key or "none", **kw)
+        kw.setdefault("api_key", self.api_key or "none")
+        return openai.OpenAI(base_url=self.url + "/v1", **kw)
 
     def metrics(self):
         """{family name: prometheus_client Metric} parsed by prometheus_client's own parser."""

@@ -89,9 +89,10 @@ def test_counters_move():
     # 7 + 5 tokens: at most 6 + 4 gaps between tokens (fewer if tokens come in groups).
     assert 1 <= d("inter_token_latency_seconds_count") <= 10, \
         d("inter_token_latency_seconds_count")
-    for st in ("1", "2"):
-        assert d("stage_activation_bytes_sent_total", stage=st) > 0, \
-            "stage %s sent no activation bytes" % st
+    # Stage 1 sends activations to stage 2; the last stage sends sampled tokens, not
+    # activations, so its counter may stay 0.
+    assert d("stage_activation_bytes_sent_total", stage="1") > 0, \
+        "stage 1 sent no activation bytes"
     assert sample(after, P + "num_requests_running") == 0
     assert sample(after, P + "num_requests_waiting") == 0
 
