@@ -1,6 +1,6 @@
 """test_load.py - `baton serve` with 2 stages under mpirun, under load, over raw sockets:
 
-- disconnects: 1,000 requests (short max_tokens, a third streamed) from 12 clients at once,
+- disconnects: 1,000 requests (max_tokens 1-3, a third streamed with 3-8) from 12 clients at once,
   each cut at a random point (while sending the body, right after sending, after the status
   line, after k streamed events, or not at all) leave baton:kv_blocks_used at 0 on every
   stage and no request running (polled from /metrics with a deadline); the uncut ones all got
@@ -52,10 +52,10 @@ def recv_all(sock, limit_s=120):
 def one_request(server, rng, stats):
     streamed = rng.random() < 0.33
     body = {"prompt": rng.choice(["Hello", "The weather today", "1, 2, 3,", "Once upon"]),
-            "max_tokens": rng.randint(1, 8), "temperature": rng.choice([0, 0.7]),
+            "max_tokens": rng.randint(1, 3), "temperature": rng.choice([0, 0.7]),
             "stream": streamed, "ignore_eos": rng.random() < 0.5}
     if streamed:
-        body["max_tokens"] = rng.randint(4, 24)
+        body["max_tokens"] = rng.randint(3, 8)
     head, data = raw_request(server, body)
     mode = rng.choice(["full", "full", "in_body", "after_send", "after_status",
                        "after_events" if streamed else "after_send"])
@@ -225,10 +225,10 @@ def open_stream(server, max_tokens):
 
 
 def test_sigterm_drains():
-    with lib.Server(stages=2, args=["--shutdown-timeout", "60"]) as s:
+    with lib.Server(stages=2, args=["--shutdown-timeout", "120"]) as s:
         ranks = s.rank_pids()
         assert sorted(ranks) == [0, 1, 2], ranks
-        streams = [open_stream(s, 300) for _ in range(4)]
+        streams = [open_stream(s, 100) for _ in range(4)]
         running = sum(v for _, v in s.metric_values(P + "num_requests_running"))
         assert running == 4, "num_requests_running %r before SIGTERM (want the 4 streams)" % running
         s.signal_server(signal.SIGTERM)
@@ -292,8 +292,9 @@ def test_sigkill_stage():
             assert rr.status_code == 503, "/ready %d after a stage died" % rr.status_code
             print("  /ready 503 after the kill")
         except requests.ConnectionError:
-            assert s.proc.poll() is not None, "/ready refused while the process lives"
-            print("  the server had already exited when /ready was asked")
+            # The listener is closed: the process must be on its way out.
+            assert s.wait_exit(10) is not None, "/ready refused, yet the process lives on"
+            print("  the server had closed its socket when /ready was asked")
         rc = s.wait_exit(30)
         assert rc not in (None, 0), "exit %r after a stage died (want non-zero)" % rc
         lib.wait_until(lambda: not s.alive_processes(), 15, "every rank gone")
