@@ -318,10 +318,14 @@ static bool parse_prompt(const bt_api_model *m, const json_t *v, bt_api_req *q, 
 
 /* A message's content: a string, or a list of {"type": "text", "text": ...} parts joined. The
  * returned string is malloc'd; it has no NUL inside (jansson refuses \u0000 unless asked). */
-static bool message_content(const json_t *c, size_t i, char **out, bt_api_error *e) {
+static bool message_content(const json_t *c, const char *role, size_t i, char **out,
+                            bt_api_error *e) {
     bt_api_buf b = {0};
     if (json_is_null(c) || !c) {
-        /* an assistant turn that only called tools has null content */
+        /* only an assistant turn (one that called tools) may come without content */
+        if (strcmp(role, "assistant") != 0)
+            return bt_api_error_set(e, 400, "messages", "missing_required_parameter",
+                                    "messages[%zu].content is required for role '%.40s'", i, role);
     } else if (json_is_string(c)) {
         bt_api_buf_append(&b, json_string_value(c), json_string_length(c));
     } else if (json_is_array(c)) {
@@ -378,7 +382,7 @@ static bool parse_messages(const bt_api_model *m, const json_t *v, bt_api_req *q
         /* OpenAI's newer name for the system role */
         if (strcmp(msgs[i].role, "developer") == 0)
             msgs[i].role = "system";
-        ok = message_content(json_object_get(msg, "content"), i, &texts[i], e);
+        ok = message_content(json_object_get(msg, "content"), msgs[i].role, i, &texts[i], e);
         msgs[i].content = texts[i];
     }
     if (ok) {
@@ -520,8 +524,9 @@ bool bt_api_parse(const bt_api_model *m, bt_api_kind kind, const char *body, siz
         }
     }
     bt_request_params *p = &out->params;
-    if (ok && kind == BT_API_CHAT && !out->logprobs)
-        p->sampling.top_logprobs = 0; /* top_logprobs counts only with logprobs: true */
+    if (ok && kind == BT_API_CHAT && !out->logprobs && p->sampling.top_logprobs > 0)
+        ok = bt_api_error_set(e, 400, "top_logprobs", "invalid_value",
+                              "top_logprobs needs \"logprobs\": true"); /* as OpenAI */
     if (ok && p->beam_width) {
         int32_t n_out = p->n ? p->n : 1;
         int32_t best = p->best_of > n_out ? p->best_of : n_out;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat.h"
 #include "clock.h"
@@ -27,6 +28,9 @@
 #include "server.h"
 #include "sigwatch.h"
 #include "term_watch.h"
+
+/* After a stage failure the server answers 503 this long before the process exits. */
+#define FAIL_LINGER_MS 2000
 
 /* What the signal thread needs; guarded by mu (the server appears after the signal watch). */
 typedef struct serve_ctl {
@@ -161,10 +165,11 @@ int bt_cmd_serve(int argc, char **argv) {
 
     bt_api_server *server = NULL;
     bt_error_init(&err);
-    if (bt_api_server_start(&sp, s.engine, &model, &server, &err) != BT_OK) {
+    if ((st = bt_api_server_start(&sp, s.engine, &model, &server, &err)) != BT_OK) {
+        /* a bad --host or a port in use is the user's to fix: 2 */
         fprintf(stderr, "baton serve: %s\n", err.msg);
         bt_sigwatch_stop();
-        return bt_session_close(&s, 1);
+        return bt_session_close(&s, bt_cmd_exit_status(st));
     }
     pthread_mutex_lock(&ctl.mu);
     ctl.engine = s.engine;
@@ -180,6 +185,15 @@ int bt_cmd_serve(int argc, char **argv) {
 
     bt_error_init(&err);
     st = bt_engine_serve(s.engine, &err);
+    if (st != BT_OK) {
+        /* A stage failed. The server stays up a moment, answering 503 (/ready, new requests)
+         * so that a load balancer's health check sees the failure rather than a refused
+         * connection, and the running requests' errors are written; then the exit. */
+        fprintf(stderr, "baton serve: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
+        struct timespec linger = {.tv_sec = FAIL_LINGER_MS / 1000,
+                                  .tv_nsec = (FAIL_LINGER_MS % 1000) * 1000000L};
+        nanosleep(&linger, NULL);
+    }
     /* Every request has had its DONE: give the connection threads a moment to send it. */
     bt_api_server_drain(server);
     pthread_mutex_lock(&ctl.mu);
@@ -189,9 +203,7 @@ int bt_cmd_serve(int argc, char **argv) {
     bt_api_server_stop(server, 5 * 1000000);
     bt_sigwatch_stop();
     pthread_mutex_destroy(&ctl.mu);
-    if (st != BT_OK)
-        fprintf(stderr, "baton serve: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
-    else
+    if (st == BT_OK)
         fprintf(stderr, "baton serve: drained, exiting\n");
     return bt_session_close(&s, st == BT_OK ? 0 : 1);
 }

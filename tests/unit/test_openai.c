@@ -135,6 +135,10 @@ static const bad_case bad_cases[] = {
     {H, "{\"messages\": [\"hi\"]}", 400, "messages"},
     {H, "{\"messages\": [{\"role\": 5, \"content\": \"x\"}]}", 400, "messages"},
     {H, "{\"messages\": [{\"content\": \"x\"}]}", 400, "messages"},
+    {H, "{\"messages\": [{\"role\": \"user\"}]}", 400, "messages"},
+    {H, "{\"messages\": [{\"role\": \"user\", \"content\": null}]}", 400, "messages"},
+    {H, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], \"top_logprobs\": 3}", 400,
+     "top_logprobs"},
     {H, "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", 400, "messages"},
     {H, "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", 400, "messages"},
     {H, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", 400,
@@ -337,8 +341,9 @@ static void test_good_bodies(void) {
     CHECK(q.logprobs && q.params.sampling.top_logprobs == 2 && q.params.max_tokens == 3);
     bt_api_req_deinit(&q);
     CHECK(parse(BT_API_CHAT,
-                "{\"messages\": [{\"role\": \"developer\", \"content\": null}, {\"role\": \"user\","
-                " \"content\": \"a\"}], \"top_logprobs\": 2}",
+                "{\"messages\": [{\"role\": \"developer\", \"content\": \"b\"}, {\"role\": "
+                "\"assistant\", \"content\": null}, {\"role\": \"user\", \"content\": \"a\"}],"
+                " \"top_logprobs\": 0}",
                 &q, &e));
     CHECK(!q.logprobs && q.params.sampling.top_logprobs == 0);
     bt_api_req_deinit(&q);
