@@ -101,7 +101,7 @@ def test_kv_blocks_used_during_a_request():
     # While a long stream runs, the stages hold KV blocks; afterwards none.
     import requests
     resp = requests.post(S.url + "/v1/completions", json={"prompt": "Tell me a story",
-                                                         "max_tokens": 300, "ignore_eos": True,
+                                                         "max_tokens": 100, "ignore_eos": True,
                                                          "stream": True}, stream=True,
                          timeout=60)
     it = resp.iter_lines()

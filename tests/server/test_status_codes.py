@@ -296,7 +296,7 @@ def test_malformed_corpus_only_400():
 
 def test_503_draining():
     with lib.Server(stages=1, args=["--shutdown-timeout", "60"]) as d:
-        long_req = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+        long_req = {"prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": True,
                     "temperature": 0, "stream": True}
         resp = requests.post(d.url + "/v1/completions", json=long_req, stream=True, timeout=60)
         assert resp.status_code == 200
