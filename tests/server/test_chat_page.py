@@ -143,6 +143,7 @@ def test_chat_page_streams_an_answer():
             lengths = []
             last_change = time.monotonic()
             first_growth = None
+            shot = None
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 cdp.pump(0.05)
@@ -156,8 +157,12 @@ def test_chat_page_streams_an_answer():
                     break
                 if first_growth is not None and time.monotonic() - first_growth > 30:
                     break
+                # The screenshot 3 s into the answer: the message and the answer's start.
+                if shot is None and first_growth and time.monotonic() - first_growth > 3:
+                    shot = cdp.call("Page.captureScreenshot", format="png")
             after = page_text(cdp)
-            shot = cdp.call("Page.captureScreenshot", format="png")
+            if shot is None:
+                shot = cdp.call("Page.captureScreenshot", format="png")
             out = os.path.join(os.environ.get("BT_BUILD_DIR", tempfile.gettempdir()),
                                "chat_page.png")
             with open(out, "wb") as f:
