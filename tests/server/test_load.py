@@ -178,6 +178,7 @@ def test_disconnects_leave_no_kv():
         gen = sum(v for _, v in s.metric_values(P + "generation_tokens_total")) - gen_before
         assert gen < 1000, "the cut stream generated %d tokens (not cancelled)" % gen
         print("  cut stream: blocks free %.2f s after the close, %d tokens generated" % (dt, gen))
+        s.stop_cleanly()
 
 
 def test_overload_200_or_503():
@@ -222,6 +223,7 @@ def test_overload_200_or_503():
         r = s.post("/v1/completions", {"prompt": "Hi", "max_tokens": 3})
         assert r.status_code == 200, "after the overload: %d %s" % (r.status_code, r.text)
         lib.wait_until(lambda: kv_zero(s), 20, "kv_blocks_used 0 after the overload")
+        s.stop_cleanly()
 
 
 def open_stream(server, max_tokens):

@@ -359,6 +359,11 @@ def test_503_not_ready():
         assert rc not in (None, 0), "exit %r after a stage failed (want non-zero)" % rc
 
 
+def test_clean_exit():
+    """Last on the shared server: after everything above, SIGTERM drains it to exit 0."""
+    S.stop_cleanly()
+
+
 TESTS = [test_health_200, test_400_bad_json, test_400_wrong_type, test_400_out_of_range,
          test_400_context_overflow, test_401_missing_and_wrong_key, test_404_unknown_model,
          test_404_unknown_route, test_405_wrong_method, test_413_before_the_body,
@@ -370,7 +375,7 @@ if __name__ == "__main__":
                                                     "--max-queue", "2"])
         with S:
             # Draining and not-ready start servers of their own, after the shared one's tests.
-            lib.run_tests(TESTS + [test_503_draining, test_503_not_ready])
+            lib.run_tests(TESTS + [test_clean_exit, test_503_draining, test_503_not_ready])
     except lib.Skip as e:
         print("SKIP: %s" % e)
         raise SystemExit(lib.SKIP)
