@@ -50,7 +50,7 @@ CSV_FIELDS = [
     "output_tokens", "output_tok_s", "req_s",
     "ttft_p50_ms", "ttft_p99_ms", "ttft_mean_ms", "tpot_p50_ms", "tpot_p99_ms",
     "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms", "e2e_p99_ms", "max_tokens", "endpoint",
-    "server_ttft_mean_ms",
+    "server_ttft_mean_ms", "loadavg_1m",
 ]
 
 
@@ -362,6 +362,9 @@ def main():
             results, wall = run_poisson(target, prompts, prng, v, args)
             row, errors = summarize(results, wall, args.label, mode, "", v, args)
         args.requests = saved
+        # The machine's 1-minute load average at the end of the point, for the record: on a
+        # shared machine, other processes' load explains numbers that move.
+        row["loadavg_1m"] = round(os.getloadavg()[0], 2)
         after = server_ttft(target) if args.server_metrics else None
         if before and after and after[1] > before[1]:
             row["server_ttft_mean_ms"] = round((after[0] - before[0]) / (after[1] - before[1])
