@@ -18,6 +18,7 @@
 static void usage(void) {
     fprintf(stderr, "usage: baton <command> [flags]\n"
                     "commands:\n"
+                    "  serve       OpenAI-compatible HTTP server over the cluster\n"
                     "  generate    generate text for one prompt, streamed to stdout\n"
                     "  perplexity  perplexity of a text file\n"
                     "  bench       prompt-processing and decode speed\n"
@@ -42,7 +43,7 @@ static int run(int argc, char **argv) {
         int (*run)(int, char **);
     } cmds[] = {
         {"generate", bt_cmd_generate}, {"perplexity", bt_cmd_perplexity}, {"bench", bt_cmd_bench},
-        {"info", bt_cmd_info},         {"tokenize", bt_cmd_tokenize},
+        {"info", bt_cmd_info},         {"tokenize", bt_cmd_tokenize},     {"serve", bt_cmd_serve},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage();

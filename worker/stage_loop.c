@@ -35,7 +35,7 @@
 #define ARENA_BYTES (4u << 20)
 #define MAX_BATCH_LIMIT 65536
 #define MAX_SEQS_LIMIT 65536
-#define HB_FRAME_BYTES (BT_FRAME_HEADER_BYTES + 128) /* a Heartbeat: four varints */
+#define HB_FRAME_BYTES (BT_FRAME_HEADER_BYTES + 128) /* a Heartbeat: five varints */
 #define SEND_TIMEOUT_US (10 * 1000000LL)
 
 enum { JOB_NONE, JOB_POSTED, JOB_DONE }; /* the compute thread's job */
@@ -83,6 +83,7 @@ typedef struct bt_stage_loop {
     bt_arena arena;
     int n_embd, n_vocab;
     uint64_t busy_us;
+    uint64_t act_bytes_sent;        /* StageBatch frames sent on to the next stage (Heartbeat) */
     uint8_t hb_out[HB_FRAME_BYTES]; /* Heartbeat frames: `out` may hold a frame being sent */
     uint32_t kv_free;               /* for heartbeats; refreshed while the stage is not computing */
     bool computing;                 /* loop thread only: the compute thread holds the stage */
@@ -488,6 +489,7 @@ static bt_status send_heartbeat(loop *L, bt_error *err) {
     h.rank = (uint32_t)L->rank;
     h.busy_us = L->busy_us;
     h.kv_tokens_free = L->kv_free;
+    h.act_bytes_sent = L->act_bytes_sent;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         h.peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;
@@ -604,6 +606,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
             return st;
         if ((st = send_next(L, len, err)) != BT_OK)
             return st;
+        L->act_bytes_sent += len;
         return send_heartbeat(L, err); /* the coordinator's sign that this stage is alive */
     }
     /* Last stage: every row's token joins its sequence's history (a row at position 0 starts

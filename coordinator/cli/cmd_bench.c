@@ -33,33 +33,88 @@ static double median(double *x, int n) {
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-/* Runs n requests of the given prompt length and output length; returns wall seconds and,
- * for one request, its time to first token. */
-static bt_status run_round(bt_session *s, const int32_t *prompt, int n_prompt, int n_seqs,
-                           int max_tokens, double *secs, double *ttft, uint64_t *busy_us,
-                           bt_error *err) {
-    bt_request *reqs[MAX_CONCURRENCY] = {0};
-    bt_request_params rp = {
-        .max_tokens = max_tokens, .ignore_eos = true, .sampling = bt_sampler_default_params()};
-    int n_stages = bt_cluster_n_stages(bt_engine_cluster(s->engine));
-    for (int i = 0; i < n_stages; i++)
-        busy_us[i] = bt_cluster_stage(bt_engine_cluster(s->engine), i)->busy_us;
-    bt_status st = BT_OK;
-    for (int i = 0; i < n_seqs && st == BT_OK; i++)
-        if ((st = bt_request_new(prompt, n_prompt, &rp, bt_engine_n_ctx(s->engine), &reqs[i],
-                                 err)) == BT_OK)
-            bt_engine_submit(s->engine, reqs[i]);
-    int64_t t0 = bt_now_us();
-    if (st == BT_OK)
-        st = bt_engine_run(s->engine, err);
-    *secs = (double)(bt_now_us() - t0) / 1e6;
-    if (st == BT_OK)
-        *ttft = (double)(reqs[0]->t_first_token - reqs[0]->t_submit) / 1e6;
-    for (int i = 0; i < n_stages; i++)
-        busy_us[i] = bt_cluster_stage(bt_engine_cluster(s->engine), i)->busy_us - busy_us[i];
-    for (int i = 0; i < n_seqs; i++)
-        bt_request_free(reqs[i]);
-    return st;
+/* The rounds, run one after another by the sink (on the engine thread): each round's
+ * requests are submitted together; when the last one's DONE arrives the round is measured
+ * and the next one submitted; after the last, the engine is shut down. */
+typedef struct bench_run {
+    bt_engine *e;
+    const int32_t *toks, *bos;
+    int64_t pp, tg, concurrency, reps;
+    int n_stages;
+    int64_t rep; /* -1 warms caches and pages */
+    int phase;   /* 0 pp, 1 tg */
+    int pending; /* DONEs the round still waits for */
+    int64_t t0;
+    double ttft; /* of the round's first request */
+    bool first_seen;
+    uint64_t busy0[BT_MAX_STAGES];
+    double pp_tps[MAX_REPS], tg_tps[MAX_REPS], busy[BT_MAX_STAGES];
+    bt_status st;
+    bt_error err;
+} bench_run;
+
+static void bench_sink(const bt_event *ev, void *ctx);
+
+/* Submits the round (rep, phase); false when there is none left. */
+static bool next_round(bench_run *b) {
+    for (; b->rep < b->reps; b->phase = 0, b->rep++) {
+        for (; b->phase < 2; b->phase++) {
+            int n = b->phase == 0 ? 1 : (int)b->concurrency;
+            int64_t len = b->phase == 0 ? b->pp : b->tg;
+            if (len == 0)
+                continue;
+            bt_request_params rp = {.max_tokens = b->phase == 0 ? 1 : (int32_t)b->tg,
+                                    .ignore_eos = true,
+                                    .sampling = bt_sampler_default_params()};
+            const bt_cluster *c = bt_engine_cluster(b->e);
+            for (int i = 0; i < b->n_stages; i++)
+                b->busy0[i] = bt_cluster_stage(c, i)->busy_us;
+            b->pending = n;
+            b->first_seen = false;
+            b->t0 = bt_now_us();
+            for (int i = 0; i < n; i++) {
+                bt_status st = b->phase == 0 ? bt_engine_submit(b->e, b->toks, (int32_t)b->pp, &rp,
+                                                                bench_sink, b, NULL, &b->err)
+                                             : bt_engine_submit(b->e, b->bos, 1, &rp, bench_sink, b,
+                                                                NULL, &b->err);
+                if (st != BT_OK) {
+                    b->st = st;
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+static void bench_sink(const bt_event *ev, void *ctx) {
+    bench_run *b = ctx;
+    if (ev->kind != BT_EVENT_DONE)
+        return;
+    if (ev->status != BT_OK && b->st == BT_OK) {
+        b->st = bt_error_set(&b->err, ev->status, "%s", ev->message);
+        bt_engine_shutdown(b->e, false, 0);
+    }
+    if (!b->first_seen) {
+        b->first_seen = true;
+        b->ttft = (double)(ev->t_first_token_us - ev->t_submit_us) / 1e6;
+    }
+    if (--b->pending > 0 || b->st != BT_OK)
+        return;
+    double secs = (double)(bt_now_us() - b->t0) / 1e6;
+    if (b->rep >= 0 && b->phase == 0)
+        b->pp_tps[b->rep] = (double)b->pp / b->ttft;
+    if (b->rep >= 0 && b->phase == 1) {
+        b->tg_tps[b->rep] = (double)(b->concurrency * b->tg) / secs;
+        const bt_cluster *c = bt_engine_cluster(b->e);
+        for (int i = 0; i < b->n_stages; i++)
+            b->busy[i] += (double)(bt_cluster_stage(c, i)->busy_us - b->busy0[i]) / (secs * 1e6) /
+                          (double)b->reps;
+    }
+    b->phase++;
+    if (!next_round(b))
+        bt_engine_shutdown(b->e, b->st == BT_OK, 0);
 }
 
 int bt_cmd_bench(int argc, char **argv) {
@@ -101,6 +156,8 @@ int bt_cmd_bench(int argc, char **argv) {
     bt_error_init(&err);
     bt_status st = BT_OK;
     int n_stages = bt_cluster_n_stages(bt_engine_cluster(s.engine));
+    if (n_stages > BT_MAX_STAGES)
+        n_stages = BT_MAX_STAGES;
     int32_t *toks = malloc(sizeof *toks * (size_t)(pp > 0 ? pp : 1));
     if (!toks) {
         st = bt_error_set(&err, BT_ERR_NOMEM, "out of memory");
@@ -112,27 +169,27 @@ int bt_cmd_bench(int argc, char **argv) {
         toks[i] = (int32_t)(bt_rng_next(&rng) % (uint64_t)bt_vocab_n_tokens(s.vocab));
     int32_t bos = bt_vocab_bos(s.vocab) >= 0 ? bt_vocab_bos(s.vocab) : 0;
 
-    double pp_tps[MAX_REPS], tg_tps[MAX_REPS], busy[BT_MAX_STAGES] = {0};
-    uint64_t busy_us[BT_MAX_STAGES];
-    for (int64_t rep = -1; rep < reps; rep++) { /* rep -1 warms caches and pages */
-        double secs = 0.0, ttft = 0.0;
-        if (pp > 0) {
-            if ((st = run_round(&s, toks, (int)pp, 1, 1, &secs, &ttft, busy_us, &err)) != BT_OK)
-                goto done;
-            if (rep >= 0)
-                pp_tps[rep] = (double)pp / ttft;
-        }
-        if (tg > 0) {
-            if ((st = run_round(&s, &bos, 1, (int)concurrency, (int)tg, &secs, &ttft, busy_us,
-                                &err)) != BT_OK)
-                goto done;
-            if (rep >= 0) {
-                tg_tps[rep] = (double)(concurrency * tg) / secs;
-                for (int i = 0; i < n_stages; i++)
-                    busy[i] += (double)busy_us[i] / (secs * 1e6) / (double)reps;
-            }
-        }
+    static bench_run run; /* large; one per process */
+    memset(&run, 0, sizeof run);
+    run.e = s.engine;
+    run.toks = toks;
+    run.bos = &bos;
+    run.pp = pp;
+    run.tg = tg;
+    run.concurrency = concurrency;
+    run.reps = reps;
+    run.n_stages = n_stages;
+    run.rep = -1;
+    bt_error_init(&run.err);
+    if (next_round(&run))
+        st = bt_engine_serve(s.engine, &err);
+    if (st == BT_OK && run.st != BT_OK) {
+        st = run.st;
+        err = run.err;
     }
+    if (st != BT_OK)
+        goto done;
+    double *pp_tps = run.pp_tps, *tg_tps = run.tg_tps, *busy = run.busy;
     /* What each stage holds (its handshake) and its peak RSS (its last heartbeat): the RSS
      * shows that a stage touched only its own tensors. */
     fprintf(stderr, "stage rank  layers   host              weights MiB   KV MiB  peak RSS MiB\n");
@@ -166,10 +223,10 @@ int bt_cmd_bench(int argc, char **argv) {
         printf(i ? ",%.3f" : "%.3f", busy[i]);
         busy_mean += busy[i] / n_stages;
     }
-    bt_engine_stats stats;
-    bt_engine_get_stats(s.engine, &stats);
+    bt_engine_metrics m;
+    bt_engine_get_metrics(s.engine, &m);
     printf("],\"bubble\":%.3f,\"preemptions\":%llu}\n", tg > 0 ? 1.0 - busy_mean : 0.0,
-           (unsigned long long)stats.preemptions);
+           (unsigned long long)m.preemptions_total);
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton bench: %s\n", err.msg[0] ? err.msg : bt_status_str(st));

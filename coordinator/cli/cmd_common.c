@@ -211,6 +211,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
                        : ep.cluster.numerics == BT_NUMERICS_LLAMACPP ? 512
                                                                      : 256;
     ep.max_inflight = (int)cf->inflight;
+    ep.queue_capacity = (int)cf->queue_capacity;
+    ep.queue_timeout_us = cf->queue_timeout_us;
     ep.n_ctx = n_ctx;
 
     bt_launch_params lp = {.n_threads = s->n_threads,
@@ -236,17 +238,23 @@ fail:
     return bt_session_close(s, bt_cmd_exit_status(st));
 }
 
+static bool engine_failed(bt_engine *e) {
+    bt_engine_metrics m;
+    bt_engine_get_metrics(e, &m);
+    return m.failed;
+}
+
 int bt_session_close(bt_session *s, int status) {
     /* From here on the coordinator reports any failure itself, once. */
     bt_term_watch_disarm();
     /* Once the stages shook hands, every input was checked: a failure of the cluster is a
      * runtime failure (exit 1), whatever status a stage or the transport gave it (a stage's
      * BT_ERR_LIMIT or BT_ERR_IO is not a bad flag of the user's). */
-    if (status != 0 && status < 128 && s->engine && bt_engine_failed(s->engine))
+    if (status != 0 && status < 128 && s->engine && engine_failed(s->engine))
         status = 1;
     /* A failed cluster (or one that never shook hands) cannot be shut down in order: end
      * every stage so that none is left waiting. */
-    bool broken = !s->engine || bt_engine_failed(s->engine);
+    bool broken = !s->engine || engine_failed(s->engine);
     if (s->launched && !s->launch.is_stage && broken)
         bt_launch_abort(&s->launch, status ? status : 1);
     bt_engine_free(s->engine);

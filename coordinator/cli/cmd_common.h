@@ -46,7 +46,9 @@ typedef struct bt_cluster_flags {
     const char *codec, *layers, *split, *numerics;
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms, kv_tokens;
-    int64_t kv_seqs; /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
+    int64_t kv_seqs;          /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
+    int64_t queue_capacity;   /* serve's --max-queue (0: the engine's default) */
+    int64_t queue_timeout_us; /* serve's --queue-timeout (0: none) */
 } bt_cluster_flags;
 
 void bt_cluster_flags_init(bt_cluster_flags *f);

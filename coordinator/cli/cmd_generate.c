@@ -10,6 +10,7 @@
  * of argv before the table is parsed.
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,49 +21,148 @@
 #include "commands.h"
 #include "detok.h"
 #include "request.h"
+#include "sigwatch.h"
+#include "term_watch.h"
 #include "vocab.h"
 
 #define PROMPT_MAX_BYTES (16u << 20)
 
-/* Why the run should stop early: SIGINT/SIGTERM (the signal number) or, -1, stdout failed.
- * Set by the signal handler and on_text; bt_engine_run watches it (bt_engine_set_stop). */
-static volatile sig_atomic_t stop_why;
+/* One completion as DONE returned it (copied: the event's views live only during the
+ * call). */
+typedef struct gen_completion {
+    char *text;
+    size_t n_text;
+    int32_t *tokens;
+    float *logprobs;
+    int n_tokens;
+    int top_stride;
+    uint8_t *n_top;
+    int32_t *top_token;
+    float *top_logprob;
+    bt_finish finish;
+    int32_t n_generated;
+    float logprob_sum;
+    double score;
+} gen_completion;
 
-static void on_stop_signal(int sig) {
-    stop_why = sig;
+/* The run as the sink and the signal thread see it. */
+typedef struct gen_run {
+    _Atomic(bt_engine *) engine; /* set once the session is open; read by the signal thread */
+    /* Why the run should stop early: SIGINT/SIGTERM (the signal number) or, -1, stdout
+     * failed. */
+    atomic_int stop_why;
+    bool stream; /* one completion: its text goes to stdout as it becomes final */
+    int n_label; /* "completion i of N finished" */
+    /* DONE (engine thread; read by main after serve returned) */
+    bool done;
+    bt_status status;
+    char message[512];
+    bt_finish finish;
+    int32_t n_generated;
+    int64_t t_submit, t_first_token, t_done;
+    int n_out;
+    gen_completion out[BT_MAX_COMPLETIONS];
+} gen_run;
+
+/* Signal thread (sigwatch.h): the first SIGINT/SIGTERM ends the run in order (what finished
+ * is printed, then the status); a second ends the process at once. Under mpirun, a SIGTERM
+ * that comes because a stage died names that stage first (term_watch.h). */
+static void on_signal(int sig, void *ctx) {
+    gen_run *g = ctx;
+    if (sig == SIGTERM)
+        bt_term_watch_fire(sig);
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&g->stop_why, &none, sig) && none > 0)
+        bt_sigwatch_die(sig);
+    bt_engine *e = atomic_load(&g->engine);
+    if (e)
+        bt_engine_shutdown(e, false, 0);
 }
 
-/* Streams the final text of a single completion to stdout. Output that cannot be written
- * stops the run: nobody would see the rest. */
-static void on_text(bt_request *r, const char *delta, size_t n, void *ctx) {
-    (void)ctx;
-    if (r->parent || r->p.n > 1)
+static void *copy_of(const void *p, size_t n) {
+    void *q = malloc(n ? n : 1);
+    if (q && n)
+        memcpy(q, p, n);
+    return q;
+}
+
+/* Engine thread: streams the text of a single completion, reports the end of each one of
+ * several on stderr (they are printed together at the end), keeps the outcome. */
+static void gen_sink(const bt_event *ev, void *ctx) {
+    gen_run *g = ctx;
+    switch (ev->kind) {
+    case BT_EVENT_TOKEN:
+    case BT_EVENT_FINISH:
+        /* Output that cannot be written stops the run: nobody would see the rest. */
+        if (g->stream && ev->n_text && !bt_stdout_write(ev->text, ev->n_text)) {
+            int none = 0;
+            if (atomic_compare_exchange_strong(&g->stop_why, &none, -1))
+                bt_engine_shutdown(atomic_load(&g->engine), false, 0);
+        }
+        if (ev->kind == BT_EVENT_FINISH && !g->stream && ev->finish != BT_FINISH_CANCELLED)
+            fprintf(stderr, "completion %d of %d finished: %s, %d tokens\n", ev->index + 1,
+                    g->n_label, bt_finish_name(ev->finish), ev->n_generated);
         return;
-    if (!bt_stdout_write(delta, n) && !stop_why)
-        stop_why = -1;
+    case BT_EVENT_DONE:
+        break;
+    }
+    g->done = true;
+    g->status = ev->status;
+    snprintf(g->message, sizeof g->message, "%s", ev->message);
+    g->finish = ev->finish;
+    g->n_generated = ev->n_generated;
+    g->t_submit = ev->t_submit_us;
+    g->t_first_token = ev->t_first_token_us;
+    g->t_done = ev->t_done_us;
+    g->n_out = ev->n_completions;
+    for (int i = 0; i < ev->n_completions; i++) {
+        const bt_completion_view *v = &ev->completions[i];
+        gen_completion *c = &g->out[i];
+        size_t nt = (size_t)v->n_tokens, k = (size_t)v->top_stride;
+        c->text = copy_of(v->text, v->n_text);
+        c->n_text = c->text ? v->n_text : 0;
+        c->tokens = copy_of(v->tokens, sizeof *v->tokens * nt);
+        c->logprobs = copy_of(v->logprobs, sizeof *v->logprobs * nt);
+        c->n_tokens = c->tokens && c->logprobs ? v->n_tokens : 0;
+        if (k > 0) {
+            c->n_top = copy_of(v->n_top, nt);
+            c->top_token = copy_of(v->top_token, sizeof *v->top_token * nt * k);
+            c->top_logprob = copy_of(v->top_logprob, sizeof *v->top_logprob * nt * k);
+            c->top_stride = c->n_top && c->top_token && c->top_logprob ? v->top_stride : 0;
+        }
+        c->finish = v->finish;
+        c->n_generated = v->n_generated;
+        c->logprob_sum = v->logprob_sum;
+        c->score = v->score;
+    }
+    /* The one request is done: the engine may end. */
+    bt_engine_shutdown(atomic_load(&g->engine), true, 0);
 }
 
-/* With several completions, each one's end is told on stderr as it happens (they are
- * printed together at the end). */
-static void on_finish(bt_request *r, void *ctx) {
-    (void)ctx;
-    if (r->parent && r->finish != BT_FINISH_CANCELLED)
-        fprintf(stderr, "completion %d of %d finished: %s, %d tokens\n", r->index + 1,
-                r->parent->p.best_of, bt_finish_name(r->finish), r->n_generated);
+static void gen_run_free(gen_run *g) {
+    for (int i = 0; i < g->n_out; i++) {
+        gen_completion *c = &g->out[i];
+        free(c->text);
+        free(c->tokens);
+        free(c->logprobs);
+        free(c->n_top);
+        free(c->top_token);
+        free(c->top_logprob);
+    }
 }
 
 /* The --n/--best-of/--beam-width completions; with `finished_only` (an interrupted run)
  * those that were cancelled are left out. */
-static void print_completions(const bt_request *req, bool finished_only) {
-    bool one = req->n_out == 1 && req->p.n == 1;
-    for (int i = 0; i < req->n_out; i++) {
-        const bt_request *c = req->out[i];
+static void print_completions(const gen_run *g, int n, bool beams, bool finished_only) {
+    bool one = g->n_out == 1 && n == 1;
+    for (int i = 0; i < g->n_out; i++) {
+        const gen_completion *c = &g->out[i];
         if (finished_only && c->finish == BT_FINISH_CANCELLED)
             continue;
         if (!one) {
             printf("=== completion %d (finish %s, %d tokens, logprob %.4f", i,
                    bt_finish_name(c->finish), c->n_generated, (double)c->logprob_sum);
-            if (req->p.beam_width > 0)
+            if (beams)
                 printf(", score %.4f", c->score);
             printf(") ===\n");
         }
@@ -173,17 +273,17 @@ static void print_piece(FILE *f, const bt_vocab *v, int32_t id) {
 }
 
 /* --logprobs N: each generated token with its logprob and its top-N alternatives. */
-static void print_logprobs(FILE *f, const bt_vocab *v, const bt_request *r) {
-    int32_t k = r->p.sampling.top_logprobs;
-    for (int32_t i = r->n_prompt; i < r->n_tokens; i++) {
-        fprintf(f, "  %d ", r->tokens[i]);
-        print_piece(f, v, r->tokens[i]);
-        fprintf(f, " %.6f |", (double)r->logprobs[i]);
-        for (int j = 0; r->n_top && j < r->n_top[i]; j++) {
-            int32_t t = r->top_token[(size_t)i * (size_t)k + (size_t)j];
+static void print_logprobs(FILE *f, const bt_vocab *v, const gen_completion *c) {
+    size_t k = (size_t)c->top_stride;
+    for (int i = 0; i < c->n_tokens; i++) {
+        fprintf(f, "  %d ", c->tokens[i]);
+        print_piece(f, v, c->tokens[i]);
+        fprintf(f, " %.6f |", (double)c->logprobs[i]);
+        for (int j = 0; k > 0 && j < c->n_top[i]; j++) {
+            int32_t t = c->top_token[(size_t)i * k + (size_t)j];
             fprintf(f, " %d ", t);
             print_piece(f, v, t);
-            fprintf(f, " %.6f", (double)r->top_logprob[(size_t)i * (size_t)k + (size_t)j]);
+            fprintf(f, " %.6f", (double)c->top_logprob[(size_t)i * k + (size_t)j]);
         }
         fputc('\n', f);
     }
@@ -267,8 +367,6 @@ int bt_cmd_generate(int argc, char **argv) {
     rp.beam_width = (int32_t)beam_width;
     rp.length_penalty = (float)length_penalty;
     rp.early_stopping = early_stopping;
-    rp.on_text = on_text;
-    rp.on_finish = on_finish;
     bt_sampler_params *sp = &rp.sampling;
     sp->temperature = temperature >= 0 ? (float)temperature : beam_width > 0 ? 0.0f : 0.8f;
     sp->top_k = (int32_t)top_k;
@@ -329,7 +427,6 @@ int bt_cmd_generate(int argc, char **argv) {
 
     char *file_text = NULL;
     int32_t *ids = NULL;
-    bt_request *req = NULL;
     bt_status st = BT_OK;
     /* Each completion or beam is a sequence: a --max-seqs too small for one request would
      * never run it. */
@@ -359,13 +456,33 @@ int bt_cmd_generate(int argc, char **argv) {
     int64_t seqs = rp.best_of > rp.beam_width ? rp.best_of : rp.beam_width;
     cf.kv_seqs = seqs > 1 ? seqs : 1;
 
+    /* SIGINT/SIGTERM end the run in order (on_signal); stage ranks of an MPI job keep their
+     * own handling (term_watch.h). Started before any thread, so that all inherit the mask. */
+    static gen_run run; /* the signal thread may still look at it while main returns */
+    memset(&run, 0, sizeof run);
+    bool several = rp.n > 1 || rp.best_of > 1 || rp.beam_width > 0;
+    run.stream = !several;
+    run.n_label = rp.n;
+    bool watching = false;
+    if (!bt_launch_is_stage_rank()) {
+        if ((st = bt_sigwatch_start(on_signal, &run, &err)) != BT_OK) {
+            fprintf(stderr, "baton generate: %s\n", err.msg);
+            free(file_text);
+            return 1;
+        }
+        watching = true;
+    }
     bt_session s;
     rc = bt_session_open(&s, "generate", &mf, &cf);
     if (rc >= 0) {
+        if (watching)
+            bt_sigwatch_stop();
         free(file_text);
         return rc;
     }
-    const int n_ctx = bt_engine_n_ctx(s.engine);
+    bt_engine_info info;
+    bt_engine_get_info(s.engine, &info);
+    const int n_ctx = info.n_ctx;
     size_t n_prompt = 0, cap = (size_t)n_ctx;
     ids = malloc(sizeof *ids * cap);
     if (!ids) {
@@ -406,41 +523,37 @@ int bt_cmd_generate(int argc, char **argv) {
     if ((st = bt_sampler_params_validate(sp, bt_vocab_n_tokens(s.vocab), &err)) != BT_OK) {
         fprintf(stderr, "baton generate: --logit-bias: %s\n", err.msg);
         rc = bt_session_close(&s, 2);
-        free(ids);
-        free(file_text);
-        return rc;
+        goto freed;
     }
-    if ((st = bt_request_new(ids, (int32_t)n_prompt, &rp, n_ctx, &req, &err)) != BT_OK)
+    /* Submitted before the engine serves; the sink ends the engine at DONE. */
+    if ((st = bt_engine_submit(s.engine, ids, (int32_t)n_prompt, &rp, gen_sink, &run, NULL,
+                               &err)) != BT_OK)
         goto done;
-    /* SIGINT/SIGTERM end the run in order: what finished is printed, then the status. A
-     * second signal ends the process at once (SA_RESETHAND). */
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND}, old_int,
-                     old_term;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    bt_engine_set_stop(s.engine, &stop_why);
-    bt_engine_submit(s.engine, req);
-    st = bt_engine_run(s.engine, &err);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    atomic_store(&run.engine, s.engine);
+    if (atomic_load(&run.stop_why) != 0) /* a signal while the model was loading */
+        bt_engine_shutdown(s.engine, false, 0);
+    st = bt_engine_serve(s.engine, &err);
+    /* From here on a signal has its default effect, as before the run. */
+    atomic_store(&run.engine, NULL);
+    bt_sigwatch_stop();
+    watching = false;
     if (st != BT_OK)
         goto done;
+    int stop_why = atomic_load(&run.stop_why);
 
-    bool several = req->p.n > 1 || req->p.best_of > 1 || req->p.beam_width > 0;
     if (several)
-        print_completions(req, stop_why != 0);
+        print_completions(&run, rp.n, rp.beam_width > 0, stop_why != 0);
     else
         fputc('\n', stdout);
     bt_stdout_write(NULL, 0); /* flush now: a failure is reported with its reason */
-    for (int i = 0; i < req->n_out; i++) {
-        const bt_request *c = req->out[i];
+    for (int i = 0; i < run.n_out; i++) {
+        const gen_completion *c = &run.out[i];
         if (print_ids) {
-            fprintf(stderr, "output ids%s:", req->n_out > 1 ? " (completion)" : "");
-            for (int32_t k = c->n_prompt; k < c->n_tokens; k++)
+            fprintf(stderr, "output ids%s:", run.n_out > 1 ? " (completion)" : "");
+            for (int k = 0; k < c->n_tokens; k++)
                 fprintf(stderr, " %d", c->tokens[k]);
             fprintf(stderr, "\noutput logprobs:");
-            for (int32_t k = c->n_prompt; k < c->n_tokens; k++)
+            for (int k = 0; k < c->n_tokens; k++)
                 fprintf(stderr, " %.9g", (double)c->logprobs[k]);
             fprintf(stderr, "\n");
         }
@@ -453,46 +566,49 @@ int bt_cmd_generate(int argc, char **argv) {
     /* The first token comes out of the prefill; the decode rate counts the steps after it.
      * Without a first token (--max-tokens 0, a refused or interrupted request) there is no
      * time to report. */
-    if (req->t_first_token > 0) {
-        double ttft_ms = (double)(req->t_first_token - req->t_submit) / 1e3;
-        double tg_ms = (double)(req->t_done - req->t_first_token) / 1e3;
-        int32_t n_steps = req->n_generated > 1 ? req->n_generated - 1 : 0;
+    if (run.t_first_token > 0) {
+        double ttft_ms = (double)(run.t_first_token - run.t_submit) / 1e3;
+        double tg_ms = (double)(run.t_done - run.t_first_token) / 1e3;
+        int32_t n_steps = run.n_generated > 1 ? run.n_generated - 1 : 0;
         fprintf(stderr,
                 "prompt: %zu tokens, time to first token %.1f ms (%.1f tok/s)\n"
                 "generation: %d tokens, %d decode steps in %.1f ms (%.1f tok/s, %.2f ms per "
                 "token), finish: %s\n",
                 n_prompt, ttft_ms, ttft_ms > 0 ? (double)n_prompt * 1e3 / ttft_ms : 0.0,
-                req->n_generated, n_steps, tg_ms, tg_ms > 0 ? n_steps * 1e3 / tg_ms : 0.0,
-                n_steps ? tg_ms / n_steps : 0.0, bt_finish_name(req->finish));
+                run.n_generated, n_steps, tg_ms, tg_ms > 0 ? n_steps * 1e3 / tg_ms : 0.0,
+                n_steps ? tg_ms / n_steps : 0.0, bt_finish_name(run.finish));
     } else {
         fprintf(stderr, "prompt: %zu tokens\ngeneration: 0 tokens, finish: %s\n", n_prompt,
-                bt_finish_name(req->finish));
+                bt_finish_name(run.finish));
     }
-    bt_engine_stats stats;
-    bt_engine_get_stats(s.engine, &stats);
-    if (stats.preemptions > 0) /* their KV was freed and recomputed: the same tokens */
+    bt_engine_metrics m;
+    bt_engine_get_metrics(s.engine, &m);
+    if (m.preemptions_total > 0) /* their KV was freed and recomputed: the same tokens */
         fprintf(stderr, "kv: %llu preemptions (the KV cache held too few tokens for all at once)\n",
-                (unsigned long long)stats.preemptions);
+                (unsigned long long)m.preemptions_total);
     if (stop_why > 0) {
         int n_done = 0;
-        for (int i = 0; i < req->n_out; i++)
-            n_done += req->out[i]->finish != BT_FINISH_CANCELLED;
+        for (int i = 0; i < run.n_out; i++)
+            n_done += run.out[i].finish != BT_FINISH_CANCELLED;
         fprintf(stderr, "baton generate: interrupted by %s; %d of %d completions finished\n",
-                stop_why == SIGINT ? "SIGINT" : "SIGTERM", n_done, several ? (int)req->p.n : 1);
-        rc = bt_session_close(&s, 128 + (int)stop_why);
+                stop_why == SIGINT ? "SIGINT" : "SIGTERM", n_done, several ? (int)rp.n : 1);
+        rc = bt_session_close(&s, 128 + stop_why);
         goto freed;
     }
-    if (req->finish == BT_FINISH_ERROR) { /* the request failed after launch: a runtime error */
+    if (!run.done) /* cannot happen: serve ends when the request is done */
+        st = bt_error_set(&err, BT_ERR_INTERNAL, "the request never finished");
+    else if (run.status != BT_OK) /* the request failed after launch: a runtime error */
         st = bt_error_set(&err, BT_ERR_INTERNAL, "%s",
-                          req->error.msg[0] ? req->error.msg : "the request failed");
-    }
+                          run.message[0] ? run.message : "the request failed");
 
 done:
     if (st != BT_OK)
         fprintf(stderr, "baton generate: %s\n", err.msg[0] ? err.msg : bt_status_str(st));
     rc = bt_session_close(&s, bt_cmd_exit_status(st));
 freed:
-    bt_request_free(req);
+    if (watching)
+        bt_sigwatch_stop();
+    gen_run_free(&run);
     free(ids);
     free(file_text);
     return rc;

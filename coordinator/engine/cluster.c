@@ -12,6 +12,7 @@
 #include "hparams.h"
 #include "msg.h"
 #include "proc_space.h"
+#include "request_impl.h"
 #include "sampling.h"
 #include "stage_loop.h"
 
@@ -184,7 +185,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         rep->pid = (int)r->pid;
         rep->local = space[0] && r->proc_space && strcmp(r->proc_space, space) == 0 && r->pid > 0 &&
                      r->pid <= (uint32_t)INT32_MAX && rep->pid != (int)getpid();
-        rep->last_seen_us = bt_now_us();
+        rep->last_seen_us = rep->last_heartbeat_us = rep->start_us = bt_now_us();
+        rep->kv_tokens_free = rep->kv_tokens;
         got++;
     }
     c->listen_end_us = bt_now_us();
@@ -417,6 +419,66 @@ bt_status bt_cluster_check_results(const Baton__SampleResults *r, int max_batch,
     return st != BT_OK ? st : check_top(r, n_vocab, err);
 }
 
+/* One frame from rank `from` (a stage): heartbeats are recorded, results handed back in res. */
+static bt_status handle_frame(bt_cluster *c, const void *buf, size_t len, int from,
+                              bt_cluster_results *res, bt_error *err) {
+    bt_status st;
+    char where[128];
+    if (from < 1 || from > c->n_stages)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "message from unknown rank %d", from);
+    bt_frame_view f;
+    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+        return bt_error_wrap(err, "%s", bt_cluster_stage_name(c, from, where, sizeof where)), st;
+    bt_arena_reset(&c->arena);
+    ProtobufCMessage *m;
+    switch (f.kind) {
+    case BT_MSG_HEARTBEAT:
+        if ((st = bt_msg_unpack(&f, BT_MSG_HEARTBEAT, &c->arena, &m, err)) != BT_OK)
+            return st;
+        {
+            const Baton__Heartbeat *h = (const Baton__Heartbeat *)m;
+            bt_stage_report *rep = &c->stages[from - 1];
+            rep->busy_us = h->busy_us;
+            rep->peak_rss_bytes = h->peak_rss_bytes;
+            rep->kv_tokens_free = h->kv_tokens_free <= (uint32_t)rep->kv_tokens
+                                      ? (int)h->kv_tokens_free
+                                      : rep->kv_tokens;
+            rep->act_bytes_sent = h->act_bytes_sent;
+            rep->last_heartbeat_us = bt_now_us();
+        }
+        return BT_OK;
+    case BT_MSG_ERROR:
+        if ((st = bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err)) != BT_OK)
+            return st;
+        return bt_error_set(err, BT_ERR_IO, "%s failed: %s",
+                            bt_cluster_stage_name(c, from, where, sizeof where),
+                            ((Baton__Error *)m)->message ? ((Baton__Error *)m)->message : "");
+    case BT_MSG_SAMPLE_RESULTS: {
+        if (from != c->n_stages)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults from rank %d, not the last",
+                                from);
+        if ((st = bt_msg_unpack(&f, BT_MSG_SAMPLE_RESULTS, &c->arena, &m, err)) != BT_OK)
+            return st;
+        Baton__SampleResults *r = (Baton__SampleResults *)m;
+        if ((st = bt_cluster_check_results(r, c->p.max_batch, c->n_vocab, err)) != BT_OK)
+            return st;
+        c->stages[from - 1].busy_us += r->compute_us;
+        res->n = (int)r->n_seq;
+        res->step = r->step;
+        res->seq = r->seq;
+        res->token = r->token;
+        res->logprob = r->logprob;
+        res->n_top = r->n_n_top ? r->n_top : NULL;
+        res->top_token = r->n_n_top ? r->top_token : NULL;
+        res->top_logprob = r->n_n_top ? r->top_logprob : NULL;
+        return BT_OK;
+    }
+    default:
+        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s", bt_msg_kind_name(f.kind),
+                            bt_cluster_stage_name(c, from, where, sizeof where));
+    }
+}
+
 bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
                           bt_error *err) {
     res->n = -1;
@@ -453,51 +515,46 @@ bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results 
         return BT_OK;
     if (st != BT_OK)
         return st;
-    char where[128];
-    if (from < 1 || from > c->n_stages)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "message from unknown rank %d", from);
-    bt_frame_view f;
-    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
-        return bt_error_wrap(err, "%s", bt_cluster_stage_name(c, from, where, sizeof where)), st;
-    bt_arena_reset(&c->arena);
-    ProtobufCMessage *m;
-    switch (f.kind) {
-    case BT_MSG_HEARTBEAT:
-        if ((st = bt_msg_unpack(&f, BT_MSG_HEARTBEAT, &c->arena, &m, err)) != BT_OK)
+    return handle_frame(c, buf, len, from, res, err);
+}
+
+bt_status bt_cluster_idle_check(bt_cluster *c, bt_error *err) {
+    bt_status st;
+    for (;;) {
+        const void *buf;
+        size_t len;
+        int from = -1;
+        st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, 0, err);
+        if (st == BT_ERR_TIMEOUT)
+            break;
+        int64_t now = bt_now_us();
+        if (st == BT_OK && from >= 1 && from <= c->n_stages)
+            c->stages[from - 1].last_seen_us = now;
+        if (st != BT_OK) {
+            bt_status gone = check_pids(c, err); /* the better message, as in poll */
+            return gone != BT_OK ? gone : st;
+        }
+        bt_cluster_results res = {.n = -1};
+        if ((st = handle_frame(c, buf, len, from, &res, err)) != BT_OK)
             return st;
-        c->stages[from - 1].busy_us = ((Baton__Heartbeat *)m)->busy_us;
-        c->stages[from - 1].peak_rss_bytes = ((Baton__Heartbeat *)m)->peak_rss_bytes;
-        return BT_OK;
-    case BT_MSG_ERROR:
-        if ((st = bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err)) != BT_OK)
-            return st;
-        return bt_error_set(err, BT_ERR_IO, "%s failed: %s",
-                            bt_cluster_stage_name(c, from, where, sizeof where),
-                            ((Baton__Error *)m)->message ? ((Baton__Error *)m)->message : "");
-    case BT_MSG_SAMPLE_RESULTS: {
-        if (from != c->n_stages)
-            return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults from rank %d, not the last",
-                                from);
-        if ((st = bt_msg_unpack(&f, BT_MSG_SAMPLE_RESULTS, &c->arena, &m, err)) != BT_OK)
-            return st;
-        Baton__SampleResults *r = (Baton__SampleResults *)m;
-        if ((st = bt_cluster_check_results(r, c->p.max_batch, c->n_vocab, err)) != BT_OK)
-            return st;
-        c->stages[from - 1].busy_us += r->compute_us;
-        res->n = (int)r->n_seq;
-        res->step = r->step;
-        res->seq = r->seq;
-        res->token = r->token;
-        res->logprob = r->logprob;
-        res->n_top = r->n_n_top ? r->n_top : NULL;
-        res->top_token = r->n_n_top ? r->top_token : NULL;
-        res->top_logprob = r->n_n_top ? r->top_logprob : NULL;
-        return BT_OK;
+        if (res.n >= 0)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults for step %llu while nothing is in flight",
+                                (unsigned long long)res.step);
     }
-    default:
-        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected %s from %s", bt_msg_kind_name(f.kind),
-                            bt_cluster_stage_name(c, from, where, sizeof where));
-    }
+    int64_t now = bt_now_us();
+    c->listen_end_us = now;
+    c->pid_check_us = now;
+    if ((st = check_pids(c, err)) != BT_OK)
+        return st;
+    return check_liveness(c, err);
+}
+
+int64_t bt_cluster_idle_interval_us(const bt_cluster *c) {
+    for (int s = 0; s < c->n_stages; s++)
+        if (c->stages[s].local)
+            return PID_CHECK_US;
+    return (int64_t)c->p.heartbeat_ms * 1000;
 }
 
 void bt_cluster_shutdown(bt_cluster *c) {

@@ -66,6 +66,11 @@ typedef struct bt_stage_report {
                            * kernel */
     int64_t last_seen_us; /* last frame read, moved on by time the coordinator did not listen */
     uint64_t busy_us;
+    /* From the stage's latest Heartbeat (0 before the first): */
+    int kv_tokens_free;        /* the stage's own count of free KV tokens */
+    uint64_t act_bytes_sent;   /* activation frame bytes it sent on to the next stage */
+    int64_t last_heartbeat_us; /* when it was read (bt_now_us); the handshake before that */
+    int64_t start_us;          /* when the handshake reply was read */
 } bt_stage_report;
 
 typedef struct bt_cluster bt_cluster;
@@ -110,6 +115,17 @@ bt_status bt_cluster_check_results(const Baton__SampleResults *r, int max_batch,
  * itself and judges every stage's liveness on each return. */
 bt_status bt_cluster_poll(bt_cluster *c, int64_t timeout_us, bt_cluster_results *res,
                           bt_error *err);
+
+/* For an idle coordinator (nothing in flight): reads every frame that is waiting (heartbeats;
+ * an Error or a SampleResults fails as in bt_cluster_poll), then judges liveness as
+ * bt_cluster_poll does, counting the time since the last poll as listening: the caller slept
+ * on purpose, and whatever the stages sent meanwhile has just been read. Never blocks. */
+bt_status bt_cluster_idle_check(bt_cluster *c, bt_error *err);
+
+/* How long an idle caller may sleep before bt_cluster_idle_check is due: the pid check
+ * interval when some stage is a local process (a dead one is named within mpirun's grace
+ * second), else the heartbeat interval. */
+int64_t bt_cluster_idle_interval_us(const bt_cluster *c);
 
 /* Tells every stage to exit and waits (bounded) until the messages are out. */
 void bt_cluster_shutdown(bt_cluster *c);

@@ -32,6 +32,18 @@ static void *stage_main(void *arg) {
     return NULL;
 }
 
+bool bt_launch_is_stage_rank(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    if (!bt_mpi_launched())
+        return false;
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v) != 0;
+    }
+    return false;
+}
+
 bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params *p,
                           bt_error *err) {
     memset(L, 0, sizeof *L);

@@ -44,6 +44,11 @@ typedef struct bt_launch {
     int n_threads_started;
 } bt_launch;
 
+/* Before bt_launch_start: whether this process is a stage rank of an MPI job (its launcher's
+ * rank variable says a rank other than 0). Commands that take signals on a thread of their
+ * own (sigwatch.h) leave stage ranks their default signal handling. */
+bool bt_launch_is_stage_rank(void);
+
 bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params *p, bt_error *err);
 
 /* Coordinator: after a failure, make sure no rank is left behind (MPI_Abort under MPI,

@@ -1,6 +1,6 @@
 /* request.c - request parameters and their validation, creation of requests (and the
  * children of n/best_of and beam search), the names of finish reasons. */
-#include "request.h"
+#include "request_impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -151,6 +151,7 @@ static bt_request *alloc_one(const bt_request_params *p, int32_t cap) {
     r->state = BT_REQ_QUEUED;
     r->seq = -1;
     r->fork_at = -1;
+    atomic_init(&r->refs, 1);
     bt_error_init(&r->error);
     return r;
 }
@@ -226,4 +227,14 @@ void bt_request_free(bt_request *r) {
     free(r->top_logprob);
     free(r->text);
     free(r);
+}
+
+void bt_request_ref(bt_request *r) {
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+}
+
+void bt_request_unref(bt_request *r) {
+    /* acq_rel: whatever a thread wrote before its unref is seen by the one that frees. */
+    if (r && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1)
+        bt_request_free(r);
 }

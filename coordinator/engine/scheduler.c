@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "beam.h"
+#include "request_impl.h"
 #include "clock.h"
 
 #define BT_DECODE_GROUP 4 /* tokens per weight pass in bt_matmul (worker/kernels) */

@@ -41,6 +41,11 @@ static void put(const char *s) {
 static void die_of(int sig) {
     signal(sig, SIG_DFL);
     raise(sig);
+    /* Called outside a handler (bt_term_watch_fire), sig may be blocked in this thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 static void on_term(int sig) {
@@ -127,6 +132,17 @@ bt_status bt_term_watch_arm(const bt_cluster *c, const char *cmd, bt_error *err)
 void bt_term_watch_disarm(void) {
     if (g_stages)
         signal(SIGTERM, SIG_DFL);
+}
+
+void bt_term_watch_fire(int sig) {
+    int n_gone = 0;
+    for (int i = 0; g_stages && i < g_n_stages; i++)
+        if (kill(g_stages[i].pid, 0) != 0 && errno == ESRCH) {
+            put(g_stages[i].line);
+            n_gone++;
+        }
+    if (n_gone > 0)
+        die_of(sig);
 }
 
 void bt_term_watch_linger(void) {

@@ -31,6 +31,11 @@ bt_status bt_term_watch_arm(const bt_cluster *c, const char *cmd, bt_error *err)
 /* Back to the default SIGTERM; the lines are freed. A no-op when not armed. */
 void bt_term_watch_disarm(void);
 
+/* For a command that takes SIGTERM on a sigwait() thread (sigwatch.h), where the handler
+ * above never runs: prints the line of each local stage that is gone and ends the process by
+ * sig. Returns (printing nothing) when none is gone or nothing is armed. */
+void bt_term_watch_fire(int sig);
+
 /* Stage rank: SIGTERM takes effect BT_TERM_LINGER_MS after it arrives. */
 void bt_term_watch_linger(void);
 

@@ -25,10 +25,13 @@
 #include "check.h"
 #include "kernel_level.h"
 #include "engine.h"
+#include "engine_client.h"
+#include "engine_impl.h"
 #include "gguf.h"
 #include "hparams.h"
 #include "launch.h"
 #include "request.h"
+#include "request_impl.h"
 #include "stage.h"
 #include "vocab.h"
 
@@ -83,9 +86,9 @@ static bt_status cluster_open(cluster *c, const char *model, int stages, int kv_
 }
 
 static void cluster_close(cluster *c) {
-    if (c->launched && (!c->e || bt_engine_failed(c->e)))
+    bool ok = c->e && !c->e->failed;
+    if (c->launched && !ok)
         bt_launch_abort(&c->L, 1);
-    bool ok = c->e && !bt_engine_failed(c->e);
     bt_engine_free(c->e);
     if (c->launched) {
         int rc = bt_launch_finish(&c->L, ok ? 0 : 1);
@@ -96,25 +99,31 @@ static void cluster_close(cluster *c) {
     bt_gguf_free(c->g);
 }
 
-/* Runs requests (prompt i = make_prompt(i, n_prompt[i])) through a fresh cluster, all
- * submitted before one run; reqs[i] are returned to the caller (freed with
- * bt_request_free). */
-static bt_status run_reqs(const char *model, int stages, int n, const int *n_prompt,
-                          const bt_request_params *p, bt_request **reqs, bt_error *err) {
+/* Runs requests (prompt i = make_prompt(prompt_idx(i), n_prompt[i])) through a fresh
+ * cluster, all submitted before serving; reqs[i] are returned to the caller (one reference
+ * each, bt_request_unref). */
+static bt_status run_reqs_idx(const char *model, int stages, int kv_tokens, int n,
+                              const int *n_prompt, int idx_div, const bt_request_params *p,
+                              bt_request **reqs, bt_test_observer obs, void *obs_ctx,
+                              bt_error *err) {
     cluster c;
     memset(reqs, 0, sizeof *reqs * (size_t)n);
-    bt_status st = cluster_open(&c, model, stages, 2048, err);
+    bt_status st = cluster_open(&c, model, stages, kv_tokens, err);
+    static int32_t ids[MAX_REQ * 2][MAX_TOK];
+    static bt_test_job jobs[MAX_REQ * 2];
     for (int i = 0; i < n && st == BT_OK; i++) {
-        int32_t ids[MAX_TOK];
-        make_prompt(c.hp.n_vocab, i, n_prompt[i], ids);
-        if ((st = bt_request_new(ids, n_prompt[i], &p[i], bt_engine_n_ctx(c.e), &reqs[i], err)) ==
-            BT_OK)
-            bt_engine_submit(c.e, reqs[i]);
+        make_prompt(c.hp.n_vocab, i / idx_div, n_prompt[i], ids[i]);
+        jobs[i] = (bt_test_job){.prompt = ids[i], .n_prompt = n_prompt[i], .p = p[i]};
     }
     if (st == BT_OK)
-        st = bt_engine_run(c.e, err);
+        st = bt_test_serve(c.e, n, jobs, false, reqs, obs, obs_ctx, err);
     cluster_close(&c);
     return st;
+}
+
+static bt_status run_reqs(const char *model, int stages, int n, const int *n_prompt,
+                          const bt_request_params *p, bt_request **reqs, bt_error *err) {
+    return run_reqs_idx(model, stages, 2048, n, n_prompt, 1, p, reqs, NULL, NULL, err);
 }
 
 static bool same_tokens(const bt_request *a, const bt_request *b) {
@@ -339,12 +348,12 @@ static void test_beam_reference(const char *model) {
                 bt_request *both[2];
                 CHECK_OK(run_reqs(model, 1, 2, n_prompt, gps, both, &err));
                 CHECK(r->n_out == 1 && same_tokens(r->out[0], both[i]));
-                bt_request_free(both[0]);
-                bt_request_free(both[1]);
+                bt_request_unref(both[0]);
+                bt_request_unref(both[1]);
             }
         }
         for (int i = 0; i < 2; i++)
-            bt_request_free(reqs[i]);
+            bt_request_unref(reqs[i]);
     }
     bt_stage_free(st);
     bt_gguf_free(g);
@@ -356,14 +365,17 @@ typedef struct kv_probe {
     bt_engine **e;
     int seen;
     int used_at_first; /* blocks in use when the first branch token arrived */
+    int used_at_done;  /* when the request's DONE arrived */
 } kv_probe;
 
-static void on_token_probe(bt_request *r, int32_t token, float lp, void *ctx) {
-    (void)token;
-    (void)lp;
+/* On the engine thread, from the sink: the scheduler's own count. */
+static void on_event_probe(int i, const bt_event *ev, void *ctx) {
+    (void)i;
     kv_probe *k = ctx;
-    if (r->parent && k->seen++ == 0)
+    if (ev->kind == BT_EVENT_TOKEN && k->seen++ == 0)
         k->used_at_first = bt_sched_kv_blocks_used(bt_engine_sched(*k->e));
+    if (ev->kind == BT_EVENT_DONE)
+        k->used_at_done = bt_sched_kv_blocks_used(bt_engine_sched(*k->e));
 }
 
 static bt_request_params chain_params(uint64_t seed, int n, int best_of, int max_tokens) {
@@ -401,14 +413,11 @@ static void test_n_best_of(const char *model) {
         CHECK_OK(cluster_open(&c, model, 1, 2048, &err));
         kv_probe k = {.e = &c.e};
         bt_request_params p = chain_params(11, 4, 4, 6);
-        p.on_token = on_token_probe;
-        p.ctx = &k;
         int32_t ids[MAX_TOK];
         make_prompt(c.hp.n_vocab, 0, 70, ids);
         bt_request *r = NULL;
-        CHECK_OK(bt_request_new(ids, 70, &p, bt_engine_n_ctx(c.e), &r, &err));
-        bt_engine_submit(c.e, r);
-        CHECK_OK(bt_engine_run(c.e, &err));
+        bt_test_job job = {.prompt = ids, .n_prompt = 70, .p = p};
+        CHECK_OK(bt_test_serve(c.e, 1, &job, false, &r, on_event_probe, &k, &err));
         /* shared: 69 positions = 4 whole blocks once + 4 branches x (partial + growth) */
         printf("best_of 4, 70-token prompt: %d KV blocks in use at the first token (unshared "
                "would be >= %d)\n",
@@ -424,8 +433,9 @@ static void test_n_best_of(const char *model) {
             CHECK_EQ_INT(r->out[i]->n_prompt, 70);
             CHECK(memcmp(r->out[i]->tokens, ids, sizeof ids[0] * 70) == 0);
         }
+        CHECK_EQ_INT(k.used_at_done, 0);
         CHECK_EQ_INT(bt_sched_kv_blocks_used(bt_engine_sched(c.e)), 0);
-        bt_request_free(r);
+        bt_request_unref(r);
         cluster_close(&c);
     }
     /* Same seed: 1, 2, 3 stages, and among 8 concurrent requests. */
@@ -477,14 +487,14 @@ static void test_n_best_of(const char *model) {
         }
     }
     for (int i = 0; i < 8; i++) {
-        bt_request_free(conc[i]);
-        bt_request_free(again[i]);
+        bt_request_unref(conc[i]);
+        bt_request_unref(again[i]);
     }
     for (int s = 0; s < 3; s++)
         for (int i = 0; i < 3; i++)
-            bt_request_free(alone[s][i]);
-    bt_request_free(one[0]);
-    bt_request_free(one[1]);
+            bt_request_unref(alone[s][i]);
+    bt_request_unref(one[0]);
+    bt_request_unref(one[1]);
 }
 
 /* ---- SmolLM2 ---- */
@@ -508,18 +518,9 @@ static void test_smol_beam(const char *model) {
     }
     /* prompts: make_prompt(index) differs per index, so pair them by index: run the beam
      * requests at even indices and greedy at the odd ones with the same prompt. */
-    cluster c;
-    bt_status st = cluster_open(&c, model, 2, 4096, &err);
-    CHECK_OK(st);
     bt_request *reqs[20] = {0};
-    for (int i = 0; i < 20 && st == BT_OK; i++) {
-        int32_t ids[MAX_TOK];
-        make_prompt(c.hp.n_vocab, i / 2, np[i], ids);
-        CHECK_OK(bt_request_new(ids, np[i], &p[i], bt_engine_n_ctx(c.e), &reqs[i], &err));
-        bt_engine_submit(c.e, reqs[i]);
-    }
-    if (st == BT_OK)
-        CHECK_OK(bt_engine_run(c.e, &err));
+    bt_status st = run_reqs_idx(model, 2, 4096, 20, np, 2, p, reqs, NULL, NULL, &err);
+    CHECK_OK(st);
     int wins = 0;
     for (int i = 0; i < 10 && st == BT_OK; i++) {
         bt_request *b = reqs[2 * i], *g = reqs[2 * i + 1];
@@ -536,8 +537,7 @@ static void test_smol_beam(const char *model) {
     printf("SmolLM2 beam 4 >= greedy on %d/10 prompts\n", wins);
     CHECK(wins >= 9);
     for (int i = 0; i < 20; i++)
-        bt_request_free(reqs[i]);
-    cluster_close(&c);
+        bt_request_unref(reqs[i]);
 }
 
 /* Stop strings: cut greedy output text across a token boundary, rerun with it as a stop. */
@@ -554,7 +554,7 @@ static void test_smol_stop(const char *model) {
     const bt_request *a = r[0];
     CHECK(a->text && a->n_text > 8);
     if (!a->text || a->n_text <= 8) {
-        bt_request_free(r[0]);
+        bt_request_unref(r[0]);
         return;
     }
     /* find a token boundary in the text near the middle: the text of the first k tokens */
@@ -585,8 +585,8 @@ static void test_smol_stop(const char *model) {
     CHECK(s[0]->n_text == 0 || strstr(s[0]->text, stop) == NULL);
     printf("stop \"%s\" (spans a token boundary at byte %zu): %zu bytes kept of %zu, finish %s\n",
            stop, cut, s[0]->n_text, a->n_text, bt_finish_name(s[0]->finish));
-    bt_request_free(r[0]);
-    bt_request_free(s[0]);
+    bt_request_unref(r[0]);
+    bt_request_unref(s[0]);
 }
 
 static char tiny_path[512];

@@ -23,10 +23,12 @@
 #include "check.h"
 #include "kernel_level.h"
 #include "engine.h"
+#include "engine_client.h"
 #include "gguf.h"
 #include "hparams.h"
 #include "launch.h"
 #include "request.h"
+#include "request_impl.h"
 #include "vocab.h"
 
 #define MAX_REQ 8
@@ -72,12 +74,10 @@ typedef struct kill_ctx {
     int rank, after, seen;
 } kill_ctx;
 
-static void on_token_kill(bt_request *r, int32_t token, float logprob, void *ctx) {
-    (void)r;
-    (void)token;
-    (void)logprob;
+static void on_event_kill(int i, const bt_event *ev, void *ctx) {
+    (void)i;
     kill_ctx *k = ctx;
-    if (++k->seen == k->after)
+    if (ev->kind == BT_EVENT_TOKEN && k->rank > 0 && ++k->seen == k->after)
         bt_local_hub_kill(k->L->hub, k->rank);
 }
 
@@ -129,27 +129,18 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
     if ((st = bt_engine_new(L.t, g, v, &ep, &e, &err)) != BT_OK)
         goto done;
     kill_ctx kc = {.L = &L, .rank = o->kill_rank, .after = o->kill_after};
-    for (int i = 0; i < j->n_req && st == BT_OK; i++) {
-        int32_t ids[MAX_TOK];
-        make_prompt(hp.n_vocab, i, j->n_prompt[i], ids);
+    int32_t ids[MAX_REQ][MAX_TOK];
+    bt_test_job jobs[MAX_REQ];
+    for (int i = 0; i < j->n_req; i++) {
+        make_prompt(hp.n_vocab, i, j->n_prompt[i], ids[i]);
         bt_request_params rp = {
             .max_tokens = j->n_gen[i], .ignore_eos = true, .sampling = bt_sampler_default_params()};
         rp.sampling.temperature = j->temperature;
         rp.sampling.seed = j->seed;
         rp.n = j->n;
-        if (o->kill_rank > 0) {
-            rp.on_token = on_token_kill;
-            rp.ctx = &kc;
-        }
-        if ((st = bt_request_new(ids, j->n_prompt[i], &rp, bt_engine_n_ctx(e), &reqs[i], &err)) !=
-            BT_OK)
-            break;
-        bt_engine_submit(e, reqs[i]);
-        if (!o->concurrent)
-            st = bt_engine_run(e, &err);
+        jobs[i] = (bt_test_job){.prompt = ids[i], .n_prompt = j->n_prompt[i], .p = rp};
     }
-    if (st == BT_OK && o->concurrent)
-        st = bt_engine_run(e, &err);
+    st = bt_test_serve(e, j->n_req, jobs, !o->concurrent, reqs, on_event_kill, &kc, &err);
     for (int i = 0; i < j->n_req; i++) {
         const bt_request *r = reqs[i];
         if (!r)
@@ -173,14 +164,17 @@ static bt_status run_job(const char *model, const job *j, const run_opts *o, out
         }
     }
     if (preemptions) {
-        bt_engine_stats stats;
-        bt_engine_get_stats(e, &stats);
-        *preemptions = stats.preemptions;
+        bt_engine_metrics m;
+        bt_engine_get_metrics(e, &m);
+        *preemptions = m.preemptions_total;
     }
 done:
     if (st != BT_OK && run_msg_len)
         snprintf(run_msg, run_msg_len, "%s", err.msg);
-    if (launched && (!e || bt_engine_failed(e)))
+    bt_engine_metrics em;
+    if (e)
+        bt_engine_get_metrics(e, &em);
+    if (launched && (!e || em.failed))
         bt_launch_abort(&L, 1);
     bt_engine_free(e);
     if (launched) {
@@ -189,7 +183,7 @@ done:
             CHECK_EQ_INT(rc, 0);
     }
     for (int i = 0; i < j->n_req; i++)
-        bt_request_free(reqs[i]);
+        bt_request_unref(reqs[i]);
     bt_vocab_free(v);
     bt_gguf_free(g);
     return st;

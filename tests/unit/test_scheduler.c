@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "request.h"
+#include "request_impl.h"
 #include "scheduler.h"
 
 #define MAX_SEQS 16
