@@ -16,30 +16,29 @@ if (!exists("labels")) labels = "baton llama-server"
 if (!exists("title")) title = ""
 
 set datafile separator ","
-set terminal pngcairo size 900,560 font ",11"
+set terminal pngcairo size 900,560 font ",11" noenhanced
 set key top left Left reverse box opaque width 1
 set grid
 set logscale x 2
 set xlabel "concurrent clients (closed loop)"
 set style data linespoints
 
-# A row counts for label L in mode M only; other rows are skipped (1/0).
-sel(l, m, col) = (strcol(1) eq l && strcol(2) eq m) ? column(col) : 1/0
+# The rows of label L in mode M (read through grep: with rows of other labels in between,
+# gnuplot would break the line at every skipped row).
+rows(l, m) = "< grep '^" . l . "," . m . ",' " . csv
 
 set output outdir . "/load_tokps.png"
 set title "output tokens/s" . title
 set ylabel "output tokens/s"
 set yrange [0:*]
-plot for [l in labels] csv using (sel(l, "concurrency", 3)):(sel(l, "concurrency", 9)) \
-    skip 1 smooth unique with linespoints title l lw 2 pt 7
+plot for [l in labels] rows(l, "concurrency") using 3:9 smooth unique with linespoints title l lw 2 pt 7
 
 set output outdir . "/load_ttft_p99.png"
 set title "p99 time to first token" . title
 set ylabel "p99 TTFT (ms)"
 set logscale y 10
 set yrange [*:*]
-plot for [l in labels] csv using (sel(l, "concurrency", 3)):(sel(l, "concurrency", 12)) \
-    skip 1 smooth unique with linespoints title l lw 2 pt 7
+plot for [l in labels] rows(l, "concurrency") using 3:12 smooth unique with linespoints title l lw 2 pt 7
 
 stats csv using (strcol(2) eq "poisson" ? 1 : 0) skip 1 nooutput
 if (STATS_sum > 0) {
@@ -47,6 +46,5 @@ if (STATS_sum > 0) {
     set title "p99 time to first token, Poisson arrivals" . title
     set xlabel "arrival rate (requests/s)"
     set ylabel "p99 TTFT (ms)"
-    plot for [l in labels] csv using (sel(l, "poisson", 4)):(sel(l, "poisson", 12)) \
-        skip 1 smooth unique with linespoints title l lw 2 pt 7
+    plot for [l in labels] rows(l, "poisson") using 4:12 smooth unique with linespoints title l lw 2 pt 7
 }

@@ -6,6 +6,14 @@
 #
 #   tests/bench/serve_compare.sh [--out DIR] [--rounds R] [--concurrency "1 2 4 8 16"]
 #                                [--rates "0.5 1 2 4"] [--max-tokens N] [--systems "..."]
+#                                [--requests N]  (per point; default load.py's)
+#                                [--kinds K]     (load.py's prompt kinds, default all)
+#                                [--nice N]      (the whole run at scheduling priority N: on a
+#                                shared machine, -15 keeps other users' builds from deciding
+#                                the numbers; llama.cpp's spinning thread barrier suffers most.
+#                                With the kernel's autogroups on, a process's nice value only
+#                                counts within its session, so the run moves to a session of its
+#                                own (setsid) and sets that group's nice, /proc/self/autogroup)
 #
 # Systems (labels in the output): baton-1stage (singleton, 1 in-process stage, --threads 2),
 # baton-2stages (deploy/baton-run --stages 2: mpirun -np 3, 1 thread per stage),
@@ -24,6 +32,11 @@ rates="0.5 1 2 4"
 max_tokens=64
 systems="baton-1stage baton-2stages llama-server"
 ctx=2048
+requests=()
+kinds=short,medium,long
+prio=()
+nice_arg=""
+args=("$@")
 port=${BT_BENCH_PORT:-18080}
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -33,10 +46,18 @@ while [[ $# -gt 0 ]]; do
     --rates) rates=$2; shift 2 ;;
     --max-tokens) max_tokens=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --requests) requests=(--requests "$2"); shift 2 ;;
+    --kinds) kinds=$2; shift 2 ;;
+    --nice) prio=(nice -n "$2"); nice_arg=$2; shift 2 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "serve_compare: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+if [[ -n $nice_arg && $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null) == 1 &&
+    -z ${BT_BENCH_AUTOGROUP:-} ]]; then
+    exec setsid -w env BT_BENCH_AUTOGROUP=1 bash -c 'echo "$1" >/proc/self/autogroup && shift && exec "$@"' \
+        _ "$nice_arg" "$0" "${args[@]}"
+fi
 mkdir -p "$out"
 model=${BATON_MODEL:-$("$root/deploy/fetch-model.sh")}
 baton=${BATON:-$root/build/coordinator/baton}
@@ -63,17 +84,17 @@ start() {
     local kv=$((slots * ctx))
     case $sys in
     baton-1stage)
-        "$baton" serve --model "$model" --threads 2 --port "$port" --ctx "$ctx" \
+        ${prio[@]+"${prio[@]}"} "$baton" serve --model "$model" --threads 2 --port "$port" --ctx "$ctx" \
             --max-seqs "$slots" --kv-tokens "$kv" 2>>"$out/$sys.log" &
         ;;
     baton-2stages)
-        "$root/deploy/baton-run" --stages 2 --baton "$baton" serve --model "$model" \
+        ${prio[@]+"${prio[@]}"} "$root/deploy/baton-run" --stages 2 --baton "$baton" serve --model "$model" \
             --port "$port" --ctx "$ctx" --max-seqs "$slots" --kv-tokens "$kv" \
             --split compute 2>>"$out/$sys.log" &
         ;;
     llama-server)
         probe=/health
-        "$llama" -m "$model" --threads 2 --threads-batch 2 -np "$slots" --ctx-size "$kv" \
+        ${prio[@]+"${prio[@]}"} "$llama" -m "$model" --threads 2 --threads-batch 2 -np "$slots" --ctx-size "$kv" \
             --host 127.0.0.1 --port "$port" --no-webui >>"$out/$sys.log" 2>&1 &
         ;;
     *) echo "serve_compare: unknown system '$sys'" >&2; exit 2 ;;
@@ -93,8 +114,9 @@ start() {
 load() { # load LABEL ARGS...
     local label=$1
     shift
-    python3 "$here/load.py" --url "http://127.0.0.1:$port" --label "$label" \
-        --max-tokens "$max_tokens" --jsonl "$out/load.jsonl" --csv "$out/load.csv" "$@" ||
+    ${prio[@]+"${prio[@]}"} python3 "$here/load.py" --url "http://127.0.0.1:$port" --label "$label" \
+        --max-tokens "$max_tokens" --kinds "$kinds" --jsonl "$out/load.jsonl" --csv "$out/load.csv" \
+        ${requests[@]+"${requests[@]}"} "$@" ||
         echo "serve_compare: $label: some requests failed (see $out/load.jsonl)" >&2
 }
 
