@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages baton needs to build, test and fetch its model.
+# Install the Debian 12 packages baton needs to build, test and fetch its model (python3-venv
+# and chromium: the server tests' venv and the chat page test, tests/server/).
 # Idempotent: when every package is already installed, apt is not touched at all.
 # Usage: deploy/install-deps.sh            (as root, or with sudo available)
 set -euo pipefail
@@ -11,6 +12,7 @@ PACKAGES=(
     libzstd-dev libpcre2-dev libmicrohttpd-dev libjansson-dev
     clang libclang-rt-14-dev
     unzip python3 python3-pip curl time
+    python3-venv chromium
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CI test run: packages, model, a -Werror build with every ctest, then an ASan/UBSan build
-# running the unit tests and the fuzz corpus replays, then a clang libFuzzer build (libraries
+# The CI test run: packages, model, the server tests' venv, a -Werror build with every ctest,
+# then an ASan/UBSan build running the unit tests, the fuzz corpus replays and the server e2e
+# tests (label server_asan), then a clang libFuzzer build (libraries
 # instrumented too) that replays the corpora and fuzzes every target for a bounded time.
 # Exits non-zero on any failure, a fuzzer's crash, leak or timeout included.
 # Usage: deploy/test.sh                    (from any directory)
@@ -33,6 +34,18 @@ step "model"
 BATON_MODEL=$(deploy/fetch-model.sh)
 export BATON_MODEL
 
+step "server tests' Python venv (tests/server/setup_venv.sh)"
+# The server tests (ctest -L server) run from this venv; without PyPI they are skipped (77).
+[[ $B == /* ]] && venv_dir="$B/server-venv" || venv_dir="$ROOT/$B/server-venv"
+export BT_SERVER_VENV="${BT_SERVER_VENV:-$venv_dir}"
+venv_rc=0
+tests/server/setup_venv.sh >/dev/null || venv_rc=$?
+if [[ $venv_rc -eq 77 ]]; then
+    echo "test.sh: PyPI unreachable: the server tests will be skipped"
+elif [[ $venv_rc -ne 0 ]]; then
+    exit "$venv_rc"
+fi
+
 step "build (Werror)"
 BT_BUILD_DIR="$B" deploy/build.sh -DBT_WERROR=ON -DBT_SANITIZE=OFF
 
@@ -46,6 +59,9 @@ step "ctest: unit + fuzz replay under sanitizers"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 ctest --test-dir "$B-asan" --output-on-failure -j"$JOBS" --timeout 600 -L 'unit|fuzz'
+
+step "ctest: the server e2e tests under sanitizers (openai client, status codes, load)"
+ctest --test-dir "$B-asan" --output-on-failure -j"$JOBS" --timeout 900 -L server_asan
 
 step "$B-fuzz (clang, libFuzzer on instrumented libraries, ASan+UBSan, Werror)"
 CC=clang BT_BUILD_DIR="$B-fuzz" deploy/build.sh -DBT_FUZZ=ON -DBT_SANITIZE=ON -DBT_WERROR=ON
