@@ -31,7 +31,7 @@
 
 #include "status.h"
 
-#define BT_PROTOCOL_VERSION 2
+#define BT_PROTOCOL_VERSION 3
 #define BT_FRAME_MAGIC 0x314e5442u
 #define BT_FRAME_HEADER_BYTES 24
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stage_layout.h" /* BT_SCORE_ROWS */
+
 static void *arena_alloc(void *data, size_t size) {
     bt_arena *a = data;
     size_t off = (a->used + 15) & ~(size_t)15;
@@ -175,11 +177,24 @@ bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, in
     if (n > (size_t)max_batch)
         return bt_error_set(err, BT_ERR_PROTOCOL, "StageBatch %llu: %zu rows > max_batch %d", step,
                             n, max_batch);
-    if (b->n_pos != n || b->n_token != n || b->n_want != n)
+    if (b->n_pos != n || b->n_token != n || b->n_want != n ||
+        (b->n_target != 0 && b->n_target != n))
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "StageBatch %llu: row arrays differ in length (seq %zu, pos %zu, "
-                            "token %zu, want %zu)",
-                            step, n, b->n_pos, b->n_token, b->n_want);
+                            "token %zu, want %zu, target %zu)",
+                            step, n, b->n_pos, b->n_token, b->n_want, b->n_target);
+    size_t n_scored = 0;
+    for (size_t i = 0; i < b->n_target; i++) {
+        if (b->target[i] < -1 || b->target[i] >= n_vocab)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageBatch %llu row %zu: target %d not -1 or in [0, %d)", step, i,
+                                b->target[i], n_vocab);
+        n_scored += b->target[i] >= 0;
+    }
+    if (n_scored > BT_SCORE_ROWS)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "StageBatch %llu: %zu rows with a target > BT_SCORE_ROWS %d", step,
+                            n_scored, BT_SCORE_ROWS);
     for (size_t i = 0; i < n; i++) {
         if (b->seq[i] < 0 || b->seq[i] >= max_seqs)
             return bt_error_set(err, BT_ERR_PROTOCOL,
@@ -243,6 +258,15 @@ bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_bat
     if (n > (size_t)max_batch)
         return bt_error_set(err, BT_ERR_PROTOCOL, "SampleResults %llu: %zu results > max_batch %d",
                             step, n, max_batch);
+    if (r->n_target_logprob > (size_t)max_batch)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SampleResults %llu: %zu target_logprob > max_batch %d", step,
+                            r->n_target_logprob, max_batch);
+    for (size_t i = 0; i < r->n_target_logprob; i++)
+        if (!(r->target_logprob[i] <= 0.0f))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "SampleResults %llu: target_logprob[%zu] %g is not <= 0", step, i,
+                                (double)r->target_logprob[i]);
     for (size_t i = 0; i < n; i++) {
         if (r->token[i] < 0 || r->token[i] >= n_vocab)
             return bt_error_set(err, BT_ERR_PROTOCOL,

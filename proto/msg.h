@@ -55,8 +55,9 @@ bt_status bt_msg_unpack(const bt_frame_view *f, bt_msg_kind kind, bt_arena *a,
  * and write only err. BT_ERR_PROTOCOL naming the row or op, the field and its value;
  * BT_ERR_INVALID_ARG when a limit is < 1.
  *
- * bt_msg_check_stage_batch: row arrays (seq, pos, token, want, prefill) of equal length and
- * at most max_batch rows; seq in [0, max_seqs); token in [0, n_vocab); a wanted row is its
+ * bt_msg_check_stage_batch: row arrays (seq, pos, token, want; target empty or one per row)
+ * of equal length and at most max_batch rows; seq in [0, max_seqs); token in [0, n_vocab);
+ * target -1 or in [0, n_vocab), at most BT_SCORE_ROWS of them set; a wanted row is its
  * sequence's last row in the batch (so a batch has at most max_seqs wanted rows); op kinds
  * known, op seq (and a FORK's dst) in [0, max_seqs), n_tokens >= 0; new_seqs ids in
  * [0, max_seqs). Left to the stage: sampling parameter values, the payload length, and
@@ -65,9 +66,10 @@ bt_status bt_msg_check_stage_batch(const Baton__StageBatch *b, int max_batch, in
                                    int n_vocab, bt_error *err);
 
 /* bt_msg_check_sample_results: seq, token and logprob arrays of equal length, at most
- * max_batch results; token in [0, n_vocab); logprob a number <= 0 (a log-probability).
- * Left to the scheduler: the step, the number of results and their seq ids, which it
- * compares with the batch it sent. */
+ * max_batch results; token in [0, n_vocab); logprob a number <= 0 (a log-probability); at
+ * most max_batch target_logprob, each a number <= 0. Left to the scheduler: the step, the
+ * number of results (and of target_logprob) and their seq ids, which it compares with the
+ * batch it sent. */
 bt_status bt_msg_check_sample_results(const Baton__SampleResults *r, int max_batch, int n_vocab,
                                       bt_error *err);
 

@@ -27,10 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stage_layout.h" /* BT_KV_BLOCK_TOKENS */
 #include "status.h"
 #include "tensor_type.h"
-
-#define BT_KV_BLOCK_TOKENS 16
 
 typedef struct bt_kv_params {
     int n_layer; /* layers of this stage */

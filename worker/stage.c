@@ -39,7 +39,7 @@ bt_stage_params bt_stage_default_params(void) {
     p.max_batch = 512;
     p.max_seqs = 64;
     p.max_seq_tokens = 0;
-    p.kv_type = BT_TYPE_F16;
+    p.kv_type = BT_TYPE_F16; /* BT_KV_ELEM_BYTES (stage_layout.h) is its size */
     p.numerics = BT_NUMERICS_FAST;
     return p;
 }

@@ -16,6 +16,7 @@
 #include "stage_loop.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "proc_space.h"
 #include "sampler.h"
 #include "stage.h"
+#include "stage_layout.h"
 
 #define ARENA_BYTES (4u << 20)
 #define MAX_BATCH_LIMIT 65536
@@ -71,8 +73,11 @@ typedef struct bt_stage_loop {
     uint8_t *hist_partial;      /* [max_seqs] a TRUNCATE left tokens in the history that the
                                    sequence no longer has: penalties would be wrong */
     float *act_in, *act_out;    /* [max_batch][n_embd] */
-    float *logits;              /* [max_seqs][n_vocab] last stage only */
+    float *logits;              /* [n_logit_rows][n_vocab] last stage only */
+    int n_logit_rows;           /* min(max_batch, min(max_seqs, max_batch) + BT_SCORE_ROWS) */
     uint8_t *want;              /* [max_batch] */
+    uint8_t *need_logits;       /* [max_batch] want or a target: the forward's logit rows */
+    float *res_target_lp;       /* [BT_SCORE_ROWS] */
     int32_t *res_seq, *res_tok; /* [max_seqs] */
     float *res_lp;              /* [max_seqs] */
     uint32_t *res_ntop;         /* [max_seqs] */
@@ -269,18 +274,23 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     L->act_in = alloc_zero(B * E, sizeof(float));
     L->act_out = alloc_zero(B * E, sizeof(float));
     L->want = alloc_zero(B, 1);
+    L->need_logits = alloc_zero(B, 1);
+    L->res_target_lp = alloc_zero(BT_SCORE_ROWS, sizeof(float));
     L->res_seq = alloc_zero(S, sizeof(int32_t));
     L->res_tok = alloc_zero(S, sizeof(int32_t));
     L->res_lp = alloc_zero(S, sizeof(float));
     L->res_ntop = alloc_zero(S, sizeof(uint32_t));
     L->res_top_tok = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(int32_t));
     L->res_top_lp = alloc_zero(S * BT_MAX_TOP_LOGPROBS, sizeof(float));
-    if (!L->act_in || !L->act_out || !L->want || !L->res_seq || !L->res_tok || !L->res_lp ||
-        !L->res_ntop || !L->res_top_tok || !L->res_top_lp)
+    if (!L->act_in || !L->act_out || !L->want || !L->need_logits || !L->res_target_lp ||
+        !L->res_seq || !L->res_tok || !L->res_lp || !L->res_ntop || !L->res_top_tok ||
+        !L->res_top_lp)
         return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for %zu rows", B);
     if (bt_stage_is_last(L->stage)) {
-        size_t rows = S < B ? S : B; /* at most one sampled row per sequence per batch */
-        L->logits = alloc_zero(rows * (size_t)L->n_vocab, sizeof(float));
+        /* At most one sampled row per sequence per batch, and BT_SCORE_ROWS scored ones. */
+        size_t rows = (S < B ? S : B) + BT_SCORE_ROWS;
+        L->n_logit_rows = (int)(rows < B ? rows : B);
+        L->logits = alloc_zero((size_t)L->n_logit_rows * (size_t)L->n_vocab, sizeof(float));
         L->seqs = alloc_zero(S, sizeof *L->seqs);
         L->seq_has_params = alloc_zero(S, 1);
         L->n_prompt = alloc_zero(S, sizeof(int32_t));
@@ -321,6 +331,8 @@ static void teardown(loop *L) {
     free(L->act_out);
     free(L->logits);
     free(L->want);
+    free(L->need_logits);
+    free(L->res_target_lp);
     free(L->res_seq);
     free(L->res_tok);
     free(L->res_lp);
@@ -349,6 +361,9 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     bt_proc_space(space, sizeof space);
     r.pid = (uint32_t)getpid();
     r.proc_space = space;
+    r.kv_block_tokens = BT_KV_BLOCK_TOKENS;
+    r.decode_group = BT_DECODE_GROUP;
+    r.score_rows = BT_SCORE_ROWS;
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
 }
 
@@ -532,6 +547,19 @@ static bt_status send_next(loop *L, size_t len, bt_error *err) {
     }
 }
 
+/* log_softmax(logits)[target], as perplexity has always computed it (float max, double sum):
+ * the scalar arithmetic, not the SIMD bt_log_sum_exp, so that a score does not depend on the
+ * CPU's kernel family. */
+static float target_logprob(const float *logits, int n_vocab, int32_t target) {
+    float mx = logits[0];
+    for (int v = 1; v < n_vocab; v++)
+        mx = logits[v] > mx ? logits[v] : mx;
+    double sum = 0.0;
+    for (int v = 0; v < n_vocab; v++)
+        sum += exp((double)(logits[v] - mx));
+    return (float)((double)(logits[target] - mx) - log(sum));
+}
+
 static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b, bt_error *err) {
     bt_status st = check_batch(L, b, f, err);
     if (st != BT_OK)
@@ -548,6 +576,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
     int n_want = 0;
     for (int i = 0; i < n; i++) {
         L->want[i] = (uint8_t)(b->want[i] != 0);
+        L->need_logits[i] = (uint8_t)(L->want[i] || (b->n_target && b->target[i] >= 0));
         n_want += L->want[i];
         if (last && L->want[i] && !L->seq_has_params[b->seq[i]])
             return bt_error_set(err, BT_ERR_PROTOCOL,
@@ -556,7 +585,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
     }
     if (n > 0) {
         bt_batch batch = {
-            .n_rows = n, .seq = b->seq, .pos = b->pos, .token = b->token, .logits = L->want};
+            .n_rows = n, .seq = b->seq, .pos = b->pos, .token = b->token, .logits = L->need_logits};
         st = forward_live(L, &batch, L->rank == 1 ? NULL : L->act_in, L->act_out, L->logits, err);
         if (st != BT_OK)
             return st;
@@ -591,9 +620,14 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
         bool generated = L->seq_has_params[s] && b->pos[i] >= L->n_prompt[s];
         bt_sampler_hist_add(L->hist, s, b->token[i], generated);
     }
-    int k = 0;
+    int k = 0, n_scored = 0;
     size_t n_top = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0, row = -1; i < n; i++) {
+        if (!L->need_logits[i])
+            continue;
+        const float *logits = L->logits + (size_t)(++row) * (size_t)L->n_vocab;
+        if (b->n_target && b->target[i] >= 0)
+            L->res_target_lp[n_scored++] = target_logprob(logits, L->n_vocab, b->target[i]);
         if (!L->want[i])
             continue;
         int32_t s = b->seq[i];
@@ -606,8 +640,7 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
         int32_t n_generated = b->pos[i] + 1 - L->n_prompt[s];
         bt_sampler_history h = bt_sampler_hist_view(L->hist, s, n_generated > 0 ? n_generated : 0);
         bt_sample *out = &L->sample;
-        bt_sampler_sample(L->sampler, sp, &h, b->pos[i] + 1,
-                          L->logits + (size_t)k * (size_t)L->n_vocab, out);
+        bt_sampler_sample(L->sampler, sp, &h, b->pos[i] + 1, logits, out);
         L->res_seq[k] = s;
         L->res_tok[k] = out->token;
         L->res_lp[k] = out->logprob;
@@ -631,6 +664,8 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
         r.top_token = L->res_top_tok;
         r.top_logprob = L->res_top_lp;
     }
+    r.n_target_logprob = (size_t)n_scored;
+    r.target_logprob = L->res_target_lp;
     r.compute_us = (uint64_t)(bt_now_us() - t0);
     return send_msg(L, 0, BT_MSG_SAMPLE_RESULTS, &r.base, err);
 }

@@ -16,18 +16,14 @@ void bt_model_flags_init(bt_model_flags *f) {
     memset(f, 0, sizeof *f);
 }
 
-bt_status bt_model_flags_runner(bt_model_flags *f, bt_runner_params *out, bt_error *err) {
-    bt_runner_params p = bt_runner_default_params();
-    p.model_path = f->model;
-    if (!p.model_path) {
+bt_status bt_model_flags_path(bt_model_flags *f, const char **path, bt_error *err) {
+    *path = f->model;
+    if (!*path) {
         bt_status st = bt_cli_default_model(f->default_model, sizeof f->default_model, err);
         if (st != BT_OK)
             return st;
-        p.model_path = f->default_model;
+        *path = f->default_model;
     }
-    p.n_threads = (int)f->threads;
-    p.n_ctx = (int)f->ctx;
-    *out = p;
     return BT_OK;
 }
 
@@ -165,10 +161,10 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     memset(s, 0, sizeof *s);
     bt_error err;
     bt_error_init(&err);
-    bt_runner_params rp;
+    const char *model_path = NULL;
     bt_engine_params ep = bt_engine_default_params();
     bt_hparams hp;
-    bt_status st = bt_model_flags_runner(mf, &rp, &err);
+    bt_status st = bt_model_flags_path(mf, &model_path, &err);
     if (st == BT_OK)
         st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
     if (st == BT_OK)
@@ -177,13 +173,13 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         st = bt_numerics_parse(cf->numerics, &ep.cluster.numerics, &err);
     if (st != BT_OK)
         goto fail;
-    if ((st = bt_gguf_open(rp.model_path, &s->gguf, &err)) != BT_OK ||
+    if ((st = bt_gguf_open(model_path, &s->gguf, &err)) != BT_OK ||
         (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
         (st = bt_stage_check_model(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     /* The default is capped like --threads, so a many-core host is not refused by a stage. */
-    s->n_threads = rp.n_threads > 0 ? rp.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->n_threads = mf->threads > 0 ? (int)mf->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads > BT_THREADPOOL_MAX_THREADS)
         s->n_threads = BT_THREADPOOL_MAX_THREADS;
     int n_ctx = mf->ctx ? (int)mf->ctx : bt_hparams_default_ctx(&hp);

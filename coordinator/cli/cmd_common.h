@@ -13,7 +13,6 @@
 #include "engine.h"
 #include "launch.h"
 #include "request.h"
-#include "runner.h"
 #include "threadpool.h"
 
 typedef struct bt_model_flags {
@@ -38,11 +37,11 @@ typedef struct bt_model_flags {
     }
 
 void bt_model_flags_init(bt_model_flags *f);
-/* Runner parameters from the flags (model defaulted, see bt_cli_default_model). Fails when
- * no default path can be formed (BT_ERR_NOT_FOUND). */
-bt_status bt_model_flags_runner(bt_model_flags *f, bt_runner_params *out, bt_error *err);
+/* The model path of the flags: --model, else the default (bt_cli_default_model, kept in f).
+ * Fails when no default path can be formed (BT_ERR_NOT_FOUND). */
+bt_status bt_model_flags_path(bt_model_flags *f, const char **path, bt_error *err);
 
-/* Flags of the commands that run on the cluster (generate, bench). */
+/* Flags of the commands that run on the cluster (generate, bench, perplexity). */
 typedef struct bt_cluster_flags {
     const char *codec, *layers, *split, *numerics;
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,

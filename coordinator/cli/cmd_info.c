@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "hparams.h"
 #include "split.h"
+#include "stage_layout.h"
 #include "tensor_type.h"
 #include "vocab.h"
 
@@ -37,11 +38,11 @@ int bt_cmd_info(int argc, char **argv) {
 
     bt_error err;
     bt_error_init(&err);
-    bt_runner_params rp;
+    const char *model_path = NULL;
     bt_gguf *g = NULL;
     bt_vocab *v = NULL;
-    bt_status st = bt_model_flags_runner(&mf, &rp, &err);
-    if (st != BT_OK || (st = bt_gguf_open(rp.model_path, &g, &err)) != BT_OK)
+    bt_status st = bt_model_flags_path(&mf, &model_path, &err);
+    if (st != BT_OK || (st = bt_gguf_open(model_path, &g, &err)) != BT_OK)
         goto done;
     bt_hparams hp;
     if ((st = bt_hparams_load(g, &hp, &err)) != BT_OK)
@@ -51,7 +52,7 @@ int bt_cmd_info(int argc, char **argv) {
 
     bt_str name = {"", 0};
     bt_gguf_get_str(g, "general.name", &name, NULL);
-    printf("model:        %s\n", rp.model_path);
+    printf("model:        %s\n", model_path);
     printf("name:         %.*s\n", (int)name.len, name.ptr);
     printf("gguf:         v%u, %zu metadata keys, %zu tensors, %.1f MiB\n", bt_gguf_version(g),
            bt_gguf_n_kv(g), bt_gguf_n_tensors(g), (double)bt_gguf_file_size(g) / MIB);
@@ -87,8 +88,7 @@ int bt_cmd_info(int argc, char **argv) {
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
     int n_ctx = mf.ctx ? (int)mf.ctx : bt_hparams_default_ctx(&hp);
-    /* K and V in f16, the stages' default. */
-    uint64_t kv_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    uint64_t kv_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
     double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
     printf("kv cache:     %.1f MiB for %d tokens (f16, %.1f KiB per token)\n", kv_bytes / MIB,
            n_ctx, kv_bytes / n_ctx / 1024.0);

@@ -72,12 +72,12 @@ int bt_cmd_tokenize(int argc, char **argv) {
     char *text = NULL;
     int32_t *ids = NULL;
     size_t len = prompt ? strlen(prompt) : 0, n = 0;
-    bt_runner_params rp;
+    const char *model_path = NULL;
     bt_status st = BT_OK;
     if (file && (st = bt_read_text_file(file, TEXT_MAX_BYTES, &text, &len, &err)) != BT_OK)
         goto done;
-    if ((st = bt_model_flags_runner(&mf, &rp, &err)) != BT_OK ||
-        (st = bt_gguf_open(rp.model_path, &g, &err)) != BT_OK)
+    if ((st = bt_model_flags_path(&mf, &model_path, &err)) != BT_OK ||
+        (st = bt_gguf_open(model_path, &g, &err)) != BT_OK)
         goto done;
     if ((st = bt_vocab_load(g, &v, &err)) != BT_OK)
         goto done;

@@ -1,7 +1,7 @@
 /*
  * beam.h - the arithmetic of beam search, on the coordinator: choosing the next beams from
  * the candidates of the live ones, and the set of finished hypotheses. The scheduler
- * (scheduler.c) owns the beams' sequences and applies the choices with FORK/FREE ops.
+ * (sched_family.c) owns the beams' sequences and applies the choices with FORK/FREE ops.
  *
  * One step (Hugging Face semantics): every live beam b, with cumulative logprob cum[b],
  * brings its top 2W (token, logprob) candidates. All candidates are ranked by cum[b] +

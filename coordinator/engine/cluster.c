@@ -13,6 +13,7 @@
 #include "msg.h"
 #include "proc_space.h"
 #include "request_impl.h"
+#include "stage_layout.h"
 #include "sampling.h"
 #include "stage_loop.h"
 
@@ -102,8 +103,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_status st = bt_hparams_load(c->g, &hp, err);
     if (st != BT_OK)
         return st;
-    /* f16 KV: 2 bytes per element, K and V. */
-    uint64_t kv_per_token_layer = 2ull * (uint64_t)bt_hparams_kv_dim(&hp) * 2ull;
+    uint64_t kv_per_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
     c->n_vocab = hp.n_vocab;
     if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
                             c->p.layers, &c->split, err)) != BT_OK)
@@ -151,6 +151,12 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         bt_arena_reset(&c->arena);
         if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
             return bt_error_wrap(err, "handshake from rank %d", from), st;
+        /* A stage that has answered heartbeats while it waits for the others to load. */
+        if (f.kind == BT_MSG_HEARTBEAT && from >= 1 && from <= c->n_stages &&
+            c->stages[from - 1].rank) {
+            c->stages[from - 1].last_seen_us = bt_now_us();
+            continue;
+        }
         if (f.kind == BT_MSG_ERROR &&
             bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
             Baton__Error *e = (Baton__Error *)m;
@@ -173,6 +179,20 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
                                 "kv_tokens %u or a different model",
                                 from, r->protocol_version, r->layer_begin, r->layer_end,
                                 r->kv_tokens);
+        /* The scheduler counts blocks, rounds decode rows and caps scored rows with the
+         * coordinator's constants (stage_layout.h): the stage must have been built with the
+         * same, and hold the KV it says for the tokens it says. */
+        uint64_t kv_want =
+            (uint64_t)r->kv_tokens * kv_per_token_layer * (uint64_t)(r->layer_end - r->layer_begin);
+        if (r->kv_block_tokens != BT_KV_BLOCK_TOKENS || r->decode_group != BT_DECODE_GROUP ||
+            r->score_rows != BT_SCORE_ROWS || r->kv_bytes != kv_want)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "stage rank %d was built with kv_block_tokens %u, decode_group "
+                                "%u, score_rows %u and holds %llu KV bytes for %u tokens; this "
+                                "coordinator has %d, %d, %d and expects %llu bytes",
+                                from, r->kv_block_tokens, r->decode_group, r->score_rows,
+                                (unsigned long long)r->kv_bytes, r->kv_tokens, BT_KV_BLOCK_TOKENS,
+                                BT_DECODE_GROUP, BT_SCORE_ROWS, (unsigned long long)kv_want);
         bt_stage_report *rep = &c->stages[s];
         rep->rank = from;
         rep->layer_begin = (int)r->layer_begin;
@@ -264,6 +284,10 @@ bt_status bt_cluster_send_batch(bt_cluster *c, const bt_sched_batch *b, bt_error
     for (int i = 0; i < b->n_rows; i++)
         c->want[i] = b->want[i];
     m.want = c->want;
+    if (b->n_scored > 0) { /* target is sent only when some row has one */
+        m.n_target = (size_t)b->n_rows;
+        m.target = (int32_t *)b->target;
+    }
     for (int i = 0; i < b->n_ops; i++) {
         Baton__SeqOp *op = &c->ops[i];
         baton__seq_op__init(op);
@@ -450,6 +474,8 @@ static bt_status handle_frame(bt_cluster *c, const void *buf, size_t len, int fr
         res->n_top = r->n_n_top ? r->n_top : NULL;
         res->top_token = r->n_n_top ? r->top_token : NULL;
         res->top_logprob = r->n_n_top ? r->top_logprob : NULL;
+        res->n_scored = (int)r->n_target_logprob;
+        res->scored_logprob = r->target_logprob;
         return BT_OK;
     }
     default:

@@ -98,9 +98,11 @@ typedef struct bt_cluster_results {
     uint64_t step;
     const int32_t *seq, *token;
     const float *logprob;
-    const uint32_t *n_top;    /* [n] or NULL when no result carries alternatives */
-    const int32_t *top_token; /* [sum n_top] */
-    const float *top_logprob; /* [sum n_top] */
+    const uint32_t *n_top;       /* [n] or NULL when no result carries alternatives */
+    const int32_t *top_token;    /* [sum n_top] */
+    const float *top_logprob;    /* [sum n_top] */
+    int n_scored;                /* rows of the step that had a target (prompt scoring) */
+    const float *scored_logprob; /* [n_scored] their log-probabilities, in row order */
 } bt_cluster_results;
 
 /* What bt_cluster_poll checks of a SampleResults before handing it on (pure: reads r, writes

@@ -297,6 +297,7 @@ static void on_done(bt_request *g, void *ctx) {
                    .finish = g->finish,
                    .n_generated = g->n_generated,
                    .usage_prompt_tokens = g->n_prompt,
+                   .prompt_logprobs = g->p.score_prompt ? g->logprobs : NULL,
                    .usage_completion_tokens = completion_tokens(g),
                    .n_preemptions = n_pre,
                    .t_submit_us = g->t_submit,
@@ -510,7 +511,9 @@ bt_status bt_engine_serve(bt_engine *e, bt_error *err) {
                                .logprob = res.logprob,
                                .n_top = res.n_top,
                                .top_token = res.top_token,
-                               .top_logprob = res.top_logprob};
+                               .top_logprob = res.top_logprob,
+                               .n_scored = res.n_scored,
+                               .scored_logprob = res.scored_logprob};
         st = bt_sched_on_results_top(e->sched, &sr, err);
         bt_engine_reap(e);
         if (st != BT_OK)

@@ -156,7 +156,8 @@ typedef struct bt_event {
     int32_t usage_completion_tokens; /* every sampled token of every branch */
     int n_preemptions;
     /* p->score_prompt requests (perplexity): logprob of prompt token i given tokens [0, i),
-     * for i in [1, usage_prompt_tokens); [0] is 0. NULL otherwise. */
+     * for i in [max(1, p->score_from), usage_prompt_tokens); the others are 0. NULL
+     * otherwise. */
     const float *prompt_logprobs;
     int64_t t_submit_us, t_admit_us, t_first_token_us, t_done_us; /* bt_now_us; 0: never */
 } bt_event;

@@ -25,7 +25,8 @@ bt_status bt_engine_submit(bt_engine *e, const int32_t *prompt, int32_t n_prompt
     bt_status st = bt_request_params_validate(p, e->info.n_vocab, err);
     if (st != BT_OK)
         return st;
-    if ((int64_t)n_prompt + 1 > e->info.n_ctx)
+    /* A scoring request computes positions [0, n_prompt - 1) only (request.h). */
+    if ((int64_t)n_prompt + (p->score_prompt ? 0 : 1) > e->info.n_ctx)
         return bt_error_set(err, BT_ERR_LIMIT,
                             "the prompt is %d tokens and the context holds %d tokens, prompt and "
                             "generated together (at most %d prompt tokens)",

@@ -209,6 +209,13 @@ bt_status bt_request_params_validate(const bt_request_params *p, int32_t n_vocab
     } else if (p->early_stopping) {
         return bt_error_set(err, BT_ERR_INVALID_ARG, "early_stopping needs beam_width > 0");
     }
+    if (p->score_from < 0)
+        return bt_error_set(err, BT_ERR_RANGE, "score_from %d is negative", p->score_from);
+    if (p->score_prompt && (n_of(p) > 1 || best_of_of(p) > 1 || p->beam_width > 0))
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "score_prompt scores one prompt: n %d, best_of %d and beam_width %d "
+                            "must be 1, 1 and 0",
+                            n_of(p), best_of_of(p), p->beam_width);
     return BT_OK;
 }
 
@@ -256,7 +263,8 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
     *out = NULL;
     if (n_prompt < 1)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "the prompt is empty");
-    if (n_prompt >= n_ctx)
+    /* A scoring request computes positions [0, n_prompt - 1) only. */
+    if (p->score_prompt ? n_prompt > n_ctx : n_prompt >= n_ctx)
         return bt_error_set(err, BT_ERR_LIMIT,
                             "prompt is %d tokens; the context holds %d including the generated "
                             "tokens",
@@ -265,8 +273,8 @@ bt_status bt_request_new(const int32_t *prompt, int32_t n_prompt, const bt_reque
     if (st != BT_OK)
         return st;
     int64_t cap = (int64_t)n_prompt + p->max_tokens;
-    if (cap > n_ctx)
-        cap = n_ctx;
+    if (cap > n_ctx || p->score_prompt)
+        cap = p->score_prompt ? n_prompt : n_ctx;
     bt_request_params gp = *p;
     gp.n = n_of(p);
     gp.best_of = best_of_of(p);

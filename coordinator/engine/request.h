@@ -70,7 +70,15 @@ typedef struct bt_request_params {
     /* n 0 = 1 and best_of 0 = n for callers that fill the struct by hand; start from
      * bt_request_default_params*() (skip_special_tokens is true there, not 0). */
     bt_sampler_params sampling; /* beam search overrides temperature and top_logprobs */
-    int32_t n_stop;             /* [0, 16] */
+    /* Prompt scoring (perplexity; not an API parameter): no generation (max_tokens, sampling
+     * and stop strings do not apply; n 1, no best_of, no beams). Rows [0, n_prompt - 1) are
+     * computed; the DONE event's prompt_logprobs[i] is log p(prompt[i] | prompt[0, i)) for i
+     * in [score_from, n_prompt), the raw log-softmax of the model's logits; the others are 0
+     * (finish LENGTH). n_prompt may equal the context: position n_prompt - 1 is not computed. */
+    bool score_prompt;
+    int32_t score_from; /* score_prompt: first token scored, >= 0 (0 and 1: every token
+                           from 1); the rows before it are computed without logits */
+    int32_t n_stop;     /* [0, 16] */
     char stop[BT_MAX_STOP][BT_STOP_MAX_BYTES + 1]; /* NUL-terminated, 1..256 bytes */
     bt_request_token_fn on_token;                  /* may be NULL */
     bt_request_text_fn on_text;                    /* may be NULL */

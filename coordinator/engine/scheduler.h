@@ -20,26 +20,17 @@
  * Sampling is a function of (seed, position), so a recomputed sequence samples the same
  * tokens it would have.
  *
- * Several completions of one request (request.h): slots for all of a group's children are
- * reserved when the group is admitted (so forks never wait for a slot).
- *   - n/best_of: the group prefills positions [0, n_prompt - 1) of its prompt (no sample),
- *     then, in the next micro-batch, best_of branches take over: branch 0 takes the group's
- *     sequence, the others are FORKs of it; each branch then decodes the last prompt token
- *     and samples its first token with its own seed (request.c: splitmix64 of (seed, i)).
- *     Accounting: the prefix's whole blocks are charged once, to the group, until the last
- *     branch that references them is freed or preempted; each branch is charged its own
- *     blocks from the prefix's partial block on (the copy-on-write copy it will make). A
- *     preempted branch is recomputed alone and charged in full.
- *   - beams: the group prefills the whole prompt; the last stage returns the top 2W raw
- *     logprobs of every beam's last token (top_logprobs = 2W, temperature 0). When every live
- *     beam has reported, beam.c chooses the next W; a parent's first kept child continues on
- *     the parent's sequence, the others are FORKs of it (FREEs of dropped beams go first in
- *     the op list, so their slots can be reused). Forked beams are charged their full length
- *     (conservative: shared blocks are counted once per beam). Beams are never preempted; a
- *     fork that finds no KV fails the request (BT_ERR_LIMIT in its error).
+ * Several completions of one request (request.h): n/best_of branches fork from the group's
+ * cached prompt; beams fork and drop sequences at every step (beam.c chooses). Slots for all
+ * of a group's children are reserved when the group is admitted. How their KV is charged:
+ * sched_family.c.
  *
  * Text: with a vocabulary (params.vocab) every completion detokenizes incrementally and runs
- * its stop strings (stop.h); a completed stop string ends it (FINISH_STOP) and frees its KV.
+ * its stop strings (stop.h); a completed stop string ends it (FINISH_STOP) and frees its KV
+ * (sched_text.c).
+ *
+ * The implementation is three files by concept with one private header (sched_impl.h):
+ * sched_core.c, sched_family.c, sched_text.c.
  *
  * Confined to the coordinator's scheduling thread. Nothing is allocated per step: batch
  * arrays are sized at creation (a completion's text buffer grows by doubling).
@@ -51,13 +42,12 @@
 #include <stdint.h>
 
 #include "request.h"
+#include "stage_layout.h" /* BT_KV_BLOCK_TOKENS, BT_DECODE_GROUP */
 #include "status.h"
 #include "vocab.h"
 
-#define BT_KV_BLOCK_TOKENS 16
-
 typedef struct bt_sched_params {
-    int max_seqs;      /* sequence slots */
+    int max_seqs;      /* sequence slots (scored rows per batch: BT_SCORE_ROWS) */
     int kv_tokens;     /* KV capacity in tokens of the fullest stage */
     int max_batch;     /* rows per micro-batch */
     int prefill_chunk; /* prompt rows of one sequence per micro-batch */
@@ -82,6 +72,8 @@ typedef struct bt_sched_batch {
     int n_rows;
     int32_t *seq, *pos, *token; /* [max_batch] */
     uint8_t *want;              /* [max_batch] */
+    int32_t *target;            /* [max_batch] -1, or the token whose logprob the row returns */
+    int n_scored;               /* rows with a target, <= BT_SCORE_ROWS */
     int n_ops;
     bt_sched_op *ops; /* [2 * max_seqs] applied before the rows */
     int n_new;
@@ -117,6 +109,8 @@ typedef struct bt_sched_results {
     const uint32_t *n_top;
     const int32_t *top_token;
     const float *top_logprob;
+    int n_scored;                /* one per row of the step with a target, in row order */
+    const float *scored_logprob; /* NULL when n_scored is 0 */
 } bt_sched_results;
 bt_status bt_sched_on_results_top(bt_sched *s, const bt_sched_results *res, bt_error *err);
 

@@ -61,6 +61,7 @@ typedef struct batch_fixture {
     Baton__StageBatch b;
     int32_t seq[5], pos[5], token[5];
     protobuf_c_boolean want[5];
+    int32_t target[5];
     Baton__SeqOp ops[3];
     Baton__SeqOp *op_ptrs[3];
     Baton__SamplingParams sp;
@@ -154,6 +155,20 @@ static int emit_batches(void) {
     batch_init(&x);
     x.sp.seq = 70;
     bad |= emit_batch("bad_batch_new_seqs_seq", &x, 0);
+    /* Prompt scoring (protocol 3): a target per row, -1 where none. */
+    static const int32_t target[5] = {9906, 49151, 28, -1, -1};
+    batch_init(&x);
+    memcpy(x.target, target, sizeof target);
+    x.b.n_target = 5;
+    x.b.target = x.target;
+    bad |= emit_batch("stage_batch_targets", &x, 0);
+    x.target[1] = 49152;
+    bad |= emit_batch("bad_batch_target_n_vocab", &x, 0);
+    x.target[1] = -2;
+    bad |= emit_batch("bad_batch_target_negative", &x, 0);
+    x.target[1] = 49151;
+    x.b.n_target = 4;
+    bad |= emit_batch("bad_batch_target_short", &x, 0);
     return bad;
 }
 
@@ -176,6 +191,13 @@ static int emit_results(void) {
     token[1] = 0;
     logprob[2] = 0.5f;
     bad |= emit("bad_results_logprob_positive", BT_MSG_SAMPLE_RESULTS, &r.base, 0, 0, 0);
+    logprob[2] = -17.5f;
+    float target_lp[3] = {-3.5f, -0.0f, -11.25f};
+    r.n_target_logprob = 3;
+    r.target_logprob = target_lp;
+    bad |= emit("sample_results_targets", BT_MSG_SAMPLE_RESULTS, &r.base, 0, 0, 0);
+    target_lp[1] = 0.125f;
+    bad |= emit("bad_results_target_logprob_positive", BT_MSG_SAMPLE_RESULTS, &r.base, 0, 0, 0);
     return bad;
 }
 

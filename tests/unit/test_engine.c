@@ -13,7 +13,8 @@
  *     back to 0 and every stage's own count (heartbeats, metrics) back to 0;
  *   - drain: running requests finish, new ones are refused (UNAVAILABLE), ready false;
  *     a drain deadline cancels what is left;
- *   - queue timeout: a request never admitted within it ends with BT_ERR_TIMEOUT;
+ *   - queue timeout: a request never admitted within it ends with BT_ERR_TIMEOUT (the engine
+ *     thread held in a sink past the timeout, so admission cannot win the race);
  *   - events of n = 2: TOKENs of each completion, then its FINISH, then one DONE; the tokens,
  *     alternatives and text of the events equal DONE's completions; usage counts both;
  *   - a stage killed while serving: DONE with BT_ERR_UNAVAILABLE naming the rank, serve
@@ -154,6 +155,10 @@ typedef struct client {
     int cancel_after; /* > 0: the sink counts TOKENs; the client acts after that many */
     int n_tokens_seen;
     int kill_rank; /* > 0: the sink kills this stage at the first TOKEN */
+    /* > 0: at the first TOKEN the sink waits for `released`, then holds the engine thread
+     * this long (an engine too busy to admit anything) */
+    int64_t hold_us;
+    bool released;
     bt_status serve_st;
     char serve_msg[512];
 } client;
@@ -228,7 +233,20 @@ static void sink(const bt_event *ev, void *ctx) {
         break;
     }
     pthread_cond_broadcast(&cl->cv);
+    bool hold = ev->kind == BT_EVENT_TOKEN && cl->hold_us > 0 && cl->n_tokens_seen == 1;
+    int64_t until = bt_now_us() + WAIT_US;
+    while (hold && !cl->released && bt_now_us() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&cl->cv, &cl->mu, &ts);
+    }
     pthread_mutex_unlock(&cl->mu);
+    if (hold) {
+        struct timespec ts = {.tv_sec = (time_t)(cl->hold_us / 1000000),
+                              .tv_nsec = (long)(cl->hold_us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* Waits (bounded) until cond(cl, arg) holds; mu held while cond is evaluated. */
@@ -334,6 +352,8 @@ static void run_scenario(const char *model, const opts *o, void (*fn)(client *cl
     pthread_cond_init(&cl->cv, NULL);
     bt_status st = cluster_open(&c, model, o, &err);
     CHECK_OK(st);
+    if (st != BT_OK)
+        printf("cluster: %s\n", err.msg);
     cl->c = &c;
     if (st == BT_OK) {
         scenario s = {cl, fn};
@@ -392,16 +412,21 @@ static void test_submit_while_serving(const char *model) {
     /* reference: submitted before serving, no client thread, no references kept */
     cluster c;
     opts o = {.stages = 2};
-    CHECK_OK(cluster_open(&c, model, &o, &err));
-    for (int i = 0; i < 3; i++) {
+    bt_status ost = cluster_open(&c, model, &o, &err);
+    CHECK_OK(ost);
+    for (int i = 0; i < 3 && ost == BT_OK; i++) {
         int32_t ids[64];
         make_prompt(c.hp.n_vocab, i, sub_np[i], ids);
         bt_request_params p = greedy(sub_ng[i]);
         CHECK_OK(
             bt_engine_submit(c.e, ids, sub_np[i], &p, sink_ref, (void *)(intptr_t)i, NULL, &err));
     }
-    bt_engine_shutdown(c.e, true, 0); /* before serve: ends when those are done */
-    CHECK_OK(bt_engine_serve(c.e, &err));
+    if (ost == BT_OK) {
+        bt_engine_shutdown(c.e, true, 0); /* before serve: ends when those are done */
+        CHECK_OK(bt_engine_serve(c.e, &err));
+    } else {
+        printf("reference run: %s\n", err.msg);
+    }
     cluster_close(&c);
 
     static client cl;
@@ -430,7 +455,13 @@ static void test_limits(const char *model) {
     bt_error_init(&err);
     cluster c;
     opts o = {.stages = 1, .queue_capacity = 2};
-    CHECK_OK(cluster_open(&c, model, &o, &err));
+    bt_status ost = cluster_open(&c, model, &o, &err);
+    CHECK_OK(ost);
+    if (ost != BT_OK) {
+        printf("limits: %s\n", err.msg);
+        cluster_close(&c);
+        return;
+    }
     bt_engine_info info;
     bt_engine_get_info(c.e, &info);
     CHECK_EQ_INT(info.queue_capacity, 2);
@@ -594,20 +625,26 @@ static void test_drain(const char *model) {
            cl.rec[0].comp_n[0]);
 }
 
-/* 5. Queue timeout: one slot, A runs; B, queued behind it, never admitted within 1 ms. */
+/* 5. Queue timeout: one slot, A runs; B is submitted while the engine thread is held (in
+ * A's sink) for longer than the timeout, so B cannot have been admitted in time. */
 static void fn_timeout(client *cl) {
     bt_error err;
     bt_error_init(&err);
-    bt_engine_metrics m;
-    CHECK(wait_metrics(cl->c->e, is_ready, 0, &m));
     int32_t ids[64];
     make_prompt(cl->c->hp.n_vocab, 2, 10, ids);
     bt_request_params p = greedy(240);
     bt_request *a = NULL;
+    pthread_mutex_lock(&cl->mu);
+    cl->hold_us = 700 * 1000;
+    pthread_mutex_unlock(&cl->mu);
     CHECK_OK(submit(cl, 0, ids, 10, &p, &a, &err));
-    CHECK(wait_until(cl, tokens_at_least, 1)); /* A is admitted */
+    CHECK(wait_until(cl, tokens_at_least, 1)); /* A is admitted; the engine waits for B */
     bt_request_params q = greedy(5);
     CHECK_OK(submit(cl, 1, ids, 10, &q, NULL, &err));
+    pthread_mutex_lock(&cl->mu);
+    cl->released = true;
+    pthread_cond_broadcast(&cl->cv);
+    pthread_mutex_unlock(&cl->mu);
     CHECK(wait_until(cl, req_done, 1));
     bt_engine_cancel(cl->c->e, a); /* A's own end does not matter */
     bt_request_unref(a);
@@ -616,7 +653,7 @@ static void fn_timeout(client *cl) {
 
 static void test_queue_timeout(const char *model) {
     static client cl;
-    opts o = {.stages = 1, .max_seqs = 1, .queue_timeout_us = 1000};
+    opts o = {.stages = 1, .max_seqs = 1, .queue_timeout_us = 500 * 1000};
     run_scenario(model, &o, fn_timeout, &cl);
     CHECK_OK(cl.serve_st);
     record *b = &cl.rec[1];

@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "frame.h"
 #include "msg.h"
+#include "stage_layout.h"
 
 #define MAX_BATCH 512
 #define MAX_SEQS 64
@@ -200,6 +201,38 @@ static void test_stage_batch_defects(void) {
     x.sp.seq = -1;
     EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "new_seqs 0", "seq -1");
 
+    /* Prompt scoring targets: empty or one per row, -1 or a token, at most BT_SCORE_ROWS. */
+    int32_t target[BT_SCORE_ROWS + 1];
+    fixture_init(&x);
+    for (int i = 0; i < 5; i++)
+        target[i] = i == 2 ? -1 : N_VOCAB - 1 - i;
+    x.b.n_target = 5;
+    x.b.target = target;
+    CHECK_OK(check_batch(&x, &err));
+    x.b.n_target = 4;
+    EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "target 4");
+    x.b.n_target = 5;
+    target[1] = N_VOCAB;
+    EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "row 1", "target 49152");
+    target[1] = -2;
+    EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "row 1", "target -2");
+    {
+        static int32_t rows[BT_SCORE_ROWS + 1];
+        for (int i = 0; i <= BT_SCORE_ROWS; i++) {
+            rows[i] = 3;
+            target[i] = 7;
+        }
+        fixture_init(&x);
+        x.b.n_seq = x.b.n_pos = x.b.n_token = x.b.n_want = x.b.n_target = BT_SCORE_ROWS + 1;
+        x.b.seq = x.b.pos = x.b.token = rows;
+        static protobuf_c_boolean none[BT_SCORE_ROWS + 1];
+        x.b.want = none;
+        x.b.target = target;
+        EXPECT_REFUSED(check_batch(&x, &err), &err, BT_ERR_PROTOCOL, "65 rows with a target");
+        target[0] = -1;
+        CHECK_OK(check_batch(&x, &err));
+    }
+
     fixture_init(&x);
     bt_error_init(&err);
     EXPECT_REFUSED(bt_msg_check_stage_batch(&x.b, 0, MAX_SEQS, N_VOCAB, &err), &err,
@@ -227,6 +260,17 @@ static void test_sample_results(void) {
     CHECK_OK(bt_msg_check_sample_results(&r, MAX_BATCH, N_VOCAB, &err));
     r.n_seq = r.n_token = r.n_logprob = 0;
     CHECK_OK(bt_msg_check_sample_results(&r, MAX_BATCH, N_VOCAB, &err));
+    /* target_logprob: log-probabilities, at most max_batch of them. */
+    float tlp[3] = {-1.5f, 0.0f, -INFINITY};
+    r.n_target_logprob = 3;
+    r.target_logprob = tlp;
+    CHECK_OK(bt_msg_check_sample_results(&r, MAX_BATCH, N_VOCAB, &err));
+    EXPECT_REFUSED(bt_msg_check_sample_results(&r, 2, N_VOCAB, &err), &err, BT_ERR_PROTOCOL,
+                   "3 target_logprob", "max_batch 2");
+    tlp[1] = NAN;
+    EXPECT_REFUSED(bt_msg_check_sample_results(&r, MAX_BATCH, N_VOCAB, &err), &err, BT_ERR_PROTOCOL,
+                   "target_logprob[1]");
+    r.n_target_logprob = 0;
 
     r.n_seq = r.n_token = r.n_logprob = 3;
     r.n_token = 2;
@@ -363,7 +407,7 @@ static void test_parse_refusals(void) {
     /* Version, flags and reserved, with the checksum recomputed. */
     buf[4] = BT_PROTOCOL_VERSION - 1;
     resum(buf);
-    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 1");
+    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 2");
     buf[4] = BT_PROTOCOL_VERSION;
     buf[17] = 2;
     resum(buf);

@@ -22,8 +22,9 @@
 #include <float.h>
 
 #include "kernels.h"
+#include "stage_layout.h"
 
-#define BT_KERNEL_MAX_TOK 4
+#define BT_KERNEL_MAX_TOK BT_DECODE_GROUP /* the coordinator rounds decode rows to it */
 
 /* Runs `stmt` with NT_ a compile-time constant equal to n_tok (1..BT_KERNEL_MAX_TOK; larger
  * counts run BT_KERNEL_MAX_TOK, the caller loops): each inlined kernel then keeps exactly one

@@ -1,0 +1,36 @@
+/*
+ * stage_layout.h - facts of the stages' memory and kernels that the coordinator plans with.
+ * Defined once here for both sides: the worker builds its KV cache and kernels from them, the
+ * coordinator's scheduler and split count with them, and the handshake checks that every
+ * stage was built with the same values (HelloReply.kv_block_tokens, .decode_group).
+ *
+ * Immutable (compile-time constants and pure functions).
+ */
+#ifndef BT_STAGE_LAYOUT_H
+#define BT_STAGE_LAYOUT_H
+
+#include <stdint.h>
+
+/* Token positions per KV block: the unit of the stages' KV allocation and of the
+ * scheduler's accounting (worker/kv_cache.h). */
+#define BT_KV_BLOCK_TOKENS 16
+
+/* Token rows one weight pass of bt_matmul serves (worker/kernels): 6 rows cost as much as 8,
+ * so the scheduler rounds decode rows up to a multiple of it. */
+#define BT_DECODE_GROUP 4
+
+/* Rows of one micro-batch whose logits a prompt-scoring request may ask for (StageBatch
+ * .target): the last stage keeps logits for this many rows beyond its sampled ones
+ * (n_vocab floats each), and the scheduler puts no more scored rows in a batch. */
+#define BT_SCORE_ROWS 64
+
+/* Bytes of one K or V element in the stages' KV cache: f16, the stage's default kv_type
+ * (worker/stage.c), which is what stages run with under a coordinator. */
+#define BT_KV_ELEM_BYTES 2
+
+/* K and V of one token in one layer, kv_dim = n_head_kv * head_dim. */
+static inline uint64_t bt_kv_bytes_per_token_layer(int kv_dim) {
+    return 2u * (uint64_t)kv_dim * BT_KV_ELEM_BYTES;
+}
+
+#endif
