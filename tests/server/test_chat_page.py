@@ -123,7 +123,8 @@ def test_chat_page_streams_an_answer():
                 if (!el) return false;
                 el.focus();
                 return true; })()""")
-            assert found, "no textarea or text input on the page:\n%s" % before[:500]
+            assert found, "no textarea or text input on the page:\n%s\nserver (exit %r):\n%s" % (
+                before[:500], s.proc.poll(), s.output()[-1500:])
             cdp.call("Input.insertText", text=MESSAGE)
             # Send it: a button saying send, else Enter in the box.
             clicked = cdp.eval("""(() => {
