@@ -139,8 +139,8 @@ def test_chat_page_streams_an_answer():
                     cdp.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter",
                              windowsVirtualKeyCode=13, text="\r" if kind == "keyDown" else "")
             # Watch the answer grow: the page text sampled every 50 ms until it is stable for
-            # 3 s, or for at most 30 s once it grows (the page sends no max_tokens: an answer
-            # may run to the end of the context, and a streamed part is what is checked).
+            # 3 s, or for at most 30 s once it grows (the page asks for up to 512 tokens, which
+            # can take longer than that on 2 cores; a streamed part is what is checked).
             lengths = []
             last_change = time.monotonic()
             first_growth = None
