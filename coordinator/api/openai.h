@@ -9,7 +9,7 @@
  *
  * Parsing follows OpenAI and vLLM: unknown fields are ignored, a field with the wrong type or
  * range is a 400 whose `param` names it, `null` means "the default". Scalar sampling fields go
- * through the parameter table (params_api: bt_request_param_find/set), so their names, ranges
+ * through the parameter table (request.h: bt_request_param_find/set), so their names, ranges
  * and defaults are written once, in request.h/sampling.h.
  */
 #ifndef BT_OPENAI_H

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "commands.h"
 #include "hparams.h"
 #include "term_watch.h"
@@ -120,6 +121,19 @@ bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size
 
 /* The first stdout write error (errno), kept for bt_stdout_close. Main thread only. */
 static int stdout_errno;
+
+int bt_chat_template_flag_check(const char *cmd, const char *name) {
+    if (!name)
+        return 0;
+    bt_chat_template t;
+    bt_error err;
+    bt_error_init(&err);
+    if (bt_chat_template_from_name(name, &t, &err) != BT_OK) {
+        fprintf(stderr, "baton %s: --chat-template: %s\n", cmd, err.msg);
+        return 2;
+    }
+    return 0;
+}
 
 bool bt_stdout_write(const void *p, size_t n) {
     errno = 0;

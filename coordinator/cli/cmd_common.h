@@ -142,6 +142,10 @@ bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size
  * remembered for bt_stdout_close. */
 bool bt_stdout_write(const void *p, size_t n);
 
+/* --chat-template NAME of command cmd, checked before the model loads: 0 when name is NULL or
+ * a template we render, else 2 after a message listing the names. */
+int bt_chat_template_flag_check(const char *cmd, const char *name);
+
 /* Ends the program's stdout: flushes and closes it. A write that failed at any point (a full
  * disk, a closed descriptor) is reported as "baton: writing output: <reason>" and turns a
  * status of 0 into 1; otherwise returns status. Call once, last, from main. */

@@ -436,15 +436,8 @@ int bt_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "baton generate: --chat-template needs --chat\n");
         return 2;
     }
-    if (chat_template) { /* a bad name is a usage error, before the model loads */
-        bt_chat_template named;
-        bt_error nerr;
-        bt_error_init(&nerr);
-        if (bt_chat_template_from_name(chat_template, &named, &nerr) != BT_OK) {
-            fprintf(stderr, "baton generate: --chat-template: %s\n", nerr.msg);
-            return 2;
-        }
-    }
+    if (bt_chat_template_flag_check("generate", chat_template) != 0) /* before the model loads */
+        return 2;
     if (system && !chat) {
         fprintf(stderr, "baton generate: --system needs --chat\n");
         return 2;

@@ -122,6 +122,8 @@ int bt_cmd_serve(int argc, char **argv) {
     bt_error_init(&err);
     serve_ctl ctl = {.shutdown_timeout_us = shutdown_timeout * 1000000};
     pthread_mutex_init(&ctl.mu, NULL);
+    if (bt_chat_template_flag_check("serve", chat_name) != 0) /* before the model loads */
+        return 2;
     /* Before any thread starts (stage threads, MPI's, the server's), so all inherit the mask.
      * Stage ranks of an MPI job keep their own SIGTERM handling (term_watch.h): they end when
      * the coordinator tells them, or when mpirun ends the job. */

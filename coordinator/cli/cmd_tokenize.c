@@ -41,15 +41,8 @@ int bt_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "baton tokenize: give exactly one of --prompt and --file\n");
         return 2;
     }
-    if (chat_template) { /* a bad name is a usage error, before the model loads */
-        bt_chat_template named;
-        bt_error nerr;
-        bt_error_init(&nerr);
-        if (bt_chat_template_from_name(chat_template, &named, &nerr) != BT_OK) {
-            fprintf(stderr, "baton tokenize: --chat-template: %s\n", nerr.msg);
-            return 2;
-        }
-    }
+    if (bt_chat_template_flag_check("tokenize", chat_template) != 0) /* before the model loads */
+        return 2;
     const char *combo = NULL;
     if (system && !chat)
         combo = "--system needs --chat";

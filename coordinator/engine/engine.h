@@ -17,8 +17,6 @@
  *   SERVING  inside bt_engine_serve; ready once the probe came back
  *   DRAINING bt_engine_shutdown(drain): submit refuses, the rest finish (or the deadline)
  *   ENDED    serve returned: submit refuses; failed when a stage failed
- *
- * Specification: /work/spec/engine_api.h (binding between the engine and the HTTP layer).
  */
 #ifndef BT_ENGINE_H
 #define BT_ENGINE_H

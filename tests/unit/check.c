@@ -2,6 +2,8 @@
 #include "check.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 int bt_check_passed, bt_check_failed, bt_check_skipped;
@@ -42,6 +44,26 @@ const char *check_data_dir(const char *what) {
 
 const char *check_build_dir(const char *what) {
     return required_dir("BT_BUILD_DIR", what);
+}
+
+const char *check_make_tiny_model(const char *tag) {
+    static char path[512];
+    const char *build = check_build_dir("tiny model");
+    if (!build)
+        return NULL;
+    char tool[600], cmd[1400];
+    snprintf(tool, sizeof tool, "%s/tests/make_tiny_model", build);
+    if (access(tool, X_OK) != 0) {
+        check_fail(__FILE__, __LINE__, "%s is not built", tool);
+        return NULL;
+    }
+    snprintf(path, sizeof path, "/tmp/bt_%s_%d.gguf", tag, (int)getpid());
+    snprintf(cmd, sizeof cmd, "'%s' '%s' --type q4_1 --layers 6 >/dev/null", tool, path);
+    if (system(cmd) != 0) {
+        check_fail(__FILE__, __LINE__, "%s failed", cmd);
+        return NULL;
+    }
+    return path;
 }
 
 const char *check_model_path(const char *what) {

@@ -26,6 +26,10 @@ int check_finish(void);
 const char *check_shared_dir(const char *what);
 const char *check_data_dir(const char *what);
 const char *check_build_dir(const char *what);
+/* Makes a tiny random 6-layer Q4_1 llama with make_tiny_model (BT_BUILD_DIR) at
+ * /tmp/bt_<tag>_<pid>.gguf; returns that path (static storage, one per process) or NULL after
+ * a failure naming the step. The caller unlinks it. */
+const char *check_make_tiny_model(const char *tag);
 /* Default model path (BATON_MODEL, else ~/.cache/baton/SmolLM2-135M-Instruct.Q4_1.gguf) if it
  * exists, else NULL, printing a SKIP line naming `what` and counting one skipped part. */
 const char *check_model_path(const char *what);

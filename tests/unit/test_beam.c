@@ -589,32 +589,11 @@ static void test_smol_stop(const char *model) {
     bt_request_unref(s[0]);
 }
 
-static char tiny_path[512];
-
-static const char *make_tiny(void) {
-    const char *build = check_build_dir("tiny model");
-    if (!build)
-        return NULL;
-    char tool[600], cmd[1400];
-    snprintf(tool, sizeof tool, "%s/tests/make_tiny_model", build);
-    if (access(tool, X_OK) != 0) {
-        check_fail(__FILE__, __LINE__, "%s is not built", tool);
-        return NULL;
-    }
-    snprintf(tiny_path, sizeof tiny_path, "/tmp/bt_test_beam_%d.gguf", (int)getpid());
-    snprintf(cmd, sizeof cmd, "'%s' '%s' --type q4_1 --layers 6 >/dev/null", tool, tiny_path);
-    if (system(cmd) != 0) {
-        check_fail(__FILE__, __LINE__, "%s failed", cmd);
-        return NULL;
-    }
-    return tiny_path;
-}
-
 int main(void) {
     if (bt_test_kernel_level_skip())
         return 77;
     test_beam_arith();
-    const char *tiny = make_tiny();
+    const char *tiny = check_make_tiny_model("test_beam");
     if (tiny) {
         test_beam_reference(tiny);
         test_n_best_of(tiny);
