@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
+#include "engine_impl.h"
+
 typedef struct client {
     bt_engine *e;
     int n, next, pending;
@@ -75,4 +78,40 @@ bt_status bt_test_serve(bt_engine *e, int n, const bt_test_job *jobs, bool seque
     }
     free(c.slots);
     return st;
+}
+
+bt_status bt_test_cluster_open(bt_test_cluster *c, const char *model, int stages,
+                               bt_engine_params ep, bt_error *err) {
+    memset(c, 0, sizeof *c);
+    bt_status st;
+    if ((st = bt_gguf_open(model, &c->g, err)) != BT_OK ||
+        (st = bt_hparams_load(c->g, &c->hp, err)) != BT_OK ||
+        (st = bt_vocab_load(c->g, &c->v, err)) != BT_OK)
+        return st;
+    bt_launch_params lp = {.n_threads = 1,
+                           .local_stages = stages,
+                           .max_batch = ep.cluster.max_batch,
+                           .max_seqs = ep.cluster.max_seqs,
+                           .n_embd = c->hp.n_embd};
+    if ((st = bt_launch_start(&c->L, c->g, &lp, err)) != BT_OK)
+        return st;
+    c->launched = true;
+    ep.cluster.codec = BT_CODEC_F32;
+    if (c->hp.n_ctx_train > 0 && ep.n_ctx > c->hp.n_ctx_train)
+        ep.n_ctx = c->hp.n_ctx_train;
+    return bt_engine_new(c->L.t, c->g, c->v, &ep, &c->e, err);
+}
+
+void bt_test_cluster_close(bt_test_cluster *c) {
+    bool ok = c->e && !c->e->failed;
+    if (c->launched && !ok)
+        bt_launch_abort(&c->L, 1);
+    bt_engine_free(c->e);
+    if (c->launched) {
+        int rc = bt_launch_finish(&c->L, ok ? 0 : 1);
+        if (ok)
+            CHECK_EQ_INT(rc, 0);
+    }
+    bt_vocab_free(c->v);
+    bt_gguf_free(c->g);
 }

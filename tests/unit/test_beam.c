@@ -48,55 +48,21 @@ static void make_prompt(int32_t n_vocab, int idx, int n, int32_t *ids) {
 
 /* ---- an in-process cluster ---- */
 
-typedef struct cluster {
-    bt_gguf *g;
-    bt_vocab *v;
-    bt_hparams hp;
-    bt_launch L;
-    bool launched;
-    bt_engine *e;
-} cluster;
+typedef bt_test_cluster cluster;
 
 static bt_status cluster_open(cluster *c, const char *model, int stages, int kv_tokens,
                               bt_error *err) {
-    memset(c, 0, sizeof *c);
-    bt_status st;
-    if ((st = bt_gguf_open(model, &c->g, err)) != BT_OK ||
-        (st = bt_hparams_load(c->g, &c->hp, err)) != BT_OK ||
-        (st = bt_vocab_load(c->g, &c->v, err)) != BT_OK)
-        return st;
-    bt_launch_params lp = {.n_threads = 1,
-                           .local_stages = stages,
-                           .max_batch = 256,
-                           .max_seqs = 16,
-                           .n_embd = c->hp.n_embd};
-    if ((st = bt_launch_start(&c->L, c->g, &lp, err)) != BT_OK)
-        return st;
-    c->launched = true;
     bt_engine_params ep = bt_engine_default_params();
-    ep.cluster.codec = BT_CODEC_F32;
     ep.cluster.max_batch = 256;
     ep.cluster.max_seqs = 16;
     ep.cluster.kv_tokens = kv_tokens;
     ep.prefill_chunk = 32;
     ep.n_ctx = 256;
-    if (c->hp.n_ctx_train > 0 && ep.n_ctx > c->hp.n_ctx_train)
-        ep.n_ctx = c->hp.n_ctx_train;
-    return bt_engine_new(c->L.t, c->g, c->v, &ep, &c->e, err);
+    return bt_test_cluster_open(c, model, stages, ep, err);
 }
 
 static void cluster_close(cluster *c) {
-    bool ok = c->e && !c->e->failed;
-    if (c->launched && !ok)
-        bt_launch_abort(&c->L, 1);
-    bt_engine_free(c->e);
-    if (c->launched) {
-        int rc = bt_launch_finish(&c->L, ok ? 0 : 1);
-        if (ok)
-            CHECK_EQ_INT(rc, 0);
-    }
-    bt_vocab_free(c->v);
-    bt_gguf_free(c->g);
+    bt_test_cluster_close(c);
 }
 
 /* Runs requests (prompt i = make_prompt(prompt_idx(i), n_prompt[i])) through a fresh

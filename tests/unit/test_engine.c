@@ -30,6 +30,7 @@
 #include "check.h"
 #include "clock.h"
 #include "engine.h"
+#include "engine_client.h"
 #include "engine_impl.h"
 #include "gguf.h"
 #include "hparams.h"
@@ -44,14 +45,7 @@
 
 /* ---- an in-process cluster ---- */
 
-typedef struct cluster {
-    bt_gguf *g;
-    bt_vocab *v;
-    bt_hparams hp;
-    bt_launch L;
-    bool launched;
-    bt_engine *e;
-} cluster;
+typedef bt_test_cluster cluster;
 
 typedef struct opts {
     int stages, max_seqs, kv_tokens, queue_capacity;
@@ -59,46 +53,20 @@ typedef struct opts {
 } opts;
 
 static bt_status cluster_open(cluster *c, const char *model, const opts *o, bt_error *err) {
-    memset(c, 0, sizeof *c);
-    bt_status st;
-    if ((st = bt_gguf_open(model, &c->g, err)) != BT_OK ||
-        (st = bt_hparams_load(c->g, &c->hp, err)) != BT_OK ||
-        (st = bt_vocab_load(c->g, &c->v, err)) != BT_OK)
-        return st;
-    int max_seqs = o->max_seqs ? o->max_seqs : 4;
-    bt_launch_params lp = {.n_threads = 1,
-                           .local_stages = o->stages ? o->stages : 1,
-                           .max_batch = 256,
-                           .max_seqs = max_seqs,
-                           .n_embd = c->hp.n_embd};
-    if ((st = bt_launch_start(&c->L, c->g, &lp, err)) != BT_OK)
-        return st;
-    c->launched = true;
     bt_engine_params ep = bt_engine_default_params();
-    ep.cluster.codec = BT_CODEC_F32;
     ep.cluster.max_batch = 256;
-    ep.cluster.max_seqs = max_seqs;
+    ep.cluster.max_seqs = o->max_seqs ? o->max_seqs : 4;
     ep.cluster.kv_tokens = o->kv_tokens ? o->kv_tokens : 2048;
     ep.cluster.heartbeat_ms = 20; /* the stages' own KV counts arrive quickly */
     ep.prefill_chunk = 32;
     ep.n_ctx = 256;
     ep.queue_capacity = o->queue_capacity;
     ep.queue_timeout_us = o->queue_timeout_us;
-    return bt_engine_new(c->L.t, c->g, c->v, &ep, &c->e, err);
+    return bt_test_cluster_open(c, model, o->stages ? o->stages : 1, ep, err);
 }
 
 static void cluster_close(cluster *c) {
-    bool ok = c->e && !c->e->failed;
-    if (c->launched && !ok)
-        bt_launch_abort(&c->L, 1);
-    bt_engine_free(c->e);
-    if (c->launched) {
-        int rc = bt_launch_finish(&c->L, ok ? 0 : 1);
-        if (ok)
-            CHECK_EQ_INT(rc, 0);
-    }
-    bt_vocab_free(c->v);
-    bt_gguf_free(c->g);
+    bt_test_cluster_close(c);
 }
 
 static void make_prompt(int32_t n_vocab, int idx, int n, int32_t *ids) {
