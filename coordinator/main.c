@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "cmd_common.h"
 #include "commands.h"
 #include "gguf.h"
+#include "launch.h"
 #include "log.h"
 
 static void usage(void) {
@@ -63,6 +65,10 @@ static int run(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     reserve_std_fds();
+    /* mpirun and srun forward SIGUSR1 (Slurm's warning before a time limit) to every rank. It
+     * is the coordinator's to act on (serve, batch: drain); a stage must not die of it. */
+    if (bt_launch_is_stage_rank())
+        signal(SIGUSR1, SIG_IGN);
     bt_gguf_catch_truncation();
     return bt_stdout_close(run(argc, argv));
 }

@@ -81,6 +81,9 @@ typedef struct bt_api_req {
  * chat without max_tokens may use the rest of the context. */
 bool bt_api_parse(const bt_api_model *m, bt_api_kind kind, const char *body, size_t n,
                   bt_api_req *out, bt_api_error *e);
+/* The same for a body already parsed (a batch line's "body"); root borrowed, not changed. */
+bool bt_api_parse_json(const bt_api_model *m, bt_api_kind kind, json_t *root, bt_api_req *out,
+                       bt_api_error *e);
 void bt_api_req_deinit(bt_api_req *r);
 
 /* ---- responses ---- */

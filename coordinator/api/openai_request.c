@@ -485,14 +485,22 @@ static bool is_special(const char *key) {
 bool bt_api_parse(const bt_api_model *m, bt_api_kind kind, const char *body, size_t n,
                   bt_api_req *out, bt_api_error *e) {
     memset(out, 0, sizeof *out);
-    out->kind = kind;
-    out->params = bt_request_default_params_for(BT_PARAM_STYLE_OPENAI);
     json_error_t jerr;
     json_t *root = json_loadb(body, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return bt_api_error_set(e, 400, NULL, "invalid_json",
                                 "the body is not valid JSON: %s (at byte %d)", jerr.text,
                                 jerr.position);
+    bool ok = bt_api_parse_json(m, kind, root, out, e);
+    json_decref(root);
+    return ok;
+}
+
+bool bt_api_parse_json(const bt_api_model *m, bt_api_kind kind, json_t *root, bt_api_req *out,
+                       bt_api_error *e) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->params = bt_request_default_params_for(BT_PARAM_STYLE_OPENAI);
     bool ok = true, max_given = false;
     if (!json_is_object(root))
         ok = bt_api_error_set(e, 400, NULL, "invalid_json", "the body must be a JSON object");
@@ -551,7 +559,6 @@ bool bt_api_parse(const bt_api_model *m, bt_api_kind kind, const char *body, siz
             ok = bt_api_error_set(e, 400, param, "invalid_value", "%s", err.msg);
         }
     }
-    json_decref(root);
     if (!ok)
         bt_api_req_deinit(out);
     return ok;

@@ -58,7 +58,7 @@ static void on_signal(int sig, void *ctx) {
             bt_engine_shutdown(c->engine, false, 0);
     }
     pthread_mutex_unlock(&c->mu);
-    fprintf(stderr, "baton serve: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+    fprintf(stderr, "baton serve: %s: %s\n", strsignal(sig),
             n == 1 ? "draining (a second signal cancels the running requests)"
                    : "cancelling the running requests");
 }

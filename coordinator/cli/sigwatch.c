@@ -1,4 +1,4 @@
-/* sigwatch.c - a sigwait() thread for SIGINT and SIGTERM (see sigwatch.h). */
+/* sigwatch.c - a sigwait() thread for SIGINT, SIGTERM and SIGUSR1 (see sigwatch.h). */
 #include "sigwatch.h"
 
 #include <pthread.h>
@@ -17,6 +17,7 @@ static void watched(sigset_t *set) {
     sigemptyset(set);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
+    sigaddset(set, SIGUSR1);
 }
 
 static void *watch_main(void *arg) {
@@ -42,7 +43,7 @@ bt_status bt_sigwatch_start(void (*fn)(int sig, void *ctx), void *ctx, bt_error 
     g_ctx = ctx;
     atomic_store(&g_stopping, false);
     if (pthread_sigmask(SIG_BLOCK, &set, &g_old) != 0)
-        return bt_error_set(err, BT_ERR_INTERNAL, "sigwatch: cannot block SIGINT/SIGTERM");
+        return bt_error_set(err, BT_ERR_INTERNAL, "sigwatch: cannot block SIGINT/SIGTERM/SIGUSR1");
     if (pthread_create(&g_thread, NULL, watch_main, NULL) != 0) {
         pthread_sigmask(SIG_SETMASK, &g_old, NULL);
         return bt_error_set(err, BT_ERR_INTERNAL, "sigwatch: cannot start its thread");
