@@ -221,6 +221,36 @@ static void sink(const bt_event *ev, void *ctx) {
     free(c);
 }
 
+/* Waits on run.cv (mu held) for at most us microseconds. */
+static void wait_us(batch_run *b, int64_t us) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
+    int64_t ns = (int64_t)ts.tv_nsec + us * 1000;
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+}
+
+/* Feeder: bt_engine_submit, waiting out BT_ERR_BUSY. The engine counts a request until just
+ * after its DONE reached the sink (and counts its start-up probe), so a submit right after a
+ * DONE can find the queue full for a moment. */
+static bt_status submit(batch_run *b, batch_call *c, const bt_api_req *q, bt_error *err) {
+    for (;;) {
+        bt_error_init(err);
+        bt_status st =
+            bt_engine_submit(b->engine, q->prompt, q->n_prompt, &q->params, sink, c, NULL, err);
+        if (st != BT_ERR_BUSY)
+            return st;
+        pthread_mutex_lock(&b->mu);
+        bool stop = b->stop_sig || b->failed;
+        if (!stop)
+            wait_us(b, 2000);
+        pthread_mutex_unlock(&b->mu);
+        if (stop)
+            return BT_ERR_UNAVAILABLE;
+    }
+}
+
 /* Feeder: true to go on, false when the run stops (signal, failure). */
 static bool wait_for_room(batch_run *b) {
     pthread_mutex_lock(&b->mu);
@@ -265,7 +295,7 @@ static bool feed_line(batch_run *b, const bt_batch_line *l) {
             c->run = b;
             snprintf(c->custom_id, sizeof c->custom_id, "%s", en.custom_id);
             bt_api_resp_init(&c->resp, &q, b->model, next_seq(b), (int64_t)time(NULL));
-            st = bt_engine_submit(b->engine, q.prompt, q.n_prompt, &q.params, sink, c, NULL, &err);
+            st = submit(b, c, &q, &err);
         }
         bt_api_req_deinit(&q);
         if (st != BT_OK) {
@@ -400,12 +430,7 @@ static void *writer_main(void *arg) {
                 until = t_unsynced + b->sync_us;
             if (now >= until)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = (int64_t)ts.tv_nsec + (until - now) * 1000;
-            ts.tv_sec += (time_t)(ns / 1000000000);
-            ts.tv_nsec = (long)(ns % 1000000000);
-            pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+            wait_us(b, until - now);
         }
         bt_api_buf tmp = b->pending;
         b->pending = take;

@@ -24,7 +24,7 @@ by = {}
 for r in lines:
     assert r["custom_id"] not in by, "custom_id %s has two lines" % r["custom_id"]
     by[r["custom_id"]] = r
-ok = eval(sys.argv[2])
+ok = eval("(" + sys.argv[2] + "\n)")
 if not ok:
     print(json.dumps(lines, indent=1)[:3000])
 sys.exit(0 if ok else 1)
@@ -86,7 +86,7 @@ cat >"$WORK/in.jsonl" <<EOF
 {"custom_id": "url", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}}
 {"custom_id": "method", "method": "GET", "url": "/v1/completions", "body": {"prompt": "x"}}
 {"custom_id": "nobody", "method": "POST", "url": "/v1/completions"}
-{"custom_id": "temp", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "temperature": 7}}
+{"custom_id": "temp", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "temperature": 200}}
 {"custom_id": "stream", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "stream": true}}
 {"custom_id": "model", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "model": "gpt-9"}}
 {"custom_id": "ctx", "method": "POST", "url": "/v1/completions", "body": {"prompt": "$long"}}

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# test_batch_crash.sh coordinator|stage - `baton batch` is exactly once across crashes (issue
-# #10): a 2-stage job (deploy/baton-run, mpirun -np 3) over 48 requests (40 greedy, 8 with a
+# test_batch_crash.sh coordinator|stage|signal - `baton batch` is exactly once across crashes
+# and signals (issue #10): a 2-stage job (deploy/baton-run, mpirun -np 3) over 48 requests (40 greedy, 8 with a
 # per-request seed) is SIGKILLed again and again and rerun each time with the same command:
 #   coordinator  SIGKILL of rank 0 before its first line, after 8 lines, after 20 lines, then
 #                a crash in the middle of writing a line (BT_FAULT_BATCH_TORN_LINE: the
 #                coordinator writes half of its 5th line and SIGKILLs itself);
 #   stage        SIGKILL of stage rank 2 after 8, 20 and 32 lines, and of rank 1 after 40;
+#   signal       SIGUSR1 to mpirun after 8 lines (Slurm's warning before a time limit: mpirun
+#                forwards it, the stages ignore it, rank 0 drains: exit 75, the running
+#                requests finished and written), then SIGTERM to rank 0 after 32 lines with
+#                --drain-timeout 0 (the running requests are left for the next run: exit 75);
 # then a last rerun finishes. The output must then hold exactly one line per custom_id, no
 # torn line, every line equal (choices, usage) to an uninterrupted run's.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,13 +42,16 @@ with open(sys.argv[1], "w") as f:
                             "url": "/v1/completions", "body": body}) + "\n")
 EOF
 
-# run_batch OUT [ENV...] - the job, in the background ($job), stderr to $OUT.err.
+# run_batch OUT [ENV...] - the job, in the background ($job), stderr to $OUT.err; baton also
+# gets the flags in the array EXTRA.
+EXTRA=()
 run_batch() {
     local out=$1
     shift
     env "$@" "$ROOT/deploy/baton-run" --baton "$BATON" --stages 2 --threads 1 \
         batch --model "$MODEL" --input "$WORK/in.jsonl" --output "$out" --max-seqs 4 \
-        --ctx 512 --sync-lines 4 --model-name "$marker" >/dev/null 2>>"$out.err" &
+        --ctx 512 --sync-lines 4 --model-name "$marker" "${EXTRA[@]}" >/dev/null \
+        2>>"$out.err" &
     job=$!
 }
 
@@ -56,6 +63,17 @@ find_rank() {
         [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
         [[ $(rank_of "$pid") == "$1" ]] && { echo "$pid"; return; }
     done
+}
+
+# wait_lines OUT LINES - until OUT has LINES lines (false if the job ended first).
+wait_lines() {
+    local deadline=$((SECONDS + 120))
+    while ((SECONDS < deadline)); do
+        kill -0 "$job" 2>/dev/null || return 1
+        (($(lines_of "$1") >= $2)) && return 0
+        sleep 0.05
+    done
+    return 1
 }
 
 # kill_at OUT RANK LINES - once OUT has LINES lines (0: once the run has started), SIGKILL the
@@ -114,6 +132,35 @@ if [[ $case == coordinator ]]; then
         fail "the torn-line fault did not fire (exit 0)"
     tail -c 1 "$OUT" | od -An -c | grep -q '\\n' && fail "no torn line was left to recover" ||
         pass "a torn line was left on disk"
+elif [[ $case == signal ]]; then
+    run_batch "$OUT"
+    if wait_lines "$OUT" 8; then
+        kill -USR1 "$job" # deploy/baton-run execs mpirun: $job is mpirun
+        wait "$job"
+        rc=$?
+        n=$(lines_of "$OUT")
+        [[ $rc -eq 75 ]] && pass "SIGUSR1 to mpirun: drained, exit 75 ($n lines)" ||
+            fail "SIGUSR1 to mpirun: exit $rc, expected 75"
+        grep -q 'SIGUSR1\|User defined signal 1' "$OUT.err" && pass "the signal is named" ||
+            fail "the signal is not named"
+        ((n < N)) || fail "the run finished before the signal: no drain was tested"
+    else
+        fail "no 8 lines before the job ended"
+    fi
+    EXTRA=(--drain-timeout 0) # what runs when the signal comes is left at once
+    run_batch "$OUT"
+    EXTRA=()
+    if wait_lines "$OUT" 32; then
+        kill -TERM "$(find_rank 0)"
+        wait "$job"
+        rc=$?
+        [[ $rc -eq 75 ]] && pass "SIGTERM to rank 0 with --drain-timeout 0: exit 75" ||
+            fail "SIGTERM to rank 0: exit $rc, expected 75"
+        grep -qE '[0-9]+ left for the next run' "$OUT.err" && pass "running requests left for the next run" ||
+            fail "no request was left for the next run"
+    else
+        fail "no 24 lines before the job ended"
+    fi
 else
     for at in 8 20 32; do
         run_batch "$OUT"

@@ -35,7 +35,7 @@ REQUESTS = [
                                            {"role": "user", "content": "Name a fruit."}],
                               "max_tokens": 10, "temperature": 0.5, "seed": 9}),
     # refused: the same status and error body from both
-    ("/v1/completions", {"prompt": "x", "temperature": 7}),
+    ("/v1/completions", {"prompt": "x", "temperature": 200}),
     ("/v1/completions", {"prompt": "x", "max_tokens": "many"}),
     ("/v1/completions", {"prompt": "x", "model": "no-such-model"}),
     ("/v1/completions", {"prompt": LONG}),
