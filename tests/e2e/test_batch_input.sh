@@ -79,6 +79,29 @@ sed 's/^/     /' "$WORK/err" | head -4
     fail "max RSS ${rss_kb} KiB while refusing a 100 MB line"
 rm -f "$WORK/big.jsonl"
 
+# Lines are streamed: 200,000 lines (19 MB; refused by url, so nothing is computed) cost the
+# coordinator a few MiB over a one-line input (8 bytes a line for the custom_id hashes).
+python3 - "$WORK" <<'EOF'
+import json, sys
+for name, n in (("one", 1), ("many", 200000)):
+    with open("%s/%s.jsonl" % (sys.argv[1], name), "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"custom_id": "id-%07d" % i, "method": "POST",
+                                "url": "/v1/embeddings", "body": {"input": "x"}}) + "\n")
+EOF
+for name in one many; do
+    /usr/bin/time -f '%M' -o "$WORK/rss.$name" "$BATON" "${B[@]}" --input "$WORK/$name.jsonl" \
+        --output "$WORK/$name.out" 2>"$WORK/err.$name"
+    rc=$?
+    [[ $rc -eq 3 ]] || fail "$name: exit $rc, expected 3: $(tail -3 "$WORK/err.$name")"
+done
+lines=$(wc -l <"$WORK/many.out")
+growth=$(($(tail -1 "$WORK/rss.many") - $(tail -1 "$WORK/rss.one")))
+[[ $lines -eq 200000 ]] && pass "200,000 lines, 200,000 records" || fail "$lines records"
+[[ $growth -lt 8192 ]] && pass "200,000 lines cost ${growth} KiB over one line" ||
+    fail "200,000 lines cost ${growth} KiB over one line (not streamed?)"
+rm -f "$WORK"/many.*
+
 # --- per-line errors: records with the server's status and message; the rest run ---
 long=$(printf 'word %.0s' $(seq 400))
 cat >"$WORK/in.jsonl" <<EOF
