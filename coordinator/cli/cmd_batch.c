@@ -30,11 +30,9 @@
  * (a stage died: 503) is left out, and the exit status says to run again (1, or 75 after a
  * signal).
  */
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -574,15 +572,148 @@ static void summary(const batch_run *b, const uint64_t *busy0, const uint64_t *b
             (long long)b->n_syncs, b->n_syncs == 1 ? "" : "s");
 }
 
-/* The refusals before any compute (exit 2). Under mpirun the stages wait for the
- * coordinator's handshake: they are brought up and told to end, so the job ends in order. */
-static int refuse(bt_model_flags *mf, bt_cluster_flags *cf) {
+/* Ends the job before the run with `status` (a refusal, or nothing left to do). Under mpirun
+ * the stages wait for the coordinator's handshake: they are brought up and told to end, so the
+ * job ends in order. */
+static int end_before_run(bt_model_flags *mf, bt_cluster_flags *cf, int status) {
     if (bt_mpi_launched()) {
         bt_session s;
         if (bt_session_open(&s, "batch", mf, cf) < 0)
-            return bt_session_close(&s, 2);
+            return bt_session_close(&s, status);
     }
+    return status;
+}
+
+/* What the command line asked for. */
+typedef struct batch_flags {
+    const char *input, *output, *model_name, *chat_name;
+    bool restart, no_sync;
+    int64_t sync_lines, sync_ms, max_queue, drain_timeout, max_line, progress_interval;
+} batch_flags;
+
+/* The coordinator's work before anything runs: the whole input is scanned, then the output
+ * journal opened. Returns -1 to go on (in, out, scan and st filled), else the exit status:
+ * 2 refused, 0 or 3 when every request already has a line (then nothing is left open). */
+static int open_files(const batch_flags *f, bt_batch_input **in, bt_batch_output **out,
+                      bt_batch_scan *scan, bt_batch_output_state *st) {
+    bt_error err;
+    bt_error_init(&err);
+    if (bt_batch_input_open(f->input, (size_t)f->max_line, in, &err) != BT_OK ||
+        bt_batch_input_scan(*in, scan, &err) != BT_OK) {
+        fprintf(stderr, "baton batch: %s\n", err.msg);
+        goto refused;
+    }
+    if (scan->n_problems > 0) {
+        fprintf(stderr, "baton batch: %s: %lld line%s refused, nothing was run:\n%s", f->input,
+                (long long)scan->n_problems, scan->n_problems == 1 ? " is" : "s are", scan->report);
+        goto refused;
+    }
+    if (scan->n_requests == 0) {
+        fprintf(stderr, "baton batch: %s has no requests\n", f->input);
+        goto refused;
+    }
+    bt_batch_output_params op = {.path = f->output,
+                                 .input_hash = scan->input_hash,
+                                 .input_bytes = scan->input_bytes,
+                                 .n_requests = scan->n_requests,
+                                 .restart = f->restart,
+                                 .sync = !f->no_sync};
+    if (bt_batch_output_open(&op, out, st, &err) != BT_OK) {
+        fprintf(stderr, "baton batch: %s\n", err.msg);
+        goto refused;
+    }
+    if (st->torn_bytes)
+        fprintf(stderr,
+                "baton batch: %s: dropped a torn last line (%lld bytes) of an interrupted write\n",
+                f->output, (long long)st->torn_bytes);
+    if (st->resumed)
+        fprintf(stderr, "baton batch: %s: resuming: %lld of %lld requests are done\n", f->output,
+                (long long)st->n_done, (long long)scan->n_requests);
+    if (st->n_done < scan->n_requests)
+        return -1;
+    fprintf(stderr, "baton batch: %s: every request already has a line\n", f->output);
+    bt_batch_output_close(*out);
+    bt_batch_input_close(*in);
+    *out = NULL;
+    *in = NULL;
+    return st->n_failed ? EXIT_LINE_ERRORS : 0;
+refused:
+    bt_batch_input_close(*in);
+    *in = NULL;
     return 2;
+}
+
+/* The exit status of a run that ended, with its last words on stderr. */
+static int outcome(const batch_run *b, const char *output) {
+    int64_t total = b->n_done_before + b->n_durable;
+    const char *again = "run the same command again to go on";
+    if (b->failed) {
+        fprintf(stderr, "baton batch: %s\nbaton batch: %lld of %lld requests are done; %s\n",
+                b->fail_msg, (long long)total, (long long)b->n_requests, again);
+        return 1;
+    }
+    if (total < b->n_requests && (b->stop_sig || b->n_abandoned)) {
+        fprintf(stderr, "baton batch: %lld of %lld requests are done; %s\n", (long long)total,
+                (long long)b->n_requests, again);
+        return b->stop_sig ? EXIT_INTERRUPTED : 1;
+    }
+    if (total != b->n_requests) {
+        /* Every line was fed and none left over, yet the count is off: the input changed since
+         * the scan, or two custom_ids share a 64-bit hash (batch_io.h). Not something a
+         * rerun mends. */
+        fprintf(stderr,
+                "baton batch: %s has %lld lines for %lld requests: was the input changed "
+                "during the run? --restart starts over\n",
+                output, (long long)total, (long long)b->n_requests);
+        return 1;
+    }
+    fprintf(stderr, "baton batch: wrote %s\n", output);
+    return b->n_failed_before + b->n_err > 0 ? EXIT_LINE_ERRORS : 0;
+}
+
+/* The run on the coordinator: feeder and writer threads around the engine loop on this
+ * thread. Returns the exit status; *serve_st is the engine's outcome (a stage failure). */
+static int run(batch_run *b, const bt_engine_info *info, const char *output, bt_status *serve_st) {
+    uint64_t busy0[BT_ENGINE_MAX_STAGES] = {0}, busy1[BT_ENGINE_MAX_STAGES] = {0};
+    int n_stages = info->n_stages < BT_ENGINE_MAX_STAGES ? info->n_stages : BT_ENGINE_MAX_STAGES;
+    stage_busy(b->engine, busy0, n_stages);
+    b->t_start = bt_now_us();
+
+    pthread_mutex_lock(&g_signal_mu);
+    g_signal_run = b;
+    b->stop_sig = g_early_sig; /* the feeder submits nothing: the engine ends at once */
+    pthread_mutex_unlock(&g_signal_mu);
+    pthread_t feeder, writer;
+    bool feeder_up = pthread_create(&feeder, NULL, feeder_main, b) == 0;
+    bool writer_up = feeder_up && pthread_create(&writer, NULL, writer_main, b) == 0;
+    if (!writer_up) {
+        pthread_mutex_lock(&b->mu);
+        fail_locked(b, "cannot start a thread");
+        pthread_mutex_unlock(&b->mu);
+        bt_engine_shutdown(b->engine, false, 0);
+    }
+    bt_error err;
+    bt_error_init(&err);
+    *serve_st = bt_engine_serve(b->engine, &err);
+    stage_busy(b->engine, busy1, n_stages);
+
+    pthread_mutex_lock(&b->mu);
+    b->engine_done = true;
+    if (*serve_st != BT_OK)
+        fail_locked(b, err.msg[0] ? err.msg : bt_status_str(*serve_st));
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (feeder_up)
+        pthread_join(feeder, NULL);
+    if (writer_up)
+        pthread_join(writer, NULL);
+    pthread_mutex_lock(&g_signal_mu);
+    g_signal_run = NULL;
+    pthread_mutex_unlock(&g_signal_mu);
+
+    progress_locked(b, true); /* no other thread is left */
+    summary(b, busy0, busy1, n_stages);
+    return outcome(b, output);
 }
 
 int bt_cmd_batch(int argc, char **argv) {
@@ -590,34 +721,35 @@ int bt_cmd_batch(int argc, char **argv) {
     bt_cluster_flags cf;
     bt_model_flags_init(&mf);
     bt_cluster_flags_init(&cf);
-    const char *input = NULL, *output = NULL, *model_name = NULL, *chat_name = NULL;
-    bool restart = false, no_sync = false;
-    int64_t sync_lines = 64, sync_ms = 1000, max_queue = 0, drain_timeout = 30,
-            max_line = (int64_t)BT_BATCH_MAX_LINE_BYTES_DEFAULT, progress_interval = 10;
+    batch_flags f = {.sync_lines = 64,
+                     .sync_ms = 1000,
+                     .drain_timeout = 30,
+                     .max_line = (int64_t)BT_BATCH_MAX_LINE_BYTES_DEFAULT,
+                     .progress_interval = 10};
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         BT_CLUSTER_FLAG_OPTS(cf),
-        {"--input", BT_CLI_STR, &input, 0, 0, "the batch file: one request a line (required)"},
-        {"--output", BT_CLI_STR, &output, 0, 0,
+        {"--input", BT_CLI_STR, &f.input, 0, 0, "the batch file: one request a line (required)"},
+        {"--output", BT_CLI_STR, &f.output, 0, 0,
          "results, one line per custom_id; rerunning resumes (required)"},
-        {"--restart", BT_CLI_FLAG, &restart, 0, 0, "start over: truncate the output"},
-        {"--sync-lines", BT_CLI_INT, &sync_lines, 1, 1 << 24,
+        {"--restart", BT_CLI_FLAG, &f.restart, 0, 0, "start over: truncate the output"},
+        {"--sync-lines", BT_CLI_INT, &f.sync_lines, 1, 1 << 24,
          "fdatasync the output after at most this many lines (64)"},
-        {"--sync-ms", BT_CLI_INT, &sync_ms, 1, 3600000,
+        {"--sync-ms", BT_CLI_INT, &f.sync_ms, 1, 3600000,
          "... or this long after the oldest unsynced line (1000)"},
-        {"--no-sync", BT_CLI_FLAG, &no_sync, 0, 0,
+        {"--no-sync", BT_CLI_FLAG, &f.no_sync, 0, 0,
          "never fdatasync (measures what durability costs)"},
-        {"--max-queue", BT_CLI_INT, &max_queue, 1, 1 << 20,
+        {"--max-queue", BT_CLI_INT, &f.max_queue, 1, 1 << 20,
          "requests submitted and not done (4 x max-seqs)"},
-        {"--drain-timeout", BT_CLI_INT, &drain_timeout, 0, 86400,
+        {"--drain-timeout", BT_CLI_INT, &f.drain_timeout, 0, 86400,
          "seconds SIGTERM/SIGUSR1 lets running requests finish (30)"},
-        {"--max-line-bytes", BT_CLI_INT, &max_line, 64, (int64_t)1 << 32,
+        {"--max-line-bytes", BT_CLI_INT, &f.max_line, 64, (int64_t)1 << 32,
          "longest input line (16 MiB)"},
-        {"--progress-interval", BT_CLI_INT, &progress_interval, 1, 86400,
+        {"--progress-interval", BT_CLI_INT, &f.progress_interval, 1, 86400,
          "seconds between progress lines when stderr is not a terminal (10)"},
-        {"--model-name", BT_CLI_STR, &model_name, 0, 0,
+        {"--model-name", BT_CLI_STR, &f.model_name, 0, 0,
          "model id the bodies may name (the file name without .gguf)"},
-        {"--chat-template", BT_CLI_STR, &chat_name, 0, 0,
+        {"--chat-template", BT_CLI_STR, &f.chat_name, 0, 0,
          "chatml, llama3, llama2, mistral, gemma, phi3 (default: the model's)"},
     };
     int n_opts = (int)(sizeof opts / sizeof opts[0]);
@@ -626,79 +758,32 @@ int bt_cmd_batch(int argc, char **argv) {
     int rc = bt_cmd_parse("batch", synopsis, opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
-    if (!input || !output) {
-        fprintf(stderr, "baton batch: %s is required\n", !input ? "--input" : "--output");
+    if (!f.input || !f.output) {
+        fprintf(stderr, "baton batch: %s is required\n", !f.input ? "--input" : "--output");
         return 2;
     }
-    if (bt_chat_template_flag_check("batch", chat_name) != 0)
+    if (bt_chat_template_flag_check("batch", f.chat_name) != 0)
         return 2;
     cf.queue_timeout_us = 0; /* a batch waits as long as it takes */
 
+    /* Stage ranks go straight to serving; the coordinator checks its files first. */
     bool stage_rank = bt_launch_is_stage_rank();
     bt_batch_input *in = NULL;
     bt_batch_output *out = NULL;
-    bt_batch_scan scan;
+    bt_batch_scan scan = {0};
     bt_batch_output_state ost = {0};
     bt_error err;
     bt_error_init(&err);
-    bt_status st;
     if (!stage_rank) {
-        /* The whole input is checked before anything is computed, and the output after it. */
-        if ((st = bt_batch_input_open(input, (size_t)max_line, &in, &err)) != BT_OK ||
-            (st = bt_batch_input_scan(in, &scan, &err)) != BT_OK) {
-            fprintf(stderr, "baton batch: %s\n", err.msg);
-            bt_batch_input_close(in);
-            return refuse(&mf, &cf);
-        }
-        if (scan.n_problems > 0 || scan.n_requests == 0) {
-            if (scan.n_problems > 0)
-                fprintf(stderr, "baton batch: %s: %lld line%s refused, nothing was run:\n%s", input,
-                        (long long)scan.n_problems, scan.n_problems == 1 ? " is" : "s are",
-                        scan.report);
-            else
-                fprintf(stderr, "baton batch: %s has no requests\n", input);
-            bt_batch_input_close(in);
-            return refuse(&mf, &cf);
-        }
-        bt_batch_output_params op = {.path = output,
-                                     .input_hash = scan.input_hash,
-                                     .input_bytes = scan.input_bytes,
-                                     .n_requests = scan.n_requests,
-                                     .restart = restart,
-                                     .sync = !no_sync};
-        if ((st = bt_batch_output_open(&op, &out, &ost, &err)) != BT_OK) {
-            fprintf(stderr, "baton batch: %s\n", err.msg);
-            bt_batch_input_close(in);
-            return refuse(&mf, &cf);
-        }
-        if (ost.torn_bytes)
-            fprintf(stderr,
-                    "baton batch: %s: dropped a torn last line (%lld bytes) of an "
-                    "interrupted write\n",
-                    output, (long long)ost.torn_bytes);
-        if (ost.resumed)
-            fprintf(stderr, "baton batch: %s: resuming: %lld of %lld requests are done\n", output,
-                    (long long)ost.n_done, (long long)scan.n_requests);
-        if (ost.n_done >= scan.n_requests) {
-            fprintf(stderr, "baton batch: %s: every request already has a line\n", output);
-            bt_batch_output_close(out);
-            bt_batch_input_close(in);
-            rc = ost.n_failed ? EXIT_LINE_ERRORS : 0;
-            if (bt_mpi_launched()) { /* the stages are waiting: bring them up and end */
-                bt_session s;
-                if (bt_session_open(&s, "batch", &mf, &cf) < 0)
-                    rc = bt_session_close(&s, rc);
-            }
-            return rc;
-        }
-        if ((st = bt_sigwatch_start(on_signal, NULL, &err)) != BT_OK) {
+        if ((rc = open_files(&f, &in, &out, &scan, &ost)) >= 0)
+            return end_before_run(&mf, &cf, rc);
+        if (bt_sigwatch_start(on_signal, NULL, &err) != BT_OK) {
             fprintf(stderr, "baton batch: %s\n", err.msg);
             bt_batch_output_close(out);
             bt_batch_input_close(in);
-            return refuse(&mf, &cf);
+            return end_before_run(&mf, &cf, 1);
         }
     }
-
     bt_session s;
     rc = bt_session_open(&s, "batch", &mf, &cf);
     if (rc >= 0) { /* a stage rank that served, or the model/cluster failed */
@@ -717,8 +802,8 @@ int bt_cmd_batch(int argc, char **argv) {
     bt_engine_get_info(s.engine, &info);
     bt_chat_template tmpl;
     char chat_error[600] = "";
-    st = bt_chat_template_for_model(s.gguf, chat_name, &tmpl, &err);
-    if (st != BT_OK && chat_name) {
+    bt_status st = bt_chat_template_for_model(s.gguf, f.chat_name, &tmpl, &err);
+    if (st != BT_OK && f.chat_name) {
         fprintf(stderr, "baton batch: --chat-template: %s\n", err.msg);
         rc = 2;
         goto closed;
@@ -726,100 +811,38 @@ int bt_cmd_batch(int argc, char **argv) {
     if (st != BT_OK) /* completions work without a template; chat lines get this 400 */
         snprintf(chat_error, sizeof chat_error, "%s", err.msg);
     bt_api_model model = {
-        .name = model_name ? model_name : name,
+        .name = f.model_name ? f.model_name : name,
         .vocab = s.vocab,
         .chat = st == BT_OK ? &tmpl : NULL,
         .chat_error = chat_error,
         .n_ctx = info.n_ctx,
     };
-
-    static batch_run run; /* the signal thread may look at it until sigwatch stops */
-    memset(&run, 0, sizeof run);
-    batch_run *b = &run;
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
-    b->engine = s.engine;
-    b->model = &model;
-    b->in = in;
-    b->out = out;
-    b->n_requests = scan.n_requests;
-    b->n_done_before = ost.n_done;
-    b->n_failed_before = ost.n_failed;
-    b->max_queue = max_queue ? max_queue : info.queue_capacity;
-    if (b->max_queue > info.queue_capacity)
-        b->max_queue = info.queue_capacity;
-    b->sync_lines = sync_lines;
-    b->sync_us = sync_ms * 1000;
-    b->drain_us = drain_timeout * 1000000;
-    b->progress_us = progress_interval * 1000000;
-    b->tty = isatty(STDERR_FILENO);
-    b->t_start = bt_now_us();
-
-    uint64_t busy0[BT_ENGINE_MAX_STAGES] = {0}, busy1[BT_ENGINE_MAX_STAGES] = {0};
-    int n_stages = info.n_stages < BT_ENGINE_MAX_STAGES ? info.n_stages : BT_ENGINE_MAX_STAGES;
-    stage_busy(s.engine, busy0, n_stages);
     fprintf(stderr, "baton batch: %s: %lld requests, %lld to run, on %d stage%s (model %s)\n",
-            input, (long long)scan.n_requests, (long long)(scan.n_requests - ost.n_done),
+            f.input, (long long)scan.n_requests, (long long)(scan.n_requests - ost.n_done),
             info.n_stages, info.n_stages == 1 ? "" : "s", model.name);
 
-    pthread_mutex_lock(&g_signal_mu);
-    g_signal_run = b;
-    b->stop_sig = g_early_sig; /* the feeder submits nothing: the engine ends at once */
-    pthread_mutex_unlock(&g_signal_mu);
-    pthread_t feeder, writer;
-    bool feeder_up = pthread_create(&feeder, NULL, feeder_main, b) == 0;
-    bool writer_up = feeder_up && pthread_create(&writer, NULL, writer_main, b) == 0;
-    bt_error serve_err;
-    bt_error_init(&serve_err);
-    if (!writer_up) {
-        pthread_mutex_lock(&b->mu);
-        fail_locked(b, "cannot start a thread");
-        pthread_mutex_unlock(&b->mu);
-        bt_engine_shutdown(s.engine, false, 0);
-    }
-    serve_st = bt_engine_serve(s.engine, &serve_err);
-    stage_busy(s.engine, busy1, n_stages);
-
-    pthread_mutex_lock(&b->mu);
-    b->engine_done = true;
-    if (serve_st != BT_OK)
-        fail_locked(b, serve_err.msg[0] ? serve_err.msg : bt_status_str(serve_st));
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    if (feeder_up)
-        pthread_join(feeder, NULL);
-    if (writer_up)
-        pthread_join(writer, NULL);
-    pthread_mutex_lock(&g_signal_mu);
-    g_signal_run = NULL;
-    pthread_mutex_unlock(&g_signal_mu);
-
-    progress_locked(b, true);
-    summary(b, busy0, busy1, n_stages);
-    int64_t total = b->n_done_before + b->n_durable;
-    if (b->failed) {
-        fprintf(stderr,
-                "baton batch: %s\nbaton batch: %lld of %lld requests are done; run the "
-                "same command again to go on\n",
-                b->fail_msg, (long long)total, (long long)b->n_requests);
-        rc = 1;
-    } else if (total < b->n_requests) {
-        fprintf(stderr,
-                "baton batch: %lld of %lld requests are done; run the same command "
-                "again to go on\n",
-                (long long)total, (long long)b->n_requests);
-        rc = b->stop_sig ? EXIT_INTERRUPTED : 1;
-    } else if (total > b->n_requests) { /* two custom_ids with one 64-bit hash (batch_io.h) */
-        fprintf(stderr, "baton batch: %s has %lld lines for %lld requests\n", output,
-                (long long)total, (long long)b->n_requests);
-        rc = 1;
-    } else {
-        fprintf(stderr, "baton batch: wrote %s\n", output);
-        rc = b->n_failed_before + b->n_err > 0 ? EXIT_LINE_ERRORS : 0;
-    }
-    bt_api_buf_free(&b->pending);
-    pthread_cond_destroy(&b->cv);
-    pthread_mutex_destroy(&b->mu);
+    static batch_run r; /* the signal thread may look at it until sigwatch stops */
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    r.engine = s.engine;
+    r.model = &model;
+    r.in = in;
+    r.out = out;
+    r.n_requests = scan.n_requests;
+    r.n_done_before = ost.n_done;
+    r.n_failed_before = ost.n_failed;
+    r.max_queue =
+        f.max_queue && f.max_queue < info.queue_capacity ? f.max_queue : info.queue_capacity;
+    r.sync_lines = f.sync_lines;
+    r.sync_us = f.sync_ms * 1000;
+    r.drain_us = f.drain_timeout * 1000000;
+    r.progress_us = f.progress_interval * 1000000;
+    r.tty = isatty(STDERR_FILENO);
+    rc = run(&r, &info, f.output, &serve_st);
+    bt_api_buf_free(&r.pending);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
 closed:
     bt_sigwatch_stop();
     bt_batch_output_close(out);
