@@ -299,7 +299,7 @@ static void test_scan_problems(void) {
 }
 
 static void test_scan_report_cap(void) {
-    /* 30 bad lines and 5 repeats: the first BT_BATCH_REPORT_MAX are named, the rest counted */
+    /* 30 bad lines and 5 lines of one id (4 repeats): the first BT_BATCH_REPORT_MAX are named */
     static char text[32768];
     size_t k = 0;
     for (int i = 0; i < 30; i++)
