@@ -497,7 +497,8 @@ bt_status bt_batch_input_scan(bt_batch_input *in, bt_batch_scan *out, bt_error *
     bt_status st = scan_pass(in, out, &hv, NULL, err);
     if (st != BT_OK)
         goto cleanup;
-    qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
+    if (hv.n > 1) /* qsort takes no NULL, even for 0 entries */
+        qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
     /* Keep the hashes that occur more than once, each once, in place. */
     size_t n_dups = 0;
     for (size_t i = 1; i < hv.n; i++)
@@ -969,7 +970,8 @@ bt_status bt_batch_output_open(const bt_batch_output_params *p, bt_batch_output 
         }
         st->torn_bytes = (int64_t)(sb.st_size - complete);
     }
-    qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
+    if (hv.n > 1) /* qsort takes no NULL, even for 0 entries */
+        qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
     o->done = hv.v;
     o->n_done = hv.n;
     o->size = complete;
