@@ -548,7 +548,7 @@ bool bt_batch_entry_parse(const bt_batch_line *line, bt_batch_entry *out, bt_api
         memcpy(out->custom_id, json_string_value(id), json_string_length(id) + 1);
     const json_t *url = json_object_get(root, "url");
     if (!url) {
-        bt_api_error_set(e, 400, "url", "missing_required_parameter",
+        bt_api_error_set(e, 400, "url", "invalid_url",
                          "url is missing: it must be \"/v1/completions\" or "
                          "\"/v1/chat/completions\"");
         goto cleanup;
