@@ -497,7 +497,8 @@ bt_status bt_batch_input_scan(bt_batch_input *in, bt_batch_scan *out, bt_error *
     bt_status st = scan_pass(in, out, &hv, NULL, err);
     if (st != BT_OK)
         goto cleanup;
-    qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
+    if (hv.n > 1) /* qsort takes no NULL, even for 0 entries */
+        qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
     /* Keep the hashes that occur more than once, each once, in place. */
     size_t n_dups = 0;
     for (size_t i = 1; i < hv.n; i++)
@@ -547,7 +548,7 @@ bool bt_batch_entry_parse(const bt_batch_line *line, bt_batch_entry *out, bt_api
         memcpy(out->custom_id, json_string_value(id), json_string_length(id) + 1);
     const json_t *url = json_object_get(root, "url");
     if (!url) {
-        bt_api_error_set(e, 400, "url", "missing_required_parameter",
+        bt_api_error_set(e, 400, "url", "invalid_url",
                          "url is missing: it must be \"/v1/completions\" or "
                          "\"/v1/chat/completions\"");
         goto cleanup;
@@ -760,6 +761,10 @@ static bt_status read_sidecar(const char *side, uint64_t *hash, uint64_t *bytes,
     return BT_OK;
 }
 
+/* The longest output line open will parse. A result line is at most a few MiB (the text and
+ * logprobs of one request); a torn tail longer than this is still only skipped, not held. */
+#define OUTPUT_LINE_MAX ((size_t)256 << 20)
+
 /* Reads the output from its start one line at a time: hashes of the custom_ids into hv,
  * n_failed, and *complete = the bytes up to the last '\n'. A complete line that is not a
  * result line: BT_ERR_INVALID_ARG naming it. */
@@ -771,6 +776,7 @@ static bt_status load_done(int fd, const char *path, hash_vec *hv, int64_t *n_fa
     size_t n_line = 0, cap_line = 0;
     off_t off = 0;
     int64_t line_no = 0;
+    bool too_long = false; /* the current line passed OUTPUT_LINE_MAX: skipped, not held */
     bt_status st = BT_OK;
     *complete = 0;
     *n_failed = 0;
@@ -790,10 +796,16 @@ static bt_status load_done(int fd, const char *path, hash_vec *hv, int64_t *n_fa
         while (pos < (size_t)r) {
             const char *nl = memchr(buf + pos, '\n', (size_t)r - pos);
             size_t take = nl ? (size_t)(nl - (buf + pos)) : (size_t)r - pos;
-            if (n_line + take + 1 > cap_line) {
+            if (n_line + take > OUTPUT_LINE_MAX)
+                too_long = true;
+            if (too_long) {
+                pos += take;
+            } else if (n_line + take + 1 > cap_line) {
                 size_t cap = cap_line ? cap_line : 4096;
                 while (cap < n_line + take + 1)
                     cap *= 2;
+                if (cap > OUTPUT_LINE_MAX + 1)
+                    cap = OUTPUT_LINE_MAX + 1;
                 char *l = realloc(line, cap);
                 if (!l) {
                     st =
@@ -804,13 +816,22 @@ static bt_status load_done(int fd, const char *path, hash_vec *hv, int64_t *n_fa
                 line = l;
                 cap_line = cap;
             }
-            memcpy(line + n_line, buf + pos, take);
-            n_line += take;
-            pos += take;
+            if (!too_long) {
+                memcpy(line + n_line, buf + pos, take);
+                n_line += take;
+                pos += take;
+            }
             if (!nl)
                 break;
             pos++; /* the '\n' */
             line_no++;
+            if (too_long) {
+                st = bt_error_set(err, BT_ERR_INVALID_ARG,
+                                  "output %s: line %" PRId64 " is longer than %zu bytes, not a "
+                                  "result line; use --restart to start over or another --output",
+                                  path, line_no, OUTPUT_LINE_MAX);
+                goto cleanup;
+            }
             json_error_t jerr;
             json_t *j = json_loadb(line, n_line, JSON_REJECT_DUPLICATES, &jerr);
             const json_t *id = json_object_get(j, "custom_id");
@@ -949,7 +970,8 @@ bt_status bt_batch_output_open(const bt_batch_output_params *p, bt_batch_output 
         }
         st->torn_bytes = (int64_t)(sb.st_size - complete);
     }
-    qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
+    if (hv.n > 1) /* qsort takes no NULL, even for 0 entries */
+        qsort(hv.v, hv.n, sizeof *hv.v, cmp_u64);
     o->done = hv.v;
     o->n_done = hv.n;
     o->size = complete;
