@@ -200,6 +200,10 @@ bt_status bt_batch_input_rewind(bt_batch_input *in, bt_error *err) {
     return BT_OK;
 }
 
+uint64_t bt_batch_input_hash(const bt_batch_input *in) {
+    return hash_final(in->hash);
+}
+
 /* Refills the read buffer; at_eof when the file has no more bytes. */
 static bt_status fill(bt_batch_input *in, bt_error *err) {
     for (;;) {

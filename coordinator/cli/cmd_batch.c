@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,6 +89,7 @@ typedef struct batch_run {
     bt_batch_input *in;   /* feeder's */
     bt_batch_output *out; /* writer's (bt_batch_output_has: any thread) */
     int64_t n_requests;   /* of the input */
+    uint64_t input_hash;  /* the scan's */
     int64_t n_done_before, n_failed_before;
     int64_t max_queue;
     int64_t sync_lines, sync_us, drain_us, progress_us;
@@ -333,7 +335,8 @@ static void *feeder_main(void *arg) {
     bt_error err;
     bt_error_init(&err);
     bt_status st = bt_batch_input_rewind(b->in, &err);
-    for (bool eof = false; st == BT_OK;) {
+    bool eof = false;
+    while (st == BT_OK) {
         bt_batch_line l;
         if ((st = bt_batch_input_next(b->in, &l, &eof, &err)) != BT_OK || eof)
             break;
@@ -341,6 +344,10 @@ static void *feeder_main(void *arg) {
             break;
     }
     pthread_mutex_lock(&b->mu);
+    if (st == BT_OK && eof && bt_batch_input_hash(b->in) != b->input_hash)
+        st = bt_error_set(&err, BT_ERR_IO,
+                          "the input changed since it was checked (its hash is not the same); "
+                          "the lines written are results of the old input: --restart starts over");
     if (st != BT_OK) /* the input changed since the scan, or became unreadable */
         fail_locked(b, err.msg);
     b->feeder_done = true;
@@ -598,6 +605,12 @@ static int open_files(const batch_flags *f, bt_batch_input **in, bt_batch_output
                       bt_batch_scan *scan, bt_batch_output_state *st) {
     bt_error err;
     bt_error_init(&err);
+    struct stat si, so;
+    if (stat(f->input, &si) == 0 && stat(f->output, &so) == 0 && si.st_dev == so.st_dev &&
+        si.st_ino == so.st_ino) {
+        fprintf(stderr, "baton batch: --output %s is the input file\n", f->output);
+        return 2;
+    }
     if (bt_batch_input_open(f->input, (size_t)f->max_line, in, &err) != BT_OK ||
         bt_batch_input_scan(*in, scan, &err) != BT_OK) {
         fprintf(stderr, "baton batch: %s\n", err.msg);
@@ -830,6 +843,7 @@ int bt_cmd_batch(int argc, char **argv) {
     r.in = in;
     r.out = out;
     r.n_requests = scan.n_requests;
+    r.input_hash = scan.input_hash;
     r.n_done_before = ost.n_done;
     r.n_failed_before = ost.n_failed;
     r.max_queue =

@@ -60,6 +60,10 @@ expect 2 'has no requests' -- "${B[@]}" --input "$WORK/blank.jsonl" --output "$W
 expect 2 'no such file|cannot open|No such file' -- "${B[@]}" --input "$WORK/nope.jsonl" \
     --output "$WORK/e.out"
 expect 2 '--output is required' -- "${B[@]}" --input "$WORK/bad.jsonl"
+cp "$WORK/bad.jsonl" "$WORK/same.jsonl"
+expect 2 'is the input file' -- "${B[@]}" --input "$WORK/same.jsonl" --output "$WORK/./same.jsonl"
+cmp -s "$WORK/bad.jsonl" "$WORK/same.jsonl" && pass "the input given as output is untouched" ||
+    fail "the input given as output was changed"
 
 # A 100 MB line: refused by line number and limit, without being held in memory.
 {
