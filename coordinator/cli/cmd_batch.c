@@ -809,37 +809,22 @@ int bt_cmd_batch(int argc, char **argv) {
     }
 
     bt_status serve_st = BT_OK;
-    char name[256];
-    bt_cmd_model_id(mf.model ? mf.model : mf.default_model, name, sizeof name);
     bt_engine_info info;
     bt_engine_get_info(s.engine, &info);
-    bt_chat_template tmpl;
-    char chat_error[600] = "";
-    bt_status st = bt_chat_template_for_model(s.gguf, f.chat_name, &tmpl, &err);
-    if (st != BT_OK && f.chat_name) {
-        fprintf(stderr, "baton batch: --chat-template: %s\n", err.msg);
-        rc = 2;
+    bt_cmd_api_model am;
+    if ((rc = bt_cmd_api_model_init(&am, "batch", &s, &mf, f.model_name, f.chat_name)) != 0)
         goto closed;
-    }
-    if (st != BT_OK) /* completions work without a template; chat lines get this 400 */
-        snprintf(chat_error, sizeof chat_error, "%s", err.msg);
-    bt_api_model model = {
-        .name = f.model_name ? f.model_name : name,
-        .vocab = s.vocab,
-        .chat = st == BT_OK ? &tmpl : NULL,
-        .chat_error = chat_error,
-        .n_ctx = info.n_ctx,
-    };
+    const bt_api_model *model = &am.m;
     fprintf(stderr, "baton batch: %s: %lld requests, %lld to run, on %d stage%s (model %s)\n",
             f.input, (long long)scan.n_requests, (long long)(scan.n_requests - ost.n_done),
-            info.n_stages, info.n_stages == 1 ? "" : "s", model.name);
+            info.n_stages, info.n_stages == 1 ? "" : "s", model->name);
 
     static batch_run r; /* the signal thread may look at it until sigwatch stops */
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
     r.engine = s.engine;
-    r.model = &model;
+    r.model = model;
     r.in = in;
     r.out = out;
     r.n_requests = scan.n_requests;

@@ -385,3 +385,30 @@ void bt_cmd_model_id(const char *path, char *out, size_t cap) {
         n -= 5;
     snprintf(out, cap, "%.*s", (int)n, base);
 }
+
+int bt_cmd_api_model_init(bt_cmd_api_model *am, const char *cmd, const bt_session *s,
+                          const bt_model_flags *mf, const char *model_name, const char *chat_name) {
+    memset(am, 0, sizeof *am);
+    bt_cmd_model_id(mf->model ? mf->model : mf->default_model, am->name, sizeof am->name);
+    bt_engine_info info;
+    bt_engine_get_info(s->engine, &info);
+    bt_error err;
+    bt_error_init(&err);
+    bt_status st = bt_chat_template_for_model(s->gguf, chat_name, &am->tmpl, &err);
+    if (st != BT_OK && chat_name) {
+        fprintf(stderr, "baton %s: --chat-template: %s\n", cmd, err.msg);
+        return 2;
+    }
+    if (st != BT_OK) {
+        snprintf(am->chat_error, sizeof am->chat_error, "%s", err.msg);
+        fprintf(stderr, "baton %s: chat requests will get 400: %s\n", cmd, err.msg);
+    }
+    am->m = (bt_api_model){
+        .name = model_name ? model_name : am->name,
+        .vocab = s->vocab,
+        .chat = st == BT_OK ? &am->tmpl : NULL,
+        .chat_error = am->chat_error,
+        .n_ctx = info.n_ctx,
+    };
+    return 0;
+}

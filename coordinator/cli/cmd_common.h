@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "engine.h"
 #include "launch.h"
+#include "openai.h"
 #include "request.h"
 #include "threadpool.h"
 
@@ -141,6 +142,22 @@ bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size
 /* The model id of serve and batch (the name requests may give as "model"): the file's
  * basename without .gguf. */
 void bt_cmd_model_id(const char *path, char *out, size_t cap);
+
+/* The served model as the OpenAI layer sees it (serve, batch), with the storage it points
+ * into. Borrows the session's vocabulary: valid while the session is open. */
+typedef struct bt_cmd_api_model {
+    bt_api_model m;
+    bt_chat_template tmpl;
+    char name[256];
+    char chat_error[600];
+} bt_cmd_api_model;
+
+/* Fills am for the open session s: the name (model_name, else bt_cmd_model_id of the file),
+ * the chat template (chat_name, else the GGUF's). A model without a template baton renders
+ * still serves completions; chat requests get a 400 naming the fix (said once on stderr,
+ * prefixed "baton CMD: "). Returns 0, or 2 when chat_name does not fit the model (printed). */
+int bt_cmd_api_model_init(bt_cmd_api_model *am, const char *cmd, const bt_session *s,
+                          const bt_model_flags *mf, const char *model_name, const char *chat_name);
 
 /* Writes n bytes to stdout and flushes (streamed output). False on a write error, which is
  * remembered for bt_stdout_close. */

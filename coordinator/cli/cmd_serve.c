@@ -130,34 +130,19 @@ int bt_cmd_serve(int argc, char **argv) {
         return rc;
     }
 
-    char name[256];
-    bt_cmd_model_id(mf.model ? mf.model : mf.default_model, name, sizeof name);
     bt_engine_info info;
     bt_engine_get_info(s.engine, &info);
-    bt_chat_template tmpl;
-    char chat_error[600] = "";
-    bt_status st = bt_chat_template_for_model(s.gguf, chat_name, &tmpl, &err);
-    if (st != BT_OK && chat_name) {
-        fprintf(stderr, "baton serve: --chat-template: %s\n", err.msg);
+    bt_cmd_api_model am; /* the server's threads read it until bt_api_server_stop below */
+    if (bt_cmd_api_model_init(&am, "serve", &s, &mf, model_name, chat_name) != 0) {
         bt_sigwatch_stop();
         return bt_session_close(&s, 2);
     }
-    /* Completions work without a template; chat requests get this (it names the fix). */
-    if (st != BT_OK) {
-        snprintf(chat_error, sizeof chat_error, "%s", err.msg);
-        fprintf(stderr, "baton serve: chat requests will get 400: %s\n", err.msg);
-    }
-    bt_api_model model = {
-        .name = model_name ? model_name : name,
-        .vocab = s.vocab,
-        .chat = st == BT_OK ? &tmpl : NULL,
-        .chat_error = chat_error,
-        .n_ctx = info.n_ctx,
-    };
+    const bt_api_model *model = &am.m;
 
     bt_api_server *server = NULL;
     bt_error_init(&err);
-    if ((st = bt_api_server_start(&sp, s.engine, &model, &server, &err)) != BT_OK) {
+    bt_status st;
+    if ((st = bt_api_server_start(&sp, s.engine, model, &server, &err)) != BT_OK) {
         /* a bad --host or a port in use is the user's to fix: 2 */
         fprintf(stderr, "baton serve: %s\n", err.msg);
         bt_sigwatch_stop();
@@ -173,7 +158,7 @@ int bt_cmd_serve(int argc, char **argv) {
         bt_engine_shutdown(s.engine, true, bt_now_us() + ctl.shutdown_timeout_us);
     }
     fprintf(stderr, "baton serve: listening on http://%s:%d (model %s, %d stages)\n", sp.host,
-            bt_api_server_port(server), model.name, info.n_stages);
+            bt_api_server_port(server), model->name, info.n_stages);
 
     bt_error_init(&err);
     st = bt_engine_serve(s.engine, &err);

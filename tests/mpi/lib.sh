@@ -57,3 +57,13 @@ procs_matching() {
 rank_of() {
     tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p'
 }
+
+# find_rank RANK - the pid of the baton process of that rank in this test's job ("" if none
+# yet): the job's processes carry $marker on their command line.
+find_rank() {
+    local pid
+    for pid in $(procs_matching "${marker:?}"); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
+        [[ $(rank_of "$pid") == "$1" ]] && { echo "$pid"; return; }
+    done
+}

@@ -57,14 +57,6 @@ run_batch() {
 
 lines_of() { [[ -f $1 ]] && wc -l <"$1" || echo 0; }
 
-find_rank() {
-    local pid
-    for pid in $(procs_matching "$marker"); do
-        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
-        [[ $(rank_of "$pid") == "$1" ]] && { echo "$pid"; return; }
-    done
-}
-
 # wait_lines OUT LINES - until OUT has LINES lines (false if the job ended first).
 wait_lines() {
     local deadline=$((SECONDS + 120))

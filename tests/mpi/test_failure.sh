@@ -45,15 +45,6 @@ trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
 
-# find_rank RANK - the pid of the baton process of that rank in this job ("" if none yet).
-find_rank() {
-    local pid
-    for pid in $(procs_matching "$marker"); do
-        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
-        [[ $(rank_of "$pid") == "$1" ]] && { echo "$pid"; return; }
-    done
-}
-
 # start_job NAME NP [BATON FLAGS...] - baton generate in the background (pid in $job, output in
 # $WORK/NAME.out, errors in $WORK/NAME.err), with the marker on its command line; through
 # deploy/baton-run when LAUNCH=baton-run, else through run_mpi_test.sh.
