@@ -9,6 +9,10 @@
 #      output has some lines but not all, `scontrol requeue` the job (Slurm kills every rank);
 #      the requeued run resumes: in the end exactly one line per custom_id, no torn line,
 #      all 200, and greedy lines (written before and after the requeue) equal generate's.
+#   3. 100 completions under mpirun; SIGUSR1 to the batch shell (scancel --batch, what
+#      --signal=B:USR1@60 does before the time limit): forwarded to every rank, baton batch
+#      drains and exits 75, the script requeues, the next run finishes; one line per
+#      custom_id, greedy lines equal generate's.
 # Needs root (the daemons run as root) and Slurm (installed with apt-get if missing): else
 # exit 77, like a missing model. ctest: slurm.test_slurm_batch (labels slurm, model).
 set -uo pipefail
@@ -231,9 +235,10 @@ if grep -q "run $((restarts + 1)):.*done: every request" "$tmp/job2-$jid.log"; t
 else
     fail "job 2: no 'done' line from run $((restarts + 1)) in the job log"
 fi
-# Sample: 3 lines written before the requeue, 3 after.
+# Sample: up to 3 lines written before the requeue, the rest of 6 after.
 before=$(head -n 3 "$tmp/before" 2>/dev/null | tr '\n' ' ')
-after=$(ids "$tmp/out2.jsonl" | grep -vxF -f "$tmp/before" | tail -n 3 | tr '\n' ' ')
+n_before=$(wc -w <<<"$before")
+after=$(ids "$tmp/out2.jsonl" | grep -vxF -f "$tmp/before" | tail -n $((6 - n_before)) | tr '\n' ' ')
 echo "job 2: sample written before the requeue: $before; after: $after"
 if SAMPLE="$before $after" check_output "$tmp/in2.jsonl" "$tmp/out2.jsonl" >"$tmp/sample2"; then
     pass "job 2: $n2 lines, exactly one per custom_id, no torn line, all status 200"
@@ -244,6 +249,52 @@ if SAMPLE="$before $after" check_output "$tmp/in2.jsonl" "$tmp/out2.jsonl" >"$tm
     fi
 else
     fail "job 2: output $tmp/out2.jsonl is wrong (above)"
+fi
+
+
+# --- 3. the time-limit path: SIGUSR1 to the batch shell (what --signal=B:USR1@60 sends) ---
+# The script forwards it to mpirun, mpirun to every rank, rank 0 drains and exits 75, the
+# script requeues the job and the next run finishes.
+n3=100
+make_input "$tmp/in3.jsonl" $n3 40
+jid=$(BATON_INPUT=$tmp/in3.jsonl BATON_OUTPUT=$tmp/out3.jsonl BATON_LAUNCH=mpirun \
+    sbatch --parsable "${sbatch_args[@]}" --output="$tmp/job3-%j.log" \
+    "$root/deploy/slurm/baton-batch.sbatch") || { fail "job 3: sbatch refused"; finish; exit 1; }
+echo "job 3: $jid (mpirun, $n3 requests of 40 tokens)"
+deadline=$((SECONDS + 300))
+lines=0
+while [[ $SECONDS -lt $deadline ]]; do
+    lines=$(cat "$tmp/out3.jsonl" 2>/dev/null | wc -l)
+    [[ $lines -gt 0 ]] && break
+    sleep 0.5
+done
+if [[ $lines -gt 0 && $lines -lt $n3 ]]; then
+    scancel --batch --signal=USR1 "$jid"
+    pass "job 3: scancel --batch --signal=USR1 $jid with $lines of $n3 lines written"
+else
+    fail "job 3: no point to signal at: $lines of $n3 lines"
+fi
+state=$(wait_job "$jid" 480)
+restarts=$(job_field "$jid" Restarts)
+echo "--- job 3 log:"
+grep -v '^ ' "$tmp/job3-$jid.log" | tail -n 25
+if grep -q "run 1: got SIGUSR1" "$tmp/job3-$jid.log" &&
+    grep -q "run 1: interrupted (exit 75): scontrol requeue" "$tmp/job3-$jid.log"; then
+    pass "job 3: run 1 forwarded SIGUSR1, baton batch drained and exited 75, the script requeued the job"
+else
+    fail "job 3: run 1 did not end with 'interrupted (exit 75): scontrol requeue'"
+fi
+if [[ $state == COMPLETED && ${restarts:-0} -ge 1 ]] &&
+    grep -q "run $((restarts + 1)):.*done: every request" "$tmp/job3-$jid.log"; then
+    pass "job 3: requeued (Restarts=$restarts), run $((restarts + 1)) finished, COMPLETED"
+else
+    fail "job 3: state '$state' Restarts=${restarts:-?} (want COMPLETED after a requeue, with a done line)"
+fi
+if SAMPLE="req-0 req-99" check_output "$tmp/in3.jsonl" "$tmp/out3.jsonl" >"$tmp/sample3"; then
+    pass "job 3: $n3 lines, exactly one per custom_id, no torn line, all status 200"
+    check_greedy "$tmp/sample3" 40 "job 3"
+else
+    fail "job 3: output $tmp/out3.jsonl is wrong (above)"
 fi
 
 finish
