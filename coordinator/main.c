@@ -21,6 +21,7 @@ static void usage(void) {
     fprintf(stderr, "usage: baton <command> [flags]\n"
                     "commands:\n"
                     "  serve       OpenAI-compatible HTTP server over the cluster\n"
+                    "  batch       an OpenAI batch file (JSONL) through the cluster, resumable\n"
                     "  generate    generate text for one prompt, streamed to stdout\n"
                     "  perplexity  perplexity of a text file\n"
                     "  bench       prompt-processing and decode speed\n"
@@ -46,6 +47,7 @@ static int run(int argc, char **argv) {
     } cmds[] = {
         {"generate", bt_cmd_generate}, {"perplexity", bt_cmd_perplexity}, {"bench", bt_cmd_bench},
         {"info", bt_cmd_info},         {"tokenize", bt_cmd_tokenize},     {"serve", bt_cmd_serve},
+        {"batch", bt_cmd_batch},
     };
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage();

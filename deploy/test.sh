@@ -60,7 +60,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 ctest --test-dir "$B-asan" --output-on-failure -j"$JOBS" --timeout 600 -L 'unit|fuzz'
 
-step "ctest: the server e2e tests under sanitizers (openai client, status codes, load)"
+step "ctest: the server e2e tests under sanitizers (openai client, status codes, load, batch)"
 ctest --test-dir "$B-asan" --output-on-failure -j"$JOBS" --timeout 900 -L server_asan
 
 step "$B-fuzz (clang, libFuzzer on instrumented libraries, ASan+UBSan, Werror)"

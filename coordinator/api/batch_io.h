@@ -66,6 +66,11 @@ typedef struct bt_batch_line {
  * (calling again goes on). An I/O error: BT_ERR_IO. */
 bt_status bt_batch_input_next(bt_batch_input *in, bt_batch_line *line, bool *eof, bt_error *err);
 
+/* The hash of the bytes read since open or rewind (bt_batch_scan.input_hash's function): after
+ * the last line of a second pass, a value other than the scan's means the file changed between
+ * the two passes. */
+uint64_t bt_batch_input_hash(const bt_batch_input *in);
+
 /* What the scan found. */
 typedef struct bt_batch_scan {
     int64_t n_lines;     /* lines of the file */

@@ -376,3 +376,12 @@ bt_status bt_param_flags_apply(const bt_param_flags *f, bt_request_params *p, bt
     }
     return BT_OK;
 }
+
+void bt_cmd_model_id(const char *path, char *out, size_t cap) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
+        n -= 5;
+    snprintf(out, cap, "%.*s", (int)n, base);
+}

@@ -138,6 +138,10 @@ bt_status bt_read_file(const char *path, size_t max_bytes, char **out, size_t *l
 bt_status bt_read_text_file(const char *path, size_t max_bytes, char **out, size_t *len,
                             bt_error *err);
 
+/* The model id of serve and batch (the name requests may give as "model"): the file's
+ * basename without .gguf. */
+void bt_cmd_model_id(const char *path, char *out, size_t cap);
+
 /* Writes n bytes to stdout and flushes (streamed output). False on a write error, which is
  * remembered for bt_stdout_close. */
 bool bt_stdout_write(const void *p, size_t n);

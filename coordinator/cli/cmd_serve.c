@@ -63,16 +63,6 @@ static void on_signal(int sig, void *ctx) {
                    : "cancelling the running requests");
 }
 
-/* The model id: the file's basename without .gguf. */
-static void model_id(const char *path, char *out, size_t cap) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    size_t n = strlen(base);
-    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
-        n -= 5;
-    snprintf(out, cap, "%.*s", (int)n, base);
-}
-
 int bt_cmd_serve(int argc, char **argv) {
     bt_model_flags mf;
     bt_cluster_flags cf;
@@ -141,7 +131,7 @@ int bt_cmd_serve(int argc, char **argv) {
     }
 
     char name[256];
-    model_id(mf.model ? mf.model : mf.default_model, name, sizeof name);
+    bt_cmd_model_id(mf.model ? mf.model : mf.default_model, name, sizeof name);
     bt_engine_info info;
     bt_engine_get_info(s.engine, &info);
     bt_chat_template tmpl;

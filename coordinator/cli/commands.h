@@ -14,6 +14,7 @@ int bt_cmd_info(int argc, char **argv);
 int bt_cmd_tokenize(int argc, char **argv);
 int bt_cmd_bench(int argc, char **argv);
 int bt_cmd_serve(int argc, char **argv);
+int bt_cmd_batch(int argc, char **argv);
 
 /* Exit status for an error: 2 for what the user gave (flags, files, values), else 1. */
 int bt_cmd_exit_status(bt_status st);
