@@ -9,7 +9,7 @@
 #      output has some lines but not all, `scontrol requeue` the job (Slurm kills every rank);
 #      the requeued run resumes: in the end exactly one line per custom_id, no torn line,
 #      all 200, and greedy lines (written before and after the requeue) equal generate's.
-#   3. 100 completions under mpirun; SIGUSR1 to the batch shell (scancel --batch, what
+#   3. 100 completions under mpirun, 16 at a time; SIGUSR1 to the batch shell (scancel --batch, what
 #      --signal=B:USR1@60 does before the time limit): forwarded to every rank, baton batch
 #      drains and exits 75, the script requeues, the next run finishes; one line per
 #      custom_id, greedy lines equal generate's.
@@ -200,11 +200,11 @@ fi
 launch=mpirun
 srun --mpi=list 2>&1 | grep -q pmix && launch=srun
 n2=150
-make_input "$tmp/in2.jsonl" $n2 40
+make_input "$tmp/in2.jsonl" $n2 24
 jid=$(BATON_INPUT=$tmp/in2.jsonl BATON_OUTPUT=$tmp/out2.jsonl BATON_LAUNCH=$launch \
     sbatch --parsable "${sbatch_args[@]}" --output="$tmp/job2-%j.log" \
     "$root/deploy/slurm/baton-batch.sbatch") || { fail "job 2: sbatch refused"; finish; exit 1; }
-echo "job 2: $jid (BATON_LAUNCH=$launch, $n2 requests of 40 tokens)"
+echo "job 2: $jid (BATON_LAUNCH=$launch, $n2 requests of 24 tokens)"
 deadline=$((SECONDS + 300))
 lines=0
 while [[ $SECONDS -lt $deadline ]]; do
@@ -243,7 +243,7 @@ echo "job 2: sample written before the requeue: $before; after: $after"
 if SAMPLE="$before $after" check_output "$tmp/in2.jsonl" "$tmp/out2.jsonl" >"$tmp/sample2"; then
     pass "job 2: $n2 lines, exactly one per custom_id, no torn line, all status 200"
     if [[ $(wc -l <"$tmp/sample2") -ge 5 ]]; then
-        check_greedy "$tmp/sample2" 40 "job 2"
+        check_greedy "$tmp/sample2" 24 "job 2"
     else
         fail "job 2: fewer than 5 sample lines ($before / $after)"
     fi
@@ -254,13 +254,17 @@ fi
 
 # --- 3. the time-limit path: SIGUSR1 to the batch shell (what --signal=B:USR1@60 sends) ---
 # The script forwards it to mpirun, mpirun to every rank, rank 0 drains and exits 75, the
-# script requeues the job and the next run finishes.
+# script requeues the job and the next run finishes. At most 16 requests are admitted at
+# once and the drain lets them run 2 s: signalled with fewer than 100 - 16 lines, some
+# requests were never admitted, so the run cannot be complete (else a drain that finishes
+# everything rightly exits 0).
 n3=100
-make_input "$tmp/in3.jsonl" $n3 40
+make_input "$tmp/in3.jsonl" $n3 24
 jid=$(BATON_INPUT=$tmp/in3.jsonl BATON_OUTPUT=$tmp/out3.jsonl BATON_LAUNCH=mpirun \
+    BATON_ARGS="--max-seqs 16 --max-queue 16 --drain-timeout 2" \
     sbatch --parsable "${sbatch_args[@]}" --output="$tmp/job3-%j.log" \
     "$root/deploy/slurm/baton-batch.sbatch") || { fail "job 3: sbatch refused"; finish; exit 1; }
-echo "job 3: $jid (mpirun, $n3 requests of 40 tokens)"
+echo "job 3: $jid (mpirun, $n3 requests of 24 tokens, 16 at a time)"
 deadline=$((SECONDS + 300))
 lines=0
 while [[ $SECONDS -lt $deadline ]]; do
@@ -268,11 +272,12 @@ while [[ $SECONDS -lt $deadline ]]; do
     [[ $lines -gt 0 ]] && break
     sleep 0.5
 done
-if [[ $lines -gt 0 && $lines -lt $n3 ]]; then
+if [[ $lines -gt 0 && $lines -lt $((n3 - 16)) ]]; then
     scancel --batch --signal=USR1 "$jid"
+    ids "$tmp/out3.jsonl" >"$tmp/before3"
     pass "job 3: scancel --batch --signal=USR1 $jid with $lines of $n3 lines written"
 else
-    fail "job 3: no point to signal at: $lines of $n3 lines"
+    fail "job 3: no point to signal at: $lines of $n3 lines (want 1 to $((n3 - 17)))"
 fi
 state=$(wait_job "$jid" 480)
 restarts=$(job_field "$jid" Restarts)
@@ -290,9 +295,12 @@ if [[ $state == COMPLETED && ${restarts:-0} -ge 1 ]] &&
 else
     fail "job 3: state '$state' Restarts=${restarts:-?} (want COMPLETED after a requeue, with a done line)"
 fi
-if SAMPLE="req-0 req-99" check_output "$tmp/in3.jsonl" "$tmp/out3.jsonl" >"$tmp/sample3"; then
+before=$(head -n 3 "$tmp/before3" 2>/dev/null | tr '\n' ' ')
+n_before=$(wc -w <<<"$before")
+after=$(ids "$tmp/out3.jsonl" | grep -vxF -f "$tmp/before3" | tail -n $((6 - n_before)) | tr '\n' ' ')
+if SAMPLE="$before $after" check_output "$tmp/in3.jsonl" "$tmp/out3.jsonl" >"$tmp/sample3"; then
     pass "job 3: $n3 lines, exactly one per custom_id, no torn line, all status 200"
-    check_greedy "$tmp/sample3" 40 "job 3"
+    check_greedy "$tmp/sample3" 24 "job 3"
 else
     fail "job 3: output $tmp/out3.jsonl is wrong (above)"
 fi
