@@ -50,12 +50,16 @@ alive() {
 }
 
 # wait_for SECONDS WHAT COMMAND...: runs COMMAND every 0.5 s until it succeeds or the
-# deadline passes.
+# deadline passes (then says what it waited for and fails).
 wait_for() {
-    local deadline=$((SECONDS + $1)) what=$2
+    local secs=$1 what=$2
+    local deadline=$((SECONDS + secs))
     shift 2
     until "$@"; do
-        [[ $SECONDS -lt $deadline ]] || return 1
+        if [[ $SECONDS -ge $deadline ]]; then
+            echo "ci-cluster: waited $secs s for $what" >&2
+            return 1
+        fi
         sleep 0.5
     done
 }
