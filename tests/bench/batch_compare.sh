@@ -24,7 +24,8 @@
 #
 # Systems (labels): baton-1stage-sync, baton-1stage-nosync (singleton, --threads 2),
 # baton-2stages-sync, baton-2stages-nosync (deploy/baton-run --stages 2 --threads 1: mpirun -np
-# 3), llama-server-pP (--threads 2 --threads-batch 2 --parallel P -cb, fed by
+# 3), baton-1stage-sync1 (not in the default list: --sync-lines 1, an fdatasync after every
+# result line, durability's worst case), llama-server-pP (--threads 2 --threads-batch 2 --parallel P -cb, fed by
 # batch_bench.py client: P workers, POST /v1/completions, not streamed).
 # Wall time: baton's own (its summary: from the first submission, after the model is loaded
 # and the input checked) and the client's for llama-server (first send to last answer, the
@@ -101,6 +102,7 @@ run_baton() {
     local flags=(batch --input "$in" --output "$o" --model "$model" --ctx "$ctx" --max-seqs "$seqs"
         --kv-tokens "$kv" --progress-interval 30)
     [[ $sync == nosync ]] && flags+=(--no-sync)
+    [[ $sync == sync1 ]] && flags+=(--sync-lines 1)
     rm -f "$o" "$o.batch"
     local t0 rc=0
     t0=$(date +%s.%N)
@@ -158,6 +160,7 @@ for r in $(seq 1 "$rounds"); do
         case $sys in
         baton-1stage-sync) run_baton "$sys" 1 sync ;;
         baton-1stage-nosync) run_baton "$sys" 1 nosync ;;
+        baton-1stage-sync1) run_baton "$sys" 1 sync1 ;;
         baton-2stages-sync) run_baton "$sys" 2 sync ;;
         baton-2stages-nosync) run_baton "$sys" 2 nosync ;;
         llama-server-p*) run_llama "$sys" "${sys#llama-server-p}" ;;
