@@ -30,7 +30,8 @@
 # Wall time: baton's own (its summary: from the first submission, after the model is loaded
 # and the input checked) and the client's for llama-server (first send to last answer, the
 # model loaded before). Output: DIR/batch.jsonl (one JSON object per system and round),
-# DIR/batch.csv, a table on stdout; DIR/*.log (stderr of every run), DIR/in.jsonl (the batch).
+# DIR/batch.csv, a table on stdout, DIR/batch_tokps.png (plot_batch.gp, with gnuplot);
+# DIR/*.log (stderr of every run), DIR/in.jsonl (the batch).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -206,3 +207,8 @@ for r in rows:
           f"| {r.get('req_s')} | {r.get('gen_tok_s')} | {r.get('all_tok_s')} | {busy} "
           f"| {r.get('fdatasyncs', '-')} | {r['load_before']}/{r['load_after']} |")
 EOF
+if command -v gnuplot >/dev/null; then
+    gnuplot -e "csv='$out/batch.csv'; outdir='$out'; rounds=$rounds; systems='${sys_list[*]}'" \
+        "$here/plot_batch.gp"
+    echo "batch_compare: chart in $out/batch_tokps.png" >&2
+fi
