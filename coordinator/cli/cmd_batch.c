@@ -92,6 +92,7 @@ typedef struct batch_run {
     uint64_t input_hash;  /* the scan's */
     int64_t n_done_before, n_failed_before;
     int64_t max_queue;
+    bool sync; /* false: --no-sync */
     int64_t sync_lines, sync_us, drain_us, progress_us;
     bool tty;
     int64_t t_start;
@@ -473,7 +474,7 @@ static void *writer_main(void *arg) {
         pthread_mutex_lock(&b->mu);
         b->n_written += n;
         b->n_durable += synced;
-        b->n_syncs += sync_now;
+        b->n_syncs += sync_now && b->sync; /* --no-sync: no fdatasync was made */
         if (st != BT_OK)
             fail_locked(b, err.msg);
         if (now >= t_tick) {
@@ -747,7 +748,7 @@ int bt_cmd_batch(int argc, char **argv) {
          "results, one line per custom_id; rerunning resumes (required)"},
         {"--restart", BT_CLI_FLAG, &f.restart, 0, 0, "start over: truncate the output"},
         {"--sync-lines", BT_CLI_INT, &f.sync_lines, 1, 1 << 24,
-         "fdatasync the output after at most this many lines (64)"},
+         "fdatasync the output once this many lines are unsynced (64)"},
         {"--sync-ms", BT_CLI_INT, &f.sync_ms, 1, 3600000,
          "... or this long after the oldest unsynced line (1000)"},
         {"--no-sync", BT_CLI_FLAG, &f.no_sync, 0, 0,
@@ -833,6 +834,7 @@ int bt_cmd_batch(int argc, char **argv) {
     r.n_failed_before = ost.n_failed;
     r.max_queue =
         f.max_queue && f.max_queue < info.queue_capacity ? f.max_queue : info.queue_capacity;
+    r.sync = !f.no_sync;
     r.sync_lines = f.sync_lines;
     r.sync_us = f.sync_ms * 1000;
     r.drain_us = f.drain_timeout * 1000000;
