@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# test_three_hosts.sh - baton across 3 hosts of the one-machine test bed (deploy/netns/):
+# the coordinator on bt-h0 and 2 stages on bt-h1 and bt-h2, each a network namespace of its
+# own, Open MPI over TCP only, links shaped with tc. Checks:
+#   - greedy `baton generate` (2 prompts, 24 tokens, f32 activations) at 1 Gbit/s gives the
+#     singleton's ids and logprobs; one prompt again at 10 Mbit/s, also equal and slower;
+#   - rank r ran in namespace bt-h<r> with hostname bt-h<r>, in that host's cgroups (memory
+#     and CPU limits set by `up`), with btl tcp,self and pml ob1 in its environment;
+#   - the stages' activations crossed the veths: bytes on bt-v2 grew by more than the
+#     activations stage 1 sends stage 2;
+#   - `testbed.sh limit 1 --hide MODEL`: host 1 no longer sees the model, host 0 does, and
+#     host 1's stand-in directory is its own;
+#   - after the job no process is left in any host; after `down` (also run by the EXIT trap)
+#     no namespace, veth, bridge, cgroup or state directory is left.
+# Needs root and working `ip netns` (else exit 77), and the SmolLM2 model (else exit 77).
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+TB=$root/deploy/netns/testbed.sh
+RUN=$root/deploy/netns/run.sh
+: "${BATON:?BATON must point to the baton binary}"
+
+n_pass=0
+n_fail=0
+pass() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
+fail() { n_fail=$((n_fail + 1)); echo "FAIL $*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "SKIP: needs root (network namespaces, tc, cgroups)"
+    exit 77
+fi
+probe=bt-probe-$$
+if ! ip netns add "$probe" 2>/dev/null || ! ip netns exec "$probe" true 2>/dev/null; then
+    ip netns del "$probe" 2>/dev/null
+    echo "SKIP: 'ip netns' does not work here (iproute2 missing or no CAP_SYS_ADMIN)"
+    exit 77
+fi
+ip netns del "$probe"
+command -v tc >/dev/null || { echo "SKIP: tc (iproute2) not found"; exit 77; }
+MODEL="${BATON_MODEL:-${BATON_CACHE:-$HOME/.cache/baton}/SmolLM2-135M-Instruct.Q4_1.gguf}"
+if [[ ! -r $MODEL ]]; then
+    echo "SKIP: model '$MODEL' not found (run deploy/fetch-model.sh)"
+    exit 77
+fi
+# A test bed that is up belongs to someone: never take it over or tear it down.
+if ip netns list | grep -q '^bt-h[0-9]' || ip link show bt-br0 >/dev/null 2>&1; then
+    echo "FAIL: a test bed is already up ($TB status); not touching it"
+    exit 1
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bt_netns_test.XXXXXX")
+cleanup() {
+    [[ -n ${mon_pid:-} ]] && kill "$mon_pid" 2>/dev/null
+    "$TB" down >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+# The job's programs carry $WORK on their command line, so this test finds only its own.
+ln -s "$BATON" "$WORK/baton"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+if ! "$TB" up 3 --mem 768M --cpus 1.5 >"$WORK/up.log" 2>&1; then
+    cat "$WORK/up.log"
+    echo "FAIL: testbed.sh up 3"
+    exit 1
+fi
+pass "up 3: $(tail -1 "$WORK/up.log")"
+
+# monitor OUT: every 0.1 s, one line per rank process of this job: rank, network namespace,
+# hostname (its UTS namespace), cgroups, btl and pml from its environment.
+monitor() {
+    local pid env
+    while :; do
+        for pid in $(pgrep -f -- "$WORK/baton"); do
+            [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
+            env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null)
+            grep -q '^OMPI_COMM_WORLD_RANK=' <<<"$env" || continue
+            echo "rank=$(sed -n 's/^OMPI_COMM_WORLD_RANK=//p' <<<"$env")" \
+                "ns=$(ip netns identify "$pid" 2>/dev/null)" \
+                "host=$(nsenter -t "$pid" -u hostname 2>/dev/null)" \
+                "cg=$(grep -o 'bt-testbed/bt-h[0-9]*' "/proc/$pid/cgroup" 2>/dev/null | sort -u | paste -sd,)" \
+                "btl=$(sed -n 's/^OMPI_MCA_btl=//p' <<<"$env")" \
+                "pml=$(sed -n 's/^OMPI_MCA_pml=//p' <<<"$env")"
+        done
+        sleep 0.1
+    done >>"$1"
+}
+
+veth_bytes() { # rx + tx bytes of the bridge's end of host $1's link
+    echo $(($(cat "/sys/class/net/bt-v$1/statistics/rx_bytes") + \
+        $(cat "/sys/class/net/bt-v$1/statistics/tx_bytes")))
+}
+
+n_tok=24
+common=(--model "$MODEL" --threads 1 --act-codec f32 --ignore-eos --temperature 0 --print-ids
+    --max-tokens "$n_tok")
+prompts=("The quick brown fox" "In the beginning God created")
+
+# run_case NAME PROFILE PROMPT: the singleton, then 3 hosts; compares ids and logprobs.
+run_case() {
+    local name=$1 profile=$2 prompt=$3
+    timeout 120 "$BATON" generate "${common[@]}" --prompt "$prompt" \
+        >"$WORK/$name.s.out" 2>"$WORK/$name.s.err"
+    local rc1=$?
+    "$TB" shape "$profile" >/dev/null || { fail "$name: shape $profile"; return; }
+    local b0 b2 t0 t1
+    b0=$(veth_bytes 1)
+    b2=$(veth_bytes 2)
+    monitor "$WORK/$name.ranks" &
+    mon_pid=$!
+    t0=$(date +%s.%N)
+    timeout --kill-after=10 180 "$RUN" --hosts 3 --baton "$WORK/baton" -- generate "${common[@]}" \
+        --prompt "$prompt" >"$WORK/$name.m.out" 2>"$WORK/$name.m.err"
+    local rc2=$?
+    t1=$(date +%s.%N)
+    kill "$mon_pid" 2>/dev/null
+    wait "$mon_pid" 2>/dev/null
+    mon_pid=""
+    local secs
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    echo "$secs" >"$WORK/$name.secs"
+    if [[ $rc1 -ne 0 || $rc2 -ne 0 ]]; then
+        fail "$name: exit $rc1 (singleton) / $rc2 (3 hosts, $profile)"
+        tail -5 "$WORK/$name.s.err" "$WORK/$name.m.err"
+        return
+    fi
+    grep -E '^output (ids|logprobs):' "$WORK/$name.s.err" >"$WORK/$name.s.ids"
+    grep -E '^output (ids|logprobs):' "$WORK/$name.m.err" >"$WORK/$name.m.ids"
+    local n_out
+    n_out=$(sed -n 's/^output ids: //p' "$WORK/$name.s.ids" | wc -w)
+    if [[ $n_out -ne $n_tok ]]; then
+        fail "$name: the singleton printed $n_out ids, want $n_tok"
+    elif cmp -s "$WORK/$name.s.ids" "$WORK/$name.m.ids"; then
+        pass "$name: 3 hosts at $profile (${secs} s) = singleton, ids and logprobs"
+    else
+        fail "$name: 3 hosts at $profile differ from the singleton"
+        diff "$WORK/$name.s.ids" "$WORK/$name.m.ids" | head -6
+    fi
+    # Where each rank ran (the monitor saw each at least once over the run).
+    local r want got
+    for r in 0 1 2; do
+        want="rank=$r ns=bt-h$r host=bt-h$r cg=bt-testbed/bt-h$r btl=tcp,self pml=ob1"
+        got=$(grep "^rank=$r " "$WORK/$name.ranks" | sort -u)
+        if [[ $got == "$want" ]]; then
+            pass "$name: $want"
+        else
+            fail "$name: rank $r seen as '${got//$'\n'/ | }', want '$want'"
+        fi
+    done
+    # Stage 1 sends stage 2 one f32 activation (576 floats) per position: prompt + tokens.
+    local grown=$(($(veth_bytes 2) - b2)) min=$((n_tok * 576 * 4))
+    if [[ $grown -gt $min ]]; then
+        pass "$name: bt-v2 carried $grown bytes (> $min, the activations of $n_tok tokens)"
+    else
+        fail "$name: bt-v2 carried $grown bytes, want > $min (the traffic took another path)"
+    fi
+    [[ $(veth_bytes 1) -gt $b0 ]] || fail "$name: no traffic on bt-v1"
+    # Nothing of the job is left in any host.
+    local left=""
+    for r in 0 1 2; do
+        left+=$(ip netns pids "bt-h$r")
+    done
+    if [[ -z $left ]]; then
+        pass "$name: no process left in the hosts"
+    else
+        fail "$name: processes left in the hosts: $(echo "$left" | xargs -r ps -o pid=,comm= -p)"
+    fi
+}
+
+run_case fox 1gbit "${prompts[0]}"
+run_case genesis 1gbit "${prompts[1]}"
+run_case fox10 10mbit "${prompts[0]}"
+if [[ -f $WORK/fox10.secs && -f $WORK/fox.secs ]]; then
+    echo "     (1gbit $(cat "$WORK/fox.secs") s, 10mbit $(cat "$WORK/fox10.secs") s for the same job)"
+fi
+
+# The cgroup limits are the ones `up` set.
+mem=$(cat /sys/fs/cgroup/memory/bt-testbed/bt-h2/memory.limit_in_bytes 2>/dev/null ||
+    cat /sys/fs/cgroup/bt-testbed/bt-h2/memory.max 2>/dev/null)
+quota=$(cat /sys/fs/cgroup/cpu/bt-testbed/bt-h2/cpu.cfs_quota_us 2>/dev/null ||
+    cut -d' ' -f1 /sys/fs/cgroup/bt-testbed/bt-h2/cpu.max 2>/dev/null)
+if [[ $mem == $((768 * 1048576)) && $quota == 150000 ]]; then
+    pass "host 2's cgroups: memory limit 768 MiB, CPU quota 150 ms per 100 ms"
+else
+    fail "host 2's cgroups: memory limit '$mem', CPU quota '$quota' (want $((768 * 1048576)), 150000)"
+fi
+
+# Hiding the model from host 1.
+if "$TB" limit 1 --hide "$MODEL" >"$WORK/hide.log" 2>&1 &&
+    ! "$TB" exec 1 test -e "$MODEL" && "$TB" exec 0 test -r "$MODEL" &&
+    "$TB" exec 1 touch "$(dirname "$MODEL")/bt-netns-probe-$$" &&
+    "$TB" exec 1 test -e "$(dirname "$MODEL")/bt-netns-probe-$$" &&
+    ! test -e "$(dirname "$MODEL")/bt-netns-probe-$$"; then
+    pass "limit 1 --hide: host 1 sees no model and a directory of its own, host 0 the model"
+else
+    fail "limit 1 --hide: $(cat "$WORK/hide.log")"
+    rm -f "$(dirname "$MODEL")/bt-netns-probe-$$"
+fi
+
+# down leaves nothing behind.
+"$TB" down >"$WORK/down.log" 2>&1 || fail "down: $(cat "$WORK/down.log")"
+left=$(
+    ip netns list | grep '^bt-h'
+    ip -o link show | grep -E ': (bt-br0|bt-v[0-9]+)[@:]'
+    ls -d /sys/fs/cgroup/memory/bt-testbed /sys/fs/cgroup/cpu/bt-testbed \
+        /sys/fs/cgroup/bt-testbed /run/bt-testbed 2>/dev/null
+    pgrep -af -- "$WORK/baton"
+    pgrep -af -- "bt-netns-hosts"
+)
+if [[ -z $left ]]; then
+    pass "down: no namespace, link, cgroup, state or process left"
+else
+    fail "down left: $left"
+fi
+
+echo "$n_pass passed, $n_fail failed"
+[[ $n_fail -eq 0 ]]
