@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages baton needs to build, test and fetch its model (python3-venv
 # and chromium: the server tests' venv and the chat page test, tests/server/; slurm-wlm and
-# munge: the single-node Slurm of deploy/slurm/ci-cluster.sh that tests/slurm/ runs jobs on).
+# munge: the single-node Slurm of deploy/slurm/ci-cluster.sh that tests/slurm/ runs jobs on;
+# iproute2 and procps: ip, tc and pgrep of the multi-host test bed deploy/netns/ and its test).
 # Idempotent: when every package is already installed, apt is not touched at all.
 # Usage: deploy/install-deps.sh            (as root, or with sudo available)
 set -euo pipefail
@@ -15,6 +16,7 @@ PACKAGES=(
     unzip python3 python3-pip curl time
     python3-venv chromium
     slurm-wlm munge
+    iproute2 procps
 )
 
 missing=()
