@@ -56,8 +56,9 @@ fi
 
 hostfile=$(mktemp "${TMPDIR:-/tmp}/bt-netns-hosts.XXXXXX")
 trap 'rm -f "$hostfile"' EXIT
-"$here/testbed.sh" hostfile 1 | head -n "$n" >"$hostfile"
+"$here/testbed.sh" hostfile 1 | sed -n "1,${n}p" >"$hostfile"
 
+# shellcheck disable=SC2054 # the commas belong to the value tcp,self
 flags=(-np "$n" --hostfile "$hostfile" --bind-to none
     --mca plm_rsh_agent "$here/mpi-agent" --mca plm_rsh_no_tree_spawn 1
     --mca pml ob1 --mca btl tcp,self

@@ -156,8 +156,8 @@ apply_limits() {
         esac
     done
     cg_prepare_v2
-    [[ -n $mem ]] && set_mem "$i" "$mem"
-    [[ -n $cpus ]] && set_cpu "$i" "$cpus"
+    if [[ -n $mem ]]; then set_mem "$i" "$mem"; fi
+    if [[ -n $cpus ]]; then set_cpu "$i" "$cpus"; fi
     if [[ ${#hides[@]} -gt 0 ]]; then
         local dir h n=0
         : >"$STATE/$PREFIX$i.hide"
@@ -194,7 +194,7 @@ kill_host() {
     for d in $(cg_dirs "$i"); do
         pids+=" $(cat "$d/cgroup.procs" 2>/dev/null || true)"
     done
-    pids=$(echo $pids)
+    pids=$(xargs <<<"$pids") # one line, no blanks at the ends
     [[ -z $pids ]] && return 0
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
@@ -236,11 +236,11 @@ cmd_up() {
     ip addr replace "$NET.1/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
     for i in $(hosts); do
-        [[ $i -ge $n ]] && remove_host "$i"
+        if [[ $i -ge $n ]]; then remove_host "$i"; fi
     done
     for ((i = 0; i < n; i++)); do
         make_host "$i"
-        [[ $# -gt 0 ]] && apply_limits "$i" "$@"
+        if [[ $# -gt 0 ]]; then apply_limits "$i" "$@"; fi
     done
     echo "$n" >"$STATE/hosts"
     # Links come up asynchronously: wait until each host's link is up and its bridge port
@@ -314,7 +314,7 @@ cmd_status() {
             [[ -f $d/memory.limit_in_bytes ]] && limits+=" mem=$(numfmt --to=iec <"$d/memory.limit_in_bytes")"
             [[ -f $d/memory.max ]] && limits+=" mem=$(cat "$d/memory.max")"
             [[ -f $d/cpu.cfs_quota_us ]] && limits+=" cpu_quota_us=$(cat "$d/cpu.cfs_quota_us")"
-            [[ -f $d/cpu.max ]] && limits+=" cpu.max=$(cat "$d/cpu.max" | tr ' ' /)"
+            [[ -f $d/cpu.max ]] && limits+=" cpu.max=$(tr ' ' / <"$d/cpu.max")"
         done
         [[ -f $STATE/$PREFIX$i.hide ]] && limits+=" hides=$(cut -f2 "$STATE/$PREFIX$i.hide" | paste -sd,)"
         printf '%s %s rx=%s tx=%s qdisc=[%s]%s\n' "$PREFIX$i" "$(host_addr "$i")" \
