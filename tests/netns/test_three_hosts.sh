@@ -3,7 +3,9 @@
 # the coordinator on bt-h0 and 2 stages on bt-h1 and bt-h2, each a network namespace of its
 # own, Open MPI over TCP only, links shaped with tc. Checks:
 #   - greedy `baton generate` (2 prompts, 24 tokens, f32 activations) at 1 Gbit/s gives the
-#     singleton's ids and logprobs; one prompt again at 10 Mbit/s, also equal and slower;
+#     singleton's ids and logprobs; one prompt again at 10 Mbit/s, also equal;
+#   - the profiles limit the rate: 1.5 MB sent from host 1 to host 2 over TCP arrive at
+#     6 to 11 Mbit/s with `shape 10mbit`, 40 MB at most 1.1 Gbit/s with `shape 1gbit`;
 #   - rank r ran in namespace bt-h<r> with hostname bt-h<r>, in that host's cgroups (memory
 #     and CPU limits set by `up`), with btl tcp,self and pml ob1 in its environment;
 #   - the stages' activations crossed the veths: bytes on bt-v2 grew by more than the
@@ -69,18 +71,20 @@ pass "up 3: $(tail -1 "$WORK/up.log")"
 # monitor OUT: every 0.1 s, one line per rank process of this job: rank, network namespace,
 # hostname (its UTS namespace), cgroups, btl and pml from its environment.
 monitor() {
-    local pid env
+    local pid env line
     while :; do
         for pid in $(pgrep -f -- "$WORK/baton"); do
             [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
-            env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null)
+            env=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ")
             grep -q '^OMPI_COMM_WORLD_RANK=' <<<"$env" || continue
-            echo "rank=$(sed -n 's/^OMPI_COMM_WORLD_RANK=//p' <<<"$env")" \
-                "ns=$(ip netns identify "$pid" 2>/dev/null)" \
-                "host=$(nsenter -t "$pid" -u hostname 2>/dev/null)" \
-                "cg=$(grep -o 'bt-testbed/bt-h[0-9]*' "/proc/$pid/cgroup" 2>/dev/null | sort -u | paste -sd,)" \
-                "btl=$(sed -n 's/^OMPI_MCA_btl=//p' <<<"$env")" \
-                "pml=$(sed -n 's/^OMPI_MCA_pml=//p' <<<"$env")"
+            line="rank=$(sed -n 's/^OMPI_COMM_WORLD_RANK=//p' <<<"$env")"
+            line+=" ns=$(ip netns identify "$pid" 2>/dev/null)"
+            line+=" host=$(nsenter -t "$pid" -u hostname 2>/dev/null)"
+            line+=" cg=$(grep -o 'bt-testbed/bt-h[0-9]*' "/proc/$pid/cgroup" 2>/dev/null | sort -u | paste -sd,)"
+            line+=" btl=$(sed -n 's/^OMPI_MCA_btl=//p' <<<"$env")"
+            line+=" pml=$(sed -n 's/^OMPI_MCA_pml=//p' <<<"$env")"
+            # A rank that ended while it was read leaves blanks: only a living one counts.
+            kill -0 "$pid" 2>/dev/null && echo "$line"
         done
         sleep 0.1
     done >>"$1"
@@ -166,6 +170,40 @@ run_case() {
         fail "$name: processes left in the hosts: $(echo "$left" | xargs -r ps -o pid=,comm= -p)"
     fi
 }
+
+# rate PROFILE BYTES: Mbit/s of BYTES over TCP from host 1 to host 2, timed by the receiver
+# from the connection to the end of the stream.
+rate() {
+    "$TB" shape "$1" >/dev/null || return 1
+    "$TB" exec 2 python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.0.12", 17000)); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); t0 = time.monotonic(); n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    n += len(b)
+print("%.2f %d" % (n * 8 / (time.monotonic() - t0) / 1e6, n))' >"$WORK/rate.$1" &
+    local rx=$!
+    "$TB" exec 1 python3 -c '
+import socket, sys, time
+for _ in range(100):
+    try:
+        c = socket.create_connection(("198.18.0.12", 17000)); break
+    except OSError: time.sleep(0.05)
+c.sendall(bytes(int(sys.argv[1]))); c.close()' "$2"
+    wait "$rx"
+    cat "$WORK/rate.$1"
+}
+r10=$(rate 10mbit 1500000)
+r1g=$(rate 1gbit 40000000)
+if awk -v a="${r10% *}" -v b="${r1g% *}" -v n1="${r10#* }" -v n2="${r1g#* }" \
+    'BEGIN { exit !(n1 == 1500000 && n2 == 40000000 && a >= 6 && a <= 11 && b > 0 && b <= 1100) }'; then
+    pass "shape: 10mbit carried ${r10% *} Mbit/s, 1gbit ${r1g% *} Mbit/s over TCP between hosts"
+else
+    fail "shape: 10mbit gave '$r10', 1gbit '$r1g' (Mbit/s bytes); want 6-11 and at most 1100"
+fi
 
 run_case fox 1gbit "${prompts[0]}"
 run_case genesis 1gbit "${prompts[1]}"
