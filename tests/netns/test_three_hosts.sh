@@ -7,12 +7,14 @@
 #   - the profiles limit the rate: 1.5 MB sent from host 1 to host 2 over TCP arrive at
 #     6 to 11 Mbit/s with `shape 10mbit`, 40 MB at most 1.1 Gbit/s with `shape 1gbit`;
 #   - rank r ran in namespace bt-h<r> with hostname bt-h<r>, in that host's cgroups (memory
-#     and CPU limits set by `up`), with btl tcp,self and pml ob1 in its environment;
+#     and CPU limits set by `up`), with btl tcp,self and pml ob1 in its environment (noted by
+#     a wrapper that then execs baton, so the note is the rank process's own);
 #   - the stages' activations crossed the veths: bytes on bt-v2 grew by more than the
 #     activations stage 1 sends stage 2;
 #   - `testbed.sh limit 1 --hide MODEL`: host 1 no longer sees the model, host 0 does, and
 #     host 1's stand-in directory is its own;
-#   - after the job no process is left in any host; after `down` (also run by the EXIT trap)
+#   - `up` again (4 hosts, then 3, then 3) leaves 3 hosts on the bridge;
+#   - after the job no process is left in any host; after `down` (twice; also run by the EXIT trap)
 #     no namespace, veth, bridge, cgroup or state directory is left.
 # Needs root and working `ip netns` (else exit 77), and the SmolLM2 model (else exit 77).
 set -uo pipefail
@@ -52,13 +54,21 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bt_netns_test.XXXXXX")
 cleanup() {
-    [[ -n ${mon_pid:-} ]] && kill "$mon_pid" 2>/dev/null
     "$TB" down >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-# The job's programs carry $WORK on their command line, so this test finds only its own.
-ln -s "$BATON" "$WORK/baton"
+# The job runs $WORK/baton, which notes where it runs (rank, network namespace, hostname,
+# cgroups, Open MPI's transports) and then becomes baton: the same process, so the note is
+# baton's own. The job's programs thus also carry $WORK on their command line.
+cat >"$WORK/baton" <<WRAPPER
+#!/usr/bin/env bash
+echo "rank=\$OMPI_COMM_WORLD_RANK ns=\$(ip netns identify \$\$) host=\$(hostname)" \\
+    "cg=\$(grep -o 'bt-testbed/bt-h[0-9]*' /proc/self/cgroup | sort -u | paste -sd,)" \\
+    "btl=\$OMPI_MCA_btl pml=\$OMPI_MCA_pml" >>"$WORK/ranks"
+exec "$BATON" "\$@"
+WRAPPER
+chmod +x "$WORK/baton"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if ! "$TB" up 3 --mem 768M --cpus 1.5 >"$WORK/up.log" 2>&1; then
@@ -67,28 +77,15 @@ if ! "$TB" up 3 --mem 768M --cpus 1.5 >"$WORK/up.log" 2>&1; then
     exit 1
 fi
 pass "up 3: $(tail -1 "$WORK/up.log")"
-
-# monitor OUT: every 0.1 s, one line per rank process of this job: rank, network namespace,
-# hostname (its UTS namespace), cgroups, btl and pml from its environment.
-monitor() {
-    local pid env line
-    while :; do
-        for pid in $(pgrep -f -- "$WORK/baton"); do
-            [[ $(cat "/proc/$pid/comm" 2>/dev/null) == baton ]] || continue
-            env=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ")
-            grep -q '^OMPI_COMM_WORLD_RANK=' <<<"$env" || continue
-            line="rank=$(sed -n 's/^OMPI_COMM_WORLD_RANK=//p' <<<"$env")"
-            line+=" ns=$(ip netns identify "$pid" 2>/dev/null)"
-            line+=" host=$(nsenter -t "$pid" -u hostname 2>/dev/null)"
-            line+=" cg=$(grep -o 'bt-testbed/bt-h[0-9]*' "/proc/$pid/cgroup" 2>/dev/null | sort -u | paste -sd,)"
-            line+=" btl=$(sed -n 's/^OMPI_MCA_btl=//p' <<<"$env")"
-            line+=" pml=$(sed -n 's/^OMPI_MCA_pml=//p' <<<"$env")"
-            # A rank that ended while it was read leaves blanks: only a living one counts.
-            kill -0 "$pid" 2>/dev/null && echo "$line"
-        done
-        sleep 0.1
-    done >>"$1"
-}
+# Idempotent: up again, also after a host too many, gives the same 3 hosts on the bridge.
+"$TB" up 4 >/dev/null 2>&1 && "$TB" up 3 --mem 768M --cpus 1.5 >/dev/null 2>&1 &&
+    "$TB" up 3 --mem 768M --cpus 1.5 >/dev/null 2>&1
+got="$(ip netns list | grep -c '^bt-h') namespaces, $(find /sys/class/net/bt-br0/brif -mindepth 1 | wc -l) bridge ports"
+if [[ $got == "3 namespaces, 3 bridge ports" ]]; then
+    pass "up 4, up 3, up 3 again: $got"
+else
+    fail "up 4, up 3, up 3 again: $got, want 3 and 3"
+fi
 
 veth_bytes() { # rx + tx bytes of the bridge's end of host $1's link
     echo $(($(cat "/sys/class/net/bt-v$1/statistics/rx_bytes") + \
@@ -110,16 +107,13 @@ run_case() {
     local b1 b2 t0 t1
     b1=$(veth_bytes 1)
     b2=$(veth_bytes 2)
-    monitor "$WORK/$name.ranks" &
-    mon_pid=$!
+    : >"$WORK/ranks"
     t0=$(date +%s.%N)
     timeout --kill-after=10 180 "$RUN" --hosts 3 --baton "$WORK/baton" -- generate "${common[@]}" \
         --prompt "$prompt" >"$WORK/$name.m.out" 2>"$WORK/$name.m.err"
     local rc2=$?
     t1=$(date +%s.%N)
-    kill "$mon_pid" 2>/dev/null
-    wait "$mon_pid" 2>/dev/null
-    mon_pid=""
+    mv "$WORK/ranks" "$WORK/$name.ranks"
     local secs
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     echo "$secs" >"$WORK/$name.secs"
@@ -140,11 +134,11 @@ run_case() {
         fail "$name: 3 hosts at $profile differ from the singleton"
         diff "$WORK/$name.s.ids" "$WORK/$name.m.ids" | head -6
     fi
-    # Where each rank ran (the monitor saw each at least once over the run).
+    # Where each rank ran: one note each.
     local r want got
     for r in 0 1 2; do
         want="rank=$r ns=bt-h$r host=bt-h$r cg=bt-testbed/bt-h$r btl=tcp,self pml=ob1"
-        got=$(grep "^rank=$r " "$WORK/$name.ranks" | sort -u)
+        got=$(grep "^rank=$r " "$WORK/$name.ranks")
         if [[ $got == "$want" ]]; then
             pass "$name: $want"
         else
@@ -236,7 +230,9 @@ else
 fi
 
 # down leaves nothing behind.
-"$TB" down >"$WORK/down.log" 2>&1 || fail "down: $(cat "$WORK/down.log")"
+if ! "$TB" down >"$WORK/down.log" 2>&1 || ! "$TB" down >>"$WORK/down.log" 2>&1; then
+    fail "down (twice): $(cat "$WORK/down.log")"
+fi
 left=$(
     ip netns list | grep '^bt-h'
     ip -o link show | grep -E ': (bt-br0|bt-v[0-9]+)[@:]'
