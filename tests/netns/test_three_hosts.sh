@@ -11,6 +11,8 @@
 #     a wrapper that then execs baton, so the note is the rank process's own);
 #   - the stages' activations crossed the veths: bytes on bt-v2 grew by more than the
 #     activations stage 1 sends stage 2;
+#   - `limit 2 --cpus 0.2 --mem 64M`: a spinning shell in host 2 is throttled, 256 MiB do
+#     not fit there (16 MiB do);
 #   - `testbed.sh limit 1 --hide MODEL`: host 1 no longer sees the model, host 0 does, and
 #     host 1's stand-in directory is its own;
 #   - `up` again (4 hosts, then 3, then 3) leaves 3 hosts on the bridge;
@@ -215,6 +217,22 @@ if [[ $mem == $((768 * 1048576)) && $quota == 150000 ]]; then
     pass "host 2's cgroups: memory limit 768 MiB, CPU quota 150 ms per 100 ms"
 else
     fail "host 2's cgroups: memory limit '$mem', CPU quota '$quota' (want $((768 * 1048576)), 150000)"
+fi
+
+# The limits bite: host 2 capped at 0.2 cores is throttled while it spins for 1 s; capped at
+# 64 MiB it may touch 16 MiB but not 256 MiB.
+"$TB" limit 2 --cpus 0.2 --mem 64M >/dev/null
+"$TB" exec 2 timeout 1 sh -c 'while :; do :; done'
+throttled=$(awk '$1 == "nr_throttled" { print $2 }' /sys/fs/cgroup/cpu/bt-testbed/bt-h2/cpu.stat \
+    /sys/fs/cgroup/bt-testbed/bt-h2/cpu.stat 2>/dev/null | head -1)
+"$TB" exec 2 python3 -c 'b = bytearray(16 << 20)'
+small=$?
+"$TB" exec 2 python3 -c 'b = bytearray(256 << 20)' 2>/dev/null
+big=$?
+if [[ ${throttled:-0} -gt 0 && $small -eq 0 && $big -ne 0 ]]; then
+    pass "limit 2 --cpus 0.2 --mem 64M: throttled $throttled times in 1 s; 16 MiB fit, 256 MiB ended with exit $big"
+else
+    fail "limit 2 --cpus 0.2 --mem 64M: throttled '${throttled:-}' times, exits $small (16 MiB) and $big (256 MiB)"
 fi
 
 # Hiding the model from host 1.
