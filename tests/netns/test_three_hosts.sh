@@ -50,7 +50,7 @@ if [[ ! -r $MODEL ]]; then
 fi
 # A test bed that is up belongs to someone: never take it over or tear it down.
 if ip netns list | grep -q '^bt-h[0-9]' || ip link show bt-br0 >/dev/null 2>&1; then
-    echo "FAIL: a test bed is already up ($TB status); not touching it"
+    echo "FAIL: a test bed is already up ($TB status; a leftover: $TB down); not touching it"
     exit 1
 fi
 
