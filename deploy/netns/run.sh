@@ -36,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --baton) baton=$2; shift 2 ;;
     --mpirun-arg) extra+=("$2"); shift 2 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help; baton's flags go after --)" >&2; exit 2 ;;
     esac
 done
