@@ -546,8 +546,8 @@ static void stage_busy(const bt_engine *e, uint64_t *busy, int n) {
         busy[i] = bt_cluster_stage(c, i)->busy_us;
 }
 
-static void summary(const batch_run *b, const uint64_t *busy0, const uint64_t *busy1,
-                    int n_stages) {
+static void summary(const batch_run *b, const uint64_t *busy0, const uint64_t *busy1, int n_stages,
+                    const bt_engine_metrics *m0, const bt_engine_metrics *m1) {
     double wall = (double)(bt_now_us() - b->t_start) / 1e6;
     int64_t total_lines = b->n_done_before + b->n_durable;
     fprintf(stderr,
@@ -576,7 +576,11 @@ static void summary(const batch_run *b, const uint64_t *busy0, const uint64_t *b
     for (int i = 0; i < n_stages; i++)
         fprintf(stderr, "%s %.1f%%", i ? "," : "",
                 wall > 0 ? 100.0 * (double)(busy1[i] - busy0[i]) / 1e6 / wall : 0.0);
-    fprintf(stderr, " of the run (the rest is the bubble: waiting for work); %lld fdatasync%s\n",
+    uint64_t steps = m1->steps - m0->steps, rows = m1->rows - m0->rows;
+    fprintf(stderr,
+            " of the run (the rest is the bubble: waiting for work); %llu micro-batches of "
+            "%.1f rows on average; %lld fdatasync%s\n",
+            (unsigned long long)steps, steps ? (double)rows / (double)steps : 0.0,
             (long long)b->n_syncs, b->n_syncs == 1 ? "" : "s");
 }
 
@@ -691,6 +695,8 @@ static int run(batch_run *b, const bt_engine_info *info, const char *output, bt_
     uint64_t busy0[BT_ENGINE_MAX_STAGES] = {0}, busy1[BT_ENGINE_MAX_STAGES] = {0};
     int n_stages = info->n_stages < BT_ENGINE_MAX_STAGES ? info->n_stages : BT_ENGINE_MAX_STAGES;
     stage_busy(b->engine, busy0, n_stages);
+    bt_engine_metrics m0, m1;
+    bt_engine_get_metrics(b->engine, &m0);
     b->t_start = bt_now_us();
 
     pthread_mutex_lock(&g_signal_mu);
@@ -710,6 +716,7 @@ static int run(batch_run *b, const bt_engine_info *info, const char *output, bt_
     bt_error_init(&err);
     *serve_st = bt_engine_serve(b->engine, &err);
     stage_busy(b->engine, busy1, n_stages);
+    bt_engine_get_metrics(b->engine, &m1);
 
     pthread_mutex_lock(&b->mu);
     b->engine_done = true;
@@ -726,7 +733,7 @@ static int run(batch_run *b, const bt_engine_info *info, const char *output, bt_
     pthread_mutex_unlock(&g_signal_mu);
 
     progress_locked(b, true); /* no other thread is left */
-    summary(b, busy0, busy1, n_stages);
+    summary(b, busy0, busy1, n_stages, &m0, &m1);
     return outcome(b, output);
 }
 
