@@ -51,7 +51,8 @@
 #include "transport.h"
 
 #define EXIT_LINE_ERRORS 3
-#define EXIT_INTERRUPTED 75 /* EX_TEMPFAIL: run again to go on */
+#define EXIT_INTERRUPTED 75                 /* EX_TEMPFAIL: run again to go on */
+#define PENDING_MAX_BYTES ((size_t)1 << 20) /* lines the feeder may queue ahead of the writer */
 
 /* ---- latency percentiles in constant memory ---- */
 
@@ -100,7 +101,8 @@ typedef struct batch_run {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* under mu */
-    bt_api_buf pending; /* whole output lines, not yet appended */
+    bt_api_buf pending; /* whole output lines, not yet appended (the feeder's refusals: at
+                           most about PENDING_MAX_BYTES) */
     int64_t n_pending;
     int64_t n_live;   /* submitted, DONE not yet */
     bool feeder_done; /* it has submitted or queued every line it will */
@@ -319,6 +321,10 @@ static bool feed_line(batch_run *b, const bt_batch_line *l) {
     if (!parsed && go) {
         bool rendered = error_line(b, &line, en.custom_id, &e);
         pthread_mutex_lock(&b->mu);
+        /* Refusals cost no compute, so nothing else bounds how fast they come: wait while the
+         * writer is behind. (Results are bounded by --max-queue.) */
+        while (b->pending.n >= PENDING_MAX_BYTES && !b->failed)
+            pthread_cond_wait(&b->cv, &b->mu);
         if (rendered)
             push_locked(b, &line, false);
         else
@@ -443,6 +449,8 @@ static void *writer_main(void *arg) {
         take = tmp;
         int64_t n = b->n_pending;
         b->n_pending = 0;
+        if (n)
+            pthread_cond_broadcast(&b->cv);          /* room in `pending` for the feeder */
         bool end = b->engine_done && b->feeder_done; /* nothing more can come */
         pthread_mutex_unlock(&b->mu);
 
