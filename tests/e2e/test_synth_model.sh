@@ -4,7 +4,8 @@
 # 1. The file size is what the shape predicts (weights from the shape's matrix sizes at
 #    Q4_0's 18 bytes per 32 values, plus the F32 norms), within 3% (the rest is the copied
 #    vocabulary and the padding).
-# 2. `baton info` names the shape: n_embd 2048, 32 heads (kv 4), 4 layers, untied, synthetic.
+# 2. `baton info` names the shape: n_embd 2048, 32 heads (kv 4), 4 layers, untied, synthetic;
+#    the vocabulary (tokenize ids, tokenizer and chat-template lines) is the default model's.
 # 3. `baton generate --max-tokens 8 --temperature 0` gives 8 tokens with finite logprobs,
 #    exit 0, on one stage; the same ids on 2 stages (the weights keep activations finite
 #    through every layer, and a split does not change the result).
@@ -52,6 +53,16 @@ for want in "^layers: +4$" "^embedding: +2048$" "^feed-forward: +5632$" \
     "^vocabulary: +$vocab tokens"; do
     if grep -qE "$want" <<<"$info"; then pass "info /$want/"; else fail "info /$want/: $info"; fi
 done
+
+# The vocabulary is the default model's: same ids for text with specials and non-ASCII, the
+# same tokenizer and chat-template lines of `baton info`.
+text="Hello <|im_start|> wörld, 12345 tokens"
+t_model=$("$BATON" tokenize --model "$MODEL" --prompt "$text" --ids 2>/dev/null)
+t_synth=$("$BATON" tokenize --model "$F" --prompt "$text" --ids 2>/dev/null)
+if [[ -n $t_model && $t_synth == "$t_model" ]]; then pass "tokenize: $t_synth"; else fail "tokenize: '$t_synth' != '$t_model'"; fi
+v_model=$("$BATON" info --model "$MODEL" | grep -E '^(vocabulary|chat template):')
+v_synth=$(grep -E '^(vocabulary|chat template):' <<<"$info")
+if [[ $v_synth == "$v_model" ]]; then pass "info: same vocabulary lines"; else fail "info: '$v_synth' != '$v_model'"; fi
 
 # 3. Generation, 1 and 2 stages.
 gen() { # STAGES -> "ids|logprobs" on stdout, status of baton

@@ -82,9 +82,9 @@ bt_status bt_gw_add_arr_str(bt_gw *w, const char *key, const char *const *strs, 
 bt_status bt_gw_add_raw(bt_gw *w, const char *key, uint32_t type, const void *value, size_t n);
 size_t bt_gw_n_kv(const bt_gw *w);
 
-/* Tensor info + payload (copied). n_dims may be 1..8 (the writer does not enforce the
- * format's 4); ne has n_dims entries; type is a ggml type id, written as given. Data offsets
- * are assigned in order, each padded to the alignment. */
+/* Tensor info + payload (copied; data NULL with n_bytes > 0: zeros, as an info-only tensor). n_dims
+ * may be 1..8 (the writer does not enforce the format's 4); ne has n_dims entries; type is a ggml
+ * type id, written as given. Data offsets are assigned in order, each padded to the alignment. */
 bt_status bt_gw_add_tensor(bt_gw *w, const char *name, uint32_t n_dims, const int64_t *ne,
                            uint32_t type, const void *data, size_t n_bytes);
 /* Tensor info only, for streaming: the payload of n_bytes comes later through

@@ -191,7 +191,7 @@ static int copy_kv(bt_gw *w, const bt_gguf *src, size_t i, const char *key) {
             [BT_GGUF_U8] = 1,  [BT_GGUF_I8] = 1,  [BT_GGUF_U16] = 2,
             [BT_GGUF_I16] = 2, [BT_GGUF_U32] = 4, [BT_GGUF_I32] = 4,
             [BT_GGUF_U64] = 8, [BT_GGUF_I64] = 8, [BT_GGUF_BOOL] = 1};
-        int64_t x;
+        int64_t x; /* a U64 above INT64_MAX is refused here (no tokenizer key has one) */
         if ((st = bt_gguf_get_i64(src, key, &x, &err)) != BT_OK)
             break;
         uint64_t u = (uint64_t)x;
