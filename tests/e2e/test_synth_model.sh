@@ -92,7 +92,8 @@ else
     fail "1 stage: generate failed"
 fi
 
-# 4. Determinism in the seed (smol-135m cut to 2 layers: small and quick).
+# 4. Determinism in the seed (smol-135m cut to 2 layers: 3 x 60 MiB, small and quick).
+rm -f "$F" # keep the temp dir's peak to a few hundred MiB
 "$SYNTH" --shape smol-135m --layers 2 --type q8_0 --seed 7 --vocab-from "$MODEL" "$WORK/a.gguf" >/dev/null &&
     "$SYNTH" --shape smol-135m --layers 2 --type q8_0 --seed 7 --vocab-from "$MODEL" "$WORK/b.gguf" >/dev/null &&
     "$SYNTH" --shape smol-135m --layers 2 --type q8_0 --seed 8 --vocab-from "$MODEL" "$WORK/c.gguf" >/dev/null
