@@ -2,6 +2,9 @@
  * gguf_writer.h - a small in-memory GGUF (v3 by default) writer for tests and tools.
  *
  * Owns: copies of every key, value and tensor payload handed to it, until bt_gw_free.
+ * Big files (tests/tools/synth_model.c: gigabytes) are streamed instead: tensors declared
+ * with bt_gw_add_tensor_info hold no payload, and bt_gw_stream_* writes the header, then
+ * takes the payloads in declaration order straight to the file.
  * It writes exactly what it is told and checks nothing the reader checks, so tests can
  * craft malformed files with it (n_dims 5, unknown types, duplicate keys, forced offsets).
  * Callers: tests/unit, tests/tools, tests/fuzz, tests/support/bad_gguf_cases.c.
@@ -79,11 +82,15 @@ bt_status bt_gw_add_arr_str(bt_gw *w, const char *key, const char *const *strs, 
 bt_status bt_gw_add_raw(bt_gw *w, const char *key, uint32_t type, const void *value, size_t n);
 size_t bt_gw_n_kv(const bt_gw *w);
 
-/* Tensor info + payload (copied). n_dims may be 1..8 (the writer does not enforce the
- * format's 4); ne has n_dims entries; type is a ggml type id, written as given. Data offsets
- * are assigned in order, each padded to the alignment. */
+/* Tensor info + payload (copied; data NULL with n_bytes > 0: zeros, as an info-only tensor). n_dims
+ * may be 1..8 (the writer does not enforce the format's 4); ne has n_dims entries; type is a ggml
+ * type id, written as given. Data offsets are assigned in order, each padded to the alignment. */
 bt_status bt_gw_add_tensor(bt_gw *w, const char *name, uint32_t n_dims, const int64_t *ne,
                            uint32_t type, const void *data, size_t n_bytes);
+/* Tensor info only, for streaming: the payload of n_bytes comes later through
+ * bt_gw_stream_write (bt_gw_write_mem writes zeros in its place). */
+bt_status bt_gw_add_tensor_info(bt_gw *w, const char *name, uint32_t n_dims, const int64_t *ne,
+                                uint32_t type, size_t n_bytes);
 /* Forces the info's offset of tensor `i` (0-based, in add order). The payload is still
  * copied there when it fits inside the data section the normal layout produces. */
 void bt_gw_tensor_set_offset(bt_gw *w, size_t i, uint64_t offset);
@@ -101,5 +108,26 @@ typedef struct bt_gw_layout {
  * NULL. */
 bt_status bt_gw_write_mem(bt_gw *w, uint8_t **buf, size_t *size, bt_gw_layout *layout);
 bt_status bt_gw_write_file(bt_gw *w, const char *path, bt_error *err);
+
+/* ---- streaming writer ----
+ * Memory: the header (metadata and tensor infos) plus stdio's buffer; payloads pass through.
+ * Usage: declare every tensor (bt_gw_add_tensor_info or bt_gw_add_tensor), then
+ * bt_gw_stream_open writes header, metadata, infos and padding; bt_gw_stream_write appends
+ * payload bytes, in declaration order, padding after each tensor as it completes (a call may
+ * span tensors); bt_gw_stream_close checks every tensor got exactly its n_bytes. Payloads
+ * held by bt_gw_add_tensor are not written by the stream: pass them to bt_gw_stream_write
+ * like the others. Forced offsets are not supported (BT_ERR_INVALID_ARG). The bt_gw must
+ * outlive the stream and not change meanwhile. On any failure the partial file is left:
+ * the caller removes it. */
+typedef struct bt_gw_stream bt_gw_stream;
+
+bt_status bt_gw_stream_open(bt_gw *w, const char *path, bt_gw_stream **out, bt_gw_layout *layout,
+                            bt_error *err);
+bt_status bt_gw_stream_write(bt_gw_stream *s, const void *data, size_t n, bt_error *err);
+/* Index of the tensor whose bytes come next (bt_gw_n_tensors when all are complete). */
+size_t bt_gw_stream_tensor(const bt_gw_stream *s);
+/* Closes the file and frees s (NULL is a no-op); BT_ERR_IO when a tensor is short or the
+ * close fails. */
+bt_status bt_gw_stream_close(bt_gw_stream *s, bt_error *err);
 
 #endif
