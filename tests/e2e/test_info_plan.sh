@@ -3,7 +3,8 @@
 # (split.h) of SmolLM2 without MPI: per stage layers, weights, KV, scratch, total and budget;
 # budgets that fit keep the balanced split; a first stage short of its balanced share gets
 # fewer layers; a budget below the requested KV shrinks the KV; a budget nothing fits is
-# refused (exit 2) naming the stage and both numbers; bad --stage-mem values are named.
+# refused (exit 2) naming the stage and both numbers; bad --stage-mem values are named. A
+# generate run with the shrinking budget gets that KV and warns naming the stage.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_model
 tmp=$(mktemp -d)
@@ -59,6 +60,17 @@ if [[ $rc -eq 0 && -n $tok && $tok -ge 1008 && $tok -lt 4096 ]] && grep -q 'KV s
 else
     fail "KV shrink at $bk: exit $rc, $tok tokens"
     cat "$tmp/k1.out" "$tmp/k.out" "$tmp/k.err"
+fi
+
+# The same budget on a real run: the stage is asked for the KV the plan gave it, and says so.
+"$BATON" generate --model "$MODEL" --threads 1 --ctx 256 --max-batch 64 --max-seqs 4 \
+    --kv-tokens 4096 --stage-mem "$bk" --prompt "Hello" --max-tokens 2 >"$tmp/g.out" 2>"$tmp/g.err"
+rc=$?
+if [[ $rc -eq 0 ]] && grep -q "stage rank 1 (layers 0-29 on .*): KV for $tok tokens, not the 4096 asked: its budget of .* MiB (--stage-mem) leaves no more" "$tmp/g.err"; then
+    pass "generate at $bk: ran with KV for $tok tokens, warned"
+else
+    fail "generate at $bk: exit $rc"
+    cat "$tmp/g.err"
 fi
 
 # Nothing fits: refused, naming the stage, what it needs and what it has.
