@@ -166,7 +166,7 @@ int bt_cmd_info(int argc, char **argv) {
                "budget MiB\n");
         for (int i = 0; i < n_stages; i++) {
             uint64_t need = split.weight_bytes[i] + split.kv_bytes[i] + split.scratch_bytes[i] +
-                             split.overhead_bytes;
+                            split.overhead_bytes;
             char budget[64];
             if (split.budget_bytes[i])
                 snprintf(budget, sizeof budget, "%.1f (%s)", (double)split.budget_bytes[i] / MIB,
