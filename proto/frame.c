@@ -21,6 +21,8 @@ const char *bt_msg_kind_name(bt_msg_kind kind) {
         return "Error";
     case BT_MSG_SHUTDOWN:
         return "Shutdown";
+    case BT_MSG_STAGE_INFO:
+        return "StageInfo";
     case BT_MSG_KIND_END:
         break;
     }

@@ -31,7 +31,7 @@
 
 #include "status.h"
 
-#define BT_PROTOCOL_VERSION 3
+#define BT_PROTOCOL_VERSION 4
 #define BT_FRAME_MAGIC 0x314e5442u
 #define BT_FRAME_HEADER_BYTES 24
 
@@ -43,7 +43,8 @@ typedef enum bt_msg_kind {
     BT_MSG_HEARTBEAT = 5,
     BT_MSG_ERROR = 6,
     BT_MSG_SHUTDOWN = 7,
-    BT_MSG_KIND_END /* one past the last; values are only appended */
+    BT_MSG_STAGE_INFO = 8, /* protocol 4 */
+    BT_MSG_KIND_END        /* one past the last; values are only appended */
 } bt_msg_kind;
 
 const char *bt_msg_kind_name(bt_msg_kind kind);

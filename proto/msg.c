@@ -79,6 +79,8 @@ static const ProtobufCMessageDescriptor *descriptor_of(bt_msg_kind kind) {
         return &baton__error__descriptor;
     case BT_MSG_SHUTDOWN:
         return &baton__shutdown__descriptor;
+    case BT_MSG_STAGE_INFO:
+        return &baton__stage_info__descriptor;
     case BT_MSG_KIND_END:
         break;
     }

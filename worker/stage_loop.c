@@ -28,6 +28,7 @@
 #include "codec.h"
 #include "hparams.h"
 #include "log.h"
+#include "mem_budget.h"
 #include "msg.h"
 #include "proc_space.h"
 #include "sampler.h"
@@ -366,6 +367,24 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     r.decode_group = BT_DECODE_GROUP;
     r.score_rows = BT_SCORE_ROWS;
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
+}
+
+/* The stage's first message: its memory budget and host, which the coordinator plans the
+ * split with (cluster.c, handshake). Read here, by this process: on another host, its host's
+ * cgroup or free memory. */
+static bt_status send_stage_info(loop *L, bt_error *err) {
+    Baton__StageInfo si = BATON__STAGE_INFO__INIT;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    uint64_t budget;
+    bt_mem_source source;
+    bt_mem_budget_read(&budget, &source);
+    si.protocol_version = BT_PROTOCOL_VERSION;
+    si.rank = (uint32_t)L->rank;
+    si.mem_budget_bytes = budget;
+    si.mem_source = (uint32_t)source;
+    si.hostname = host;
+    return send_msg(L, 0, BT_MSG_STAGE_INFO, &si.base, err);
 }
 
 /* The sampler's parameters from the wire, checked (bt_msg_sampling_unpack: list lengths,
@@ -724,6 +743,8 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
     if ((st = bt_arena_init(&L.arena, ARENA_BYTES, err)) != BT_OK)
         goto done;
 
+    if ((st = send_stage_info(&L, err)) != BT_OK)
+        goto done;
     const void *buf;
     size_t len;
     int from;

@@ -11,6 +11,8 @@
 #include "chat.h"
 #include "commands.h"
 #include "hparams.h"
+#include "mem_budget.h"
+#include "split.h"
 #include "term_watch.h"
 
 void bt_model_flags_init(bt_model_flags *f) {
@@ -213,6 +215,17 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
                           ep.cluster.kv_tokens, n_ctx);
         goto fail;
     }
+    ep.cluster.n_ctx = n_ctx;
+    if (cf->stage_mem) { /* its syntax now; its count once the stages are known */
+        uint64_t sizes[BT_MAX_STAGES];
+        int n = 1;
+        for (const char *p = cf->stage_mem; *p; p++)
+            n += *p == ',';
+        if ((st = bt_mem_list_parse(cf->stage_mem, n < BT_MAX_STAGES ? n : BT_MAX_STAGES, sizes,
+                                    &err)) != BT_OK)
+            goto fail;
+    }
+    ep.cluster.stage_mem = cf->stage_mem;
     ep.cluster.heartbeat_ms = (int)cf->heartbeat_ms;
     size_t n_eog = 0;
     ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */

@@ -45,6 +45,7 @@ bt_status bt_model_flags_path(bt_model_flags *f, const char **path, bt_error *er
 /* Flags of the commands that run on the cluster (generate, bench, perplexity). */
 typedef struct bt_cluster_flags {
     const char *codec, *layers, *split, *numerics;
+    const char *stage_mem; /* --stage-mem SIZE[,SIZE...]: stage memory budgets, or NULL */
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms, kv_tokens;
     int64_t kv_seqs;          /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
@@ -59,6 +60,7 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
         {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
+        {"--stage-mem", BT_CLI_STR, &(f).stage_mem, 0, 0, "memory per stage, e.g. 2G or 1G,3G"},    \
         {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \

@@ -10,6 +10,7 @@
 #include "cmd_common.h"
 #include "commands.h"
 #include "hparams.h"
+#include "mem_budget.h"
 #include "split.h"
 #include "stage_layout.h"
 #include "tensor_type.h"
@@ -22,17 +23,25 @@ int bt_cmd_info(int argc, char **argv) {
     bt_model_flags_init(&mf);
     bool tensors = false;
     int64_t stages = 0;
-    const char *layers = NULL, *split_by = "memory";
+    const char *layers = NULL, *split_by = "memory", *stage_mem = NULL;
+    int64_t kv_tokens = 0, max_batch = 512, max_seqs = 64;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         {"--tensors", BT_CLI_FLAG, &tensors, 0, 0, "list every tensor"},
         {"--stages", BT_CLI_INT, &stages, 1, BT_MAX_STAGES, "show the layer split for S stages"},
         {"--layers", BT_CLI_STR, &layers, 0, 0, "split to show instead, e.g. 0-14,15-29"},
         {"--split", BT_CLI_STR, &split_by, 0, 0, "balance 'memory' (default) or 'compute'"},
+        {"--stage-mem", BT_CLI_STR, &stage_mem, 0, 0,
+         "memory per stage, e.g. 2G or 1G,3G (default: this host's cgroup limit or free memory)"},
+        {"--kv-tokens", BT_CLI_INT, &kv_tokens, 16, 1 << 26, "KV per stage in tokens (--ctx)"},
+        {"--max-batch", BT_CLI_INT, &max_batch, 1, 65536, "rows per micro-batch (512)"},
+        {"--max-seqs", BT_CLI_INT, &max_seqs, 1, 4096, "concurrent sequences (64)"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
-    int rc = bt_cmd_parse("info", "[--model M] [--ctx N] [--tensors] [--stages S [--layers L]]",
-                          opts, n_opts, &mf.help, argc, argv);
+    int rc = bt_cmd_parse(
+        "info",
+        "[--model M] [--ctx N] [--tensors] [--stages S [--layers L] [--stage-mem SIZE[,SIZE...]]]",
+        opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
 
@@ -115,18 +124,63 @@ int bt_cmd_info(int argc, char **argv) {
                 n_stages += p == layers || p[-1] == ',';
         bt_split split;
         bt_split_mode mode;
-        if ((st = bt_split_mode_parse(split_by, &mode, &err)) != BT_OK ||
-            (st = bt_split_plan(g, n_stages, n_ctx, kv_token_layer, mode, layers, &split, &err)) !=
-                BT_OK)
+        static bt_split_mem mem; /* main thread only */
+        memset(&mem, 0, sizeof mem);
+        int kv = kv_tokens ? (int)kv_tokens : n_ctx;
+        if (kv < n_ctx) {
+            st = bt_error_set(&err, BT_ERR_RANGE, "--kv-tokens %d is less than the context %d", kv,
+                              n_ctx);
             goto done;
-        printf("split:        %d stages (mpirun -np %d), KV for %d tokens each\n", n_stages,
-               n_stages + 1, n_ctx);
-        printf("  stage rank  layers    weights MiB  kv MiB  total MiB\n");
-        for (int i = 0; i < n_stages; i++)
-            printf("  %5d %4d  %3d-%-3d   %11.1f %7.1f %10.1f\n", i, i + 1, split.begin[i],
-                   split.end[i] - 1, (double)split.weight_bytes[i] / MIB,
-                   (double)split.kv_bytes[i] / MIB,
-                   (double)(split.weight_bytes[i] + split.kv_bytes[i]) / MIB);
+        }
+        mem.n_ctx = n_ctx;
+        mem.max_batch = (int)max_batch;
+        mem.max_seqs = (int)max_seqs;
+        if ((st = bt_split_mode_parse(split_by, &mode, &err)) != BT_OK)
+            goto done;
+        if (n_stages < 1 || n_stages > BT_MAX_STAGES) {
+            st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--layers '%s': %d ranges", layers,
+                              n_stages);
+            goto done;
+        }
+        if (stage_mem) {
+            if ((st = bt_mem_list_parse(stage_mem, n_stages, mem.budget, &err)) != BT_OK)
+                goto done;
+            for (int i = 0; i < n_stages; i++)
+                mem.source[i] = BT_MEM_SOURCE_FLAG;
+        } else { /* every stage as if on this host, as the threads of a singleton run are */
+            uint64_t b;
+            bt_mem_source src;
+            bt_mem_budget_read(&b, &src);
+            for (int i = 0; i < n_stages; i++) {
+                mem.budget[i] = b;
+                mem.source[i] = src;
+            }
+        }
+        if ((st = bt_split_plan(g, n_stages, kv, kv_token_layer, mode, layers, &mem, &split,
+                                &err)) != BT_OK)
+            goto done;
+        printf("split:        %d stages (mpirun -np %d), KV for %d tokens asked of each%s\n",
+               n_stages, n_stages + 1, kv,
+               split.uneven ? "; the balanced split did not fit the budgets" : "");
+        printf("  stage rank  layers    weights MiB  kv MiB (tokens)  scratch MiB  total MiB  "
+               "budget MiB\n");
+        for (int i = 0; i < n_stages; i++) {
+            uint64_t need = split.weight_bytes[i] + split.kv_bytes[i] + split.scratch_bytes[i] +
+                            split.overhead_bytes;
+            char budget[64];
+            if (split.budget_bytes[i])
+                snprintf(budget, sizeof budget, "%.1f (%s)", (double)split.budget_bytes[i] / MIB,
+                         bt_mem_source_name(split.budget_source[i]));
+            else
+                snprintf(budget, sizeof budget, "none known");
+            printf("  %5d %4d  %3d-%-3d   %11.1f %7.1f (%d) %12.1f %10.1f  %s%s\n", i, i + 1,
+                   split.begin[i], split.end[i] - 1, (double)split.weight_bytes[i] / MIB,
+                   (double)split.kv_bytes[i] / MIB, split.kv_tokens[i],
+                   (double)split.scratch_bytes[i] / MIB, (double)need / MIB, budget,
+                   split.kv_tokens[i] < kv ? "  KV shrunk to fit" : "");
+        }
+        printf("  (total = weights + KV + scratch + %.1f MiB overhead per stage)\n",
+               (double)split.overhead_bytes / MIB);
     }
 
 done:

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "hparams.h"
+#include "log.h"
 #include "msg.h"
 #include "proc_space.h"
 #include "request_impl.h"
@@ -98,6 +99,73 @@ const char *bt_cluster_stage_name(const bt_cluster *c, int rank, char *buf, size
     return buf;
 }
 
+/* Reads the next frame of the handshake into f (rank in *from), with the deadline. */
+static bt_status handshake_recv(bt_cluster *c, int64_t deadline, int got, const char *what,
+                                bt_frame_view *f, int *from, bt_error *err) {
+    int64_t left = deadline - bt_now_us();
+    const void *buf;
+    size_t len;
+    bt_status st = BT_ERR_TIMEOUT;
+    if (left <= 0 ||
+        (st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, from, left, err)) == BT_ERR_TIMEOUT)
+        return bt_error_set(err, BT_ERR_TIMEOUT, "%d of %d stages sent their %s within %lld s", got,
+                            c->n_stages, what, (long long)(c->p.hello_timeout_us / 1000000));
+    if (st != BT_OK)
+        return st;
+    bt_arena_reset(&c->arena);
+    if ((st = bt_frame_parse(buf, len, f, err)) != BT_OK)
+        return bt_error_wrap(err, "handshake from rank %d", *from), st;
+    ProtobufCMessage *m;
+    if (f->kind == BT_MSG_ERROR && bt_msg_unpack(f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
+        Baton__Error *e = (Baton__Error *)m;
+        return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", *from,
+                            e->message ? e->message : "");
+    }
+    return BT_OK;
+}
+
+/* Every stage's StageInfo: its memory budget and host, checked field by field. */
+static bt_status recv_stage_info(bt_cluster *c, int64_t deadline, bt_error *err) {
+    for (int got = 0; got < c->n_stages;) {
+        bt_frame_view f;
+        int from;
+        ProtobufCMessage *m;
+        bt_status st = handshake_recv(c, deadline, got, "StageInfo", &f, &from, err);
+        if (st != BT_OK)
+            return st;
+        if ((st = bt_msg_unpack(&f, BT_MSG_STAGE_INFO, &c->arena, &m, err)) != BT_OK)
+            return bt_error_wrap(err, "handshake from rank %d", from), st;
+        const Baton__StageInfo *si = (const Baton__StageInfo *)m;
+        int s = from - 1;
+        if (from < 1 || from > c->n_stages || c->stages[s].host[0] || c->stages[s].budget_source)
+            return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected StageInfo from rank %d", from);
+        if (si->protocol_version != BT_PROTOCOL_VERSION || si->rank != (uint32_t)from)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageInfo from rank %d: protocol %u, rank %u; expected %d, %d",
+                                from, si->protocol_version, si->rank, BT_PROTOCOL_VERSION, from);
+        bool source_ok = si->mem_source == BT_MEM_SOURCE_CGROUP ||
+                         si->mem_source == BT_MEM_SOURCE_MEMINFO ||
+                         si->mem_source == BT_MEM_SOURCE_NONE;
+        if (!source_ok || (si->mem_source == BT_MEM_SOURCE_NONE) != (si->mem_budget_bytes == 0) ||
+            si->mem_budget_bytes >= (1ull << 60))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageInfo from rank %d: mem_source %u with mem_budget_bytes %llu",
+                                from, si->mem_source, (unsigned long long)si->mem_budget_bytes);
+        size_t host_len = si->hostname ? strlen(si->hostname) : 0;
+        if (host_len >= 256)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "StageInfo from rank %d: hostname of %zu bytes, at most 255", from,
+                                host_len);
+        bt_stage_report *rep = &c->stages[s];
+        rep->budget_bytes = si->mem_budget_bytes;
+        rep->budget_source = (bt_mem_source)si->mem_source;
+        /* Marks the stage as heard from even with no budget and no name. */
+        snprintf(rep->host, sizeof rep->host, "%s", host_len ? si->hostname : "?");
+        got++;
+    }
+    return BT_OK;
+}
+
 static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_hparams hp;
     bt_status st = bt_hparams_load(c->g, &hp, err);
@@ -105,9 +173,39 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         return st;
     uint64_t kv_per_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
     c->n_vocab = hp.n_vocab;
-    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
-                            c->p.layers, &c->split, err)) != BT_OK)
+    int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
+    if ((st = recv_stage_info(c, deadline, err)) != BT_OK)
         return st;
+    /* Budgets: --stage-mem, else what each stage read of its own host. */
+    bt_split_mem mem;
+    memset(&mem, 0, sizeof mem);
+    if (c->p.stage_mem) {
+        if ((st = bt_mem_list_parse(c->p.stage_mem, c->n_stages, mem.budget, err)) != BT_OK)
+            return st;
+        for (int s = 0; s < c->n_stages; s++) {
+            mem.source[s] = BT_MEM_SOURCE_FLAG;
+            c->stages[s].budget_bytes = mem.budget[s];
+            c->stages[s].budget_source = BT_MEM_SOURCE_FLAG;
+        }
+    } else {
+        for (int s = 0; s < c->n_stages; s++) {
+            mem.budget[s] = c->stages[s].budget_bytes;
+            mem.source[s] = c->stages[s].budget_source;
+        }
+    }
+    mem.n_ctx = c->p.n_ctx > 0 && c->p.n_ctx <= c->p.kv_tokens ? c->p.n_ctx : c->p.kv_tokens;
+    mem.max_batch = c->p.max_batch;
+    mem.max_seqs = c->p.max_seqs;
+    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
+                            c->p.layers, &mem, &c->split, err)) != BT_OK)
+        return st;
+    for (int s = 0; s < c->n_stages; s++)
+        if (c->split.kv_tokens[s] < c->p.kv_tokens)
+            BT_WARN("stage rank %d (layers %d-%d on %s): KV for %d tokens, not the %d asked: its "
+                    "budget of %.1f MiB (%s) leaves no more",
+                    s + 1, c->split.begin[s], c->split.end[s] - 1, c->stages[s].host,
+                    c->split.kv_tokens[s], c->p.kv_tokens,
+                    (double)mem.budget[s] / (1024.0 * 1024.0), bt_mem_source_name(mem.source[s]));
     uint8_t hash[BT_MODEL_HASH_BYTES];
     bt_model_hash(bt_gguf_base(c->g), bt_gguf_data_offset(c->g), bt_gguf_file_size(c->g), hash);
     char space[BT_PROC_SPACE_BYTES];
@@ -125,7 +223,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         h.zstd_level = (uint32_t)c->p.zstd_level;
         h.max_batch = (uint32_t)c->p.max_batch;
         h.max_seqs = (uint32_t)c->p.max_seqs;
-        h.kv_tokens = (uint32_t)c->p.kv_tokens;
+        h.kv_tokens = (uint32_t)c->split.kv_tokens[s];
         h.heartbeat_ms = (uint32_t)c->p.heartbeat_ms;
         h.numerics = (uint32_t)c->p.numerics;
         h.n_eog = (size_t)c->p.n_eog;
@@ -133,35 +231,17 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         if ((st = send_msg(c, s + 1, BT_MSG_HELLO, &h.base, err)) != BT_OK)
             return bt_error_wrap(err, "Hello to stage rank %d", s + 1), st;
     }
-    int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
     for (int got = 0; got < c->n_stages;) {
-        int64_t left = deadline - bt_now_us();
-        const void *buf;
-        size_t len;
-        int from;
-        if (left <= 0 || (st = bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, left,
-                                                 err)) == BT_ERR_TIMEOUT)
-            return bt_error_set(err, BT_ERR_TIMEOUT,
-                                "%d of %d stages answered the handshake within %lld s", got,
-                                c->n_stages, (long long)(c->p.hello_timeout_us / 1000000));
-        if (st != BT_OK)
-            return st;
         bt_frame_view f;
         ProtobufCMessage *m;
-        bt_arena_reset(&c->arena);
-        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
-            return bt_error_wrap(err, "handshake from rank %d", from), st;
+        int from;
+        if ((st = handshake_recv(c, deadline, got, "HelloReply", &f, &from, err)) != BT_OK)
+            return st;
         /* A stage that has answered heartbeats while it waits for the others to load. */
         if (f.kind == BT_MSG_HEARTBEAT && from >= 1 && from <= c->n_stages &&
             c->stages[from - 1].rank) {
             c->stages[from - 1].last_seen_us = bt_now_us();
             continue;
-        }
-        if (f.kind == BT_MSG_ERROR &&
-            bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
-            Baton__Error *e = (Baton__Error *)m;
-            return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
-                                e->message ? e->message : "");
         }
         if ((st = bt_msg_unpack(&f, BT_MSG_HELLO_REPLY, &c->arena, &m, err)) != BT_OK)
             return bt_error_wrap(err, "handshake from rank %d", from), st;
@@ -173,7 +253,8 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
             r->model_hash.len != BT_MODEL_HASH_BYTES ||
             memcmp(r->model_hash.data, hash, sizeof hash) != 0 ||
             r->layer_begin != (uint32_t)c->split.begin[s] ||
-            r->layer_end != (uint32_t)c->split.end[s] || r->kv_tokens < BT_KV_BLOCK_TOKENS)
+            r->layer_end != (uint32_t)c->split.end[s] || r->kv_tokens < BT_KV_BLOCK_TOKENS ||
+            r->kv_tokens < (uint32_t)c->split.kv_tokens[s])
             return bt_error_set(err, BT_ERR_PROTOCOL,
                                 "stage rank %d answered with protocol %u, layers [%u, %u), "
                                 "kv_tokens %u or a different model",

@@ -34,13 +34,16 @@
 #include "transport.h"
 
 typedef struct bt_cluster_params {
-    bt_codec_kind codec; /* activations between stages */
-    int zstd_level;      /* 0 = none */
-    int max_batch;       /* rows per micro-batch */
-    int max_seqs;        /* sequence slots */
-    int kv_tokens;       /* KV capacity asked of each stage */
-    const char *layers;  /* --layers spec or NULL for the balanced split */
-    bt_split_mode split; /* what the balanced split balances */
+    bt_codec_kind codec;   /* activations between stages */
+    int zstd_level;        /* 0 = none */
+    int max_batch;         /* rows per micro-batch */
+    int max_seqs;          /* sequence slots */
+    int kv_tokens;         /* KV capacity asked of each stage (less where its budget is less) */
+    int n_ctx;             /* the least KV a stage may be given (one context); 0 = kv_tokens */
+    const char *stage_mem; /* --stage-mem "SIZE[,SIZE...]" (borrowed for bt_cluster_start),
+                              or NULL: each stage's own budget (its StageInfo) */
+    const char *layers;    /* --layers spec or NULL for the balanced split */
+    bt_split_mode split;   /* what the balanced split balances */
     int heartbeat_ms;
     int64_t stage_timeout_us;
     int64_t hello_timeout_us;
@@ -60,10 +63,12 @@ typedef struct bt_stage_report {
                               * run, the whole process's */
     int kv_tokens;
     char host[64];
-    int pid;              /* the stage's process id (HelloReply) */
-    bool local;           /* a process of its own that this one can see (same machine and pid
-                           * namespace, another pid): whether it still exists can be asked of the
-                           * kernel */
+    uint64_t budget_bytes;       /* its memory budget as planned with (0: no limit known) */
+    bt_mem_source budget_source; /* where that number came from */
+    int pid;                     /* the stage's process id (HelloReply) */
+    bool local;                  /* a process of its own that this one can see (same machine and pid
+                                  * namespace, another pid): whether it still exists can be asked of the
+                                  * kernel */
     int64_t last_seen_us; /* last frame read, moved on by time the coordinator did not listen */
     uint64_t busy_us;
     /* From the stage's latest Heartbeat (0 before the first): */
@@ -75,7 +80,9 @@ typedef struct bt_stage_report {
 
 typedef struct bt_cluster bt_cluster;
 
-/* Sends Hello to every stage (t->size - 1 of them) and waits for their replies. */
+/* Waits for every stage's StageInfo (t->size - 1 of them), plans the split within their
+ * memory budgets (split.h; a plan that cannot fit fails here with BT_ERR_RANGE, before any
+ * stage has loaded a weight), sends each its Hello and waits for their replies. */
 bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
                            bt_cluster **out, bt_error *err);
 void bt_cluster_free(bt_cluster *c);

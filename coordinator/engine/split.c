@@ -6,8 +6,11 @@
 #include <string.h>
 
 #include "hparams.h"
+#include "stage_layout.h"
+#include "stage_loop.h"
 
 #define MAX_LAYERS 4096
+#define MIB (1024.0 * 1024.0)
 
 /* Cost of the tensors named blk.<l>.* and of the embedding and head: their bytes, or with
  * `compute` a model of decode time fitted on our machines, one unit per byte streamed plus
@@ -89,9 +92,153 @@ bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *er
     return BT_OK;
 }
 
+uint64_t bt_split_scratch_bytes(const bt_hparams *hp, int max_batch, int max_seqs, bool last) {
+    uint64_t B = (uint64_t)max_batch, S = (uint64_t)max_seqs, E = (uint64_t)hp->n_embd,
+             F = (uint64_t)hp->n_ff, Q = (uint64_t)bt_hparams_q_dim(hp),
+             KV = (uint64_t)bt_hparams_kv_dim(hp), V = (uint64_t)hp->n_vocab,
+             D = (uint64_t)hp->head_dim;
+    /* forward.c: x, xn, tmp [B][E]; q, att [B][Q]; k, v [B][KV]; gate, up [B][F]; rope [B][D];
+     * the q8 copy of the widest input (36 bytes per 32 values) */
+    uint64_t widest = E > F ? E : F;
+    widest = widest > Q ? widest : Q;
+    uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + D) * 4 + B * (widest / 32 + 1) * 36;
+    /* stage_loop.c: act_in, act_out [B][E] f32; its outgoing frame, and the transport's
+     * incoming one and one queued send (proto/transport_*.c hold at most that many) */
+    bytes += 2 * B * E * 4 + 3 * (uint64_t)bt_stage_loop_max_frame(max_batch, max_seqs, hp->n_embd);
+    if (last) {
+        /* logits of min(B, min(S, B) + BT_SCORE_ROWS) rows; sampler.c: the token history
+         * (int32 counts and a bitmap per sequence) and two [V] work arrays */
+        uint64_t rows = (S < B ? S : B) + BT_SCORE_ROWS;
+        rows = rows < B ? rows : B;
+        bytes += rows * V * 4 + S * V * 4 + S * (V / 8 + 8) + V * 16;
+    }
+    return bytes;
+}
+
+/* What a stage of layers [k, l) needs besides its KV; weights by the byte measure. */
+typedef struct fit_ctx {
+    const bt_split_mem *mem;
+    const uint64_t *mem_prefix; /* [n_layer + 1] prefix sums of layer bytes */
+    uint64_t mem_embd, mem_head;
+    bool tied;
+    int n_stages, n_layer;
+    uint64_t kv_tok_layer; /* KV bytes per token and layer */
+    uint64_t scratch_mid, scratch_last;
+    int min_tokens; /* one context in whole KV blocks */
+} fit_ctx;
+
+static uint64_t stage_weights(const fit_ctx *f, int s, int k, int l) {
+    uint64_t w = f->mem_prefix[l] - f->mem_prefix[k];
+    if (s == 0)
+        w += f->mem_embd;
+    if (l == f->n_layer)
+        w += f->mem_head;
+    if (s == 0 && l == f->n_layer && f->tied)
+        w -= f->mem_embd; /* one stage maps the tied embedding once */
+    return w;
+}
+
+static uint64_t stage_fixed(const fit_ctx *f, int s, int k, int l) {
+    return stage_weights(f, s, k, l) + (l == f->n_layer ? f->scratch_last : f->scratch_mid) +
+           BT_SPLIT_OVERHEAD_BYTES;
+}
+
+/* Whether stage s holding [k, l) fits its budget with one context of KV. */
+static bool fits(const fit_ctx *f, int s, int k, int l) {
+    if (!f || !f->mem || !f->mem->budget[s])
+        return true;
+    uint64_t need =
+        stage_fixed(f, s, k, l) + (uint64_t)f->min_tokens * f->kv_tok_layer * (uint64_t)(l - k);
+    return need <= f->mem->budget[s];
+}
+
+/* The split of layers over stages that minimises the largest stage cost, among the splits
+ * where every stage fits (fit NULL: all). cost[s][l]: the least possible largest stage cost
+ * when stages 0..s hold layers 0..l-1, via prefix sums; O(S * L^2) on a few hundred layers at
+ * most. False when no split fits. */
+static bool balance(int n_stages, int n_layer, const uint64_t *layer, uint64_t cost_embd,
+                    uint64_t head, const fit_ctx *fit, bt_split *out, bt_error *err,
+                    bt_status *st) {
+    uint64_t prefix[MAX_LAYERS + 1];
+    prefix[0] = 0;
+    for (int l = 0; l < n_layer; l++)
+        prefix[l + 1] = prefix[l] + layer[l];
+    uint64_t *cost = calloc((size_t)n_stages * (size_t)(n_layer + 1), sizeof *cost);
+    int *cut = calloc((size_t)n_stages * (size_t)(n_layer + 1), sizeof *cut);
+    if (!cost || !cut) {
+        free(cost);
+        free(cut);
+        *st = bt_error_set(err, BT_ERR_NOMEM, "split: out of memory");
+        return false;
+    }
+#define COST(s, l) cost[(size_t)(s) * (size_t)(n_layer + 1) + (size_t)(l)]
+#define CUT(s, l) cut[(size_t)(s) * (size_t)(n_layer + 1) + (size_t)(l)]
+    for (int s = 0; s < n_stages; s++) {
+        for (int l = 0; l <= n_layer; l++) {
+            COST(s, l) = UINT64_MAX;
+            int lo = s == 0 ? 0 : s; /* each earlier stage keeps at least one layer */
+            for (int k = lo; k < l; k++) {
+                uint64_t before = s == 0 ? (k == 0 ? 0 : UINT64_MAX) : COST(s - 1, k);
+                if (before == UINT64_MAX || !fits(fit, s, k, l))
+                    continue;
+                uint64_t mine = prefix[l] - prefix[k];
+                if (s == 0)
+                    mine += cost_embd;
+                if (l == n_layer)
+                    mine += head;
+                uint64_t worst = before > mine ? before : mine;
+                if (worst < COST(s, l)) {
+                    COST(s, l) = worst;
+                    CUT(s, l) = k;
+                }
+            }
+        }
+    }
+    bool found = COST(n_stages - 1, n_layer) != UINT64_MAX;
+    if (found) {
+        int l = n_layer;
+        for (int s = n_stages - 1; s >= 0; s--) {
+            out->end[s] = l;
+            out->begin[s] = CUT(s, l);
+            l = out->begin[s];
+        }
+    }
+#undef COST
+#undef CUT
+    free(cost);
+    free(cut);
+    *st = BT_OK;
+    return found;
+}
+
+/* The first stage of out that does not fit, or -1. */
+static int first_misfit(const fit_ctx *f, const bt_split *out) {
+    for (int s = 0; s < out->n_stages; s++)
+        if (!fits(f, s, out->begin[s], out->end[s]))
+            return s;
+    return -1;
+}
+
+static bt_status refuse(const fit_ctx *f, const bt_split *out, int s, const char *why,
+                        bt_error *err) {
+    int k = out->begin[s], l = out->end[s];
+    uint64_t w = stage_weights(f, s, k, l);
+    uint64_t kv = (uint64_t)f->min_tokens * f->kv_tok_layer * (uint64_t)(l - k);
+    uint64_t scratch = l == f->n_layer ? f->scratch_last : f->scratch_mid;
+    uint64_t need = w + kv + scratch + BT_SPLIT_OVERHEAD_BYTES;
+    return bt_error_set(err, BT_ERR_RANGE,
+                        "stage rank %d (layers %d-%d of %d stages) needs %.1f MiB (weights %.1f + "
+                        "KV %.1f for %d tokens + scratch %.1f + overhead %.1f) but has %.1f MiB "
+                        "(%s)%s",
+                        s + 1, k, l - 1, f->n_stages, (double)need / MIB, (double)w / MIB,
+                        (double)kv / MIB, f->min_tokens, (double)scratch / MIB,
+                        (double)BT_SPLIT_OVERHEAD_BYTES / MIB, (double)f->mem->budget[s] / MIB,
+                        bt_mem_source_name(f->mem->source[s]), why);
+}
+
 bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
                         uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
-                        bt_split *out, bt_error *err) {
+                        const bt_split_mem *mem, bt_split *out, bt_error *err) {
     memset(out, 0, sizeof *out);
     bt_hparams hp;
     bt_status st = bt_hparams_load(g, &hp, err);
@@ -103,6 +250,13 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     if (n_stages < 1 || n_stages > BT_MAX_STAGES || n_stages > n_layer)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "%d stages for a model of %d layers", n_stages,
                             n_layer);
+    if (kv_tokens < 1)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "split: kv_tokens %d", kv_tokens);
+    if (mem &&
+        (mem->n_ctx < 1 || mem->n_ctx > kv_tokens || mem->max_batch < 1 || mem->max_seqs < 1))
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "split: context %d (at most kv_tokens %d), max_batch %d, max_seqs %d",
+                            mem->n_ctx, kv_tokens, mem->max_batch, mem->max_seqs);
     out->n_stages = n_stages;
     out->n_layer = n_layer;
 
@@ -117,67 +271,75 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     for (int l = 0; l < n_layer; l++)
         layer[l] += cost_layer_extra;
 
+    uint64_t mem_prefix[MAX_LAYERS + 1];
+    mem_prefix[0] = 0;
+    for (int l = 0; l < n_layer; l++)
+        mem_prefix[l + 1] = mem_prefix[l] + mem_layer[l];
+    fit_ctx fc = {.mem = mem,
+                  .mem_prefix = mem_prefix,
+                  .mem_embd = mem_embd,
+                  .mem_head = mem_head,
+                  .tied = bt_gguf_find_tensor(g, "output.weight") == NULL,
+                  .n_stages = n_stages,
+                  .n_layer = n_layer,
+                  .kv_tok_layer = kv_bytes_per_token_layer};
+    if (mem) {
+        fc.scratch_mid = bt_split_scratch_bytes(&hp, mem->max_batch, mem->max_seqs, false);
+        fc.scratch_last = bt_split_scratch_bytes(&hp, mem->max_batch, mem->max_seqs, true);
+        fc.min_tokens =
+            (mem->n_ctx + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS * BT_KV_BLOCK_TOKENS;
+    }
+    const fit_ctx *fit = mem ? &fc : NULL;
+
     if (spec) {
         if ((st = parse_spec(spec, n_stages, n_layer, out, err)) != BT_OK)
             return st;
+        int bad = first_misfit(fit, out);
+        if (bad >= 0)
+            return refuse(&fc, out, bad, " with --layers", err);
     } else {
-        /* cost[s][l]: the least possible largest stage cost when stages 0..s hold layers
-         * 0..l-1, via prefix sums; O(S * L^2) on a few hundred layers at most. */
-        uint64_t prefix[MAX_LAYERS + 1];
-        prefix[0] = 0;
-        for (int l = 0; l < n_layer; l++)
-            prefix[l + 1] = prefix[l] + layer[l];
-        uint64_t *cost = malloc(sizeof *cost * (size_t)n_stages * (size_t)(n_layer + 1));
-        int *cut = malloc(sizeof *cut * (size_t)n_stages * (size_t)(n_layer + 1));
-        if (!cost || !cut) {
-            free(cost);
-            free(cut);
-            return bt_error_set(err, BT_ERR_NOMEM, "split: out of memory");
-        }
-#define COST(s, l) cost[(size_t)(s) * (size_t)(n_layer + 1) + (size_t)(l)]
-#define CUT(s, l) cut[(size_t)(s) * (size_t)(n_layer + 1) + (size_t)(l)]
-        for (int s = 0; s < n_stages; s++) {
-            for (int l = 0; l <= n_layer; l++) {
-                COST(s, l) = UINT64_MAX;
-                int lo = s == 0 ? 0 : s; /* each earlier stage keeps at least one layer */
-                for (int k = lo; k < l; k++) {
-                    uint64_t mine = prefix[l] - prefix[k];
-                    if (s == 0)
-                        mine += cost_embd;
-                    if (l == n_layer)
-                        mine += head;
-                    uint64_t before = s == 0 ? (k == 0 ? 0 : UINT64_MAX) : COST(s - 1, k);
-                    if (before == UINT64_MAX)
-                        continue;
-                    uint64_t worst = before > mine ? before : mine;
-                    if (worst < COST(s, l)) {
-                        COST(s, l) = worst;
-                        CUT(s, l) = k;
-                    }
-                }
+        if (!balance(n_stages, n_layer, layer, cost_embd, head, NULL, out, err, &st))
+            return st != BT_OK ? st : bt_error_set(err, BT_ERR_INTERNAL, "split: no split");
+        int bad = first_misfit(fit, out);
+        if (bad >= 0) {
+            /* The balanced split does not fit: the best of those that do, if any. */
+            bt_split tried = *out;
+            if (!balance(n_stages, n_layer, layer, cost_embd, head, fit, out, err, &st)) {
+                if (st != BT_OK)
+                    return st;
+                return refuse(&fc, &tried, bad,
+                              n_stages > 1 ? ", and no other split of the layers fits" : "", err);
             }
+            out->uneven = true;
         }
-        int l = n_layer;
-        for (int s = n_stages - 1; s >= 0; s--) {
-            out->end[s] = l;
-            out->begin[s] = CUT(s, l);
-            l = out->begin[s];
-        }
-#undef COST
-#undef CUT
-        free(cost);
-        free(cut);
     }
     for (int s = 0; s < n_stages; s++) {
-        for (int l = out->begin[s]; l < out->end[s]; l++)
-            out->weight_bytes[s] += mem_layer[l];
-        if (s == 0)
-            out->weight_bytes[s] += mem_embd;
-        if (s == n_stages - 1)
-            out->weight_bytes[s] += mem_head;
-        if (s == 0 && s == n_stages - 1 && bt_gguf_find_tensor(g, "output.weight") == NULL)
-            out->weight_bytes[s] -= mem_embd; /* one stage maps the tied embedding once */
-        out->kv_bytes[s] = kv_layer * (uint64_t)(out->end[s] - out->begin[s]);
+        int k = out->begin[s], l = out->end[s];
+        uint64_t n = (uint64_t)(l - k);
+        out->weight_bytes[s] = stage_weights(&fc, s, k, l);
+        out->kv_tokens[s] = kv_tokens;
+        if (!mem) {
+            out->kv_bytes[s] = kv_layer * n;
+            continue;
+        }
+        out->scratch_bytes[s] = l == n_layer ? fc.scratch_last : fc.scratch_mid;
+        out->overhead_bytes = BT_SPLIT_OVERHEAD_BYTES;
+        out->budget_bytes[s] = mem->budget[s];
+        out->budget_source[s] = mem->source[s];
+        /* The stage allocates whole KV blocks; keep the request when it fits, else the whole
+         * blocks that fit (at least one context: fits() said so). */
+        uint64_t per_token = kv_bytes_per_token_layer * n;
+        int want = (kv_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS * BT_KV_BLOCK_TOKENS;
+        uint64_t fixed = stage_fixed(&fc, s, k, l);
+        if (mem->budget[s] && fixed + (uint64_t)want * per_token > mem->budget[s]) {
+            uint64_t t = (mem->budget[s] - fixed) / per_token;
+            t = t / BT_KV_BLOCK_TOKENS * BT_KV_BLOCK_TOKENS;
+            if (t < (uint64_t)fc.min_tokens) /* fits() held: cannot happen */
+                return refuse(&fc, out, s, "", err);
+            out->kv_tokens[s] = (int)t;
+            want = (int)t;
+        }
+        out->kv_bytes[s] = (uint64_t)want * per_token;
     }
     return BT_OK;
 }

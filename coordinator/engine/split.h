@@ -12,25 +12,54 @@
  *     is a large part of the model (SmolLM2: the tied head is as much work as 10 of its 30
  *     layers).
  *
- * `--layers 0-11,12-23,24-29` overrides both. Reads only the GGUF directory; pure;
- * thread-safe.
+ * `--layers 0-11,12-23,24-29` overrides both.
+ *
+ * Memory budgets (bt_split_mem, --stage-mem or what each stage reported: mem_budget.h): a
+ * stage needs weight_bytes + kv_bytes + scratch_bytes + BT_SPLIT_OVERHEAD_BYTES
+ * (docs/architecture.md, "Memory model"). Every split, balanced or --layers, must fit each
+ * stage's budget with at least one context of KV (n_ctx tokens): when the balanced split does
+ * not, the balanced split among those that fit is taken; when none fits, the plan is refused
+ * naming the stage, what it needs and what it has. A stage whose budget leaves less than the
+ * requested KV gets the KV that fits (kv_tokens[s] < the request, in whole KV blocks); one
+ * that leaves more keeps the request. Reads only the GGUF directory; pure; thread-safe.
  */
 #ifndef BT_SPLIT_H
 #define BT_SPLIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gguf.h"
+#include "hparams.h"
+#include "mem_budget.h"
 #include "status.h"
 
 #define BT_MAX_STAGES 256
+/* What a stage process holds besides weights, KV and the scratch bt_split_scratch_bytes
+ * counts: code and data of baton and its libraries, MPI's buffers, the heap's slack. */
+#define BT_SPLIT_OVERHEAD_BYTES (24ull << 20)
 
 typedef struct bt_split {
     int n_stages, n_layer;
     int begin[BT_MAX_STAGES], end[BT_MAX_STAGES]; /* layers [begin, end) */
     uint64_t weight_bytes[BT_MAX_STAGES];         /* tensors the stage maps */
-    uint64_t kv_bytes[BT_MAX_STAGES];             /* its KV cache for kv_tokens */
+    uint64_t kv_bytes[BT_MAX_STAGES];             /* its KV cache for kv_tokens[s] */
+    /* With a bt_split_mem (else 0, and kv_tokens[s] is the request): */
+    int kv_tokens[BT_MAX_STAGES];          /* KV capacity the stage is asked for */
+    uint64_t scratch_bytes[BT_MAX_STAGES]; /* bt_split_scratch_bytes */
+    uint64_t overhead_bytes;               /* BT_SPLIT_OVERHEAD_BYTES, per stage */
+    uint64_t budget_bytes[BT_MAX_STAGES];  /* 0: no limit known */
+    bt_mem_source budget_source[BT_MAX_STAGES];
+    bool uneven; /* the balanced split did not fit and another was taken */
 } bt_split;
+
+/* The memory side of a plan. */
+typedef struct bt_split_mem {
+    uint64_t budget[BT_MAX_STAGES]; /* per stage; 0 = no limit known */
+    bt_mem_source source[BT_MAX_STAGES];
+    int n_ctx;               /* the least KV a stage may be given, in tokens (one context) */
+    int max_batch, max_seqs; /* for the scratch estimate */
+} bt_split_mem;
 
 typedef enum bt_split_mode { BT_SPLIT_MEMORY = 0, BT_SPLIT_COMPUTE = 1 } bt_split_mode;
 
@@ -38,10 +67,18 @@ typedef enum bt_split_mode { BT_SPLIT_MEMORY = 0, BT_SPLIT_COMPUTE = 1 } bt_spli
 bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *err);
 
 /* kv_bytes_per_token_layer: K and V of one token in one layer (2 * kv_dim * element size).
- * spec: NULL for the balanced split, else "a-b,c-d,..." (inclusive ranges). The reported
- * weight_bytes and kv_bytes are memory in either mode. */
+ * spec: NULL for the balanced split, else "a-b,c-d,..." (inclusive ranges). mem: NULL plans
+ * without budgets or scratch (as before budgets existed). The reported weight_bytes and
+ * kv_bytes are memory in either mode. A plan that cannot fit: BT_ERR_RANGE with the message
+ * "stage rank R (layers A-B) needs N MiB (weights W + KV K for T tokens + scratch S + overhead
+ * O) but has B MiB (SOURCE)". */
 bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
                         uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
-                        bt_split *out, bt_error *err);
+                        const bt_split_mem *mem, bt_split *out, bt_error *err);
+
+/* Activations, frames and (last stage) logits and sampler state of one stage process, as
+ * worker/stage_loop.c, forward.c and sampler.c allocate them for max_batch rows and max_seqs
+ * sequences. */
+uint64_t bt_split_scratch_bytes(const bt_hparams *hp, int max_batch, int max_seqs, bool last);
 
 #endif

@@ -167,6 +167,12 @@ static void walk(bt_msg_kind kind, const ProtobufCMessage *m) {
     case BT_MSG_SHUTDOWN:
         touch(&((const Baton__Shutdown *)m)->reason, sizeof(uint32_t));
         break;
+    case BT_MSG_STAGE_INFO: {
+        const Baton__StageInfo *si = (const Baton__StageInfo *)m;
+        touch_str(si->hostname);
+        touch(&si->mem_budget_bytes, sizeof si->mem_budget_bytes);
+        break;
+    }
     case BT_MSG_KIND_END:
         __builtin_trap();
     }

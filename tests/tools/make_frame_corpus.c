@@ -237,6 +237,14 @@ static int emit_control(void) {
     r.hostname = "node-07.cluster.example";
     bad |= emit("hello_reply", BT_MSG_HELLO_REPLY, &r.base, 0, 0, 0);
 
+    Baton__StageInfo si = BATON__STAGE_INFO__INIT;
+    si.protocol_version = BT_PROTOCOL_VERSION;
+    si.rank = 2;
+    si.mem_budget_bytes = 3ull << 30;
+    si.mem_source = 2;
+    si.hostname = "node-07.cluster.example";
+    bad |= emit("stage_info", BT_MSG_STAGE_INFO, &si.base, 0, 0, 0);
+
     Baton__Heartbeat hb = BATON__HEARTBEAT__INIT;
     hb.rank = 3;
     hb.busy_us = 987654321;
