@@ -215,15 +215,9 @@ static void *compute_main(void *arg) {
 }
 
 static bt_status start_worker(loop *L, bt_error *err) {
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0)
-        return bt_error_set(err, BT_ERR_INTERNAL, "stage: pthread_condattr_init failed");
-    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (rc == 0 && (rc = pthread_mutex_init(&L->mu, NULL)) == 0) {
-        if ((rc = pthread_cond_init(&L->cv, &ca)) != 0)
-            pthread_mutex_destroy(&L->mu);
-    }
-    pthread_condattr_destroy(&ca);
+    int rc = pthread_mutex_init(&L->mu, NULL);
+    if (rc == 0 && (rc = bt_cond_init_monotonic(&L->cv)) != 0)
+        pthread_mutex_destroy(&L->mu);
     if (rc != 0)
         return bt_error_set(err, BT_ERR_INTERNAL, "stage: mutex or condition variable: %s",
                             strerror(rc));
@@ -536,9 +530,7 @@ static bt_status forward_live(loop *L, const bt_batch *b, const float *in, float
             next_hb = now + hb_us;
             continue;
         }
-        struct timespec ts = {.tv_sec = (time_t)(next_hb / 1000000),
-                              .tv_nsec = (long)(next_hb % 1000000) * 1000};
-        pthread_cond_timedwait(&L->cv, &L->mu, &ts);
+        bt_cond_wait_until(&L->cv, &L->mu, next_hb);
     }
     L->job = JOB_NONE;
     bt_status st = L->job_st;

@@ -74,16 +74,7 @@ static void *watchdog_main(void *arg) {
         if (!next) {
             pthread_cond_wait(&s->cv, &s->mu);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t wait_us = next - now + 1000;
-            ts.tv_sec += wait_us / 1000000;
-            ts.tv_nsec += (wait_us % 1000000) * 1000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            bt_cond_wait_until(&s->cv, &s->mu, next + 1000);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -814,12 +805,8 @@ bt_status bt_api_server_start(const bt_api_server_params *p, bt_engine *e, const
     s->model = m;
     s->created = (int64_t)time(NULL);
     s->metrics = bt_api_metrics_new();
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the watchdog's deadlines */
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    bt_cond_init_monotonic(&s->cv); /* the watchdog's deadlines */
     if (!s->metrics) {
         freeaddrinfo(ai);
         bt_api_server_stop(s, 0);
@@ -881,15 +868,7 @@ void bt_api_server_stop(bt_api_server *s, int64_t grace_us) {
             int64_t left = deadline - bt_now_us();
             if (left <= 0)
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += left / 1000000;
-            ts.tv_nsec += (left % 1000000) * 1000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            bt_cond_wait_until(&s->cv, &s->mu, deadline);
         }
         pthread_mutex_unlock(&s->mu);
         MHD_stop_daemon(s->daemon);

@@ -224,16 +224,6 @@ static void sink(const bt_event *ev, void *ctx) {
     free(c);
 }
 
-/* Waits on run.cv (mu held) for at most us microseconds. */
-static void wait_us(batch_run *b, int64_t us) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
-    int64_t ns = (int64_t)ts.tv_nsec + us * 1000;
-    ts.tv_sec += (time_t)(ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
-    pthread_cond_timedwait(&b->cv, &b->mu, &ts);
-}
-
 /* Feeder: bt_engine_submit, waiting out BT_ERR_BUSY. The engine counts a request until just
  * after its DONE reached the sink (and counts its start-up probe), so a submit right after a
  * DONE can find the queue full for a moment. */
@@ -247,7 +237,7 @@ static bt_status submit(batch_run *b, batch_call *c, const bt_api_req *q, bt_err
         pthread_mutex_lock(&b->mu);
         bool stop = b->stop_sig || b->failed;
         if (!stop)
-            wait_us(b, 2000);
+            bt_cond_wait_until(&b->cv, &b->mu, bt_now_us() + 2000);
         pthread_mutex_unlock(&b->mu);
         if (stop)
             return BT_ERR_UNAVAILABLE;
@@ -442,7 +432,7 @@ static void *writer_main(void *arg) {
                 until = t_unsynced + b->sync_us;
             if (now >= until)
                 break;
-            wait_us(b, until - now);
+            bt_cond_wait_until(&b->cv, &b->mu, until);
         }
         bt_api_buf tmp = b->pending;
         b->pending = take;
@@ -838,7 +828,7 @@ int bt_cmd_batch(int argc, char **argv) {
     static batch_run r; /* the signal thread may look at it until sigwatch stops */
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&r.mu, NULL);
-    pthread_cond_init(&r.cv, NULL);
+    bt_cond_init_monotonic(&r.cv); /* deadlines are bt_now_us */
     r.engine = s.engine;
     r.model = model;
     r.in = in;

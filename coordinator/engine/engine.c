@@ -37,11 +37,7 @@ bt_status bt_engine_new(bt_transport *t, const bt_gguf *g, const bt_vocab *v,
     e->p = *p;
     e->vocab = v;
     pthread_mutex_init(&e->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are bt_now_us */
-    pthread_cond_init(&e->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    bt_cond_init_monotonic(&e->cv); /* deadlines are bt_now_us */
     e->sync_init = true;
     bt_status st = bt_cluster_start(t, g, &p->cluster, &e->cluster, err);
     if (st != BT_OK)
@@ -450,12 +446,9 @@ static void idle_wait(bt_engine *e) {
     pthread_mutex_lock(&e->mu);
     if (e->deadline_us > 0 && e->deadline_us < until)
         until = e->deadline_us;
-    while (!e->wake) {
-        struct timespec ts = {.tv_sec = (time_t)(until / 1000000),
-                              .tv_nsec = (long)(until % 1000000) * 1000};
-        if (pthread_cond_timedwait(&e->cv, &e->mu, &ts) != 0)
+    while (!e->wake)
+        if (bt_cond_wait_until(&e->cv, &e->mu, until) != 0)
             break; /* timed out */
-    }
     e->wake = false;
     pthread_mutex_unlock(&e->mu);
 }
