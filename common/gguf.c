@@ -160,7 +160,7 @@ static bt_status read_str(reader *r, const char *what, bt_str *out) {
 
 /* ---- types ---- */
 
-static size_t scalar_size(bt_gguf_type t) {
+size_t bt_gguf_type_size(bt_gguf_type t) {
     switch (t) {
     case BT_GGUF_U8:
     case BT_GGUF_I8:
@@ -210,7 +210,7 @@ static int str_cmp(bt_str a, bt_str b) {
 static bt_status parse_scalar(reader *r, bt_gguf_type t, kv_entry *kv) {
     if (t == BT_GGUF_STRING)
         return read_str(r, "string value", &kv->str);
-    size_t n = scalar_size(t);
+    size_t n = bt_gguf_type_size(t);
     const uint8_t *p = NULL;
     bt_status st = take(r, n, "value", &p);
     if (st != BT_OK)
@@ -252,7 +252,7 @@ static bt_status parse_array(reader *r, kv_entry *kv, size_t *n_strs) {
         *n_strs += (size_t)n;
         return BT_OK;
     }
-    size_t es = scalar_size((bt_gguf_type)et);
+    size_t es = bt_gguf_type_size((bt_gguf_type)et);
     size_t total;
     if (__builtin_mul_overflow(n, (uint64_t)es, &total) || n > SIZE_MAX)
         return fail(r, BT_ERR_FORMAT, "array count %" PRIu64 " x %zu bytes overflows", n, es);
@@ -1043,7 +1043,7 @@ bt_status bt_gguf_get_arr(const bt_gguf *g, const char *key, bt_gguf_type elem, 
     bt_status st = lookup(g, key, &kv, err);
     if (st != BT_OK)
         return st;
-    if (elem == BT_GGUF_STRING || elem == BT_GGUF_ARRAY || scalar_size(elem) == 0)
+    if (elem == BT_GGUF_STRING || elem == BT_GGUF_ARRAY || bt_gguf_type_size(elem) == 0)
         return bt_error_set(err, BT_ERR_INVALID_ARG,
                             "gguf: key '%s': bt_gguf_get_arr needs a fixed-size element type, "
                             "not %s",

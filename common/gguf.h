@@ -127,5 +127,7 @@ const bt_gguf_tensor *bt_gguf_find_tensor(const bt_gguf *g, const char *name); /
 
 /* Type names for messages ("u32", "string", ...). */
 const char *bt_gguf_type_name(bt_gguf_type t);
+/* Bytes of one value of a fixed-size type (1, 2, 4 or 8); 0 for STRING, ARRAY and unknown. */
+size_t bt_gguf_type_size(bt_gguf_type t);
 
 #endif

@@ -193,31 +193,9 @@ bt_status bt_gw_add_str(bt_gw *w, const char *key, const char *v) {
     return kv_done(w);
 }
 
-static size_t elem_size(bt_gguf_type t) {
-    switch (t) {
-    case BT_GGUF_U8:
-    case BT_GGUF_I8:
-    case BT_GGUF_BOOL:
-        return 1;
-    case BT_GGUF_U16:
-    case BT_GGUF_I16:
-        return 2;
-    case BT_GGUF_U32:
-    case BT_GGUF_I32:
-    case BT_GGUF_F32:
-        return 4;
-    case BT_GGUF_U64:
-    case BT_GGUF_I64:
-    case BT_GGUF_F64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
 bt_status bt_gw_add_arr(bt_gw *w, const char *key, bt_gguf_type elem, const void *data,
                         uint64_t n) {
-    size_t es = elem_size(elem);
+    size_t es = bt_gguf_type_size(elem);
     if (!es || n > SIZE_MAX / es)
         return BT_ERR_INVALID_ARG;
     kv_head(w, key, BT_GGUF_ARRAY);

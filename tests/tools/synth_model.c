@@ -151,25 +151,6 @@ typedef struct synth_opts {
     const char *out;
 } synth_opts;
 
-/* Bytes of one fixed-size array element (the reader has validated the type). */
-static size_t elem_bytes(bt_gguf_type t) {
-    switch (t) {
-    case BT_GGUF_U8:
-    case BT_GGUF_I8:
-    case BT_GGUF_BOOL:
-        return 1;
-    case BT_GGUF_U16:
-    case BT_GGUF_I16:
-        return 2;
-    case BT_GGUF_U64:
-    case BT_GGUF_I64:
-    case BT_GGUF_F64:
-        return 8;
-    default:
-        return 4;
-    }
-}
-
 /* Copies the value of kv i (a tokenizer.* key) of `src` into w with the same GGUF type. */
 static int copy_kv(bt_gw *w, const bt_gguf *src, size_t i, const char *key) {
     bt_error err;
@@ -228,7 +209,7 @@ static int copy_kv(bt_gw *w, const bt_gguf *src, size_t i, const char *key) {
             if ((st = bt_gguf_get_arr(src, key, et, &data, &n, &err)) != BT_OK)
                 break;
             bt_gw_buf_u64(&v, n);
-            bt_gw_buf_bytes(&v, data, (size_t)n * elem_bytes(et));
+            bt_gw_buf_bytes(&v, data, (size_t)n * bt_gguf_type_size(et));
         }
         break;
     }
