@@ -36,6 +36,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+source "$here/bench_lib.sh"
 out=bench-batch
 requests=1000
 max_tokens=16
@@ -65,19 +66,9 @@ while [[ $# -gt 0 ]]; do
     *) echo "batch_compare: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
-if [[ -n $nice_arg && $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null) == 1 &&
-    -z ${BT_BENCH_AUTOGROUP:-} ]]; then
-    exec setsid -w env BT_BENCH_AUTOGROUP=1 bash -c 'echo "$1" >/proc/self/autogroup && shift && exec "$@"' \
-        _ "$nice_arg" "$0" "${args[@]}"
-fi
+bench_autogroup "$nice_arg" "${args[@]}"
 mkdir -p "$out"
-model=${BATON_MODEL:-$("$root/deploy/fetch-model.sh")}
-baton=${BATON:-$root/build/coordinator/baton}
-[[ -x $baton ]] || { echo "batch_compare: $baton is not built" >&2; exit 2; }
-if [[ $systems == *llama-server* ]]; then
-    llama=${LLAMA_SERVER:-$("$here/build_llama_server.sh")}
-fi
-[[ $(id -u) -eq 0 ]] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+bench_programs batch_compare "$systems"
 py() { ${prio[@]+"${prio[@]}"} python3 "$here/batch_bench.py" "$@"; }
 
 in=$out/in.jsonl
@@ -87,15 +78,7 @@ kv=$((seqs * ctx))
 echo "batch_compare: $requests requests ($kinds prompts, $max_tokens tokens each), $(nproc) cores," \
     "$(lscpu | sed -n 's/^Model name: *//p'), output on $(df -T "$out" | awk 'NR == 2 { print $2 }')" >&2
 
-pid=""
-stop() {
-    if [[ -n $pid ]]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
-}
-trap stop EXIT
+trap bench_stop EXIT
 
 # run_baton LABEL STAGES SYNC: one baton batch run from an empty output; its summary -> $res
 run_baton() {
@@ -126,19 +109,13 @@ run_llama() {
     ${prio[@]+"${prio[@]}"} "$llama" -m "$model" --threads 2 --threads-batch 2 --parallel "$p" -cb \
         --ctx-size $((p * ctx)) --host 127.0.0.1 --port "$port" --no-webui >"$log" 2>&1 &
     pid=$!
-    local ready=""
-    for _ in $(seq 1 600); do
-        if curl -sf -o /dev/null "http://127.0.0.1:$port/health"; then ready=1; break; fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    [[ -n $ready ]] || { echo "batch_compare: $label did not come up (see $log)" >&2; exit 1; }
+    bench_wait_ready "batch_compare: $label" "http://127.0.0.1:$port/health" "$log"
     local t0
     t0=$(date +%s.%N)
     res=$(py client --url "http://127.0.0.1:$port" --input "$in" --workers "$p" 2>>"$log") ||
         echo "batch_compare: $label: some requests failed (see $log)" >&2
     total=$(echo "$(date +%s.%N) - $t0" | bc)
-    stop
+    bench_stop
 }
 
 sys_list=()

@@ -25,6 +25,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+source "$here/bench_lib.sh"
 out=bench-out
 rounds=1
 conc="1 2 4 8 16"
@@ -53,29 +54,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "serve_compare: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
-if [[ -n $nice_arg && $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null) == 1 &&
-    -z ${BT_BENCH_AUTOGROUP:-} ]]; then
-    exec setsid -w env BT_BENCH_AUTOGROUP=1 bash -c 'echo "$1" >/proc/self/autogroup && shift && exec "$@"' \
-        _ "$nice_arg" "$0" "${args[@]}"
-fi
+bench_autogroup "$nice_arg" "${args[@]}"
 mkdir -p "$out"
-model=${BATON_MODEL:-$("$root/deploy/fetch-model.sh")}
-baton=${BATON:-$root/build/coordinator/baton}
-[[ -x $baton ]] || { echo "serve_compare: $baton is not built" >&2; exit 2; }
-if [[ $systems == *llama-server* ]]; then
-    llama=${LLAMA_SERVER:-$("$here/build_llama_server.sh")}
-fi
-[[ $(id -u) -eq 0 ]] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+bench_programs serve_compare "$systems"
 
-pid=""
-stop() {
-    if [[ -n $pid ]]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
-}
-trap stop EXIT
+trap bench_stop EXIT
 
 # start SYSTEM SLOTS: starts the system on $port in the background and waits until it answers
 # (baton: GET /ready 200; llama-server: GET /health 200, i.e. the model is loaded).
@@ -100,15 +83,7 @@ start() {
     *) echo "serve_compare: unknown system '$sys'" >&2; exit 2 ;;
     esac
     pid=$!
-    for _ in $(seq 1 600); do
-        if curl -sf -o /dev/null "http://127.0.0.1:$port$probe"; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || { echo "serve_compare: $sys exited (see $out/$sys.log)" >&2; exit 1; }
-        sleep 0.2
-    done
-    echo "serve_compare: $sys not ready after 120 s (see $out/$sys.log)" >&2
-    exit 1
+    bench_wait_ready "serve_compare: $sys" "http://127.0.0.1:$port$probe" "$out/$sys.log"
 }
 
 load() { # load LABEL ARGS...
@@ -130,7 +105,7 @@ for r in $(seq 1 "$rounds"); do
             [[ $sys == baton-* ]] && slots=$maxc # baton's --max-seqs is a limit, not a cost
             start "$sys" "$slots"
             load "$sys" --concurrency "$c"
-            stop
+            bench_stop
         done
     done
     if [[ -n $rates ]]; then
@@ -138,7 +113,7 @@ for r in $(seq 1 "$rounds"); do
             echo "serve_compare: round $r, $sys, Poisson rates $rates" >&2
             start "$sys" "$maxc"
             load "$sys" --rates "${rates// /,}"
-            stop
+            bench_stop
         done
     fi
 done
