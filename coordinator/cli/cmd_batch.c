@@ -224,26 +224,6 @@ static void sink(const bt_event *ev, void *ctx) {
     free(c);
 }
 
-/* Feeder: bt_engine_submit, waiting out BT_ERR_BUSY. The engine counts a request until just
- * after its DONE reached the sink (and counts its start-up probe), so a submit right after a
- * DONE can find the queue full for a moment. */
-static bt_status submit(batch_run *b, batch_call *c, const bt_api_req *q, bt_error *err) {
-    for (;;) {
-        bt_error_init(err);
-        bt_status st =
-            bt_engine_submit(b->engine, q->prompt, q->n_prompt, &q->params, sink, c, NULL, err);
-        if (st != BT_ERR_BUSY)
-            return st;
-        pthread_mutex_lock(&b->mu);
-        bool stop = b->stop_sig || b->failed;
-        if (!stop)
-            bt_cond_wait_until(&b->cv, &b->mu, bt_now_us() + 2000);
-        pthread_mutex_unlock(&b->mu);
-        if (stop)
-            return BT_ERR_UNAVAILABLE;
-    }
-}
-
 /* Feeder: true to go on, false when the run stops (signal, failure). */
 static bool wait_for_room(batch_run *b) {
     pthread_mutex_lock(&b->mu);
@@ -288,7 +268,9 @@ static bool feed_line(batch_run *b, const bt_batch_line *l) {
             c->run = b;
             snprintf(c->custom_id, sizeof c->custom_id, "%s", en.custom_id);
             bt_api_resp_init(&c->resp, &q, b->model, next_seq(b), (int64_t)time(NULL));
-            st = submit(b, c, &q, &err);
+            /* Never BT_ERR_BUSY: fewer than max_queue (<= the engine's capacity) are live, and
+             * the engine stops counting a request before its DONE reaches the sink. */
+            st = bt_engine_submit(b->engine, q.prompt, q.n_prompt, &q.params, sink, c, NULL, &err);
         }
         bt_api_req_deinit(&q);
         if (st != BT_OK) {

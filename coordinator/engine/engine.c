@@ -317,6 +317,13 @@ static void on_done(bt_request *g, void *ctx) {
         e->prompt_total += (uint64_t)ev.usage_prompt_tokens;
         e->gen_total += (uint64_t)ev.usage_completion_tokens;
     }
+    /* The request no longer counts against the queue once its client can see DONE: a
+     * client that submits again from the sink, or as soon as it has seen it, finds the room. */
+    if (g != e->probe) {
+        pthread_mutex_lock(&e->mu);
+        e->n_live--;
+        pthread_mutex_unlock(&e->mu);
+    }
     g->sink(&ev, g->sink_ctx);
     /* The engine's reference goes when the scheduler is out of its call (it may still
      * touch g's family on its way out). */
@@ -331,9 +338,6 @@ static void on_done(bt_request *g, void *ctx) {
     g->e_prev = NULL;
     g->e_next = e->reap;
     e->reap = g;
-    pthread_mutex_lock(&e->mu);
-    e->n_live--;
-    pthread_mutex_unlock(&e->mu);
 }
 
 void bt_engine_reap(bt_engine *e) {

@@ -168,7 +168,8 @@ typedef void (*bt_sink_fn)(const bt_event *ev, void *ctx);
  * message names the field), BT_ERR_LIMIT when n_prompt + 1 > n_ctx (message gives both
  * numbers; generation ends at the context, finish BT_FINISH_CONTEXT, whatever max_tokens
  * says), BT_ERR_UNAVAILABLE when draining, failed or ended, BT_ERR_BUSY when queue_capacity
- * requests are live. Accepted before serve (queued until it runs). On BT_OK *out holds one
+ * requests are live (a request stops counting as its DONE is delivered, so a sink may submit
+ * another in its place). Accepted before serve (queued until it runs). On BT_OK *out holds one
  * reference for the caller (unref when done with it; out may be NULL: no reference) and the
  * sink will get events until DONE; on error no event is ever sent and *out is NULL. sink
  * and ctx must stay valid until DONE has been delivered. p's on_token/on_text/on_finish/

@@ -51,7 +51,7 @@ struct bt_engine {
     bt_engine_phase phase;
     bt_request *in_head, *in_tail; /* submitted, not yet taken by the engine (e_next) */
     bt_request *cancel_head;       /* cancel asked (cancel_next), one reference each */
-    int n_live;                    /* accepted, DONE not yet delivered */
+    int n_live;                    /* accepted, DONE not yet delivered (uncounted as it is) */
     bool wake;                     /* something for the engine thread to look at */
     bool draining, cancel_all, cancelled_all;
     int64_t deadline_us; /* drain deadline, 0 = none */
