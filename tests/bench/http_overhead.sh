@@ -5,23 +5,32 @@
 # Singleton (1 in-process stage), --threads 2, one request at a time. Never run in CI.
 #
 #   tests/bench/http_overhead.sh [--requests 30] [--prompt-index 2] [--kinds medium]
+#                                [--client python|c]
 #
-# Prints one JSON line per measurement (load.py's row, then bench's line).
+# --client python (default): load.py with the openai-style streaming client; its own reading
+# and JSON parsing count as overhead. --client c: tests/tools/http_ttft.c (built as
+# build/tests/http_ttft), a blocking-socket client that adds almost nothing, so its
+# client-minus-server difference is the server's HTTP layer.
+# Prints one JSON line per measurement (the client's row, then bench's line).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 requests=30
 index=2
 kinds=medium
+client=python
 while [[ $# -gt 0 ]]; do
     case $1 in
     --requests) requests=$2; shift 2 ;;
     --prompt-index) index=$2; shift 2 ;;
     --kinds) kinds=$2; shift 2 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    --client) client=$2; shift 2 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "http_overhead: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
+[[ $client == python || $client == c ]] ||
+    { echo "http_overhead: --client must be python or c, not '$client'" >&2; exit 2; }
 model=${BATON_MODEL:-$("$root/deploy/fetch-model.sh")}
 baton=${BATON:-$root/build/coordinator/baton}
 port=${BT_BENCH_PORT:-18080}
@@ -47,8 +56,21 @@ print(json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"])
 PY
 )
 echo "http_overhead: prompt $index of kinds '$kinds': $n tokens" >&2
-python3 "$here/load.py" --url "$url" --label "serve-pp$n" --concurrency 1 --requests "$requests" \
-    --kinds "$kinds" --prompt-index "$index" --max-tokens 1 --warmup 3 --server-metrics
+case $client in
+python)
+    python3 "$here/load.py" --url "$url" --label "serve-pp$n" --concurrency 1 \
+        --requests "$requests" --kinds "$kinds" --prompt-index "$index" --max-tokens 1 \
+        --warmup 3 --server-metrics
+    ;;
+c)
+    prompt=$(python3 -c "import json, sys
+kinds = set(sys.argv[2].split(','))
+print([p['prompt'] for p in json.load(open(sys.argv[1]))['prompts'] if p['kind'] in kinds]
+      [int(sys.argv[3])], end='')" "$here/prompts.json" "$kinds" "$index")
+    "${BT_BUILD_DIR:-$root/build}/tests/http_ttft" --port "$port" --prompt "$prompt" \
+        --requests "$requests" --warmup 3
+    ;;
+esac
 kill -TERM $pid
 wait $pid || true
 # The engine alone: one prompt of n tokens from an empty cache, TTFT = n / pp_tps.
