@@ -51,8 +51,8 @@ static void test_plan(const bt_gguf *g) {
 
     /* No limit known: the balanced split, the request kept, as without budgets. */
     bt_split_mem m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &split_a, &err));
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, NULL, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_b, &err));
     CHECK_EQ_INT(split_a.end[0], split_b.end[0]);
     CHECK(!split_b.uneven);
     CHECK(split_b.scratch_bytes[0] > 0 && split_b.scratch_bytes[1] > split_b.scratch_bytes[0]);
@@ -65,7 +65,7 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0;
     m.budget[1] = need1;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_CGROUP;
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.end[0], balanced_end0);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     CHECK_EQ_INT(split_a.kv_tokens[1], kv);
@@ -77,30 +77,30 @@ static void test_plan(const bt_gguf *g) {
     char spec[64];
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 2, balanced_end0 - 1, hp.n_layer - 1);
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, spec, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err));
     uint64_t smaller0 = total(&split_a, 0);
     m = mem_of(kv, 0);
     m.budget[0] = need0 - 1;
     m.budget[1] = 1ull << 40;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_FLAG;
     CHECK(smaller0 <= m.budget[0]);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK(split_a.uneven);
     CHECK(split_a.end[0] < balanced_end0);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     /* The compute split is held to the budgets the same way. */
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_COMPUTE, NULL, &m, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_COMPUTE, NULL, NULL, &m, &split_b, &err));
     CHECK(total(&split_b, 0) <= m.budget[0]);
 
     /* One stage with half of what the whole model needs: refused, naming the stage, what it
      * needs (and of what) and what it has, and where that number came from. */
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t need_all = total(&split_a, 0);
     m.budget[0] = need_all / 2;
     m.source[0] = BT_MEM_SOURCE_CGROUP;
-    bt_status st = bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    bt_status st = bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     char want_need[64], want_has[64];
     snprintf(want_need, sizeof want_need, "needs %.1f MiB", (double)need_all / (1024.0 * 1024.0));
@@ -114,7 +114,7 @@ static void test_plan(const bt_gguf *g) {
 
     /* Two stages where neither split fits: the balanced split's misfit is named. */
     m = mem_of(kv, need1 / 4);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(--stage-mem)") &&
           strstr(err.msg, "no other split"));
@@ -124,32 +124,32 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0 - 1;
     m.source[0] = BT_MEM_SOURCE_MEMINFO;
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 1, balanced_end0, hp.n_layer - 1);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, spec, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(MemAvailable) with --layers"));
 
     /* KV shrunk to what is left: 1024 tokens asked, one context of 100, room for ~300. */
     m = mem_of(100, 0);
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t fixed = split_a.weight_bytes[0] + split_a.scratch_bytes[0] + split_a.overhead_bytes;
     uint64_t per_token = kvtl * (uint64_t)hp.n_layer;
     m.budget[0] = fixed + 300 * per_token + per_token / 2;
     m.source[0] = BT_MEM_SOURCE_FLAG;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 288); /* whole blocks of 16 */
     CHECK_EQ_INT(split_a.kv_bytes[0], 288 * per_token);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     /* ... but never below one context (100 tokens: 7 blocks). */
     m.budget[0] = fixed + 100 * per_token;
-    st = bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "for 112 tokens") != NULL);
     m.budget[0] = fixed + 112 * per_token;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 112);
     /* Room beyond the request does not grow the KV. */
     m.budget[0] = 1ull << 40;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 1024);
 }
 
