@@ -265,14 +265,15 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     mem.max_batch = c->p.max_batch;
     mem.max_seqs = c->p.max_seqs;
     double speed[BT_MAX_STAGES];
-    if (c->p.split == BT_SPLIT_MEASURED) {
-        if (c->p.stage_speed)
-            st = bt_split_speed_parse(c->p.stage_speed, c->n_stages, speed, err);
-        else
-            st = probe_stages(c, &hp, deadline, speed, err);
-        if (st != BT_OK)
-            return st;
-    }
+    bool measured = c->p.split == BT_SPLIT_MEASURED && !c->p.layers; /* --layers decides */
+    for (int s = 0; s < c->n_stages; s++)
+        speed[s] = 1;
+    if (c->p.stage_speed)
+        st = bt_split_speed_parse(c->p.stage_speed, c->n_stages, speed, err);
+    else if (measured)
+        st = probe_stages(c, &hp, deadline, speed, err);
+    if (st != BT_OK)
+        return st;
     if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
                             c->p.split == BT_SPLIT_MEASURED ? speed : NULL, c->p.layers, &mem,
                             &c->split, err)) != BT_OK)
@@ -280,7 +281,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     for (int s = 0; s < c->n_stages; s++) {
         bt_stage_report *rep = &c->stages[s];
         rep->speed = c->split.speed[s];
-        if (c->p.split != BT_SPLIT_MEASURED)
+        if (!measured)
             continue;
         /* Not a warning, but the reason the layers fall as they do, which the user asked to
          * have measured: always shown (stderr). */
