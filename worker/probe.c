@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 #include "threadpool.h"
 
+#define MIB (1024.0 * 1024.0)
 #define PATTERN 0x11 /* halves 0x1111 ~ 6.6e-4, bf16/f32 ~ 1e-28: normal numbers, int8 17 */
 
 static const char *const names[BT_PROBE_N_MATRICES] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -62,7 +63,23 @@ bt_status bt_probe_check(const bt_probe_shape *s, bt_error *err) {
                                 "probe: %s rows of %lld elements are not whole %s blocks of %u",
                                 names[m], (long long)n_cols, tr->name, tr->block_elems);
     }
+    uint64_t bytes = bt_probe_layer_bytes(s);
+    if (bytes > BT_PROBE_MAX_BYTES)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "probe: a layer of %.1f MiB, at most %.1f MiB",
+                            (double)bytes / MIB, (double)BT_PROBE_MAX_BYTES / MIB);
     return BT_OK;
+}
+
+uint64_t bt_probe_layer_bytes(const bt_probe_shape *s) {
+    uint64_t total = 0;
+    for (int m = 0; m < BT_PROBE_N_MATRICES; m++) {
+        const bt_type_traits *tr = bt_type_traits_of(s->type[m]);
+        int64_t n_rows, n_cols;
+        dims_of(s, m, &n_rows, &n_cols);
+        if (tr && tr->block_elems)
+            total += (uint64_t)n_rows * (uint64_t)(n_cols / tr->block_elems) * tr->block_bytes;
+    }
+    return total;
 }
 
 /* One matrix section: like forward.c's run_mm, tasks of `chunk` weight rows over the jobs. */

@@ -33,6 +33,7 @@ enum { BT_PROBE_Q, BT_PROBE_K, BT_PROBE_V, BT_PROBE_O, BT_PROBE_GATE, BT_PROBE_U
 #define BT_PROBE_MAX_DIM (1 << 18) /* any dimension; Llama-3-405B's widest is 53248 */
 #define BT_PROBE_MAX_ROWS 64
 #define BT_PROBE_MAX_MS 60000
+#define BT_PROBE_MAX_BYTES (8ull << 30) /* one layer; Llama-3-405B's in Q4_0 is about 2 GiB */
 
 /* One layer's matrices: n_rows outputs from n_cols inputs each, as bt_matrix. */
 typedef struct bt_probe_shape {
@@ -47,9 +48,12 @@ typedef struct bt_probe_result {
 } bt_probe_result;
 
 /* The shape is one a stage can time: every dimension a multiple of 32 in [32,
- * BT_PROBE_MAX_DIM] and of the block of each type it feeds, every type one the kernels compute.
- * BT_ERR_INVALID_ARG naming the field and value otherwise. */
+ * BT_PROBE_MAX_DIM] and of the block of each type it feeds, every type one the kernels compute,
+ * the layer at most BT_PROBE_MAX_BYTES. BT_ERR_INVALID_ARG naming the field and value
+ * otherwise. */
 bt_status bt_probe_check(const bt_probe_shape *s, bt_error *err);
+/* Bytes of the synthetic layer of a checked shape (its weights). */
+uint64_t bt_probe_layer_bytes(const bt_probe_shape *s);
 
 /* Times passes of `rows` token rows (1..BT_PROBE_MAX_ROWS) over the layer with n_threads
  * threads until min_us (1 ms..BT_PROBE_MAX_MS) have passed, after one untimed pass. Allocates

@@ -411,6 +411,17 @@ static bt_status on_probe(loop *L, const Baton__Probe *pr, bt_error *err) {
     bt_status st = bt_probe_check(&shape, err);
     if (st != BT_OK)
         return bt_error_wrap(err, "Probe"), BT_ERR_PROTOCOL;
+    /* The layer must fit what this process may use (its StageInfo said so), with room for the
+     * rest of the stage: half of it at most. */
+    uint64_t budget, bytes = bt_probe_layer_bytes(&shape);
+    bt_mem_source source;
+    bt_mem_budget_read(&budget, &source);
+    if (budget && bytes > budget / 2)
+        return bt_error_set(err, BT_ERR_RANGE,
+                            "Probe: a synthetic layer of %.1f MiB is more than half this stage's "
+                            "%.1f MiB (%s)",
+                            (double)bytes / (1024.0 * 1024.0), (double)budget / (1024.0 * 1024.0),
+                            bt_mem_source_name(source));
     if ((st = bt_probe_run(&shape, (int)pr->threads, (int)pr->rows, (int64_t)pr->min_ms * 1000,
                            &res, err)) != BT_OK)
         return st;

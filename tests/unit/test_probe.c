@@ -49,6 +49,9 @@ static void test_probe_run(void) {
     s.type[BT_PROBE_UP] = BT_TYPE_Q8_1;
     CHECK_EQ_INT(bt_probe_check(&s, &err), BT_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "a type the kernels do not compute") != NULL);
+    s = shape_of(1 << 17, 1 << 17, 1 << 17, 1 << 17, BT_TYPE_F32); /* 7 x 64 GiB */
+    CHECK_EQ_INT(bt_probe_check(&s, &err), BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "a layer of 458752.0 MiB, at most 8192.0 MiB") != NULL);
     s = shape_of(64, 64, 32, 256, BT_TYPE_Q4_K);
     CHECK_EQ_INT(bt_probe_check(&s, &err), BT_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "q rows of 64 elements are not whole q4_K blocks of 256") != NULL);
@@ -181,6 +184,9 @@ static void test_stage_probe(const bt_gguf *g) {
     pr = good_probe();
     pr.n_ff = 1u << 30;
     stage_case(g, &pr, false, "n_ff 1073741824 above");
+    pr = good_probe();
+    pr.n_embd = pr.q_dim = pr.kv_dim = pr.n_ff = 1u << 17;
+    stage_case(g, &pr, false, "MiB, at most 8192.0 MiB");
     pr = good_probe();
     uint32_t bad_types[7] = {BT_TYPE_Q4_1, BT_TYPE_Q4_1, BT_TYPE_Q4_1, 77,
                              BT_TYPE_Q4_1, BT_TYPE_Q4_1, BT_TYPE_Q4_1};
