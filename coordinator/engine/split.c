@@ -96,18 +96,6 @@ bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *er
     return BT_OK;
 }
 
-const char *bt_split_mode_name(bt_split_mode mode) {
-    switch (mode) {
-    case BT_SPLIT_MEMORY:
-        return "memory";
-    case BT_SPLIT_COMPUTE:
-        return "compute";
-    case BT_SPLIT_MEASURED:
-        return "measured";
-    }
-    return "unknown";
-}
-
 bt_status bt_split_mode_of_flags(const char *split, const char *stage_speed, bt_split_mode *out,
                                  bt_error *err) {
     *out = stage_speed ? BT_SPLIT_MEASURED : BT_SPLIT_MEMORY;

@@ -77,7 +77,6 @@ typedef enum bt_split_mode {
 
 /* "memory" / "compute" / "measured"; BT_ERR_INVALID_ARG naming the value otherwise. */
 bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *err);
-const char *bt_split_mode_name(bt_split_mode mode);
 /* The mode of the flags --split (NULL: not given) and --stage-speed (NULL: not given): --split's,
  * else measured when --stage-speed is given, else memory. --stage-speed with another mode is
  * refused (BT_ERR_INVALID_ARG naming both), as is a --stage-speed that is not a list of
