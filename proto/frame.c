@@ -23,10 +23,19 @@ const char *bt_msg_kind_name(bt_msg_kind kind) {
         return "Shutdown";
     case BT_MSG_STAGE_INFO:
         return "StageInfo";
+    case BT_MSG_PROBE:
+        return "Probe";
+    case BT_MSG_PROBE_REPLY:
+        return "ProbeReply";
     case BT_MSG_KIND_END:
         break;
     }
     return "unknown";
+}
+
+bool bt_msg_kind_known(unsigned v) {
+    return v >= BT_MSG_HELLO && v < BT_MSG_KIND_END &&
+           strcmp(bt_msg_kind_name((bt_msg_kind)v), "unknown") != 0;
 }
 
 static void put_u16(uint8_t *p, uint16_t v) {
@@ -79,7 +88,7 @@ bt_status bt_frame_parse(const void *buf, size_t len, bt_frame_view *out, bt_err
         return bt_error_set(err, BT_ERR_PROTOCOL, "frame: protocol version %u, expected %u",
                             version, BT_PROTOCOL_VERSION);
     uint16_t kind = get_u16(p + 6);
-    if (kind < BT_MSG_HELLO || kind >= BT_MSG_KIND_END)
+    if (!bt_msg_kind_known(kind))
         return bt_error_set(err, BT_ERR_PROTOCOL, "frame: unknown message kind %u", kind);
     uint64_t header_len = get_u32(p + 8), payload_len = get_u32(p + 12);
     if ((uint64_t)BT_FRAME_HEADER_BYTES + header_len + payload_len != len)

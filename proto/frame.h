@@ -26,12 +26,13 @@
 #ifndef BT_FRAME_H
 #define BT_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "status.h"
 
-#define BT_PROTOCOL_VERSION 4
+#define BT_PROTOCOL_VERSION 5
 #define BT_FRAME_MAGIC 0x314e5442u
 #define BT_FRAME_HEADER_BYTES 24
 
@@ -44,10 +45,16 @@ typedef enum bt_msg_kind {
     BT_MSG_ERROR = 6,
     BT_MSG_SHUTDOWN = 7,
     BT_MSG_STAGE_INFO = 8, /* protocol 4 */
-    BT_MSG_KIND_END        /* one past the last; values are only appended */
+    /* 9 and 10: SliceRequest and SliceChunk (protocol 5, slices shipped to stages) */
+    BT_MSG_PROBE = 11,       /* protocol 5: --split measured */
+    BT_MSG_PROBE_REPLY = 12, /* protocol 5 */
+    BT_MSG_KIND_END          /* one past the last; values are only appended */
 } bt_msg_kind;
 
+/* "Hello", ...; "unknown" for a value that is not a kind of this protocol. */
 const char *bt_msg_kind_name(bt_msg_kind kind);
+/* Whether v is a kind of this protocol (the values have gaps: see the enum). */
+bool bt_msg_kind_known(unsigned v);
 
 typedef struct bt_frame_view {
     bt_msg_kind kind;

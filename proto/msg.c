@@ -81,6 +81,10 @@ static const ProtobufCMessageDescriptor *descriptor_of(bt_msg_kind kind) {
         return &baton__shutdown__descriptor;
     case BT_MSG_STAGE_INFO:
         return &baton__stage_info__descriptor;
+    case BT_MSG_PROBE:
+        return &baton__probe__descriptor;
+    case BT_MSG_PROBE_REPLY:
+        return &baton__probe_reply__descriptor;
     case BT_MSG_KIND_END:
         break;
     }

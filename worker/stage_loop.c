@@ -30,10 +30,12 @@
 #include "log.h"
 #include "mem_budget.h"
 #include "msg.h"
+#include "probe.h"
 #include "proc_space.h"
 #include "sampler.h"
 #include "stage.h"
 #include "stage_layout.h"
+#include "threadpool.h"
 
 #define ARENA_BYTES (4u << 20)
 #define MAX_BATCH_LIMIT 65536
@@ -379,6 +381,56 @@ static bt_status send_stage_info(loop *L, bt_error *err) {
     si.mem_source = (uint32_t)source;
     si.hostname = host;
     return send_msg(L, 0, BT_MSG_STAGE_INFO, &si.base, err);
+}
+
+/* A Probe (--split measured): checked field by field, run (probe.h), answered with what it
+ * measured. Runs on the loop's thread before the Hello: the coordinator waits for the reply,
+ * judging no liveness meanwhile, and no other stage runs a probe at the same time. */
+static bt_status on_probe(loop *L, const Baton__Probe *pr, bt_error *err) {
+    if (pr->n_types != BT_PROBE_N_MATRICES)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Probe: %zu types, expected %d", pr->n_types,
+                            BT_PROBE_N_MATRICES);
+    if (pr->threads < 1 || pr->threads > BT_THREADPOOL_MAX_THREADS || pr->rows < 1 ||
+        pr->rows > BT_PROBE_MAX_ROWS || pr->min_ms < 1 || pr->min_ms > BT_PROBE_MAX_MS)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Probe: threads %u (1..%d), rows %u (1..%d) or min_ms %u (1..%d) out "
+                            "of range",
+                            pr->threads, BT_THREADPOOL_MAX_THREADS, pr->rows, BT_PROBE_MAX_ROWS,
+                            pr->min_ms, BT_PROBE_MAX_MS);
+    if (pr->n_embd > BT_PROBE_MAX_DIM || pr->q_dim > BT_PROBE_MAX_DIM ||
+        pr->kv_dim > BT_PROBE_MAX_DIM || pr->n_ff > BT_PROBE_MAX_DIM)
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Probe: n_embd %u, q_dim %u, kv_dim %u or n_ff %u above %d", pr->n_embd,
+                            pr->q_dim, pr->kv_dim, pr->n_ff, BT_PROBE_MAX_DIM);
+    bt_probe_shape shape = {.n_embd = (int)pr->n_embd,
+                            .q_dim = (int)pr->q_dim,
+                            .kv_dim = (int)pr->kv_dim,
+                            .n_ff = (int)pr->n_ff};
+    memcpy(shape.type, pr->types, sizeof shape.type);
+    bt_probe_result res;
+    bt_status st = bt_probe_check(&shape, err);
+    if (st != BT_OK)
+        return bt_error_wrap(err, "Probe"), BT_ERR_PROTOCOL;
+    /* The layer must fit what this process may use (its StageInfo said so), with room for the
+     * rest of the stage: half of it at most. */
+    uint64_t budget, bytes = bt_probe_layer_bytes(&shape);
+    bt_mem_source source;
+    bt_mem_budget_read(&budget, &source);
+    if (budget && bytes > budget / 2)
+        return bt_error_set(err, BT_ERR_RANGE,
+                            "Probe: a synthetic layer of %.1f MiB is more than half this stage's "
+                            "%.1f MiB (%s)",
+                            (double)bytes / (1024.0 * 1024.0), (double)budget / (1024.0 * 1024.0),
+                            bt_mem_source_name(source));
+    if ((st = bt_probe_run(&shape, (int)pr->threads, (int)pr->rows, (int64_t)pr->min_ms * 1000,
+                           &res, err)) != BT_OK)
+        return st;
+    Baton__ProbeReply r = BATON__PROBE_REPLY__INIT;
+    r.rank = (uint32_t)L->rank;
+    r.passes = (uint32_t)res.passes;
+    r.wall_us = (uint64_t)res.wall_us;
+    r.cpu_us = res.cpu_us > 0 ? (uint64_t)res.cpu_us : 0;
+    return send_msg(L, 0, BT_MSG_PROBE_REPLY, &r.base, err);
 }
 
 /* The sampler's parameters from the wire, checked (bt_msg_sampling_unpack: list lengths,
@@ -737,18 +789,32 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
 
     if ((st = send_stage_info(&L, err)) != BT_OK)
         goto done;
-    const void *buf;
-    size_t len;
-    int from;
-    st = bt_transport_recv(t, 0, &buf, &len, &from, p->hello_timeout_us, err);
-    if (st != BT_OK) {
-        bt_error_wrap(err, "rank %d waiting for the coordinator's Hello", L.rank);
-        goto done;
-    }
     bt_frame_view f;
     ProtobufCMessage *m = NULL;
-    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK ||
-        (st = bt_msg_unpack(&f, BT_MSG_HELLO, &L.arena, &m, err)) != BT_OK ||
+    /* The Hello, after at most one Probe (--split measured). */
+    for (int probes = 0;; probes++) {
+        const void *buf;
+        size_t len;
+        int from;
+        st = bt_transport_recv(t, 0, &buf, &len, &from, p->hello_timeout_us, err);
+        if (st != BT_OK) {
+            bt_error_wrap(err, "rank %d waiting for the coordinator's Hello", L.rank);
+            goto done;
+        }
+        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+            goto done;
+        if (f.kind != BT_MSG_PROBE)
+            break;
+        if (probes > 0) {
+            st = bt_error_set(err, BT_ERR_PROTOCOL, "a second Probe before the Hello");
+            goto done;
+        }
+        if ((st = bt_msg_unpack(&f, BT_MSG_PROBE, &L.arena, &m, err)) != BT_OK ||
+            (st = on_probe(&L, (const Baton__Probe *)m, err)) != BT_OK)
+            goto done;
+        bt_arena_reset(&L.arena);
+    }
+    if ((st = bt_msg_unpack(&f, BT_MSG_HELLO, &L.arena, &m, err)) != BT_OK ||
         (st = check_hello(&L, (Baton__Hello *)m, err)) != BT_OK ||
         (st = setup(&L, (Baton__Hello *)m, p, err)) != BT_OK ||
         (st = reply_hello(&L, err)) != BT_OK)

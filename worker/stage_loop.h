@@ -1,9 +1,13 @@
 /*
  * stage_loop.h - the stage role: what ranks 1..S run (and the in-process stage thread of a
- * singleton run). Receives the Hello, maps its slice of the model, answers with what it
- * holds, then serves micro-batches until Shutdown:
+ * singleton run). Sends its StageInfo, times a Probe if one comes (--split measured, probe.h),
+ * receives the Hello, maps its slice of the model, answers with what it holds, then serves
+ * micro-batches until Shutdown:
  *
  *   state         event                         next
+ *   (start)       -                             WAIT_HELLO (after StageInfo)
+ *   WAIT_HELLO    Probe, the first (valid)      WAIT_HELLO (after timing it: ProbeReply)
+ *   WAIT_HELLO    a second Probe                DONE (error)
  *   WAIT_HELLO    Hello (valid, model matches)  SERVING (after HelloReply)
  *   WAIT_HELLO    timeout / bad Hello           DONE (error)
  *   SERVING       StageBatch from the previous  SERVING: ops, forward, then activations to

@@ -163,7 +163,7 @@ int bt_stdout_close(int status) {
 void bt_cluster_flags_init(bt_cluster_flags *f) {
     memset(f, 0, sizeof *f);
     f->codec = "f32";
-    f->split = "memory";
+    f->split = NULL; /* memory, or measured with --stage-speed */
     f->numerics = "fast";
     f->prefill_chunk = 0; /* 256, or llama.cpp's 512-token micro-batch with --numerics llamacpp */
     f->max_seqs = 64;
@@ -184,7 +184,7 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     if (st == BT_OK)
         st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
     if (st == BT_OK)
-        st = bt_split_mode_parse(cf->split, &ep.cluster.split, &err);
+        st = bt_split_mode_of_flags(cf->split, cf->stage_speed, &ep.cluster.split, &err);
     if (st == BT_OK)
         st = bt_numerics_parse(cf->numerics, &ep.cluster.numerics, &err);
     if (st != BT_OK)
@@ -226,6 +226,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
             goto fail;
     }
     ep.cluster.stage_mem = cf->stage_mem;
+    ep.cluster.stage_speed = cf->stage_speed;
+    ep.cluster.n_threads = s->n_threads;
     ep.cluster.heartbeat_ms = (int)cf->heartbeat_ms;
     size_t n_eog = 0;
     ep.cluster.eog = bt_vocab_eog_ids(s->vocab, &n_eog); /* min_tokens bans these */

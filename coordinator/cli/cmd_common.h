@@ -51,6 +51,9 @@ typedef struct bt_cluster_flags {
     int64_t kv_seqs;          /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
     int64_t queue_capacity;   /* serve's --max-queue (0: the engine's default) */
     int64_t queue_timeout_us; /* serve's --queue-timeout (0: none) */
+
+    /* --stage-speed S1,S2,...: relative stage speeds (the measured split), or NULL */
+    const char *stage_speed;
 } bt_cluster_flags;
 
 void bt_cluster_flags_init(bt_cluster_flags *f);
@@ -59,8 +62,9 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
     {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},   \
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
-        {"--split", BT_CLI_STR, &(f).split, 0, 0, "balance 'memory' (default) or 'compute'"},       \
+        {"--split", BT_CLI_STR, &(f).split, 0, 0, "'memory' (default), 'compute' or 'measured'"},   \
         {"--stage-mem", BT_CLI_STR, &(f).stage_mem, 0, 0, "memory per stage, e.g. 2G or 1G,3G"},    \
+        {"--stage-speed", BT_CLI_STR, &(f).stage_speed, 0, 0, "stage speeds, e.g. 1,1,0.5"},        \
         {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \

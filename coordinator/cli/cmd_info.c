@@ -23,16 +23,19 @@ int bt_cmd_info(int argc, char **argv) {
     bt_model_flags_init(&mf);
     bool tensors = false;
     int64_t stages = 0;
-    const char *layers = NULL, *split_by = "memory", *stage_mem = NULL;
+    const char *layers = NULL, *split_by = NULL, *stage_mem = NULL, *stage_speed = NULL;
     int64_t kv_tokens = 0, max_batch = 512, max_seqs = 64;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
         {"--tensors", BT_CLI_FLAG, &tensors, 0, 0, "list every tensor"},
         {"--stages", BT_CLI_INT, &stages, 1, BT_MAX_STAGES, "show the layer split for S stages"},
         {"--layers", BT_CLI_STR, &layers, 0, 0, "split to show instead, e.g. 0-14,15-29"},
-        {"--split", BT_CLI_STR, &split_by, 0, 0, "balance 'memory' (default) or 'compute'"},
+        {"--split", BT_CLI_STR, &split_by, 0, 0,
+         "balance 'memory' (default), 'compute' or 'measured' (needs --stage-speed here)"},
         {"--stage-mem", BT_CLI_STR, &stage_mem, 0, 0,
          "memory per stage, e.g. 2G or 1G,3G (default: this host's cgroup limit or free memory)"},
+        {"--stage-speed", BT_CLI_STR, &stage_speed, 0, 0,
+         "relative speed per stage, e.g. 1,1,0.5: the measured split"},
         {"--kv-tokens", BT_CLI_INT, &kv_tokens, 16, 1 << 26, "KV per stage in tokens (--ctx)"},
         {"--max-batch", BT_CLI_INT, &max_batch, 1, 65536, "rows per micro-batch (512)"},
         {"--max-seqs", BT_CLI_INT, &max_seqs, 1, 4096, "concurrent sequences (64)"},
@@ -40,7 +43,8 @@ int bt_cmd_info(int argc, char **argv) {
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     int rc = bt_cmd_parse(
         "info",
-        "[--model M] [--ctx N] [--tensors] [--stages S [--layers L] [--stage-mem SIZE[,SIZE...]]]",
+        "[--model M] [--ctx N] [--tensors] [--stages S [--layers L] [--stage-mem SIZE[,SIZE...]] "
+        "[--stage-speed S1,S2,...]]",
         opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
@@ -135,8 +139,14 @@ int bt_cmd_info(int argc, char **argv) {
         mem.n_ctx = n_ctx;
         mem.max_batch = (int)max_batch;
         mem.max_seqs = (int)max_seqs;
-        if ((st = bt_split_mode_parse(split_by, &mode, &err)) != BT_OK)
+        if ((st = bt_split_mode_of_flags(split_by, stage_speed, &mode, &err)) != BT_OK)
             goto done;
+        /* Nothing to probe here: the measured plan is the one of the speeds given. */
+        if (mode == BT_SPLIT_MEASURED && !stage_speed) {
+            st = bt_error_set(&err, BT_ERR_INVALID_ARG,
+                              "--split measured: info times no stages; give --stage-speed");
+            goto done;
+        }
         if (n_stages < 1 || n_stages > BT_MAX_STAGES) {
             st = bt_error_set(&err, BT_ERR_INVALID_ARG, "--layers '%s': %d ranges", layers,
                               n_stages);
@@ -156,8 +166,11 @@ int bt_cmd_info(int argc, char **argv) {
                 mem.source[i] = src;
             }
         }
-        if ((st = bt_split_plan(g, n_stages, kv, kv_token_layer, mode, layers, &mem, &split,
-                                &err)) != BT_OK)
+        static double speed[BT_MAX_STAGES]; /* main thread only */
+        if (stage_speed && (st = bt_split_speed_parse(stage_speed, n_stages, speed, &err)) != BT_OK)
+            goto done;
+        if ((st = bt_split_plan(g, n_stages, kv, kv_token_layer, mode, stage_speed ? speed : NULL,
+                                layers, &mem, &split, &err)) != BT_OK)
             goto done;
         printf("split:        %d stages (mpirun -np %d), KV for %d tokens asked of each%s\n",
                n_stages, n_stages + 1, kv,
@@ -181,6 +194,13 @@ int bt_cmd_info(int argc, char **argv) {
         }
         printf("  (total = weights + KV + scratch + %.1f MiB overhead per stage)\n",
                (double)split.overhead_bytes / MIB);
+        if (mode == BT_SPLIT_MEASURED) {
+            printf("measured:     time per token balanced over the stages' relative speeds\n");
+            printf("  stage rank  layers    speed  share of a token's time\n");
+            for (int i = 0; i < n_stages; i++)
+                printf("  %5d %4d  %3d-%-3d   %5.3f  %5.1f%%\n", i, i + 1, split.begin[i],
+                       split.end[i] - 1, split.speed[i], 100.0 * split.time_share[i]);
+        }
     }
 
 done:

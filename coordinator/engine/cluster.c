@@ -166,6 +166,74 @@ static bt_status recv_stage_info(bt_cluster *c, int64_t deadline, bt_error *err)
     return BT_OK;
 }
 
+/* The Probe of one layer of the model: its shape and the types of blk.0's matrices. */
+static bt_status probe_msg_of(const bt_gguf *g, const bt_hparams *hp, Baton__Probe *pr,
+                              uint32_t *types, bt_error *err) {
+    static const char *const names[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                        "ffn_gate", "ffn_up", "ffn_down"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.0.%s.weight", names[i]);
+        const bt_gguf_tensor *t = bt_gguf_find_tensor(g, name);
+        if (!t)
+            return bt_error_set(err, BT_ERR_FORMAT, "--split measured: the model has no tensor %s",
+                                name);
+        types[i] = t->type;
+    }
+    pr->n_embd = (uint32_t)hp->n_embd;
+    pr->q_dim = (uint32_t)bt_hparams_q_dim(hp);
+    pr->kv_dim = (uint32_t)bt_hparams_kv_dim(hp);
+    pr->n_ff = (uint32_t)hp->n_ff;
+    pr->n_types = sizeof names / sizeof names[0];
+    pr->types = types;
+    return BT_OK;
+}
+
+/* --split measured without --stage-speed: each stage times one layer (a Probe) while the others
+ * wait for their Hello, so stages on one machine do not compete while timed. speed[s] is layer
+ * passes per second. */
+static bt_status probe_stages(bt_cluster *c, const bt_hparams *hp, int64_t deadline, double *speed,
+                              bt_error *err) {
+    uint32_t types[8];
+    Baton__Probe pr = BATON__PROBE__INIT;
+    bt_status st = probe_msg_of(c->g, hp, &pr, types, err);
+    if (st != BT_OK)
+        return st;
+    pr.threads = (uint32_t)(c->p.n_threads > 0 ? c->p.n_threads : 1);
+    pr.rows = BT_DECODE_GROUP;
+    pr.min_ms = (uint32_t)(c->p.probe_ms > 0 ? c->p.probe_ms : BT_CLUSTER_PROBE_MS);
+    for (int s = 0; s < c->n_stages; s++) {
+        if ((st = send_msg(c, s + 1, BT_MSG_PROBE, &pr.base, err)) != BT_OK)
+            return bt_error_wrap(err, "Probe to stage rank %d", s + 1), st;
+        bt_frame_view f;
+        int from;
+        ProtobufCMessage *m;
+        if ((st = handshake_recv(c, deadline, s, "ProbeReply", &f, &from, err)) != BT_OK)
+            return st;
+        if (from != s + 1)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "%s from rank %d while stage rank %d was being probed",
+                                bt_msg_kind_name(f.kind), from, s + 1);
+        if ((st = bt_msg_unpack(&f, BT_MSG_PROBE_REPLY, &c->arena, &m, err)) != BT_OK)
+            return bt_error_wrap(err, "handshake from rank %d", from), st;
+        const Baton__ProbeReply *r = (const Baton__ProbeReply *)m;
+        /* A pass takes at least a microsecond; the time at least what was asked, at most the
+         * hello timeout. */
+        if (r->rank != (uint32_t)from || r->passes < 1 || r->wall_us < (uint64_t)pr.min_ms * 1000 ||
+            r->wall_us < r->passes || r->wall_us > (uint64_t)c->p.hello_timeout_us)
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "ProbeReply from rank %d: rank %u, %u passes in %llu us (at least "
+                                "%u ms asked)",
+                                from, r->rank, r->passes, (unsigned long long)r->wall_us,
+                                pr.min_ms);
+        bt_stage_report *rep = &c->stages[s];
+        rep->probe_pass_us = (double)r->wall_us / r->passes;
+        rep->probe_cpu = (double)r->cpu_us / (double)r->wall_us;
+        speed[s] = 1e6 / rep->probe_pass_us;
+    }
+    return BT_OK;
+}
+
 static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_hparams hp;
     bt_status st = bt_hparams_load(c->g, &hp, err);
@@ -196,9 +264,37 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     mem.n_ctx = c->p.n_ctx > 0 && c->p.n_ctx <= c->p.kv_tokens ? c->p.n_ctx : c->p.kv_tokens;
     mem.max_batch = c->p.max_batch;
     mem.max_seqs = c->p.max_seqs;
-    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
-                            c->p.layers, &mem, &c->split, err)) != BT_OK)
+    double speed[BT_MAX_STAGES];
+    bool measured = c->p.split == BT_SPLIT_MEASURED && !c->p.layers; /* --layers decides */
+    for (int s = 0; s < c->n_stages; s++)
+        speed[s] = 1;
+    if (c->p.stage_speed)
+        st = bt_split_speed_parse(c->p.stage_speed, c->n_stages, speed, err);
+    else if (measured)
+        st = probe_stages(c, &hp, deadline, speed, err);
+    if (st != BT_OK)
         return st;
+    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
+                            c->p.split == BT_SPLIT_MEASURED ? speed : NULL, c->p.layers, &mem,
+                            &c->split, err)) != BT_OK)
+        return st;
+    for (int s = 0; s < c->n_stages; s++) {
+        bt_stage_report *rep = &c->stages[s];
+        rep->speed = c->split.speed[s];
+        if (!measured)
+            continue;
+        /* Not a warning, but the reason the layers fall as they do, which the user asked to
+         * have measured: always shown (stderr). */
+        char probe[96] = "from --stage-speed";
+        if (!c->p.stage_speed)
+            snprintf(probe, sizeof probe, "probe: %.3f ms per layer pass, %.2f cores",
+                     rep->probe_pass_us / 1000.0, rep->probe_cpu);
+        fprintf(stderr,
+                "baton: --split measured: stage rank %d on %s: speed %.3f (%s): layers %d-%d, "
+                "%.1f%% of a token's time\n",
+                s + 1, rep->host, rep->speed, probe, c->split.begin[s], c->split.end[s] - 1,
+                100.0 * c->split.time_share[s]);
+    }
     for (int s = 0; s < c->n_stages; s++)
         if (c->split.kv_tokens[s] < c->p.kv_tokens)
             BT_WARN("stage rank %d (layers %d-%d on %s): KV for %d tokens, not the %d asked: its "

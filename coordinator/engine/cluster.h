@@ -44,6 +44,13 @@ typedef struct bt_cluster_params {
                               or NULL: each stage's own budget (its StageInfo) */
     const char *layers;    /* --layers spec or NULL for the balanced split */
     bt_split_mode split;   /* what the balanced split balances */
+
+    /* BT_SPLIT_MEASURED: --stage-speed "S1,S2,..." (borrowed for bt_cluster_start), or NULL:
+     * each stage is probed with a Probe of `probe_ms` (0: BT_CLUSTER_PROBE_MS) timing
+     * `n_threads` threads (the stages' compute threads; 0: 1). */
+    const char *stage_speed;
+    int n_threads, probe_ms;
+
     int heartbeat_ms;
     int64_t stage_timeout_us;
     int64_t hello_timeout_us;
@@ -76,13 +83,24 @@ typedef struct bt_stage_report {
     uint64_t act_bytes_sent;   /* activation frame bytes it sent on to the next stage */
     int64_t last_heartbeat_us; /* when it was read (bt_now_us); the handshake before that */
     int64_t start_us;          /* when the handshake reply was read */
+
+    /* --split measured: its speed as planned with (relative, the fastest 1), and when it was
+     * probed (not with --stage-speed) what the probe saw: */
+    double speed;
+    double probe_pass_us; /* wall-clock time of one layer pass of BT_DECODE_GROUP rows */
+    double probe_cpu;     /* CPU time over wall-clock time meanwhile (cores it got) */
 } bt_stage_report;
+
+/* How long each stage's Probe times by default: several periods of a CFS quota (100 ms). */
+#define BT_CLUSTER_PROBE_MS 400
 
 typedef struct bt_cluster bt_cluster;
 
-/* Waits for every stage's StageInfo (t->size - 1 of them), plans the split within their
- * memory budgets (split.h; a plan that cannot fit fails here with BT_ERR_RANGE, before any
- * stage has loaded a weight), sends each its Hello and waits for their replies. */
+/* Waits for every stage's StageInfo (t->size - 1 of them); with BT_SPLIT_MEASURED and no
+ * stage_speed, probes each stage in turn (Probe, then its ProbeReply, before the next stage's
+ * Probe: stages sharing a machine are not timed against each other); plans the split within
+ * their memory budgets (split.h; a plan that cannot fit fails here with BT_ERR_RANGE, before
+ * any stage has loaded a weight), sends each its Hello and waits for their replies. */
 bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
                            bt_cluster **out, bt_error *err);
 void bt_cluster_free(bt_cluster *c);

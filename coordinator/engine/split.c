@@ -1,6 +1,8 @@
-/* split.c - layer split balanced by bytes (see split.h). */
+/* split.c - layer split balanced by bytes, compute or measured time (see split.h). */
 #include "split.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +88,70 @@ bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *er
         *out = BT_SPLIT_MEMORY;
     else if (strcmp(name, "compute") == 0)
         *out = BT_SPLIT_COMPUTE;
+    else if (strcmp(name, "measured") == 0)
+        *out = BT_SPLIT_MEASURED;
     else
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "--split '%s': expected 'memory' or 'compute'",
-                            name);
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "--split '%s': expected 'memory', 'compute' or 'measured'", name);
+    return BT_OK;
+}
+
+bt_status bt_split_mode_of_flags(const char *split, const char *stage_speed, bt_split_mode *out,
+                                 bt_error *err) {
+    *out = stage_speed ? BT_SPLIT_MEASURED : BT_SPLIT_MEMORY;
+    bt_status st;
+    if (split && (st = bt_split_mode_parse(split, out, err)) != BT_OK)
+        return st;
+    if (stage_speed && *out != BT_SPLIT_MEASURED)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "--stage-speed '%s' applies to --split measured, not --split %s",
+                            stage_speed, split);
+    if (stage_speed) { /* its syntax now: as many values as it has */
+        int n = 1;
+        for (const char *p = stage_speed; *p; p++)
+            n += *p == ',';
+        double v[BT_MAX_STAGES];
+        if (n > BT_MAX_STAGES)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "--stage-speed '%.64s...': %d values, at most %d stages",
+                                stage_speed, n, BT_MAX_STAGES);
+        if ((st = bt_split_speed_parse(stage_speed, n, v, err)) != BT_OK)
+            return st;
+    }
+    return BT_OK;
+}
+
+bt_status bt_split_speed_parse(const char *list, int n_stages, double *out, bt_error *err) {
+    const char *p = list;
+    int n = 0;
+    double lo = INFINITY, hi = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        size_t len = strcspn(p, ",");
+        if (end == p || (*end != ',' && *end != '\0') || errno == ERANGE || !isfinite(v) ||
+            !(v > 0))
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "--stage-speed '%s': value %d '%.*s' is not a positive number",
+                                list, n + 1, (int)(len < 32 ? len : 32), p);
+        if (n < n_stages)
+            out[n] = v;
+        n++;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    if (n != n_stages)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "--stage-speed '%s': %d values for %d stages",
+                            list, n, n_stages);
+    if (hi > lo * BT_SPLIT_MAX_SPEED_RATIO)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "--stage-speed '%s': the fastest stage is %g times the slowest, at "
+                            "most %g",
+                            list, hi / lo, BT_SPLIT_MAX_SPEED_RATIO);
     return BT_OK;
 }
 
@@ -152,13 +215,20 @@ static bool fits(const fit_ctx *f, int s, int k, int l) {
     return need <= f->mem->budget[s];
 }
 
+/* cost x factor (factor in [1, BT_SPLIT_MAX_SPEED_RATIO]), saturating below UINT64_MAX (which
+ * marks "no split" in balance). */
+static uint64_t scale_cost(uint64_t cost, double factor) {
+    double v = (double)cost * factor;
+    return v >= 1.8e19 ? UINT64_MAX - 1 : (uint64_t)v;
+}
+
 /* The split of layers over stages that minimises the largest stage cost, among the splits
  * where every stage fits (fit NULL: all). cost[s][l]: the least possible largest stage cost
  * when stages 0..s hold layers 0..l-1, via prefix sums; O(S * L^2) on a few hundred layers at
  * most. False when no split fits. */
 static bool balance(int n_stages, int n_layer, const uint64_t *layer, uint64_t cost_embd,
-                    uint64_t head, const fit_ctx *fit, bt_split *out, bt_error *err,
-                    bt_status *st) {
+                    uint64_t head, const double *slowness, const fit_ctx *fit, bt_split *out,
+                    bt_error *err, bt_status *st) {
     uint64_t prefix[MAX_LAYERS + 1];
     prefix[0] = 0;
     for (int l = 0; l < n_layer; l++)
@@ -186,6 +256,8 @@ static bool balance(int n_stages, int n_layer, const uint64_t *layer, uint64_t c
                     mine += cost_embd;
                 if (l == n_layer)
                     mine += head;
+                if (slowness) /* measured: time, the cost over the stage's speed */
+                    mine = scale_cost(mine, slowness[s]);
                 uint64_t worst = before > mine ? before : mine;
                 if (worst < COST(s, l)) {
                     COST(s, l) = worst;
@@ -237,8 +309,8 @@ static bt_status refuse(const fit_ctx *f, const bt_split *out, int s, const char
 }
 
 bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
-                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
-                        const bt_split_mem *mem, bt_split *out, bt_error *err) {
+                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const double *speed,
+                        const char *spec, const bt_split_mem *mem, bt_split *out, bt_error *err) {
     memset(out, 0, sizeof *out);
     bt_hparams hp;
     bt_status st = bt_hparams_load(g, &hp, err);
@@ -257,13 +329,36 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
         return bt_error_set(err, BT_ERR_INVALID_ARG,
                             "split: context %d (at most kv_tokens %d), max_batch %d, max_seqs %d",
                             mem->n_ctx, kv_tokens, mem->max_batch, mem->max_seqs);
+    if (mode == BT_SPLIT_MEASURED && !speed)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "split: measured without stage speeds");
+    /* Speeds relative to the fastest; slowness = 1 / speed, in [1, BT_SPLIT_MAX_SPEED_RATIO]. */
+    double fastest = 0, slowness[BT_MAX_STAGES];
+    for (int s = 0; speed && s < n_stages; s++) {
+        if (!(speed[s] > 0) || !isfinite(speed[s]))
+            return bt_error_set(err, BT_ERR_INVALID_ARG, "split: stage rank %d has speed %g", s + 1,
+                                speed[s]);
+        fastest = speed[s] > fastest ? speed[s] : fastest;
+    }
+    for (int s = 0; s < n_stages; s++) {
+        out->speed[s] = speed ? speed[s] / fastest : 1.0;
+        slowness[s] = 1.0 / out->speed[s];
+        if (slowness[s] > BT_SPLIT_MAX_SPEED_RATIO)
+            return bt_error_set(err, BT_ERR_INVALID_ARG,
+                                "split: stage rank %d is %g times slower than the fastest, at "
+                                "most %g",
+                                s + 1, slowness[s], BT_SPLIT_MAX_SPEED_RATIO);
+    }
     out->n_stages = n_stages;
     out->n_layer = n_layer;
 
+    bool compute = mode != BT_SPLIT_MEMORY;
     uint64_t layer[MAX_LAYERS], embd, head, mem_layer[MAX_LAYERS], mem_embd, mem_head;
-    if ((st = measure(g, n_layer, mode == BT_SPLIT_COMPUTE, layer, &embd, &head, err)) != BT_OK ||
-        (st = measure(g, n_layer, false, mem_layer, &mem_embd, &mem_head, err)) != BT_OK)
+    uint64_t time_layer[MAX_LAYERS], time_embd, time_head;
+    if ((st = measure(g, n_layer, compute, layer, &embd, &head, err)) != BT_OK ||
+        (st = measure(g, n_layer, false, mem_layer, &mem_embd, &mem_head, err)) != BT_OK ||
+        (st = measure(g, n_layer, true, time_layer, &time_embd, &time_head, err)) != BT_OK)
         return st;
+    const double *slow = mode == BT_SPLIT_MEASURED ? slowness : NULL;
     uint64_t kv_layer = (uint64_t)kv_tokens * kv_bytes_per_token_layer;
     /* Costs to balance: memory, or weight bytes streamed per token. */
     uint64_t cost_layer_extra = mode == BT_SPLIT_MEMORY ? kv_layer : 0;
@@ -298,13 +393,13 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
         if (bad >= 0)
             return refuse(&fc, out, bad, " with --layers", err);
     } else {
-        if (!balance(n_stages, n_layer, layer, cost_embd, head, NULL, out, err, &st))
+        if (!balance(n_stages, n_layer, layer, cost_embd, head, slow, NULL, out, err, &st))
             return st != BT_OK ? st : bt_error_set(err, BT_ERR_INTERNAL, "split: no split");
         int bad = first_misfit(fit, out);
         if (bad >= 0) {
             /* The balanced split does not fit: the best of those that do, if any. */
             bt_split tried = *out;
-            if (!balance(n_stages, n_layer, layer, cost_embd, head, fit, out, err, &st)) {
+            if (!balance(n_stages, n_layer, layer, cost_embd, head, slow, fit, out, err, &st)) {
                 if (st != BT_OK)
                     return st;
                 return refuse(&fc, &tried, bad,
@@ -313,6 +408,21 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
             out->uneven = true;
         }
     }
+    /* Predicted time per token of each stage, compute cost / speed (the embedding is one row
+     * read: no time), as shares of the pipeline's. */
+    double time_sum = 0;
+    for (int s = 0; s < n_stages; s++) {
+        double c = 0;
+        for (int l = out->begin[s]; l < out->end[s]; l++)
+            c += (double)time_layer[l];
+        if (out->end[s] == n_layer)
+            c += (double)time_head;
+        out->time_share[s] = c * slowness[s];
+        time_sum += out->time_share[s];
+    }
+    for (int s = 0; s < n_stages; s++)
+        out->time_share[s] = time_sum > 0 ? out->time_share[s] / time_sum : 0;
+    (void)time_embd;
     for (int s = 0; s < n_stages; s++) {
         int k = out->begin[s], l = out->end[s];
         uint64_t n = (uint64_t)(l - k);

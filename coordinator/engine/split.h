@@ -11,6 +11,9 @@
  *     which sets pipeline throughput; it differs from the memory split when the vocabulary
  *     is a large part of the model (SmolLM2: the tied head is as much work as 10 of its 30
  *     layers).
+ *   BT_SPLIT_MEASURED: the compute cost divided by the stage's speed (relative, any scale:
+ *     `--stage-speed`, or each stage's Probe: probe.h), so the split balances time per token
+ *     across uneven hosts and a slow host gets fewer layers.
  *
  * `--layers 0-11,12-23,24-29` overrides both.
  *
@@ -51,6 +54,11 @@ typedef struct bt_split {
     uint64_t budget_bytes[BT_MAX_STAGES];  /* 0: no limit known */
     bt_mem_source budget_source[BT_MAX_STAGES];
     bool uneven; /* the balanced split did not fit and another was taken */
+    /* Every mode: the stage's relative speed as planned with (the fastest 1; all 1 unless
+     * measured) and its predicted share of a token's time through the pipeline (compute cost
+     * / speed, over the sum of all stages'; sums to 1). */
+    double speed[BT_MAX_STAGES];
+    double time_share[BT_MAX_STAGES];
 } bt_split;
 
 /* The memory side of a plan. */
@@ -61,20 +69,39 @@ typedef struct bt_split_mem {
     int max_batch, max_seqs; /* for the scratch estimate */
 } bt_split_mem;
 
-typedef enum bt_split_mode { BT_SPLIT_MEMORY = 0, BT_SPLIT_COMPUTE = 1 } bt_split_mode;
+typedef enum bt_split_mode {
+    BT_SPLIT_MEMORY = 0,
+    BT_SPLIT_COMPUTE = 1,
+    BT_SPLIT_MEASURED = 2
+} bt_split_mode;
 
-/* "memory" / "compute"; BT_ERR_INVALID_ARG naming the value otherwise. */
+/* "memory" / "compute" / "measured"; BT_ERR_INVALID_ARG naming the value otherwise. */
 bt_status bt_split_mode_parse(const char *name, bt_split_mode *out, bt_error *err);
+/* The mode of the flags --split (NULL: not given) and --stage-speed (NULL: not given): --split's,
+ * else measured when --stage-speed is given, else memory. --stage-speed with another mode is
+ * refused (BT_ERR_INVALID_ARG naming both), as is a --stage-speed that is not a list of
+ * positive numbers (its count is checked once the stages are known). */
+bt_status bt_split_mode_of_flags(const char *split, const char *stage_speed, bt_split_mode *out,
+                                 bt_error *err);
+
+/* Largest ratio between the fastest and the slowest stage's speed a plan accepts. */
+#define BT_SPLIT_MAX_SPEED_RATIO 1000.0
+
+/* --stage-speed "S1,S2,...": exactly n_stages positive finite numbers (relative speeds, any
+ * scale), the fastest at most BT_SPLIT_MAX_SPEED_RATIO times the slowest. BT_ERR_INVALID_ARG
+ * naming the flag and the value otherwise. */
+bt_status bt_split_speed_parse(const char *list, int n_stages, double *out, bt_error *err);
 
 /* kv_bytes_per_token_layer: K and V of one token in one layer (2 * kv_dim * element size).
  * spec: NULL for the balanced split, else "a-b,c-d,..." (inclusive ranges). mem: NULL plans
- * without budgets or scratch (as before budgets existed). The reported weight_bytes and
- * kv_bytes are memory in either mode. A plan that cannot fit: BT_ERR_RANGE with the message
- * "stage rank R (layers A-B) needs N MiB (weights W + KV K for T tokens + scratch S + overhead
- * O) but has B MiB (SOURCE)". */
+ * without budgets or scratch (as before budgets existed). speed: [n_stages] relative speeds,
+ * positive (BT_SPLIT_MEASURED needs them; other modes take NULL, all equal). The reported
+ * weight_bytes and kv_bytes are memory in either mode. A plan that cannot fit: BT_ERR_RANGE with
+ * the message "stage rank R (layers A-B) needs N MiB (weights W + KV K for T tokens + scratch S +
+ * overhead O) but has B MiB (SOURCE)". */
 bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
-                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const char *spec,
-                        const bt_split_mem *mem, bt_split *out, bt_error *err);
+                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const double *speed,
+                        const char *spec, const bt_split_mem *mem, bt_split *out, bt_error *err);
 
 /* Activations, frames and (last stage) logits and sampler state of one stage process, as
  * worker/stage_loop.c, forward.c and sampler.c allocate them for max_batch rows and max_seqs

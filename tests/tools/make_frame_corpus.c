@@ -245,6 +245,26 @@ static int emit_control(void) {
     si.hostname = "node-07.cluster.example";
     bad |= emit("stage_info", BT_MSG_STAGE_INFO, &si.base, 0, 0, 0);
 
+    /* Probe of a SmolLM2 layer (q4_1 matrices, q8_0 down), and its reply. */
+    uint32_t probe_types[7] = {3, 3, 3, 3, 3, 3, 8};
+    Baton__Probe pr = BATON__PROBE__INIT;
+    pr.n_embd = 576;
+    pr.q_dim = 576;
+    pr.kv_dim = 192;
+    pr.n_ff = 1536;
+    pr.n_types = 7;
+    pr.types = probe_types;
+    pr.threads = 2;
+    pr.rows = 4;
+    pr.min_ms = 400;
+    bad |= emit("probe", BT_MSG_PROBE, &pr.base, 0, 0, 0);
+    Baton__ProbeReply prr = BATON__PROBE_REPLY__INIT;
+    prr.rank = 2;
+    prr.passes = 342;
+    prr.wall_us = 401234;
+    prr.cpu_us = 200817;
+    bad |= emit("probe_reply", BT_MSG_PROBE_REPLY, &prr.base, 0, 0, 0);
+
     Baton__Heartbeat hb = BATON__HEARTBEAT__INIT;
     hb.rank = 3;
     hb.busy_us = 987654321;

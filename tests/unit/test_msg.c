@@ -395,7 +395,10 @@ static void test_parse_refusals(void) {
     size_t pb = len - BT_FRAME_HEADER_BYTES;
     memcpy(buf, good, len);
     bt_frame_write_header(buf, BT_MSG_KIND_END, pb, 0, 0, 0);
-    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "kind 9");
+    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "kind 13");
+    bt_frame_write_header(buf, BT_MSG_PROBE_REPLY, pb, 0, 0, 0); /* protocol 5's last kind */
+    CHECK_OK(bt_frame_parse(buf, len, &f, &err));
+    CHECK_EQ_INT(f.kind, BT_MSG_PROBE_REPLY);
     bt_frame_write_header(buf, (bt_msg_kind)0, pb, 0, 0, 0);
     EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "kind 0");
     bt_frame_write_header(buf, BT_MSG_HEARTBEAT, pb, 0, BT_CODEC_KIND_COUNT, 0);
@@ -407,7 +410,7 @@ static void test_parse_refusals(void) {
     /* Version, flags and reserved, with the checksum recomputed. */
     buf[4] = BT_PROTOCOL_VERSION - 1;
     resum(buf);
-    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 3");
+    EXPECT_REFUSED(bt_frame_parse(buf, len, &f, &err), &err, BT_ERR_PROTOCOL, "version 4");
     buf[4] = BT_PROTOCOL_VERSION;
     buf[17] = 2;
     resum(buf);

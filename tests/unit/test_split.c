@@ -5,7 +5,11 @@
  * message naming the stage, what it needs and what it has; a budget short of the requested KV
  * shrinks that stage's KV to whole blocks, at least one context; --layers is checked the same
  * way. Then --stage-mem parsing and reading the budget from cgroup v1 / v2 files and meminfo.
+ * The measured split (--split measured, --stage-speed): equal speeds give the compute split, a
+ * stage at half the speed gets about half the layers of the others, speeds count only relative
+ * to each other, budgets still refuse or shape the plan, bad --stage-speed values are named.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +55,8 @@ static void test_plan(const bt_gguf *g) {
 
     /* No limit known: the balanced split, the request kept, as without budgets. */
     bt_split_mem m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &split_a, &err));
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, NULL, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_b, &err));
     CHECK_EQ_INT(split_a.end[0], split_b.end[0]);
     CHECK(!split_b.uneven);
     CHECK(split_b.scratch_bytes[0] > 0 && split_b.scratch_bytes[1] > split_b.scratch_bytes[0]);
@@ -65,7 +69,7 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0;
     m.budget[1] = need1;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_CGROUP;
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.end[0], balanced_end0);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     CHECK_EQ_INT(split_a.kv_tokens[1], kv);
@@ -77,30 +81,30 @@ static void test_plan(const bt_gguf *g) {
     char spec[64];
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 2, balanced_end0 - 1, hp.n_layer - 1);
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, spec, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err));
     uint64_t smaller0 = total(&split_a, 0);
     m = mem_of(kv, 0);
     m.budget[0] = need0 - 1;
     m.budget[1] = 1ull << 40;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_FLAG;
     CHECK(smaller0 <= m.budget[0]);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK(split_a.uneven);
     CHECK(split_a.end[0] < balanced_end0);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     /* The compute split is held to the budgets the same way. */
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_COMPUTE, NULL, &m, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_COMPUTE, NULL, NULL, &m, &split_b, &err));
     CHECK(total(&split_b, 0) <= m.budget[0]);
 
     /* One stage with half of what the whole model needs: refused, naming the stage, what it
      * needs (and of what) and what it has, and where that number came from. */
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t need_all = total(&split_a, 0);
     m.budget[0] = need_all / 2;
     m.source[0] = BT_MEM_SOURCE_CGROUP;
-    bt_status st = bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    bt_status st = bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     char want_need[64], want_has[64];
     snprintf(want_need, sizeof want_need, "needs %.1f MiB", (double)need_all / (1024.0 * 1024.0));
@@ -114,7 +118,7 @@ static void test_plan(const bt_gguf *g) {
 
     /* Two stages where neither split fits: the balanced split's misfit is named. */
     m = mem_of(kv, need1 / 4);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(--stage-mem)") &&
           strstr(err.msg, "no other split"));
@@ -124,32 +128,32 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0 - 1;
     m.source[0] = BT_MEM_SOURCE_MEMINFO;
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 1, balanced_end0, hp.n_layer - 1);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, spec, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(MemAvailable) with --layers"));
 
     /* KV shrunk to what is left: 1024 tokens asked, one context of 100, room for ~300. */
     m = mem_of(100, 0);
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t fixed = split_a.weight_bytes[0] + split_a.scratch_bytes[0] + split_a.overhead_bytes;
     uint64_t per_token = kvtl * (uint64_t)hp.n_layer;
     m.budget[0] = fixed + 300 * per_token + per_token / 2;
     m.source[0] = BT_MEM_SOURCE_FLAG;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 288); /* whole blocks of 16 */
     CHECK_EQ_INT(split_a.kv_bytes[0], 288 * per_token);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     /* ... but never below one context (100 tokens: 7 blocks). */
     m.budget[0] = fixed + 100 * per_token;
-    st = bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "for 112 tokens") != NULL);
     m.budget[0] = fixed + 112 * per_token;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 112);
     /* Room beyond the request does not grow the KV. */
     m.budget[0] = 1ull << 40;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 1024);
 }
 
@@ -330,9 +334,173 @@ static void test_stage_info(const bt_gguf *g) {
     }
 }
 
+/* A 24-layer model with a small untied head, so that layers dominate the compute cost. */
+static const char *make_model24(void) {
+    static char path[512];
+    const char *build = check_build_dir("24-layer model");
+    if (!build)
+        return NULL;
+    char cmd[1400];
+    snprintf(path, sizeof path, "/tmp/bt_test_split24_%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "'%s/tests/make_tiny_model' '%s' --type q4_1 --layers 24 --untied --vocab-size 512 "
+             ">/dev/null",
+             build, path);
+    if (system(cmd) != 0) {
+        check_fail(__FILE__, __LINE__, "%s failed", cmd);
+        return NULL;
+    }
+    return path;
+}
+
+static int n_layers_of(const bt_split *s, int i) {
+    return s->end[i] - s->begin[i];
+}
+
+static void test_measured(const bt_gguf *g) {
+    bt_error err;
+    bt_error_init(&err);
+    bt_hparams hp;
+    CHECK_OK(bt_hparams_load(g, &hp, &err));
+    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
+    const int kv = 256;
+    CHECK_EQ_INT(hp.n_layer, 24);
+
+    /* Equal speeds: the compute split, every speed 1. */
+    const double equal[3] = {1, 1, 1};
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_COMPUTE, NULL, NULL, NULL, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, equal, NULL, NULL, &split_b, &err));
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(split_a.begin[i], split_b.begin[i]);
+        CHECK_EQ_INT(split_a.end[i], split_b.end[i]);
+        CHECK(split_b.speed[i] == 1.0);
+    }
+    printf("  equal speeds: %d, %d, %d layers\n", n_layers_of(&split_b, 0),
+           n_layers_of(&split_b, 1), n_layers_of(&split_b, 2));
+
+    /* The middle stage at half the speed: about half the layers of each of the others, and
+     * the predicted shares of a token's time close to a third each. */
+    const double half[3] = {1, 0.5, 1};
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, NULL, &split_a, &err));
+    int l0 = n_layers_of(&split_a, 0), l1 = n_layers_of(&split_a, 1), l2 = n_layers_of(&split_a, 2);
+    printf("  speeds 1, 0.5, 1: %d, %d, %d layers; shares %.3f %.3f %.3f\n", l0, l1, l2,
+           split_a.time_share[0], split_a.time_share[1], split_a.time_share[2]);
+    CHECK(l1 < l0 && l1 < l2);
+    CHECK(abs(2 * l1 - l0) <= 2 && abs(2 * l1 - l2) <= 2);
+    CHECK(split_a.speed[1] == 0.5 && split_a.speed[0] == 1.0);
+    CHECK(fabs(split_a.time_share[0] + split_a.time_share[1] + split_a.time_share[2] - 1) < 1e-9);
+    for (int i = 0; i < 3; i++)
+        CHECK(split_a.time_share[i] > 0.25 && split_a.time_share[i] < 0.42);
+    /* Only ratios count: twice every speed is the same plan. */
+    const double doubled[3] = {2, 1, 2};
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, doubled, NULL, NULL, &split_b, &err));
+    CHECK_EQ_INT(split_b.end[0], split_a.end[0]);
+    CHECK_EQ_INT(split_b.end[1], split_a.end[1]);
+    /* The last stage slow: it gets the fewest. */
+    const double slow_last[3] = {1, 1, 0.5};
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, slow_last, NULL, NULL, &split_b, &err));
+    CHECK(n_layers_of(&split_b, 2) < n_layers_of(&split_b, 0) &&
+          n_layers_of(&split_b, 2) < n_layers_of(&split_b, 1));
+
+    /* Budgets still shape it: the middle stage one byte short of its measured share takes
+     * fewer layers still and fits. */
+    bt_split_mem m = mem_of(kv, 0);
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_a, &err));
+    m.budget[1] = total(&split_a, 1) - 1;
+    m.source[1] = BT_MEM_SOURCE_FLAG;
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err));
+    CHECK(split_b.uneven);
+    CHECK(n_layers_of(&split_b, 1) < n_layers_of(&split_a, 1));
+    CHECK(total(&split_b, 1) <= m.budget[1]);
+    /* ... and refuse it: nothing fits in a MiB. */
+    m = mem_of(kv, 1u << 20);
+    bt_status st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err);
+    CHECK_EQ_INT(st, BT_ERR_RANGE);
+    CHECK(strstr(err.msg, "stage rank") && strstr(err.msg, "but has 1.0 MiB (--stage-mem)"));
+    /* --layers overrides the measured split too. */
+    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, "0-0,1-1,2-23", NULL, &split_b,
+                           &err));
+    CHECK_EQ_INT(split_b.end[1], 2);
+
+    /* Speeds are required, positive and within BT_SPLIT_MAX_SPEED_RATIO of each other. */
+    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, NULL, NULL, NULL, &split_b, &err);
+    CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
+    const double zero[3] = {1, 0, 1}, far[3] = {1, 1e-4, 1};
+    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, zero, NULL, NULL, &split_b, &err);
+    CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "stage rank 2 has speed 0") != NULL);
+    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, far, NULL, NULL, &split_b, &err);
+    CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "stage rank 2 is 10000 times slower") != NULL);
+}
+
+static void test_speed_parse(void) {
+    bt_error err;
+    bt_error_init(&err);
+    double v[4];
+    CHECK_OK(bt_split_speed_parse("1,1,0.5", 3, v, &err));
+    CHECK(v[0] == 1 && v[1] == 1 && v[2] == 0.5);
+    CHECK_OK(bt_split_speed_parse("2.5e3,1e3", 2, v, &err));
+    CHECK(v[0] == 2500 && v[1] == 1000);
+    static const struct {
+        const char *list;
+        int n;
+        const char *want;
+    } bad[] = {
+        {"", 1, "value 1 '' is not a positive number"},
+        {"1,,1", 3, "value 2 '' is not a positive number"},
+        {"1,0,1", 3, "value 2 '0' is not a positive number"},
+        {"1,-1,1", 3, "value 2 '-1' is not a positive number"},
+        {"1,abc,1", 3, "value 2 'abc' is not a positive number"},
+        {"1,2x,1", 3, "value 2 '2x' is not a positive number"},
+        {"1,nan,1", 3, "value 2 'nan' is not a positive number"},
+        {"1,inf,1", 3, "value 2 'inf' is not a positive number"},
+        {"1,1e999,1", 3, "value 2 '1e999' is not a positive number"},
+        {"1,1,", 3, "value 3 '' is not a positive number"},
+        {"1,1", 3, "2 values for 3 stages"},
+        {"1,1,1,1", 3, "4 values for 3 stages"},
+        {"1,0.0001,1", 3, "the fastest stage is 10000 times the slowest, at most 1000"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_INT(bt_split_speed_parse(bad[i].list, bad[i].n, v, &err), BT_ERR_INVALID_ARG);
+        char want[160];
+        snprintf(want, sizeof want, "--stage-speed '%s': %s", bad[i].list, bad[i].want);
+        if (!strstr(err.msg, want))
+            check_fail(__FILE__, __LINE__, "'%s' lacks '%s'", err.msg, want);
+    }
+    bt_split_mode mode;
+    CHECK_OK(bt_split_mode_of_flags(NULL, NULL, &mode, &err));
+    CHECK_EQ_INT(mode, BT_SPLIT_MEMORY);
+    CHECK_OK(bt_split_mode_of_flags(NULL, "1,0.5", &mode, &err));
+    CHECK_EQ_INT(mode, BT_SPLIT_MEASURED);
+    CHECK_OK(bt_split_mode_of_flags("measured", NULL, &mode, &err));
+    CHECK_EQ_INT(mode, BT_SPLIT_MEASURED);
+    CHECK_OK(bt_split_mode_of_flags("compute", NULL, &mode, &err));
+    CHECK_EQ_INT(mode, BT_SPLIT_COMPUTE);
+    CHECK_EQ_INT(bt_split_mode_of_flags("compute", "1,2", &mode, &err), BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "--stage-speed '1,2' applies to --split measured, not --split compute"));
+    CHECK_EQ_INT(bt_split_mode_of_flags(NULL, "1,x", &mode, &err), BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "value 2 'x'") != NULL);
+    CHECK_EQ_INT(bt_split_mode_of_flags("speed", NULL, &mode, &err), BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "--split 'speed': expected 'memory', 'compute' or 'measured'"));
+}
+
 int main(void) {
     test_parse();
     test_read();
+    test_speed_parse();
+    const char *m24 = make_model24();
+    if (m24) {
+        bt_gguf *g = NULL;
+        bt_error err;
+        bt_error_init(&err);
+        CHECK_OK(bt_gguf_open(m24, &g, &err));
+        if (g)
+            test_measured(g);
+        bt_gguf_free(g);
+        unlink(m24);
+    }
     const char *tiny = check_make_tiny_model("test_split");
     if (tiny) {
         bt_gguf *g = NULL;
