@@ -23,6 +23,10 @@ const char *bt_msg_kind_name(bt_msg_kind kind) {
         return "Shutdown";
     case BT_MSG_STAGE_INFO:
         return "StageInfo";
+    case BT_MSG_SLICE_REQUEST:
+        return "SliceRequest";
+    case BT_MSG_SLICE_CHUNK:
+        return "SliceChunk";
     case BT_MSG_KIND_END:
         break;
     }

@@ -31,7 +31,7 @@
 
 #include "status.h"
 
-#define BT_PROTOCOL_VERSION 4
+#define BT_PROTOCOL_VERSION 5
 #define BT_FRAME_MAGIC 0x314e5442u
 #define BT_FRAME_HEADER_BYTES 24
 
@@ -43,8 +43,10 @@ typedef enum bt_msg_kind {
     BT_MSG_HEARTBEAT = 5,
     BT_MSG_ERROR = 6,
     BT_MSG_SHUTDOWN = 7,
-    BT_MSG_STAGE_INFO = 8, /* protocol 4 */
-    BT_MSG_KIND_END        /* one past the last; values are only appended */
+    BT_MSG_STAGE_INFO = 8,    /* protocol 4 */
+    BT_MSG_SLICE_REQUEST = 9, /* protocol 5: a stage asks for its slice of the model */
+    BT_MSG_SLICE_CHUNK = 10,  /* protocol 5: one chunk of it, zstd bytes as the payload */
+    BT_MSG_KIND_END           /* one past the last; values are only appended */
 } bt_msg_kind;
 
 const char *bt_msg_kind_name(bt_msg_kind kind);

@@ -81,6 +81,10 @@ static const ProtobufCMessageDescriptor *descriptor_of(bt_msg_kind kind) {
         return &baton__shutdown__descriptor;
     case BT_MSG_STAGE_INFO:
         return &baton__stage_info__descriptor;
+    case BT_MSG_SLICE_REQUEST:
+        return &baton__slice_request__descriptor;
+    case BT_MSG_SLICE_CHUNK:
+        return &baton__slice_chunk__descriptor;
     case BT_MSG_KIND_END:
         break;
     }

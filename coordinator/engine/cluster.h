@@ -76,13 +76,21 @@ typedef struct bt_stage_report {
     uint64_t act_bytes_sent;   /* activation frame bytes it sent on to the next stage */
     int64_t last_heartbeat_us; /* when it was read (bt_now_us); the handshake before that */
     int64_t start_us;          /* when the handshake reply was read */
+    /* Where its weights came from (HelloReply, protocol 5): */
+    int weights_source;       /* bt_weights_source (stage_loop.h) */
+    uint64_t weights_load_us; /* the stage's time from its Hello to its weights */
+    uint64_t shipped_bytes;   /* slice bytes shipped to it (0 unless shipped) */
+    uint64_t shipped_zbytes;  /* ... as compressed on the wire */
+    uint64_t ship_us;         /* the coordinator's time sending them */
 } bt_stage_report;
 
 typedef struct bt_cluster bt_cluster;
 
 /* Waits for every stage's StageInfo (t->size - 1 of them), plans the split within their
  * memory budgets (split.h; a plan that cannot fit fails here with BT_ERR_RANGE, before any
- * stage has loaded a weight), sends each its Hello and waits for their replies. */
+ * stage has loaded a weight), sends each its Hello and waits for their replies. Meanwhile it
+ * answers each stage's SliceRequest (one stage at a time) with the SliceChunks of its slice,
+ * read from g's mapping (worker/slice.h), and logs their sizes and time. */
 bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
                            bt_cluster **out, bt_error *err);
 void bt_cluster_free(bt_cluster *c);
