@@ -451,6 +451,14 @@ static bt_status make_dirs(const char *dir, bt_error *err) {
     return BT_OK;
 }
 
+bt_status bt_slice_cache_prepare(const char *dir, bt_error *err) {
+    bt_status st = make_dirs(dir, err);
+    if (st == BT_OK && access(dir, W_OK | X_OK) != 0)
+        st = bt_error_set(err, BT_ERR_IO, "slice cache: cannot write in '%s': %s", dir,
+                          strerror(errno));
+    return st;
+}
+
 typedef struct chunk_rec {
     uint64_t off;
     uint32_t len;

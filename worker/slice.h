@@ -110,6 +110,10 @@ bt_status bt_slice_cache_verify(const char *dir, const bt_slice_key *key, bt_err
 /* Deletes the entry of key (slice and manifest); best effort. */
 void bt_slice_cache_remove(const char *dir, const bt_slice_key *key);
 
+/* Creates dir (with its parents) if missing and checks that this process may write there;
+ * BT_ERR_IO naming the directory otherwise. A stage calls it before asking for its slice. */
+bt_status bt_slice_cache_prepare(const char *dir, bt_error *err);
+
 typedef struct bt_slice_writer bt_slice_writer;
 
 /* Starts writing the entry of key in dir (created with its parents if missing): total bytes

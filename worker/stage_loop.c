@@ -328,7 +328,9 @@ static bt_status resolve_weights(loop *L, const Baton__Hello *h, const bt_stage_
                 e.msg);
         bt_slice_cache_remove(dir, &key);
     }
-    if ((st = fetch_slice(L, h, dir, &key, p->hello_timeout_us, err)) != BT_OK)
+    /* Checked before asking: the coordinator sends the whole slice once asked. */
+    if ((st = bt_slice_cache_prepare(dir, err)) != BT_OK ||
+        (st = fetch_slice(L, h, dir, &key, p->hello_timeout_us, err)) != BT_OK)
         return st;
     if ((st = bt_slice_cache_verify(dir, &key, err)) != BT_OK ||
         (st = bt_gguf_open(path, &L->own_g, err)) != BT_OK)

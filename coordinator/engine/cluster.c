@@ -167,6 +167,37 @@ static bt_status recv_stage_info(bt_cluster *c, int64_t deadline, bt_error *err)
     return BT_OK;
 }
 
+/* While a stage's slice is shipped, the stage may only have failed: reads what it sent within
+ * timeout_us (0: what is there) and returns its Error as the start-up failure it is; any other
+ * frame is a protocol error. BT_OK when nothing came. */
+static bt_status stage_failed_while_shipping(bt_cluster *c, int from, int64_t timeout_us,
+                                             bt_error *err) {
+    const void *buf;
+    size_t len;
+    int got;
+    bt_error e;
+    bt_error_init(&e);
+    bt_status st = bt_transport_recv(c->t, from, &buf, &len, &got, timeout_us, &e);
+    if (st == BT_ERR_TIMEOUT)
+        return BT_OK;
+    if (st != BT_OK) {
+        *err = e;
+        return st;
+    }
+    bt_frame_view f;
+    ProtobufCMessage *m;
+    bt_arena_reset(&c->arena);
+    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+        return bt_error_wrap(err, "from stage rank %d", from), st;
+    if (f.kind == BT_MSG_ERROR && bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
+        const Baton__Error *x = (const Baton__Error *)m;
+        return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
+                            x->message ? x->message : "");
+    }
+    return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d sent a %s while its slice was shipped",
+                        from, bt_msg_kind_name(f.kind));
+}
+
 /* Answers the SliceRequest m of rank `from` (checked against its Hello: model, layers) with
  * every SliceChunk of its slice, in order, before reading anything else: one stage at a time.
  * The chunks are read from this process's mapping of the model, so nothing of the slice is
@@ -194,8 +225,14 @@ static bt_status serve_slice(bt_cluster *c, int from, const Baton__SliceRequest 
     uint64_t zbytes = 0;
     for (uint32_t i = 0; i < n && st == BT_OK; i++) {
         size_t len, z;
-        if ((st = bt_slice_sender_frame(snd, i, c->out, c->t->max_frame, &len, &z, err)) == BT_OK)
-            st = bt_transport_send(c->t, from, c->out, len, SEND_TIMEOUT_US, err);
+        /* A stage that failed on a chunk (its disk, a bad hash) says so and reads no more. */
+        if ((st = stage_failed_while_shipping(c, from, 0, err)) != BT_OK ||
+            (st = bt_slice_sender_frame(snd, i, c->out, c->t->max_frame, &len, &z, err)) != BT_OK)
+            break;
+        if ((st = bt_transport_send(c->t, from, c->out, len, SEND_TIMEOUT_US, err)) != BT_OK) {
+            stage_failed_while_shipping(c, from, 1000000, err); /* its word, if it said one */
+            break;
+        }
         BT_DEBUG("slice for stage rank %d: chunk %u of %u: %zu bytes compressed", from, i, n, z);
         zbytes += z;
     }

@@ -13,6 +13,8 @@
 #   a local file of another model at the stages' --model (another header): its hash differs,
 #          the stages say so and load from the cache;
 #   the model itself at the stages' --model: "local file";
+#   a --slice-cache that cannot be created: exit 1 naming the stage and the directory;
+#   a disk that fills during the fetch: exit 1 with the stage's error, no temp file left;
 #   after each job no process of it is left.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 kind=${1:?usage: test_slices.sh tiny|smol}
@@ -122,4 +124,34 @@ expect run5 2 "weights from the slice cache"
 job run6 "$MODEL"
 expect run6 1 "weights from the local file"
 expect run6 2 "weights from the local file"
+
+# A cache directory that cannot be made: the job fails, naming the stage and the path.
+mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
+    : -np 2 "$BATON" generate --model "$nowhere" --slice-cache /proc/self/no/cache "${common[@]}" \
+    >"$WORK/bad.out" 2>"$WORK/bad.err"
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: cannot create '/proc/self/no'" "$WORK/bad.err"; then
+    pass "an unusable --slice-cache: exit 1 naming the stage and the directory"
+else
+    fail "an unusable --slice-cache: exit $rc, $(grep -m1 'slice cache' "$WORK/bad.err")"
+fi
+[[ -z $(procs_matching "$marker") ]] || fail "bad cache: processes left"
+
+# A stage whose disk fills while its slice arrives (a file size limit of 40 KiB, SIGXFSZ
+# ignored so that the write fails instead): the coordinator stops shipping and ends the job
+# with the stage's error, no temp file is left. TCP between the ranks: the shared-memory
+# transport's own files would hit the limit first.
+full=$WORK/$marker/full
+OMPI_MCA_btl=tcp,self mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
+    : -np 2 bash -c 'trap "" XFSZ; ulimit -f 40; exec "$0" "$@"' "$BATON" generate \
+    --model "$nowhere" --slice-cache "$full" "${common[@]}" >"$WORK/full.out" 2>"$WORK/full.err"
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: writing '$full/.*': File too large" "$WORK/full.err"; then
+    pass "a disk full during the fetch: exit 1 naming the stage and the file"
+else
+    fail "a disk full during the fetch: exit $rc, $(grep -m1 -i 'slice\|error' "$WORK/full.err")"
+fi
+left=$(find "$full" -name '*.tmp.*' 2>/dev/null)
+[[ -z $left ]] && pass "a disk full during the fetch: no temp file left" || fail "temp files left: $left"
+[[ -z $(procs_matching "$marker") ]] || fail "disk full: processes left"
 finish
