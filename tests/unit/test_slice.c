@@ -5,10 +5,12 @@
  * byte for byte, exactly the tensors bt_weights_needs names with their shapes, types and
  * bytes, and bt_weights_load taking it. Then the cache's refusals: a flipped byte (naming the
  * chunk), a truncated slice, a missing manifest, a chunk whose hash or order is wrong on the
- * wire, and an unfinished writer that leaves nothing behind. On the tiny model always, on
- * SmolLM2 when it is there.
+ * wire, and an unfinished writer that leaves nothing behind. The coordinator's side against a
+ * hand-made stage on a local hub: bad SliceRequests refused, a good one answered with the
+ * slice. On the tiny model always, on SmolLM2 when it is there.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cluster.h"
 #include "gguf.h"
 #include "hash64.h"
 #include "hparams.h"
@@ -262,6 +265,142 @@ static void check_refusals(const bt_gguf *g, const bt_hparams *hp, size_t max_fr
     bt_slice_sender_free(s);
 }
 
+/* The coordinator's side (bt_cluster_start) with a hand-made stage on rank 1 of a local hub:
+ * a SliceRequest that differs from the stage's Hello is refused naming it; a good one is
+ * answered with the slice, which the stage writes and verifies. */
+typedef struct fake_stage {
+    bt_transport *t;
+    const bt_gguf *g;
+    int n_layer;
+    int mode; /* 0 good request, 1 other layers, 2 other model hash, 3 another rank */
+    bt_status st;
+    char msg[512];
+} fake_stage;
+
+static void *fake_stage_main(void *arg) {
+    fake_stage *fs = arg;
+    static uint8_t frame[1u << 20];
+    bt_error err;
+    bt_error_init(&err);
+    size_t len;
+    Baton__StageInfo si = BATON__STAGE_INFO__INIT;
+    si.protocol_version = BT_PROTOCOL_VERSION;
+    si.rank = 1;
+    si.hostname = "fake";
+    bt_arena arena;
+    bt_arena_init(&arena, 1u << 16, &err);
+    const void *buf;
+    int from;
+    bt_frame_view f;
+    ProtobufCMessage *m;
+    bt_slice_writer *w = NULL;
+    bt_slice_key key;
+    bt_status st;
+    if ((st = bt_frame_finish(frame, sizeof frame, BT_MSG_STAGE_INFO, &si.base, 0, 0, 0, &len,
+                              &err)) ||
+        (st = bt_transport_send(fs->t, 0, frame, len, 1000000, &err)) ||
+        (st = bt_transport_recv(fs->t, 0, &buf, &len, &from, 2000000, &err)) ||
+        (st = bt_frame_parse(buf, len, &f, &err)) ||
+        (st = bt_msg_unpack(&f, BT_MSG_HELLO, &arena, &m, &err)))
+        goto done;
+    const Baton__Hello *h = (const Baton__Hello *)m;
+    memcpy(key.model_hash, h->model_hash.data, BT_MODEL_HASH_BYTES);
+    key.layer_begin = (int)h->layer_begin;
+    key.layer_end = (int)h->layer_end;
+    key.first = true;
+    key.last = true;
+    uint8_t hash[BT_MODEL_HASH_BYTES];
+    memcpy(hash, h->model_hash.data, sizeof hash);
+    hash[3] ^= (uint8_t)(fs->mode == 2);
+    Baton__SliceRequest r = BATON__SLICE_REQUEST__INIT;
+    r.rank = fs->mode == 3 ? 2 : 1;
+    r.model_hash.data = hash;
+    r.model_hash.len = sizeof hash;
+    r.layer_begin = h->layer_begin;
+    r.layer_end = h->layer_end - (fs->mode == 1);
+    if ((st = bt_frame_finish(frame, sizeof frame, BT_MSG_SLICE_REQUEST, &r.base, 0, 0, 0, &len,
+                              &err)) ||
+        (st = bt_transport_send(fs->t, 0, frame, len, 1000000, &err)))
+        goto done;
+    do { /* mode 0: the chunks; else the coordinator gives up and the hub is killed */
+        bt_arena_reset(&arena);
+        if ((st = bt_transport_recv(fs->t, 0, &buf, &len, &from, 3000000, &err)) ||
+            (st = bt_frame_parse(buf, len, &f, &err)) ||
+            (st = bt_msg_unpack(&f, BT_MSG_SLICE_CHUNK, &arena, &m, &err)))
+            goto done;
+        const Baton__SliceChunk *c = (const Baton__SliceChunk *)m;
+        if ((!w && (st = bt_slice_writer_new(dir, &key, c->total_bytes, c->n_chunks, &w, &err))) ||
+            (st = bt_slice_writer_put(w, &f, c, &err)))
+            goto done;
+    } while (!bt_slice_writer_complete(w));
+    if ((st = bt_slice_writer_finish(w, &err)) == BT_OK)
+        st = bt_slice_cache_verify(dir, &key, &err);
+done:
+    bt_slice_writer_free(w);
+    bt_arena_deinit(&arena);
+    fs->st = st;
+    snprintf(fs->msg, sizeof fs->msg, "%s", err.msg);
+    return NULL;
+}
+
+static void check_coordinator(const char *path) {
+    static const char *const want[] = {"", "layers [0, 5) or model hash differ",
+                                       "layers [0, 6) or model hash differ", "rank 2, layers"};
+    bt_error err;
+    bt_error_init(&err);
+    bt_gguf *g = NULL;
+    if (bt_gguf_open(path, &g, &err) != BT_OK) {
+        check_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+        return;
+    }
+    for (int mode = 0; mode < 4; mode++) {
+        bt_local_hub *hub = NULL;
+        CHECK_EQ_INT(bt_local_hub_new(2, 1u << 20, 4, &hub, &err), BT_OK);
+        if (!hub)
+            break;
+        fake_stage fs = {.t = bt_local_hub_endpoint(hub, 1), .g = g, .mode = mode};
+        pthread_t th;
+        pthread_create(&th, NULL, fake_stage_main, &fs);
+        bt_cluster_params p = bt_cluster_default_params();
+        p.max_batch = 16;
+        p.max_seqs = 2;
+        p.kv_tokens = 64;
+        p.n_ctx = 64;
+        p.hello_timeout_us = 3000000;
+        bt_cluster *c = NULL;
+        bt_error_init(&err);
+        bt_status st = bt_cluster_start(bt_local_hub_endpoint(hub, 0), g, &p, &c, &err);
+        if (mode == 0) {
+            /* Shipped; then no HelloReply from the fake stage: the start-up times out. */
+            CHECK_EQ_INT(st, BT_ERR_TIMEOUT);
+            CHECK(strstr(err.msg, "HelloReply") != NULL);
+        } else {
+            CHECK_EQ_INT(st, BT_ERR_PROTOCOL);
+            if (!strstr(err.msg, "SliceRequest from rank 1") || !strstr(err.msg, want[mode]))
+                check_fail(__FILE__, __LINE__, "mode %d: '%s' lacks '%s'", mode, err.msg,
+                           want[mode]);
+        }
+        bt_local_hub_kill(hub, 1);
+        pthread_join(th, NULL);
+        if (mode == 0) {
+            if (fs.st != BT_OK)
+                printf("fake stage: %s\n", fs.msg);
+            CHECK_EQ_INT(fs.st, BT_OK); /* the whole slice arrived and verifies */
+        } else {
+            CHECK(fs.st != BT_OK); /* no chunk came */
+        }
+        bt_cluster_free(c);
+        bt_local_hub_free(hub);
+    }
+    bt_hparams hp;
+    bt_slice_key key;
+    CHECK_EQ_INT(bt_hparams_load(g, &hp, &err), BT_OK);
+    key_of(g, 0, hp.n_layer, hp.n_layer, &key); /* the one stage's entry */
+    bt_slice_cache_remove(dir, &key);
+    CHECK_EQ_INT(count_files(), 0);
+    bt_gguf_free(g);
+}
+
 static void check_model(const char *path, size_t max_frame) {
     bt_error err;
     bt_error_init(&err);
@@ -314,6 +453,7 @@ int main(void) {
     const char *tiny = check_make_tiny_model("slice");
     if (tiny) {
         check_model(tiny, 16384); /* several chunks per slice */
+        check_coordinator(tiny);
         unlink(tiny);
     }
     const char *smol = check_model_path("SmolLM2 slices");
