@@ -196,6 +196,15 @@ bt_status bt_slice_sender_new(const bt_gguf *g, int layer_begin, int layer_end, 
     }
     s->chunk = chunk;
     uint64_t n = (bt_slice_plan_size(s->plan) + chunk - 1) / chunk;
+    if (n > BT_SLICE_MAX_CHUNKS || bt_slice_plan_size(s->plan) > BT_SLICE_MAX_BYTES) {
+        uint64_t size = bt_slice_plan_size(s->plan);
+        bt_slice_sender_free(s);
+        return bt_error_set(err, BT_ERR_LIMIT,
+                            "slice: layers [%d, %d) are %llu bytes, %llu chunks of %zu; at most "
+                            "%u chunks (larger frames: --max-batch)",
+                            layer_begin, layer_end, (unsigned long long)size, (unsigned long long)n,
+                            chunk, BT_SLICE_MAX_CHUNKS);
+    }
     s->n_chunks = (uint32_t)n;
     s->raw = malloc(chunk);
     s->zc = ZSTD_createCCtx();
@@ -481,6 +490,7 @@ bt_status bt_slice_writer_new(const char *dir, const bt_slice_key *key, uint64_t
                               uint32_t n_chunks, bt_slice_writer **out, bt_error *err) {
     *out = NULL;
     if (total == 0 || total > BT_SLICE_MAX_BYTES || n_chunks == 0 || n_chunks > total ||
+        n_chunks > BT_SLICE_MAX_CHUNKS ||
         (total + BT_SLICE_CHUNK_MAX - 1) / BT_SLICE_CHUNK_MAX > n_chunks)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "SliceChunk: total_bytes %" PRIu64 " in n_chunks %u", total, n_chunks);

@@ -48,6 +48,7 @@
 
 #define BT_SLICE_CHUNK_MAX (4u << 20)   /* raw bytes per chunk at most */
 #define BT_SLICE_MAX_BYTES (1ull << 42) /* a slice's total, as a sanity bound on the wire */
+#define BT_SLICE_MAX_CHUNKS (1u << 20)  /* chunks of one slice: bounds a writer's chunk list */
 
 /* What names a cache entry: the model (Hello.model_hash) and the stage's part of it. */
 typedef struct bt_slice_key {
@@ -117,8 +118,9 @@ bt_status bt_slice_cache_prepare(const char *dir, bt_error *err);
 typedef struct bt_slice_writer bt_slice_writer;
 
 /* Starts writing the entry of key in dir (created with its parents if missing): total bytes
- * in n_chunks chunks, as the first SliceChunk announced them (checked: 1 <= n_chunks,
- * chunks of at most BT_SLICE_CHUNK_MAX covering total <= BT_SLICE_MAX_BYTES). *out owned:
+ * in n_chunks chunks, as the first SliceChunk announced them (checked: 1 <= n_chunks <=
+ * BT_SLICE_MAX_CHUNKS, chunks of at most BT_SLICE_CHUNK_MAX covering total <=
+ * BT_SLICE_MAX_BYTES). *out owned:
  * bt_slice_writer_free. */
 bt_status bt_slice_writer_new(const char *dir, const bt_slice_key *key, uint64_t total,
                               uint32_t n_chunks, bt_slice_writer **out, bt_error *err);
