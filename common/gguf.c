@@ -57,6 +57,7 @@ struct bt_gguf {
     uint32_t version;
     size_t alignment;
     size_t data_offset;
+    size_t kv_end; /* file offset one past the last metadata key/value */
 
     size_t n_kv;
     kv_entry *kvs;
@@ -636,6 +637,7 @@ static bt_status parse(bt_gguf *g, bt_error *err) {
             return bt_error_set(err, BT_ERR_NOMEM, "gguf: out of memory for %zu kvs", g->n_kv);
     }
     st = parse_kvs(&r, g);
+    g->kv_end = r.pos;
     if (st == BT_OK)
         st = parse_alignment(&r, g);
     if (st != BT_OK)
@@ -863,6 +865,10 @@ const void *bt_gguf_base(const bt_gguf *g) {
 
 size_t bt_gguf_data_offset(const bt_gguf *g) {
     return g->data_offset;
+}
+
+size_t bt_gguf_kv_end(const bt_gguf *g) {
+    return g->kv_end;
 }
 
 size_t bt_gguf_n_kv(const bt_gguf *g) {

@@ -88,6 +88,10 @@ size_t bt_gguf_alignment(const bt_gguf *g);
 size_t bt_gguf_file_size(const bt_gguf *g);
 const void *bt_gguf_base(const bt_gguf *g);   /* start of the mapping */
 size_t bt_gguf_data_offset(const bt_gguf *g); /* file offset of the data section */
+/* File offset one past the metadata: bytes [BT_GGUF_KV_BEGIN, bt_gguf_kv_end) are the
+ * key/values as stored, which a slice (worker/slice.h) copies verbatim. */
+#define BT_GGUF_KV_BEGIN 24 /* magic, version, tensor_count, kv_count */
+size_t bt_gguf_kv_end(const bt_gguf *g);
 
 /* ---- metadata ---- */
 size_t bt_gguf_n_kv(const bt_gguf *g);

@@ -10,6 +10,10 @@ void bt_log_set_level(bt_log_level level) {
     g_level = level;
 }
 
+bool bt_log_enabled(bt_log_level level) {
+    return level >= g_level;
+}
+
 void bt_log(bt_log_level level, const char *fmt, ...) {
     static const char *const tags[] = {"debug", "info", "warn", "error"};
     if (level < g_level)

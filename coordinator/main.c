@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -65,8 +66,19 @@ static int run(int argc, char **argv) {
     return 2;
 }
 
+/* BATON_LOG=debug|info|warn|error: the log level (default warn). info adds, among others, the
+ * coordinator's start-up report and each shipped slice; debug each slice chunk. */
+static void log_level_from_env(void) {
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    const char *v = getenv("BATON_LOG");
+    for (int i = 0; v && i < 4; i++)
+        if (strcmp(v, names[i]) == 0)
+            bt_log_set_level((bt_log_level)i);
+}
+
 int main(int argc, char **argv) {
     reserve_std_fds();
+    log_level_from_env();
     /* mpirun and srun forward SIGUSR1 (Slurm's warning before a time limit) to every rank. It
      * is the coordinator's to act on (serve, batch: drain); a stage must not die of it. */
     if (bt_launch_is_stage_rank())

@@ -27,6 +27,10 @@ const char *bt_msg_kind_name(bt_msg_kind kind) {
         return "Probe";
     case BT_MSG_PROBE_REPLY:
         return "ProbeReply";
+    case BT_MSG_SLICE_REQUEST:
+        return "SliceRequest";
+    case BT_MSG_SLICE_CHUNK:
+        return "SliceChunk";
     case BT_MSG_KIND_END:
         break;
     }
@@ -34,8 +38,7 @@ const char *bt_msg_kind_name(bt_msg_kind kind) {
 }
 
 bool bt_msg_kind_known(unsigned v) {
-    return v >= BT_MSG_HELLO && v < BT_MSG_KIND_END &&
-           strcmp(bt_msg_kind_name((bt_msg_kind)v), "unknown") != 0;
+    return v >= BT_MSG_HELLO && v < BT_MSG_KIND_END;
 }
 
 static void put_u16(uint8_t *p, uint16_t v) {

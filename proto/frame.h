@@ -44,16 +44,17 @@ typedef enum bt_msg_kind {
     BT_MSG_HEARTBEAT = 5,
     BT_MSG_ERROR = 6,
     BT_MSG_SHUTDOWN = 7,
-    BT_MSG_STAGE_INFO = 8, /* protocol 4 */
-    /* 9 and 10: SliceRequest and SliceChunk (protocol 5, slices shipped to stages) */
-    BT_MSG_PROBE = 11,       /* protocol 5: --split measured */
-    BT_MSG_PROBE_REPLY = 12, /* protocol 5 */
-    BT_MSG_KIND_END          /* one past the last; values are only appended */
+    BT_MSG_STAGE_INFO = 8,    /* protocol 4 */
+    BT_MSG_SLICE_REQUEST = 9, /* protocol 5: a stage asks for its slice of the model */
+    BT_MSG_SLICE_CHUNK = 10,  /* protocol 5: one chunk of it, zstd bytes as the payload */
+    BT_MSG_PROBE = 11,        /* protocol 5: --split measured */
+    BT_MSG_PROBE_REPLY = 12,  /* protocol 5 */
+    BT_MSG_KIND_END           /* one past the last; values are only appended */
 } bt_msg_kind;
 
 /* "Hello", ...; "unknown" for a value that is not a kind of this protocol. */
 const char *bt_msg_kind_name(bt_msg_kind kind);
-/* Whether v is a kind of this protocol (the values have gaps: see the enum). */
+/* Whether v is a kind of this protocol. */
 bool bt_msg_kind_known(unsigned v);
 
 typedef struct bt_frame_view {

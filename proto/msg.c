@@ -85,6 +85,10 @@ static const ProtobufCMessageDescriptor *descriptor_of(bt_msg_kind kind) {
         return &baton__probe__descriptor;
     case BT_MSG_PROBE_REPLY:
         return &baton__probe_reply__descriptor;
+    case BT_MSG_SLICE_REQUEST:
+        return &baton__slice_request__descriptor;
+    case BT_MSG_SLICE_CHUNK:
+        return &baton__slice_chunk__descriptor;
     case BT_MSG_KIND_END:
         break;
     }

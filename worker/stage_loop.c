@@ -33,6 +33,7 @@
 #include "probe.h"
 #include "proc_space.h"
 #include "sampler.h"
+#include "slice.h"
 #include "stage.h"
 #include "stage_layout.h"
 #include "threadpool.h"
@@ -61,8 +62,12 @@ size_t bt_stage_loop_max_frame(int max_batch, int max_seqs, int n_embd) {
 
 /* Everything the loop owns; one per stage rank. */
 typedef struct bt_stage_loop {
-    bt_transport *t; /* NULL when opened by bt_stage_loop_open */
-    const bt_gguf *g;
+    bt_transport *t;  /* NULL when opened by bt_stage_loop_open */
+    const bt_gguf *g; /* the weights: borrowed, or own_g */
+    bt_gguf *own_g;   /* owned: the model file or slice this loop opened itself */
+    uint8_t model_hash[BT_MODEL_HASH_BYTES]; /* of the model g is (or is a slice of) */
+    bt_weights_source source;
+    uint64_t load_us, shipped_bytes;
     int rank, n_ranks, prev, next; /* next = 0 on the last stage (results go to rank 0) */
     Baton__Hello cfg;              /* copy of the scalar fields of the Hello */
     bt_stage *stage;
@@ -138,11 +143,8 @@ static bool report_error(loop *L, const bt_error *e) {
     return st == BT_OK || st == BT_ERR_IO;
 }
 
-static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
-    bt_hparams hp;
-    if (bt_hparams_load(L->g, &hp, err) != BT_OK)
-        return BT_ERR_FORMAT;
-    int n_layer = hp.n_layer;
+/* What a Hello must be before this stage looks for its weights. */
+static bt_status check_hello_wire(const loop *L, const Baton__Hello *h, bt_error *err) {
     if (h->protocol_version != BT_PROTOCOL_VERSION)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: protocol version %u, this stage speaks %u", h->protocol_version,
@@ -151,14 +153,16 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: stage %u of %u, but this is rank %d of %d", h->stage_index,
                             h->n_stages, L->rank, L->n_ranks);
-    if (h->layer_begin >= h->layer_end || h->layer_end > (uint32_t)n_layer)
-        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: layers [%u, %u) outside the model's %d",
-                            h->layer_begin, h->layer_end, n_layer);
-    if ((h->stage_index == 0) != (h->layer_begin == 0) ||
-        (h->stage_index + 1 == h->n_stages) != (h->layer_end == (uint32_t)n_layer))
+    if (h->layer_begin >= h->layer_end || h->layer_end > (1u << 20))
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: layers [%u, %u)", h->layer_begin,
+                            h->layer_end);
+    if ((h->stage_index == 0) != (h->layer_begin == 0))
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: layers [%u, %u) do not fit stage %u of %u", h->layer_begin,
                             h->layer_end, h->stage_index, h->n_stages);
+    if (h->model_hash.len != BT_MODEL_HASH_BYTES)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: model_hash of %zu bytes, want %d",
+                            h->model_hash.len, BT_MODEL_HASH_BYTES);
     if (h->codec >= BT_CODEC_KIND_COUNT || h->zstd_level > 19)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: codec %u / zstd level %u", h->codec,
                             h->zstd_level);
@@ -172,13 +176,170 @@ static bt_status check_hello(loop *L, const Baton__Hello *h, bt_error *err) {
     if (h->n_eog > BT_SAMPLER_MAX_EOG)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: eog has %zu ids, at most %d", h->n_eog,
                             BT_SAMPLER_MAX_EOG);
-    uint8_t hash[BT_MODEL_HASH_BYTES];
-    bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
-    if (h->model_hash.len != BT_MODEL_HASH_BYTES ||
-        memcmp(h->model_hash.data, hash, BT_MODEL_HASH_BYTES) != 0)
+    return BT_OK;
+}
+
+/* What a Hello must be against the weights this stage has found (L->g, L->model_hash). */
+static bt_status check_hello_model(const loop *L, const Baton__Hello *h, bt_error *err) {
+    bt_hparams hp;
+    if (bt_hparams_load(L->g, &hp, err) != BT_OK)
+        return BT_ERR_FORMAT;
+    int n_layer = hp.n_layer;
+    if (h->layer_end > (uint32_t)n_layer)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: layers [%u, %u) outside the model's %d",
+                            h->layer_begin, h->layer_end, n_layer);
+    if ((h->stage_index + 1 == h->n_stages) != (h->layer_end == (uint32_t)n_layer))
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "Hello: layers [%u, %u) do not fit stage %u of %u", h->layer_begin,
+                            h->layer_end, h->stage_index, h->n_stages);
+    if (memcmp(h->model_hash.data, L->model_hash, BT_MODEL_HASH_BYTES) != 0)
         return bt_error_set(err, BT_ERR_PROTOCOL,
                             "Hello: the coordinator's model differs from this stage's file "
                             "(model hash mismatch)");
+    /* A stage rank sized its frames before it knew the model (BT_STAGE_FRAME_EMBD). */
+    size_t need = bt_stage_loop_max_frame((int)h->max_batch, (int)h->max_seqs, hp.n_embd);
+    if (L->t && need > L->t->max_frame)
+        return bt_error_set(err, BT_ERR_LIMIT,
+                            "stage rank %d: its frames hold %zu bytes; this model's activations "
+                            "(n_embd %d, max_batch %u) need %zu",
+                            L->rank, L->t->max_frame, hp.n_embd, h->max_batch, need);
+    return BT_OK;
+}
+
+static void hash_of(const bt_gguf *g, uint8_t out[BT_MODEL_HASH_BYTES]) {
+    bt_model_hash(bt_gguf_base(g), bt_gguf_data_offset(g), bt_gguf_file_size(g), out);
+}
+
+/* Receives the slice of the Hello h from rank 0 into the cache dir: a SliceRequest, then its
+ * SliceChunks, each checked and written as it arrives (bt_slice_writer). */
+static bt_status fetch_slice(loop *L, const Baton__Hello *h, const char *dir,
+                             const bt_slice_key *key, int64_t chunk_timeout_us, bt_error *err) {
+    Baton__SliceRequest r = BATON__SLICE_REQUEST__INIT;
+    r.rank = (uint32_t)L->rank;
+    r.model_hash = h->model_hash;
+    r.layer_begin = h->layer_begin;
+    r.layer_end = h->layer_end;
+    int64_t t0 = bt_now_us();
+    bt_status st = send_msg(L, 0, BT_MSG_SLICE_REQUEST, &r.base, err);
+    if (st != BT_OK)
+        return st;
+    /* Its own arena: the Hello lives in L->arena until the stage is set up. */
+    bt_arena arena;
+    if ((st = bt_arena_init(&arena, 64u << 10, err)) != BT_OK)
+        return st;
+    bt_slice_writer *w = NULL;
+    size_t zbytes = 0;
+    uint32_t n_got = 0;
+    do {
+        const void *buf;
+        size_t len;
+        int from;
+        bt_frame_view f;
+        ProtobufCMessage *m;
+        bt_arena_reset(&arena);
+        if ((st = bt_transport_recv(L->t, 0, &buf, &len, &from, chunk_timeout_us, err)) != BT_OK) {
+            bt_error_wrap(err, "rank %d waiting for chunk %u of its slice", L->rank, n_got);
+            break;
+        }
+        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK ||
+            (st = bt_msg_unpack(&f, BT_MSG_SLICE_CHUNK, &arena, &m, err)) != BT_OK)
+            break;
+        const Baton__SliceChunk *c = (const Baton__SliceChunk *)m;
+        if (!w &&
+            (st = bt_slice_writer_new(dir, key, c->total_bytes, c->n_chunks, &w, err)) != BT_OK)
+            break;
+        if ((st = bt_slice_writer_put(w, &f, c, err)) != BT_OK)
+            break;
+        zbytes += f.payload_len;
+        n_got++;
+    } while (!bt_slice_writer_complete(w));
+    if (st == BT_OK)
+        st = bt_slice_writer_finish(w, err);
+    if (st == BT_OK) {
+        char path[4096];
+        bt_slice_cache_path(dir, key, path, sizeof path);
+        L->shipped_bytes = bt_slice_writer_total(w);
+        BT_INFO("stage rank %d: layers %u-%u: received its slice, %.1f MiB (%.1f MiB "
+                "compressed) in %.2f s, cached as %s",
+                L->rank, h->layer_begin, h->layer_end - 1, (double)L->shipped_bytes / 1048576.0,
+                (double)zbytes / 1048576.0, (double)(bt_now_us() - t0) / 1e6, path);
+    }
+    bt_slice_writer_free(w);
+    bt_arena_deinit(&arena);
+    return st;
+}
+
+/* Finds this stage's weights for the Hello h (see bt_stage_loop_run): sets L->g, its
+ * model hash and where it came from. */
+static bt_status resolve_weights(loop *L, const Baton__Hello *h, const bt_stage_loop_params *p,
+                                 bt_error *err) {
+    int64_t t0 = bt_now_us();
+    const uint8_t *want = h->model_hash.data;
+    bt_error e;
+    bt_error_init(&e);
+    L->source = BT_WEIGHTS_LOCAL;
+    if (L->g) { /* the in-process stage: the coordinator's own model */
+        hash_of(L->g, L->model_hash);
+        return BT_OK;
+    }
+    if (p->model_path && access(p->model_path, F_OK) == 0) {
+        bt_gguf *g = NULL;
+        if (bt_gguf_open(p->model_path, &g, &e) == BT_OK) {
+            hash_of(g, L->model_hash);
+            if (memcmp(L->model_hash, want, BT_MODEL_HASH_BYTES) == 0) {
+                L->g = L->own_g = g;
+                L->load_us = (uint64_t)(bt_now_us() - t0);
+                return BT_OK;
+            }
+            BT_WARN("stage rank %d: '%s' is another model than the coordinator's (model hash "
+                    "differs); using its slice instead",
+                    L->rank, p->model_path);
+            bt_gguf_free(g);
+        } else {
+            BT_WARN("stage rank %d: cannot use '%s' (%s); using its slice instead", L->rank,
+                    p->model_path, e.msg);
+        }
+    }
+    char dir[4096];
+    if (p->slice_cache && *p->slice_cache)
+        snprintf(dir, sizeof dir, "%s", p->slice_cache);
+    else if (bt_slice_cache_default(dir, sizeof dir, err) != BT_OK)
+        return BT_ERR_NOT_FOUND;
+    bt_slice_key key;
+    memcpy(key.model_hash, want, BT_MODEL_HASH_BYTES);
+    key.layer_begin = (int)h->layer_begin;
+    key.layer_end = (int)h->layer_end;
+    key.first = h->stage_index == 0;
+    key.last = h->stage_index + 1 == h->n_stages;
+    char path[4096];
+    bt_slice_cache_path(dir, &key, path, sizeof path);
+    memcpy(L->model_hash, want, BT_MODEL_HASH_BYTES);
+    bt_status st = bt_slice_cache_verify(dir, &key, &e);
+    if (st == BT_OK) {
+        if ((st = bt_gguf_open(path, &L->own_g, &e)) == BT_OK) {
+            L->g = L->own_g;
+            L->source = BT_WEIGHTS_CACHE;
+            L->load_us = (uint64_t)(bt_now_us() - t0);
+            BT_INFO("stage rank %d: layers %u-%u from the slice cache: %s", L->rank, h->layer_begin,
+                    h->layer_end - 1, path);
+            return BT_OK;
+        }
+    }
+    if (st != BT_ERR_NOT_FOUND) {
+        BT_WARN("stage rank %d: %s; deleting the entry and fetching the slice again", L->rank,
+                e.msg);
+        bt_slice_cache_remove(dir, &key);
+    }
+    /* Checked before asking: the coordinator sends the whole slice once asked. */
+    if ((st = bt_slice_cache_prepare(dir, err)) != BT_OK ||
+        (st = fetch_slice(L, h, dir, &key, p->hello_timeout_us, err)) != BT_OK)
+        return st;
+    if ((st = bt_slice_cache_verify(dir, &key, err)) != BT_OK ||
+        (st = bt_gguf_open(path, &L->own_g, err)) != BT_OK)
+        return bt_error_wrap(err, "stage rank %d: its fetched slice", L->rank), st;
+    L->g = L->own_g;
+    L->source = BT_WEIGHTS_SHIPPED;
+    L->load_us = (uint64_t)(bt_now_us() - t0);
     return BT_OK;
 }
 
@@ -315,6 +476,7 @@ static void teardown(loop *L) {
         pthread_mutex_destroy(&L->mu);
     }
     bt_stage_free(L->stage);
+    bt_gguf_free(L->own_g); /* after the stage, whose weights point into it */
     bt_codec_free(L->codec);
     bt_sampler_free(L->sampler);
     bt_sampler_hist_free(L->hist);
@@ -340,14 +502,12 @@ static void teardown(loop *L) {
 
 static bt_status reply_hello(loop *L, bt_error *err) {
     Baton__HelloReply r = BATON__HELLO_REPLY__INIT;
-    uint8_t hash[BT_MODEL_HASH_BYTES];
-    bt_model_hash(bt_gguf_base(L->g), bt_gguf_data_offset(L->g), bt_gguf_file_size(L->g), hash);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     r.protocol_version = BT_PROTOCOL_VERSION;
     r.rank = (uint32_t)L->rank;
-    r.model_hash.data = hash;
-    r.model_hash.len = sizeof hash;
+    r.model_hash.data = L->model_hash;
+    r.model_hash.len = sizeof L->model_hash;
     r.layer_begin = (uint32_t)bt_stage_layer_begin(L->stage);
     r.layer_end = (uint32_t)bt_stage_layer_end(L->stage);
     r.weight_bytes = bt_stage_weight_bytes(L->stage);
@@ -362,6 +522,9 @@ static bt_status reply_hello(loop *L, bt_error *err) {
     r.kv_block_tokens = BT_KV_BLOCK_TOKENS;
     r.decode_group = BT_DECODE_GROUP;
     r.score_rows = BT_SCORE_ROWS;
+    r.weights_source = (uint32_t)L->source;
+    r.weights_load_us = L->load_us;
+    r.shipped_bytes = L->shipped_bytes;
     return send_msg(L, 0, BT_MSG_HELLO_REPLY, &r.base, err);
 }
 
@@ -815,7 +978,9 @@ bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_lo
         bt_arena_reset(&L.arena);
     }
     if ((st = bt_msg_unpack(&f, BT_MSG_HELLO, &L.arena, &m, err)) != BT_OK ||
-        (st = check_hello(&L, (Baton__Hello *)m, err)) != BT_OK ||
+        (st = check_hello_wire(&L, (Baton__Hello *)m, err)) != BT_OK ||
+        (st = resolve_weights(&L, (Baton__Hello *)m, p, err)) != BT_OK ||
+        (st = check_hello_model(&L, (Baton__Hello *)m, err)) != BT_OK ||
         (st = setup(&L, (Baton__Hello *)m, p, err)) != BT_OK ||
         (st = reply_hello(&L, err)) != BT_OK)
         goto done;
@@ -843,7 +1008,10 @@ bt_status bt_stage_loop_open(const bt_gguf *g, const Baton__Hello *h, int rank, 
     L->rank = rank;
     L->n_ranks = n_ranks;
     bt_stage_loop_params p = bt_stage_loop_default_params();
-    bt_status st = check_hello(L, h, err);
+    hash_of(g, L->model_hash);
+    bt_status st = check_hello_wire(L, h, err);
+    if (st == BT_OK)
+        st = check_hello_model(L, h, err);
     if (st == BT_OK)
         st = setup(L, h, &p, err);
     if (st != BT_OK) {

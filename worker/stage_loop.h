@@ -8,8 +8,14 @@
  *   (start)       -                             WAIT_HELLO (after StageInfo)
  *   WAIT_HELLO    Probe, the first (valid)      WAIT_HELLO (after timing it: ProbeReply)
  *   WAIT_HELLO    a second Probe                DONE (error)
- *   WAIT_HELLO    Hello (valid, model matches)  SERVING (after HelloReply)
+ *   WAIT_HELLO    Hello (valid)                 LOADING
  *   WAIT_HELLO    timeout / bad Hello           DONE (error)
+ *   LOADING       model file or cache entry     SERVING (after HelloReply)
+ *                 found with the Hello's hash
+ *   LOADING       neither                       FETCHING (SliceRequest to rank 0)
+ *   FETCHING      SliceChunk (checked, written) FETCHING; after the last: SERVING (after
+ *                                               HelloReply)
+ *   FETCHING      timeout / bad chunk           DONE (error)
  *   SERVING       StageBatch from the previous  SERVING: ops, forward, then activations to
  *                 rank                          the next stage, or samples to rank 0
  *   SERVING       nothing for heartbeat_ms      SERVING (Heartbeat to rank 0)
@@ -43,19 +49,41 @@
 
 typedef struct bt_stage_loop_params {
     int n_threads;
-    int64_t hello_timeout_us; /* how long to wait for the coordinator's Hello */
+    int64_t hello_timeout_us; /* how long to wait for the coordinator's Hello (and, when the
+                                 slice is fetched, for each of its chunks) */
+    const char *model_path;   /* where this host may have the model file (borrowed; need not
+                                 exist); used when bt_stage_loop_run gets no model */
+    const char *slice_cache;  /* slice cache directory (borrowed), or NULL for the default
+                                 (bt_slice_cache_default, worker/slice.h) */
 } bt_stage_loop_params;
 
 bt_stage_loop_params bt_stage_loop_default_params(void);
 
-/* Runs the stage role for rank t->rank >= 1 on the model g (borrowed). Returns BT_OK after a
- * Shutdown; otherwise the error, already sent to rank 0 when possible. *reported (may be
- * NULL) is false only when the caller should print the error itself: rank 0 was reachable
- * but did not take it. Otherwise rank 0 reports it, or has already ended the job over a
- * failure it reported (this endpoint or rank 0 gone), so that a failure shows once, not once
- * per stage. */
+/* Where a stage's weights came from (HelloReply.weights_source). */
+typedef enum bt_weights_source {
+    BT_WEIGHTS_LOCAL = 0,   /* the model file at its path (or the in-process stage's model) */
+    BT_WEIGHTS_CACHE = 1,   /* a verified entry of the slice cache */
+    BT_WEIGHTS_SHIPPED = 2, /* fetched from the coordinator now, then cached */
+} bt_weights_source;
+
+/* Runs the stage role for rank t->rank >= 1. Its weights: g when given (borrowed: the
+ * in-process stage of a singleton run); else, once the Hello says which model and layers,
+ * (1) the file at p->model_path if it exists and has the Hello's model hash, else (2) the
+ * slice cache's entry for (model hash, layers, role) if it verifies (a corrupt or partial
+ * entry is logged, naming it and why, deleted, and fetched again), else (3) its slice fetched
+ * from rank 0 (SliceRequest, SliceChunks), written to the cache, verified and mapped.
+ * Returns BT_OK after a Shutdown; otherwise the error, already sent to rank 0 when possible.
+ * *reported (may be NULL) is false only when the caller should print the error itself: rank
+ * 0 was reachable but did not take it. Otherwise rank 0 reports it, or has already ended the
+ * job over a failure it reported (this endpoint or rank 0 gone), so that a failure shows
+ * once, not once per stage. */
 bt_status bt_stage_loop_run(bt_transport *t, const bt_gguf *g, const bt_stage_loop_params *p,
                             bool *reported, bt_error *err);
+
+/* The model width a stage rank sizes its frames for before it knows its model (its
+ * transport exists before the Hello): the widest of the shapes baton plans for (Llama-70B).
+ * A model wider than the frames is refused after the Hello, naming both sizes. */
+#define BT_STAGE_FRAME_EMBD 8192
 
 /* Largest frame the protocol sends for these sizes (both ends size their transports with
  * it): a StageBatch header for max_batch rows with up to max_seqs ops and sampling entries,

@@ -144,6 +144,23 @@ fail:
     return st;
 }
 
+bool bt_weights_needs(const bt_gguf *g, const char *name, int layer_begin, int layer_end,
+                      int n_layer) {
+    bool first = layer_begin == 0, last = layer_end == n_layer;
+    if (strncmp(name, "blk.", 4) == 0) {
+        char *end;
+        long il = strtol(name + 4, &end, 10);
+        return end != name + 4 && *end == '.' && il >= layer_begin && il < layer_end;
+    }
+    if (strcmp(name, "rope_freqs.weight") == 0)
+        return true;
+    if (strcmp(name, "token_embd.weight") == 0)
+        return first || (last && !bt_gguf_find_tensor(g, "output.weight"));
+    if (strcmp(name, "output_norm.weight") == 0 || strcmp(name, "output.weight") == 0)
+        return last;
+    return false;
+}
+
 void bt_weights_deinit(bt_weights *w) {
     if (!w)
         return;

@@ -62,6 +62,14 @@ bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begi
                           bt_weights *out, bt_error *err);
 void bt_weights_deinit(bt_weights *w);
 
+/* The one rule of which tensors layers [layer_begin, layer_end) of a model of n_layer layers
+ * read (what bt_weights_load looks up): every tensor of blocks layer_begin..layer_end-1,
+ * rope_freqs.weight, token_embd.weight on the first stage and, when g has no output.weight
+ * (tied), on the last, output_norm.weight and output.weight on the last. A slice
+ * (worker/slice.h) holds exactly these, so bt_weights_load finds in it what it finds in g. */
+bool bt_weights_needs(const bt_gguf *g, const char *name, int layer_begin, int layer_end,
+                      int n_layer);
+
 /* Bytes of weight data this slice reads (for balancing and reports). */
 size_t bt_weights_bytes(const bt_weights *w);
 

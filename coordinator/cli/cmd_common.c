@@ -10,7 +10,9 @@
 
 #include "chat.h"
 #include "commands.h"
+#include "clock.h"
 #include "hparams.h"
+#include "log.h"
 #include "mem_budget.h"
 #include "split.h"
 #include "term_watch.h"
@@ -189,15 +191,34 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         st = bt_numerics_parse(cf->numerics, &ep.cluster.numerics, &err);
     if (st != BT_OK)
         goto fail;
+    /* The threads default is capped like --threads, so a many-core host is not refused by a
+     * stage. */
+    s->n_threads = mf->threads > 0 ? (int)mf->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_threads > BT_THREADPOOL_MAX_THREADS)
+        s->n_threads = BT_THREADPOOL_MAX_THREADS;
+    if (bt_launch_is_stage_rank()) {
+        /* A stage needs no model file here: after its Hello it takes the file at model_path
+         * if that is the coordinator's model, else its slice (cache or shipped). */
+        bt_launch_params sl = {.n_threads = s->n_threads,
+                               .max_batch = (int)cf->max_batch,
+                               .max_seqs = (int)cf->max_seqs,
+                               .model_path = model_path,
+                               .slice_cache = cf->slice_cache};
+        if ((st = bt_launch_start(&s->launch, NULL, &sl, &err)) != BT_OK)
+            goto fail;
+        s->launched = true;
+        if (!s->launch.is_stage) {
+            st = bt_error_set(&err, BT_ERR_INTERNAL, "rank %d of %d is not a stage rank",
+                              s->launch.rank, s->launch.size);
+            goto fail;
+        }
+        return bt_session_close(s, 0);
+    }
     if ((st = bt_gguf_open(model_path, &s->gguf, &err)) != BT_OK ||
         (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
         (st = bt_stage_check_model(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
-    /* The default is capped like --threads, so a many-core host is not refused by a stage. */
-    s->n_threads = mf->threads > 0 ? (int)mf->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (s->n_threads > BT_THREADPOOL_MAX_THREADS)
-        s->n_threads = BT_THREADPOOL_MAX_THREADS;
     int n_ctx = mf->ctx ? (int)mf->ctx : bt_hparams_default_ctx(&hp);
     if (hp.n_ctx_train > 0 && n_ctx > hp.n_ctx_train) {
         st = bt_error_set(&err, BT_ERR_RANGE, "--ctx %d exceeds the model's trained context %d",
@@ -245,7 +266,10 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
                            .local_stages = (int)cf->stages,
                            .max_batch = (int)cf->max_batch,
                            .max_seqs = (int)cf->max_seqs,
-                           .n_embd = hp.n_embd};
+                           .n_embd = hp.n_embd,
+                           .model_path = model_path,
+                           .slice_cache = cf->slice_cache};
+    int64_t t_launch = bt_now_us();
     if ((st = bt_launch_start(&s->launch, s->gguf, &lp, &err)) != BT_OK)
         goto fail;
     s->launched = true;
@@ -253,6 +277,11 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         return bt_session_close(s, 0);
     if ((st = bt_engine_new(s->launch.t, s->gguf, s->vocab, &ep, &s->engine, &err)) != BT_OK)
         goto fail;
+    s->ready_us = bt_now_us() - t_launch;
+    if (bt_log_enabled(BT_LOG_INFO)) {
+        char line[2048];
+        BT_INFO("%s", bt_session_ready_line(s, line, sizeof line));
+    }
     /* Stages on ranks under mpirun (not threads): a dead rank makes the launcher SIGTERM this
      * one; say which stage died. */
     if (s->launch.mpi && !s->launch.hub &&
@@ -262,6 +291,26 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
 fail:
     fprintf(stderr, "baton %s: %s\n", cmd, err.msg[0] ? err.msg : bt_status_str(st));
     return bt_session_close(s, bt_cmd_exit_status(st));
+}
+
+const char *bt_session_ready_line(const bt_session *s, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "ready in %.2f s", (double)s->ready_us / 1e6);
+    const bt_cluster *c = s->engine ? bt_engine_cluster(s->engine) : NULL;
+    for (int i = 0; c && i < bt_cluster_n_stages(c) && n < cap; i++) {
+        const bt_stage_report *r = bt_cluster_stage(c, i);
+        char name[160];
+        bt_cluster_stage_name(c, i + 1, name, sizeof name);
+        if (r->weights_source == BT_WEIGHTS_SHIPPED)
+            n += (size_t)snprintf(buf + n, cap - n,
+                                  "; %s: shipped %.1f MiB (%.1f MiB compressed) in %.2f s", name,
+                                  (double)r->shipped_bytes / 1048576.0,
+                                  (double)r->shipped_zbytes / 1048576.0, (double)r->ship_us / 1e6);
+        else
+            n += (size_t)snprintf(buf + n, cap - n, "; %s: weights from the %s", name,
+                                  r->weights_source == BT_WEIGHTS_CACHE ? "slice cache"
+                                                                        : "local file");
+    }
+    return buf;
 }
 
 static bool engine_failed(bt_engine *e) {

@@ -45,7 +45,8 @@ bt_status bt_model_flags_path(bt_model_flags *f, const char **path, bt_error *er
 /* Flags of the commands that run on the cluster (generate, bench, perplexity). */
 typedef struct bt_cluster_flags {
     const char *codec, *layers, *split, *numerics;
-    const char *stage_mem; /* --stage-mem SIZE[,SIZE...]: stage memory budgets, or NULL */
+    const char *stage_mem;   /* --stage-mem SIZE[,SIZE...]: stage memory budgets, or NULL */
+    const char *slice_cache; /* --slice-cache DIR: stage ranks' slice cache, or NULL (default) */
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
         heartbeat_ms, kv_tokens;
     int64_t kv_seqs;          /* default KV pool: this many contexts (0: min(max_seqs, 4)) */
@@ -66,6 +67,12 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--stage-mem", BT_CLI_STR, &(f).stage_mem, 0, 0, "memory per stage, e.g. 2G or 1G,3G"},    \
         {"--stage-speed", BT_CLI_STR, &(f).stage_speed, 0, 0, "stage speeds, e.g. 1,1,0.5"},        \
         {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
+        {"--slice-cache",                                                                           \
+         BT_CLI_STR,                                                                                \
+         &(f).slice_cache,                                                                          \
+         0,                                                                                         \
+         0,                                                                                         \
+         "stages' cache of shipped slices (default ~/.cache/baton/slices)"},                        \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
         {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64)"},            \
@@ -114,18 +121,24 @@ bt_status bt_param_flags_apply(const bt_param_flags *f, bt_request_params *p, bt
 /* A model opened for a cluster command: the GGUF and vocabulary here, this process's role
  * started, and on the coordinator the engine connected to the stages. */
 typedef struct bt_session {
-    bt_gguf *gguf;
+    bt_gguf *gguf; /* NULL on a stage rank: its stage loop finds its own weights */
     bt_vocab *vocab;
     bt_launch launch;
     bool launched;
     bt_engine *engine;
     int n_threads;
+    int64_t ready_us; /* coordinator: from bt_launch_start to the stages' last HelloReply */
 } bt_session;
 
 /* Opens the session. Returns -1 on the coordinator (go on and use s->engine); otherwise the
  * exit status to end with: a stage rank that has served, or a failure (printed, prefixed by
  * cmd). */
 int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_cluster_flags *cf);
+
+/* The coordinator's start-up report into buf: "ready in T s; stage rank R (layers A-B on
+ * HOST): weights from the local file | the slice cache | shipped N MiB (Z MiB compressed) in
+ * T s; ...". Returns buf. */
+const char *bt_session_ready_line(const bt_session *s, char *buf, size_t cap);
 
 /* Ends the session: shutdown or abort of the stages, joins, MPI finalisation. Returns the
  * exit status given the command's own. */

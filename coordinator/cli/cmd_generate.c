@@ -507,6 +507,10 @@ int bt_cmd_generate(int argc, char **argv) {
     bt_engine_info info;
     bt_engine_get_info(s.engine, &info);
     const int n_ctx = info.n_ctx;
+    {
+        char line[2048];
+        fprintf(stderr, "baton generate: %s\n", bt_session_ready_line(&s, line, sizeof line));
+    }
     size_t n_prompt = 0, cap = (size_t)n_ctx;
     ids = malloc(sizeof *ids * cap);
     if (!ids) {

@@ -157,8 +157,10 @@ int bt_cmd_serve(int argc, char **argv) {
         bt_api_server_drain(server);
         bt_engine_shutdown(s.engine, true, bt_now_us() + ctl.shutdown_timeout_us);
     }
-    fprintf(stderr, "baton serve: listening on http://%s:%d (model %s, %d stages)\n", sp.host,
-            bt_api_server_port(server), model->name, info.n_stages);
+    char ready[2048];
+    fprintf(stderr, "baton serve: listening on http://%s:%d (model %s, %d stages; %s)\n", sp.host,
+            bt_api_server_port(server), model->name, info.n_stages,
+            bt_session_ready_line(&s, ready, sizeof ready));
 
     bt_error_init(&err);
     st = bt_engine_serve(s.engine, &err);

@@ -16,6 +16,7 @@
 #include "request_impl.h"
 #include "stage_layout.h"
 #include "sampling.h"
+#include "slice.h"
 #include "stage_loop.h"
 
 #define ARENA_BYTES (4u << 20)
@@ -234,6 +235,92 @@ static bt_status probe_stages(bt_cluster *c, const bt_hparams *hp, int64_t deadl
     return BT_OK;
 }
 
+/* While a stage's slice is shipped, the stage may only have failed: reads what it sent within
+ * timeout_us (0: what is there) and returns its Error as the start-up failure it is; any other
+ * frame is a protocol error. BT_OK when nothing came. */
+static bt_status stage_failed_while_shipping(bt_cluster *c, int from, int64_t timeout_us,
+                                             bt_error *err) {
+    const void *buf;
+    size_t len;
+    int got;
+    bt_error e;
+    bt_error_init(&e);
+    bt_status st = bt_transport_recv(c->t, from, &buf, &len, &got, timeout_us, &e);
+    if (st == BT_ERR_TIMEOUT)
+        return BT_OK;
+    if (st != BT_OK) {
+        *err = e;
+        return st;
+    }
+    bt_frame_view f;
+    ProtobufCMessage *m;
+    bt_arena_reset(&c->arena);
+    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+        return bt_error_wrap(err, "from stage rank %d", from), st;
+    if (f.kind == BT_MSG_ERROR && bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
+        const Baton__Error *x = (const Baton__Error *)m;
+        return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
+                            x->message ? x->message : "");
+    }
+    return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d sent a %s while its slice was shipped",
+                        from, bt_msg_kind_name(f.kind));
+}
+
+/* Answers the SliceRequest m of rank `from` (checked against its Hello: model, layers) with
+ * every SliceChunk of its slice, in order, before reading anything else: one stage at a time.
+ * The chunks are read from this process's mapping of the model, so nothing of the slice is
+ * held here but the chunk in flight. */
+static bt_status serve_slice(bt_cluster *c, int from, const Baton__SliceRequest *m,
+                             const uint8_t hash[BT_MODEL_HASH_BYTES], bt_error *err) {
+    int s = from - 1;
+    if (from < 1 || from > c->n_stages || c->stages[s].rank || c->stages[s].shipped_bytes)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "unexpected SliceRequest from rank %d", from);
+    if (m->rank != (uint32_t)from || m->model_hash.len != BT_MODEL_HASH_BYTES ||
+        memcmp(m->model_hash.data, hash, BT_MODEL_HASH_BYTES) != 0 ||
+        m->layer_begin != (uint32_t)c->split.begin[s] || m->layer_end != (uint32_t)c->split.end[s])
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "SliceRequest from rank %d: rank %u, layers [%u, %u) or model hash "
+                            "differ from its Hello (layers [%d, %d))",
+                            from, m->rank, m->layer_begin, m->layer_end, c->split.begin[s],
+                            c->split.end[s]);
+    bt_slice_sender *snd;
+    bt_status st =
+        bt_slice_sender_new(c->g, c->split.begin[s], c->split.end[s], c->t->max_frame, &snd, err);
+    if (st != BT_OK)
+        return st;
+    int64_t t0 = bt_now_us();
+    uint32_t n = bt_slice_sender_n_chunks(snd);
+    uint64_t zbytes = 0;
+    for (uint32_t i = 0; i < n && st == BT_OK; i++) {
+        size_t len, z;
+        /* A stage that failed on a chunk (its disk, a bad hash) says so and reads no more. */
+        if ((st = stage_failed_while_shipping(c, from, 0, err)) != BT_OK ||
+            (st = bt_slice_sender_frame(snd, i, c->out, c->t->max_frame, &len, &z, err)) != BT_OK)
+            break;
+        if ((st = bt_transport_send(c->t, from, c->out, len, SEND_TIMEOUT_US, err)) != BT_OK) {
+            stage_failed_while_shipping(c, from, 1000000, err); /* its word, if it said one */
+            break;
+        }
+        BT_DEBUG("slice for stage rank %d: chunk %u of %u: %zu bytes compressed", from, i, n, z);
+        zbytes += z;
+    }
+    /* Sent means handed to the transport; the stage's HelloReply says it arrived. */
+    if (st == BT_OK)
+        st = bt_transport_flush(c->t, c->p.hello_timeout_us, err);
+    bt_stage_report *rep = &c->stages[s];
+    rep->shipped_bytes = bt_slice_sender_size(snd);
+    rep->shipped_zbytes = zbytes;
+    rep->ship_us = (uint64_t)(bt_now_us() - t0);
+    if (st == BT_OK)
+        BT_INFO("stage rank %d (layers %d-%d on %s): shipped its slice, %.1f MiB in %u chunks, "
+                "%.1f MiB compressed, in %.2f s",
+                from, c->split.begin[s], c->split.end[s] - 1, rep->host,
+                (double)rep->shipped_bytes / 1048576.0, n, (double)zbytes / 1048576.0,
+                (double)rep->ship_us / 1e6);
+    bt_slice_sender_free(snd);
+    return st != BT_OK ? bt_error_wrap(err, "shipping the slice of stage rank %d", from), st : st;
+}
+
 static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_hparams hp;
     bt_status st = bt_hparams_load(c->g, &hp, err);
@@ -339,6 +426,12 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
             c->stages[from - 1].last_seen_us = bt_now_us();
             continue;
         }
+        if (f.kind == BT_MSG_SLICE_REQUEST) {
+            if ((st = bt_msg_unpack(&f, BT_MSG_SLICE_REQUEST, &c->arena, &m, err)) != BT_OK ||
+                (st = serve_slice(c, from, (const Baton__SliceRequest *)m, hash, err)) != BT_OK)
+                return st;
+            continue;
+        }
         if ((st = bt_msg_unpack(&f, BT_MSG_HELLO_REPLY, &c->arena, &m, err)) != BT_OK)
             return bt_error_wrap(err, "handshake from rank %d", from), st;
         Baton__HelloReply *r = (Baton__HelloReply *)m;
@@ -383,6 +476,16 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         rep->local = space[0] && r->proc_space && strcmp(r->proc_space, space) == 0 && r->pid > 0 &&
                      r->pid <= (uint32_t)INT32_MAX && rep->pid != (int)getpid();
         rep->last_seen_us = rep->last_heartbeat_us = rep->start_us = bt_now_us();
+        if (r->weights_source > BT_WEIGHTS_SHIPPED ||
+            (r->weights_source == BT_WEIGHTS_SHIPPED) != (rep->shipped_bytes > 0) ||
+            (rep->shipped_bytes && r->shipped_bytes != rep->shipped_bytes))
+            return bt_error_set(err, BT_ERR_PROTOCOL,
+                                "stage rank %d answered weights_source %u with %llu shipped bytes; "
+                                "this coordinator shipped it %llu",
+                                from, r->weights_source, (unsigned long long)r->shipped_bytes,
+                                (unsigned long long)rep->shipped_bytes);
+        rep->weights_source = (int)r->weights_source;
+        rep->weights_load_us = r->weights_load_us;
         rep->kv_tokens_free = rep->kv_tokens;
         got++;
     }

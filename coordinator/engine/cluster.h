@@ -89,6 +89,13 @@ typedef struct bt_stage_report {
     double speed;
     double probe_pass_us; /* wall-clock time of one layer pass of BT_DECODE_GROUP rows */
     double probe_cpu;     /* CPU time over wall-clock time meanwhile (cores it got) */
+
+    /* Where its weights came from (HelloReply, protocol 5): */
+    int weights_source;       /* bt_weights_source (stage_loop.h) */
+    uint64_t weights_load_us; /* the stage's time from its Hello to its weights */
+    uint64_t shipped_bytes;   /* slice bytes shipped to it (0 unless shipped) */
+    uint64_t shipped_zbytes;  /* ... as compressed on the wire */
+    uint64_t ship_us;         /* the coordinator's time sending them */
 } bt_stage_report;
 
 /* How long each stage's Probe times by default: several periods of a CFS quota (100 ms). */
@@ -100,7 +107,9 @@ typedef struct bt_cluster bt_cluster;
  * stage_speed, probes each stage in turn (Probe, then its ProbeReply, before the next stage's
  * Probe: stages sharing a machine are not timed against each other); plans the split within
  * their memory budgets (split.h; a plan that cannot fit fails here with BT_ERR_RANGE, before
- * any stage has loaded a weight), sends each its Hello and waits for their replies. */
+ * any stage has loaded a weight), sends each its Hello and waits for their replies. Meanwhile
+ * it answers each stage's SliceRequest (one stage at a time) with the SliceChunks of its
+ * slice, read from g's mapping (worker/slice.h), and logs their sizes and time. */
 bt_status bt_cluster_start(bt_transport *t, const bt_gguf *g, const bt_cluster_params *p,
                            bt_cluster **out, bt_error *err);
 void bt_cluster_free(bt_cluster *c);

@@ -47,9 +47,16 @@ bool bt_launch_is_stage_rank(void) {
 bt_status bt_launch_start(bt_launch *L, const bt_gguf *g, const bt_launch_params *p,
                           bt_error *err) {
     memset(L, 0, sizeof *L);
-    size_t max_frame = bt_stage_loop_max_frame(p->max_batch, p->max_seqs, p->n_embd);
+    /* A stage rank without the model sizes its frames for the widest model it may get; the
+     * pages of a frame buffer that no frame reaches are never touched, so cost no memory. */
+    int n_embd = p->n_embd > 0 ? p->n_embd : BT_STAGE_FRAME_EMBD;
+    size_t max_frame = bt_stage_loop_max_frame(p->max_batch, p->max_seqs, n_embd);
+    if (p->n_embd <= 0 && max_frame > (1u << 30))
+        max_frame = 1u << 30; /* the Hello says whether the model's frames fit */
     bt_stage_loop_params sp = bt_stage_loop_default_params();
     sp.n_threads = p->n_threads;
+    sp.model_path = p->model_path;
+    sp.slice_cache = p->slice_cache;
     bt_status st;
 
     if (bt_mpi_launched()) {

@@ -12,7 +12,9 @@
  * status. On the coordinator it returns a transport connected to the stages.
  *
  * Ownership: a bt_launch owns the transport, the local hub and the stage threads; the GGUF is
- * borrowed (opened by the caller before, closed after bt_launch_finish).
+ * borrowed (opened by the caller before, closed after bt_launch_finish). A stage rank may be
+ * started without one (g NULL): its stage loop finds its weights after the Hello (the file at
+ * model_path, its slice cache, or its slice shipped by the coordinator; stage_loop.h).
  */
 #ifndef BT_LAUNCH_H
 #define BT_LAUNCH_H
@@ -28,7 +30,11 @@
 typedef struct bt_launch_params {
     int n_threads;                   /* compute threads per stage */
     int local_stages;                /* stage threads of a singleton run (default 1) */
-    int max_batch, max_seqs, n_embd; /* frame size */
+    int max_batch, max_seqs, n_embd; /* frame size; n_embd 0: not known (a stage rank that has
+                                        not opened the model: BT_STAGE_FRAME_EMBD) */
+    const char *model_path;          /* a stage rank's --model path (borrowed; may not exist on
+                                        its host) when g is NULL */
+    const char *slice_cache;         /* --slice-cache (borrowed) or NULL for the default */
 } bt_launch_params;
 
 typedef struct bt_launch {

@@ -46,7 +46,7 @@ fi
 # --max-tokens 0: no token, so no time to first token (it was printed negative).
 "$BATON" generate --prompt hi --max-tokens 0 --threads 2 >"$tmp/out" 2>"$tmp/err"
 rc=$?
-if [[ $rc -eq 0 ]] && ! grep -q -- "-[0-9]" "$tmp/err" && grep -q "generation: 0 tokens, finish: length" "$tmp/err"; then
+if [[ $rc -eq 0 ]] && ! grep -qE -- "(^|[ :(])-[0-9]" "$tmp/err" && grep -q "generation: 0 tokens, finish: length" "$tmp/err"; then
     pass "generate --max-tokens 0 -> 0, no time to first token"
 else
     fail "generate --max-tokens 0 -> $rc: $(cat "$tmp/err")"

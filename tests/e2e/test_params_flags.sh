@@ -109,8 +109,8 @@ fi
 a=$(run --max-tokens 8 --ignore-eos --temperature 0.9 --seed 3 --repeat-penalty 1.3 --logprobs 2 2>&1)
 b=$(run --max-tokens 8 --ignore-eos --temperature 0.9 --seed 3 --repetition-penalty 1.3 \
     --top-logprobs 2 2>&1)
-a=$(grep -v "time to first token\|decode steps" <<<"$a")
-b=$(grep -v "time to first token\|decode steps" <<<"$b")
+a=$(grep -v "time to first token\|decode steps\|: ready in " <<<"$a")
+b=$(grep -v "time to first token\|decode steps\|: ready in " <<<"$b")
 [[ -n $a && $a == "$b" ]] && pass "--repeat-penalty/--logprobs == --repetition-penalty/--top-logprobs" \
     || fail "aliases differ: '$a' vs '$b'"
 finish

@@ -184,6 +184,18 @@ static void walk(bt_msg_kind kind, const ProtobufCMessage *m) {
         touch(&r->wall_us, sizeof r->wall_us);
         break;
     }
+    case BT_MSG_SLICE_REQUEST: {
+        const Baton__SliceRequest *r = (const Baton__SliceRequest *)m;
+        touch(r->model_hash.data, r->model_hash.len);
+        touch(&r->layer_end, sizeof r->layer_end);
+        break;
+    }
+    case BT_MSG_SLICE_CHUNK: {
+        const Baton__SliceChunk *c = (const Baton__SliceChunk *)m;
+        touch(&c->hash, sizeof c->hash);
+        touch(&c->total_bytes, sizeof c->total_bytes);
+        break;
+    }
     case BT_MSG_KIND_END:
         __builtin_trap();
     }

@@ -13,6 +13,12 @@
 #     activations stage 1 sends stage 2;
 #   - `limit 2 --cpus 0.2 --mem 64M`: a spinning shell in host 2 is throttled, 256 MiB do
 #     not fit there (16 MiB do);
+#   - slices shipped to stages (issue 11): with the model's directory hidden on hosts 1 and 2
+#     (`limit I --hide MODEL`) and a slice cache of each host's own inside it, run 1 ships both
+#     stages their slices, run 2 loads both from the caches (nothing shipped), and after one
+#     byte of host 2's cached slice is flipped (through `testbed.sh exec 2`) run 3 names the
+#     entry and chunk, has it shipped again, and host 1 still loads from its cache; every run
+#     gives the singleton's ids and logprobs;
 #   - `testbed.sh limit 1 --hide MODEL`: host 1 no longer sees the model, host 0 does, and
 #     host 1's stand-in directory is its own;
 #   - `up` again (4 hosts, then 3, then 3) leaves 3 hosts on the bridge;
@@ -99,9 +105,11 @@ common=(--model "$MODEL" --threads 1 --act-codec f32 --ignore-eos --temperature 
     --max-tokens "$n_tok")
 prompts=("The quick brown fox" "In the beginning God created")
 
-# run_case NAME PROFILE PROMPT: the singleton, then 3 hosts; compares ids and logprobs.
+# run_case NAME PROFILE PROMPT [FLAGS...]: the singleton, then 3 hosts (with FLAGS); compares
+# ids and logprobs.
 run_case() {
     local name=$1 profile=$2 prompt=$3
+    shift 3
     timeout 120 "$BATON" generate "${common[@]}" --prompt "$prompt" \
         >"$WORK/$name.s.out" 2>"$WORK/$name.s.err"
     local rc1=$?
@@ -112,7 +120,7 @@ run_case() {
     : >"$WORK/ranks"
     t0=$(date +%s.%N)
     timeout --kill-after=10 180 "$RUN" --hosts 3 --baton "$WORK/baton" -- generate "${common[@]}" \
-        --prompt "$prompt" >"$WORK/$name.m.out" 2>"$WORK/$name.m.err"
+        --prompt "$prompt" "$@" >"$WORK/$name.m.out" 2>"$WORK/$name.m.err"
     local rc2=$?
     t1=$(date +%s.%N)
     mv "$WORK/ranks" "$WORK/$name.ranks"
@@ -206,6 +214,60 @@ run_case genesis 1gbit "${prompts[1]}"
 run_case fox10 10mbit "${prompts[0]}"
 if [[ -f $WORK/fox10.secs && -f $WORK/fox.secs ]]; then
     echo "     (1gbit $(cat "$WORK/fox.secs") s, 10mbit $(cat "$WORK/fox10.secs") s for the same job)"
+fi
+
+# Slices shipped to the stages: hosts 1 and 2 have no model file; each keeps its slice cache in
+# its own stand-in for the model's directory.
+SC=$(dirname "$MODEL")/bt-slices
+"$TB" limit 1 --hide "$MODEL" >/dev/null && "$TB" limit 2 --hide "$MODEL" >/dev/null
+if ! "$TB" exec 1 test -e "$MODEL" && ! "$TB" exec 2 test -e "$MODEL" && "$TB" exec 0 test -r "$MODEL"; then
+    pass "slices: hosts 1 and 2 have no model file, host 0 has it"
+else
+    fail "slices: the model is visible on host 1 or 2 (or not on host 0)"
+fi
+# ready_says NAME RANK WORDS: the start-up line of job NAME says WORDS for stage rank RANK.
+ready_says() {
+    local got
+    got=$(grep '^baton generate: ready in' "$WORK/$1.m.err" | tr ';' '\n' | grep "stage rank $2 ")
+    if [[ $got == *"$3"* ]]; then
+        pass "$1: stage rank $2 on bt-h$2: $3"
+    else
+        fail "$1: stage rank $2: '$got', want '$3'"
+    fi
+}
+cache_of() { # host I: the files of its slice cache, as "N slices, M manifests"
+    "$TB" exec "$1" bash -c 'echo "$(find "$1" -name "*.gguf" | wc -l) slices, $(find "$1" -name "*.manifest" | wc -l) manifests"' _ "$SC"
+}
+run_case slices1 1gbit "${prompts[0]}" --slice-cache "$SC"
+ready_says slices1 1 "shipped"
+ready_says slices1 2 "shipped"
+for h in 1 2; do
+    got=$(cache_of "$h")
+    [[ $got == "1 slices, 1 manifests" ]] && pass "slices1: host $h's cache holds $got" ||
+        fail "slices1: host $h's cache holds '$got', want 1 slice, 1 manifest"
+done
+[[ ! -e $SC ]] && pass "slices1: host 0 (the coordinator's) has no slice cache" ||
+    fail "slices1: $SC exists on host 0"
+run_case slices2 1gbit "${prompts[0]}" --slice-cache "$SC"
+ready_says slices2 1 "weights from the slice cache"
+ready_says slices2 2 "weights from the slice cache"
+if ! grep -q "shipped" "$WORK/slices2.m.err"; then
+    pass "slices2: nothing shipped"
+else
+    fail "slices2: $(grep shipped "$WORK/slices2.m.err")"
+fi
+# One byte of host 2's cached slice flipped, as that host.
+"$TB" exec 2 bash -c 'f=$(find "$1" -name "*-last.gguf") &&
+    printf "\x5a" | dd of="$f" bs=1 seek=$(($(stat -c %s "$f") / 2)) conv=notrunc status=none' _ "$SC"
+run_case slices3 1gbit "${prompts[0]}" --slice-cache "$SC"
+ready_says slices3 1 "weights from the slice cache"
+ready_says slices3 2 "shipped"
+if grep -qE "stage rank 2: slice cache entry [0-9a-f]+-L[0-9]+-[0-9]+-last\.gguf: chunk [0-9]+ \(bytes [0-9.]+\) has hash" \
+    "$WORK/slices3.m.err"; then
+    pass "slices3: the corrupt entry and its chunk are named, and it was fetched again"
+else
+    fail "slices3: no line naming host 2's corrupt entry"
+    grep -i slice "$WORK/slices3.m.err" | head -3
 fi
 
 # The cgroup limits are the ones `up` set.

@@ -103,7 +103,7 @@ def rank_of(pid):
 
 
 LISTEN_RE = re.compile(
-    r"baton serve: listening on http://([^:/\s]+):(\d+) \(model (.+), (\d+) stages?\)")
+    r"baton serve: listening on http://([^:/\s]+):(\d+) \(model (.+?), (\d+) stages?[;)]")
 
 
 class Server:

@@ -265,6 +265,24 @@ static int emit_control(void) {
     prr.cpu_us = 200817;
     bad |= emit("probe_reply", BT_MSG_PROBE_REPLY, &prr.base, 0, 0, 0);
 
+    static uint8_t model_hash[BT_MODEL_HASH_BYTES] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    Baton__SliceRequest sr = BATON__SLICE_REQUEST__INIT;
+    sr.rank = 2;
+    sr.model_hash.data = model_hash;
+    sr.model_hash.len = sizeof model_hash;
+    sr.layer_begin = 15;
+    sr.layer_end = 30;
+    bad |= emit("slice_request", BT_MSG_SLICE_REQUEST, &sr.base, 0, 0, 0);
+
+    Baton__SliceChunk sc = BATON__SLICE_CHUNK__INIT;
+    sc.offset = 4u << 20;
+    sc.raw_len = 1u << 20;
+    sc.hash = 0x0123456789abcdefull;
+    sc.total_bytes = 65107744;
+    sc.index = 4;
+    sc.n_chunks = 52;
+    bad |= emit("slice_chunk", BT_MSG_SLICE_CHUNK, &sc.base, 0, 0, 0);
+
     Baton__Heartbeat hb = BATON__HEARTBEAT__INIT;
     hb.rank = 3;
     hb.busy_us = 987654321;
