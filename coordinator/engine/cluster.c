@@ -49,6 +49,12 @@ struct bt_cluster {
     int64_t last_activity_us; /* last batch sent */
     int64_t listen_end_us;    /* when the coordinator last came back from waiting for a frame */
     int64_t pid_check_us;     /* when the local stages' pids were last checked */
+    /* Start-up: a stage's frame read while another's slice was shipped (read_while_shipping),
+     * owned here until the handshake loop takes it into `held`, which it frees on its next
+     * frame. */
+    uint8_t *deferred[BT_MAX_STAGES];
+    size_t deferred_len[BT_MAX_STAGES];
+    uint8_t *held;
 };
 
 bt_cluster_params bt_cluster_default_params(void) {
@@ -235,35 +241,63 @@ static bt_status probe_stages(bt_cluster *c, const bt_hparams *hp, int64_t deadl
     return BT_OK;
 }
 
-/* While a stage's slice is shipped, the stage may only have failed: reads what it sent within
- * timeout_us (0: what is there) and returns its Error as the start-up failure it is; any other
- * frame is a protocol error. BT_OK when nothing came. */
-static bt_status stage_failed_while_shipping(bt_cluster *c, int from, int64_t timeout_us,
-                                             bt_error *err) {
-    const void *buf;
-    size_t len;
-    int got;
-    bt_error e;
-    bt_error_init(&e);
-    bt_status st = bt_transport_recv(c->t, from, &buf, &len, &got, timeout_us, &e);
-    if (st == BT_ERR_TIMEOUT)
-        return BT_OK;
-    if (st != BT_OK) {
-        *err = e;
-        return st;
+/* While the slice of stage rank `shipping` is sent, reads what the stages sent within
+ * timeout_us (0: only what is there already). An Error from any stage ends the start-up with
+ * its text. The others go on meanwhile: a stage that is ready sends Heartbeats (noted), and one
+ * that is not sends its SliceRequest or its HelloReply, which is kept for the handshake loop
+ * (c->deferred: at most one per stage, which sends nothing more until it is answered). Reading
+ * from any rank matters: the transport holds only a few frames of other ranks while one is
+ * awaited, and a slice of a large model takes minutes. Anything else is a protocol error.
+ * BT_OK when nothing ended the start-up. */
+static bt_status read_while_shipping(bt_cluster *c, int shipping, int64_t timeout_us,
+                                     bt_error *err) {
+    int64_t deadline = bt_now_us() + timeout_us;
+    for (;;) {
+        const void *buf;
+        size_t len;
+        int from;
+        int64_t left = deadline - bt_now_us();
+        bt_error e;
+        bt_error_init(&e);
+        bt_status st =
+            bt_transport_recv(c->t, BT_RANK_ANY, &buf, &len, &from, left > 0 ? left : 0, &e);
+        if (st == BT_ERR_TIMEOUT)
+            return BT_OK;
+        if (st != BT_OK) {
+            *err = e;
+            return st;
+        }
+        bt_frame_view f;
+        ProtobufCMessage *m;
+        bt_arena_reset(&c->arena);
+        if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
+            return bt_error_wrap(err, "from stage rank %d", from), st;
+        if (f.kind == BT_MSG_ERROR &&
+            bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
+            const Baton__Error *x = (const Baton__Error *)m;
+            return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
+                                x->message ? x->message : "");
+        }
+        int s = from - 1;
+        bool other = from != shipping && from >= 1 && from <= c->n_stages;
+        /* ready: its HelloReply read, or kept here */
+        if (other && f.kind == BT_MSG_HEARTBEAT && (c->stages[s].rank || c->deferred[s])) {
+            c->stages[s].last_seen_us = bt_now_us();
+            continue;
+        }
+        if (other && !c->deferred[s] &&
+            (f.kind == BT_MSG_SLICE_REQUEST || f.kind == BT_MSG_HELLO_REPLY)) {
+            if (!(c->deferred[s] = malloc(len)))
+                return bt_error_set(err, BT_ERR_NOMEM, "out of memory for a frame of %zu bytes",
+                                    len);
+            memcpy(c->deferred[s], buf, len);
+            c->deferred_len[s] = len;
+            continue;
+        }
+        return bt_error_set(err, BT_ERR_PROTOCOL,
+                            "stage rank %d sent a %s while the slice of stage rank %d was shipped",
+                            from, bt_msg_kind_name(f.kind), shipping);
     }
-    bt_frame_view f;
-    ProtobufCMessage *m;
-    bt_arena_reset(&c->arena);
-    if ((st = bt_frame_parse(buf, len, &f, err)) != BT_OK)
-        return bt_error_wrap(err, "from stage rank %d", from), st;
-    if (f.kind == BT_MSG_ERROR && bt_msg_unpack(&f, BT_MSG_ERROR, &c->arena, &m, err) == BT_OK) {
-        const Baton__Error *x = (const Baton__Error *)m;
-        return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d failed to start: %s", from,
-                            x->message ? x->message : "");
-    }
-    return bt_error_set(err, BT_ERR_PROTOCOL, "stage rank %d sent a %s while its slice was shipped",
-                        from, bt_msg_kind_name(f.kind));
 }
 
 /* Answers the SliceRequest m of rank `from` (checked against its Hello: model, layers) with
@@ -294,11 +328,11 @@ static bt_status serve_slice(bt_cluster *c, int from, const Baton__SliceRequest 
     for (uint32_t i = 0; i < n && st == BT_OK; i++) {
         size_t len, z;
         /* A stage that failed on a chunk (its disk, a bad hash) says so and reads no more. */
-        if ((st = stage_failed_while_shipping(c, from, 0, err)) != BT_OK ||
+        if ((st = read_while_shipping(c, from, 0, err)) != BT_OK ||
             (st = bt_slice_sender_frame(snd, i, c->out, c->t->max_frame, &len, &z, err)) != BT_OK)
             break;
         if ((st = bt_transport_send(c->t, from, c->out, len, SEND_TIMEOUT_US, err)) != BT_OK) {
-            stage_failed_while_shipping(c, from, 1000000, err); /* its word, if it said one */
+            read_while_shipping(c, from, 1000000, err); /* its word, if it said one */
             break;
         }
         BT_DEBUG("slice for stage rank %d: chunk %u of %u: %zu bytes compressed", from, i, n, z);
@@ -417,8 +451,20 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     for (int got = 0; got < c->n_stages;) {
         bt_frame_view f;
         ProtobufCMessage *m;
-        int from;
-        if ((st = handshake_recv(c, deadline, got, "HelloReply", &f, &from, err)) != BT_OK)
+        int from = 0;
+        free(c->held);
+        c->held = NULL;
+        for (int s = 0; s < c->n_stages && !c->held; s++)
+            if (c->deferred[s]) { /* kept while another stage's slice was shipped */
+                c->held = c->deferred[s];
+                c->deferred[s] = NULL;
+                from = s + 1;
+                bt_arena_reset(&c->arena);
+                if ((st = bt_frame_parse(c->held, c->deferred_len[s], &f, err)) != BT_OK)
+                    return bt_error_wrap(err, "handshake from rank %d", from), st;
+            }
+        if (!c->held &&
+            (st = handshake_recv(c, deadline, got, "HelloReply", &f, &from, err)) != BT_OK)
             return st;
         /* A stage that has answered heartbeats while it waits for the others to load. */
         if (f.kind == BT_MSG_HEARTBEAT && from >= 1 && from <= c->n_stages &&
@@ -542,6 +588,9 @@ void bt_cluster_free(bt_cluster *c) {
     if (!c)
         return;
     bt_arena_deinit(&c->arena);
+    for (int s = 0; s < BT_MAX_STAGES; s++)
+        free(c->deferred[s]);
+    free(c->held);
     free(c->stages);
     free(c->out);
     free(c->ops);

@@ -13,6 +13,9 @@
 #   a local file of another model at the stages' --model (another header): its hash differs,
 #          the stages say so and load from the cache;
 #   the model itself at the stages' --model: "local file";
+#   one stage ready at once (the model at its --model) and heartbeating every millisecond
+#          while the other's slice is shipped: the coordinator keeps reading every rank
+#          during the shipping (its HelloReply and Heartbeats are not an error);
 #   a --slice-cache that cannot be created: exit 1 naming the stage and the directory;
 #   a disk that fills during the fetch: exit 1 with the stage's error, no temp file left;
 #   after each job no process of it is left.
@@ -124,6 +127,26 @@ expect run5 2 "weights from the slice cache"
 job run6 "$MODEL"
 expect run6 1 "weights from the local file"
 expect run6 2 "weights from the local file"
+
+# Stage rank 1 ready at once and heartbeating every millisecond while stage rank 2's slice is
+# shipped (hundreds of heartbeats on the smol model): the coordinator reads them and stage 1's
+# HelloReply while it ships, instead of failing on them or on the transport's queue limit.
+C3=$WORK/$marker/h3
+mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" --heartbeat-ms 1 \
+    : -np 1 "$BATON" generate --model "$MODEL" --slice-cache "$C1" "${common[@]}" --heartbeat-ms 1 \
+    : -np 1 "$BATON" generate --model "$nowhere" --slice-cache "$C3" "${common[@]}" --heartbeat-ms 1 \
+    >"$WORK/hb.out" 2>"$WORK/hb.err"
+rc=$?
+ids_of "$WORK/hb.err" >"$WORK/hb.ids"
+READY=$(grep '^baton generate: ready in' "$WORK/hb.err")
+if [[ $rc -eq 0 ]] && cmp -s "$WORK/s.ids" "$WORK/hb.ids"; then
+    pass "heartbeats during shipping: ids and logprobs equal the singleton's"
+else
+    fail "heartbeats during shipping: exit $rc, $(grep -m1 -i 'error\|shipp' "$WORK/hb.err")"
+fi
+expect hb 1 "weights from the local file"
+expect hb 2 "shipped"
+[[ -z $(procs_matching "$marker") ]] || fail "heartbeats during shipping: processes left"
 
 # A cache directory that cannot be made: the job fails, naming the stage and the path.
 mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
