@@ -6,8 +6,23 @@
 # stage rank 1, what it needs and what it has (the cgroup's number). With 3 stages (mpirun
 # -np 4) each fits and the run generates the singleton's greedy ids. Skips (77) without the
 # model or a writable cgroup v1 memory hierarchy.
+#
+#   test_stage_mem.sh [smol|synth]
+#
+# smol: SmolLM2 (94 MiB). synth: a model of a few hundred MiB written here by synth_model (the
+# TinyLlama-1.1B shape cut to 8 layers, Q4_0, 299 MiB, seeded random weights with SmolLM2's
+# tokenizer: good for memory, not for text).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+kind=${1:-smol}
 pick_model smol
+if [[ $kind == synth ]]; then
+    "${BT_BUILD_DIR:?}/tests/synth_model" --shape tinyllama-1.1b --type q4_0 --layers 8 --seed 1 \
+        --vocab-from "$MODEL" "$WORK/synth.gguf" || { echo "synth_model failed"; exit 1; }
+    MODEL=$WORK/synth.gguf
+    last_layer=7
+else
+    last_layer=29
+fi
 root=/sys/fs/cgroup/memory
 own=$(sed -n 's/^[0-9]*:[^:]*\bmemory\b[^:]*://p' /proc/self/cgroup | head -1)
 base=$root${own%/}/bt_stage_mem_$$
@@ -34,7 +49,7 @@ args=(generate --model "$MODEL" --threads 1 --ctx 256 --max-batch 64 --max-seqs 
 # 1 stage: refused up front.
 mpi_run 2 "${wrap[@]}" "$BATON" "${args[@]}" >"$WORK/one.out" 2>"$WORK/one.err"
 rc=$?
-msg=$(grep -m1 'stage rank 1 (layers 0-29' "$WORK/one.err")
+msg=$(grep -m1 "stage rank 1 (layers 0-$last_layer" "$WORK/one.err")
 if [[ $rc -eq 2 && $msg == *"needs "*" MiB (weights "*" + KV "*" + scratch "* &&
       $msg == *"but has $cap_mib MiB (cgroup)"* ]]; then
     pass "1 stage under a $cap_mib MiB cgroup: refused with exit 2: $msg"
