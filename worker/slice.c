@@ -12,7 +12,9 @@
 #include "slice.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -486,6 +488,37 @@ struct bt_slice_writer {
     bool finished;
 };
 
+/* Temp files of the entry at `path` (its slice's and its manifest's: PATH.tmp.PID,
+ * PATH.manifest.tmp.PID) left by a writer that was killed: removed when their process is gone
+ * (a cache is a host's own, so the pid is this host's). One still running is another job
+ * fetching the same entry: its file stays. */
+static void remove_stale_temps(const char *dir, const char *path) {
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t n = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *rest = e->d_name + n;
+        if (strncmp(e->d_name, base, n) != 0)
+            continue;
+        if (strncmp(rest, ".manifest", 9) == 0)
+            rest += 9;
+        if (strncmp(rest, ".tmp.", 5) != 0)
+            continue;
+        char *end;
+        long pid = strtol(rest + 5, &end, 10);
+        if (*end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* not a temp name, or its process lives (EPERM: it exists) */
+        char stale[4400];
+        snprintf(stale, sizeof stale, "%s/%s", dir, e->d_name);
+        if (unlink(stale) == 0)
+            BT_INFO("slice cache: removed '%s', left by process %ld, which is gone", stale, pid);
+    }
+    closedir(d);
+}
+
 bt_status bt_slice_writer_new(const char *dir, const bt_slice_key *key, uint64_t total,
                               uint32_t n_chunks, bt_slice_writer **out, bt_error *err) {
     *out = NULL;
@@ -516,6 +549,7 @@ bt_status bt_slice_writer_new(const char *dir, const bt_slice_key *key, uint64_t
     }
     /* A stale manifest must not vouch for the bytes about to replace its slice. */
     bt_slice_cache_remove(dir, key);
+    remove_stale_temps(dir, w->path);
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         st = bt_error_set(err, BT_ERR_IO, "slice cache: cannot create '%s': %s", w->tmp,

@@ -102,12 +102,25 @@ else
     grep -i "slice" "$WORK/run3.err" | head -3
 fi
 
-rm "$(find "$C1" -name '*-first.gguf').manifest"
+entry1=$(find "$C1" -name '*-first.gguf')
+rm "$entry1.manifest"
+# Temp files a killed writer left (its pid gone), and one of a live process (this shell's): the
+# refetch of the entry removes the first two and keeps the third.
+sleep 0 &
+dead=$!
+wait $dead
+touch "$entry1.tmp.$dead" "$entry1.manifest.tmp.$dead" "$entry1.tmp.$$"
 job run4 "$nowhere"
 expect run4 1 "shipped"
 expect run4 2 "weights from the slice cache"
 grep -q "stage rank 1: slice cache entry .*-first.gguf: no manifest (a partial entry)" "$WORK/run4.err" &&
     pass "run4: the partial entry is named" || fail "run4: no line naming the partial entry"
+if [[ ! -e $entry1.tmp.$dead && ! -e $entry1.manifest.tmp.$dead && -e $entry1.tmp.$$ ]]; then
+    pass "run4: a dead writer's temp files removed, a live one's kept"
+else
+    fail "run4: temp files: $(ls "$C1")"
+fi
+rm -f "$entry1.tmp.$$"
 
 # Another model at the stages' path, with another header (the model hash covers the header and
 # the size, not the weights): untied (an output.weight), or one byte longer.
