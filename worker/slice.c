@@ -344,20 +344,27 @@ static bt_status read_manifest(const char *path, const char *entry, const bt_sli
                    "baton-slice 1\nmodel %32[0-9a-f]\nlayers %d %d %d %d\ntotal %llu\nchunks "
                    "%u\n%n",
                    got_hash, &b, &e, &first, &last, &total, &n_chunks, &used);
+    bt_status st = BT_OK;
     if (n != 7 || used == 0)
-        return bt_error_set(err, BT_ERR_FORMAT,
-                            "slice cache entry %s: manifest header unreadable (%d of 7 fields)",
-                            entry, n);
-    if (strcmp(got_hash, want_hash) != 0 || b != key->layer_begin || e != key->layer_end ||
-        first != key->first || last != key->last)
-        return bt_error_set(err, BT_ERR_FORMAT,
-                            "slice cache entry %s: manifest is for model %s layers [%d, %d) "
-                            "first %d last %d",
-                            entry, got_hash, b, e, first, last);
-    if (n_chunks == 0 || total == 0 || total > BT_SLICE_MAX_BYTES || (uint64_t)n_chunks > total)
-        return bt_error_set(err, BT_ERR_FORMAT,
-                            "slice cache entry %s: manifest says %llu bytes in %u chunks", entry,
-                            total, n_chunks);
+        st = bt_error_set(err, BT_ERR_FORMAT,
+                          "slice cache entry %s: manifest header unreadable (%d of 7 fields)",
+                          entry, n);
+    else if (strcmp(got_hash, want_hash) != 0 || b != key->layer_begin || e != key->layer_end ||
+             first != key->first || last != key->last)
+        st = bt_error_set(err, BT_ERR_FORMAT,
+                          "slice cache entry %s: manifest is for model %s layers [%d, %d) "
+                          "first %d last %d",
+                          entry, got_hash, b, e, first, last);
+    else if (n_chunks == 0 || total == 0 || total > BT_SLICE_MAX_BYTES ||
+             (uint64_t)n_chunks > total)
+        st = bt_error_set(err, BT_ERR_FORMAT,
+                          "slice cache entry %s: manifest says %llu bytes in %u chunks", entry,
+                          total, n_chunks);
+    if (st != BT_OK) {
+        free(m->text);
+        m->text = NULL;
+        return st;
+    }
     m->total = total;
     m->n_chunks = n_chunks;
     m->chunks = m->text + used;
