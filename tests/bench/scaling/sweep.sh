@@ -103,8 +103,8 @@ if [[ $dry -eq 1 ]]; then
 fi
 
 [[ $(id -u) -eq 0 ]] || die "needs root (the test bed: network namespaces, tc)"
-# --nice: a session of its own with autogroup nice (bench_lib.sh), so other users' builds
-# do not decide the numbers.
+# --nice N: this script in a session of its own with autogroup nice N (bench_lib.sh), and
+# each rank too (below), so other users' builds do not decide the numbers.
 source "$root/tests/bench/bench_lib.sh"
 bench_autogroup "$nice" "${args[@]}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -123,6 +123,16 @@ fi
 
 dir=${BT_SCALING_DIR:-/tmp/bt-scaling}
 mkdir -p "$dir"
+# mpirun's daemons start sessions of their own (setsid), so the ranks are not in this
+# script's autogroup: with --nice each rank sets its own autogroup's nice before it becomes
+# baton (a wrapper run.sh starts in place of baton; the same process).
+if [[ -n $nice ]]; then
+    printf '#!/bin/sh\necho %s >/proc/self/autogroup 2>/dev/null\nexec %q "$@"\n' "$nice" "$baton" \
+        >"$dir/baton-nice"
+    chmod +x "$dir/baton-nice"
+    baton=$dir/baton-nice
+fi
+
 model_path() {
     case $1 in
     smol) echo "${BATON_MODEL:-$("$root/deploy/fetch-model.sh")}" ;;
