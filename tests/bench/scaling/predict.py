@@ -32,14 +32,17 @@ A round (every sequence one token further) takes the largest of
   - one micro-batch's way around (compute of every stage + every hop + coord_us), which m
     micro-batches in flight overlap only if they are more than one: round >= cycle of the
     largest micro-batch,
-  - all stages' compute over the machine's cores (--cores 2: the test bed's hosts share the
-    2 cores of this machine; the projection gives each host its own core: cores = stages),
+  - all stages' compute over the cores the machine gives them: the hosts of the test bed
+    share this machine's 2 vCPUs, which give two busy processes less than twice one's speed
+    (CSV.cores from sweep.sh measures it: two 1-stage runs at once against one; the median
+    per model is used, else --cores); the projection gives each host its own core,
 and tokens/s = C / round.
 
 Projection (--project): a 70B-shaped llama (80 layers, n_embd 8192, n_ff 28672, 64 heads, 8 KV
 heads, vocabulary 49152 as synth_model writes, Q4_0 everywhere like synth_model --type q4_0)
 over 8 to 64 stages, one core per host, at 1 Gbit/s and 100 Mbit/s, f16 activations (16,386
-bytes per row) and f32. Compute per layer is scaled from the measured Q4_0 1.1B shape
+bytes per row) and f32; hosts as fast as one core here (speed 1) and 32 times faster (a
+many-core host with perfect scaling, to show where the links start to count). Compute per layer is scaled from the measured Q4_0 1.1B shape
 (tinyllama) by cost units: t_layer70(r) = t_full_tinyllama(r) / cost_all_tinyllama x
 cost_layer70, i.e. time per byte streamed + multiply-add as measured at 2048 wide, applied at
 8192 wide.
@@ -221,7 +224,8 @@ def main():
     ap.add_argument("--out", help="CSV of every measured configuration with the prediction")
     ap.add_argument("--project", help="CSV of the 70B-shape projection")
     ap.add_argument("--baton", default=os.environ.get("BATON", "build/coordinator/baton"))
-    ap.add_argument("--cores", type=float, default=2.0, help="cores the test bed's hosts share")
+    ap.add_argument("--cores", type=float, default=2.0,
+                    help="cores the test bed's hosts share, when CSV.cores does not say")
     ap.add_argument("--hop-us", type=float, default=150.0, help="one-way latency of a hop")
     ap.add_argument("--coord-us", type=float, default=300.0,
                     help="coordinator turnaround per micro-batch")
@@ -229,6 +233,15 @@ def main():
     hop_s, coord_s = a.hop_us / 1e6, a.coord_us / 1e6
 
     rows = list(csv.DictReader(open(a.csv)))
+    cores_of = {}
+    if os.path.exists(a.csv + ".cores"):
+        per = {}
+        for r in csv.DictReader(open(a.csv + ".cores")):
+            per.setdefault(r["model"], []).append(float(r["cores"]))
+        cores_of = {m: statistics.median(v) for m, v in per.items()}
+        for m, v in sorted(per.items()):
+            print("cores for %s: %s (median %.2f)" % (m, ", ".join("%.2f" % x for x in v),
+                                                     cores_of[m]))
     if not rows:
         raise SystemExit("predict.py: %s has no rows" % a.csv)
     key_cols = ["model", "stages", "profile", "codec", "zstd", "concurrency"]
@@ -281,7 +294,7 @@ def main():
         rate, delay = profile_parts(profile)
         pts = calib[model]
         pred, kind = predict(conc, stages, stage_fracs(model, stages), lambda r: interp(pts, r),
-                             bpt, rate, delay, hop_s, coord_s, a.cores)
+                             bpt, rate, delay, hop_s, coord_s, cores_of.get(model, a.cores))
         err = (pred - meas) / meas
         errs.append(abs(err))
         spread = ""
@@ -319,8 +332,8 @@ def main():
         total70 = sum(layer70) + head70
         pts = calib["tinyllama"]
 
-        def t_full70(r):
-            return interp(pts, r) / unit * total70
+        def t_full70(r, speed=1.0):
+            return interp(pts, r) / unit * total70 / speed
 
         proj = []
         for stages in (8, 16, 32, 64):
@@ -329,18 +342,18 @@ def main():
                   for s, (b, e) in enumerate(ranges)]
             for profile in ("1gbit", "100mbit"):
                 rate, _ = profile_parts(profile)
-                for codec in ("f16", "f32"):
+                for codec, speed in (("f16", 1), ("f32", 1), ("f16", 32), ("f32", 32)):
                     bpr = CODEC_BYTES[codec] * 8192 + ROW_FIELDS
                     for conc in (1, 16, 4 * stages):
-                        tps, kind = predict(conc, stages, fr, t_full70, bpr, rate, 0.0, hop_s,
-                                            coord_s, stages)
-                        proj.append(dict(stages=stages, profile=profile, codec=codec,
+                        tps, kind = predict(conc, stages, fr, lambda r: t_full70(r, speed), bpr,
+                                            rate, 0.0, hop_s, coord_s, stages)
+                        proj.append(dict(stages=stages, profile=profile, codec=codec, speed=speed,
                                          concurrency=conc, tok_s="%.3f" % tps,
                                          ms_per_token_per_seq="%.0f" % (1e3 * conc / tps),
                                          bound=kind, layers_per_stage="%d-%d" % (
                                              min(e - b + 1 for b, e in ranges),
                                              max(e - b + 1 for b, e in ranges))))
-        pc = ["stages", "profile", "codec", "concurrency", "tok_s", "ms_per_token_per_seq",
+        pc = ["stages", "profile", "codec", "speed", "concurrency", "tok_s", "ms_per_token_per_seq",
               "bound", "layers_per_stage"]
         print("\n70B shape: %.1f G cost units per token (%.1fx the 1.1B shape); 1 stage on this "
               "machine's core would take %.1f s per token alone\n"

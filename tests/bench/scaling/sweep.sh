@@ -8,7 +8,7 @@
 #       [--profiles unshaped,10gbit,1gbit,100mbit,10mbit,1gbit+0.2ms,1gbit+1ms,1gbit+20ms]
 #       [--codecs f32,f16,bf16,q8] [--zstd 0,1] [--concurrency 1,4,16,32] [--tg 16] [--reps 1]
 #       [--rounds 1] [--split compute] [--out scaling.csv] [--baton PATH] [--nice N]
-#       [--dry-run]
+#       [--no-cores] [--dry-run]
 #
 # Every flag takes a comma list and defaults to the whole set above (2048 configurations:
 # pick subsets). --rounds R runs every configuration once per round, in the same order, so
@@ -26,6 +26,12 @@
 # Each configuration: deploy/netns/run.sh --hosts STAGES+1 --profile P -- baton bench --pp 0
 # --tg TG --concurrency C --reps R --threads 1 --act-codec X --act-zstd Z --split S (one warm-up
 # round, then R; the median). Columns: see tests/bench/scaling/README.md.
+#
+# How many cores the machine gives two stages at once: at the start of every round, for each
+# model, `baton bench` (1 stage, in-process, --concurrency 16) alone and then two copies at
+# the same time; cores = the two copies' tokens/s together / the one's. One row per model and
+# round in OUT.cores (model,round,solo_tok_s,pair_tok_s,cores,load1); predict.py uses it for
+# the stages' shared cores (--no-cores skips it).
 #
 # Needs root (the test bed). The test bed is brought up for the largest stage count and taken
 # down at the end; one that is already up is refused (someone else's).
@@ -49,6 +55,7 @@ out=scaling.csv
 baton=""
 nice=""
 dry=0
+cores_cal=1
 args=("$@")
 die() {
     echo "sweep.sh: $*" >&2
@@ -56,6 +63,7 @@ die() {
 }
 while [[ $# -gt 0 ]]; do
     [[ $1 == --dry-run ]] && { dry=1; shift; continue; }
+    [[ $1 == --no-cores ]] && { cores_cal=0; shift; continue; }
     [[ $# -ge 2 ]] || die "$1 needs a value (see --help)"
     case $1 in
     --models) models=$2 ;;
@@ -71,7 +79,7 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2 ;;
     --baton) baton=$2 ;;
     --nice) nice=$2 ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
     esac
     shift 2
@@ -160,10 +168,29 @@ header="model,n_embd,stages,profile,rate,delay_us,codec,zstd,concurrency,tg,reps
 [[ -s $out ]] || echo "$header" >"$out"
 [[ $(head -1 "$out") == "$header" ]] || die "$out has other columns; give another --out"
 log=$out.log
+[[ -s $out.cores ]] || echo "model,round,solo_tok_s,pair_tok_s,cores,load1" >"$out.cores"
+# cores_row MODEL PATH ROUND: the solo and paired 1-stage runs, appended to OUT.cores.
+cores_row() {
+    local b=(bench --model "$2" --threads 1 --pp 0 --tg "$tg" --concurrency 16 --reps "$reps")
+    local solo a c
+    solo=$("$baton" "${b[@]}" 2>>"$log" | tail -1)
+    "$baton" "${b[@]}" 2>>"$log" | tail -1 >"$dir/pair.a" &
+    local pa=$!
+    "$baton" "${b[@]}" 2>>"$log" | tail -1 >"$dir/pair.b"
+    wait "$pa"
+    python3 - "$1" "$3" "$solo" "$(cat "$dir/pair.a")" "$(cat "$dir/pair.b")" >>"$out.cores" <<'PY'
+import json, sys
+m, r, s, a, b = sys.argv[1:]
+s, a, b = (json.loads(x)["tg_tps"] for x in (s, a, b))
+print("%s,%s,%.2f,%.2f,%.3f,%s" % (m, r, s, a + b, (a + b) / s, open("/proc/loadavg").read().split()[0]))
+PY
+    echo "sweep.sh: cores: $(tail -1 "$out.cores")" >&2
+}
 i=0
 for ((r = 1; r <= rounds; r++)); do
     for m in "${M[@]}"; do
         mp=$(model_path "$m")
+        [[ $cores_cal -eq 0 ]] || cores_row "$m" "$mp" "$r"
         for s in "${S[@]}"; do for p in "${P[@]}"; do for c in "${C[@]}"; do for z in "${Z[@]}"; do
             for n in "${N[@]}"; do
                 i=$((i + 1))
