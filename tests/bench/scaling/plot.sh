@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
 done
 command -v gnuplot >/dev/null || { echo "plot.sh: gnuplot not found (apt-get install gnuplot-nox)" >&2; exit 2; }
 mkdir -p "$out"
-python3 - "$csv" "$out" "$codec" "$zstd" "$conc" <<'PY' | while read -r kind model dat what; do
+python3 - "$csv" "$out" "$codec" "$zstd" "$conc" <<'PY' | while read -r kind _ dat what; do
 import csv, statistics, sys
 path, out, codec, zstd, conc = sys.argv[1:]
 rows = list(csv.DictReader(open(path)))

@@ -172,7 +172,7 @@ log=$out.log
 # cores_row MODEL PATH ROUND: the solo and paired 1-stage runs, appended to OUT.cores.
 cores_row() {
     local b=(bench --model "$2" --threads 1 --pp 0 --tg "$tg" --concurrency 16 --reps "$reps")
-    local solo a c
+    local solo
     solo=$("$baton" "${b[@]}" 2>>"$log" | tail -1)
     "$baton" "${b[@]}" 2>>"$log" | tail -1 >"$dir/pair.a" &
     local pa=$!
