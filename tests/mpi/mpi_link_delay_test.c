@@ -6,13 +6,14 @@
  * own transport_mpi.c with BT_LINK_DELAY, whatever the build's option. Both ranks share
  * the machine's CLOCK_MONOTONIC, so rank 1 measures one-way times from rank 0's send
  * stamps. Checks, with D = DELAY_US (slack for a loaded 2-core machine):
- *   - one-way time of a frame >= D, and <= D + 5 ms; round trip >= 2 D (median of 10), and
- *     without a delay <= 5 ms;
+ *   - one-way time of a frame >= D, and <= D + 10 ms (median of 10); round trip >= 2 D, and
+ *     its median <= 2 D + 20 ms (without a delay: <= 20 ms, measured 0.15);
  *   - send returns at once (< 2 ms) although the frame waits D;
  *   - a burst of 20 frames (more than max_pending) is sent at once and arrives complete and
- *     in order, the last one >= D after its send;
+ *     in order, the last one D to D + 10 ms after its send;
  *   - a sender that sleeps 3 D after a send, calling only bt_transport_progress at the time
- *     it names, gets its frame out after D, not 3 D (what a stage does while it computes).
+ *     it names, gets its frame out after D to D + 10 ms, not 3 D (what a stage does while it
+ *     computes).
  * Prints "rank R: N passed, N failed". */
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 #include "transport.h"
 
 #define TIMEOUT_US 20000000
-#define SLACK_US 5000
+#define SLACK_US 10000 /* a loaded 2-core machine oversleeps by milliseconds */
 #define N_RTT 10
 #define N_BURST 20
 
