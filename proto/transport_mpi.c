@@ -495,7 +495,7 @@ static int wait_sends(mpi_transport *m) {
             pending += m->rings[d].n_pending;
         if (pending == 0)
             return 0;
-        if (expired(FREE_WAIT_US, start))
+        if (expired(FREE_WAIT_US + m->delay_us, start)) /* held frames leave first */
             return 1;
         backoff_wait(&b, m->next_due_us);
     }
