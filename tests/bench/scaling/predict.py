@@ -42,7 +42,9 @@ Projection (--project): a 70B-shaped llama (80 layers, n_embd 8192, n_ff 28672, 
 heads, vocabulary 49152 as synth_model writes, Q4_0 everywhere like synth_model --type q4_0)
 over 8 to 64 stages, one core per host, at 1 Gbit/s and 100 Mbit/s, f16 activations (16,386
 bytes per row) and f32; hosts as fast as one core here (speed 1) and 32 times faster (a
-many-core host with perfect scaling, to show where the links start to count). Compute per layer is scaled from the measured Q4_0 1.1B shape
+many-core host with perfect scaling, to show where the links start to count), at 1, 4 x
+stages and 16 x stages sequences (2 and 8 rows per micro-batch with 2 x stages in flight).
+Layers are split by dynamic programming to minimise the largest stage (the head on the last). Compute per layer is scaled from the measured Q4_0 1.1B shape
 (tinyllama) by cost units: t_layer70(r) = t_full_tinyllama(r) / cost_all_tinyllama x
 cost_layer70, i.e. time per byte streamed + multiply-add as measured at 2048 wide, applied at
 8192 wide.
@@ -130,37 +132,30 @@ def baton_split(baton, model, stages):
 
 
 def minmax_split(costs, head, stages):
-    """Contiguous split of the layers minimising the largest stage cost (head on the last)."""
+    """Contiguous split of the layers into `stages` parts minimising the largest part's cost
+    (the head counts on the last part): dynamic programming over (parts, layers)."""
     n = len(costs)
-    lo, hi = max(costs), sum(costs) + head
-    best = None
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        # Greedy from the back so the last stage carries the head.
-        ranges, end, acc = [], n - 1, head
-        ok = True
-        for i in range(n - 1, -1, -1):
-            if acc + costs[i] > mid and i < end:
-                ranges.append((i + 1, end))
-                end, acc = i, 0
-            acc += costs[i]
-            if acc > mid:
-                ok = False
-                break
-        ranges.append((0, end))
-        if ok and len(ranges) <= stages:
-            best, hi = ranges[::-1], mid
-        else:
-            lo = mid
-    # Fewer ranges than stages: split the largest ranges (keeps the bound).
-    while len(best) < stages:
-        k = max(range(len(best)), key=lambda j: best[j][1] - best[j][0])
-        a, b = best[k]
-        if a == b:
-            break
-        mid = (a + b) // 2
-        best[k:k + 1] = [(a, mid), (mid + 1, b)]
-    return best
+    pre = [0]
+    for c in costs:
+        pre.append(pre[-1] + c)
+    inf = float("inf")
+    # best[k][i]: the least largest cost of splitting layers [0, i) into k parts
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0
+    for k in range(1, stages + 1):
+        for i in range(k, n + 1):
+            extra = head if (k == stages and i == n) else 0
+            for j in range(k - 1, i):
+                v = max(best[k - 1][j], pre[i] - pre[j] + extra)
+                if v < best[k][i]:
+                    best[k][i], cut[k][i] = v, j
+    ranges, i = [], n
+    for k in range(stages, 0, -1):
+        j = cut[k][i]
+        ranges.append((j, i - 1))
+        i = j
+    return ranges[::-1]
 
 
 def link_time(nbytes, rate):
@@ -344,7 +339,7 @@ def main():
                 rate, _ = profile_parts(profile)
                 for codec, speed in (("f16", 1), ("f32", 1), ("f16", 32), ("f32", 32)):
                     bpr = CODEC_BYTES[codec] * 8192 + ROW_FIELDS
-                    for conc in (1, 16, 4 * stages):
+                    for conc in (1, 4 * stages, 16 * stages):
                         tps, kind = predict(conc, stages, fr, lambda r: t_full70(r, speed), bpr,
                                             rate, 0.0, hop_s, coord_s, stages)
                         proj.append(dict(stages=stages, profile=profile, codec=codec, speed=speed,
