@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# study.sh - the measurements of docs/benchmarks.md, "Scaling study", in one go (about 16
+# study.sh - the measurements of docs/benchmarks.md, "Scaling study", in one go (about 17
 # minutes on the project's 2-core machine), then the model's check, the projection and
 # the plots:
 #
@@ -13,7 +13,9 @@
 #   2. the 1.1B shape on 2 stages at 16 sequences: every codec with and without zstd on
 #      unshaped, 1gbit, 100mbit, 10mbit; f16 and f32 with the added delays (1gbit+0.2ms,
 #      1gbit+1ms, 1gbit+20ms);
-#   3. SmolLM2 likewise (its 576-wide rows are small: the links matter less).
+#   3. SmolLM2 likewise (its 576-wide rows are small: the links matter less);
+#   4. the 2-stage f16 runs at 16 sequences (unshaped, 1gbit) again: with sets 1 and 2, three
+#      samples of each, for the noise.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -41,6 +43,12 @@ for m in tinyllama smol; do
         --zstd 0,1 --concurrency 16 --tg "$(tg_of $m)" --no-cores "${extra[@]}"
     sw --models $m --stages 2 --profiles 1gbit+0.2ms,1gbit+1ms,1gbit+20ms --codecs f32,f16 \
         --zstd 0 --concurrency 16 --tg "$(tg_of $m)" --no-cores "${extra[@]}"
+done
+# The noise: the 2-stage f16 runs at 16 sequences (unshaped, 1gbit) once more at the end, a
+# third sample of each beside those of sets 1 and 2 (predict.py's "spread" column).
+for m in smol tinyllama; do
+    sw --models $m --stages 2 --profiles unshaped,1gbit --codecs f16 --zstd 0 --concurrency 16 \
+        --tg "$(tg_of $m)" --no-cores "${extra[@]}"
 done
 baton=${BATON:-$root/build/coordinator/baton}
 "$here/predict.py" "$csv" --baton "$baton" --out "$out/predicted.csv" \
