@@ -291,7 +291,9 @@ def main():
         pred, kind = predict(conc, stages, stage_fracs(model, stages), lambda r: interp(pts, r),
                              bpt, rate, delay, hop_s, coord_s, cores_of.get(model, a.cores))
         err = (pred - meas) / meas
-        errs.append(abs(err))
+        # The 1-stage unshaped rows are the calibration: their match is by construction.
+        calibration = stages == 1 and profile == "unshaped"
+        errs.append((abs(err), calibration))
         spread = ""
         if len(rs) > 1:
             v = [float(r["tok_s"]) for r in rs]
@@ -299,19 +301,22 @@ def main():
         out_rows.append(dict(model=model, stages=stages, profile=profile, codec=codec, zstd=zstd,
                              concurrency=conc, rounds=len(rs), measured_tok_s="%.2f" % meas,
                              predicted_tok_s="%.2f" % pred, error="%+.1f%%" % (100 * err),
-                             bound=kind, spread=spread))
+                             bound=kind, spread=spread,
+                             role="calibration" if calibration else "check"))
     cols = ["model", "stages", "profile", "codec", "zstd", "concurrency", "rounds",
-            "measured_tok_s", "predicted_tok_s", "error", "bound", "spread"]
+            "measured_tok_s", "predicted_tok_s", "error", "bound", "spread", "role"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for o in out_rows:
         print("| " + " | ".join(str(o[c]) for c in cols) + " |")
-    if errs:
-        within = sum(e <= 0.15 for e in errs)
-        print("\n%d configurations: mean |error| %.1f%%, median %.1f%%, max %.1f%%; within 15%%: "
-              "%d (%.0f%%)" % (len(errs), 100 * statistics.mean(errs),
-                               100 * statistics.median(errs), 100 * max(errs), within,
-                               100.0 * within / len(errs)))
+    checks = [e for e, cal in errs if not cal]
+    if checks:
+        within = sum(e <= 0.15 for e in checks)
+        print("\n%d configurations checked (and %d of calibration): mean |error| %.1f%%, median "
+              "%.1f%%, max %.1f%%; within 15%%: %d (%.0f%%)"
+              % (len(checks), len(errs) - len(checks), 100 * statistics.mean(checks),
+                 100 * statistics.median(checks), 100 * max(checks), within,
+                 100.0 * within / len(checks)))
     if a.out:
         with open(a.out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols)
