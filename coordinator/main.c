@@ -17,6 +17,7 @@
 #include "gguf.h"
 #include "launch.h"
 #include "log.h"
+#include "transport.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: baton <command> [flags]\n"
@@ -55,7 +56,11 @@ static int run(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("baton 0.1.0\n");
+        /* The second line is for scripts: deploy/netns/run.sh refuses a delay profile
+         * unless it reads "link delay: built in". */
+        printf("baton 0.1.0\nlink delay: %s\n", bt_transport_link_delay_built()
+                                                    ? "built in (test build; BT_LINK_DELAY_US)"
+                                                    : "not built in");
         return 0;
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)

@@ -17,6 +17,18 @@
  *   - Errors are returned, never fatal. A peer that is gone is BT_ERR_IO naming the rank.
  *   - Frames are at most max_frame bytes; larger ones are refused on send (BT_ERR_LIMIT) and
  *     can never be received.
+ *   - bt_transport_progress moves pending sends on without waiting, and says when the
+ *     transport next has something to do by itself: a caller that sleeps for long (a stage
+ *     while its compute thread works) calls it by then. Only test builds with a link delay
+ *     (below) ever name a time; otherwise *next_due_us is INT64_MAX.
+ *
+ * Link delay (test builds only: cmake -DBT_LINK_DELAY=ON; bt_transport_link_delay_built says
+ * which): with BT_LINK_DELAY_US=N in the environment, the MPI transport holds each frame
+ * for N us after the send call before it starts the MPI send, so a frame arrives N us later
+ * than it would, as over a link of that one-way delay. send still returns at once: the frame
+ * waits in the send ring with its release time and is started by the first send, recv,
+ * flush or progress call at or after that time (the waits in recv/send/flush wake for it).
+ * A build without it refuses a nonzero BT_LINK_DELAY_US rather than ignoring it.
  *
  * Threading: a bt_transport endpoint is confined to one thread (its rank's main loop).
  */
@@ -39,6 +51,9 @@ typedef struct bt_transport_ops {
                       int64_t timeout_us, bt_error *err);
     /* Waits until every pending send has completed (or the timeout). */
     bt_status (*flush)(bt_transport *t, int64_t timeout_us, bt_error *err);
+    /* Moves pending sends on without waiting; *next_due_us: bt_now_us time of the next frame
+     * it holds back (link delay), INT64_MAX when none. */
+    bt_status (*progress)(bt_transport *t, int64_t *next_due_us, bt_error *err);
     /* Ends the job after a detected failure so no rank is left behind: MPI_Abort for MPI
      * (does not return); the local hub marks every rank dead and returns. */
     void (*abort)(bt_transport *t, int code);
@@ -62,6 +77,10 @@ static inline bt_status bt_transport_recv(bt_transport *t, int src, const void *
 static inline bt_status bt_transport_flush(bt_transport *t, int64_t timeout_us, bt_error *err) {
     return t->ops->flush(t, timeout_us, err);
 }
+static inline bt_status bt_transport_progress(bt_transport *t, int64_t *next_due_us,
+                                              bt_error *err) {
+    return t->ops->progress(t, next_due_us, err);
+}
 static inline void bt_transport_abort(bt_transport *t, int code) {
     t->ops->abort(t, code);
 }
@@ -80,6 +99,8 @@ int bt_mpi_launched(void);
 bt_status bt_transport_mpi_new(size_t max_frame, int max_pending, bt_transport **out,
                                bt_error *err);
 void bt_mpi_finalize(void);
+/* 1 when this build honours BT_LINK_DELAY_US (cmake -DBT_LINK_DELAY=ON, test builds), else 0. */
+int bt_transport_link_delay_built(void);
 
 /* ---- local (transport_local.c) ---- */
 

@@ -33,6 +33,15 @@
  * Timeouts: timeout_us < 0 waits without deadline, 0 checks once, > 0 waits at most that
  * long. Threading: MPI_THREAD_FUNNELED; one endpoint, used by the thread that called
  * bt_mpi_init.
+ *
+ * Link delay (BT_LINK_DELAY builds only; transport.h): a send copies the frame into the ring
+ * with release time now + delay_us and starts no MPI_Isend; reap_all, which every send, recv,
+ * flush and progress call runs, starts the frames whose time has come, oldest first, so the
+ * order per destination holds. Of a ring's n_pending frames the oldest n_started have their
+ * MPI_Isend; the rest wait. The rings get LINK_DELAY_SLOTS slots more than max_pending for
+ * the frames that wait (a link of 20 ms holds many frames), and the waits wake at the
+ * earliest release time (next_due_us). Without a delay n_started == n_pending always and
+ * the path is the one above.
  */
 #include <limits.h>
 #include <mpi.h>
@@ -51,13 +60,24 @@
 #define BACKOFF_MIN_US 20
 #define BACKOFF_MAX_US 250
 #define BACKOFF_FLAT_US 2000
-#define FREE_WAIT_US 1000000 /* how long free() waits for pending sends */
+#define FREE_WAIT_US 1000000       /* how long free() waits for pending sends */
+#define LINK_DELAY_MAX_US 10000000 /* 10 s: anything longer is a typo, not a link */
+#define LINK_DELAY_SLOTS 60        /* ring slots for frames held back by the link delay */
+
+#ifdef BT_LINK_DELAY
+static const int link_delay_built = 1;
+#else
+static const int link_delay_built = 0;
+#endif
 
 typedef struct send_ring {
-    uint8_t **bufs;    /* [max_pending] buffers of max_frame bytes */
-    MPI_Request *reqs; /* [max_pending]; MPI_REQUEST_NULL when the buffer is free */
-    int head;          /* oldest pending */
-    int n_pending;
+    uint8_t **bufs;      /* [cap] buffers of max_frame bytes */
+    MPI_Request *reqs;   /* [cap]; MPI_REQUEST_NULL when not started or free */
+    int *lens;           /* [cap] frame bytes */
+    int64_t *release_us; /* [cap] bt_now_us time the frame may start (link delay) */
+    int head;            /* oldest pending */
+    int n_pending;       /* frames in the ring, started or held back */
+    int n_started;       /* the oldest n_started of them have their MPI_Isend */
 } send_ring;
 
 typedef struct queued {
@@ -69,7 +89,10 @@ typedef struct queued {
 typedef struct mpi_transport {
     bt_transport base;
     int max_pending;
-    send_ring *rings; /* [size] */
+    int cap;             /* ring slots per destination: max_pending (+ LINK_DELAY_SLOTS) */
+    int64_t delay_us;    /* link delay, 0 = none (always 0 without BT_LINK_DELAY) */
+    int64_t next_due_us; /* earliest release time of a held-back frame, INT64_MAX = none */
+    send_ring *rings;    /* [size] */
     /* receive side */
     int n_bufs;     /* n_queue + 2 */
     uint8_t **pool; /* [n_bufs] buffers of max_frame bytes */
@@ -87,6 +110,7 @@ static bt_status mpi_send(bt_transport *t, int dst, const void *frame, size_t le
 static bt_status mpi_recv(bt_transport *t, int src, const void **frame, size_t *len, int *from,
                           int64_t timeout_us, bt_error *err);
 static bt_status mpi_flush(bt_transport *t, int64_t timeout_us, bt_error *err);
+static bt_status mpi_progress(bt_transport *t, int64_t *next_due_us, bt_error *err);
 static void mpi_abort(bt_transport *t, int code);
 static void mpi_free(bt_transport *t);
 
@@ -94,6 +118,7 @@ static const bt_transport_ops mpi_ops = {
     .send = mpi_send,
     .recv = mpi_recv,
     .flush = mpi_flush,
+    .progress = mpi_progress,
     .abort = mpi_abort,
     .free = mpi_free,
 };
@@ -113,14 +138,15 @@ static bt_status mpi_fail(bt_error *err, bt_status st, int rc, const char *what,
  * the wait (a large frame arrives in fragments, each needing a progress call from both
  * sides: long sleeps there cut bandwidth tenfold), then doubling to 250 us: a stage waiting
  * for its next micro-batch wakes within 1/4 ms of it (at 1 ms the waits cost 2-stage decode
- * a tenth of its throughput), and an idle rank still costs about 1% of a core. */
+ * a tenth of its throughput), and an idle rank still costs about 1% of a core. A sleep never
+ * runs past wake_us (the next held-back frame's release time; INT64_MAX: none). */
 typedef struct backoff {
     int polls;
     int64_t sleep_us;
     int64_t start_us;
 } backoff;
 
-static void backoff_wait(backoff *b) {
+static void backoff_wait(backoff *b, int64_t wake_us) {
     if (b->polls < POLLS_BEFORE_SLEEP) {
         if (b->polls++ == 0)
             b->start_us = bt_now_us();
@@ -128,7 +154,15 @@ static void backoff_wait(backoff *b) {
     }
     if (b->sleep_us == 0)
         b->sleep_us = BACKOFF_MIN_US;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)b->sleep_us * 1000};
+    int64_t us = b->sleep_us;
+    if (wake_us != INT64_MAX) {
+        int64_t left = wake_us - bt_now_us();
+        if (left <= 0)
+            return;
+        if (left < us)
+            us = left;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
     nanosleep(&ts, NULL);
     if (bt_now_us() - b->start_us >= BACKOFF_FLAT_US)
         b->sleep_us = b->sleep_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : b->sleep_us * 2;
@@ -139,10 +173,30 @@ static int expired(int64_t timeout_us, int64_t start_us) {
     return timeout_us >= 0 && bt_now_us() - start_us >= timeout_us;
 }
 
-/* Completes the pending sends to dst that are done, oldest first. */
+/* Starts the held-back frames to dst whose release time has come, oldest first; lowers
+ * m->next_due_us to the release time of the first one that must still wait. */
+static bt_status ring_start_due(mpi_transport *m, int dst, int64_t now_us, bt_error *err) {
+    send_ring *r = &m->rings[dst];
+    while (r->n_started < r->n_pending) {
+        int i = (r->head + r->n_started) % m->cap;
+        if (r->release_us[i] > now_us) {
+            if (r->release_us[i] < m->next_due_us)
+                m->next_due_us = r->release_us[i];
+            break;
+        }
+        int rc = MPI_Isend(r->bufs[i], r->lens[i], MPI_BYTE, dst, FRAME_TAG, MPI_COMM_WORLD,
+                           &r->reqs[i]);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, BT_ERR_IO, rc, "MPI_Isend", dst);
+        r->n_started++;
+    }
+    return BT_OK;
+}
+
+/* Completes the started sends to dst that are done, oldest first. */
 static bt_status ring_reap(mpi_transport *m, int dst, bt_error *err) {
     send_ring *r = &m->rings[dst];
-    while (r->n_pending > 0) {
+    while (r->n_started > 0) {
         int done = 0;
         MPI_Status status;
         int rc = MPI_Test(&r->reqs[r->head], &done, &status);
@@ -151,18 +205,26 @@ static bt_status ring_reap(mpi_transport *m, int dst, bt_error *err) {
         if (!done)
             break;
         r->reqs[r->head] = MPI_REQUEST_NULL;
-        r->head = (r->head + 1) % m->max_pending;
+        r->head = (r->head + 1) % m->cap;
         r->n_pending--;
+        r->n_started--;
     }
     return BT_OK;
 }
 
-/* Tests every destination's pending sends: MPI progress for rendezvous transfers. */
+/* Starts the held-back frames that are due and tests every destination's pending sends:
+ * MPI progress for rendezvous transfers. Recomputes m->next_due_us. */
 static bt_status reap_all(mpi_transport *m, bt_error *err) {
+    int64_t now = m->delay_us > 0 ? bt_now_us() : 0;
+    m->next_due_us = INT64_MAX;
     for (int d = 0; d < m->base.size; d++) {
         if (m->rings[d].n_pending == 0)
             continue;
-        bt_status st = ring_reap(m, d, err);
+        bt_status st = BT_OK;
+        if (link_delay_built && m->delay_us > 0)
+            st = ring_start_due(m, d, now, err);
+        if (st == BT_OK)
+            st = ring_reap(m, d, err);
         if (st != BT_OK)
             return st;
     }
@@ -187,24 +249,35 @@ static bt_status mpi_send(bt_transport *t, int dst, const void *frame, size_t le
     send_ring *r = &m->rings[dst];
     int64_t start = bt_now_us();
     backoff b = {0, 0, 0};
-    while (r->n_pending == m->max_pending) {
+    while (r->n_pending == m->cap) {
         if (expired(timeout_us, start))
             return bt_error_set(err, BT_ERR_TIMEOUT,
                                 "transport: send to rank %d: %d frames still in flight after "
                                 "%lld us",
                                 dst, r->n_pending, (long long)timeout_us);
-        backoff_wait(&b);
+        backoff_wait(&b, m->next_due_us);
         st = reap_all(m, err);
         if (st != BT_OK)
             return st;
     }
-    int i = (r->head + r->n_pending) % m->max_pending;
+    int i = (r->head + r->n_pending) % m->cap;
     if (len > 0)
         memcpy(r->bufs[i], frame, len);
-    int rc = MPI_Isend(r->bufs[i], (int)len, MPI_BYTE, dst, FRAME_TAG, MPI_COMM_WORLD, &r->reqs[i]);
-    if (rc != MPI_SUCCESS)
-        return mpi_fail(err, BT_ERR_IO, rc, "MPI_Isend", dst);
+    r->lens[i] = (int)len;
     r->n_pending++;
+    if (link_delay_built && m->delay_us > 0) {
+        /* Held back: reap_all starts it at its release time. */
+        r->release_us[i] = bt_now_us() + m->delay_us;
+        if (r->release_us[i] < m->next_due_us)
+            m->next_due_us = r->release_us[i];
+        return BT_OK;
+    }
+    int rc = MPI_Isend(r->bufs[i], (int)len, MPI_BYTE, dst, FRAME_TAG, MPI_COMM_WORLD, &r->reqs[i]);
+    if (rc != MPI_SUCCESS) {
+        r->n_pending--;
+        return mpi_fail(err, BT_ERR_IO, rc, "MPI_Isend", dst);
+    }
+    r->n_started++;
     return BT_OK;
 }
 
@@ -349,7 +422,7 @@ static bt_status mpi_recv(bt_transport *t, int src, const void **frame, size_t *
                                 "transport: no frame from rank %d within %lld us", src,
                                 (long long)timeout_us);
         }
-        backoff_wait(&b);
+        backoff_wait(&b, m->next_due_us);
         st = reap_all(m, err);
         if (st != BT_OK)
             return st;
@@ -375,8 +448,15 @@ static bt_status mpi_flush(bt_transport *t, int64_t timeout_us, bt_error *err) {
                                 "transport: flush: %d frames to rank %d still in flight after "
                                 "%lld us",
                                 m->rings[busy].n_pending, busy, (long long)timeout_us);
-        backoff_wait(&b);
+        backoff_wait(&b, m->next_due_us);
     }
+}
+
+static bt_status mpi_progress(bt_transport *t, int64_t *next_due_us, bt_error *err) {
+    mpi_transport *m = (mpi_transport *)t;
+    bt_status st = reap_all(m, err);
+    *next_due_us = m->next_due_us;
+    return st;
 }
 
 static void mpi_abort(bt_transport *t, int code) {
@@ -396,7 +476,7 @@ static void cancel_posted(mpi_transport *m) {
     MPI_Status status;
     while (MPI_Test(&m->rreq, &done, &status) == MPI_SUCCESS && !done &&
            !expired(FREE_WAIT_US, start))
-        backoff_wait(&b);
+        backoff_wait(&b, INT64_MAX);
     if (!done && m->rreq != MPI_REQUEST_NULL)
         MPI_Request_free(&m->rreq);
     m->posted = -1;
@@ -408,18 +488,16 @@ static int wait_sends(mpi_transport *m) {
     int64_t start = bt_now_us();
     backoff b = {0, 0, 0};
     for (;;) {
+        if (reap_all(m, NULL) != BT_OK)
+            return 1;
         int pending = 0;
-        for (int d = 0; d < m->base.size; d++) {
-            bt_status st = ring_reap(m, d, NULL);
-            if (st != BT_OK)
-                return 1;
+        for (int d = 0; d < m->base.size; d++)
             pending += m->rings[d].n_pending;
-        }
         if (pending == 0)
             return 0;
-        if (expired(FREE_WAIT_US, start))
+        if (expired(FREE_WAIT_US + m->delay_us, start)) /* held frames leave first */
             return 1;
-        backoff_wait(&b);
+        backoff_wait(&b, m->next_due_us);
     }
 }
 
@@ -428,17 +506,19 @@ static void transport_destroy(mpi_transport *m, int leak_send_bufs) {
         for (int d = 0; d < m->base.size; d++) {
             send_ring *r = &m->rings[d];
             if (leak_send_bufs) {
-                for (int k = 0; k < r->n_pending; k++) {
-                    int i = (r->head + k) % m->max_pending;
+                for (int k = 0; k < r->n_started; k++) {
+                    int i = (r->head + k) % m->cap;
                     MPI_Request_free(&r->reqs[i]);
                 }
                 continue; /* buffers stay allocated: MPI may still read them */
             }
             if (r->bufs)
-                for (int i = 0; i < m->max_pending; i++)
+                for (int i = 0; i < m->cap; i++)
                     free(r->bufs[i]);
             free(r->bufs);
             free(r->reqs);
+            free(r->lens);
+            free(r->release_us);
         }
         if (!leak_send_bufs)
             free(m->rings);
@@ -506,6 +586,34 @@ int bt_mpi_launched(void) {
     return 0;
 }
 
+int bt_transport_link_delay_built(void) {
+    return link_delay_built;
+}
+
+/* BT_LINK_DELAY_US from the environment into *out (0 when unset or empty). A build without
+ * BT_LINK_DELAY refuses a nonzero value: a test that asked for a delay must not run without. */
+static bt_status link_delay_from_env(int64_t *out, bt_error *err) {
+    *out = 0;
+    const char *v = getenv("BT_LINK_DELAY_US");
+    if (!v || !*v)
+        return BT_OK;
+    char *end = NULL;
+    long long us = strtoll(v, &end, 10);
+    if (*end != '\0' || v[0] == '-' || v[0] == '+' || v[0] == ' ' || us < 0 ||
+        us > LINK_DELAY_MAX_US)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "transport: BT_LINK_DELAY_US='%s' is not a delay in microseconds "
+                            "(0 to %d)",
+                            v, LINK_DELAY_MAX_US);
+    if (us > 0 && !link_delay_built)
+        return bt_error_set(err, BT_ERR_INVALID_ARG,
+                            "transport: BT_LINK_DELAY_US=%lld is set, but this baton was built "
+                            "without the link delay (a test build: cmake -DBT_LINK_DELAY=ON)",
+                            us);
+    *out = (int64_t)us;
+    return BT_OK;
+}
+
 void bt_mpi_finalize(void) {
     int inited = 0, finalized = 0;
     MPI_Initialized(&inited);
@@ -523,8 +631,12 @@ bt_status bt_transport_mpi_new(size_t max_frame, int max_pending, bt_transport *
     if (max_pending < 1 || max_pending > 1024)
         return bt_error_set(err, BT_ERR_INVALID_ARG, "transport: max_pending %d not in [1, 1024]",
                             max_pending);
+    int64_t delay_us = 0;
+    bt_status st = link_delay_from_env(&delay_us, err);
+    if (st != BT_OK)
+        return st;
     int rank = 0, size = 0;
-    bt_status st = bt_mpi_init(NULL, NULL, &rank, &size, err);
+    st = bt_mpi_init(NULL, NULL, &rank, &size, err);
     if (st != BT_OK)
         return st;
     mpi_transport *m = calloc(1, sizeof(*m));
@@ -535,11 +647,15 @@ bt_status bt_transport_mpi_new(size_t max_frame, int max_pending, bt_transport *
     m->base.size = size;
     m->base.max_frame = max_frame;
     m->max_pending = max_pending;
+    m->delay_us = delay_us;
+    m->cap = max_pending + (delay_us > 0 ? LINK_DELAY_SLOTS : 0);
+    m->next_due_us = INT64_MAX;
     m->posted = -1;
     m->held = -1;
     m->rreq = MPI_REQUEST_NULL;
-    /* Room for every peer's max_pending frames while waiting for one rank. */
-    m->n_queue = max_pending * (size > 1 ? size - 1 : 1);
+    /* Room for every peer's ring of frames while waiting for one rank (a peer with a link
+     * delay has cap of them in flight, as this rank does: the delay is the job's). */
+    m->n_queue = m->cap * (size > 1 ? size - 1 : 1);
     m->n_bufs = m->n_queue + 2;
     m->rings = calloc((size_t)size, sizeof(send_ring));
     m->pool = calloc((size_t)m->n_bufs, sizeof(uint8_t *));
@@ -549,11 +665,13 @@ bt_status bt_transport_mpi_new(size_t max_frame, int max_pending, bt_transport *
         goto nomem;
     for (int d = 0; d < size; d++) {
         send_ring *r = &m->rings[d];
-        r->bufs = calloc((size_t)max_pending, sizeof(uint8_t *));
-        r->reqs = calloc((size_t)max_pending, sizeof(MPI_Request));
-        if (!r->bufs || !r->reqs)
+        r->bufs = calloc((size_t)m->cap, sizeof(uint8_t *));
+        r->reqs = calloc((size_t)m->cap, sizeof(MPI_Request));
+        r->lens = calloc((size_t)m->cap, sizeof(int));
+        r->release_us = calloc((size_t)m->cap, sizeof(int64_t));
+        if (!r->bufs || !r->reqs || !r->lens || !r->release_us)
             goto nomem;
-        for (int i = 0; i < max_pending; i++) {
+        for (int i = 0; i < m->cap; i++) {
             r->reqs[i] = MPI_REQUEST_NULL;
             r->bufs[i] = malloc(max_frame);
             if (!r->bufs[i])

@@ -716,8 +716,10 @@ static bt_status send_heartbeat(loop *L, bt_error *err) {
 }
 
 /* bt_stage_forward on the compute thread; this thread heartbeats every heartbeat_ms until it
- * is done. A failed heartbeat is returned once the pass has ended (the pass uses L's buffers,
- * so it is never abandoned). */
+ * is done, and meanwhile wakes for the transport when it holds a frame back (the link delay
+ * of test builds: the frame sent before this pass leaves on time, not after it). A failed
+ * heartbeat or transport call is returned once the pass has ended (the pass uses L's
+ * buffers, so it is never abandoned). */
 static bt_status forward_live(loop *L, const bt_batch *b, const float *in, float *out,
                               float *logits, bt_error *err) {
     const int64_t hb_us = (int64_t)L->cfg.heartbeat_ms * 1000;
@@ -734,6 +736,7 @@ static bt_status forward_live(loop *L, const bt_batch *b, const float *in, float
     L->job = JOB_POSTED;
     pthread_cond_broadcast(&L->cv);
     int64_t next_hb = bt_now_us() + hb_us;
+    int64_t due = 0; /* when the transport next needs a call (INT64_MAX: never) */
     while (L->job != JOB_DONE) {
         int64_t now = bt_now_us();
         if (now >= next_hb) {
@@ -745,7 +748,16 @@ static bt_status forward_live(loop *L, const bt_batch *b, const float *in, float
             next_hb = now + hb_us;
             continue;
         }
-        bt_cond_wait_until(&L->cv, &L->mu, next_hb);
+        if (now >= due) {
+            due = INT64_MAX;
+            if (hb_st == BT_OK) {
+                pthread_mutex_unlock(&L->mu);
+                hb_st = bt_transport_progress(L->t, &due, &hb_err);
+                pthread_mutex_lock(&L->mu);
+            }
+            continue;
+        }
+        bt_cond_wait_until(&L->cv, &L->mu, due < next_hb ? due : next_hb);
     }
     L->job = JOB_NONE;
     bt_status st = L->job_st;

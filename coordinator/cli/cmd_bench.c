@@ -8,7 +8,11 @@
  *         EOS ignored; the rate is all generated tokens / wall time.
  * Each test runs once to warm up, then --reps times; the median is reported. The busy
  * fraction of every stage over the decode run (its compute time / wall time) shows the
- * pipeline bubble: 1 - busy.
+ * pipeline bubble: 1 - busy. The decode rounds also give each sequence's time to first token
+ * and time per output token ((done - first token) / (tokens - 1)), averaged over the
+ * sequences of all measured rounds, and the activation bytes the stages sent on, warm-up
+ * included (their heartbeats' counters: a stage heartbeats right after each activation
+ * frame, so the counts are whole when the last sequence is done).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +53,8 @@ typedef struct bench_run {
     bool first_seen;
     uint64_t busy0[BT_MAX_STAGES];
     double pp_tps[MAX_REPS], tg_tps[MAX_REPS], busy[BT_MAX_STAGES];
+    double ttft_sum, tpot_sum; /* over the measured decode rounds' sequences */
+    int64_t n_timed;
     bt_status st;
     bt_error err;
 } bench_run;
@@ -100,6 +106,11 @@ static void bench_sink(const bt_event *ev, void *ctx) {
     if (!b->first_seen) {
         b->first_seen = true;
         b->ttft = (double)(ev->t_first_token_us - ev->t_submit_us) / 1e6;
+    }
+    if (b->rep >= 0 && b->phase == 1 && ev->t_first_token_us > 0 && b->tg > 1) {
+        b->ttft_sum += (double)(ev->t_first_token_us - ev->t_submit_us) / 1e6;
+        b->tpot_sum += (double)(ev->t_done_us - ev->t_first_token_us) / 1e6 / (double)(b->tg - 1);
+        b->n_timed++;
     }
     if (--b->pending > 0 || b->st != BT_OK)
         return;
@@ -191,6 +202,12 @@ int bt_cmd_bench(int argc, char **argv) {
     if (st != BT_OK)
         goto done;
     double *pp_tps = run.pp_tps, *tg_tps = run.tg_tps, *busy = run.busy;
+    const bt_cluster *cl = bt_engine_cluster(s.engine);
+    int remote = 0;
+    bt_codec_kind codec = bt_cluster_codec(cl, &remote);
+    uint64_t act_bytes = 0; /* every stage's activations sent on, warm-up round included */
+    for (int i = 0; i < n_stages; i++)
+        act_bytes += bt_cluster_stage(cl, i)->act_bytes_sent;
     /* What each stage holds (its handshake) and its peak RSS (its last heartbeat): the RSS
      * shows that a stage touched only its own tensors. */
     fprintf(stderr, "stage rank  layers   host              weights MiB   KV MiB  peak RSS MiB\n");
@@ -215,11 +232,15 @@ int bt_cmd_bench(int argc, char **argv) {
         printf("| tg   | %6lld | %9lld | %6d | %13d | %7.1f |\n", (long long)tg,
                (long long)concurrency, n_stages, s.n_threads, tg_med);
     double busy_mean = 0.0;
+    double n_timed = run.n_timed > 0 ? (double)run.n_timed : 1.0;
     printf("{\"engine\":\"baton\",\"pp\":%lld,\"tg\":%lld,\"concurrency\":%lld,\"stages\":%d,"
-           "\"threads\":%d,\"codec\":\"%s\",\"numerics\":\"%s\",\"pp_tps\":%.2f,\"tg_tps\":%.2f,"
-           "\"stage_busy\":[",
-           (long long)pp, (long long)tg, (long long)concurrency, n_stages, s.n_threads, cf.codec,
-           cf.numerics, pp_med, tg_med);
+           "\"threads\":%d,\"codec\":\"%s\",\"zstd\":%lld,\"remote_stages\":%s,"
+           "\"numerics\":\"%s\",\"pp_tps\":%.2f,\"tg_tps\":%.2f,\"tg_ttft_s\":%.4f,"
+           "\"tg_tpot_s\":%.5f,\"act_bytes\":%llu,\"stage_busy\":[",
+           (long long)pp, (long long)tg, (long long)concurrency, n_stages, s.n_threads,
+           bt_codec_kind_name(codec), (long long)cf.act_zstd, remote ? "true" : "false",
+           cf.numerics, pp_med, tg_med, run.ttft_sum / n_timed, run.tpot_sum / n_timed,
+           (unsigned long long)act_bytes);
     for (int i = 0; i < n_stages; i++) {
         printf(i ? ",%.3f" : "%.3f", busy[i]);
         busy_mean += busy[i] / n_stages;

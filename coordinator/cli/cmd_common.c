@@ -164,7 +164,7 @@ int bt_stdout_close(int status) {
 
 void bt_cluster_flags_init(bt_cluster_flags *f) {
     memset(f, 0, sizeof *f);
-    f->codec = "f32";
+    f->codec = NULL; /* f32, or f16 with stages on other hosts (bt_cluster_params.codec_auto) */
     f->split = NULL; /* memory, or measured with --stage-speed */
     f->numerics = "fast";
     f->prefill_chunk = 0; /* 256, or llama.cpp's 512-token micro-batch with --numerics llamacpp */
@@ -184,7 +184,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     bt_hparams hp;
     bt_status st = bt_model_flags_path(mf, &model_path, &err);
     if (st == BT_OK)
-        st = bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err);
+        st = cf->codec ? bt_codec_kind_parse(cf->codec, &ep.cluster.codec, &err) : BT_OK;
+    ep.cluster.codec_auto = cf->codec == NULL;
     if (st == BT_OK)
         st = bt_split_mode_of_flags(cf->split, cf->stage_speed, &ep.cluster.split, &err);
     if (st == BT_OK)
@@ -287,6 +288,16 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     if (s->launch.mpi && !s->launch.hub &&
         (st = bt_term_watch_arm(bt_engine_cluster(s->engine), cmd, &err)) != BT_OK)
         goto fail;
+    int remote = 0;
+    bt_codec_kind codec = bt_cluster_codec(bt_engine_cluster(s->engine), &remote);
+    if (ep.cluster.codec_auto && remote) {
+        char name[160];
+        fprintf(stderr,
+                "baton %s: activations %s: the multi-host default, %s is on another host than "
+                "this coordinator (--act-codec f32 for lossless)\n",
+                cmd, bt_codec_kind_name(codec),
+                bt_cluster_stage_name(bt_engine_cluster(s->engine), remote, name, sizeof name));
+    }
     return -1;
 fail:
     fprintf(stderr, "baton %s: %s\n", cmd, err.msg[0] ? err.msg : bt_status_str(st));

@@ -60,7 +60,7 @@ typedef struct bt_cluster_flags {
 void bt_cluster_flags_init(bt_cluster_flags *f);
 
 #define BT_CLUSTER_FLAG_OPTS(f)                                                                     \
-    {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "activations between stages: f32 f16 bf16 q8"},   \
+    {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "f32 f16 bf16 q8 (f16 across hosts)"},            \
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
         {"--layers", BT_CLI_STR, &(f).layers, 0, 0, "layer split, e.g. 0-14,15-29"},                \
         {"--split", BT_CLI_STR, &(f).split, 0, 0, "'memory' (default), 'compute' or 'measured'"},   \

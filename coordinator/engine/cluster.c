@@ -49,6 +49,7 @@ struct bt_cluster {
     int64_t last_activity_us; /* last batch sent */
     int64_t listen_end_us;    /* when the coordinator last came back from waiting for a frame */
     int64_t pid_check_us;     /* when the local stages' pids were last checked */
+    int remote_stage;         /* first stage rank on another host (StageInfo), 0 = none */
     /* Start-up: a stage's frame read while another's slice was shipped (read_while_shipping),
      * owned here until the handshake loop takes it into `held`, which it frees on its next
      * frame. */
@@ -68,6 +69,12 @@ bt_cluster_params bt_cluster_default_params(void) {
                                .stage_timeout_us = 30 * 1000000LL,
                                .hello_timeout_us = 300 * 1000000LL,
                                .numerics = BT_NUMERICS_FAST};
+}
+
+bt_codec_kind bt_cluster_codec(const bt_cluster *c, int *remote) {
+    if (remote)
+        *remote = c->remote_stage;
+    return c->p.codec;
 }
 
 int bt_cluster_n_stages(const bt_cluster *c) {
@@ -365,6 +372,15 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
     if ((st = recv_stage_info(c, deadline, err)) != BT_OK)
         return st;
+    /* Stages on other hosts than this one: the multi-host codec unless one was asked for. */
+    char here[256] = "";
+    if (gethostname(here, sizeof here - 1) == 0)
+        for (int s = 0; s < c->n_stages && !c->remote_stage; s++)
+            if (here[0] && strcmp(c->stages[s].host, "?") != 0 &&
+                strcmp(c->stages[s].host, here) != 0)
+                c->remote_stage = s + 1;
+    if (c->p.codec_auto && c->remote_stage)
+        c->p.codec = BT_CODEC_MULTIHOST_DEFAULT;
     /* Budgets: --stage-mem, else what each stage read of its own host. */
     bt_split_mem mem;
     memset(&mem, 0, sizeof mem);

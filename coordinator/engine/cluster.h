@@ -33,8 +33,16 @@
 #include "status.h"
 #include "transport.h"
 
+/* The activation codec when stages run on other hosts than the coordinator and none was
+ * asked for (codec_auto): at 1 Gbit/s it keeps at least 90% of the unshaped throughput at
+ * half f32's bytes, with an error no larger than one ulp of f32 (docs/benchmarks.md,
+ * "Scaling study"). On one host the default stays the lossless f32. */
+#define BT_CODEC_MULTIHOST_DEFAULT BT_CODEC_F16
+
 typedef struct bt_cluster_params {
     bt_codec_kind codec;   /* activations between stages */
+    bool codec_auto;       /* codec was not asked for: BT_CODEC_MULTIHOST_DEFAULT when a
+                              stage's StageInfo names another host than this process's */
     int zstd_level;        /* 0 = none */
     int max_batch;         /* rows per micro-batch */
     int max_seqs;          /* sequence slots */
@@ -116,6 +124,9 @@ void bt_cluster_free(bt_cluster *c);
 
 int bt_cluster_n_stages(const bt_cluster *c);
 const bt_stage_report *bt_cluster_stage(const bt_cluster *c, int i);
+/* The activation codec the stages were told; *remote (may be NULL): rank of the first stage
+ * whose StageInfo named another host than this process's, 0 when none did. */
+bt_codec_kind bt_cluster_codec(const bt_cluster *c, int *remote);
 /* KV capacity in tokens of the fullest stage. */
 int bt_cluster_kv_tokens(const bt_cluster *c);
 const bt_split *bt_cluster_split(const bt_cluster *c);

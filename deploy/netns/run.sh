@@ -10,7 +10,10 @@
 #
 # --hosts N (default: every host that is up) ranks; fewer hosts than N up: `testbed.sh up N`
 # first (the test bed stays up afterwards: `testbed.sh down`). --profile: `testbed.sh shape P`
-# first. --baton: the program (default $BATON, else build/coordinator/baton); any MPI program
+# first (RATE[+DELAY], e.g. 1gbit+1ms). A profile with an added delay (this one or the one
+# the test bed has) needs a test build of baton (`baton --version`: "link delay: built in");
+# any other is refused here, before mpirun. The ranks get BT_LINK_DELAY_US from the hosts
+# (testbed.sh exec, which mpi-agent runs) and from mpirun (-x). --baton: the program (default $BATON, else build/coordinator/baton); any MPI program
 # works. The model must be visible in the hosts: they share this filesystem unless a path is
 # hidden (testbed.sh limit I --hide PATH).
 #
@@ -36,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --baton) baton=$2; shift 2 ;;
     --mpirun-arg) extra+=("$2"); shift 2 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1' (see --help; baton's flags go after --)" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +56,17 @@ else
     [[ $n -ge 1 ]] || { echo "run.sh: no test bed hosts (--hosts N, or testbed.sh up N)" >&2; exit 2; }
 fi
 [[ -z $profile ]] || "$here/testbed.sh" shape "$profile" >&2
+delay_us=$(cat /run/bt-testbed/delay_us 2>/dev/null || echo 0)
+if [[ $delay_us -gt 0 ]]; then
+    if ! "$baton" --version 2>/dev/null | grep -q '^link delay: built in'; then
+        echo "run.sh: profile '$(cat /run/bt-testbed/profile)' adds a link delay of $delay_us us, which" \
+            "only a test build of baton applies (cmake -DBT_LINK_DELAY=ON); '$baton' says:" \
+            "'$("$baton" --version 2>&1 | grep '^link delay' || echo "no link delay line")'" >&2
+        exit 2
+    fi
+    export BT_LINK_DELAY_US=$delay_us
+    extra=(-x BT_LINK_DELAY_US "${extra[@]}")
+fi
 
 hostfile=$(mktemp "${TMPDIR:-/tmp}/bt-netns-hosts.XXXXXX")
 trap 'rm -f "$hostfile"' EXIT

@@ -4,7 +4,9 @@
 #
 #   deploy/netns/testbed.sh up N [--mem SIZE] [--cpus C] [--hide PATH]...
 #   deploy/netns/testbed.sh limit I [--mem SIZE] [--cpus C] [--hide PATH]...
-#   deploy/netns/testbed.sh shape PROFILE     unshaped | 10gbit | 1gbit | 100mbit | 10mbit
+#   deploy/netns/testbed.sh shape PROFILE     RATE[+DELAY]: RATE unshaped | 10gbit | 1gbit |
+#                                             100mbit | 10mbit, DELAY 0.2ms | 1ms | 20ms (any
+#                                             Nms or Nus): 1gbit+1ms, unshaped+0.2ms
 #   deploy/netns/testbed.sh status
 #   deploy/netns/testbed.sh hostfile [SLOTS]  an Open MPI hostfile of the hosts (SLOTS 1)
 #   deploy/netns/testbed.sh exec I CMD...     CMD as host I (namespace, cgroup, hidden paths)
@@ -27,6 +29,11 @@
 # Every process started as the host (`exec`, deploy/netns/mpi-agent) joins its cgroups
 # (v1: memory and cpu controllers under bt-testbed/; v2 when /sys/fs/cgroup is unified) and,
 # with --hide, gets a private mount namespace. Shaping: docs/deployment.md ("Test bed").
+# Rates are the kernel's (tc tbf on both ends of each link). This kernel has no netem, so
+# the added one-way DELAY is not the kernel's: `shape` records it and every process started
+# as a host gets BT_LINK_DELAY_US in its environment, which only a test build of baton
+# applies (cmake -DBT_LINK_DELAY=ON: its MPI transport holds each frame that long before it
+# sends it; the shipped build refuses the variable). Other programs see no delay.
 set -euo pipefail
 
 PREFIX=bt-h
@@ -276,10 +283,23 @@ profile_args() {
     esac
 }
 
+# delay_us DELAY: microseconds of "0.2ms", "1ms", "20ms", "500us".
+delay_us() {
+    local us
+    us=$(awk -v d="$1" 'BEGIN {
+        if (d ~ /^[0-9]+(\.[0-9]+)?ms$/) { sub(/ms$/, "", d); printf "%d", d * 1000 + 0.5 }
+        else if (d ~ /^[0-9]+us$/) { sub(/us$/, "", d); printf "%d", d }
+        else print "bad" }')
+    [[ $us != bad ]] || die "delay '$1' is not a time (0.2ms, 1ms, 20ms, 500us)"
+    [[ $us -le 10000000 ]] || die "delay '$1' is over 10 s"
+    echo "$us"
+}
+
 cmd_shape() {
-    [[ $# -eq 1 ]] || die "usage: shape unshaped|10gbit|1gbit|100mbit|10mbit"
-    local args i
-    args=$(profile_args "$1")
+    [[ $# -eq 1 ]] || die "usage: shape RATE[+DELAY] (RATE unshaped|10gbit|1gbit|100mbit|10mbit, DELAY 0.2ms|1ms|20ms)"
+    local args i rate=${1%%+*} delay=0
+    if [[ $1 == *+* ]]; then delay=$(delay_us "${1#*+}"); fi
+    args=$(profile_args "$rate")
     [[ -n $(hosts) ]] || die "no hosts (testbed.sh up N first)"
     for i in $(hosts); do
         # Both directions: egress of the host's end (host -> bridge) and of the bridge's end
@@ -296,7 +316,11 @@ cmd_shape() {
         fi
     done
     echo "$1" >"$STATE/profile"
-    echo "testbed: profile $1 on $(hosts | wc -l) hosts"
+    # The delay is the hosts' processes' (cmd_exec); none: no variable at all.
+    if [[ $delay -gt 0 ]]; then echo "$delay" >"$STATE/delay_us"; else rm -f "$STATE/delay_us"; fi
+    local note="rate by tc"
+    [[ $delay -eq 0 ]] || note+="; added delay $delay us: baton's transport, test builds only"
+    echo "testbed: profile $1 on $(hosts | wc -l) hosts ($note)"
 }
 
 cmd_status() {
@@ -343,6 +367,11 @@ cmd_exec() {
     for d in $(cg_dirs "$i"); do
         echo $$ >"$d/cgroup.procs"
     done
+    # The profile's added delay, for baton's transport (a test build applies it).
+    if [[ -f $STATE/delay_us ]]; then
+        export BT_LINK_DELAY_US
+        BT_LINK_DELAY_US=$(cat "$STATE/delay_us")
+    fi
     local setup="hostname $PREFIX$i"
     if [[ -f $STATE/$PREFIX$i.hide ]]; then
         local cover dir
@@ -381,11 +410,11 @@ cmd_down() {
     echo "testbed: down"
 }
 
-[[ $# -ge 1 ]] || { sed -n '2,29p' "$0"; exit 2; }
+[[ $# -ge 1 ]] || { sed -n '2,36p' "$0"; exit 2; }
 cmd=$1
 shift
 case $cmd in
--h | --help) sed -n '2,29p' "$0" ;;
+-h | --help) sed -n '2,36p' "$0" ;;
 up) need_root; cmd_up "$@" ;;
 limit) need_root; cmd_limit "$@" ;;
 shape) need_root; cmd_shape "$@" ;;
