@@ -165,7 +165,7 @@ expect hb 2 "shipped"
 mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
     : -np 2 "$BATON" generate --model "$nowhere" --slice-cache /proc/self/no/cache "${common[@]}" \
     >"$WORK/bad.out" 2>"$WORK/bad.err"
-rc=$?
+rc=$(abort_status $? "$WORK/bad.err")
 if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: cannot create '/proc/self/no'" "$WORK/bad.err"; then
     pass "an unusable --slice-cache: exit 1 naming the stage and the directory"
 else
@@ -181,7 +181,7 @@ full=$WORK/$marker/full
 OMPI_MCA_btl=tcp,self mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
     : -np 2 bash -c 'trap "" XFSZ; ulimit -f 40; exec "$0" "$@"' "$BATON" generate \
     --model "$nowhere" --slice-cache "$full" "${common[@]}" >"$WORK/full.out" 2>"$WORK/full.err"
-rc=$?
+rc=$(abort_status $? "$WORK/full.err")
 if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: writing '$full/.*': File too large" "$WORK/full.err"; then
     pass "a disk full during the fetch: exit 1 naming the stage and the file"
 else
