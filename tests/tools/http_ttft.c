@@ -149,7 +149,7 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *prompt = NULL;
     int port = 0, requests = 100, warmup = 3;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --flag value pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             fprintf(stderr, "http_ttft: %s needs a value\n", a);
@@ -169,7 +169,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "http_ttft: unknown flag '%s'\n", a);
             return 2;
         }
-        i++;
     }
     if (port <= 0 || port > 65535 || !prompt || requests < 1 || warmup < 0) {
         fprintf(stderr, "usage: http_ttft --port P --prompt TEXT [--host H] [--requests N >= 1] "
