@@ -23,23 +23,7 @@ RUN=$root/deploy/netns/run.sh
 : "${BATON_LINKDELAY:?BATON_LINKDELAY must point to baton built with the link delay}"
 : "${BT_TINY_MODEL:?BT_TINY_MODEL must point to the tiny model}"
 
-n_pass=0
-n_fail=0
-pass() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
-fail() { n_fail=$((n_fail + 1)); echo "FAIL $*"; }
-
-if [[ $(id -u) -ne 0 ]]; then
-    echo "SKIP: needs root (network namespaces, tc, cgroups)"
-    exit 77
-fi
-probe=bt-probe-$$
-if ! ip netns add "$probe" 2>/dev/null || ! ip netns exec "$probe" true 2>/dev/null; then
-    ip netns del "$probe" 2>/dev/null
-    echo "SKIP: 'ip netns' does not work here (iproute2 missing or no CAP_SYS_ADMIN)"
-    exit 77
-fi
-ip netns del "$probe"
-command -v tc >/dev/null || { echo "SKIP: tc (iproute2) not found"; exit 77; }
+source "$here/lib.sh"
 [[ -r $BT_TINY_MODEL ]] || { echo "FAIL: tiny model '$BT_TINY_MODEL' missing (build it)"; exit 1; }
 if ip netns list | grep -q '^bt-h[0-9]' || ip link show bt-br0 >/dev/null 2>&1; then
     echo "FAIL: a test bed is already up ($TB status; a leftover: $TB down); not touching it"

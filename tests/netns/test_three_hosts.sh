@@ -32,23 +32,7 @@ TB=$root/deploy/netns/testbed.sh
 RUN=$root/deploy/netns/run.sh
 : "${BATON:?BATON must point to the baton binary}"
 
-n_pass=0
-n_fail=0
-pass() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
-fail() { n_fail=$((n_fail + 1)); echo "FAIL $*"; }
-
-if [[ $(id -u) -ne 0 ]]; then
-    echo "SKIP: needs root (network namespaces, tc, cgroups)"
-    exit 77
-fi
-probe=bt-probe-$$
-if ! ip netns add "$probe" 2>/dev/null || ! ip netns exec "$probe" true 2>/dev/null; then
-    ip netns del "$probe" 2>/dev/null
-    echo "SKIP: 'ip netns' does not work here (iproute2 missing or no CAP_SYS_ADMIN)"
-    exit 77
-fi
-ip netns del "$probe"
-command -v tc >/dev/null || { echo "SKIP: tc (iproute2) not found"; exit 77; }
+source "$here/lib.sh"
 MODEL="${BATON_MODEL:-${BATON_CACHE:-$HOME/.cache/baton}/SmolLM2-135M-Instruct.Q4_1.gguf}"
 if [[ ! -r $MODEL ]]; then
     echo "SKIP: model '$MODEL' not found (run deploy/fetch-model.sh)"
