@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# build_llamacpp.sh - build llama.cpp's tools, the yardstick of the comparison benchmarks
+# (never run in CI).
+#
+#   tests/bench/build_llamacpp.sh [--cache DIR] [TOOL...]
+#       TOOL: llama-server (the default), llama-bench, llama-batched-bench, llama-quantize,
+#       llama-perplexity, ... (any tool target of llama.cpp's CMake project)
+#       DIR: default ~/.cache/baton/llama-server (the name predates the other tools)
+#
+# Prints each tool's path, one per line, in the order asked.
+#
+# The yardstick is the llama.cpp that llama-cpp-python 0.3.36 vendors, the same version
+# tests/tools/make_goldens.py and tests/bench/llamacpp_bench.py use, so every comparison
+# measures the same library. Its source comes from the package's sdist on PyPI (pip download,
+# no git clone): one download, then the build runs offline. -DLLAMA_CURL=OFF: no libcurl (the
+# model is a local file); -DGGML_NATIVE=ON: -march=native, the machine's AVX2/AVX-512 kernels,
+# as the Python build. Only the tools asked for are built, with -j2 (BT_JOBS overrides).
+# Idempotent: a tool whose binary exists is not rebuilt.
+set -euo pipefail
+
+version=0.3.36
+cache=$HOME/.cache/baton/llama-server
+if [[ ${1:-} == --cache ]]; then
+    cache=${2:?--cache needs a directory}
+    shift 2
+fi
+tools=("$@")
+((${#tools[@]})) || tools=(llama-server)
+jobs=${BT_JOBS:-2}
+bin=$cache/build/bin
+
+missing=()
+for t in "${tools[@]}"; do
+    [[ $t =~ ^llama-[a-z-]+$ ]] || { echo "build_llamacpp: '$t' is not a llama.cpp tool name" >&2; exit 2; }
+    [[ -x $bin/$t ]] || missing+=("$t")
+done
+if ((${#missing[@]})); then
+    command -v cmake >/dev/null || { echo "build_llamacpp: cmake not found" >&2; exit 2; }
+    mkdir -p "$cache"
+    sdist=$(ls "$cache"/llama_cpp_python-"$version".tar.gz 2>/dev/null || true)
+    if [[ -z $sdist ]]; then
+        echo "build_llamacpp: downloading the llama-cpp-python $version sdist" >&2
+        # --no-binary on this package only: pip prepares the sdist's metadata in an isolated
+        # environment, whose build backend (scikit-build-core) may then come as a wheel.
+        python3 -m pip download --quiet --no-binary llama-cpp-python --no-deps \
+            -d "$cache" "llama-cpp-python==$version" >&2
+        sdist=$(ls "$cache"/llama_cpp_python-"$version".tar.gz)
+    fi
+    src=$cache/llama_cpp_python-$version
+    if [[ ! -d $src/vendor/llama.cpp ]]; then
+        tar -xzf "$sdist" -C "$cache"
+    fi
+    [[ -f $src/vendor/llama.cpp/CMakeLists.txt ]] ||
+        { echo "build_llamacpp: $src/vendor/llama.cpp has no CMakeLists.txt" >&2; exit 1; }
+    cmake -S "$src/vendor/llama.cpp" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
+        -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >&2
+    cmake --build "$cache/build" --target "${missing[@]}" -j "$jobs" >&2
+fi
+for t in "${tools[@]}"; do
+    [[ -x $bin/$t ]] || { echo "build_llamacpp: the build did not produce $bin/$t" >&2; exit 1; }
+    echo "$bin/$t"
+done
