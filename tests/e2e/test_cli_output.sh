@@ -72,4 +72,12 @@ elif [[ $out == *"has no home directory; set BATON_CACHE" || $out == /*/.cache/b
 else
     fail "fetch-model.sh with HOME unset: $out"
 fi
+# A model name it does not know: exit 2 naming the ones it does, nothing downloaded.
+rc=0
+out=$(BATON_CACHE=$tmp/cache bash "$E2E_DIR/../../deploy/fetch-model.sh" llama-9000 2>&1) || rc=$?
+if [[ $rc -eq 2 && $out == *"unknown model 'llama-9000' (known: smollm2, gemma3-270m)"* && ! -e $tmp/cache ]]; then
+    pass "fetch-model.sh with an unknown name: $out"
+else
+    fail "fetch-model.sh with an unknown name: rc $rc: $out"
+fi
 finish
