@@ -10,7 +10,10 @@
 #      ~/.cache/baton/llama-server/build/bin/llama-quantize; tests/bench/build_llama_server.sh
 #      builds it);
 #   2. writes tests/data/quant/smollm2-<name>.manifest: general.file_type and one
-#      "tensor type" line per tensor, read from llama-quantize's output (n_embd 576 is not a
+#      "tensor type" line per tensor, read from llama-quantize's output, and
+#      smollm2-<name>.tensors: gguf_tensors.py's listing of that output (name, type, dims,
+#      sha256 of the data), which the CI test (tests/e2e/test_quant_variants.sh) compares
+#      requant's file with, so CI re-proves the byte identity (n_embd 576 is not a
 #      multiple of 256, so most Q4_K / Q6_K picks fell back to Q5_0 / Q8_0: the manifest
 #      records what llama-quantize did, not what Q4_K_M means on a bigger model);
 #   3. runs requant (BT_BUILD_DIR, default build) on the same source with that manifest;
@@ -48,6 +51,7 @@ for v in Q4_K_M:q4_k_m Q8_0:q8_0; do
         echo "general.file_type $file_type"
         cut -f1,2 "$out/$name.ref.tensors" | tr '\t' ' '
     } >"$manifest"
+    LC_ALL=C sort "$out/$name.ref.tensors" >"$root/tests/data/quant/smollm2-$name.tensors"
     start=$(date +%s.%N)
     "$requant" "$src" "$manifest" "$mine"
     secs=$(echo "$(date +%s.%N) - $start" | bc)

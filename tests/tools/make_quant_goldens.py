@@ -10,6 +10,10 @@ byte what tests/tools/requant makes from the manifests in tests/data/quant/):
     /opt/llcpp-venv/bin/python tests/tools/make_quant_goldens.py \\
         q4_k_m=OUT_DIR/SmolLM2-135M-Instruct.Q4_K_M.gguf q8_0=OUT_DIR/SmolLM2-135M-Instruct.Q8_0.gguf
 
+The committed files were made on the 2-core AVX2 host (no AVX-512), so they are llama.cpp's
+AVX2 arithmetic; smollm2-greedy.tsv came from an AVX-512 build, which is what baton's
+--numerics llamacpp reproduces. Remade on an AVX-512 host, they would allow an exact check.
+
 For each NAME=FILE it writes, with make_goldens.py's code and formats:
   smollm2-NAME-greedy.tsv, smollm2-NAME-greedy-margins.tsv
       the same prompts as smollm2-greedy.tsv, 32 greedy ids each, and llama.cpp's top-1 minus
