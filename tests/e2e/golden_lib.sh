@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # golden_lib.sh - sourced (after lib.sh) by the e2e tests that compare baton's greedy tokens
 # with llama.cpp's goldens (tests/data/golden/<stem>-greedy.tsv and <stem>-greedy-margins.tsv,
 # from tests/tools/make_goldens.py and make_quant_goldens.py): test_greedy_golden.sh (the Q4_1

@@ -55,12 +55,16 @@ for name in q4_k_m q8_0; do
         fail "$name: tensors differ from llama-quantize's (< requant, > llama-quantize): $(head -c 2000 "$WORK/tensors.diff")"
     fi
     if [[ $name == q8_0 ]]; then # once: the determinism of the tool, not of a variant
-        "$REQUANT" "$SRC" "$manifest" "$WORK/again.gguf" 2>&1 &&
-            cmp -s "$MODEL" "$WORK/again.gguf" && pass "$name: a second requant is the same file" ||
+        if "$REQUANT" "$SRC" "$manifest" "$WORK/again.gguf" 2>&1 &&
+            cmp -s "$MODEL" "$WORK/again.gguf"; then
+            pass "$name: a second requant is the same file"
+        else
             fail "$name: a second requant differs from the first"
+        fi
         rm -f "$WORK/again.gguf"
     fi
 
+    # shellcheck disable=SC2034 # read by golden_lib.sh's check
     GREEDY_STEM=smollm2-$name NEAR_TIE=0.6
     check "$name fast numerics" near-tie
 
@@ -74,8 +78,11 @@ for name in q4_k_m q8_0; do
     else
         fail "$name: perplexity ${got:-none} not within 1% of llama.cpp's $PPL_WANT"
     fi
-    grep -q "over $PPL_SCORED scored tokens" <<<"$out" && pass "$name: scored $PPL_SCORED tokens like llama.cpp" ||
+    if grep -q "over $PPL_SCORED scored tokens" <<<"$out"; then
+        pass "$name: scored $PPL_SCORED tokens like llama.cpp"
+    else
         fail "$name: scored token count differs from llama.cpp's $PPL_SCORED"
+    fi
 done
 
 # Bad manifests: refused, the message names what is wrong, no output file left.
