@@ -2,6 +2,7 @@
 #include "quantize_ref.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
@@ -461,14 +462,16 @@ bt_status bt_quantize_ref(bt_type type, const float *src, void *dst, int64_t n_c
     return BT_OK;
 }
 
+/* The types this file writes, by the names the parsers take (one list for both uses). */
+static const struct {
+    const char *name;
+    bt_type type;
+} names[] = {{"f32", BT_TYPE_F32},   {"f16", BT_TYPE_F16},   {"bf16", BT_TYPE_BF16},
+             {"q4_0", BT_TYPE_Q4_0}, {"q4_1", BT_TYPE_Q4_1}, {"q5_0", BT_TYPE_Q5_0},
+             {"q5_1", BT_TYPE_Q5_1}, {"q8_0", BT_TYPE_Q8_0}, {"q4_k", BT_TYPE_Q4_K},
+             {"q5_k", BT_TYPE_Q5_K}, {"q6_k", BT_TYPE_Q6_K}};
+
 bt_status bt_quantize_type_from_name(const char *name, bt_type *out) {
-    static const struct {
-        const char *name;
-        bt_type type;
-    } names[] = {{"f32", BT_TYPE_F32},   {"f16", BT_TYPE_F16},   {"bf16", BT_TYPE_BF16},
-                 {"q4_0", BT_TYPE_Q4_0}, {"q4_1", BT_TYPE_Q4_1}, {"q5_0", BT_TYPE_Q5_0},
-                 {"q5_1", BT_TYPE_Q5_1}, {"q8_0", BT_TYPE_Q8_0}, {"q4_k", BT_TYPE_Q4_K},
-                 {"q5_k", BT_TYPE_Q5_K}, {"q6_k", BT_TYPE_Q6_K}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcasecmp(name, names[i].name) == 0) {
             *out = names[i].type;
@@ -476,4 +479,18 @@ bt_status bt_quantize_type_from_name(const char *name, bt_type *out) {
         }
     }
     return BT_ERR_NOT_FOUND;
+}
+
+void bt_quantize_type_list(char *buf, size_t size) {
+    size_t used = 0;
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && used < size; i++) {
+        int n = snprintf(buf + used, size - used, "%s%s", i ? " " : "",
+                         bt_type_name((uint32_t)names[i].type));
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
 }

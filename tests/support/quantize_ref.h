@@ -39,4 +39,8 @@ bt_status bt_quantize_ref(bt_type type, const float *src, void *dst, int64_t n_c
 /* Parses "q4_1", "Q8_0", "f16", "bf16", "q4_k", "q5_K", ... into a type this file can write. */
 bt_status bt_quantize_type_from_name(const char *name, bt_type *out);
 
+/* Writes the names of the types this file can write, space-separated ("f32 f16 bf16 q4_0
+ * ... q6_K"), into buf (truncated to size), for messages that list the choices. */
+void bt_quantize_type_list(char *buf, size_t size);
+
 #endif

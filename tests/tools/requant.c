@@ -14,8 +14,8 @@
  * of IN must be named exactly once, and nothing else.
  *
  * Used by tests/e2e/test_quant_variants.sh (the Q4_K_M and Q8_0 variants of SmolLM2, built
- * from the manifests in tests/data/quant/) and tests/bench/make_quant_variants.sh (which checks that
- * the result is llama-quantize's, tensor by tensor). Tensor order is IN's (llama-quantize
+ * from the manifests in tests/data/quant/) and tests/bench/make_quant_variants.sh (which checks
+ * that the result is llama-quantize's, tensor by tensor). Tensor order is IN's (llama-quantize
  * sorts by layer; a reader finds tensors by name). Single-threaded: SmolLM2 takes seconds.
  */
 #include <errno.h>
@@ -84,10 +84,12 @@ static bt_status manifest_read(const char *path, manifest *m, bt_error *err) {
         }
         bt_type t;
         if (bt_quantize_type_from_name(type, &t) != BT_OK) {
+            char known[256];
+            bt_quantize_type_list(known, sizeof known);
             st = bt_error_set(err, BT_ERR_FORMAT,
                               "manifest '%s' line %zu: tensor %s: type '%s' has no quantizer "
-                              "(known: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_K q5_K q6_K)",
-                              path, lineno, name, type);
+                              "(known: %s)",
+                              path, lineno, name, type, known);
             break;
         }
         for (size_t i = 0; i < m->n; i++) {
