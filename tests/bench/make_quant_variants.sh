@@ -20,7 +20,9 @@
 #   4. compares the two files with tests/bench/gguf_tensors.py, a GGUF reader of its own
 #      (Python standard library): every tensor's name, type, dims and the sha256 of its data
 #      bytes must be equal, and so must every metadata key, type and value (arrays by the
-#      sha256 of their raw bytes). Differences are listed per tensor; exit 1 if any.
+#      sha256 of their raw bytes); and the two files must be equal as a whole (cmp: requant
+#      writes llama-quantize's tensor order and layout). Differences are listed per tensor;
+#      exit 1 if any.
 # Offline (CI uses the committed manifests); the golden files for the variants come from
 # tests/tools/make_quant_goldens.py on the files this writes.
 set -euo pipefail
@@ -66,6 +68,12 @@ for v in Q4_K_M:q4_k_m Q8_0:q8_0; do
     else
         echo "$ftype: tensors differ from llama-quantize's (name, llama-quantize type/sha, requant type/sha):"
         echo "$diffs"
+        status=1
+    fi
+    if cmp -s "$ref" "$mine"; then
+        echo "$ftype: the whole file is llama-quantize's byte for byte (sha256 $(sha256sum "$mine" | cut -d' ' -f1))"
+    else
+        echo "$ftype: the files differ as a whole (first difference: $(cmp "$ref" "$mine" | head -1))"
         status=1
     fi
     if cmp -s "$out/$name.ref.kv" "$out/$name.requant.kv"; then

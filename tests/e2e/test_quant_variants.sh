@@ -4,9 +4,11 @@
 # Each variant is rebuilt here from the cached Q4_1 file by tests/tools/requant with its
 # committed manifest (tests/data/quant/smollm2-<name>.manifest) into a temporary directory
 # of the build, then:
-#  - its tensors are llama-quantize's to the byte: tests/bench/gguf_tensors.py lists name,
-#    type, dims and the sha256 of every tensor's data, which must equal the committed listing
-#    of llama-quantize's file (smollm2-<name>.tensors, from make_quant_variants.sh);
+#  - it is llama-quantize's file byte for byte: its sha256 must be the one the golden files
+#    name (tests/data/golden/smollm2-<name>-greedy.tsv's header: the file llama.cpp ran), and
+#    tests/bench/gguf_tensors.py's listing (name, type, dims, sha256 of every tensor's data)
+#    must equal the committed listing of llama-quantize's file (smollm2-<name>.tensors, from
+#    make_quant_variants.sh), which names the tensors that differ when the file does;
 #  - a second requant of the same input is the same file (deterministic);
 #  - greedy tokens (default numerics) follow llama.cpp's goldens
 #    (tests/data/golden/smollm2-<name>-greedy.tsv, make_quant_goldens.py) up to near-ties
@@ -53,6 +55,13 @@ for name in q4_k_m q8_0; do
         pass "$name: all $(wc -l <"$DATA/quant/smollm2-$name.tensors") tensors byte-identical to llama-quantize's"
     else
         fail "$name: tensors differ from llama-quantize's (< requant, > llama-quantize): $(head -c 2000 "$WORK/tensors.diff")"
+    fi
+    want_sha=$(sed -n '1s/.*(sha256 \([0-9a-f]*\),.*/\1/p' "$GOLDEN/smollm2-$name-greedy.tsv")
+    got_sha=$(sha256sum "$MODEL" | cut -d' ' -f1)
+    if [[ -n $want_sha && $got_sha == "$want_sha" ]]; then
+        pass "$name: the file is the one llama.cpp's goldens ran on (sha256 $got_sha)"
+    else
+        fail "$name: sha256 $got_sha, the goldens ran on ${want_sha:-(none in the golden header)}"
     fi
     if [[ $name == q8_0 ]]; then # once: the determinism of the tool, not of a variant
         if "$REQUANT" "$SRC" "$manifest" "$WORK/again.gguf" 2>&1 &&

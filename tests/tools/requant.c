@@ -15,8 +15,9 @@
  *
  * Used by tests/e2e/test_quant_variants.sh (the Q4_K_M and Q8_0 variants of SmolLM2, built
  * from the manifests in tests/data/quant/) and tests/bench/make_quant_variants.sh (which checks
- * that the result is llama-quantize's, tensor by tensor). Tensor order is IN's (llama-quantize
- * sorts by layer; a reader finds tensors by name). Single-threaded: SmolLM2 takes seconds.
+ * that the result is llama-quantize's, tensor by tensor and as a whole). Tensors are written
+ * in llama-quantize's order (by layer, then name), so for SmolLM2 the whole file is
+ * llama-quantize's byte for byte. Single-threaded: SmolLM2 takes seconds.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -154,10 +155,48 @@ static size_t kv_value_size(const uint8_t *p, const uint8_t *end, uint32_t t) {
     return s && s <= (size_t)(end - p) ? s : 0;
 }
 
+/* llama-quantize's tensor order (llama_model_loader's weight_name_comparer): tensors outside
+ * the blocks first, then block by block ("blk.N." numerically), by name within each. Keeping
+ * it makes requant's file llama-quantize's byte for byte, header included. */
+typedef struct order_key {
+    int layer; /* N of "blk.N.", -1 for the others */
+    const char *name;
+    size_t index; /* in the source file */
+} order_key;
+
+static int order_cmp(const void *pa, const void *pb) {
+    const order_key *a = pa, *b = pb;
+    if (a->layer != b->layer)
+        return a->layer < b->layer ? -1 : 1;
+    return strcmp(a->name, b->name);
+}
+
+/* Fills order[0..n_t) with source indices in llama-quantize's order. */
+static bt_status quantize_order(const bt_gguf *g, size_t *order, bt_error *err) {
+    const size_t n_t = bt_gguf_n_tensors(g);
+    order_key *keys = malloc((n_t ? n_t : 1) * sizeof *keys);
+    if (!keys)
+        return bt_error_set(err, BT_ERR_NOMEM, "tensor order: out of memory");
+    for (size_t i = 0; i < n_t; i++) {
+        const char *name = bt_gguf_tensor_at(g, i)->name;
+        keys[i].layer = -1;
+        if (sscanf(name, "blk.%d.", &keys[i].layer) != 1)
+            keys[i].layer = -1;
+        keys[i].name = name;
+        keys[i].index = i;
+    }
+    qsort(keys, n_t, sizeof *keys, order_cmp);
+    for (size_t i = 0; i < n_t; i++)
+        order[i] = keys[i].index;
+    free(keys);
+    return BT_OK;
+}
+
 /* Header: the metadata of g verbatim except general.file_type, which goes last with the
- * manifest's value (llama-quantize's order), then one info per tensor in `types`. */
+ * manifest's value (llama-quantize's order), then one info per tensor, in `order`, of the
+ * type in `types` (indexed like g's tensors). */
 static bt_status write_header(const bt_gguf *g, const manifest *m, const bt_type *types,
-                              bt_gw_buf *b, bt_error *err) {
+                              const size_t *order, bt_gw_buf *b, bt_error *err) {
     const uint8_t *base = bt_gguf_base(g);
     const uint8_t *p = base + BT_GGUF_KV_BEGIN, *end = base + bt_gguf_kv_end(g);
     const size_t n_kv = bt_gguf_n_kv(g), n_t = bt_gguf_n_tensors(g);
@@ -189,20 +228,21 @@ static bt_status write_header(const bt_gguf *g, const manifest *m, const bt_type
     const size_t align = bt_gguf_alignment(g);
     uint64_t offset = 0;
     for (size_t i = 0; i < n_t; i++) {
-        const bt_gguf_tensor *t = bt_gguf_tensor_at(g, i);
+        const size_t k = order[i];
+        const bt_gguf_tensor *t = bt_gguf_tensor_at(g, k);
         bt_gw_buf_str(b, t->name);
         bt_gw_buf_u32(b, t->n_dims);
         for (uint32_t d = 0; d < t->n_dims; d++)
             bt_gw_buf_u64(b, (uint64_t)t->ne[d]);
-        bt_gw_buf_u32(b, (uint32_t)types[i]);
+        bt_gw_buf_u32(b, (uint32_t)types[k]);
         bt_gw_buf_u64(b, offset);
         size_t row_bytes;
-        bt_status st = bt_type_row_bytes((uint32_t)types[i], t->ne[0], &row_bytes);
+        bt_status st = bt_type_row_bytes((uint32_t)types[k], t->ne[0], &row_bytes);
         if (st != BT_OK)
             return bt_error_set(err, st,
                                 "tensor %s: ne[0] %lld is not a multiple of %s's block of %u",
-                                t->name, (long long)t->ne[0], bt_type_name((uint32_t)types[i]),
-                                bt_type_traits_of((uint32_t)types[i])->block_elems);
+                                t->name, (long long)t->ne[0], bt_type_name((uint32_t)types[k]),
+                                bt_type_traits_of((uint32_t)types[k])->block_elems);
         offset +=
             (row_bytes * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]) + align - 1) / align * align;
     }
@@ -275,6 +315,7 @@ static bt_status requant(const char *in, const char *manifest_path, const char *
         return st;
     bt_gguf *g = NULL;
     bt_type *types = NULL;
+    size_t *order = NULL;
     FILE *f = NULL;
     bt_gw_buf hdr = {0};
     st = bt_gguf_open(in, &g, err);
@@ -282,7 +323,8 @@ static bt_status requant(const char *in, const char *manifest_path, const char *
         goto done;
     const size_t n_t = bt_gguf_n_tensors(g);
     types = calloc(n_t ? n_t : 1, sizeof *types);
-    if (!types) {
+    order = calloc(n_t ? n_t : 1, sizeof *order);
+    if (!types || !order) {
         st = bt_error_set(err, BT_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -306,7 +348,10 @@ static bt_status requant(const char *in, const char *manifest_path, const char *
                               m.entries[k].name, in);
     if (st != BT_OK)
         goto done;
-    st = write_header(g, &m, types, &hdr, err);
+    st = quantize_order(g, order, err);
+    if (st != BT_OK)
+        goto done;
+    st = write_header(g, &m, types, order, &hdr, err);
     if (st != BT_OK)
         goto done;
     f = fopen(out, "wb");
@@ -317,7 +362,8 @@ static bt_status requant(const char *in, const char *manifest_path, const char *
     if (fwrite(hdr.data, 1, hdr.len, f) != hdr.len)
         st = bt_error_set(err, BT_ERR_IO, "'%s': write header: %s", out, strerror(errno));
     for (size_t i = 0; i < n_t && st == BT_OK; i++)
-        st = write_tensor(f, bt_gguf_tensor_at(g, i), types[i], bt_gguf_alignment(g), out, err);
+        st = write_tensor(f, bt_gguf_tensor_at(g, order[i]), types[order[i]], bt_gguf_alignment(g),
+                          out, err);
     if (fclose(f) != 0 && st == BT_OK)
         st = bt_error_set(err, BT_ERR_IO, "'%s': close: %s", out, strerror(errno));
     if (st != BT_OK)
@@ -325,6 +371,7 @@ static bt_status requant(const char *in, const char *manifest_path, const char *
 done:
     bt_gw_buf_free(&hdr);
     free(types);
+    free(order);
     bt_gguf_free(g);
     free(m.entries);
     return st;
