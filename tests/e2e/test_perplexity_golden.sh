@@ -3,22 +3,16 @@
 # same text (tests/data/golden/smollm2-perplexity.txt): within 1% with the default numerics,
 # and equal to the printed 4 decimals with --numerics llamacpp (llama.cpp's own arithmetic).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/golden_lib.sh"
 need_model
 
-golden="$GOLDEN/smollm2-perplexity.txt"
-text=$(awk -F= '$1=="file"{print $2; exit}' "$golden")
-want_sha=$(awk -F= '$1=="file_sha256"{print $2; exit}' "$golden")
-want_ppl=$(awk -F= '$1=="n_ctx"{c=$2} $1=="ppl" && c==512 {print $2; exit}' "$golden")
-if [[ ! -r $text ]] || [[ $(sha256sum "$text" | cut -d' ' -f1) != "$want_sha" ]]; then
-    echo "SKIP: $text is missing or not the text the golden was computed on"
-    exit 77
-fi
+ppl_golden "$GOLDEN/smollm2-perplexity.txt"
+text=$PPL_TEXT want_ppl=$PPL_WANT
 out=$("$BATON" perplexity --model "$MODEL" --file "$text" --ctx 512 --threads 2 2>/dev/null)
 got_ppl=$(sed -n 's/^perplexity: \([0-9.]*\) .*/\1/p' <<<"$out")
 echo "baton: $out"
 echo "llama.cpp: $want_ppl"
-if python3 -c 'import sys; g,w=map(float,sys.argv[1:]); sys.exit(0 if abs(g-w)/w <= 0.01 else 1)' \
-    "${got_ppl:-0}" "$want_ppl"; then
+if ppl_within "$got_ppl" "$want_ppl" 0.01; then
     pass "perplexity $got_ppl within 1% of llama.cpp's $want_ppl"
 else
     fail "perplexity ${got_ppl:-none} not within 1% of llama.cpp's $want_ppl"

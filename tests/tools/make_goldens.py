@@ -211,16 +211,18 @@ def greedy(llm, prompt_ids, n):
     return out, margins
 
 
-def greedy_goldens(llm, out_dir, version):
-    path = os.path.join(out_dir, "smollm2-greedy.tsv")
-    mpath = os.path.join(out_dir, "smollm2-greedy-margins.tsv")
+def greedy_goldens(llm, out_dir, version, stem="smollm2", label="Q4_1"):
+    """Writes <stem>-greedy.tsv and <stem>-greedy-margins.tsv (make_quant_goldens.py passes
+    the stem and label of a re-quantized variant)."""
+    path = os.path.join(out_dir, stem + "-greedy.tsv")
+    mpath = os.path.join(out_dir, stem + "-greedy-margins.tsv")
     with open(path, "w", encoding="utf-8", newline="\n") as f, \
             open(mpath, "w", encoding="utf-8", newline="\n") as fm:
-        fm.write("# For each line of smollm2-greedy.tsv (same order): at each of the %d greedy "
+        fm.write("# For each line of " + stem + "-greedy.tsv (same order): at each of the %d greedy "
                  "steps, llama.cpp's top-1 minus top-2 logit. A small margin (< ~0.1) is a "
                  "near-tie that a different summation order may flip.\n" % N_GREEDY)
-        f.write("# SmolLM2-135M-Instruct Q4_1 greedy decoding from %s, n_threads=2, CPU.\n"
-                % version)
+        f.write("# SmolLM2-135M-Instruct %s greedy decoding from %s, n_threads=2, CPU.\n"
+                % (label, version))
         f.write("# Columns: prompt (JSON string) TAB prompt ids (parse_special=True, no BOS) "
                 "TAB first %d generated ids.\n" % N_GREEDY)
         f.write("# Greedy = argmax of the logits (first index on ties), no sampling, no repeat "
@@ -236,7 +238,7 @@ def greedy_goldens(llm, out_dir, version):
     return len(GREEDY_PROMPTS)
 
 
-def perplexity(model, text, n_ctx):
+def perplexity(model, text, n_ctx, max_chunks=None):
     """Mirror llama.cpp tools/perplexity/perplexity.cpp (perplexity(), ppl_stride = 0):
 
     - tokens = common_tokenize(text, add_special=true, parse_special=false);
@@ -254,6 +256,8 @@ def perplexity(model, text, n_ctx):
         raise SystemExit("%s: %d tokens, need >= %d for n_ctx %d"
                          % (PPL_FILE, len(tokens), 2 * n_ctx, n_ctx))
     n_chunk = len(tokens) // n_ctx
+    if max_chunks:
+        n_chunk = min(n_chunk, max_chunks)
     first = n_ctx // 2
     nll = 0.0
     count = 0
@@ -278,15 +282,16 @@ def perplexity(model, text, n_ctx):
             "ppl": math.exp(nll / count), "add_bos": int(add_bos)}
 
 
-def perplexity_goldens(model, out_dir, version):
+def perplexity_goldens(model, out_dir, version, stem="smollm2", label="Q4_1", ctxs=(512, 1024),
+                       max_chunks=None):
     with open(PPL_FILE, "r", encoding="utf-8") as f:
         text = f.read()
-    path = os.path.join(out_dir, "smollm2-perplexity.txt")
-    lines = ["# Perplexity of SmolLM2-135M-Instruct Q4_1, computed like llama.cpp's perplexity "
+    path = os.path.join(out_dir, stem + "-perplexity.txt")
+    lines = ["# Perplexity of SmolLM2-135M-Instruct " + label + ", computed like llama.cpp's perplexity "
              "tool (second half of each n_ctx chunk scored: n_ctx/2 - 1 tokens per chunk).",
              "# One block per n_ctx, separated by a blank line."]
-    for n_ctx in (512, 1024):
-        r = perplexity(model, text, n_ctx)
+    for n_ctx in ctxs:
+        r = perplexity(model, text, n_ctx, max_chunks)
         lines += ["", "file=%s" % PPL_FILE, "file_sha256=%s" % sha256_file(PPL_FILE),
                   "n_ctx=%d" % n_ctx, "n_tokens=%d" % r["n_tokens"], "add_bos=%d" % r["add_bos"],
                   "n_chunks=%d" % r["n_chunks"], "n_scored=%d" % r["n_scored"],
