@@ -302,6 +302,164 @@ ROWDOT(q5_1)
 ROWDOT(q4_k)
 ROWDOT(q6_k)
 
+/*
+ * Tiles (kernels_internal.h, bt_tile_q8_fn) of the legacy types: rows in pairs (A, B) x NT
+ * tokens, one block at a time. Per block, each row's quants are unpacked once and serve every
+ * token, and the scale halves of a row pair are converted together into
+ * [dA, mA, dA, mA, dB, mB, dB, mB] (for the signed types the m slots hold quant bytes, unused);
+ * per token one multiply by [dx, s, dx, s, ...] gives both rows' d*dx and m*s, and the token's
+ * activation block is loaded once for all rows.
+ *
+ * On this machine's AVX2 cores maddubs and madd share one port, which bounds a block dot at
+ * two cycles; the pair halves the madd, cvt and fma count: the two rows' maddubs results are
+ * folded to 8 int16 lanes each (the lower and upper 128 bits added: |sum| <= 2 * 2 * 31 * 127
+ * for the 4- and 5-bit types, no overflow) and packed into one vector [A | B], so one madd,
+ * one cvt and one fma with [dA*dx x4 | dB*dx x4] serve both rows. Q8_0 (|w| up to 128) would
+ * overflow int16 and folds after the madd instead (WIDE).
+ *
+ * Batch invariance by construction: output (r, t) has lanes 4k..4k+3 of one accumulator
+ * (k = its place in the pair), filled block by block in order by fma(d_r*dx, float(isum lane),
+ * acc lane); integer sums are exact, so the packing order does not change them; for Q4_1/Q5_1
+ * the min terms m_r*s are summed in block order in lane 4k+1 of the pair's min accumulator.
+ * The result is ((l0 + l1) + (l2 + l3)) + min lane, in that order, for every output. Every
+ * operation on an output's lanes is the same IEEE operation on the same operands whatever the
+ * tile shape and the row's or token's place in it (lane-wise vector ops do not mix lanes), so
+ * every shape agrees bit for bit. A lone last row is paired with itself.
+ */
+#define TPAIRS _Pragma("GCC unroll 2") for (int p = 0; p < NP; p++)
+
+/* First 4 bytes of block `off` of rows A and B as [A, A, B, B] halves pairs -> 8 floats. */
+INLINE __m256 scales_of_pair(const char *wa, const char *wbb, size_t off) {
+    int va, vb;
+    memcpy(&va, wa + off, 4);
+    memcpy(&vb, wbb + off, 4);
+    return _mm256_cvtph_ps(_mm_setr_epi32(va, va, vb, vb));
+}
+
+INLINE __m256i q4_0_quants(const bt_block_q4_0 *b) {
+    return _mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8));
+}
+
+INLINE __m256i q8_0_quants(const bt_block_q8_0 *b) {
+    return _mm256_loadu_si256((const __m256i *)b->qs);
+}
+
+INLINE __m256i q5_0_quants(const bt_block_q5_0 *b) {
+    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
+    __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
+    return _mm256_or_si256(unpack_nibbles(b->qs), hi);
+}
+
+/* Rows A and B of one token block, packed: lanes 0..3 partial sums of A, 4..7 of B. */
+INLINE __m256i pair_isum(__m256i pa, __m256i pb, int wide) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (wide) {
+        pa = _mm256_madd_epi16(pa, ones);
+        pb = _mm256_madd_epi16(pb, ones);
+        return _mm256_add_epi32(_mm256_permute2x128_si256(pa, pb, 0x20),
+                                _mm256_permute2x128_si256(pa, pb, 0x31));
+    }
+    __m256i v = _mm256_add_epi16(_mm256_permute2x128_si256(pa, pb, 0x20),
+                                 _mm256_permute2x128_si256(pa, pb, 0x31));
+    return _mm256_madd_epi16(v, ones);
+}
+
+/* MIN: weights unsigned (Q4_1, Q5_1) with a min term; otherwise signed int8 (Q8_0, Q4_0,
+ * Q5_0), dotted as |w| x sign(x, w). WIDE: fold after the madd (Q8_0). */
+#define DEFINE_TILE(name, block_t, MIN, WIDE)                                                      \
+    INLINE void name##_tile(const char *w, size_t rb, int NP, const char *const *rows,             \
+                            const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,            \
+                            int64_t ldo, const int *out_col) {                                     \
+        (void)w;                                                                                   \
+        size_t pf = (size_t)(2 * NP) * rb; /* the same block of the next tile's rows */            \
+        __m256 acc[2][NT_MAX], macc[2][NT_MAX];                                                    \
+        TPAIRS TOKENS acc[p][t] = macc[p][t] = _mm256_setzero_ps();                                \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            size_t off = (size_t)i * sizeof(block_t);                                              \
+            __m256 dm[2];                                                                          \
+            __m256i qa[2], qb[2], aqa[2], aqb[2];                                                  \
+            TPAIRS {                                                                               \
+                _mm_prefetch(rows[2 * p] + off + pf, _MM_HINT_T0);                                 \
+                _mm_prefetch(rows[2 * p + 1] + off + pf, _MM_HINT_T0);                             \
+                dm[p] = scales_of_pair(rows[2 * p], rows[2 * p + 1], off);                         \
+                qa[p] = name##_quants((const block_t *)(const void *)(rows[2 * p] + off));         \
+                qb[p] = name##_quants((const block_t *)(const void *)(rows[2 * p + 1] + off));     \
+                aqa[p] = MIN ? qa[p] : _mm256_sign_epi8(qa[p], qa[p]);                             \
+                aqb[p] = MIN ? qb[p] : _mm256_sign_epi8(qb[p], qb[p]);                             \
+            }                                                                                      \
+            TOKENS {                                                                               \
+                const bt_q8 *xb = x + t * xs + i;                                                  \
+                __m256 ds = MIN ? _mm256_castpd_ps(                                                \
+                                      _mm256_broadcast_sd((const double *)(const void *)&xb->d))   \
+                                : _mm256_broadcast_ss(&xb->d);                                     \
+                __m256i xv = load_q(xb);                                                           \
+                TPAIRS {                                                                           \
+                    __m256 sc = _mm256_mul_ps(dm[p], ds);                                          \
+                    if (MIN)                                                                       \
+                        macc[p][t] = _mm256_add_ps(macc[p][t], sc);                                \
+                    __m256i pa =                                                                   \
+                        _mm256_maddubs_epi16(aqa[p], MIN ? xv : _mm256_sign_epi8(xv, qa[p]));      \
+                    __m256i pb =                                                                   \
+                        _mm256_maddubs_epi16(aqb[p], MIN ? xv : _mm256_sign_epi8(xv, qb[p]));      \
+                    acc[p][t] =                                                                    \
+                        _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),                               \
+                                        _mm256_cvtepi32_ps(pair_isum(pa, pb, WIDE)), acc[p][t]);   \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        TOKENS TPAIRS {                                                                            \
+            float a[8], m[8];                                                                      \
+            _mm256_storeu_ps(a, acc[p][t]);                                                        \
+            _mm256_storeu_ps(m, macc[p][t]);                                                       \
+            for (int k = 0; k < 2; k++) {                                                          \
+                int c = out_col[2 * p + k];                                                        \
+                float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);               \
+                if (c >= 0)                                                                        \
+                    out[t * ldo + c] = MIN ? v + m[4 * k + 1] : v;                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_TILE(q4_1, bt_block_q4_1, 1, 0)
+DEFINE_TILE(q5_1, bt_block_q5_1, 1, 0)
+DEFINE_TILE(q8_0, bt_block_q8_0, 0, 1)
+DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
+DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
+
+/* Tile shapes: two row pairs for 1-2 tokens (decode of few streams: more independent chains
+ * and one activation load per 4 rows), one pair for 3-4 tokens (the registers). A lone last
+ * row is paired with itself and its twin's output dropped (out_col -1). */
+#define TILE(name)                                                                                 \
+    static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
+                            int n_tok, int64_t n, float *out, int64_t ldo) {                       \
+        const char *wb = w;                                                                        \
+        int64_t nb = n / BT_QK;                                                                    \
+        int max_pairs = n_tok <= 2 ? 2 : 1;                                                        \
+        for (int r = 0; r < n_rows;) {                                                             \
+            const char *rows[4];                                                                   \
+            int col[4], np = 0;                                                                    \
+            while (np < max_pairs && r < n_rows) {                                                 \
+                rows[2 * np] = wb + (size_t)r * rb;                                                \
+                col[2 * np] = r;                                                                   \
+                int twin = r + 1 < n_rows;                                                         \
+                rows[2 * np + 1] = wb + (size_t)(r + twin) * rb;                                   \
+                col[2 * np + 1] = twin ? r + 1 : -1;                                               \
+                r += 1 + twin;                                                                     \
+                np++;                                                                              \
+            }                                                                                      \
+            if (np == 2)                                                                           \
+                BT_WITH_NT(n_tok, name##_tile(wb, rb, 2, rows, x, xs, NT_, nb, out, ldo, col))     \
+            else                                                                                   \
+                BT_WITH_NT(n_tok, name##_tile(wb, rb, 1, rows, x, xs, NT_, nb, out, ldo, col))     \
+        }                                                                                          \
+    }
+
+TILE(q4_1)
+TILE(q5_1)
+TILE(q8_0)
+TILE(q4_0)
+TILE(q5_0)
+
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
     if (kind == 0)
@@ -491,6 +649,11 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->rowdot_q8[BT_TYPE_Q5_1] = rowdot_q5_1;
     t->rowdot_q8[BT_TYPE_Q4_K] = rowdot_q4_k;
     t->rowdot_q8[BT_TYPE_Q6_K] = rowdot_q6_k;
+    t->tile_q8[BT_TYPE_Q8_0] = tile_q8_0;
+    t->tile_q8[BT_TYPE_Q4_0] = tile_q4_0;
+    t->tile_q8[BT_TYPE_Q4_1] = tile_q4_1;
+    t->tile_q8[BT_TYPE_Q5_0] = tile_q5_0;
+    t->tile_q8[BT_TYPE_Q5_1] = tile_q5_1;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
