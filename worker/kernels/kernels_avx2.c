@@ -304,106 +304,163 @@ ROWDOT(q6_k)
 
 /*
  * Tiles (kernels_internal.h, bt_tile_q8_fn) of the legacy types: rows in pairs (A, B) x NT
- * tokens, one block at a time. Per block, each row's quants are unpacked once and serve every
- * token, and the scale halves of a row pair are converted together into
- * [dA, mA, dA, mA, dB, mB, dB, mB] (for the signed types the m slots hold quant bytes, unused);
- * per token one multiply by [dx, s, dx, s, ...] gives both rows' d*dx and m*s, and the token's
- * activation block is loaded once for all rows.
+ * tokens, one block at a time.
  *
- * On this machine's AVX2 cores maddubs and madd share one port, which bounds a block dot at
- * two cycles; the pair halves the madd, cvt and fma count: the two rows' maddubs results are
- * folded to 8 int16 lanes each (the lower and upper 128 bits added: |sum| <= 2 * 2 * 31 * 127
- * for the 4- and 5-bit types, no overflow) and packed into one vector [A | B], so one madd,
- * one cvt and one fma with [dA*dx x4 | dB*dx x4] serve both rows. Q8_0 (|w| up to 128) would
- * overflow int16 and folds after the madd instead (WIDE).
+ * On this machine's AVX2 cores (Zen 2) maddubs and madd share one port, which bounds a block
+ * dot at two cycles, and cross-lane shuffles are slow; so a pair's quants are laid out as two
+ * vectors lo = [A 0..15 | B 0..15] and hi = [A 16..31 | B 16..31] (4-bit quants: the two rows'
+ * 16 bytes of nibbles in one vector, masked and shifted: no shuffle), and each token's block
+ * is broadcast as [x 0..15 | x 0..15] and [x 16..31 | x 16..31] (two broadcast loads). Then
+ * maddubs(lo, xlo) + maddubs(hi, xhi) in int16 (|sum| <= 2 * 2 * 31 * 127 for the 4- and
+ * 5-bit types: no overflow) is already both rows' partial sums, 8 per row, and one madd, one
+ * cvt and one fma with [dA*dx x4 | dB*dx x4] serve the two rows. Q8_0 (|w| up to 128) would
+ * overflow int16 and adds after the madds instead (WIDE). Each pair's quants are unpacked once
+ * per block and serve every token; each token's loads serve every pair.
  *
- * Batch invariance by construction: output (r, t) has lanes 4k..4k+3 of one accumulator
+ * Scales: the first 4 bytes of a pair's blocks become [dA, mA, dA, mA, dB, mB, dB, mB] (for
+ * the signed types the m slots hold quant bytes, unused), times [dx, s, dx, s, ...] of the
+ * token: lanes 0 and 4 give d*dx, lanes 1 and 5 the min terms m*s of Q4_1/Q5_1.
+ *
+ * Batch invariance by construction: output (r, t) owns lanes 4k..4k+3 of one accumulator
  * (k = its place in the pair), filled block by block in order by fma(d_r*dx, float(isum lane),
- * acc lane); integer sums are exact, so the packing order does not change them; for Q4_1/Q5_1
- * the min terms m_r*s are summed in block order in lane 4k+1 of the pair's min accumulator.
- * The result is ((l0 + l1) + (l2 + l3)) + min lane, in that order, for every output. Every
- * operation on an output's lanes is the same IEEE operation on the same operands whatever the
- * tile shape and the row's or token's place in it (lane-wise vector ops do not mix lanes), so
- * every shape agrees bit for bit. A lone last row is paired with itself.
+ * acc lane); integer sums are exact, so how they are packed does not change them; the min
+ * terms m_r*s are summed in block order in lane 4k+1 of the pair's min accumulator; the result
+ * is ((l0 + l1) + (l2 + l3)) + min lane, in that order, for every output. Each operation on an
+ * output's lanes is the same IEEE operation on the same operands whatever the tile shape and
+ * the row's or token's place in it (lane-wise vector ops do not mix lanes), so every shape
+ * agrees bit for bit. A lone last row is paired with itself.
  */
 #define TPAIRS _Pragma("GCC unroll 2") for (int p = 0; p < NP; p++)
 
-/* First 4 bytes of block `off` of rows A and B as [A, A, B, B] halves pairs -> 8 floats. */
-INLINE __m256 scales_of_pair(const char *wa, const char *wbb, size_t off) {
+typedef struct qpair {
+    __m256i lo, hi; /* [A 0..15 | B 0..15], [A 16..31 | B 16..31] */
+} qpair;
+
+INLINE __m256i two16(const uint8_t *a, const uint8_t *b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                   _mm_loadu_si128((const __m128i *)b), 1);
+}
+
+INLINE qpair nibbles_pair(const uint8_t *qa, const uint8_t *qb) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i v = two16(qa, qb);
+    qpair q = {_mm256_and_si256(v, lo4), _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4)};
+    return q;
+}
+
+/* Bits 16h..16h+15 of A's and B's 32-bit words -> bytes [A | B] = 0xFF if set, 0 if not. */
+INLINE __m256i bits_pair(const uint8_t *qha, const uint8_t *qhb, int h) {
+    uint32_t xa, xb;
+    memcpy(&xa, qha, 4);
+    memcpy(&xb, qhb, 4);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32((int)xa)),
+                                        _mm_set1_epi32((int)xb), 1);
+    const __m256i shuf = h ? _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                               0x0303030303030303, 0x0202020202020202)
+                           : _mm256_set_epi64x(0x0101010101010101, 0x0000000000000000,
+                                               0x0101010101010101, 0x0000000000000000);
+    const __m256i mask = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeULL);
+    __m256i b = _mm256_or_si256(_mm256_shuffle_epi8(v, shuf), mask);
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+INLINE qpair q4_1_pair(const bt_block_q4_1 *a, const bt_block_q4_1 *b) {
+    return nibbles_pair(a->qs, b->qs);
+}
+
+INLINE qpair q5_1_pair(const bt_block_q5_1 *a, const bt_block_q5_1 *b) {
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i b4 = _mm256_set1_epi8(0x10);
+    q.lo = _mm256_or_si256(q.lo, _mm256_and_si256(bits_pair(a->qh, b->qh, 0), b4));
+    q.hi = _mm256_or_si256(q.hi, _mm256_and_si256(bits_pair(a->qh, b->qh, 1), b4));
+    return q;
+}
+
+INLINE qpair q4_0_pair(const bt_block_q4_0 *a, const bt_block_q4_0 *b) {
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i k8 = _mm256_set1_epi8(8);
+    q.lo = _mm256_sub_epi8(q.lo, k8);
+    q.hi = _mm256_sub_epi8(q.hi, k8);
+    return q;
+}
+
+INLINE qpair q5_0_pair(const bt_block_q5_0 *a, const bt_block_q5_0 *b) {
+    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i f0 = _mm256_set1_epi8((char)0xF0);
+    q.lo = _mm256_or_si256(q.lo, _mm256_andnot_si256(bits_pair(a->qh, b->qh, 0), f0));
+    q.hi = _mm256_or_si256(q.hi, _mm256_andnot_si256(bits_pair(a->qh, b->qh, 1), f0));
+    return q;
+}
+
+INLINE qpair q8_0_pair(const bt_block_q8_0 *a, const bt_block_q8_0 *b) {
+    const uint8_t *qa = (const uint8_t *)a->qs, *qb = (const uint8_t *)b->qs;
+    qpair q = {two16(qa, qb), two16(qa + 16, qb + 16)};
+    return q;
+}
+
+/* First 4 bytes of the pair's blocks as halves [A0, A1, A0, A1, B0, B1, B0, B1] -> floats. */
+INLINE __m256 scales_of_pair(const char *wa, const char *wbb) {
     int va, vb;
-    memcpy(&va, wa + off, 4);
-    memcpy(&vb, wbb + off, 4);
+    memcpy(&va, wa, 4);
+    memcpy(&vb, wbb, 4);
     return _mm256_cvtph_ps(_mm_setr_epi32(va, va, vb, vb));
 }
 
-INLINE __m256i q4_0_quants(const bt_block_q4_0 *b) {
-    return _mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8));
-}
-
-INLINE __m256i q8_0_quants(const bt_block_q8_0 *b) {
-    return _mm256_loadu_si256((const __m256i *)b->qs);
-}
-
-INLINE __m256i q5_0_quants(const bt_block_q5_0 *b) {
-    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
-    __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
-    return _mm256_or_si256(unpack_nibbles(b->qs), hi);
-}
-
-/* Rows A and B of one token block, packed: lanes 0..3 partial sums of A, 4..7 of B. */
-INLINE __m256i pair_isum(__m256i pa, __m256i pb, int wide) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    if (wide) {
-        pa = _mm256_madd_epi16(pa, ones);
-        pb = _mm256_madd_epi16(pb, ones);
-        return _mm256_add_epi32(_mm256_permute2x128_si256(pa, pb, 0x20),
-                                _mm256_permute2x128_si256(pa, pb, 0x31));
-    }
-    __m256i v = _mm256_add_epi16(_mm256_permute2x128_si256(pa, pb, 0x20),
-                                 _mm256_permute2x128_si256(pa, pb, 0x31));
-    return _mm256_madd_epi16(v, ones);
+INLINE __m256i bcast16(const int8_t *p) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
 }
 
 /* MIN: weights unsigned (Q4_1, Q5_1) with a min term; otherwise signed int8 (Q8_0, Q4_0,
- * Q5_0), dotted as |w| x sign(x, w). WIDE: fold after the madd (Q8_0). */
+ * Q5_0), dotted as |w| x sign(x, w). WIDE: add after the madds (Q8_0). */
 #define DEFINE_TILE(name, block_t, MIN, WIDE)                                                      \
-    INLINE void name##_tile(const char *w, size_t rb, int NP, const char *const *rows,             \
-                            const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,            \
-                            int64_t ldo, const int *out_col) {                                     \
-        (void)w;                                                                                   \
-        size_t pf = (size_t)(2 * NP) * rb; /* the same block of the next tile's rows */            \
+    INLINE void name##_tile(int NP, const char *const *rows, size_t pf, const bt_q8 *x,            \
+                            int64_t xs, int NT, int64_t nb, float *out, int64_t ldo,               \
+                            const int *out_col) {                                                  \
+        const __m256i ones = _mm256_set1_epi16(1);                                                 \
         __m256 acc[2][NT_MAX], macc[2][NT_MAX];                                                    \
         TPAIRS TOKENS acc[p][t] = macc[p][t] = _mm256_setzero_ps();                                \
         for (int64_t i = 0; i < nb; i++) {                                                         \
             size_t off = (size_t)i * sizeof(block_t);                                              \
             __m256 dm[2];                                                                          \
-            __m256i qa[2], qb[2], aqa[2], aqb[2];                                                  \
+            qpair q[2], aq[2];                                                                     \
             TPAIRS {                                                                               \
-                _mm_prefetch(rows[2 * p] + off + pf, _MM_HINT_T0);                                 \
-                _mm_prefetch(rows[2 * p + 1] + off + pf, _MM_HINT_T0);                             \
-                dm[p] = scales_of_pair(rows[2 * p], rows[2 * p + 1], off);                         \
-                qa[p] = name##_quants((const block_t *)(const void *)(rows[2 * p] + off));         \
-                qb[p] = name##_quants((const block_t *)(const void *)(rows[2 * p + 1] + off));     \
-                aqa[p] = MIN ? qa[p] : _mm256_sign_epi8(qa[p], qa[p]);                             \
-                aqb[p] = MIN ? qb[p] : _mm256_sign_epi8(qb[p], qb[p]);                             \
+                const char *ra = rows[2 * p] + off, *rb = rows[2 * p + 1] + off;                   \
+                _mm_prefetch(ra + pf, _MM_HINT_T0);                                                \
+                _mm_prefetch(rb + pf, _MM_HINT_T0);                                                \
+                dm[p] = scales_of_pair(ra, rb);                                                    \
+                q[p] = name##_pair((const block_t *)(const void *)ra,                              \
+                                   (const block_t *)(const void *)rb);                             \
+                if (!MIN) {                                                                        \
+                    aq[p].lo = _mm256_sign_epi8(q[p].lo, q[p].lo);                                 \
+                    aq[p].hi = _mm256_sign_epi8(q[p].hi, q[p].hi);                                 \
+                }                                                                                  \
             }                                                                                      \
             TOKENS {                                                                               \
                 const bt_q8 *xb = x + t * xs + i;                                                  \
                 __m256 ds = MIN ? _mm256_castpd_ps(                                                \
                                       _mm256_broadcast_sd((const double *)(const void *)&xb->d))   \
                                 : _mm256_broadcast_ss(&xb->d);                                     \
-                __m256i xv = load_q(xb);                                                           \
+                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16);                         \
                 TPAIRS {                                                                           \
                     __m256 sc = _mm256_mul_ps(dm[p], ds);                                          \
                     if (MIN)                                                                       \
                         macc[p][t] = _mm256_add_ps(macc[p][t], sc);                                \
-                    __m256i pa =                                                                   \
-                        _mm256_maddubs_epi16(aqa[p], MIN ? xv : _mm256_sign_epi8(xv, qa[p]));      \
-                    __m256i pb =                                                                   \
-                        _mm256_maddubs_epi16(aqb[p], MIN ? xv : _mm256_sign_epi8(xv, qb[p]));      \
-                    acc[p][t] =                                                                    \
-                        _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),                               \
-                                        _mm256_cvtepi32_ps(pair_isum(pa, pb, WIDE)), acc[p][t]);   \
+                    __m256i pl, ph, v;                                                             \
+                    if (MIN) {                                                                     \
+                        pl = _mm256_maddubs_epi16(q[p].lo, xlo);                                   \
+                        ph = _mm256_maddubs_epi16(q[p].hi, xhi);                                   \
+                    } else {                                                                       \
+                        pl = _mm256_maddubs_epi16(aq[p].lo, _mm256_sign_epi8(xlo, q[p].lo));       \
+                        ph = _mm256_maddubs_epi16(aq[p].hi, _mm256_sign_epi8(xhi, q[p].hi));       \
+                    }                                                                              \
+                    if (WIDE)                                                                      \
+                        v = _mm256_add_epi32(_mm256_madd_epi16(pl, ones),                          \
+                                             _mm256_madd_epi16(ph, ones));                         \
+                    else                                                                           \
+                        v = _mm256_madd_epi16(_mm256_add_epi16(pl, ph), ones);                     \
+                    acc[p][t] = _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),                       \
+                                                _mm256_cvtepi32_ps(v), acc[p][t]);                 \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -428,7 +485,10 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /* Tile shapes: two row pairs for 1-2 tokens (decode of few streams: more independent chains
  * and one activation load per 4 rows), one pair for 3-4 tokens (the registers). A lone last
- * row is paired with itself and its twin's output dropped (out_col -1). */
+ * row is paired with itself and its twin's output dropped (out_col -1). Each block's weights
+ * two tiles ahead (8 rows: the next call's rows as bt_matmul walks them) are prefetched: four
+ * interleaved row streams defeat the hardware prefetcher, and a Q8_0 output matrix streamed
+ * for one token lost a third of its speed without it. */
 #define TILE(name)                                                                                 \
     static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
                             int n_tok, int64_t n, float *out, int64_t ldo) {                       \
@@ -448,9 +508,9 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
                 np++;                                                                              \
             }                                                                                      \
             if (np == 2)                                                                           \
-                BT_WITH_NT(n_tok, name##_tile(wb, rb, 2, rows, x, xs, NT_, nb, out, ldo, col))     \
+                BT_WITH_NT(n_tok, name##_tile(2, rows, 8 * rb, x, xs, NT_, nb, out, ldo, col))     \
             else                                                                                   \
-                BT_WITH_NT(n_tok, name##_tile(wb, rb, 1, rows, x, xs, NT_, nb, out, ldo, col))     \
+                BT_WITH_NT(n_tok, name##_tile(1, rows, 4 * rb, x, xs, NT_, nb, out, ldo, col))     \
         }                                                                                          \
     }
 
