@@ -483,6 +483,207 @@ DEFINE_TILE(q8_0, bt_block_q8_0, 0, 1)
 DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
 DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
+/*
+ * K-quant tiles (Q4_K, Q5_K, Q6_K): the same pair layout, one 32-element sub-block (one bt_q8
+ * block) at a time. Per super-block and row, the 6-bit scales and mins of Q4_K/Q5_K become
+ * floats d*sc and dmin*m once (a stack array, interleaved); per sub-block a pair's
+ * [dA*scA, dminA*mA, .. | dB*scB, dminB*mB, ..] is two broadcast loads, and per token one
+ * multiply by [dx, s, ..] gives both rows' scale (lanes 0, 4) and min term (lanes 1, 5), as for
+ * Q4_1. Q6_K keeps its int8 scales per 16 elements in the integer domain (one madd of the lo
+ * half's sums by [scA x8 | scB x8], one of the hi half's; exact in int32) and its offset -32 as
+ * 32 * sum(x), computed once per token and sub-block for every pair. Invariance as for the
+ * legacy tiles: one accumulator's 4 lanes per output, filled in sub-block order, the same
+ * final reduction (minus the min lane for Q4_K/Q5_K).
+ */
+enum { KQ_Q4K, KQ_Q5K, KQ_Q6K };
+
+/* d*sc[j] and dmin*m[j] of a Q4_K/Q5_K super-block, as sm[2j], sm[2j + 1]. The 6-bit fields
+ * are unpacked in 32-bit words as ggml does (u[0..1] = sc[0..7], u[2..3] = m[0..7]; the same
+ * values as tensor_type.c's scale_min_k4). */
+INLINE void k_scale_floats(const uint8_t *scales, const bt_half *dd, float *sm) {
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    uint32_t m_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = m_lo;
+    u[0] &= k1;
+    __m128i v = _mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3]);
+    __m256 s =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), _mm256_set1_ps(half_f32(dd[0])));
+    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v))),
+                             _mm256_set1_ps(half_f32(dd[1])));
+    __m256 lo = _mm256_unpacklo_ps(s, m), hi = _mm256_unpackhi_ps(s, m);
+    _mm256_storeu_ps(sm, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(sm + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+INLINE __m256 two_pairs_f(const float *a, const float *b) {
+    __m128 va = _mm_castpd_ps(_mm_loaddup_pd((const double *)(const void *)a));
+    __m128 vb = _mm_castpd_ps(_mm_loaddup_pd((const double *)(const void *)b));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(va), vb, 1);
+}
+
+/* Sub-block j of a Q4_K/Q5_K pair: nibbles of qs[32 * (j / 2)..], low or high by j's parity. */
+INLINE qpair k4_pair(const uint8_t *qa, const uint8_t *qb, int j) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i v0 = two16(qa + 32 * (j / 2), qb + 32 * (j / 2));
+    __m256i v1 = two16(qa + 32 * (j / 2) + 16, qb + 32 * (j / 2) + 16);
+    if (j & 1) {
+        v0 = _mm256_srli_epi16(v0, 4);
+        v1 = _mm256_srli_epi16(v1, 4);
+    }
+    qpair q = {_mm256_and_si256(v0, lo4), _mm256_and_si256(v1, lo4)};
+    return q;
+}
+
+/* Bit j of each qh byte -> 0x10 (Q5_K's fifth bit of sub-block j). */
+INLINE __m256i k5_bit(__m256i qh, int j) {
+    __m256i b = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_slli_epi16(b, 4);
+}
+
+/* Sub-block j of a Q6_K pair, unsigned 0..63 (the -32 is applied to the sums). */
+INLINE qpair k6_pair(const bt_block_q6_k *a, const bt_block_q6_k *b, int j) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    int n = j / 4, k = j % 4;
+    int lofs = 64 * n + 32 * (k & 1), hofs = 32 * n;
+    __m256i l0 = two16(a->ql + lofs, b->ql + lofs),
+            l1 = two16(a->ql + lofs + 16, b->ql + lofs + 16);
+    __m256i h0 = two16(a->qh + hofs, b->qh + hofs),
+            h1 = two16(a->qh + hofs + 16, b->qh + hofs + 16);
+    __m128i ls = _mm_cvtsi32_si128(4 * (k >> 1)), hs = _mm_cvtsi32_si128(2 * k);
+    qpair q;
+    q.lo = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l0, ls), lo4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h0, hs), m3), 4));
+    q.hi = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l1, ls), lo4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h1, hs), m3), 4));
+    return q;
+}
+
+INLINE __m256i two_set16(int a, int b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a)),
+                                   _mm_set1_epi16((short)b), 1);
+}
+
+INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const bt_q8 *x,
+                    int64_t xs, int NT, int64_t nb, float *out, int64_t ldo, const int *out_col) {
+    const __m256i ones = _mm256_set1_epi16(1), k32 = _mm256_set1_epi8(32);
+    const size_t bsz = KIND == KQ_Q4K   ? sizeof(bt_block_q4_k)
+                       : KIND == KQ_Q5K ? 176
+                                        : sizeof(bt_block_q6_k);
+    __m256 acc[2][NT_MAX], macc[2][NT_MAX];
+    TPAIRS TOKENS acc[p][t] = macc[p][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        size_t off = (size_t)i * bsz;
+        float sm[4][16];
+        int16_t sc6[4][16];
+        __m256 d6[2];
+        __m256i qh0[2], qh1[2];
+        TPAIRS {
+            const uint8_t *ra = (const uint8_t *)rows[2 * p] + off;
+            const uint8_t *rb = (const uint8_t *)rows[2 * p + 1] + off;
+            for (size_t c = 0; c < bsz; c += 64) {
+                _mm_prefetch((const char *)ra + pf + c, _MM_HINT_T0);
+                _mm_prefetch((const char *)rb + pf + c, _MM_HINT_T0);
+            }
+            if (KIND == KQ_Q6K) {
+                const bt_block_q6_k *a = (const void *)ra, *b = (const void *)rb;
+                /* int8 scales widened once per super-block: a broadcast load per use */
+                _mm256_storeu_si256((__m256i *)sc6[2 * p], _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                               (const __m128i *)a->scales)));
+                _mm256_storeu_si256((__m256i *)sc6[2 * p + 1], _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                                   (const __m128i *)b->scales)));
+                d6[p] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(half_f32(a->d))),
+                                             _mm_set1_ps(half_f32(b->d)), 1);
+            } else {
+                /* Q4_K: d, dmin, scales[12], qs; Q5_K: d, dmin, scales[12], qh[32], qs */
+                bt_half dda[2], ddb[2];
+                memcpy(dda, ra, 4);
+                memcpy(ddb, rb, 4);
+                k_scale_floats(ra + 4, dda, sm[2 * p]);
+                k_scale_floats(rb + 4, ddb, sm[2 * p + 1]);
+                if (KIND == KQ_Q5K) {
+                    qh0[p] = two16(ra + 16, rb + 16);
+                    qh1[p] = two16(ra + 32, rb + 32);
+                }
+            }
+        }
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            qpair q[2];
+            __m256 dm[2];
+            __m256i scl[2], sch[2];
+            TPAIRS {
+                const uint8_t *ra = (const uint8_t *)rows[2 * p] + off;
+                const uint8_t *rb = (const uint8_t *)rows[2 * p + 1] + off;
+                if (KIND == KQ_Q6K) {
+                    const bt_block_q6_k *a = (const void *)ra, *b = (const void *)rb;
+                    q[p] = k6_pair(a, b, j);
+                    scl[p] = two_set16(sc6[2 * p][2 * j], sc6[2 * p + 1][2 * j]);
+                    sch[p] = two_set16(sc6[2 * p][2 * j + 1], sc6[2 * p + 1][2 * j + 1]);
+                } else {
+                    size_t qo = KIND == KQ_Q4K ? 16 : 48;
+                    q[p] = k4_pair(ra + qo, rb + qo, j);
+                    if (KIND == KQ_Q5K) {
+                        q[p].lo = _mm256_or_si256(q[p].lo, k5_bit(qh0[p], j));
+                        q[p].hi = _mm256_or_si256(q[p].hi, k5_bit(qh1[p], j));
+                    }
+                    dm[p] = two_pairs_f(sm[2 * p] + 2 * j, sm[2 * p + 1] + 2 * j);
+                }
+            }
+            TOKENS {
+                const bt_q8 *xb = x + t * xs + 8 * i + j;
+                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16);
+                if (KIND == KQ_Q6K) {
+                    __m256i cl = _mm256_maddubs_epi16(k32, xlo),
+                            ch = _mm256_maddubs_epi16(k32, xhi);
+                    __m256 dx = _mm256_broadcast_ss(&xb->d);
+                    TPAIRS {
+                        __m256i pl = _mm256_sub_epi16(_mm256_maddubs_epi16(q[p].lo, xlo), cl);
+                        __m256i ph = _mm256_sub_epi16(_mm256_maddubs_epi16(q[p].hi, xhi), ch);
+                        __m256i v = _mm256_add_epi32(_mm256_madd_epi16(pl, scl[p]),
+                                                     _mm256_madd_epi16(ph, sch[p]));
+                        acc[p][t] = _mm256_fmadd_ps(_mm256_mul_ps(d6[p], dx), _mm256_cvtepi32_ps(v),
+                                                    acc[p][t]);
+                    }
+                } else {
+                    __m256 ds =
+                        _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(const void *)&xb->d));
+                    TPAIRS {
+                        __m256 sc = _mm256_mul_ps(dm[p], ds);
+                        macc[p][t] = _mm256_add_ps(macc[p][t], sc);
+                        __m256i v =
+                            _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[p].lo, xlo),
+                                                               _mm256_maddubs_epi16(q[p].hi, xhi)),
+                                              ones);
+                        acc[p][t] = _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),
+                                                    _mm256_cvtepi32_ps(v), acc[p][t]);
+                    }
+                }
+            }
+        }
+    }
+    TOKENS TPAIRS {
+        float a[8], m[8];
+        _mm256_storeu_ps(a, acc[p][t]);
+        _mm256_storeu_ps(m, macc[p][t]);
+        for (int k = 0; k < 2; k++) {
+            int c = out_col[2 * p + k];
+            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
+            if (c >= 0)
+                out[t * ldo + c] = KIND == KQ_Q6K ? v : v - m[4 * k + 1];
+        }
+    }
+}
+
+#define q4_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q4K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+#define q5_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q5K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+#define q6_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q6K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+
 /* Tile shapes: two row pairs for 1-2 tokens (decode of few streams: more independent chains
  * and one activation load per 4 rows), one pair for 3-4 tokens (the registers). A lone last
  * row is paired with itself and its twin's output dropped (out_col -1). Each block's weights
@@ -493,7 +694,7 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
     static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
                             int n_tok, int64_t n, float *out, int64_t ldo) {                       \
         const char *wb = w;                                                                        \
-        int64_t nb = n / BT_QK;                                                                    \
+        int64_t nb = n / name##_ELEMS;                                                             \
         int max_pairs = n_tok <= 2 ? 2 : 1;                                                        \
         for (int r = 0; r < n_rows;) {                                                             \
             const char *rows[4];                                                                   \
@@ -514,11 +715,23 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
         }                                                                                          \
     }
 
+#define q4_1_ELEMS BT_QK
+#define q5_1_ELEMS BT_QK
+#define q8_0_ELEMS BT_QK
+#define q4_0_ELEMS BT_QK
+#define q5_0_ELEMS BT_QK
+#define q4_k_ELEMS BT_QK_K
+#define q5_k_ELEMS BT_QK_K
+#define q6_k_ELEMS BT_QK_K
+
 TILE(q4_1)
 TILE(q5_1)
 TILE(q8_0)
 TILE(q4_0)
 TILE(q5_0)
+TILE(q4_k)
+TILE(q5_k)
+TILE(q6_k)
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
@@ -714,6 +927,9 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->tile_q8[BT_TYPE_Q4_1] = tile_q4_1;
     t->tile_q8[BT_TYPE_Q5_0] = tile_q5_0;
     t->tile_q8[BT_TYPE_Q5_1] = tile_q5_1;
+    t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
+    t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
+    t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
