@@ -2,12 +2,12 @@
  * kernels_avx2.c - AVX2/FMA/F16C kernels. Compiled with -mavx2 -mfma -mf16c and only called
  * after dispatch.c has checked CPUID.
  *
- * Integer block dots follow the ggml scheme: 4-bit weights are unpacked to 32 unsigned bytes
- * (low nibbles = elements 0..15, high nibbles = 16..31), multiplied with the signed int8
- * activations by maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges:
- * |w| <= 128, |x| <= 127) and widened by madd with ones into 8 int32 lanes; the block scale is
- * applied in float with one FMA. Signed weights use |w| and sign(x, w). Each weight block is
- * unpacked once and dotted with up to BT_KERNEL_MAX_TOK token rows.
+ * Integer block dots follow the ggml scheme: unsigned weights (4-bit and 5-bit quants, or |w|
+ * with sign(x, w) for the signed types) are multiplied with the signed int8 activations by
+ * maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges: |w| <= 128,
+ * |x| <= 127) and widened by madd into int32 lanes; the block scale is applied in float with
+ * one FMA. Quant weights go through the tiles below (rows in pairs x up to BT_KERNEL_MAX_TOK
+ * tokens: every unpacked weight block serves every token, every activation load every row).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -18,289 +18,7 @@
 
 #define NT_MAX BT_KERNEL_MAX_TOK
 
-/* Bit j of the 32-bit word -> byte j = 0xFF if set, 0 otherwise. */
-INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
-    uint32_t x;
-    memcpy(&x, qh, 4);
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                           0x0101010101010101, 0x0000000000000000);
-    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
-    const __m256i mask = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeULL);
-    b = _mm256_or_si256(b, mask);
-    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
-}
-
-INLINE __m256i load_q(const bt_q8 *x) {
-    return _mm256_loadu_si256((const __m256i *)x->qs);
-}
-
-/*
- * One "step" per legacy weight type: one weight block (or pair) against NT token rows, adding
- * into per-token float accumulators. NT is a compile-time constant after inlining and the
- * token loops are unrolled, so everything stays in registers.
- *
- * Batch invariance: a token's result must not depend on how many tokens share the call. Each
- * token has its own accumulators, filled in the same block order (block i into set i % NC,
- * a tail block into set 0) and reduced in the same order for every NT; tokens only share the
- * unpacked weights. NC = 2 keeps two independent FMA chains per token, enough next to the
- * ~3 cycles of other work per block, and leaves room for 4 tokens in the 16 ymm registers.
- */
 #define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-#define NC 2
-
-/* d and m of the weight block (adjacent halves) times dx and s of the token block (adjacent
- * floats) in one multiply: lane 0 = d*dx scales the integer dot, lane 1 = m*s is summed. */
-INLINE __m128 half_pair(const bt_half *dm) {
-    int bits;
-    memcpy(&bits, dm, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-}
-
-INLINE __m128 ds_of(const bt_q8 *xb) {
-    return _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d));
-}
-
-INLINE __m256i q4_1_quants(const bt_block_q4_1 *b) {
-    return unpack_nibbles(b->qs);
-}
-
-INLINE __m256i q5_1_quants(const bt_block_q5_1 *b) {
-    __m256i hi = _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(unpack_nibbles(b->qs), hi);
-}
-
-/* Types with a min (Q4_1, Q5_1): y = sum_i d_i*dx_i*isum_i + m_i*s_i. Blocks go in pairs: the
- * scales of blocks i, i+1 are multiplied in one xmm [d0*dx0, m0*s0, d1*dx1, m1*s1], so one
- * macc per token sums the min terms (even blocks in lane 1, odd in lane 3) and 4 tokens fit
- * the registers; a lone tail block leaves lanes 2, 3 at zero. */
-INLINE __m128 dm_pair(const bt_half *dm0, const bt_half *dm1) {
-    int b0, b1;
-    memcpy(&b0, dm0, 4);
-    memcpy(&b1, dm1, 4);
-    return _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(b0), b1, 1));
-}
-
-INLINE __m128 ds_pair(const bt_q8 *xb) {
-    __m128d v = _mm_load_sd((const double *)(const void *)&xb[0].d);
-    return _mm_castpd_ps(_mm_loadh_pd(v, (const double *)(const void *)&xb[1].d));
-}
-
-INLINE void min_step2(__m256i q0, __m256i q1, __m128 dm, const bt_q8 *x, int64_t xs, int NT,
-                      __m256 *acc0, __m256 *acc1, __m128 *macc) {
-    const __m256i lane2 = _mm256_set1_epi32(2);
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m128 sc = _mm_mul_ps(dm, ds_pair(xb));
-        __m256 p0 = _mm256_cvtepi32_ps(dot_us(q0, load_q(xb)));
-        __m256 p1 = _mm256_cvtepi32_ps(dot_us(q1, load_q(xb + 1)));
-        __m256 sc1 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(sc), lane2);
-        acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p0, acc0[t]);
-        acc1[t] = _mm256_fmadd_ps(sc1, p1, acc1[t]);
-        macc[t] = _mm_add_ps(macc[t], sc);
-    }
-}
-
-INLINE void min_step1(__m256i q, __m128 dm, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m128 sc = _mm_mul_ps(dm, ds_of(xb));
-        __m256 p = _mm256_cvtepi32_ps(dot_us(q, load_q(xb)));
-        acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p, acc[t]);
-        macc[t] = _mm_add_ps(macc[t], sc);
-    }
-}
-
-#define DEFINE_NT_MIN(name, block_t)                                                               \
-    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
-                          float *out, int64_t ldo) {                                               \
-        const block_t *b = w;                                                                      \
-        __m256 acc0[NT_MAX], acc1[NT_MAX];                                                         \
-        __m128 macc[NT_MAX];                                                                       \
-        TOKENS {                                                                                   \
-            acc0[t] = acc1[t] = _mm256_setzero_ps();                                               \
-            macc[t] = _mm_setzero_ps();                                                            \
-        }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + 2 <= nb; i += 2)                                                                \
-            min_step2(name##_quants(b + i), name##_quants(b + i + 1),                              \
-                      dm_pair(&b[i].d, &b[i + 1].d), x + i, xs, NT, acc0, acc1, macc);             \
-        if (i < nb)                                                                                \
-            min_step1(name##_quants(b + i), half_pair(&b[i].d), x + i, xs, NT, acc0, macc);        \
-        TOKENS {                                                                                   \
-            __m128 m = _mm_movehdup_ps(macc[t]); /* lane 0: even blocks, lane 2: odd */            \
-            m = _mm_add_ss(m, _mm_movehl_ps(m, m));                                                \
-            out[t * ldo] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + _mm_cvtss_f32(m);              \
-        }                                                                                          \
-    }
-
-DEFINE_NT_MIN(q4_1, bt_block_q4_1)
-DEFINE_NT_MIN(q5_1, bt_block_q5_1)
-
-/* Signed weights q (int8) with scale d. */
-INLINE void signed_step(__m256i q, float d, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    __m256i aq = _mm256_sign_epi8(q, q);
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m256i s = dot_us(aq, _mm256_sign_epi8(load_q(xb), q));
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s), acc[t]);
-    }
-}
-
-INLINE void q8_0_step(const bt_block_q8_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    signed_step(_mm256_loadu_si256((const __m256i *)b->qs), half_f32(b->d), x, xs, NT, acc);
-}
-
-INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    signed_step(_mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8)), half_f32(b->d), x, xs,
-                NT, acc);
-}
-
-INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
-    __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
-    signed_step(_mm256_or_si256(unpack_nibbles(b->qs), hi), half_f32(b->d), x, xs, NT, acc);
-}
-
-#define DEFINE_NT(name, block_t)                                                                   \
-    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
-                          float *out, int64_t ldo) {                                               \
-        const block_t *b = w;                                                                      \
-        __m256 acc[NC][NT_MAX];                                                                    \
-        _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++) TOKENS {                              \
-            acc[k][t] = _mm256_setzero_ps();                                                       \
-        }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + NC <= nb; i += NC) {                                                            \
-            _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++)                                   \
-                name##_step(b + i + k, x + i + k, xs, NT, acc[k]);                                 \
-        }                                                                                          \
-        for (; i < nb; i++)                                                                        \
-            name##_step(b + i, x + i, xs, NT, acc[0]);                                             \
-        TOKENS {                                                                                   \
-            __m256 a = acc[0][t];                                                                  \
-            _Pragma("GCC unroll 4") for (int k = 1; k < NC; k++) {                                 \
-                a = _mm256_add_ps(a, acc[k][t]);                                                   \
-            }                                                                                      \
-            out[t * ldo] = hsum8(a);                                                               \
-        }                                                                                          \
-    }
-
-DEFINE_NT(q8_0, bt_block_q8_0)
-DEFINE_NT(q4_0, bt_block_q4_0)
-DEFINE_NT(q5_0, bt_block_q5_0)
-
-INLINE void scales_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((q[j + 8] & 0x0F) | ((q[j] >> 6) << 4));
-        m[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
-    }
-}
-
-INLINE void q4_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
-                    int64_t ldo) {
-    const bt_block_q4_k *b = w;
-    __m256 acc[NT_MAX][2];
-    float macc[NT_MAX];
-    TOKENS {
-        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-        macc[t] = 0.0f;
-    }
-    const __m256i lo4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < nb; i++) {
-        float d = half_f32(b[i].d), dmin = half_f32(b[i].dmin);
-        uint8_t sc[8], mn[8];
-        scales_k4(b[i].scales, sc, mn);
-        for (int c = 0; c < 4; c++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i ql = _mm256_and_si256(raw, lo4);
-            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
-            float d0 = d * (float)sc[2 * c], d1 = d * (float)sc[2 * c + 1];
-            float m0 = dmin * (float)mn[2 * c], m1 = dmin * (float)mn[2 * c + 1];
-            TOKENS {
-                const bt_q8 *xb = x + t * xs + 8 * i + 2 * c;
-                __m256 p0 = _mm256_cvtepi32_ps(dot_us(ql, load_q(xb)));
-                __m256 p1 = _mm256_cvtepi32_ps(dot_us(qh, load_q(xb + 1)));
-                acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * xb[0].d), p0, acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * xb[1].d), p1, acc[t][1]);
-                macc[t] += m0 * xb[0].s + m1 * xb[1].s;
-            }
-        }
-    }
-    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1])) - macc[t];
-}
-
-INLINE void q6_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
-                    int64_t ldo) {
-    const bt_block_q6_k *b = w;
-    __m256 acc[NT_MAX][2];
-    TOKENS acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    const __m256i k32 = _mm256_set1_epi8(32);
-    for (int64_t i = 0; i < nb; i++) {
-        float d = half_f32(b[i].d);
-        for (int n = 0; n < 2; n++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n + 32));
-            __m256i h = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * n));
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4),
-                                   _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-            q[1] = _mm256_or_si256(
-                _mm256_and_si256(l1, lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-            q[2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-            q[3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
-            __m256i scv[4];
-            for (int k = 0; k < 4; k++) {
-                const int8_t *s = b[i].scales + 8 * n + 2 * k;
-                scv[k] = _mm256_set_m128i(_mm_set1_epi16(s[1]), _mm_set1_epi16(s[0]));
-            }
-            TOKENS {
-                const bt_q8 *xb = x + t * xs + 8 * i + 4 * n;
-                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                    __m256i y = load_q(xb + k);
-                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], y),
-                                                 _mm256_maddubs_epi16(k32, y));
-                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv[k]));
-                    acc[t][k & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[k].d), f, acc[t][k & 1]);
-                }
-            }
-        }
-    }
-    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
-}
-
-#define ROWDOT(name)                                                                               \
-    static void rowdot_##name(const void *w, const bt_q8 *x, int64_t xs, int n_tok, int64_t n,     \
-                              float *out, int64_t ldo) {                                           \
-        int64_t nb =                                                                               \
-            n /                                                                                    \
-            (BT_TYPE_##name == BT_TYPE_Q4_K || BT_TYPE_##name == BT_TYPE_Q6_K ? BT_QK_K : BT_QK);  \
-        BT_WITH_NT(n_tok, name##_nt(w, x, xs, NT_, nb, out, ldo))                                  \
-    }
-
-#define BT_TYPE_q8_0 BT_TYPE_Q8_0
-#define BT_TYPE_q4_0 BT_TYPE_Q4_0
-#define BT_TYPE_q4_1 BT_TYPE_Q4_1
-#define BT_TYPE_q5_0 BT_TYPE_Q5_0
-#define BT_TYPE_q5_1 BT_TYPE_Q5_1
-#define BT_TYPE_q4_k BT_TYPE_Q4_K
-#define BT_TYPE_q6_k BT_TYPE_Q6_K
-
-ROWDOT(q8_0)
-ROWDOT(q4_0)
-ROWDOT(q4_1)
-ROWDOT(q5_0)
-ROWDOT(q5_1)
-ROWDOT(q4_k)
-ROWDOT(q6_k)
 
 /*
  * Tiles (kernels_internal.h, bt_tile_q8_fn) of the legacy types: rows in pairs (A, B) x NT
@@ -856,6 +574,80 @@ static void dequant_q4_1(const void *w, float *dst, int64_t n) {
     }
 }
 
+/* 32 byte values (int8) -> floats: the first 16 times s0, the last 16 times s1, then minus
+ * m when `sub` (in that order, as tensor_type.c's dequantizers: scale * q - min). */
+INLINE void store_bytes_f2(float *dst, __m256i q, __m256 s0, __m256 s1, __m256 m, int sub) {
+    __m128i h[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
+    for (int k = 0; k < 4; k++) {
+        __m128i b = k & 1 ? _mm_srli_si128(h[k / 2], 8) : h[k / 2];
+        __m256 v = _mm256_mul_ps(k < 2 ? s0 : s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+        _mm256_storeu_ps(dst + 8 * k, sub ? _mm256_sub_ps(v, m) : v);
+    }
+}
+
+/* Q4_K and Q5_K (hbits: Q5_K's qh, else NULL): d*sc and dmin*m as tensor_type.c computes
+ * them (d * sc in float, the 6-bit fields unpacked as k_scale_floats does). */
+INLINE void dequant_k45(const uint8_t *blk, const uint8_t *qs, const uint8_t *qh, float *out) {
+    bt_half dd[2];
+    memcpy(dd, blk, 4);
+    float sm[16];
+    k_scale_floats(blk + 4, dd, sm);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(16);
+    __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        for (int k = 0; k < 2; k++) {
+            int j = 2 * c + k;
+            __m256i q = _mm256_and_si256(k ? _mm256_srli_epi16(raw, 4) : raw, lo4);
+            if (qh) {
+                __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                q = _mm256_add_epi8(
+                    q, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), b16));
+            }
+            __m256 d1 = _mm256_set1_ps(sm[2 * j]);
+            store_bytes_f2(out + 32 * j, q, d1, d1, _mm256_set1_ps(sm[2 * j + 1]), 1);
+        }
+    }
+}
+
+static void dequant_q4_k(const void *w, float *dst, int64_t n) {
+    const bt_block_q4_k *b = w;
+    for (int64_t i = 0; i < n / BT_QK_K; i++)
+        dequant_k45((const uint8_t *)(b + i), b[i].qs, NULL, dst + BT_QK_K * i);
+}
+
+static void dequant_q5_k(const void *w, float *dst, int64_t n) {
+    const uint8_t *b = w; /* d, dmin, scales[12], qh[32], qs[128]: 176 bytes */
+    for (int64_t i = 0; i < n / BT_QK_K; i++, b += 176)
+        dequant_k45(b, b + 48, b + 16, dst + BT_QK_K * i);
+}
+
+static void dequant_q6_k(const void *w, float *dst, int64_t n) {
+    const bt_block_q6_k *b = w;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i k32 = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < n / BT_QK_K; i++) {
+        float d = half_f32(b[i].d);
+        for (int n2 = 0; n2 < 2; n2++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n2));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n2 + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * n2));
+            const int8_t *sc = b[i].scales + 8 * n2;
+            float *out = dst + BT_QK_K * i + 128 * n2;
+            for (int k = 0; k < 4; k++) {
+                __m256i l = k & 1 ? l1 : l0;
+                if (k >= 2)
+                    l = _mm256_srli_epi16(l, 4);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k), m3);
+                __m256i q = _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(l, lo4), _mm256_slli_epi16(hb, 4)), k32);
+                store_bytes_f2(out + 32 * k, q, _mm256_set1_ps(d * sc[2 * k]),
+                               _mm256_set1_ps(d * sc[2 * k + 1]), _mm256_setzero_ps(), 0);
+            }
+        }
+    }
+}
+
 static void dequant_f16(const void *w, float *dst, int64_t n) {
     const bt_half *h = w;
     int64_t c = 0;
@@ -915,13 +707,6 @@ static float log_sum_exp(const float *x, int64_t n, float *max_out) {
 void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->quantize_q8 = quantize_q8;
     t->log_sum_exp = log_sum_exp;
-    t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
-    t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
-    t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
-    t->rowdot_q8[BT_TYPE_Q5_0] = rowdot_q5_0;
-    t->rowdot_q8[BT_TYPE_Q5_1] = rowdot_q5_1;
-    t->rowdot_q8[BT_TYPE_Q4_K] = rowdot_q4_k;
-    t->rowdot_q8[BT_TYPE_Q6_K] = rowdot_q6_k;
     t->tile_q8[BT_TYPE_Q8_0] = tile_q8_0;
     t->tile_q8[BT_TYPE_Q4_0] = tile_q4_0;
     t->tile_q8[BT_TYPE_Q4_1] = tile_q4_1;
@@ -936,5 +721,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->dequant[BT_TYPE_Q8_0] = dequant_q8_0;
     t->dequant[BT_TYPE_Q4_0] = dequant_q4_0;
     t->dequant[BT_TYPE_Q4_1] = dequant_q4_1;
+    t->dequant[BT_TYPE_Q4_K] = dequant_q4_k;
+    t->dequant[BT_TYPE_Q5_K] = dequant_q5_k;
+    t->dequant[BT_TYPE_Q6_K] = dequant_q6_k;
     t->dequant[BT_TYPE_F16] = dequant_f16;
 }
