@@ -402,8 +402,10 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
 #define q6_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
     kq_tile(KQ_Q6K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
 
-/* Tile shapes: two row pairs for 1-2 tokens (decode of few streams: more independent chains
- * and one activation load per 4 rows), one pair for 3-4 tokens (the registers). A lone last
+/* Tile shapes: two row pairs for 1-2 tokens of the legacy types (decode of few streams: more
+ * independent chains and one activation load per 4 rows), one pair for 3-4 tokens (the
+ * registers) and for the K types (two pairs' unpacking and scales spill: Q6_K at one token
+ * ran 20% slower with two). A lone last
  * row is paired with itself and its twin's output dropped (out_col -1). Each block's weights
  * two tiles ahead (8 rows: the next call's rows as bt_matmul walks them) are prefetched: four
  * interleaved row streams defeat the hardware prefetcher, and a Q8_0 output matrix streamed
@@ -413,7 +415,7 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
                             int n_tok, int64_t n, float *out, int64_t ldo) {                       \
         const char *wb = w;                                                                        \
         int64_t nb = n / name##_ELEMS;                                                             \
-        int max_pairs = n_tok <= 2 ? 2 : 1;                                                        \
+        int max_pairs = n_tok <= 2 && name##_ELEMS == BT_QK ? 2 : 1;                               \
         for (int r = 0; r < n_rows;) {                                                             \
             const char *rows[4];                                                                   \
             int col[4], np = 0;                                                                    \
