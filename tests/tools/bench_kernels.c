@@ -1,8 +1,12 @@
 /*
  * bench_kernels.c - single-thread micro-benchmark of bt_matmul on the SmolLM2-135M shapes, for
- * every kernel level this CPU supports. Prints weight GB/s and GFLOP/s.
+ * every kernel level this CPU supports, at 1, 4, 16 and 64 tokens per call. Prints weight GB/s
+ * (bytes of the matrix over the call's time: at 1 token the decode bandwidth) and GMAC/s
+ * (multiply-adds: rows x columns x tokens).
  *
- *   bench_kernels [seconds_per_case]   (default 0.3; the best of 2 ms batches is reported)
+ *   bench_kernels [seconds_per_case [level]]
+ *     seconds_per_case: default 0.3; the best of 2 ms batches is reported
+ *     level: scalar|avx2|avx512: only that level (default: every level this CPU has)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -58,18 +62,27 @@ static void fill_weights(bt_type type, uint8_t *w, size_t bytes) {
 
 int main(int argc, char **argv) {
     double min_s = argc > 1 ? atof(argv[1]) : 0.3;
+    const char *only = argc > 2 ? argv[2] : NULL;
     const bench_case cases[] = {
         {"ffn_gate 576->1536", BT_TYPE_Q4_1, 1536, 576},
         {"ffn_down 1536->576", BT_TYPE_Q4_1, 576, 1536},
         {"output 576->49152", BT_TYPE_Q8_0, 49152, 576},
+        {"ffn_gate q8_0", BT_TYPE_Q8_0, 1536, 576},
+        {"ffn_gate q4_0", BT_TYPE_Q4_0, 1536, 576},
+        {"ffn_gate q5_0", BT_TYPE_Q5_0, 1536, 576},
+        {"ffn_gate q5_1", BT_TYPE_Q5_1, 1536, 576},
+        {"ffn_down q4_k", BT_TYPE_Q4_K, 576, 1536},
+        {"ffn_down q5_k", BT_TYPE_Q5_K, 576, 1536},
+        {"ffn_down q6_k", BT_TYPE_Q6_K, 576, 1536},
         {"attn_q f32 576->576", BT_TYPE_F32, 576, 576},
         {"attn_q f16 576->576", BT_TYPE_F16, 576, 576},
     };
-    const int toks[] = {1, 4};
+    const int toks[] = {1, 4, 16, 64};
+    enum { MAX_TOK = 64 };
     bt_kernels_init();
     bt_kernel_level best = bt_kernels_level();
     printf("%-8s %-22s %-5s %4s %10s %9s %9s\n", "level", "matrix", "type", "ntok", "us/call",
-           "GB/s", "GFLOP/s");
+           "GB/s", "GMAC/s");
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const bench_case *bc = &cases[ci];
         size_t row_bytes;
@@ -77,17 +90,18 @@ int main(int argc, char **argv) {
             return 1;
         size_t wbytes = row_bytes * (size_t)bc->n_rows;
         uint8_t *w = malloc(wbytes);
-        float *x = malloc(sizeof(float) * (size_t)(4 * bc->n_cols));
-        bt_q8 *xq = malloc(sizeof(bt_q8) * (size_t)(4 * bc->n_cols / 32));
-        float *y = malloc(sizeof(float) * (size_t)(4 * bc->n_rows));
+        float *x = malloc(sizeof(float) * (size_t)(MAX_TOK * bc->n_cols));
+        bt_q8 *xq = malloc(sizeof(bt_q8) * (size_t)(MAX_TOK * bc->n_cols / 32));
+        float *y = malloc(sizeof(float) * (size_t)(MAX_TOK * bc->n_rows));
         if (!w || !x || !xq || !y)
             return 1;
         fill_weights(bc->type, w, wbytes);
-        for (int64_t i = 0; i < 4 * bc->n_cols; i++)
+        for (int64_t i = 0; i < MAX_TOK * bc->n_cols; i++)
             x[i] = (float)(rnd() % 2000) / 1000.0f - 1.0f;
         for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
             bt_kernels_force((bt_kernel_level)l);
-            if (bt_kernels_level() != (bt_kernel_level)l)
+            if (bt_kernels_level() != (bt_kernel_level)l ||
+                (only != NULL && strcmp(only, bt_kernels_level_name((bt_kernel_level)l)) != 0))
                 continue;
             for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
                 int nt = toks[ti];
@@ -108,10 +122,10 @@ int main(int argc, char **argv) {
                     if ((t1 - t0) / iters < per)
                         per = (t1 - t0) / iters;
                 } while (now_s() - t_start < min_s);
-                double flops = 2.0 * (double)bc->n_rows * (double)bc->n_cols * nt;
+                double macs = (double)bc->n_rows * (double)bc->n_cols * nt;
                 printf("%-8s %-22s %-5s %4d %10.1f %9.2f %9.2f\n",
                        bt_kernels_level_name((bt_kernel_level)l), bc->what, bt_type_name(bc->type),
-                       nt, per * 1e6, (double)wbytes / per * 1e-9, flops / per * 1e-9);
+                       nt, per * 1e6, (double)wbytes / per * 1e-9, macs / per * 1e-9);
             }
         }
         free(w);

@@ -2,7 +2,9 @@
  * test_kernels.c - every kernel level this CPU supports against the scalar reference and
  * against plain float arithmetic on dequantized values: bt_quantize_q8, bt_vec_dot_q8,
  * bt_matmul (n_tok 1..9), bt_dequant_rows; the llama.cpp rounding of bt_quantize_q8 on
- * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit).
+ * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit) and over tile
+ * shapes (n_tok 1..70, odd token offsets and row ranges; bit for bit and against the scalar
+ * reference).
  */
 #include <math.h>
 #include <stdint.h>
@@ -427,10 +429,114 @@ static void test_batch_invariance(void) {
     bt_kernels_force(best);
 }
 
+/*
+ * Invariance over tile shapes, every level and type: bt_matmul groups rows into tiles
+ * (kernels_internal.h, BT_TILE_ROWS) and tokens into groups of BT_KERNEL_MAX_TOK, and splits
+ * long batches into token tiles. For n_tok 1..70, tokens starting at an odd offset (so a token
+ * sits at every position of a group), row ranges starting at odd rows and ending anywhere
+ * (lone last rows, partial tiles), every output must equal bit for bit the token alone on
+ * its row alone, and the scalar reference within the usual tolerance. Lengths: 3 blocks (96)
+ * for every n_tok, 1536 columns (token tiles of 32: a batch crosses them) for a subset.
+ */
+#define TS_ROWS 11
+#define TS_TOK 73
+#define TS_MAXN 1536
+
+static void test_tile_shapes(void) {
+    static const int64_t ts_lengths[] = {96, 1536};
+    static const int some_ntok[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 32, 33, 36, 63, 65, 70};
+    static const int ranges[][2] = {{0, TS_ROWS}, {1, TS_ROWS}, {3, 10}, {5, 6}, {7, 10}};
+    static uint8_t w[TS_ROWS * TS_MAXN * 4];
+    static float x[TS_TOK * TS_MAXN], y[TS_TOK * TS_ROWS];
+    static float alone[TS_TOK][TS_ROWS], ref[TS_TOK][TS_ROWS], mag[TS_TOK][TS_ROWS];
+    static float wd[TS_ROWS * TS_MAXN], xt[TS_MAXN];
+    static bt_q8 xq[TS_TOK * TS_MAXN / 32];
+    bt_kernel_level best = bt_kernels_level();
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+        bt_kernels_force((bt_kernel_level)l);
+        if (bt_kernels_level() != (bt_kernel_level)l)
+            continue;
+        const char *name = bt_kernels_level_name((bt_kernel_level)l);
+        for (size_t li = 0; li < sizeof ts_lengths / sizeof ts_lengths[0]; li++) {
+            int64_t n = ts_lengths[li];
+            for (int t = 0; t < TS_TOK; t++)
+                fill_x(x + t * n, n);
+            bt_quantize_q8(x, xq, TS_TOK * n);
+            for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+                bt_type type = all_types[ti];
+                const bt_type_traits *tr = bt_type_traits_of(type);
+                if (n % tr->block_elems != 0)
+                    continue;
+                size_t row_bytes;
+                CHECK_OK(bt_type_row_bytes(type, n, &row_bytes));
+                for (int r = 0; r < TS_ROWS; r++) {
+                    fill_weights(type, w + r * row_bytes, n);
+                    bt_dequant_row(type, w + r * row_bytes, wd + r * n, n);
+                }
+                /* each token alone on each row alone, and the reference */
+                for (int t = 0; t < TS_TOK; t++) {
+                    if (!is_float(type))
+                        dequant_q8(xq + t * n / 32, xt, n);
+                    for (int r = 0; r < TS_ROWS; r++) {
+                        float one[TS_ROWS];
+                        bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, 1, one,
+                                  TS_ROWS, r, r + 1);
+                        alone[t][r] = one[r];
+                        double s = 0.0, m = 0.0;
+                        for (int64_t c = 0; c < n; c++) {
+                            double v = is_float(type) ? x[t * n + c] : xt[c];
+                            s += (double)wd[r * n + c] * v;
+                            m += fabs((double)wd[r * n + c] * v);
+                        }
+                        ref[t][r] = is_float(type) ? (float)s
+                                                   : bt_vec_dot_q8_ref(type, w + r * row_bytes,
+                                                                       xq + t * n / 32, n);
+                        mag[t][r] = (float)m;
+                    }
+                }
+                int n_cases = n == 96 ? 70 : (int)(sizeof some_ntok / sizeof some_ntok[0]);
+                for (int ci = 0; ci < n_cases; ci++) {
+                    int nt = n == 96 ? ci + 1 : some_ntok[ci];
+                    for (int off = 0; off <= 3; off += 3) {
+                        for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                            int r0 = ranges[ri][0], r1 = ranges[ri][1];
+                            bt_matmul(type, w, row_bytes, n, x + off * n, xq + off * n / 32, nt, y,
+                                      TS_ROWS, r0, r1);
+                            int bad = 0;
+                            for (int t = 0; t < nt; t++) {
+                                for (int r = r0; r < r1; r++) {
+                                    float got = y[t * TS_ROWS + r], one = alone[off + t][r];
+                                    int ok = memcmp(&got, &one, sizeof got) == 0 &&
+                                             close_rel(got, ref[off + t][r], mag[off + t][r]);
+                                    if (!ok && bad++ < 3)
+                                        fprintf(stderr,
+                                                "  %s %s n=%lld nt=%d off=%d rows [%d,%d) "
+                                                "y[%d][%d] = %.9g alone %.9g ref %.9g\n",
+                                                name, tr->name, (long long)n, nt, off, r0, r1, t, r,
+                                                got, one, ref[off + t][r]);
+                                }
+                            }
+                            if (bad)
+                                check_fail(__FILE__, __LINE__,
+                                           "%s %s n=%lld nt=%d off=%d rows [%d,%d): %d outputs "
+                                           "differ from the token alone or the reference",
+                                           name, tr->name, (long long)n, nt, off, r0, r1, bad);
+                            else
+                                bt_check_passed++;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    bt_kernels_force(best);
+}
+
 int main(void) {
     test_q4_1_by_hand();
     test_quantize_rounding();
     test_batch_invariance();
+    test_tile_shapes();
     test_levels_and_force();
     return check_finish();
 }

@@ -110,6 +110,11 @@ void bt_quantize_q8(const float *x, bt_q8 *y, int64_t n) {
 
 float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n) {
     const bt_kernel_table *t = table();
+    if ((unsigned)type < BT_TYPE_MAX_ID && t->tile_q8[type] != NULL) {
+        float out;
+        t->tile_q8[type](w_row, 0, 1, x, 0, 1, n, &out, 1);
+        return out;
+    }
     if ((unsigned)type < BT_TYPE_MAX_ID && t->rowdot_q8[type] != NULL) {
         float out;
         t->rowdot_q8[type](w_row, x, 0, 1, n, &out, 1);
@@ -135,18 +140,27 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     assert((unsigned)type < BT_TYPE_MAX_ID);
     const char *wb = w;
     /* Quant types dot q8 blocks, float types the f32 rows: one walk, one kernel per call. */
+    bt_tile_q8_fn fm = t->tile_q8[type];
     bt_rowdot_q8_fn fq = t->rowdot_q8[type];
     bt_rowdot_f32_fn ff = t->rowdot_f32[type];
-    assert(fq ? xq != NULL && n_cols % BT_QK == 0 : ff != NULL && x != NULL);
-    int64_t stride = fq ? n_cols / BT_QK : n_cols; /* elements per token row */
-    int64_t tile = token_tile(stride * (int64_t)(fq ? sizeof(bt_q8) : sizeof(float)));
+    int quant = fm != NULL || fq != NULL;
+    assert(quant ? xq != NULL && n_cols % BT_QK == 0 : ff != NULL && x != NULL);
+    int64_t stride = quant ? n_cols / BT_QK : n_cols; /* elements per token row */
+    int64_t tile = token_tile(stride * (int64_t)(quant ? sizeof(bt_q8) : sizeof(float)));
+    /* Weight-stationary: a tile of BT_TILE_ROWS rows stays in L1 while every token group of
+     * the token tile meets it. */
+    int64_t rstep = fm ? BT_TILE_ROWS : 1;
     for (int64_t tt = 0; tt < n_tok; tt += tile) {
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
-        for (int64_t r = r0; r < r1; r++) {
+        for (int64_t r = r0; r < r1; r += rstep) {
+            int nr = (int)(r1 - r < rstep ? r1 - r : rstep);
             for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
                 int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
                 float *out = y + t0 * ldy + r;
-                if (fq)
+                if (fm)
+                    fm(wb + r * row_bytes, row_bytes, nr, xq + t0 * stride, stride, nt, n_cols, out,
+                       ldy);
+                else if (fq)
                     fq(wb + r * row_bytes, xq + t0 * stride, stride, nt, n_cols, out, ldy);
                 else
                     ff(wb + r * row_bytes, x + t0 * stride, stride, nt, n_cols, out, ldy);

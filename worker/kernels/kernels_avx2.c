@@ -2,12 +2,12 @@
  * kernels_avx2.c - AVX2/FMA/F16C kernels. Compiled with -mavx2 -mfma -mf16c and only called
  * after dispatch.c has checked CPUID.
  *
- * Integer block dots follow the ggml scheme: 4-bit weights are unpacked to 32 unsigned bytes
- * (low nibbles = elements 0..15, high nibbles = 16..31), multiplied with the signed int8
- * activations by maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges:
- * |w| <= 128, |x| <= 127) and widened by madd with ones into 8 int32 lanes; the block scale is
- * applied in float with one FMA. Signed weights use |w| and sign(x, w). Each weight block is
- * unpacked once and dotted with up to BT_KERNEL_MAX_TOK token rows.
+ * Integer block dots follow the ggml scheme: unsigned weights (4-bit and 5-bit quants, or |w|
+ * with sign(x, w) for the signed types) are multiplied with the signed int8 activations by
+ * maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges: |w| <= 128,
+ * |x| <= 127) and widened by madd into int32 lanes; the block scale is applied in float with
+ * one FMA. Quant weights go through the tiles below (rows in pairs x up to BT_KERNEL_MAX_TOK
+ * tokens: every unpacked weight block serves every token, every activation load every row).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -18,289 +18,440 @@
 
 #define NT_MAX BT_KERNEL_MAX_TOK
 
-/* Bit j of the 32-bit word -> byte j = 0xFF if set, 0 otherwise. */
-INLINE __m256i bits_to_bytes(const uint8_t qh[4]) {
-    uint32_t x;
-    memcpy(&x, qh, 4);
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                           0x0101010101010101, 0x0000000000000000);
-    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+#define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
+
+/*
+ * Tiles (kernels_internal.h, bt_tile_q8_fn) of the legacy types: rows in pairs (A, B) x NT
+ * tokens, one block at a time.
+ *
+ * On this machine's AVX2 cores (Zen 2) maddubs and madd share one port, which bounds a block
+ * dot at two cycles, and cross-lane shuffles are slow; so a pair's quants are laid out as two
+ * vectors lo = [A 0..15 | B 0..15] and hi = [A 16..31 | B 16..31] (4-bit quants: the two rows'
+ * 16 bytes of nibbles in one vector, masked and shifted: no shuffle), and each token's block
+ * is broadcast as [x 0..15 | x 0..15] and [x 16..31 | x 16..31] (two broadcast loads). Then
+ * maddubs(lo, xlo) + maddubs(hi, xhi) in int16 (|sum| <= 2 * 2 * 31 * 127 for the 4- and
+ * 5-bit types: no overflow) is already both rows' partial sums, 8 per row, and one madd, one
+ * cvt and one fma with [dA*dx x4 | dB*dx x4] serve the two rows. Q8_0 (|w| up to 128) would
+ * overflow int16 and adds after the madds instead (WIDE). Each pair's quants are unpacked once
+ * per block and serve every token; each token's loads serve every pair.
+ *
+ * Scales: the first 4 bytes of a pair's blocks become [dA, mA, dA, mA, dB, mB, dB, mB] (for
+ * the signed types the m slots hold quant bytes, unused), times [dx, s, dx, s, ...] of the
+ * token: lanes 0 and 4 give d*dx, lanes 1 and 5 the min terms m*s of Q4_1/Q5_1.
+ *
+ * Batch invariance by construction: output (r, t) owns lanes 4k..4k+3 of one accumulator
+ * (k = its place in the pair), filled block by block in order by fma(d_r*dx, float(isum lane),
+ * acc lane); integer sums are exact, so how they are packed does not change them; the min
+ * terms m_r*s are summed in block order in lane 4k+1 of the pair's min accumulator; the result
+ * is ((l0 + l1) + (l2 + l3)) + min lane, in that order, for every output. Each operation on an
+ * output's lanes is the same IEEE operation on the same operands whatever the tile shape and
+ * the row's or token's place in it (lane-wise vector ops do not mix lanes), so every shape
+ * agrees bit for bit. A lone last row is paired with itself.
+ */
+#define TPAIRS _Pragma("GCC unroll 2") for (int p = 0; p < NP; p++)
+
+typedef struct qpair {
+    __m256i lo, hi; /* [A 0..15 | B 0..15], [A 16..31 | B 16..31] */
+} qpair;
+
+INLINE __m256i two16(const uint8_t *a, const uint8_t *b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                   _mm_loadu_si128((const __m128i *)b), 1);
+}
+
+INLINE qpair nibbles_pair(const uint8_t *qa, const uint8_t *qb) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i v = two16(qa, qb);
+    qpair q = {_mm256_and_si256(v, lo4), _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4)};
+    return q;
+}
+
+/* Bits 16h..16h+15 of A's and B's 32-bit words -> bytes [A | B] = 0xFF if set, 0 if not. */
+INLINE __m256i bits_pair(const uint8_t *qha, const uint8_t *qhb, int h) {
+    uint32_t xa, xb;
+    memcpy(&xa, qha, 4);
+    memcpy(&xb, qhb, 4);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi32((int)xa)),
+                                        _mm_set1_epi32((int)xb), 1);
+    const __m256i shuf = h ? _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                               0x0303030303030303, 0x0202020202020202)
+                           : _mm256_set_epi64x(0x0101010101010101, 0x0000000000000000,
+                                               0x0101010101010101, 0x0000000000000000);
     const __m256i mask = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeULL);
-    b = _mm256_or_si256(b, mask);
+    __m256i b = _mm256_or_si256(_mm256_shuffle_epi8(v, shuf), mask);
     return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
 }
 
-INLINE __m256i load_q(const bt_q8 *x) {
-    return _mm256_loadu_si256((const __m256i *)x->qs);
+INLINE qpair q4_1_pair(const bt_block_q4_1 *a, const bt_block_q4_1 *b) {
+    return nibbles_pair(a->qs, b->qs);
 }
+
+INLINE qpair q5_1_pair(const bt_block_q5_1 *a, const bt_block_q5_1 *b) {
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i b4 = _mm256_set1_epi8(0x10);
+    q.lo = _mm256_or_si256(q.lo, _mm256_and_si256(bits_pair(a->qh, b->qh, 0), b4));
+    q.hi = _mm256_or_si256(q.hi, _mm256_and_si256(bits_pair(a->qh, b->qh, 1), b4));
+    return q;
+}
+
+INLINE qpair q4_0_pair(const bt_block_q4_0 *a, const bt_block_q4_0 *b) {
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i k8 = _mm256_set1_epi8(8);
+    q.lo = _mm256_sub_epi8(q.lo, k8);
+    q.hi = _mm256_sub_epi8(q.hi, k8);
+    return q;
+}
+
+INLINE qpair q5_0_pair(const bt_block_q5_0 *a, const bt_block_q5_0 *b) {
+    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
+    qpair q = nibbles_pair(a->qs, b->qs);
+    const __m256i f0 = _mm256_set1_epi8((char)0xF0);
+    q.lo = _mm256_or_si256(q.lo, _mm256_andnot_si256(bits_pair(a->qh, b->qh, 0), f0));
+    q.hi = _mm256_or_si256(q.hi, _mm256_andnot_si256(bits_pair(a->qh, b->qh, 1), f0));
+    return q;
+}
+
+INLINE qpair q8_0_pair(const bt_block_q8_0 *a, const bt_block_q8_0 *b) {
+    const uint8_t *qa = (const uint8_t *)a->qs, *qb = (const uint8_t *)b->qs;
+    qpair q = {two16(qa, qb), two16(qa + 16, qb + 16)};
+    return q;
+}
+
+/* First 4 bytes of the pair's blocks as halves [A0, A1, A0, A1, B0, B1, B0, B1] -> floats. */
+INLINE __m256 scales_of_pair(const char *wa, const char *wbb) {
+    int va, vb;
+    memcpy(&va, wa, 4);
+    memcpy(&vb, wbb, 4);
+    return _mm256_cvtph_ps(_mm_setr_epi32(va, va, vb, vb));
+}
+
+INLINE __m256i bcast16(const int8_t *p) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* MIN: weights unsigned (Q4_1, Q5_1) with a min term; otherwise signed int8 (Q8_0, Q4_0,
+ * Q5_0), dotted as |w| x sign(x, w). WIDE: add after the madds (Q8_0). */
+#define DEFINE_TILE(name, block_t, MIN, WIDE)                                                      \
+    INLINE void name##_tile(int NP, const char *const *rows, size_t pf, const bt_q8 *x,            \
+                            int64_t xs, int NT, int64_t nb, float *out, int64_t ldo,               \
+                            const int *out_col) {                                                  \
+        const __m256i ones = _mm256_set1_epi16(1);                                                 \
+        __m256 acc[2][NT_MAX], macc[2][NT_MAX];                                                    \
+        TPAIRS TOKENS acc[p][t] = macc[p][t] = _mm256_setzero_ps();                                \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            size_t off = (size_t)i * sizeof(block_t);                                              \
+            __m256 dm[2];                                                                          \
+            qpair q[2], aq[2];                                                                     \
+            TPAIRS {                                                                               \
+                const char *ra = rows[2 * p] + off, *rb = rows[2 * p + 1] + off;                   \
+                _mm_prefetch(ra + pf, _MM_HINT_T0);                                                \
+                _mm_prefetch(rb + pf, _MM_HINT_T0);                                                \
+                dm[p] = scales_of_pair(ra, rb);                                                    \
+                q[p] = name##_pair((const block_t *)(const void *)ra,                              \
+                                   (const block_t *)(const void *)rb);                             \
+                if (!MIN) {                                                                        \
+                    aq[p].lo = _mm256_sign_epi8(q[p].lo, q[p].lo);                                 \
+                    aq[p].hi = _mm256_sign_epi8(q[p].hi, q[p].hi);                                 \
+                }                                                                                  \
+            }                                                                                      \
+            TOKENS {                                                                               \
+                const bt_q8 *xb = x + t * xs + i;                                                  \
+                __m256 ds = MIN ? _mm256_castpd_ps(                                                \
+                                      _mm256_broadcast_sd((const double *)(const void *)&xb->d))   \
+                                : _mm256_broadcast_ss(&xb->d);                                     \
+                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16);                         \
+                TPAIRS {                                                                           \
+                    __m256 sc = _mm256_mul_ps(dm[p], ds);                                          \
+                    if (MIN)                                                                       \
+                        macc[p][t] = _mm256_add_ps(macc[p][t], sc);                                \
+                    __m256i pl, ph, v;                                                             \
+                    if (MIN) {                                                                     \
+                        pl = _mm256_maddubs_epi16(q[p].lo, xlo);                                   \
+                        ph = _mm256_maddubs_epi16(q[p].hi, xhi);                                   \
+                    } else {                                                                       \
+                        pl = _mm256_maddubs_epi16(aq[p].lo, _mm256_sign_epi8(xlo, q[p].lo));       \
+                        ph = _mm256_maddubs_epi16(aq[p].hi, _mm256_sign_epi8(xhi, q[p].hi));       \
+                    }                                                                              \
+                    if (WIDE)                                                                      \
+                        v = _mm256_add_epi32(_mm256_madd_epi16(pl, ones),                          \
+                                             _mm256_madd_epi16(ph, ones));                         \
+                    else                                                                           \
+                        v = _mm256_madd_epi16(_mm256_add_epi16(pl, ph), ones);                     \
+                    acc[p][t] = _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),                       \
+                                                _mm256_cvtepi32_ps(v), acc[p][t]);                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        TOKENS TPAIRS {                                                                            \
+            float a[8], m[8];                                                                      \
+            _mm256_storeu_ps(a, acc[p][t]);                                                        \
+            _mm256_storeu_ps(m, macc[p][t]);                                                       \
+            for (int k = 0; k < 2; k++) {                                                          \
+                int c = out_col[2 * p + k];                                                        \
+                float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);               \
+                if (c >= 0)                                                                        \
+                    out[t * ldo + c] = MIN ? v + m[4 * k + 1] : v;                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_TILE(q4_1, bt_block_q4_1, 1, 0)
+DEFINE_TILE(q5_1, bt_block_q5_1, 1, 0)
+DEFINE_TILE(q8_0, bt_block_q8_0, 0, 1)
+DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
+DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /*
- * One "step" per legacy weight type: one weight block (or pair) against NT token rows, adding
- * into per-token float accumulators. NT is a compile-time constant after inlining and the
- * token loops are unrolled, so everything stays in registers.
- *
- * Batch invariance: a token's result must not depend on how many tokens share the call. Each
- * token has its own accumulators, filled in the same block order (block i into set i % NC,
- * a tail block into set 0) and reduced in the same order for every NT; tokens only share the
- * unpacked weights. NC = 2 keeps two independent FMA chains per token, enough next to the
- * ~3 cycles of other work per block, and leaves room for 4 tokens in the 16 ymm registers.
+ * K-quant tiles (Q4_K, Q5_K, Q6_K): the same pair layout, one 32-element sub-block (one bt_q8
+ * block) at a time. Per super-block and row, the 6-bit scales and mins of Q4_K/Q5_K become
+ * floats d*sc and dmin*m once (a stack array, interleaved); per sub-block a pair's
+ * [dA*scA, dminA*mA, .. | dB*scB, dminB*mB, ..] is two broadcast loads, and per token one
+ * multiply by [dx, s, ..] gives both rows' scale (lanes 0, 4) and min term (lanes 1, 5), as for
+ * Q4_1. Q6_K keeps its int8 scales per 16 elements in the integer domain (one madd of the lo
+ * half's sums by [scA x8 | scB x8], one of the hi half's; exact in int32) and its offset -32 as
+ * 32 * sum(x), computed once per token and sub-block for every pair. Invariance as for the
+ * legacy tiles: one accumulator's 4 lanes per output, filled in sub-block order, the same
+ * final reduction (minus the min lane for Q4_K/Q5_K).
  */
-#define TOKENS _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)
-#define NC 2
+enum { KQ_Q4K, KQ_Q5K, KQ_Q6K };
 
-/* d and m of the weight block (adjacent halves) times dx and s of the token block (adjacent
- * floats) in one multiply: lane 0 = d*dx scales the integer dot, lane 1 = m*s is summed. */
-INLINE __m128 half_pair(const bt_half *dm) {
-    int bits;
-    memcpy(&bits, dm, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+/* d*sc[j] and dmin*m[j] of a Q4_K/Q5_K super-block, as sm[2j], sm[2j + 1]. The 6-bit fields
+ * are unpacked in 32-bit words as ggml does (u[0..1] = sc[0..7], u[2..3] = m[0..7]; the same
+ * values as tensor_type.c's scale_min_k4). */
+INLINE void k_scale_floats(const uint8_t *scales, const bt_half *dd, float *sm) {
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    uint32_t m_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = m_lo;
+    u[0] &= k1;
+    __m128i v = _mm_setr_epi32((int)u[0], (int)u[1], (int)u[2], (int)u[3]);
+    __m256 s =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), _mm256_set1_ps(half_f32(dd[0])));
+    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v, v))),
+                             _mm256_set1_ps(half_f32(dd[1])));
+    __m256 lo = _mm256_unpacklo_ps(s, m), hi = _mm256_unpackhi_ps(s, m);
+    _mm256_storeu_ps(sm, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(sm + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
 }
 
-INLINE __m128 ds_of(const bt_q8 *xb) {
-    return _mm_castpd_ps(_mm_load_sd((const double *)(const void *)&xb->d));
+INLINE __m256 two_pairs_f(const float *a, const float *b) {
+    __m128 va = _mm_castpd_ps(_mm_loaddup_pd((const double *)(const void *)a));
+    __m128 vb = _mm_castpd_ps(_mm_loaddup_pd((const double *)(const void *)b));
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(va), vb, 1);
 }
 
-INLINE __m256i q4_1_quants(const bt_block_q4_1 *b) {
-    return unpack_nibbles(b->qs);
-}
-
-INLINE __m256i q5_1_quants(const bt_block_q5_1 *b) {
-    __m256i hi = _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(unpack_nibbles(b->qs), hi);
-}
-
-/* Types with a min (Q4_1, Q5_1): y = sum_i d_i*dx_i*isum_i + m_i*s_i. Blocks go in pairs: the
- * scales of blocks i, i+1 are multiplied in one xmm [d0*dx0, m0*s0, d1*dx1, m1*s1], so one
- * macc per token sums the min terms (even blocks in lane 1, odd in lane 3) and 4 tokens fit
- * the registers; a lone tail block leaves lanes 2, 3 at zero. */
-INLINE __m128 dm_pair(const bt_half *dm0, const bt_half *dm1) {
-    int b0, b1;
-    memcpy(&b0, dm0, 4);
-    memcpy(&b1, dm1, 4);
-    return _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(b0), b1, 1));
-}
-
-INLINE __m128 ds_pair(const bt_q8 *xb) {
-    __m128d v = _mm_load_sd((const double *)(const void *)&xb[0].d);
-    return _mm_castpd_ps(_mm_loadh_pd(v, (const double *)(const void *)&xb[1].d));
-}
-
-INLINE void min_step2(__m256i q0, __m256i q1, __m128 dm, const bt_q8 *x, int64_t xs, int NT,
-                      __m256 *acc0, __m256 *acc1, __m128 *macc) {
-    const __m256i lane2 = _mm256_set1_epi32(2);
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m128 sc = _mm_mul_ps(dm, ds_pair(xb));
-        __m256 p0 = _mm256_cvtepi32_ps(dot_us(q0, load_q(xb)));
-        __m256 p1 = _mm256_cvtepi32_ps(dot_us(q1, load_q(xb + 1)));
-        __m256 sc1 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(sc), lane2);
-        acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p0, acc0[t]);
-        acc1[t] = _mm256_fmadd_ps(sc1, p1, acc1[t]);
-        macc[t] = _mm_add_ps(macc[t], sc);
-    }
-}
-
-INLINE void min_step1(__m256i q, __m128 dm, const bt_q8 *x, int64_t xs, int NT, __m256 *acc,
-                      __m128 *macc) {
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m128 sc = _mm_mul_ps(dm, ds_of(xb));
-        __m256 p = _mm256_cvtepi32_ps(dot_us(q, load_q(xb)));
-        acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), p, acc[t]);
-        macc[t] = _mm_add_ps(macc[t], sc);
-    }
-}
-
-#define DEFINE_NT_MIN(name, block_t)                                                               \
-    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
-                          float *out, int64_t ldo) {                                               \
-        const block_t *b = w;                                                                      \
-        __m256 acc0[NT_MAX], acc1[NT_MAX];                                                         \
-        __m128 macc[NT_MAX];                                                                       \
-        TOKENS {                                                                                   \
-            acc0[t] = acc1[t] = _mm256_setzero_ps();                                               \
-            macc[t] = _mm_setzero_ps();                                                            \
-        }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + 2 <= nb; i += 2)                                                                \
-            min_step2(name##_quants(b + i), name##_quants(b + i + 1),                              \
-                      dm_pair(&b[i].d, &b[i + 1].d), x + i, xs, NT, acc0, acc1, macc);             \
-        if (i < nb)                                                                                \
-            min_step1(name##_quants(b + i), half_pair(&b[i].d), x + i, xs, NT, acc0, macc);        \
-        TOKENS {                                                                                   \
-            __m128 m = _mm_movehdup_ps(macc[t]); /* lane 0: even blocks, lane 2: odd */            \
-            m = _mm_add_ss(m, _mm_movehl_ps(m, m));                                                \
-            out[t * ldo] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + _mm_cvtss_f32(m);              \
-        }                                                                                          \
-    }
-
-DEFINE_NT_MIN(q4_1, bt_block_q4_1)
-DEFINE_NT_MIN(q5_1, bt_block_q5_1)
-
-/* Signed weights q (int8) with scale d. */
-INLINE void signed_step(__m256i q, float d, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    __m256i aq = _mm256_sign_epi8(q, q);
-    TOKENS {
-        const bt_q8 *xb = x + t * xs;
-        __m256i s = dot_us(aq, _mm256_sign_epi8(load_q(xb), q));
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(s), acc[t]);
-    }
-}
-
-INLINE void q8_0_step(const bt_block_q8_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    signed_step(_mm256_loadu_si256((const __m256i *)b->qs), half_f32(b->d), x, xs, NT, acc);
-}
-
-INLINE void q4_0_step(const bt_block_q4_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    signed_step(_mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8)), half_f32(b->d), x, xs,
-                NT, acc);
-}
-
-INLINE void q5_0_step(const bt_block_q5_0 *b, const bt_q8 *x, int64_t xs, int NT, __m256 *acc) {
-    /* (q4 | hi<<4) - 16 == q4 | (hi ? 0 : 0xF0) as int8 */
-    __m256i hi = _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8((char)0xF0));
-    signed_step(_mm256_or_si256(unpack_nibbles(b->qs), hi), half_f32(b->d), x, xs, NT, acc);
-}
-
-#define DEFINE_NT(name, block_t)                                                                   \
-    INLINE void name##_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb,           \
-                          float *out, int64_t ldo) {                                               \
-        const block_t *b = w;                                                                      \
-        __m256 acc[NC][NT_MAX];                                                                    \
-        _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++) TOKENS {                              \
-            acc[k][t] = _mm256_setzero_ps();                                                       \
-        }                                                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + NC <= nb; i += NC) {                                                            \
-            _Pragma("GCC unroll 4") for (int k = 0; k < NC; k++)                                   \
-                name##_step(b + i + k, x + i + k, xs, NT, acc[k]);                                 \
-        }                                                                                          \
-        for (; i < nb; i++)                                                                        \
-            name##_step(b + i, x + i, xs, NT, acc[0]);                                             \
-        TOKENS {                                                                                   \
-            __m256 a = acc[0][t];                                                                  \
-            _Pragma("GCC unroll 4") for (int k = 1; k < NC; k++) {                                 \
-                a = _mm256_add_ps(a, acc[k][t]);                                                   \
-            }                                                                                      \
-            out[t * ldo] = hsum8(a);                                                               \
-        }                                                                                          \
-    }
-
-DEFINE_NT(q8_0, bt_block_q8_0)
-DEFINE_NT(q4_0, bt_block_q4_0)
-DEFINE_NT(q5_0, bt_block_q5_0)
-
-INLINE void scales_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((q[j + 8] & 0x0F) | ((q[j] >> 6) << 4));
-        m[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
-    }
-}
-
-INLINE void q4_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
-                    int64_t ldo) {
-    const bt_block_q4_k *b = w;
-    __m256 acc[NT_MAX][2];
-    float macc[NT_MAX];
-    TOKENS {
-        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-        macc[t] = 0.0f;
-    }
+/* Sub-block j of a Q4_K/Q5_K pair: nibbles of qs[32 * (j / 2)..], low or high by j's parity. */
+INLINE qpair k4_pair(const uint8_t *qa, const uint8_t *qb, int j) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i v0 = two16(qa + 32 * (j / 2), qb + 32 * (j / 2));
+    __m256i v1 = two16(qa + 32 * (j / 2) + 16, qb + 32 * (j / 2) + 16);
+    if (j & 1) {
+        v0 = _mm256_srli_epi16(v0, 4);
+        v1 = _mm256_srli_epi16(v1, 4);
+    }
+    qpair q = {_mm256_and_si256(v0, lo4), _mm256_and_si256(v1, lo4)};
+    return q;
+}
+
+/* Bit j of each qh byte -> 0x10 (Q5_K's fifth bit of sub-block j). */
+INLINE __m256i k5_bit(__m256i qh, int j) {
+    __m256i b = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+    return _mm256_slli_epi16(b, 4);
+}
+
+/* Sub-block j of a Q6_K pair, unsigned 0..63 (the -32 is applied to the sums). */
+INLINE qpair k6_pair(const bt_block_q6_k *a, const bt_block_q6_k *b, int j) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    int n = j / 4, k = j % 4;
+    int lofs = 64 * n + 32 * (k & 1), hofs = 32 * n;
+    __m256i l0 = two16(a->ql + lofs, b->ql + lofs),
+            l1 = two16(a->ql + lofs + 16, b->ql + lofs + 16);
+    __m256i h0 = two16(a->qh + hofs, b->qh + hofs),
+            h1 = two16(a->qh + hofs + 16, b->qh + hofs + 16);
+    __m128i ls = _mm_cvtsi32_si128(4 * (k >> 1)), hs = _mm_cvtsi32_si128(2 * k);
+    qpair q;
+    q.lo = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l0, ls), lo4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h0, hs), m3), 4));
+    q.hi = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l1, ls), lo4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h1, hs), m3), 4));
+    return q;
+}
+
+INLINE __m256i two_set16(int a, int b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a)),
+                                   _mm_set1_epi16((short)b), 1);
+}
+
+INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const bt_q8 *x,
+                    int64_t xs, int NT, int64_t nb, float *out, int64_t ldo, const int *out_col) {
+    const __m256i ones = _mm256_set1_epi16(1), k32 = _mm256_set1_epi8(32);
+    const size_t bsz = KIND == KQ_Q4K   ? sizeof(bt_block_q4_k)
+                       : KIND == KQ_Q5K ? 176
+                                        : sizeof(bt_block_q6_k);
+    __m256 acc[2][NT_MAX], macc[2][NT_MAX];
+    TPAIRS TOKENS acc[p][t] = macc[p][t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        float d = half_f32(b[i].d), dmin = half_f32(b[i].dmin);
-        uint8_t sc[8], mn[8];
-        scales_k4(b[i].scales, sc, mn);
-        for (int c = 0; c < 4; c++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
-            __m256i ql = _mm256_and_si256(raw, lo4);
-            __m256i qh = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo4);
-            float d0 = d * (float)sc[2 * c], d1 = d * (float)sc[2 * c + 1];
-            float m0 = dmin * (float)mn[2 * c], m1 = dmin * (float)mn[2 * c + 1];
-            TOKENS {
-                const bt_q8 *xb = x + t * xs + 8 * i + 2 * c;
-                __m256 p0 = _mm256_cvtepi32_ps(dot_us(ql, load_q(xb)));
-                __m256 p1 = _mm256_cvtepi32_ps(dot_us(qh, load_q(xb + 1)));
-                acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * xb[0].d), p0, acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * xb[1].d), p1, acc[t][1]);
-                macc[t] += m0 * xb[0].s + m1 * xb[1].s;
+        size_t off = (size_t)i * bsz;
+        float sm[4][16];
+        int16_t sc6[4][16];
+        __m256 d6[2];
+        __m256i qh0[2], qh1[2];
+        TPAIRS {
+            const uint8_t *ra = (const uint8_t *)rows[2 * p] + off;
+            const uint8_t *rb = (const uint8_t *)rows[2 * p + 1] + off;
+            for (size_t c = 0; c < bsz; c += 64) {
+                _mm_prefetch((const char *)ra + pf + c, _MM_HINT_T0);
+                _mm_prefetch((const char *)rb + pf + c, _MM_HINT_T0);
+            }
+            if (KIND == KQ_Q6K) {
+                const bt_block_q6_k *a = (const void *)ra, *b = (const void *)rb;
+                /* int8 scales widened once per super-block: a broadcast load per use */
+                _mm256_storeu_si256((__m256i *)sc6[2 * p], _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                               (const __m128i *)a->scales)));
+                _mm256_storeu_si256((__m256i *)sc6[2 * p + 1], _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                                   (const __m128i *)b->scales)));
+                d6[p] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(half_f32(a->d))),
+                                             _mm_set1_ps(half_f32(b->d)), 1);
+            } else {
+                /* Q4_K: d, dmin, scales[12], qs; Q5_K: d, dmin, scales[12], qh[32], qs */
+                bt_half dda[2], ddb[2];
+                memcpy(dda, ra, 4);
+                memcpy(ddb, rb, 4);
+                k_scale_floats(ra + 4, dda, sm[2 * p]);
+                k_scale_floats(rb + 4, ddb, sm[2 * p + 1]);
+                if (KIND == KQ_Q5K) {
+                    qh0[p] = two16(ra + 16, rb + 16);
+                    qh1[p] = two16(ra + 32, rb + 32);
+                }
             }
         }
-    }
-    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1])) - macc[t];
-}
-
-INLINE void q6_k_nt(const void *w, const bt_q8 *x, int64_t xs, int NT, int64_t nb, float *out,
-                    int64_t ldo) {
-    const bt_block_q6_k *b = w;
-    __m256 acc[NT_MAX][2];
-    TOKENS acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    const __m256i k32 = _mm256_set1_epi8(32);
-    for (int64_t i = 0; i < nb; i++) {
-        float d = half_f32(b[i].d);
-        for (int n = 0; n < 2; n++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n + 32));
-            __m256i h = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * n));
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4),
-                                   _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-            q[1] = _mm256_or_si256(
-                _mm256_and_si256(l1, lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-            q[2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-            q[3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
-            __m256i scv[4];
-            for (int k = 0; k < 4; k++) {
-                const int8_t *s = b[i].scales + 8 * n + 2 * k;
-                scv[k] = _mm256_set_m128i(_mm_set1_epi16(s[1]), _mm_set1_epi16(s[0]));
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            qpair q[2];
+            __m256 dm[2];
+            __m256i scl[2], sch[2];
+            TPAIRS {
+                const uint8_t *ra = (const uint8_t *)rows[2 * p] + off;
+                const uint8_t *rb = (const uint8_t *)rows[2 * p + 1] + off;
+                if (KIND == KQ_Q6K) {
+                    const bt_block_q6_k *a = (const void *)ra, *b = (const void *)rb;
+                    q[p] = k6_pair(a, b, j);
+                    scl[p] = two_set16(sc6[2 * p][2 * j], sc6[2 * p + 1][2 * j]);
+                    sch[p] = two_set16(sc6[2 * p][2 * j + 1], sc6[2 * p + 1][2 * j + 1]);
+                } else {
+                    size_t qo = KIND == KQ_Q4K ? 16 : 48;
+                    q[p] = k4_pair(ra + qo, rb + qo, j);
+                    if (KIND == KQ_Q5K) {
+                        q[p].lo = _mm256_or_si256(q[p].lo, k5_bit(qh0[p], j));
+                        q[p].hi = _mm256_or_si256(q[p].hi, k5_bit(qh1[p], j));
+                    }
+                    dm[p] = two_pairs_f(sm[2 * p] + 2 * j, sm[2 * p + 1] + 2 * j);
+                }
             }
             TOKENS {
-                const bt_q8 *xb = x + t * xs + 8 * i + 4 * n;
-                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                    __m256i y = load_q(xb + k);
-                    __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], y),
-                                                 _mm256_maddubs_epi16(k32, y));
-                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, scv[k]));
-                    acc[t][k & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb[k].d), f, acc[t][k & 1]);
+                const bt_q8 *xb = x + t * xs + 8 * i + j;
+                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16);
+                if (KIND == KQ_Q6K) {
+                    __m256i cl = _mm256_maddubs_epi16(k32, xlo),
+                            ch = _mm256_maddubs_epi16(k32, xhi);
+                    __m256 dx = _mm256_broadcast_ss(&xb->d);
+                    TPAIRS {
+                        __m256i pl = _mm256_sub_epi16(_mm256_maddubs_epi16(q[p].lo, xlo), cl);
+                        __m256i ph = _mm256_sub_epi16(_mm256_maddubs_epi16(q[p].hi, xhi), ch);
+                        __m256i v = _mm256_add_epi32(_mm256_madd_epi16(pl, scl[p]),
+                                                     _mm256_madd_epi16(ph, sch[p]));
+                        acc[p][t] = _mm256_fmadd_ps(_mm256_mul_ps(d6[p], dx), _mm256_cvtepi32_ps(v),
+                                                    acc[p][t]);
+                    }
+                } else {
+                    __m256 ds =
+                        _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(const void *)&xb->d));
+                    TPAIRS {
+                        __m256 sc = _mm256_mul_ps(dm[p], ds);
+                        macc[p][t] = _mm256_add_ps(macc[p][t], sc);
+                        __m256i v =
+                            _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q[p].lo, xlo),
+                                                               _mm256_maddubs_epi16(q[p].hi, xhi)),
+                                              ones);
+                        acc[p][t] = _mm256_fmadd_ps(_mm256_permute_ps(sc, 0x00),
+                                                    _mm256_cvtepi32_ps(v), acc[p][t]);
+                    }
                 }
             }
         }
     }
-    TOKENS out[t * ldo] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1]));
+    TOKENS TPAIRS {
+        float a[8], m[8];
+        _mm256_storeu_ps(a, acc[p][t]);
+        _mm256_storeu_ps(m, macc[p][t]);
+        for (int k = 0; k < 2; k++) {
+            int c = out_col[2 * p + k];
+            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
+            if (c >= 0)
+                out[t * ldo + c] = KIND == KQ_Q6K ? v : v - m[4 * k + 1];
+        }
+    }
 }
 
-#define ROWDOT(name)                                                                               \
-    static void rowdot_##name(const void *w, const bt_q8 *x, int64_t xs, int n_tok, int64_t n,     \
-                              float *out, int64_t ldo) {                                           \
-        int64_t nb =                                                                               \
-            n /                                                                                    \
-            (BT_TYPE_##name == BT_TYPE_Q4_K || BT_TYPE_##name == BT_TYPE_Q6_K ? BT_QK_K : BT_QK);  \
-        BT_WITH_NT(n_tok, name##_nt(w, x, xs, NT_, nb, out, ldo))                                  \
+#define q4_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q4K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+#define q5_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q5K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+#define q6_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
+    kq_tile(KQ_Q6K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
+
+/* Tile shapes: two row pairs for 1-2 tokens of the legacy types (decode of few streams: more
+ * independent chains and one activation load per 4 rows), one pair for 3-4 tokens (the
+ * registers) and for the K types (two pairs' unpacking and scales spill: Q6_K at one token
+ * ran 20% slower with two). A lone last
+ * row is paired with itself and its twin's output dropped (out_col -1). Each block's weights
+ * two tiles ahead (8 rows: the next call's rows as bt_matmul walks them) are prefetched: four
+ * interleaved row streams defeat the hardware prefetcher, and a Q8_0 output matrix streamed
+ * for one token lost a third of its speed without it. */
+#define TILE(name)                                                                                 \
+    static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
+                            int n_tok, int64_t n, float *out, int64_t ldo) {                       \
+        const char *wb = w;                                                                        \
+        int64_t nb = n / name##_ELEMS;                                                             \
+        int max_pairs = n_tok <= 2 && name##_ELEMS == BT_QK ? 2 : 1;                               \
+        for (int r = 0; r < n_rows;) {                                                             \
+            const char *rows[4];                                                                   \
+            int col[4], np = 0;                                                                    \
+            while (np < max_pairs && r < n_rows) {                                                 \
+                rows[2 * np] = wb + (size_t)r * rb;                                                \
+                col[2 * np] = r;                                                                   \
+                int twin = r + 1 < n_rows;                                                         \
+                rows[2 * np + 1] = wb + (size_t)(r + twin) * rb;                                   \
+                col[2 * np + 1] = twin ? r + 1 : -1;                                               \
+                r += 1 + twin;                                                                     \
+                np++;                                                                              \
+            }                                                                                      \
+            if (np == 2)                                                                           \
+                BT_WITH_NT(n_tok, name##_tile(2, rows, 8 * rb, x, xs, NT_, nb, out, ldo, col))     \
+            else                                                                                   \
+                BT_WITH_NT(n_tok, name##_tile(1, rows, 4 * rb, x, xs, NT_, nb, out, ldo, col))     \
+        }                                                                                          \
     }
 
-#define BT_TYPE_q8_0 BT_TYPE_Q8_0
-#define BT_TYPE_q4_0 BT_TYPE_Q4_0
-#define BT_TYPE_q4_1 BT_TYPE_Q4_1
-#define BT_TYPE_q5_0 BT_TYPE_Q5_0
-#define BT_TYPE_q5_1 BT_TYPE_Q5_1
-#define BT_TYPE_q4_k BT_TYPE_Q4_K
-#define BT_TYPE_q6_k BT_TYPE_Q6_K
+#define q4_1_ELEMS BT_QK
+#define q5_1_ELEMS BT_QK
+#define q8_0_ELEMS BT_QK
+#define q4_0_ELEMS BT_QK
+#define q5_0_ELEMS BT_QK
+#define q4_k_ELEMS BT_QK_K
+#define q5_k_ELEMS BT_QK_K
+#define q6_k_ELEMS BT_QK_K
 
-ROWDOT(q8_0)
-ROWDOT(q4_0)
-ROWDOT(q4_1)
-ROWDOT(q5_0)
-ROWDOT(q5_1)
-ROWDOT(q4_k)
-ROWDOT(q6_k)
+TILE(q4_1)
+TILE(q5_1)
+TILE(q8_0)
+TILE(q4_0)
+TILE(q5_0)
+TILE(q4_k)
+TILE(q5_k)
+TILE(q6_k)
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
@@ -425,6 +576,80 @@ static void dequant_q4_1(const void *w, float *dst, int64_t n) {
     }
 }
 
+/* 32 byte values (int8) -> floats: the first 16 times s0, the last 16 times s1, then minus
+ * m when `sub` (in that order, as tensor_type.c's dequantizers: scale * q - min). */
+INLINE void store_bytes_f2(float *dst, __m256i q, __m256 s0, __m256 s1, __m256 m, int sub) {
+    __m128i h[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
+    for (int k = 0; k < 4; k++) {
+        __m128i b = k & 1 ? _mm_srli_si128(h[k / 2], 8) : h[k / 2];
+        __m256 v = _mm256_mul_ps(k < 2 ? s0 : s1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+        _mm256_storeu_ps(dst + 8 * k, sub ? _mm256_sub_ps(v, m) : v);
+    }
+}
+
+/* Q4_K and Q5_K (hbits: Q5_K's qh, else NULL): d*sc and dmin*m as tensor_type.c computes
+ * them (d * sc in float, the 6-bit fields unpacked as k_scale_floats does). */
+INLINE void dequant_k45(const uint8_t *blk, const uint8_t *qs, const uint8_t *qh, float *out) {
+    bt_half dd[2];
+    memcpy(dd, blk, 4);
+    float sm[16];
+    k_scale_floats(blk + 4, dd, sm);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(16);
+    __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        for (int k = 0; k < 2; k++) {
+            int j = 2 * c + k;
+            __m256i q = _mm256_and_si256(k ? _mm256_srli_epi16(raw, 4) : raw, lo4);
+            if (qh) {
+                __m256i bit = _mm256_set1_epi8((char)(1 << j));
+                q = _mm256_add_epi8(
+                    q, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit), b16));
+            }
+            __m256 d1 = _mm256_set1_ps(sm[2 * j]);
+            store_bytes_f2(out + 32 * j, q, d1, d1, _mm256_set1_ps(sm[2 * j + 1]), 1);
+        }
+    }
+}
+
+static void dequant_q4_k(const void *w, float *dst, int64_t n) {
+    const bt_block_q4_k *b = w;
+    for (int64_t i = 0; i < n / BT_QK_K; i++)
+        dequant_k45((const uint8_t *)(b + i), b[i].qs, NULL, dst + BT_QK_K * i);
+}
+
+static void dequant_q5_k(const void *w, float *dst, int64_t n) {
+    const uint8_t *b = w; /* d, dmin, scales[12], qh[32], qs[128]: 176 bytes */
+    for (int64_t i = 0; i < n / BT_QK_K; i++, b += 176)
+        dequant_k45(b, b + 48, b + 16, dst + BT_QK_K * i);
+}
+
+static void dequant_q6_k(const void *w, float *dst, int64_t n) {
+    const bt_block_q6_k *b = w;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i k32 = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < n / BT_QK_K; i++) {
+        float d = half_f32(b[i].d);
+        for (int n2 = 0; n2 < 2; n2++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n2));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * n2 + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * n2));
+            const int8_t *sc = b[i].scales + 8 * n2;
+            float *out = dst + BT_QK_K * i + 128 * n2;
+            for (int k = 0; k < 4; k++) {
+                __m256i l = k & 1 ? l1 : l0;
+                if (k >= 2)
+                    l = _mm256_srli_epi16(l, 4);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(h, 2 * k), m3);
+                __m256i q = _mm256_sub_epi8(
+                    _mm256_or_si256(_mm256_and_si256(l, lo4), _mm256_slli_epi16(hb, 4)), k32);
+                store_bytes_f2(out + 32 * k, q, _mm256_set1_ps(d * sc[2 * k]),
+                               _mm256_set1_ps(d * sc[2 * k + 1]), _mm256_setzero_ps(), 0);
+            }
+        }
+    }
+}
+
 static void dequant_f16(const void *w, float *dst, int64_t n) {
     const bt_half *h = w;
     int64_t c = 0;
@@ -484,18 +709,22 @@ static float log_sum_exp(const float *x, int64_t n, float *max_out) {
 void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->quantize_q8 = quantize_q8;
     t->log_sum_exp = log_sum_exp;
-    t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
-    t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
-    t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
-    t->rowdot_q8[BT_TYPE_Q5_0] = rowdot_q5_0;
-    t->rowdot_q8[BT_TYPE_Q5_1] = rowdot_q5_1;
-    t->rowdot_q8[BT_TYPE_Q4_K] = rowdot_q4_k;
-    t->rowdot_q8[BT_TYPE_Q6_K] = rowdot_q6_k;
+    t->tile_q8[BT_TYPE_Q8_0] = tile_q8_0;
+    t->tile_q8[BT_TYPE_Q4_0] = tile_q4_0;
+    t->tile_q8[BT_TYPE_Q4_1] = tile_q4_1;
+    t->tile_q8[BT_TYPE_Q5_0] = tile_q5_0;
+    t->tile_q8[BT_TYPE_Q5_1] = tile_q5_1;
+    t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
+    t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
+    t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
     t->dequant[BT_TYPE_Q8_0] = dequant_q8_0;
     t->dequant[BT_TYPE_Q4_0] = dequant_q4_0;
     t->dequant[BT_TYPE_Q4_1] = dequant_q4_1;
+    t->dequant[BT_TYPE_Q4_K] = dequant_q4_k;
+    t->dequant[BT_TYPE_Q5_K] = dequant_q5_k;
+    t->dequant[BT_TYPE_Q6_K] = dequant_q6_k;
     t->dequant[BT_TYPE_F16] = dequant_f16;
 }

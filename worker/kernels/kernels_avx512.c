@@ -172,9 +172,14 @@ ROWDOT_F(f16, 1)
 ROWDOT_F(bf16, 2)
 
 void bt_kernels_fill_avx512(bt_kernel_table *t) {
+    /* These row dots replace the AVX2 tiles of the same types (a tile would take precedence
+     * in dispatch.c, and bt_vec_dot_q8 must stay the n_tok = 1 call of what bt_matmul runs). */
     t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
     t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
     t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
+    t->tile_q8[BT_TYPE_Q4_1] = NULL;
+    t->tile_q8[BT_TYPE_Q8_0] = NULL;
+    t->tile_q8[BT_TYPE_Q4_0] = NULL;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

@@ -51,6 +51,17 @@
 
 typedef void (*bt_rowdot_q8_fn)(const void *w, const bt_q8 *x, int64_t x_stride, int n_tok,
                                 int64_t n, float *out, int64_t ldo);
+/*
+ * A "tile" takes n_rows consecutive weight rows (1..BT_TILE_ROWS, row_bytes apart) and n_tok
+ * token rows (1..BT_KERNEL_MAX_TOK) and writes out[t * ldo + r] for every pair, so each
+ * unpacked weight block serves every token of the tile and each activation block load and its
+ * scale work serve every row. Same invariance rule as the row dots, extended to rows: an
+ * output's accumulation order and final reduction depend only on its own row and token data,
+ * never on n_rows, n_tok or where the row and token sit in the tile.
+ */
+#define BT_TILE_ROWS 4
+typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
+                              int64_t x_stride, int n_tok, int64_t n, float *out, int64_t ldo);
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
                                  int64_t n, float *out, int64_t ldo);
 typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
@@ -59,7 +70,10 @@ typedef float (*bt_log_sum_exp_fn)(const float *x, int64_t n, float *max_out);
 
 typedef struct bt_kernel_table {
     bt_quantize_fn quantize_q8;
-    bt_rowdot_q8_fn rowdot_q8[BT_TYPE_MAX_ID];   /* quant weight types */
+    bt_rowdot_q8_fn rowdot_q8[BT_TYPE_MAX_ID]; /* quant weight types */
+    /* Multi-row tiles of quant types; where set, used instead of rowdot_q8 (bt_vec_dot_q8
+     * included), so a level that overrides a type's rowdot_q8 must clear its tile_q8. */
+    bt_tile_q8_fn tile_q8[BT_TYPE_MAX_ID];
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
