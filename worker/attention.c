@@ -120,8 +120,7 @@ static void chunk_scalar(const bt_kv_cache *kv, int layer, const int32_t *table,
     }
 }
 
-/* Decodes a task into its row, chunk (-1: all of the row's chunks), KV head and query heads
- * [h0, h1). */
+/* Query heads per task, clamped to the group and BT_ATTN_MAX_TASK_HEADS. */
 static int task_hpt(const bt_attn_args *a) {
     int group = a->n_head / a->n_head_kv;
     int hpt = a->heads_per_task < 1 ? 1 : a->heads_per_task;
@@ -163,6 +162,8 @@ static float *partial_of(const bt_attn_args *a, int row, int c, int h) {
     return a->partials + off * (size_t)(a->head_dim + 2);
 }
 
+/* Decodes a task into its row, chunk (-1: all of the row's chunks, folded as they come), KV
+ * head and query heads [h0, h1), and computes it. */
 static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
     int group = a->n_head / a->n_head_kv, hpt = task_hpt(a), n_sub = (group + hpt - 1) / hpt;
     int row, c = -1, rem;
@@ -252,7 +253,7 @@ void bt_attention_task_ref(const bt_attn_args *a, int task) {
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-static AVX2 inline float hsum8(__m256 v) {
+static INLINE_AVX2 float hsum8(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -261,7 +262,7 @@ static AVX2 inline float hsum8(__m256 v) {
 }
 
 /* Cephes-style expf on 8 lanes; inputs clamped to [-87, 88]. */
-static AVX2 inline __m256 exp8(__m256 x) {
+static INLINE_AVX2 __m256 exp8(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -279,12 +280,16 @@ static AVX2 inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-/* Max of s[0..nk), rescale of the state, p = exp(s - m) with p[nk..16) = 0, l += sum p. */
-static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m, float *l,
+/* s[0..16) are a block's scores, -inf past its keys. Max of them, rescale of the state,
+ * p = exp(s - m) with 0 past the keys, l += sum p (as a tree: the two halves, then hsum8). */
+static INLINE_AVX2 void softmax_step(const float *s, float *p, int D, float *m, float *l,
                                      float *acc) {
-    float mx = s[0];
-    for (int t = 1; t < nk; t++)
-        mx = s[t] > mx ? s[t] : mx;
+    __m256 s0 = _mm256_load_ps(s), s1 = _mm256_load_ps(s + 8);
+    __m256 x = _mm256_max_ps(s0, s1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float mx = _mm_cvtss_f32(h); /* exact: the order of a max does not matter */
     if (mx > *m) {
         float corr = expf(*m - mx);
         __m256 c = _mm256_set1_ps(corr);
@@ -293,25 +298,32 @@ static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m
         *l *= corr;
         *m = mx;
     }
-    __m256 mm = _mm256_set1_ps(*m);
-    _mm256_store_ps(p, exp8(_mm256_sub_ps(_mm256_load_ps(s), mm)));
-    _mm256_store_ps(p + 8, exp8(_mm256_sub_ps(_mm256_load_ps(s + 8), mm)));
-    for (int t = nk; t < TILE; t++)
-        p[t] = 0.0f;
-    for (int t = 0; t < nk; t++)
-        *l += p[t];
+    __m256 mm = _mm256_set1_ps(*m), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 p0 = _mm256_and_ps(exp8(_mm256_sub_ps(s0, mm)), _mm256_cmp_ps(s0, ninf, _CMP_NEQ_OQ));
+    __m256 p1 = _mm256_and_ps(exp8(_mm256_sub_ps(s1, mm)), _mm256_cmp_ps(s1, ninf, _CMP_NEQ_OQ));
+    _mm256_store_ps(p, p0);
+    _mm256_store_ps(p + 8, p1);
+    *l += hsum8(_mm256_add_ps(p0, p1));
 }
 
 enum { KT_F16, KT_Q8, KT_F32 };
 
-/* Eight values [i, i+8) of a K or V row of type kt as f32 (i a multiple of 8). */
-static INLINE_AVX2 __m256 ld8(const char *row, int i, const int kt) {
+/* The q8_0 scale of the block holding value i0 of a row, broadcast (zero for other types,
+ * whose loads ignore it). */
+static INLINE_AVX2 __m256 ldd(const char *row, int i0, const int kt) {
+    if (kt != KT_Q8)
+        return _mm256_setzero_ps();
+    return _mm256_set1_ps(_cvtsh_ss(((const bt_block_q8_0 *)row)[i0 >> 5].d));
+}
+
+/* Eight values [i, i+8) of a K or V row of type kt as f32 (i a multiple of 8); d is
+ * ldd(row, i, kt). */
+static INLINE_AVX2 __m256 ld8(const char *row, int i, __m256 d, const int kt) {
     if (kt == KT_F16)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)i)));
     if (kt == KT_F32)
         return _mm256_loadu_ps((const float *)row + i);
     const bt_block_q8_0 *b = (const bt_block_q8_0 *)row + (i >> 5);
-    __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d));
     __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + (i & 31))));
     return _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
 }
@@ -325,15 +337,21 @@ static INLINE_AVX2 void scores4(const char *k, size_t rb, int t, int D, const fl
 #pragma GCC unroll 3
     for (int j = 0; j < NH; j++)
         a[j][0] = a[j][1] = a[j][2] = a[j][3] = _mm256_setzero_ps();
-    for (int i = 0; i < D; i += 8) {
-        __m256 k0 = ld8(r0, i, kt), k1 = ld8(r1, i, kt), k2 = ld8(r2, i, kt), k3 = ld8(r3, i, kt);
+    for (int i0 = 0; i0 < D; i0 += 32) { /* one q8_0 block: its four scales loaded once */
+        __m256 d0 = ldd(r0, i0, kt), d1 = ldd(r1, i0, kt), d2 = ldd(r2, i0, kt),
+               d3 = ldd(r3, i0, kt);
+#pragma GCC unroll 4
+        for (int i = i0; i < i0 + 32; i += 8) {
+            __m256 k0 = ld8(r0, i, d0, kt), k1 = ld8(r1, i, d1, kt), k2 = ld8(r2, i, d2, kt),
+                   k3 = ld8(r3, i, d3, kt);
 #pragma GCC unroll 3
-        for (int j = 0; j < NH; j++) {
-            __m256 q = _mm256_load_ps(qs[j] + i);
-            a[j][0] = _mm256_fmadd_ps(q, k0, a[j][0]);
-            a[j][1] = _mm256_fmadd_ps(q, k1, a[j][1]);
-            a[j][2] = _mm256_fmadd_ps(q, k2, a[j][2]);
-            a[j][3] = _mm256_fmadd_ps(q, k3, a[j][3]);
+            for (int j = 0; j < NH; j++) {
+                __m256 q = _mm256_load_ps(qs[j] + i);
+                a[j][0] = _mm256_fmadd_ps(q, k0, a[j][0]);
+                a[j][1] = _mm256_fmadd_ps(q, k1, a[j][1]);
+                a[j][2] = _mm256_fmadd_ps(q, k2, a[j][2]);
+                a[j][3] = _mm256_fmadd_ps(q, k3, a[j][3]);
+            }
         }
     }
 #pragma GCC unroll 3
@@ -355,7 +373,8 @@ static INLINE_AVX2 void values16(const char *v, size_t rb, int nk, int i0, const
     }
     for (int t = 0; t < nk; t++) {
         const char *r = v + (size_t)t * rb;
-        __m256 v0 = ld8(r, i0, kt), v1 = ld8(r, i0 + 8, kt);
+        __m256 d = ldd(r, i0, kt); /* i0 % 32 is 0 or 16: one q8_0 block */
+        __m256 v0 = ld8(r, i0, d, kt), v1 = ld8(r, i0 + 8, d, kt);
 #pragma GCC unroll 3
         for (int j = 0; j < NH; j++) {
             __m256 pt = _mm256_set1_ps(p[j0 + j][t]);
@@ -391,7 +410,8 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
             for (int j = j0; j < j0 + nj; j++) {
                 __m256 a0 = _mm256_setzero_ps();
                 for (int i = 0; i < D; i += 8)
-                    a0 = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), ld8(r, i, kt), a0);
+                    a0 = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), ld8(r, i, ldd(r, i, kt), kt),
+                                         a0);
                 s[j][t] = hsum8(a0);
             }
         }
@@ -399,7 +419,7 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
     for (int j = 0; j < nh; j++) {
         for (int t = nk; t < TILE; t++)
             s[j][t] = -INFINITY;
-        softmax_step(s[j], p[j], nk, D, &st->m[j], &st->l[j], st->acc[j]);
+        softmax_step(s[j], p[j], D, &st->m[j], &st->l[j], st->acc[j]);
     }
     for (int i0 = 0; i0 < D; i0 += 16)
         for (int j0 = 0; j0 < nh; j0 += 3) {
