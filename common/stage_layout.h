@@ -26,6 +26,15 @@
  * (n_vocab floats each), and the scheduler puts no more scored rows in a batch. */
 #define BT_SCORE_ROWS 64
 
+/* Keys per attention chunk (worker/attention.h, flash-decoding): a multiple of
+ * BT_KV_BLOCK_TOKENS. 256 keys of SmolLM2's 64-wide heads are 32 KiB of f16 K and V per KV
+ * head, enough work per task to hide the merge. */
+#define BT_ATTN_CHUNK_KEYS 256
+/* Rows of a forward pass whose chunks may run as separate tasks; the pass keeps the chunk
+ * partials of this many rows at the longest context: BT_ATTN_SPLIT_MAX_ROWS * ceil(context /
+ * BT_ATTN_CHUNK_KEYS) * n_head * (head_dim + 2) floats. */
+#define BT_ATTN_SPLIT_MAX_ROWS 4
+
 /* K and V of one token in one layer, kv_dim = n_head_kv * head_dim, in the stages' KV cache
  * of element type kv_type (--kv-type; worker/kv_cache.h): f16 2 bytes per value (the
  * default), q8_0 34 bytes per 32 values (head_dim a multiple of 32), f32 4. */

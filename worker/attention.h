@@ -33,11 +33,8 @@
 #include "kv_cache.h"
 
 #define BT_ATTN_MAX_TASK_HEADS 8 /* upper bound of heads_per_task */
-/* Keys per chunk: a multiple of BT_KV_BLOCK_TOKENS. 256 keys of SmolLM2's 64-wide heads are
- * 32 KiB of f16 K and V per KV head, enough work per task to hide the merge. */
-#define BT_ATTN_CHUNK_KEYS 256
-/* Rows a call with partials may have (the scratch of bt_forward is sized for this many). */
-#define BT_ATTN_SPLIT_MAX_ROWS 4
+/* BT_ATTN_CHUNK_KEYS and BT_ATTN_SPLIT_MAX_ROWS: stage_layout.h (the split's scratch estimate
+ * counts the partials). */
 
 typedef struct bt_attn_args {
     const bt_kv_cache *kv;
