@@ -4,7 +4,8 @@
  * contexts of one chunk, several chunks and a partial last chunk; the SIMD variant against
  * the scalar reference; the chunked schedule (partials + merge) against whole-row tasks,
  * bit for bit; a row alone against the same row in a batch of mixed lengths, bit for bit;
- * 1 thread against 2 threads of a real pool, bit for bit.
+ * 1 thread against 2 threads of a real pool, bit for bit; for SmolLM2's 9 query heads on 3 KV
+ * heads and for 8 on 1 (a task's heads in passes of 3, 3 and 2), 1 to 3 heads per task.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -14,7 +15,14 @@
 #include "check.h"
 #include "threadpool.h"
 
-enum { N_LAYER = 1, N_HEAD = 9, N_HEAD_KV = 3, D = 64, MAX_TOK = 1100, N_SEQ = 4 };
+enum { N_LAYER = 1, MAX_HEAD = 9, MAX_HEAD_KV = 3, D = 64, MAX_TOK = 1100, N_SEQ = 4 };
+
+/* The model shape under test: SmolLM2's (9 query heads on 3 KV heads), then one KV head for 8
+ * query heads (a task's heads in passes of 3, 3 and 2). */
+static int n_head = 9, n_head_kv = 3;
+
+/* Row r of an [N_SEQ][MAX_HEAD * D] array holding rows of n_head * D (the kernel's stride). */
+#define ROW(arr, r) (&(arr)[0][0] + (size_t)(r) * (size_t)n_head * D)
 
 static uint32_t rng_state = 2024;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -26,7 +34,7 @@ static float frand(void) { /* uniform in [-1, 1) */
  * values for every type: the random stream restarts). */
 static bt_kv_cache *fill_cache(bt_type type, const int *len) {
     bt_kv_params p = {.n_layer = N_LAYER,
-                      .n_head_kv = N_HEAD_KV,
+                      .n_head_kv = n_head_kv,
                       .head_dim = D,
                       .n_blocks = N_SEQ * (MAX_TOK / BT_KV_BLOCK_TOKENS + 1),
                       .max_seqs = N_SEQ,
@@ -40,7 +48,7 @@ static bt_kv_cache *fill_cache(bt_type type, const int *len) {
         return NULL;
     }
     rng_state = 2024;
-    float k[N_HEAD_KV * D], v[N_HEAD_KV * D];
+    float k[MAX_HEAD_KV * D], v[MAX_HEAD_KV * D];
     for (int s = 0; s < N_SEQ; s++) {
         if (bt_kv_seq_reserve(kv, s, len[s], &err) != BT_OK) {
             check_fail(__FILE__, __LINE__, "reserve: %s", err.msg);
@@ -51,7 +59,7 @@ static bt_kv_cache *fill_cache(bt_type type, const int *len) {
         for (int t = 0; t < len[s]; t++) {
             /* Keys with a spread of scales, so that the softmax has a few dominant terms. */
             float amp = 1.0f + 3.0f * (float)((t * 7) % 11) / 11.0f;
-            for (int i = 0; i < N_HEAD_KV * D; i++) {
+            for (int i = 0; i < n_head_kv * D; i++) {
                 k[i] = amp * frand();
                 v[i] = frand();
             }
@@ -80,8 +88,8 @@ static void row_f32(const bt_kv_cache *kv, int which, int seq, int pos, int g, f
 static void naive(const bt_kv_cache *kv, int seq, int pos, const float *q, float *out) {
     static double s[MAX_TOK];
     float kr[D], vr[D];
-    for (int h = 0; h < N_HEAD; h++) {
-        int g = h / (N_HEAD / N_HEAD_KV);
+    for (int h = 0; h < n_head; h++) {
+        int g = h / (n_head / n_head_kv);
         const float *qh = q + h * D;
         double mx = -INFINITY, sum = 0.0, acc[D] = {0};
         for (int t = 0; t <= pos; t++) {
@@ -131,17 +139,19 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
     bt_kv_cache *kv = fill_cache(type, len);
     if (!kv)
         return;
-    static float q[N_SEQ][N_HEAD * D], ref[N_SEQ][N_HEAD * D];
-    static float o_simd[N_SEQ][N_HEAD * D], o_sref[N_SEQ][N_HEAD * D], o_part[N_SEQ][N_HEAD * D];
-    static float o_alone[N_HEAD * D], o_pool[N_SEQ][N_HEAD * D];
+    static float q[N_SEQ][MAX_HEAD * D], ref[N_SEQ][MAX_HEAD * D];
+    static float o_simd[N_SEQ][MAX_HEAD * D], o_sref[N_SEQ][MAX_HEAD * D],
+        o_part[N_SEQ][MAX_HEAD * D];
+    static float o_alone[MAX_HEAD * D], o_pool[N_SEQ][MAX_HEAD * D];
     static float partials[1 << 20];
-    CHECK(bt_attention_partials_floats(N_SEQ, MAX_TOK, N_HEAD, D) <= sizeof partials / 4);
+    CHECK(bt_attention_partials_floats(N_SEQ, MAX_TOK, n_head, D) <= sizeof partials / 4);
+    size_t row_bytes = sizeof(float) * (size_t)n_head * D, all_bytes = N_SEQ * row_bytes;
     int32_t seq[N_SEQ] = {0, 1, 2, 3}, pos[N_SEQ];
     for (int r = 0; r < N_SEQ; r++) {
         pos[r] = len[r] - 1;
-        for (int i = 0; i < N_HEAD * D; i++)
-            q[r][i] = 2.0f * frand();
-        naive(kv, r, pos[r], q[r], ref[r]);
+        for (int i = 0; i < n_head * D; i++)
+            ROW(q, r)[i] = 2.0f * frand();
+        naive(kv, r, pos[r], ROW(q, r), ROW(ref, r));
     }
     bt_attn_args a = {.kv = kv,
                       .layer = 0,
@@ -150,18 +160,18 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
                       .pos = pos,
                       .q = &q[0][0],
                       .out = &o_simd[0][0],
-                      .n_head = N_HEAD,
-                      .n_head_kv = N_HEAD_KV,
+                      .n_head = n_head,
+                      .n_head_kv = n_head_kv,
                       .head_dim = D,
-                      .heads_per_task = 3};
+                      .heads_per_task = n_head / n_head_kv};
     run_all(&a, bt_attention_task, 0);
     a.out = &o_sref[0][0];
     run_all(&a, bt_attention_task_ref, 0);
     for (int r = 0; r < N_SEQ; r++) {
         /* Both against the double softmax; the SIMD one against the scalar reference. */
-        CHECK_NEAR(max_abs_diff(o_simd[r], ref[r], N_HEAD * D), 0.0, 2e-5);
-        CHECK_NEAR(max_abs_diff(o_sref[r], ref[r], N_HEAD * D), 0.0, 2e-5);
-        CHECK_NEAR(max_abs_diff(o_simd[r], o_sref[r], N_HEAD * D), 0.0, 2e-5);
+        CHECK_NEAR(max_abs_diff(ROW(o_simd, r), ROW(ref, r), n_head * D), 0.0, 2e-5);
+        CHECK_NEAR(max_abs_diff(ROW(o_sref, r), ROW(ref, r), n_head * D), 0.0, 2e-5);
+        CHECK_NEAR(max_abs_diff(ROW(o_simd, r), ROW(o_sref, r), n_head * D), 0.0, 2e-5);
     }
 
     /* Chunk tasks (reversed order: a schedule) + merge == whole-row tasks, bit for bit; also
@@ -169,30 +179,32 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
     a.out = &o_part[0][0];
     a.partials = partials;
     run_all(&a, bt_attention_task, 1);
-    CHECK(memcmp(o_part, o_simd, sizeof o_simd) == 0);
-    a.heads_per_task = 1;
-    memset(o_part, 0, sizeof o_part);
-    run_all(&a, bt_attention_task, 0);
-    CHECK(memcmp(o_part, o_simd, sizeof o_simd) == 0);
+    CHECK(memcmp(o_part, o_simd, all_bytes) == 0);
+    for (int hpt = 1; hpt <= 2; hpt++) { /* passes of 1 and 2 heads */
+        a.heads_per_task = hpt;
+        memset(o_part, 0, sizeof o_part);
+        run_all(&a, bt_attention_task, 0);
+        CHECK(memcmp(o_part, o_simd, all_bytes) == 0);
+    }
     a.partials = NULL;
     memset(o_part, 0, sizeof o_part);
     run_all(&a, bt_attention_task, 1);
-    CHECK(memcmp(o_part, o_simd, sizeof o_simd) == 0);
-    a.heads_per_task = 3;
+    CHECK(memcmp(o_part, o_simd, all_bytes) == 0);
+    a.heads_per_task = n_head / n_head_kv;
 
     /* The long row (1037 keys: 5 chunks, the last partial) alone, both schedules. */
     bt_attn_args one = a;
     one.n_rows = 1;
     one.seq = &seq[1];
     one.pos = &pos[1];
-    one.q = q[1];
+    one.q = ROW(q, 1);
     one.out = o_alone;
     run_all(&one, bt_attention_task, 0);
-    CHECK(memcmp(o_alone, o_simd[1], sizeof o_alone) == 0);
+    CHECK(memcmp(o_alone, ROW(o_simd, 1), row_bytes) == 0);
     one.partials = partials;
-    memset(o_alone, 0, sizeof o_alone);
+    memset(o_alone, 0, row_bytes);
     run_all(&one, bt_attention_task, 0);
-    CHECK(memcmp(o_alone, o_simd[1], sizeof o_alone) == 0);
+    CHECK(memcmp(o_alone, ROW(o_simd, 1), row_bytes) == 0);
 
     /* A real pool: 1 thread and 2 threads, chunked, give the same bits as above. */
     bt_threadpool *pools[2] = {p1, p2};
@@ -202,7 +214,7 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
         memset(o_pool, 0, sizeof o_pool);
         bt_threadpool_run(pools[k], pool_task, &a, bt_attention_n_tasks(&a));
         bt_attention_merge(&a);
-        CHECK(memcmp(o_pool, o_simd, sizeof o_simd) == 0);
+        CHECK(memcmp(o_pool, o_simd, all_bytes) == 0);
     }
     bt_kv_cache_free(kv);
 }
@@ -222,7 +234,7 @@ static void test_q8_store(void) {
     bt_block_q8_0 blk[D / 32];
     int ok = 1;
     for (int t = 0; t < 20; t++)
-        for (int g = 0; g < N_HEAD_KV; g++)
+        for (int g = 0; g < n_head_kv; g++)
             for (int which = 0; which < 2; which++) {
                 row_f32(kf, which, 0, t, g, x);
                 row_f32(kv, which, 0, t, g, y);
@@ -259,9 +271,15 @@ int main(void) {
     CHECK_OK(bt_threadpool_new(1, &p1, &err));
     CHECK_OK(bt_threadpool_new(2, &p2, &err));
     if (p1 && p2) {
-        test_type(BT_TYPE_F16, p1, p2);
-        test_type(BT_TYPE_Q8_0, p1, p2);
-        test_type(BT_TYPE_F32, p1, p2);
+        for (int shape = 0; shape < 2; shape++) {
+            n_head = shape ? 8 : 9;
+            n_head_kv = shape ? 1 : 3;
+            test_type(BT_TYPE_F16, p1, p2);
+            test_type(BT_TYPE_Q8_0, p1, p2);
+            test_type(BT_TYPE_F32, p1, p2);
+        }
+        n_head = 9;
+        n_head_kv = 3;
     }
     test_q8_store();
     bt_threadpool_free(p1);
