@@ -11,6 +11,8 @@
 
 #include <stdint.h>
 
+#include "tensor_type.h"
+
 /* Token positions per KV block: the unit of the stages' KV allocation and of the
  * scheduler's accounting (worker/kv_cache.h). */
 #define BT_KV_BLOCK_TOKENS 16
@@ -24,13 +26,21 @@
  * (n_vocab floats each), and the scheduler puts no more scored rows in a batch. */
 #define BT_SCORE_ROWS 64
 
-/* Bytes of one K or V element in the stages' KV cache: f16, the stage's default kv_type
- * (worker/stage.c), which is what stages run with under a coordinator. */
-#define BT_KV_ELEM_BYTES 2
+/* Keys per attention chunk (worker/attention.h, flash-decoding): a multiple of
+ * BT_KV_BLOCK_TOKENS. 256 keys of SmolLM2's 64-wide heads are 32 KiB of f16 K and V per KV
+ * head, enough work per task to hide the merge. */
+#define BT_ATTN_CHUNK_KEYS 256
+/* Rows of a forward pass whose chunks may run as separate tasks; the pass keeps the chunk
+ * partials of this many rows at the longest context: BT_ATTN_SPLIT_MAX_ROWS * ceil(context /
+ * BT_ATTN_CHUNK_KEYS) * n_head * (head_dim + 2) floats. */
+#define BT_ATTN_SPLIT_MAX_ROWS 4
 
-/* K and V of one token in one layer, kv_dim = n_head_kv * head_dim. */
-static inline uint64_t bt_kv_bytes_per_token_layer(int kv_dim) {
-    return 2u * (uint64_t)kv_dim * BT_KV_ELEM_BYTES;
+/* K and V of one token in one layer, kv_dim = n_head_kv * head_dim, in the stages' KV cache
+ * of element type kv_type (--kv-type; worker/kv_cache.h): f16 2 bytes per value (the
+ * default), q8_0 34 bytes per 32 values (head_dim a multiple of 32), f32 4. */
+static inline uint64_t bt_kv_bytes_per_token_layer(int kv_dim, bt_type kv_type) {
+    uint64_t per_value_x32 = kv_type == BT_TYPE_Q8_0 ? 34u : kv_type == BT_TYPE_F32 ? 128u : 64u;
+    return 2u * (uint64_t)kv_dim * per_value_x32 / 32u;
 }
 
 #endif

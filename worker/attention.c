@@ -1,16 +1,20 @@
 /*
- * attention.c - tiled online-softmax attention over the paged KV cache.
+ * attention.c - chunked (flash-decoding) online-softmax attention over the paged KV cache.
  *
- * A tile is one KV block of one KV head, converted to f32 once per task (f16 cache) and used
- * by every query head of the task. Per tile and head: scores s_t = (q/sqrt(D)).k_t; if the
- * tile max exceeds the running max m, the accumulator and the running sum are rescaled by
- * exp(m_old - m_new); then p_t = exp(s_t - m), l += p_t, acc += p_t v_t. Output = acc / l.
+ * A chunk (BT_ATTN_CHUNK_KEYS keys, attention.h) is reduced one KV block (16 keys) at a time.
+ * Per block and head: scores s_t = (q/sqrt(D)).k_t; if the block max exceeds the running max
+ * m, the accumulator and the running sum are rescaled by exp(m_old - m_new); then
+ * p_t = exp(s_t - m), l += p_t, acc += p_t v_t. The chunks' partials are folded in order by
+ * fold() (one compiled function for every variant and schedule), and out = acc / l.
  *
- * Variants (chosen once from CPUID): AVX-512 (head_dim % 16 == 0) and AVX2 (head_dim % 8 ==
- * 0) compute four key dots at a time and keep the accumulator in registers while streaming
- * the tile's values; both use a polynomial exp accurate to about 2 ulp. The value
- * accumulation is a sequential FMA over keys in both, so they differ only in the dots'
- * summation order. The scalar variant is the reference.
+ * Variants (chosen once from CPUID): AVX2 (head_dim % 32 == 0) reads K and V rows straight
+ * from the cache, converting f16 (F16C) or q8_0 (int8 times the block's scale) to f32 in
+ * registers, each row once for up to three query heads of the GQA group; it computes four
+ * key dots at a time and keeps the accumulators in registers while the block's values stream
+ * by, with a polynomial exp accurate to about 2 ulp. The value accumulation is a sequential
+ * FMA over keys, so it differs from the scalar reference only in the dots' summation order
+ * and exp. The scalar variant (dequantize the block into a tile, plain loops, expf) is the
+ * reference.
  */
 #include "attention.h"
 
@@ -22,10 +26,41 @@
 #include "hparams.h"
 
 #define TILE BT_KV_BLOCK_TOKENS
+#define MAXD BT_HPARAMS_MAX_HEAD_DIM
+#define MAXH BT_ATTN_MAX_TASK_HEADS
 
-/* One tile of one head: updates the running max *m, sum *l and acc[D]. qs is q * scale. */
-typedef void (*tile_fn)(const float *qs, const float *k, const float *v, int nk, int D, float *m,
-                        float *l, float *acc);
+_Static_assert(BT_ATTN_CHUNK_KEYS % BT_KV_BLOCK_TOKENS == 0,
+               "a chunk is whole KV blocks: its blocks' keys never straddle two chunks");
+
+/* Reduction state of a task's heads: one chunk's partial, or the fold of chunks so far. */
+typedef struct {
+    float m[MAXH], l[MAXH];
+    float acc[MAXH][MAXD] __attribute__((aligned(64)));
+} red_state;
+
+/* Reduces keys [k0, k1) (whole blocks but the last) of KV head g for nh heads whose scaled
+ * queries are qs[0..nh) into st, from an empty state. */
+typedef void (*chunk_fn)(const bt_kv_cache *kv, int layer, const int32_t *table, int g, int k0,
+                         int k1, int nh, int D, const float (*qs)[MAXD], red_state *st);
+
+static void state_clear(red_state *st, int nh, int D) {
+    for (int j = 0; j < nh; j++) {
+        st->m[j] = -INFINITY;
+        st->l[j] = 0.0f;
+        memset(st->acc[j], 0, sizeof(float) * (size_t)D);
+    }
+}
+
+/* Folds the partial (m2, l2, acc2) of the next chunk into (m, l, acc). Every schedule and
+ * variant folds through this one function, in chunk order. */
+static void fold(float *m, float *l, float *acc, float m2, float l2, const float *acc2, int D) {
+    float mx = m2 > *m ? m2 : *m;
+    float a = expf(*m - mx), b = expf(m2 - mx);
+    *l = *l * a + l2 * b;
+    for (int i = 0; i < D; i++)
+        acc[i] = acc[i] * a + acc2[i] * b;
+    *m = mx;
+}
 
 static void tile_scalar(const float *qs, const float *k, const float *v, int nk, int D, float *m,
                         float *l, float *acc) {
@@ -52,90 +87,173 @@ static void tile_scalar(const float *qs, const float *k, const float *v, int nk,
     }
 }
 
-/* Decodes a task into its row, KV head and query heads [h0, h1). */
-static void task_heads(const bt_attn_args *a, int task, int *row, int *g, int *h0, int *h1) {
+/* nk rows of the cache's type at src (row_bytes apart) as f32, with the scalar conversions. */
+static void rows_to_f32(bt_type type, const char *src, size_t row_bytes, int nk, int D,
+                        float *dst) {
+    for (int t = 0; t < nk; t++) {
+        const char *r = src + (size_t)t * row_bytes;
+        float *y = dst + (size_t)t * D;
+        if (type == BT_TYPE_F16)
+            for (int i = 0; i < D; i++)
+                y[i] = bt_half_to_f32(((const bt_half *)r)[i]);
+        else if (type == BT_TYPE_Q8_0)
+            bt_dequant_row(BT_TYPE_Q8_0, r, y, D);
+        else
+            memcpy(y, r, sizeof(float) * (size_t)D);
+    }
+}
+
+static void chunk_scalar(const bt_kv_cache *kv, int layer, const int32_t *table, int g, int k0,
+                         int k1, int nh, int D, const float (*qs)[MAXD], red_state *st) {
+    static _Thread_local float kt[TILE * MAXD], vt[TILE * MAXD];
+    bt_type type = bt_kv_cache_params(kv)->type;
+    size_t rb = bt_kv_row_bytes(type, D), head_off = (size_t)g * TILE * rb;
+    state_clear(st, nh, D);
+    for (int b = k0 / TILE; b * TILE < k1; b++) {
+        int nk = k1 - b * TILE < TILE ? k1 - b * TILE : TILE;
+        rows_to_f32(type, (const char *)bt_kv_block_k(kv, layer, table[b]) + head_off, rb, nk, D,
+                    kt);
+        rows_to_f32(type, (const char *)bt_kv_block_v(kv, layer, table[b]) + head_off, rb, nk, D,
+                    vt);
+        for (int j = 0; j < nh; j++)
+            tile_scalar(qs[j], kt, vt, nk, D, &st->m[j], &st->l[j], st->acc[j]);
+    }
+}
+
+/* Query heads per task, clamped to the group and BT_ATTN_MAX_TASK_HEADS. */
+static int task_hpt(const bt_attn_args *a) {
     int group = a->n_head / a->n_head_kv;
     int hpt = a->heads_per_task < 1 ? 1 : a->heads_per_task;
     hpt = hpt > group ? group : hpt;
-    hpt = hpt > BT_ATTN_MAX_TASK_HEADS ? BT_ATTN_MAX_TASK_HEADS : hpt;
-    int n_sub = (group + hpt - 1) / hpt;
-    *row = task / (a->n_head_kv * n_sub);
-    int rem = task % (a->n_head_kv * n_sub);
-    *g = rem / n_sub;
-    *h0 = *g * group + (rem % n_sub) * hpt;
-    *h1 = *h0 + hpt < (*g + 1) * group ? *h0 + hpt : (*g + 1) * group;
+    return hpt > MAXH ? MAXH : hpt;
+}
+
+int bt_attention_n_chunks(int pos) {
+    return pos / BT_ATTN_CHUNK_KEYS + 1;
+}
+
+size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int head_dim) {
+    int n_chunks = bt_attention_n_chunks(max_keys > 0 ? max_keys - 1 : 0);
+    return (size_t)n_rows * (size_t)n_chunks * (size_t)n_head * (size_t)(head_dim + 2);
+}
+
+/* Tasks of one row: per chunk with partials, else one per head slice. */
+static int row_tasks(const bt_attn_args *a, int row) {
+    int group = a->n_head / a->n_head_kv, hpt = task_hpt(a);
+    int per = a->n_head_kv * ((group + hpt - 1) / hpt);
+    return a->partials ? per * bt_attention_n_chunks(a->pos[row]) : per;
 }
 
 int bt_attention_n_tasks(const bt_attn_args *a) {
-    int group = a->n_head / a->n_head_kv;
-    int hpt = a->heads_per_task < 1 ? 1 : a->heads_per_task;
-    hpt = hpt > group ? group : hpt;
-    hpt = hpt > BT_ATTN_MAX_TASK_HEADS ? BT_ATTN_MAX_TASK_HEADS : hpt;
-    return a->n_rows * a->n_head_kv * ((group + hpt - 1) / hpt);
+    if (!a->partials)
+        return a->n_rows * row_tasks(a, 0);
+    int n = 0;
+    for (int r = 0; r < a->n_rows; r++)
+        n += row_tasks(a, r);
+    return n;
 }
 
-static void attend(const bt_attn_args *a, int task, tile_fn tile) {
-    int row, g, h0, h1, D = a->head_dim;
-    task_heads(a, task, &row, &g, &h0, &h1);
+/* The partial of (row, chunk c, head h): [m, l, acc[D]]. Rows' chunks in order, heads inside. */
+static float *partial_of(const bt_attn_args *a, int row, int c, int h) {
+    size_t off = 0;
+    for (int r = 0; r < row; r++)
+        off += (size_t)bt_attention_n_chunks(a->pos[r]);
+    off = (off + (size_t)c) * (size_t)a->n_head + (size_t)h;
+    return a->partials + off * (size_t)(a->head_dim + 2);
+}
+
+/* Decodes a task into its row, chunk (-1: all of the row's chunks, folded as they come), KV
+ * head and query heads [h0, h1), and computes it. */
+static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
+    int group = a->n_head / a->n_head_kv, hpt = task_hpt(a), n_sub = (group + hpt - 1) / hpt;
+    int row, c = -1, rem;
+    if (a->partials) {
+        assert(a->n_rows <= BT_ATTN_SPLIT_MAX_ROWS);
+        for (row = 0; task >= row_tasks(a, row); row++)
+            task -= row_tasks(a, row);
+        c = task / (a->n_head_kv * n_sub);
+        rem = task % (a->n_head_kv * n_sub);
+    } else {
+        row = task / (a->n_head_kv * n_sub);
+        rem = task % (a->n_head_kv * n_sub);
+    }
+    int g = rem / n_sub, D = a->head_dim;
+    int h0 = g * group + (rem % n_sub) * hpt;
+    int h1 = h0 + hpt < (g + 1) * group ? h0 + hpt : (g + 1) * group;
     int nh = h1 - h0;
-    assert(nh >= 1 && nh <= BT_ATTN_MAX_TASK_HEADS && D <= BT_HPARAMS_MAX_HEAD_DIM);
+    assert(nh >= 1 && nh <= MAXH && D <= MAXD);
     int n_keys = a->pos[row] + 1;
     const int32_t *table = bt_kv_seq_table(a->kv, a->seq[row]);
-    int f16 = bt_kv_cache_params(a->kv)->type == BT_TYPE_F16;
     float scale = 1.0f / sqrtf((float)D);
-    static _Thread_local float qs[BT_ATTN_MAX_TASK_HEADS][BT_HPARAMS_MAX_HEAD_DIM]
-        __attribute__((aligned(64)));
-    static _Thread_local float acc[BT_ATTN_MAX_TASK_HEADS][BT_HPARAMS_MAX_HEAD_DIM]
-        __attribute__((aligned(64)));
-    static _Thread_local float kt[TILE * BT_HPARAMS_MAX_HEAD_DIM] __attribute__((aligned(64)));
-    static _Thread_local float vt[TILE * BT_HPARAMS_MAX_HEAD_DIM] __attribute__((aligned(64)));
-    float m[BT_ATTN_MAX_TASK_HEADS], l[BT_ATTN_MAX_TASK_HEADS];
+    static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
+    static _Thread_local red_state part, total;
     for (int j = 0; j < nh; j++) {
         const float *q = a->q + ((size_t)row * a->n_head + (size_t)(h0 + j)) * D;
-        for (int i = 0; i < D; i++) {
+        for (int i = 0; i < D; i++)
             qs[j][i] = q[i] * scale;
-            acc[j][i] = 0.0f;
-        }
-        m[j] = -INFINITY;
-        l[j] = 0.0f;
     }
-    size_t tile_off = (size_t)g * TILE * (size_t)D; /* elements */
-    for (int b = 0; b * TILE < n_keys; b++) {
-        int nk = n_keys - b * TILE < TILE ? n_keys - b * TILE : TILE;
-        const void *kb = bt_kv_block_k(a->kv, a->layer, table[b]);
-        const void *vb = bt_kv_block_v(a->kv, a->layer, table[b]);
-        const float *k, *v;
-        if (f16) {
-            bt_kv_f16_to_f32((const bt_half *)kb + tile_off, kt, nk * D);
-            bt_kv_f16_to_f32((const bt_half *)vb + tile_off, vt, nk * D);
-            k = kt;
-            v = vt;
-        } else {
-            k = (const float *)kb + tile_off;
-            v = (const float *)vb + tile_off;
+    const int CH = BT_ATTN_CHUNK_KEYS;
+    if (c >= 0) {
+        int k1 = (c + 1) * CH < n_keys ? (c + 1) * CH : n_keys;
+        chunk(a->kv, a->layer, table, g, c * CH, k1, nh, D, (const float(*)[MAXD])qs, &part);
+        for (int j = 0; j < nh; j++) {
+            float *p = partial_of(a, row, c, h0 + j);
+            p[0] = part.m[j];
+            p[1] = part.l[j];
+            memcpy(p + 2, part.acc[j], sizeof(float) * (size_t)D);
         }
-        for (int j = 0; j < nh; j++)
-            tile(qs[j], k, v, nk, D, &m[j], &l[j], acc[j]);
+        return;
+    }
+    for (int k0 = 0; k0 < n_keys; k0 += CH) {
+        int k1 = k0 + CH < n_keys ? k0 + CH : n_keys;
+        red_state *dst = k0 == 0 ? &total : &part;
+        chunk(a->kv, a->layer, table, g, k0, k1, nh, D, (const float(*)[MAXD])qs, dst);
+        if (k0 > 0)
+            for (int j = 0; j < nh; j++)
+                fold(&total.m[j], &total.l[j], total.acc[j], part.m[j], part.l[j], part.acc[j], D);
     }
     for (int j = 0; j < nh; j++) {
         float *out = a->out + ((size_t)row * a->n_head + (size_t)(h0 + j)) * D;
-        float inv = 1.0f / l[j];
+        float inv = 1.0f / total.l[j];
         for (int i = 0; i < D; i++)
-            out[i] = acc[j][i] * inv;
+            out[i] = total.acc[j][i] * inv;
+    }
+}
+
+void bt_attention_merge(const bt_attn_args *a) {
+    if (!a->partials)
+        return;
+    int D = a->head_dim;
+    static _Thread_local float acc[MAXD];
+    for (int row = 0; row < a->n_rows; row++) {
+        int n_chunks = bt_attention_n_chunks(a->pos[row]);
+        for (int h = 0; h < a->n_head; h++) {
+            const float *p = partial_of(a, row, 0, h);
+            float m = p[0], l = p[1];
+            memcpy(acc, p + 2, sizeof(float) * (size_t)D);
+            for (int c = 1; c < n_chunks; c++) {
+                p = partial_of(a, row, c, h);
+                fold(&m, &l, acc, p[0], p[1], p + 2, D);
+            }
+            float *out = a->out + ((size_t)row * a->n_head + (size_t)h) * D;
+            float inv = 1.0f / l;
+            for (int i = 0; i < D; i++)
+                out[i] = acc[i] * inv;
+        }
     }
 }
 
 void bt_attention_task_ref(const bt_attn_args *a, int task) {
-    attend(a, task, tile_scalar);
+    attend(a, task, chunk_scalar);
 }
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma,f16c")))
+#define INLINE_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-static AVX2 inline float hsum8(__m256 v) {
+static INLINE_AVX2 float hsum8(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -144,7 +262,7 @@ static AVX2 inline float hsum8(__m256 v) {
 }
 
 /* Cephes-style expf on 8 lanes; inputs clamped to [-87, 88]. */
-static AVX2 inline __m256 exp8(__m256 x) {
+static INLINE_AVX2 __m256 exp8(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -162,12 +280,16 @@ static AVX2 inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-/* Max of s[0..nk), rescale of the state, p = exp(s - m) with p[nk..16) = 0, l += sum p. */
-static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m, float *l,
+/* s[0..16) are a block's scores, -inf past its keys. Max of them, rescale of the state,
+ * p = exp(s - m) with 0 past the keys, l += sum p (as a tree: the two halves, then hsum8). */
+static INLINE_AVX2 void softmax_step(const float *s, float *p, int D, float *m, float *l,
                                      float *acc) {
-    float mx = s[0];
-    for (int t = 1; t < nk; t++)
-        mx = s[t] > mx ? s[t] : mx;
+    __m256 s0 = _mm256_load_ps(s), s1 = _mm256_load_ps(s + 8);
+    __m256 x = _mm256_max_ps(s0, s1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float mx = _mm_cvtss_f32(h); /* exact: the order of a max does not matter */
     if (mx > *m) {
         float corr = expf(*m - mx);
         __m256 c = _mm256_set1_ps(corr);
@@ -176,144 +298,195 @@ static AVX2 inline void softmax_step(float *s, float *p, int nk, int D, float *m
         *l *= corr;
         *m = mx;
     }
-    __m256 mm = _mm256_set1_ps(*m);
-    _mm256_store_ps(p, exp8(_mm256_sub_ps(_mm256_load_ps(s), mm)));
-    _mm256_store_ps(p + 8, exp8(_mm256_sub_ps(_mm256_load_ps(s + 8), mm)));
-    for (int t = nk; t < TILE; t++)
-        p[t] = 0.0f;
-    for (int t = 0; t < nk; t++)
-        *l += p[t];
+    __m256 mm = _mm256_set1_ps(*m), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 p0 = _mm256_and_ps(exp8(_mm256_sub_ps(s0, mm)), _mm256_cmp_ps(s0, ninf, _CMP_NEQ_OQ));
+    __m256 p1 = _mm256_and_ps(exp8(_mm256_sub_ps(s1, mm)), _mm256_cmp_ps(s1, ninf, _CMP_NEQ_OQ));
+    _mm256_store_ps(p, p0);
+    _mm256_store_ps(p + 8, p1);
+    *l += hsum8(_mm256_add_ps(p0, p1));
 }
 
-static AVX2 void tile_avx2(const float *qs, const float *k, const float *v, int nk, int D, float *m,
-                           float *l, float *acc) {
-    float s[TILE] __attribute__((aligned(32)));
-    float p[TILE] __attribute__((aligned(32)));
-    for (int t = nk; t < TILE; t++)
-        s[t] = -INFINITY;
-    int t = 0;
-    for (; t + 4 <= nk; t += 4) {
-        const float *k0 = k + (size_t)t * D, *k1 = k0 + D, *k2 = k1 + D, *k3 = k2 + D;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < D; i += 8) {
-            __m256 q = _mm256_load_ps(qs + i);
-            a0 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k0 + i), a0);
-            a1 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k1 + i), a1);
-            a2 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k2 + i), a2);
-            a3 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k3 + i), a3);
-        }
-        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-        _mm_storeu_ps(s + t, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-    }
-    for (; t < nk; t++) {
-        const float *k0 = k + (size_t)t * D;
-        __m256 a0 = _mm256_setzero_ps();
-        for (int i = 0; i < D; i += 8)
-            a0 = _mm256_fmadd_ps(_mm256_load_ps(qs + i), _mm256_loadu_ps(k0 + i), a0);
-        s[t] = hsum8(a0);
-    }
-    softmax_step(s, p, nk, D, m, l, acc);
-    /* acc += sum_t p_t v_t: 32 columns in registers while the keys stream by. */
-    int i = 0;
-    for (; i + 32 <= D; i += 32) {
-        __m256 c0 = _mm256_load_ps(acc + i), c1 = _mm256_load_ps(acc + i + 8);
-        __m256 c2 = _mm256_load_ps(acc + i + 16), c3 = _mm256_load_ps(acc + i + 24);
-        for (t = 0; t < nk; t++) {
-            __m256 pt = _mm256_set1_ps(p[t]);
-            const float *vr = v + (size_t)t * D + i;
-            c0 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr), c0);
-            c1 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 8), c1);
-            c2 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 16), c2);
-            c3 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 24), c3);
-        }
-        _mm256_store_ps(acc + i, c0);
-        _mm256_store_ps(acc + i + 8, c1);
-        _mm256_store_ps(acc + i + 16, c2);
-        _mm256_store_ps(acc + i + 24, c3);
-    }
-    for (; i < D; i += 8) {
-        __m256 c0 = _mm256_load_ps(acc + i);
-        for (t = 0; t < nk; t++)
-            c0 = _mm256_fmadd_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v + (size_t)t * D + i), c0);
-        _mm256_store_ps(acc + i, c0);
-    }
+enum { KT_F16, KT_Q8, KT_F32 };
+
+/* The q8_0 scale of the block holding value i0 of a row, broadcast (zero for other types,
+ * whose loads ignore it). */
+static INLINE_AVX2 __m256 ldd(const char *row, int i0, const int kt) {
+    if (kt != KT_Q8)
+        return _mm256_setzero_ps();
+    return _mm256_set1_ps(_cvtsh_ss(((const bt_block_q8_0 *)row)[i0 >> 5].d));
 }
 
-static AVX512 void tile_avx512(const float *qs, const float *k, const float *v, int nk, int D,
-                               float *m, float *l, float *acc) {
-    float s[TILE] __attribute__((aligned(32)));
-    float p[TILE] __attribute__((aligned(32)));
-    for (int t = nk; t < TILE; t++)
-        s[t] = -INFINITY;
-    int t = 0;
-    for (; t + 4 <= nk; t += 4) {
-        const float *k0 = k + (size_t)t * D, *k1 = k0 + D, *k2 = k1 + D, *k3 = k2 + D;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int i = 0; i < D; i += 16) {
-            __m512 q = _mm512_load_ps(qs + i);
-            a0 = _mm512_fmadd_ps(q, _mm512_loadu_ps(k0 + i), a0);
-            a1 = _mm512_fmadd_ps(q, _mm512_loadu_ps(k1 + i), a1);
-            a2 = _mm512_fmadd_ps(q, _mm512_loadu_ps(k2 + i), a2);
-            a3 = _mm512_fmadd_ps(q, _mm512_loadu_ps(k3 + i), a3);
+/* Eight values [i, i+8) of a K or V row of type kt as f32 (i a multiple of 8); d is
+ * ldd(row, i, kt). */
+static INLINE_AVX2 __m256 ld8(const char *row, int i, __m256 d, const int kt) {
+    if (kt == KT_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)i)));
+    if (kt == KT_F32)
+        return _mm256_loadu_ps((const float *)row + i);
+    const bt_block_q8_0 *b = (const bt_block_q8_0 *)row + (i >> 5);
+    __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + (i & 31))));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+}
+
+/* Scores of keys [t, t+4) of the block for NH (1..3) heads: s[j][t..t+4). Each key's row is
+ * converted once for the NH heads. */
+static INLINE_AVX2 void scores4(const char *k, size_t rb, int t, int D, const float (*qs)[MAXD],
+                                float (*s)[TILE], const int NH, const int kt) {
+    const char *r0 = k + (size_t)t * rb, *r1 = r0 + rb, *r2 = r1 + rb, *r3 = r2 + rb;
+    __m256 a[3][4];
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++)
+        a[j][0] = a[j][1] = a[j][2] = a[j][3] = _mm256_setzero_ps();
+    for (int i0 = 0; i0 < D; i0 += 32) { /* one q8_0 block: its four scales loaded once */
+        __m256 d0 = ldd(r0, i0, kt), d1 = ldd(r1, i0, kt), d2 = ldd(r2, i0, kt),
+               d3 = ldd(r3, i0, kt);
+#pragma GCC unroll 4
+        for (int i = i0; i < i0 + 32; i += 8) {
+            __m256 k0 = ld8(r0, i, d0, kt), k1 = ld8(r1, i, d1, kt), k2 = ld8(r2, i, d2, kt),
+                   k3 = ld8(r3, i, d3, kt);
+#pragma GCC unroll 3
+            for (int j = 0; j < NH; j++) {
+                __m256 q = _mm256_load_ps(qs[j] + i);
+                a[j][0] = _mm256_fmadd_ps(q, k0, a[j][0]);
+                a[j][1] = _mm256_fmadd_ps(q, k1, a[j][1]);
+                a[j][2] = _mm256_fmadd_ps(q, k2, a[j][2]);
+                a[j][3] = _mm256_fmadd_ps(q, k3, a[j][3]);
+            }
         }
-        s[t] = _mm512_reduce_add_ps(a0);
-        s[t + 1] = _mm512_reduce_add_ps(a1);
-        s[t + 2] = _mm512_reduce_add_ps(a2);
-        s[t + 3] = _mm512_reduce_add_ps(a3);
     }
-    for (; t < nk; t++) {
-        const float *k0 = k + (size_t)t * D;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int i = 0; i < D; i += 16)
-            a0 = _mm512_fmadd_ps(_mm512_load_ps(qs + i), _mm512_loadu_ps(k0 + i), a0);
-        s[t] = _mm512_reduce_add_ps(a0);
-    }
-    softmax_step(s, p, nk, D, m, l, acc);
-    int i = 0;
-    for (; i + 64 <= D; i += 64) {
-        __m512 c0 = _mm512_load_ps(acc + i), c1 = _mm512_load_ps(acc + i + 16);
-        __m512 c2 = _mm512_load_ps(acc + i + 32), c3 = _mm512_load_ps(acc + i + 48);
-        for (t = 0; t < nk; t++) {
-            __m512 pt = _mm512_set1_ps(p[t]);
-            const float *vr = v + (size_t)t * D + i;
-            c0 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vr), c0);
-            c1 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vr + 16), c1);
-            c2 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vr + 32), c2);
-            c3 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vr + 48), c3);
-        }
-        _mm512_store_ps(acc + i, c0);
-        _mm512_store_ps(acc + i + 16, c1);
-        _mm512_store_ps(acc + i + 32, c2);
-        _mm512_store_ps(acc + i + 48, c3);
-    }
-    for (; i < D; i += 16) {
-        __m512 c0 = _mm512_load_ps(acc + i);
-        for (t = 0; t < nk; t++)
-            c0 = _mm512_fmadd_ps(_mm512_set1_ps(p[t]), _mm512_loadu_ps(v + (size_t)t * D + i), c0);
-        _mm512_store_ps(acc + i, c0);
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++) {
+        __m256 h =
+            _mm256_hadd_ps(_mm256_hadd_ps(a[j][0], a[j][1]), _mm256_hadd_ps(a[j][2], a[j][3]));
+        _mm_storeu_ps(s[j] + t, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
     }
 }
 
-static _Atomic int level = -1; /* 0 scalar, 1 AVX2, 2 AVX-512; benign race on first use */
+/* acc[j][i0..i0+16) += sum_t p[j][t] v_t for NH heads; each value row converted once. */
+static INLINE_AVX2 void values16(const char *v, size_t rb, int nk, int i0, const float (*p)[TILE],
+                                 red_state *st, int j0, const int NH, const int kt) {
+    __m256 c[3][2];
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++) {
+        c[j][0] = _mm256_load_ps(st->acc[j0 + j] + i0);
+        c[j][1] = _mm256_load_ps(st->acc[j0 + j] + i0 + 8);
+    }
+    for (int t = 0; t < nk; t++) {
+        const char *r = v + (size_t)t * rb;
+        __m256 d = ldd(r, i0, kt); /* i0 % 32 is 0 or 16: one q8_0 block */
+        __m256 v0 = ld8(r, i0, d, kt), v1 = ld8(r, i0 + 8, d, kt);
+#pragma GCC unroll 3
+        for (int j = 0; j < NH; j++) {
+            __m256 pt = _mm256_set1_ps(p[j0 + j][t]);
+            c[j][0] = _mm256_fmadd_ps(pt, v0, c[j][0]);
+            c[j][1] = _mm256_fmadd_ps(pt, v1, c[j][1]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++) {
+        _mm256_store_ps(st->acc[j0 + j] + i0, c[j][0]);
+        _mm256_store_ps(st->acc[j0 + j] + i0 + 8, c[j][1]);
+    }
+}
+
+/* One block (nk keys) for nh heads: scores, softmax step per head, values. */
+static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int nk, int D, int nh,
+                                   const float (*qs)[MAXD], red_state *st, const int kt) {
+    float s[MAXH][TILE] __attribute__((aligned(32)));
+    float p[MAXH][TILE] __attribute__((aligned(32)));
+    for (int j0 = 0; j0 < nh; j0 += 3) {
+        int nj = nh - j0 < 3 ? nh - j0 : 3;
+        int t = 0;
+        for (; t + 4 <= nk; t += 4) {
+            if (nj == 3)
+                scores4(k, rb, t, D, qs + j0, s + j0, 3, kt);
+            else if (nj == 2)
+                scores4(k, rb, t, D, qs + j0, s + j0, 2, kt);
+            else
+                scores4(k, rb, t, D, qs + j0, s + j0, 1, kt);
+        }
+        for (; t < nk; t++) { /* the last block's odd keys */
+            const char *r = k + (size_t)t * rb;
+            for (int j = j0; j < j0 + nj; j++) {
+                __m256 a0 = _mm256_setzero_ps();
+                for (int i = 0; i < D; i += 8)
+                    a0 = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), ld8(r, i, ldd(r, i, kt), kt),
+                                         a0);
+                s[j][t] = hsum8(a0);
+            }
+        }
+    }
+    for (int j = 0; j < nh; j++) {
+        for (int t = nk; t < TILE; t++)
+            s[j][t] = -INFINITY;
+        softmax_step(s[j], p[j], D, &st->m[j], &st->l[j], st->acc[j]);
+    }
+    for (int i0 = 0; i0 < D; i0 += 16)
+        for (int j0 = 0; j0 < nh; j0 += 3) {
+            int nj = nh - j0 < 3 ? nh - j0 : 3;
+            if (nj == 3)
+                values16(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, 3, kt);
+            else if (nj == 2)
+                values16(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, 2, kt);
+            else
+                values16(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, 1, kt);
+        }
+}
+
+static INLINE_AVX2 void chunk_avx2(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                   int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                   red_state *st, const int kt) {
+    size_t rb = bt_kv_row_bytes(bt_kv_cache_params(kv)->type, D), head_off = (size_t)g * TILE * rb;
+    state_clear(st, nh, D);
+    for (int b = k0 / TILE; b * TILE < k1; b++) {
+        int nk = k1 - b * TILE < TILE ? k1 - b * TILE : TILE;
+        const char *kb = (const char *)bt_kv_block_k(kv, layer, table[b]) + head_off;
+        const char *vb = (const char *)bt_kv_block_v(kv, layer, table[b]) + head_off;
+        block_avx2(kb, vb, rb, nk, D, nh, qs, st, kt);
+    }
+}
+
+static AVX2 void chunk_avx2_f16(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                red_state *st) {
+    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, KT_F16);
+}
+
+static AVX2 void chunk_avx2_q8(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                               int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                               red_state *st) {
+    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, KT_Q8);
+}
+
+static AVX2 void chunk_avx2_f32(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                red_state *st) {
+    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, KT_F32);
+}
+
+static _Atomic int level = -1; /* 0 scalar, 1 AVX2; benign race on first use */
 
 void bt_attention_task(const bt_attn_args *a, int task) {
-    if (level < 0) {
-        int lv = 0;
-        if (bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C))
-            lv = 1;
-        if (lv == 1 && bt_cpu_has(BT_CPU_AVX512F) && bt_cpu_has(BT_CPU_AVX512DQ))
-            lv = 2;
-        level = lv;
+    if (level < 0)
+        level = bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C);
+    if (level == 0 || a->head_dim % 32 != 0) {
+        attend(a, task, chunk_scalar);
+        return;
     }
-    if (level == 2 && a->head_dim % 16 == 0)
-        attend(a, task, tile_avx512);
-    else if (level >= 1 && a->head_dim % 8 == 0)
-        attend(a, task, tile_avx2);
-    else
-        attend(a, task, tile_scalar);
+    switch (bt_kv_cache_params(a->kv)->type) {
+    case BT_TYPE_F16:
+        attend(a, task, chunk_avx2_f16);
+        break;
+    case BT_TYPE_Q8_0:
+        attend(a, task, chunk_avx2_q8);
+        break;
+    default:
+        attend(a, task, chunk_avx2_f32);
+        break;
+    }
 }
 #else
 void bt_attention_task(const bt_attn_args *a, int task) {
-    attend(a, task, tile_scalar);
+    attend(a, task, chunk_scalar);
 }
 #endif

@@ -1,28 +1,40 @@
 /*
  * attention.h - causal multi-head attention (GQA) of a batch of query rows over the paged KV
- * cache (f16 or f32 storage).
+ * cache (f16, q8_0 or f32 storage).
  *
- * Each (row, query head) reads its sequence's keys 0..pos through the block table one block
- * (BT_KV_BLOCK_TOKENS keys) at a time with an online softmax (running max and sum,
- * rescaling the accumulator), so the memory used is independent of the context length.
+ * Chunks (flash-decoding): a row's keys 0..pos are cut into chunks of BT_ATTN_CHUNK_KEYS keys
+ * (the last one partial). Each chunk is reduced on its own, from an empty state, with an
+ * online softmax over its KV blocks (running max m and sum l, rescaling the accumulator acc)
+ * to a partial (m, l, acc[head_dim]). The partials are then folded in chunk order,
+ * 0, 1, 2, ...: M = max(m, m'), l = l e^(m-M) + l' e^(m'-M), acc likewise; out = acc / l.
  * Scores are scaled by 1/sqrt(head_dim); query head h reads kv head h / (n_head/n_head_kv).
  * A task handles up to heads_per_task query heads of one row that share a KV head, so each
- * K/V tile is converted to f32 once for all of them.
+ * K/V row is loaded and converted to f32 (in registers) once for all of them.
+ *
+ * Two schedules of the same arithmetic: without partials each task reduces a row's chunks one
+ * after another, folding each into the running state; with partials (a few long rows, too
+ * few tasks for the threads) each task reduces one chunk into the scratch and
+ * bt_attention_merge folds them. The chunking depends only on the row's own position, so
+ * both give the same bits.
  *
  * Numerics: the result of a (row, head) depends only on its q, its sequence's K/V and the
- * CPU's SIMD level, never on the batch, on heads_per_task or on the thread that runs it.
+ * CPU's SIMD level, never on the batch, on heads_per_task, on the schedule or on the thread
+ * that runs it.
  *
  * Threads: bt_attention_task is pure over its arguments; tasks of one call write disjoint
- * output slices and may run concurrently.
+ * output (or partial) slices and may run concurrently. bt_attention_merge runs after them.
  */
 #ifndef BT_ATTENTION_H
 #define BT_ATTENTION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kv_cache.h"
 
 #define BT_ATTN_MAX_TASK_HEADS 8 /* upper bound of heads_per_task */
+/* BT_ATTN_CHUNK_KEYS and BT_ATTN_SPLIT_MAX_ROWS: stage_layout.h (the split's scratch estimate
+ * counts the partials). */
 
 typedef struct bt_attn_args {
     const bt_kv_cache *kv;
@@ -34,17 +46,30 @@ typedef struct bt_attn_args {
     float *out;         /* [n_rows][n_head*head_dim] */
     int n_head, n_head_kv, head_dim;
     int heads_per_task; /* 1..BT_ATTN_MAX_TASK_HEADS query heads of one KV group per task */
+    /* NULL: a task per (row, query-head slice). Else a task per (row, chunk, query-head
+     * slice), each writing its partial here ([bt_attention_partials_floats] floats, borrowed
+     * for the call; n_rows <= BT_ATTN_SPLIT_MAX_ROWS), and bt_attention_merge writes out. */
+    float *partials;
 } bt_attn_args;
 
-/* Number of independent tasks of a call: n_rows * n_head_kv * ceil(group / heads_per_task),
- * group = n_head / n_head_kv. */
+/* Chunks of a row at position pos: ceil((pos + 1) / BT_ATTN_CHUNK_KEYS). */
+int bt_attention_n_chunks(int pos);
+
+/* Floats of the partials of rows whose positions are below max_keys. */
+size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int head_dim);
+
+/* Number of independent tasks of a call: n_rows * n_head_kv * ceil(group / heads_per_task)
+ * (group = n_head / n_head_kv), times each row's chunks with partials. */
 int bt_attention_n_tasks(const bt_attn_args *a);
 
-/* Computes one task (row, kv head, slice of its query heads) with the best SIMD variant of
- * this CPU (AVX-512, AVX2 or scalar, chosen once from CPUID). */
+/* Computes one task with the best SIMD variant of this CPU (AVX2 with FMA and F16C for a
+ * head_dim that is a multiple of 32, else scalar; chosen once from CPUID). */
 void bt_attention_task(const bt_attn_args *a, int task);
 
 /* The same with plain scalar loops and expf (tests compare the two). */
 void bt_attention_task_ref(const bt_attn_args *a, int task);
+
+/* With partials: folds each (row, head)'s chunks in order and writes out. No-op without. */
+void bt_attention_merge(const bt_attn_args *a);
 
 #endif

@@ -33,7 +33,8 @@ struct bt_forward {
     int max_rows;
     int max_cols; /* max(n_embd, q_dim, n_ff) */
     bt_numerics numerics;
-    float *lc_scratch; /* BT_NUMERICS_LLAMACPP: [n_threads][lc_scratch_floats] for attention */
+    float *lc_scratch;    /* BT_NUMERICS_LLAMACPP: [n_threads][lc_scratch_floats] for attention */
+    float *attn_partials; /* chunk partials of up to BT_ATTN_SPLIT_MAX_ROWS rows (attention.h) */
     size_t lc_scratch_floats;
 
     /* Run state, [max_rows][...] each, rows in batch order. */
@@ -92,8 +93,10 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->tmp = alloc_floats(R * E);
     fw->rope = alloc_floats(R * hp->head_dim);
     fw->xq = aligned_alloc(64, ((R * (size_t)(fw->max_cols / 32) * sizeof(bt_q8) + 63) / 64) * 64);
+    fw->attn_partials = alloc_floats(bt_attention_partials_floats(
+        BT_ATTN_SPLIT_MAX_ROWS, bt_kv_cache_params(kv)->max_seq_tokens, hp->n_head, hp->head_dim));
     if (!fw->x || !fw->xn || !fw->q || !fw->k || !fw->v || !fw->att || !fw->gate || !fw->up ||
-        !fw->tmp || !fw->rope || !fw->xq) {
+        !fw->tmp || !fw->rope || !fw->xq || !fw->attn_partials) {
         bt_forward_free(fw);
         return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate scratch for %d rows",
                             max_rows);
@@ -117,6 +120,7 @@ void bt_forward_free(bt_forward *fw) {
     free(fw->rope);
     free(fw->xq);
     free(fw->lc_scratch);
+    free(fw->attn_partials);
     free(fw);
 }
 
@@ -146,7 +150,9 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
                             "numerics llamacpp: head_dim %d is not a multiple of 64 up to %d",
                             hp->head_dim, BT_LC_MAX_HEAD_DIM);
     if (kv_type != BT_TYPE_F16)
-        return bt_error_set(err, BT_ERR_UNSUPPORTED, "numerics llamacpp: needs an f16 KV cache");
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "numerics llamacpp: needs an f16 KV cache (--kv-type f16), not %s",
+                            bt_type_name((uint32_t)kv_type));
     bt_status st = BT_OK;
     for (int li = 0; st == BT_OK && li < w->layer_end - w->layer_begin; li++) {
         const bt_layer_weights *l = &w->layers[li];
@@ -456,13 +462,25 @@ static void lc_attn_task(void *p, int task, int thread) {
                     fw->att + off);
 }
 
-/* Query heads per attention task: the whole GQA group (each K/V tile converted once), split
- * only when that leaves fewer than two tasks per thread. */
-static int attn_heads_per_task(const bt_forward *fw) {
+/* Whether attention runs a task per chunk (attention.h): a few rows, one of them longer than
+ * a chunk, and more than one thread. Either way the bits are the same. */
+static bool attn_split(const bt_forward *fw) {
+    if (fw->n > BT_ATTN_SPLIT_MAX_ROWS || fw->n_threads < 2)
+        return false;
+    for (int r = 0; r < fw->n; r++)
+        if (bt_attention_n_chunks(fw->pos[r]) > 1)
+            return true;
+    return false;
+}
+
+/* Query heads per attention task: the whole GQA group (each K/V row converted once), split
+ * only when that leaves fewer than two tasks per thread and the rows are not chunked. */
+static int attn_heads_per_task(const bt_forward *fw, bool split) {
     const bt_hparams *hp = fw->hp;
     int group = hp->n_head / hp->n_head_kv;
     int hpt = group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS;
-    while (hpt > 1 && fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
+    while (!split && hpt > 1 &&
+           fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
         hpt = (hpt + 1) / 2;
     return hpt;
 }
@@ -481,21 +499,25 @@ static void layer_forward(bt_forward *fw, int li) {
     run_mm(fw, MM_PLAIN, n, fw->xn, 3, qkv);
     run_rows(fw, row_rope_store, n);
 
-    bt_attn_args a = {fw->kv,
-                      li,
-                      n,
-                      fw->seq,
-                      fw->pos,
-                      fw->q,
-                      fw->att,
-                      hp->n_head,
-                      hp->n_head_kv,
-                      hp->head_dim,
-                      attn_heads_per_task(fw)};
-    if (fw->numerics == BT_NUMERICS_LLAMACPP)
+    bool split = attn_split(fw);
+    bt_attn_args a = {.kv = fw->kv,
+                      .layer = li,
+                      .n_rows = n,
+                      .seq = fw->seq,
+                      .pos = fw->pos,
+                      .q = fw->q,
+                      .out = fw->att,
+                      .n_head = hp->n_head,
+                      .n_head_kv = hp->n_head_kv,
+                      .head_dim = hp->head_dim,
+                      .heads_per_task = attn_heads_per_task(fw, split),
+                      .partials = split ? fw->attn_partials : NULL};
+    if (fw->numerics == BT_NUMERICS_LLAMACPP) {
         bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
-    else
+    } else {
         bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
+        bt_attention_merge(&a);
+    }
 
     mm_out wo = {&l->wo, l->bo, fw->x, E};
     if (jobs_need_q8(1, &wo))

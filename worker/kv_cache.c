@@ -5,6 +5,7 @@
 #include "kv_cache.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,9 +19,9 @@ typedef struct {
 struct bt_kv_cache {
     bt_kv_params p;
     int max_blocks_per_seq;
-    size_t block_elems; /* elements of one block of one layer, K or V */
-    size_t elem_bytes;  /* 2 (F16) or 4 (F32) */
-    char *k;            /* [n_layer][n_blocks][n_head_kv][16][head_dim] of p.type */
+    size_t row_bytes;   /* one head's K (or V) of one position: bt_kv_row_bytes */
+    size_t block_bytes; /* one block of one layer, K or V: n_head_kv * 16 * row_bytes */
+    char *k;            /* [n_layer][n_blocks][n_head_kv][16][row_bytes] of p.type */
     char *v;            /* same */
     int32_t *free_list; /* [n_blocks], stack of free block ids; n_free used */
     int n_free;
@@ -39,9 +40,13 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
                             "%d, max_seq_tokens %d must all be >= 1",
                             p->n_layer, p->n_head_kv, p->head_dim, p->n_blocks, p->max_seqs,
                             p->max_seq_tokens);
-    if (p->type != BT_TYPE_F16 && p->type != BT_TYPE_F32)
-        return bt_error_set(err, BT_ERR_INVALID_ARG, "kv: type %d (%s) is not f16 or f32",
+    if (p->type != BT_TYPE_F16 && p->type != BT_TYPE_F32 && p->type != BT_TYPE_Q8_0)
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "kv: type %d (%s) is not f16, f32 or q8_0",
                             (int)p->type, bt_type_name((uint32_t)p->type));
+    if (p->type == BT_TYPE_Q8_0 && p->head_dim % BT_QK != 0)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "kv: q8_0 needs head_dim a multiple of %d, the model's is %d", BT_QK,
+                            p->head_dim);
     bt_kv_cache *kv = calloc(1, sizeof(*kv));
     if (!kv)
         return bt_error_set(err, BT_ERR_NOMEM, "kv: out of memory");
@@ -49,9 +54,9 @@ bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_erro
     kv->max_blocks_per_seq = (p->max_seq_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
     if (kv->max_blocks_per_seq > p->n_blocks)
         kv->max_blocks_per_seq = p->n_blocks;
-    kv->block_elems = (size_t)p->n_head_kv * BT_KV_BLOCK_TOKENS * (size_t)p->head_dim;
-    kv->elem_bytes = p->type == BT_TYPE_F16 ? sizeof(bt_half) : sizeof(float);
-    size_t n_bytes = (size_t)p->n_layer * (size_t)p->n_blocks * kv->block_elems * kv->elem_bytes;
+    kv->row_bytes = bt_kv_row_bytes(p->type, p->head_dim);
+    kv->block_bytes = (size_t)p->n_head_kv * BT_KV_BLOCK_TOKENS * kv->row_bytes;
+    size_t n_bytes = (size_t)p->n_layer * (size_t)p->n_blocks * kv->block_bytes;
     size_t alloc_bytes = (n_bytes + 63) / 64 * 64;
     kv->k = aligned_alloc(64, alloc_bytes);
     kv->v = aligned_alloc(64, alloc_bytes);
@@ -92,7 +97,7 @@ int bt_kv_n_blocks_free(const bt_kv_cache *kv) {
 }
 
 size_t bt_kv_cache_bytes(const bt_kv_cache *kv) {
-    return 2 * (size_t)kv->p.n_layer * (size_t)kv->p.n_blocks * kv->block_elems * kv->elem_bytes;
+    return 2 * (size_t)kv->p.n_layer * (size_t)kv->p.n_blocks * kv->block_bytes;
 }
 
 static int32_t *table_of(const bt_kv_cache *kv, int seq) {
@@ -121,8 +126,7 @@ int bt_kv_block_refs(const bt_kv_cache *kv, int block) {
 
 static size_t block_offset(const bt_kv_cache *kv, int layer, int block) {
     assert(layer >= 0 && layer < kv->p.n_layer && block >= 0 && block < kv->p.n_blocks);
-    return ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_elems *
-           kv->elem_bytes;
+    return ((size_t)layer * (size_t)kv->p.n_blocks + (size_t)block) * kv->block_bytes;
 }
 
 void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block) {
@@ -194,18 +198,50 @@ void bt_kv_f16_to_f32(const bt_half *src, float *dst, int n) {
 }
 #endif
 
+size_t bt_kv_row_bytes(bt_type type, int head_dim) {
+    switch (type) {
+    case BT_TYPE_F16:
+        return (size_t)head_dim * sizeof(bt_half);
+    case BT_TYPE_Q8_0:
+        return (size_t)(head_dim / BT_QK) * sizeof(bt_block_q8_0);
+    default:
+        return (size_t)head_dim * sizeof(float);
+    }
+}
+
+void bt_kv_quantize_q8_0(const float *src, bt_block_q8_0 *dst, int n) {
+    for (int b = 0; b < n / BT_QK; b++) {
+        const float *x = src + (size_t)b * BT_QK;
+        float amax = 0.0f;
+        for (int i = 0; i < BT_QK; i++)
+            amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = bt_f32_to_half(d);
+        for (int i = 0; i < BT_QK; i++)
+            dst[b].qs[i] = (int8_t)roundf(x[i] * id);
+    }
+}
+
 void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v) {
     int D = kv->p.head_dim;
     assert(slot >= 0 && slot < BT_KV_BLOCK_TOKENS);
     char *kb = bt_kv_block_k(kv, layer, block), *vb = bt_kv_block_v(kv, layer, block);
     for (int g = 0; g < kv->p.n_head_kv; g++) {
-        size_t off = ((size_t)g * BT_KV_BLOCK_TOKENS + (size_t)slot) * (size_t)D;
-        if (kv->p.type == BT_TYPE_F16) {
-            bt_kv_f32_to_f16(k + (size_t)g * D, (bt_half *)kb + off, D);
-            bt_kv_f32_to_f16(v + (size_t)g * D, (bt_half *)vb + off, D);
-        } else {
-            memcpy((float *)kb + off, k + (size_t)g * D, sizeof(float) * (size_t)D);
-            memcpy((float *)vb + off, v + (size_t)g * D, sizeof(float) * (size_t)D);
+        size_t off = ((size_t)g * BT_KV_BLOCK_TOKENS + (size_t)slot) * kv->row_bytes;
+        const float *kg = k + (size_t)g * D, *vg = v + (size_t)g * D;
+        switch (kv->p.type) {
+        case BT_TYPE_F16:
+            bt_kv_f32_to_f16(kg, (bt_half *)(kb + off), D);
+            bt_kv_f32_to_f16(vg, (bt_half *)(vb + off), D);
+            break;
+        case BT_TYPE_Q8_0:
+            bt_kv_quantize_q8_0(kg, (bt_block_q8_0 *)(kb + off), D);
+            bt_kv_quantize_q8_0(vg, (bt_block_q8_0 *)(vb + off), D);
+            break;
+        default:
+            memcpy(kb + off, kg, sizeof(float) * (size_t)D);
+            memcpy(vb + off, vg, sizeof(float) * (size_t)D);
+            break;
         }
     }
 }
@@ -286,10 +322,8 @@ bt_status bt_kv_seq_reserve(bt_kv_cache *kv, int seq, int n_tokens, bt_error *er
         int idx = s->len / BT_KV_BLOCK_TOKENS;
         int32_t old = table[idx], copy = pop_block(kv);
         for (int l = 0; l < kv->p.n_layer; l++) {
-            memcpy(bt_kv_block_k(kv, l, copy), bt_kv_block_k(kv, l, old),
-                   kv->block_elems * kv->elem_bytes);
-            memcpy(bt_kv_block_v(kv, l, copy), bt_kv_block_v(kv, l, old),
-                   kv->block_elems * kv->elem_bytes);
+            memcpy(bt_kv_block_k(kv, l, copy), bt_kv_block_k(kv, l, old), kv->block_bytes);
+            memcpy(bt_kv_block_v(kv, l, copy), bt_kv_block_v(kv, l, old), kv->block_bytes);
         }
         release_block(kv, old);
         table[idx] = copy;

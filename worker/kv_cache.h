@@ -2,7 +2,10 @@
  * kv_cache.h - the paged KV cache of one stage: a fixed pool of blocks of
  * BT_KV_BLOCK_TOKENS token positions, each block holding K and V for every layer of the
  * stage, and one block table per sequence. K and V are stored as IEEE half (BT_TYPE_F16,
- * rounded to nearest even, as llama.cpp's default cache; half the memory) or as f32.
+ * rounded to nearest even, as llama.cpp's default cache; half the memory), as q8_0 blocks
+ * (BT_TYPE_Q8_0: each head's row of head_dim values is head_dim/32 blocks of an f16 scale and
+ * 32 int8, 34 bytes per 32 values, quantized on store as llama.cpp's quantize_row_q8_0) or as
+ * f32.
  *
  * Owns: the K/V storage, the block pool (free list, reference counts) and the per-sequence
  * block tables, all allocated at bt_kv_cache_new; nothing is allocated afterwards.
@@ -38,13 +41,14 @@ typedef struct bt_kv_params {
     int n_blocks;       /* pool size */
     int max_seqs;       /* sequence ids are [0, max_seqs) */
     int max_seq_tokens; /* per-sequence length limit */
-    bt_type type;       /* element type of K and V: BT_TYPE_F16 or BT_TYPE_F32 */
+    bt_type type;       /* element type of K and V: BT_TYPE_F16, BT_TYPE_Q8_0 or BT_TYPE_F32 */
 } bt_kv_params;
 
 typedef struct bt_kv_cache bt_kv_cache;
 
 /* *out is owned by the caller (bt_kv_cache_free). BT_ERR_NOMEM if the pool does not fit,
- * BT_ERR_INVALID_ARG for a count < 1 or a type other than F16/F32. */
+ * BT_ERR_INVALID_ARG for a count < 1 or a type other than F16/Q8_0/F32, BT_ERR_UNSUPPORTED
+ * for Q8_0 with a head_dim that is not a multiple of 32. */
 bt_status bt_kv_cache_new(const bt_kv_params *params, bt_kv_cache **out, bt_error *err);
 void bt_kv_cache_free(bt_kv_cache *kv); /* NULL is a no-op */
 
@@ -77,9 +81,14 @@ void bt_kv_seq_free(bt_kv_cache *kv, int seq);
 /* dst (must be empty) shares all of src's blocks. */
 bt_status bt_kv_seq_fork(bt_kv_cache *kv, int src, int dst, bt_error *err);
 
-/* K and V of one block of one layer: [n_head_kv][BT_KV_BLOCK_TOKENS][head_dim] of the
- * cache's type (bt_half bits for F16, float for F32). Readers convert with
- * bt_kv_f16_to_f32 (or use the floats directly). */
+/* Bytes of one head's K (or V) row of one position: head_dim * 2 (F16), head_dim / 32 * 34
+ * (Q8_0), head_dim * 4 (F32). */
+size_t bt_kv_row_bytes(bt_type type, int head_dim);
+
+/* K and V of one block of one layer: [n_head_kv][BT_KV_BLOCK_TOKENS] rows of
+ * bt_kv_row_bytes each, of the cache's type (bt_half bits for F16, bt_block_q8_0 for Q8_0,
+ * float for F32). Readers convert with bt_kv_f16_to_f32 or bt_dequant_row (or use the floats
+ * directly). */
 void *bt_kv_block_k(const bt_kv_cache *kv, int layer, int block);
 void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
 
@@ -87,6 +96,11 @@ void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
  * the cache type into (layer, block, slot). Pure over its slot: concurrent calls for
  * different slots are safe. */
 void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v);
+
+/* q8_0 quantization of n values (n a multiple of 32) as the cache stores them: per block of
+ * 32, d = max|x| / 127 stored as f16, q = round(x / d) with the f32 d (llama.cpp's
+ * quantize_row_q8_0_ref). */
+void bt_kv_quantize_q8_0(const float *src, bt_block_q8_0 *dst, int n);
 
 /* Conversions used by the cache (F16C when the CPU has it, else the scalar
  * bt_f32_to_half / bt_half_to_f32; both round to nearest even, so the bits are the same). */

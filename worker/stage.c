@@ -39,18 +39,22 @@ bt_stage_params bt_stage_default_params(void) {
     p.max_batch = 512;
     p.max_seqs = 64;
     p.max_seq_tokens = 0;
-    p.kv_type = BT_TYPE_F16; /* BT_KV_ELEM_BYTES (stage_layout.h) is its size */
+    p.kv_type = BT_TYPE_F16; /* the coordinator's default --kv-type */
     p.numerics = BT_NUMERICS_FAST;
     return p;
 }
 
-bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_error *err) {
+bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_type kv_type, bt_error *err) {
     bt_hparams hp;
     bt_weights w;
     bt_status st = bt_hparams_load(g, &hp, err);
     if (st != BT_OK || (st = bt_weights_load(g, &hp, 0, hp.n_layer, &w, err)) != BT_OK)
         return st;
-    st = bt_forward_check_numerics(&hp, &w, BT_TYPE_F16, n, err);
+    st = bt_forward_check_numerics(&hp, &w, kv_type, n, err);
+    if (st == BT_OK && kv_type == BT_TYPE_Q8_0 && hp.head_dim % BT_QK != 0)
+        st =
+            bt_error_set(err, BT_ERR_UNSUPPORTED,
+                         "--kv-type q8_0: head_dim %d is not a multiple of %d", hp.head_dim, BT_QK);
     bt_weights_deinit(&w);
     return st;
 }
@@ -104,8 +108,8 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: numerics %d unknown", (int)p->numerics);
         goto fail;
     }
-    if (p->kv_type != BT_TYPE_F16 && p->kv_type != BT_TYPE_F32) {
-        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_type %d (%s) is not f16 or f32",
+    if (p->kv_type != BT_TYPE_F16 && p->kv_type != BT_TYPE_F32 && p->kv_type != BT_TYPE_Q8_0) {
+        st = bt_error_set(err, BT_ERR_INVALID_ARG, "stage: kv_type %d (%s) is not f16, q8_0 or f32",
                           (int)p->kv_type, bt_type_name((uint32_t)p->kv_type));
         goto fail;
     }

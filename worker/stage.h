@@ -41,7 +41,7 @@ typedef struct bt_stage_params {
     int max_batch;              /* max rows per bt_stage_forward */
     int max_seqs;               /* sequence ids are [0, max_seqs) */
     int max_seq_tokens;         /* per-sequence length limit; 0 = min(kv_tokens, n_ctx_train) */
-    bt_type kv_type;            /* KV cache element type: BT_TYPE_F16 (default) or BT_TYPE_F32 */
+    bt_type kv_type;            /* KV cache element type: BT_TYPE_F16 (default), Q8_0 or F32 */
     bt_numerics numerics;       /* BT_NUMERICS_FAST (default) or BT_NUMERICS_LLAMACPP */
 } bt_stage_params;
 
@@ -58,12 +58,13 @@ typedef struct bt_batch {
 
 typedef struct bt_stage bt_stage;
 
-/* Whether stages of this model can run with numerics n on this CPU (f16 KV cache): the
+/* Whether stages of this model can run with numerics n and a KV cache of kv_type on this
+ * CPU: the
  * checks bt_stage_new makes of the whole model (every tensor present with the shape and a
  * supported type that the hyper-parameters say, the numerics), from the tensor directory
  * alone (no weight is read), so a launcher refuses a broken or unsupported model before any
  * stage starts. The message names the tensor or what is not supported. */
-bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_error *err);
+bt_status bt_stage_check_model(const bt_gguf *g, bt_numerics n, bt_type kv_type, bt_error *err);
 
 /* g is borrowed and must outlive the stage. On success *out is owned by the caller. */
 
@@ -102,7 +103,7 @@ int bt_stage_kv_tokens_total(const bt_stage *st); /* capacity in tokens */
 int bt_stage_kv_tokens_free(const bt_stage *st);  /* free blocks * 16 */
 size_t bt_stage_kv_bytes(const bt_stage *st);     /* K and V storage of the whole cache */
 size_t bt_stage_weight_bytes(const bt_stage *st); /* bytes of this stage's weight slice */
-bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16 or BT_TYPE_F32 */
+bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16, Q8_0 or F32 */
 /* Tokens a sequence can still grow by before BT_ERR_LIMIT (ignores other sequences). */
 int bt_stage_seq_tokens_left(const bt_stage *st, int seq);
 

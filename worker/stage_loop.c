@@ -414,6 +414,10 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
     if (h->numerics > BT_NUMERICS_MAX)
         return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: numerics %u unknown", h->numerics);
     sp.numerics = (bt_numerics)h->numerics;
+    if (h->kv_type != 0 && h->kv_type != BT_TYPE_Q8_0)
+        return bt_error_set(err, BT_ERR_PROTOCOL, "Hello: kv_type %u is not 0 (f16) or 8 (q8_0)",
+                            h->kv_type);
+    sp.kv_type = h->kv_type == BT_TYPE_Q8_0 ? BT_TYPE_Q8_0 : BT_TYPE_F16;
     bt_status st = bt_stage_new(L->g, &sp, &L->stage, err);
     if (st != BT_OK)
         return st;

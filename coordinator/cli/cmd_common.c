@@ -167,12 +167,23 @@ void bt_cluster_flags_init(bt_cluster_flags *f) {
     f->codec = NULL; /* f32, or f16 with stages on other hosts (bt_cluster_params.codec_auto) */
     f->split = NULL; /* memory, or measured with --stage-speed */
     f->numerics = "fast";
+    f->kv_type = "f16";
     f->prefill_chunk = 0; /* 256, or llama.cpp's 512-token micro-batch with --numerics llamacpp */
     f->max_seqs = 64;
     f->max_batch = 512;
     f->stages = 1;
     f->stage_timeout_ms = 30000;
     f->heartbeat_ms = 500;
+}
+
+bt_status bt_kv_type_parse(const char *s, bt_type *out, bt_error *err) {
+    if (strcmp(s, "f16") == 0)
+        *out = BT_TYPE_F16;
+    else if (strcmp(s, "q8_0") == 0)
+        *out = BT_TYPE_Q8_0;
+    else
+        return bt_error_set(err, BT_ERR_INVALID_ARG, "--kv-type '%s': not f16 or q8_0", s);
+    return BT_OK;
 }
 
 int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_cluster_flags *cf) {
@@ -190,6 +201,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
         st = bt_split_mode_of_flags(cf->split, cf->stage_speed, &ep.cluster.split, &err);
     if (st == BT_OK)
         st = bt_numerics_parse(cf->numerics, &ep.cluster.numerics, &err);
+    if (st == BT_OK)
+        st = bt_kv_type_parse(cf->kv_type, &ep.cluster.kv_type, &err);
     if (st != BT_OK)
         goto fail;
     /* The threads default is capped like --threads, so a many-core host is not refused by a
@@ -217,7 +230,8 @@ int bt_session_open(bt_session *s, const char *cmd, bt_model_flags *mf, bt_clust
     }
     if ((st = bt_gguf_open(model_path, &s->gguf, &err)) != BT_OK ||
         (st = bt_hparams_load(s->gguf, &hp, &err)) != BT_OK ||
-        (st = bt_stage_check_model(s->gguf, ep.cluster.numerics, &err)) != BT_OK ||
+        (st = bt_stage_check_model(s->gguf, ep.cluster.numerics, ep.cluster.kv_type, &err)) !=
+            BT_OK ||
         (st = bt_vocab_load(s->gguf, &s->vocab, &err)) != BT_OK)
         goto fail;
     int n_ctx = mf->ctx ? (int)mf->ctx : bt_hparams_default_ctx(&hp);

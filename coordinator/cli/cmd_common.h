@@ -45,6 +45,7 @@ bt_status bt_model_flags_path(bt_model_flags *f, const char **path, bt_error *er
 /* Flags of the commands that run on the cluster (generate, bench, perplexity). */
 typedef struct bt_cluster_flags {
     const char *codec, *layers, *split, *numerics;
+    const char *kv_type;     /* --kv-type f16|q8_0 (bt_kv_type_parse) */
     const char *stage_mem;   /* --stage-mem SIZE[,SIZE...]: stage memory budgets, or NULL */
     const char *slice_cache; /* --slice-cache DIR: stage ranks' slice cache, or NULL (default) */
     int64_t act_zstd, inflight, prefill_chunk, max_seqs, max_batch, stages, stage_timeout_ms,
@@ -59,6 +60,10 @@ typedef struct bt_cluster_flags {
 
 void bt_cluster_flags_init(bt_cluster_flags *f);
 
+/* --kv-type's value: "f16" -> BT_TYPE_F16, "q8_0" -> BT_TYPE_Q8_0; anything else is
+ * BT_ERR_INVALID_ARG naming the flag and the value. */
+bt_status bt_kv_type_parse(const char *s, bt_type *out, bt_error *err);
+
 #define BT_CLUSTER_FLAG_OPTS(f)                                                                     \
     {"--act-codec", BT_CLI_STR, &(f).codec, 0, 0, "f32 f16 bf16 q8 (f16 across hosts)"},            \
         {"--act-zstd", BT_CLI_INT, &(f).act_zstd, 0, 19, "zstd level on activations, 0 = off"},     \
@@ -67,6 +72,8 @@ void bt_cluster_flags_init(bt_cluster_flags *f);
         {"--stage-mem", BT_CLI_STR, &(f).stage_mem, 0, 0, "memory per stage, e.g. 2G or 1G,3G"},    \
         {"--stage-speed", BT_CLI_STR, &(f).stage_speed, 0, 0, "stage speeds, e.g. 1,1,0.5"},        \
         {"--numerics", BT_CLI_STR, &(f).numerics, 0, 0, "'fast' (default) or 'llamacpp' (exact)"},  \
+        {"--kv-type", BT_CLI_STR, &(f).kv_type,                                                     \
+         0,           0,          "KV cache element: 'f16' (default) or 'q8_0'"},                   \
         {"--slice-cache",                                                                           \
          BT_CLI_STR,                                                                                \
          &(f).slice_cache,                                                                          \

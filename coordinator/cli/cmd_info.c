@@ -24,6 +24,7 @@ int bt_cmd_info(int argc, char **argv) {
     bool tensors = false;
     int64_t stages = 0;
     const char *layers = NULL, *split_by = NULL, *stage_mem = NULL, *stage_speed = NULL;
+    const char *kv_type_name = "f16";
     int64_t kv_tokens = 0, max_batch = 512, max_seqs = 64;
     const bt_cli_opt opts[] = {
         BT_MODEL_FLAG_OPTS(mf),
@@ -39,12 +40,14 @@ int bt_cmd_info(int argc, char **argv) {
         {"--kv-tokens", BT_CLI_INT, &kv_tokens, 16, 1 << 26, "KV per stage in tokens (--ctx)"},
         {"--max-batch", BT_CLI_INT, &max_batch, 1, 65536, "rows per micro-batch (512)"},
         {"--max-seqs", BT_CLI_INT, &max_seqs, 1, 4096, "concurrent sequences (64)"},
+        {"--kv-type", BT_CLI_STR, &kv_type_name, 0, 0,
+         "KV cache element: 'f16' (default) or 'q8_0'"},
     };
     const int n_opts = (int)(sizeof opts / sizeof opts[0]);
     int rc = bt_cmd_parse(
         "info",
         "[--model M] [--ctx N] [--tensors] [--stages S [--layers L] [--stage-mem SIZE[,SIZE...]] "
-        "[--stage-speed S1,S2,...]]",
+        "[--stage-speed S1,S2,...]] [--kv-type f16|q8_0]",
         opts, n_opts, &mf.help, argc, argv);
     if (rc >= 0)
         return rc;
@@ -54,7 +57,10 @@ int bt_cmd_info(int argc, char **argv) {
     const char *model_path = NULL;
     bt_gguf *g = NULL;
     bt_vocab *v = NULL;
-    bt_status st = bt_model_flags_path(&mf, &model_path, &err);
+    bt_type kv_type = BT_TYPE_F16;
+    bt_status st = bt_kv_type_parse(kv_type_name, &kv_type, &err);
+    if (st == BT_OK)
+        st = bt_model_flags_path(&mf, &model_path, &err);
     if (st != BT_OK || (st = bt_gguf_open(model_path, &g, &err)) != BT_OK)
         goto done;
     bt_hparams hp;
@@ -101,10 +107,16 @@ int bt_cmd_info(int argc, char **argv) {
     printf("\nweights:      %.1f MiB\n", (double)total / MIB);
 
     int n_ctx = mf.ctx ? (int)mf.ctx : bt_hparams_default_ctx(&hp);
-    uint64_t kv_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
+    if (kv_type == BT_TYPE_Q8_0 && hp.head_dim % BT_QK != 0) {
+        st =
+            bt_error_set(&err, BT_ERR_UNSUPPORTED,
+                         "--kv-type q8_0: head_dim %d is not a multiple of %d", hp.head_dim, BT_QK);
+        goto done;
+    }
+    uint64_t kv_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), kv_type);
     double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
-    printf("kv cache:     %.1f MiB for %d tokens (f16, %.1f KiB per token)\n", kv_bytes / MIB,
-           n_ctx, kv_bytes / n_ctx / 1024.0);
+    printf("kv cache:     %.1f MiB for %d tokens (%s, %.1f KiB per token)\n", kv_bytes / MIB, n_ctx,
+           bt_type_name((uint32_t)kv_type), kv_bytes / n_ctx / 1024.0);
 
     size_t n_eog = 0;
     bt_vocab_eog_ids(v, &n_eog);

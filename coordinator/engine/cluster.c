@@ -68,7 +68,8 @@ bt_cluster_params bt_cluster_default_params(void) {
                                .heartbeat_ms = 500,
                                .stage_timeout_us = 30 * 1000000LL,
                                .hello_timeout_us = 300 * 1000000LL,
-                               .numerics = BT_NUMERICS_FAST};
+                               .numerics = BT_NUMERICS_FAST,
+                               .kv_type = BT_TYPE_F16};
 }
 
 bt_codec_kind bt_cluster_codec(const bt_cluster *c, int *remote) {
@@ -367,7 +368,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_status st = bt_hparams_load(c->g, &hp, err);
     if (st != BT_OK)
         return st;
-    uint64_t kv_per_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
+    uint64_t kv_per_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), c->p.kv_type);
     c->n_vocab = hp.n_vocab;
     int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
     if ((st = recv_stage_info(c, deadline, err)) != BT_OK)
@@ -459,6 +460,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         h.kv_tokens = (uint32_t)c->split.kv_tokens[s];
         h.heartbeat_ms = (uint32_t)c->p.heartbeat_ms;
         h.numerics = (uint32_t)c->p.numerics;
+        h.kv_type = c->p.kv_type == BT_TYPE_Q8_0 ? (uint32_t)BT_TYPE_Q8_0 : 0u;
         h.n_eog = (size_t)c->p.n_eog;
         h.eog = (int32_t *)c->p.eog;
         if ((st = send_msg(c, s + 1, BT_MSG_HELLO, &h.base, err)) != BT_OK)

@@ -67,6 +67,7 @@ typedef struct bt_cluster_params {
                            NULL/0 = none */
     int n_eog;
     bt_numerics numerics; /* of the stages' forward passes */
+    bt_type kv_type;      /* the stages' KV cache element: BT_TYPE_F16 (default) or Q8_0 */
 } bt_cluster_params;
 
 bt_cluster_params bt_cluster_default_params(void);

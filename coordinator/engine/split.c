@@ -165,6 +165,11 @@ uint64_t bt_split_scratch_bytes(const bt_hparams *hp, int max_batch, int max_seq
     uint64_t widest = E > F ? E : F;
     widest = widest > Q ? widest : Q;
     uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + D) * 4 + B * (widest / 32 + 1) * 36;
+    /* attention's chunk partials (stage_layout.h) at the trained context, the stages' default
+     * sequence limit (4096 when the model does not say) */
+    uint64_t ctx = hp->n_ctx_train > 0 ? (uint64_t)hp->n_ctx_train : 4096;
+    bytes += BT_ATTN_SPLIT_MAX_ROWS * ((ctx + BT_ATTN_CHUNK_KEYS - 1) / BT_ATTN_CHUNK_KEYS) *
+             (uint64_t)hp->n_head * (D + 2) * 4;
     /* stage_loop.c: act_in, act_out [B][E] f32; its outgoing frame, and the transport's
      * incoming one and one queued send (proto/transport_*.c hold at most that many) */
     bytes += 2 * B * E * 4 + 3 * (uint64_t)bt_stage_loop_max_frame(max_batch, max_seqs, hp->n_embd);

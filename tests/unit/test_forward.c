@@ -622,7 +622,7 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
         /* Bad parameters. */
         bt_stage_params p = bt_stage_default_params();
         bt_stage *bad = NULL;
-        p.kv_type = BT_TYPE_Q8_0;
+        p.kv_type = BT_TYPE_Q4_0;
         CHECK_EQ_INT(bt_stage_new(g, &p, &bad, &err), BT_ERR_INVALID_ARG);
         CHECK(bad == NULL);
     }

@@ -99,8 +99,13 @@ static void test_f16(void) {
                         .max_seq_tokens = 16,
                         .type = BT_TYPE_Q8_0};
     bt_kv_cache *kb_bad = NULL;
+    /* q8_0 needs whole 32-value blocks per head row; a type the cache has no storage for is
+     * refused. */
+    CHECK_EQ_INT(bt_kv_cache_new(&bad, &kb_bad, &err), BT_ERR_UNSUPPORTED);
+    CHECK(kb_bad == NULL && strstr(err.msg, "head_dim") != NULL);
+    bad.type = BT_TYPE_Q4_0;
     CHECK_EQ_INT(bt_kv_cache_new(&bad, &kb_bad, &err), BT_ERR_INVALID_ARG);
-    CHECK(kb_bad == NULL);
+    CHECK(kb_bad == NULL && strstr(err.msg, "q4_0") != NULL);
 out:
     bt_kv_cache_free(k32);
     bt_kv_cache_free(k16);

@@ -50,7 +50,7 @@ static void test_plan(const bt_gguf *g) {
     bt_error_init(&err);
     bt_hparams hp;
     CHECK_OK(bt_hparams_load(g, &hp, &err));
-    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
+    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), BT_TYPE_F16);
     const int kv = 256;
 
     /* No limit known: the balanced split, the request kept, as without budgets. */
@@ -362,7 +362,7 @@ static void test_measured(const bt_gguf *g) {
     bt_error_init(&err);
     bt_hparams hp;
     CHECK_OK(bt_hparams_load(g, &hp, &err));
-    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp));
+    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), BT_TYPE_F16);
     const int kv = 256;
     CHECK_EQ_INT(hp.n_layer, 24);
 

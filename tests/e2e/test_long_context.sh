@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Long contexts (issue 12): the q8_0 KV cache and bench --depth, end to end on SmolLM2.
+#   - --kv-type: a bad value is refused naming the flag (generate, perplexity, bench, info);
+#     q8_0 with --numerics llamacpp is refused (llama.cpp's arithmetic needs f16);
+#   - the q8_0 cache takes 34/64 of f16's bytes: baton info and the stages' own report agree;
+#   - q8_0 generates sensible text (greedy: the f16 run's first tokens) and scores GPL-3 within
+#     1% of f16's perplexity (4 chunks of 512 tokens, 1020 scored tokens);
+#   - a prompt of 700 tokens (3 attention chunks) gives the same greedy ids and logprobs with 1
+#     and 2 threads (whole-row tasks vs chunk tasks and merge), for f16 and q8_0;
+#   - bench --depth: the JSON has depth, the decode rounds' first token comes after the depth
+#     prompt, and a --ctx too short for it is refused.
+source "$(dirname "$0")/lib.sh"
+need_model
+text=/usr/share/common-licenses/GPL-3
+if [[ ! -r $text ]]; then
+    echo "SKIP: $text (Debian's base-files) is missing"
+    exit 77
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+expect 2 "--kv-type 'q4': not f16 or q8_0" -- generate --model "$MODEL" --prompt hi --kv-type q4
+expect 2 "--kv-type 'q4': not f16 or q8_0" -- perplexity --model "$MODEL" --file "$text" \
+    --kv-type q4
+expect 2 "--kv-type 'q4': not f16 or q8_0" -- bench --model "$MODEL" --kv-type q4
+expect 2 "--kv-type 'q4': not f16 or q8_0" -- info --model "$MODEL" --kv-type q4
+expect 2 "numerics llamacpp: needs an f16 KV cache \(--kv-type f16\), not q8_0" -- generate \
+    --model "$MODEL" --prompt hi --numerics llamacpp --kv-type q8_0
+
+# Accounting: 2 x 192 values x 30 layers per token: f16 22.5 KiB, q8_0 34/32 bytes a value.
+if "$BATON" info --model "$MODEL" --kv-type q8_0 --ctx 4096 | grep -q 'kv cache: *47.8 MiB for 4096 tokens (q8_0, 12.0 KiB per token)' &&
+    "$BATON" info --model "$MODEL" --ctx 4096 | grep -q 'kv cache: *90.0 MiB for 4096 tokens (f16, 22.5 KiB per token)'; then
+    pass "info: q8_0 KV 12.0 KiB per token, f16 22.5"
+else
+    fail "info: KV per token: $("$BATON" info --model "$MODEL" --kv-type q8_0 | grep 'kv cache')"
+fi
+# The stage's own KV (its HelloReply) for 4096 tokens, as bench's stage table shows it.
+"$BATON" bench --model "$MODEL" --threads 1 --pp 0 --tg 2 --reps 1 --kv-tokens 4096 \
+    --kv-type q8_0 >/dev/null 2>"$tmp/bench_kv.err"
+if grep -qE '^ +1 +0-29 .* 47\.8 ' "$tmp/bench_kv.err"; then
+    pass "bench: the q8_0 stage holds 47.8 MiB of KV for 4096 tokens"
+else
+    fail "bench: the q8_0 stage's KV: $(cat "$tmp/bench_kv.err")"
+fi
+
+# Sensible text: the greedy q8_0 completion starts as the f16 one does.
+gen() { # KV_TYPE -> the completion
+    "$BATON" generate --model "$MODEL" --prompt "The capital of France is" --temperature 0 \
+        --max-tokens 8 --kv-type "$1" 2>/dev/null
+}
+f16_text=$(gen f16)
+q8_text=$(gen q8_0)
+if [[ -n $q8_text && $q8_text == "$f16_text" && $q8_text == *Paris* ]]; then
+    pass "q8_0 KV: greedy text equals f16's: $q8_text"
+else
+    fail "q8_0 KV: '$q8_text' vs f16 '$f16_text'"
+fi
+
+# Perplexity within 1%.
+ppl() {
+    "$BATON" perplexity --model "$MODEL" --file "$text" --ctx 512 --chunks 4 --kv-type "$1" \
+        2>/dev/null | sed -n 's/^perplexity: \([0-9.]*\) over 1020 scored tokens.*/\1/p'
+}
+p16=$(ppl f16)
+p8=$(ppl q8_0)
+if [[ -n $p16 && -n $p8 ]] && awk -v a="$p16" -v b="$p8" 'BEGIN { d = (b - a) / a; if (d < 0) d = -d; exit !(d < 0.01 && a != b) }'; then
+    pass "perplexity: q8_0 $p8 within 1% of f16 $p16 (and not equal)"
+else
+    fail "perplexity: q8_0 '$p8' vs f16 '$p16'"
+fi
+
+# 1 thread (a task per row) == 2 threads (a task per chunk, merged), past 2 chunks of 256.
+head -c 3200 "$text" >"$tmp/prompt.txt"
+for kt in f16 q8_0; do
+    for th in 1 2; do
+        "$BATON" generate --model "$MODEL" --file "$tmp/prompt.txt" --temperature 0 \
+            --max-tokens 16 --ignore-eos --print-ids --threads "$th" --kv-type "$kt" \
+            >/dev/null 2>"$tmp/ids_$th"
+        grep -E '^output (ids|logprobs)' "$tmp/ids_$th" >"$tmp/out_$th"
+    done
+    n_prompt=$(sed -n 's/^prompt: \([0-9]*\) tokens.*/\1/p' "$tmp/ids_1")
+    if [[ -s $tmp/out_1 ]] && [[ ${n_prompt:-0} -gt 512 ]] && cmp -s "$tmp/out_1" "$tmp/out_2"; then
+        pass "$kt: $n_prompt-token prompt: ids and logprobs equal on 1 and 2 threads"
+    else
+        fail "$kt: 1 vs 2 threads (prompt ${n_prompt:-?} tokens): $(diff "$tmp/out_1" "$tmp/out_2" | head -4)"
+    fi
+done
+
+# bench --depth.
+bench_json() { "$BATON" bench --model "$MODEL" --threads 2 --pp 0 --tg 4 --reps 1 "$@" 2>/dev/null | tail -1; }
+j0=$(bench_json)
+j1=$(bench_json --depth 300)
+t0=$(sed -n 's/.*"tg_ttft_s":\([0-9.]*\).*/\1/p' <<<"$j0")
+t1=$(sed -n 's/.*"tg_ttft_s":\([0-9.]*\).*/\1/p' <<<"$j1")
+if grep -q '"depth":300,' <<<"$j1" && grep -q '"depth":0,' <<<"$j0" &&
+    grep -qE '"tg_tps":[1-9]' <<<"$j1" &&
+    awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(a > 0 && b > 5 * a) }'; then
+    pass "bench --depth 300: depth in the JSON, first token after the depth prompt ($t1 s vs $t0 s)"
+else
+    fail "bench --depth: $j1 / $j0"
+fi
+expect 2 "--ctx 100 is shorter than --depth 300 \+ max\(--pp 0, --tg 4 \+ 1\) \+ 1 = 306 tokens" -- \
+    bench --model "$MODEL" --pp 0 --tg 4 --depth 300 --ctx 100
+finish
