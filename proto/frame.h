@@ -32,7 +32,7 @@
 
 #include "status.h"
 
-#define BT_PROTOCOL_VERSION 5
+#define BT_PROTOCOL_VERSION 6
 #define BT_FRAME_MAGIC 0x314e5442u
 #define BT_FRAME_HEADER_BYTES 24
 
