@@ -3,8 +3,10 @@
 # engine at a time, alternating, written as CSV and drawn with gnuplot (never run in CI).
 #
 #   tests/bench/compare_llamacpp.sh [--out DIR] [--rounds R] [--threads T]
-#       [--models "A.gguf B.gguf"] [--conc "1 4 16 32 64"] [--depths "0 1024 2048 4096 8192"]
+#       [--models "A.gguf B.gguf"] [--conc "1 4 16 32 64"] [--depths "0 1024 2048 4096 8000"]
 #       [--kv "f16 q8_0"] [--only "pp tg conc depth"] [--nice N]
+#   tests/bench/compare_llamacpp.sh --replot --out DIR
+#       (medians and plots again from DIR/runs.csv, e.g. after joining the rows of two runs)
 #
 # Workloads, each measured by both engines in every round (the order of the two engines flips
 # from round to round, so drift of a shared machine falls on both):
@@ -18,6 +20,8 @@
 #   depth  64 decoded tokens of one stream after D tokens of context, first model, per KV type
 #          baton bench --pp 0 --tg 64 --depth D --kv-type K
 #                                               | llama-bench -p 0 -n 64 -d D -ctk K -ctv K
+#          (D + 64 must fit the model's trained context, which baton enforces: SmolLM2's is
+#          8192, hence 8000 as the deepest default)
 # llama.cpp always runs with flash attention on (-fa 1: its faster setting on these CPUs) and
 # the same thread count; baton with its defaults. Every run is one repetition (--reps 1,
 # -r 1); rounds give the spread.
@@ -41,13 +45,15 @@ rounds=3
 threads=2
 models=""
 conc="1 4 16 32 64"
-depths="0 1024 2048 4096 8192"
+depths="0 1024 2048 4096 8000"
 kvs="f16 q8_0"
 only="pp tg conc depth"
 nice=""
+replot=0
 args=("$@")
 while (($#)); do
     case $1 in
+    --replot) replot=1 && shift && continue ;;
     --out) out=$2 ;;
     --rounds) rounds=$2 ;;
     --threads) threads=$2 ;;
@@ -77,10 +83,15 @@ llama_batched=${tools[1]}
 membw=$root/build/tests/membw
 command -v /usr/bin/time >/dev/null || { echo "compare_llamacpp: /usr/bin/time (Debian's time) is needed for peak RSS" >&2; exit 2; }
 
-mkdir -p "$out"
 csv=$out/runs.csv
-echo "round,engine,model,workload,x,kv,tok_s,peak_rss_mib" >"$csv"
-if [[ -x $membw ]]; then
+if ((replot)); then
+    [[ -f $csv ]] || { echo "compare_llamacpp: --replot: $csv not found" >&2; exit 2; }
+    only=$(awk -F, 'NR > 1 {print $4}' "$csv" | sort -u | tr '\n' ' ')
+    rounds=0
+fi
+mkdir -p "$out"
+((replot)) || echo "round,engine,model,workload,x,kv,tok_s,peak_rss_mib" >"$csv"
+if [[ -x $membw ]] && ((!replot)); then
     "$membw" --threads "$threads" >"$out/membw.json"
     echo "memory read bandwidth ($threads threads): $(cat "$out/membw.json")" >&2
 fi

@@ -36,6 +36,7 @@ if (strstrt(plots, "depth")) {
     set title "Decode of one stream against context depth (64 tokens after D tokens of context)"
     set xlabel "context depth (tokens)"
     unset logscale x
+    set key top right
     set xrange [0:*]
     plot rows_kv("depth", "f16") using 3:5 with linespoints lw 2 pt 7 title "baton, f16 KV", \
          rows_kv("depth", "f16") using 3:6 with linespoints lw 2 pt 5 dt 2 title "llama.cpp, f16 KV", \
