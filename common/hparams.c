@@ -1,10 +1,30 @@
 /*
- * hparams.c - reading and validating the llama.* hyper-parameters.
+ * hparams.c - reading and validating the <arch>.* hyper-parameters.
  */
 #include "hparams.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+
+#define BT_ARCH_NAME(e, name) name,
+static const char *const arch_names[] = {BT_ARCH_LIST(BT_ARCH_NAME)};
+#undef BT_ARCH_NAME
+
+const char *bt_arch_name(bt_arch a) {
+    return (unsigned)a < BT_ARCH_COUNT ? arch_names[a] : "?";
+}
+
+/* The architectures whose forward pass is complete (the others are refused at load). */
+static bool arch_supported(bt_arch a) {
+    return a == BT_ARCH_LLAMA;
+}
+
+/* Key "<arch>.<suffix>" in buf (every key name is far shorter than buf). */
+static const char *akey(char *buf, size_t size, bt_arch a, const char *suffix) {
+    snprintf(buf, size, "%s.%s", bt_arch_name(a), suffix);
+    return buf;
+}
 
 static bt_status get_int(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
                          bt_error *err) {
@@ -45,56 +65,62 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     bt_status st = bt_gguf_get_str(g, "general.architecture", &arch, err);
     if (st != BT_OK)
         return st;
-    if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0)
+    hp.arch = BT_ARCH_COUNT;
+    for (int a = 0; a < BT_ARCH_COUNT; a++)
+        if (arch.len == strlen(arch_names[a]) && memcmp(arch.ptr, arch_names[a], arch.len) == 0)
+            hp.arch = (bt_arch)a;
+    if (hp.arch == BT_ARCH_COUNT || !arch_supported(hp.arch))
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                            "hparams: general.architecture '%.*s' is not 'llama'",
+                            "hparams: general.architecture '%.*s' is not supported (baton runs: "
+                            "llama)",
                             (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    char k[96];
+#define KEY(suffix) akey(k, sizeof k, hp.arch, suffix)
 
-    if ((st = get_int(g, "llama.block_count", 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
-        (st = get_int(g, "llama.embedding_length", 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||
-        (st = get_int(g, "llama.feed_forward_length", 1, BT_HPARAMS_MAX_FF, &hp.n_ff, err)) ||
-        (st = get_int(g, "llama.attention.head_count", 1, BT_HPARAMS_MAX_HEADS, &hp.n_head, err)))
+    if ((st = get_int(g, KEY("block_count"), 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
+        (st = get_int(g, KEY("embedding_length"), 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||
+        (st = get_int(g, KEY("feed_forward_length"), 1, BT_HPARAMS_MAX_FF, &hp.n_ff, err)) ||
+        (st = get_int(g, KEY("attention.head_count"), 1, BT_HPARAMS_MAX_HEADS, &hp.n_head, err)))
         return st;
     hp.n_head_kv = hp.n_head;
-    if ((st = get_int_opt(g, "llama.attention.head_count_kv", 1, BT_HPARAMS_MAX_HEADS,
-                          &hp.n_head_kv, err)))
+    if ((st = get_int_opt(g, KEY("attention.head_count_kv"), 1, BT_HPARAMS_MAX_HEADS, &hp.n_head_kv,
+                          err)))
         return st;
     if (hp.n_head % hp.n_head_kv != 0)
         return bt_error_set(err, BT_ERR_FORMAT,
-                            "hparams: llama.attention.head_count %d is not a multiple of "
+                            "hparams: %s.attention.head_count %d is not a multiple of "
                             "head_count_kv %d",
-                            hp.n_head, hp.n_head_kv);
+                            bt_arch_name(hp.arch), hp.n_head, hp.n_head_kv);
     hp.head_dim = hp.n_embd / hp.n_head;
-    if (bt_gguf_find_kv(g, "llama.attention.key_length") < 0 && hp.n_embd % hp.n_head != 0)
+    if (bt_gguf_find_kv(g, KEY("attention.key_length")) < 0 && hp.n_embd % hp.n_head != 0)
         return bt_error_set(err, BT_ERR_FORMAT,
                             "hparams: embedding_length %d not a multiple of head_count %d",
                             hp.n_embd, hp.n_head);
-    if ((st = get_int_opt(g, "llama.attention.key_length", 1, BT_HPARAMS_MAX_HEAD_DIM, &hp.head_dim,
+    if ((st = get_int_opt(g, KEY("attention.key_length"), 1, BT_HPARAMS_MAX_HEAD_DIM, &hp.head_dim,
                           err)))
         return st;
     int v_len = hp.head_dim;
-    if ((st = get_int_opt(g, "llama.attention.value_length", 1, BT_HPARAMS_MAX_HEAD_DIM, &v_len,
+    if ((st = get_int_opt(g, KEY("attention.value_length"), 1, BT_HPARAMS_MAX_HEAD_DIM, &v_len,
                           err)))
         return st;
     if (v_len != hp.head_dim)
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                            "hparams: llama.attention.value_length %d != key_length %d", v_len,
-                            hp.head_dim);
+                            "hparams: %s.attention.value_length %d != key_length %d",
+                            bt_arch_name(hp.arch), v_len, hp.head_dim);
     if (hp.head_dim % 2 != 0 || hp.head_dim > BT_HPARAMS_MAX_HEAD_DIM)
         return bt_error_set(err, BT_ERR_FORMAT, "hparams: head dimension %d is odd or too large",
                             hp.head_dim);
     int n_rot = hp.head_dim;
-    if ((st =
-             get_int_opt(g, "llama.rope.dimension_count", 1, BT_HPARAMS_MAX_HEAD_DIM, &n_rot, err)))
+    if ((st = get_int_opt(g, KEY("rope.dimension_count"), 1, BT_HPARAMS_MAX_HEAD_DIM, &n_rot, err)))
         return st;
     if (n_rot != hp.head_dim)
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                            "hparams: llama.rope.dimension_count %d != head dimension %d", n_rot,
-                            hp.head_dim);
+                            "hparams: %s.rope.dimension_count %d != head dimension %d",
+                            bt_arch_name(hp.arch), n_rot, hp.head_dim);
 
     hp.n_vocab = 0;
-    if (bt_gguf_find_kv(g, "llama.vocab_size") >= 0) {
-        if ((st = get_int(g, "llama.vocab_size", 1, BT_HPARAMS_MAX_VOCAB, &hp.n_vocab, err)))
+    if (bt_gguf_find_kv(g, KEY("vocab_size")) >= 0) {
+        if ((st = get_int(g, KEY("vocab_size"), 1, BT_HPARAMS_MAX_VOCAB, &hp.n_vocab, err)))
             return st;
     } else {
         uint64_t n = 0;
@@ -108,42 +134,42 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
             hp.n_vocab = (int)t->ne[1];
     }
     if (hp.n_vocab == 0)
-        return bt_error_set(
-            err, BT_ERR_FORMAT,
-            "hparams: no vocabulary size (llama.vocab_size, tokenizer.ggml.tokens)");
-    if ((st = get_int_opt(g, "llama.context_length", 0, INT32_MAX, &hp.n_ctx_train, err)))
+        return bt_error_set(err, BT_ERR_FORMAT,
+                            "hparams: no vocabulary size (%s.vocab_size, tokenizer.ggml.tokens)",
+                            bt_arch_name(hp.arch));
+    if ((st = get_int_opt(g, KEY("context_length"), 0, INT32_MAX, &hp.n_ctx_train, err)))
         return st;
 
     hp.rope_base = 10000.0f;
     hp.rope_freq_scale = 1.0f;
     hp.rms_eps = 1e-5f;
     float factor = 1.0f;
-    if ((st = get_f32_opt(g, "llama.rope.freq_base", &hp.rope_base, err)) ||
-        (st = get_f32_opt(g, "llama.rope.scaling.factor", &factor, err)) ||
-        (st = get_f32_opt(g, "llama.attention.layer_norm_rms_epsilon", &hp.rms_eps, err)))
+    if ((st = get_f32_opt(g, KEY("rope.freq_base"), &hp.rope_base, err)) ||
+        (st = get_f32_opt(g, KEY("rope.scaling.factor"), &factor, err)) ||
+        (st = get_f32_opt(g, KEY("attention.layer_norm_rms_epsilon"), &hp.rms_eps, err)))
         return st;
-    if (bt_gguf_find_kv(g, "llama.rope.scaling.type") >= 0) {
+    if (bt_gguf_find_kv(g, KEY("rope.scaling.type")) >= 0) {
         bt_str type;
-        if ((st = bt_gguf_get_str(g, "llama.rope.scaling.type", &type, err)))
+        if ((st = bt_gguf_get_str(g, KEY("rope.scaling.type"), &type, err)))
             return st;
         bool none = type.len == 4 && memcmp(type.ptr, "none", 4) == 0;
         bool linear = type.len == 6 && memcmp(type.ptr, "linear", 6) == 0;
         if (!none && !linear)
-            return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                                "hparams: llama.rope.scaling.type '%.*s' (only none, linear)",
-                                (int)(type.len > 32 ? 32 : type.len), type.ptr);
+            return bt_error_set(
+                err, BT_ERR_UNSUPPORTED, "hparams: %s.rope.scaling.type '%.*s' (only none, linear)",
+                bt_arch_name(hp.arch), (int)(type.len > 32 ? 32 : type.len), type.ptr);
     }
     if (!(hp.rope_base > 0.0f))
-        return bt_error_set(err, BT_ERR_FORMAT, "hparams: llama.rope.freq_base %g <= 0",
-                            hp.rope_base);
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s.rope.freq_base %g <= 0",
+                            bt_arch_name(hp.arch), hp.rope_base);
     if (!(factor > 0.0f))
-        return bt_error_set(err, BT_ERR_FORMAT, "hparams: llama.rope.scaling.factor %g <= 0",
-                            factor);
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s.rope.scaling.factor %g <= 0",
+                            bt_arch_name(hp.arch), factor);
     hp.rope_freq_scale = 1.0f / factor;
     if (!(hp.rms_eps > 0.0f) || hp.rms_eps > 1.0f)
         return bt_error_set(err, BT_ERR_FORMAT,
-                            "hparams: llama.attention.layer_norm_rms_epsilon %g not in (0, 1]",
-                            hp.rms_eps);
+                            "hparams: %s.attention.layer_norm_rms_epsilon %g not in (0, 1]",
+                            bt_arch_name(hp.arch), hp.rms_eps);
 
     /* Activations are quantized in blocks of 32 for the decode kernels. */
     if (hp.n_embd % 32 || hp.n_ff % 32 || (hp.n_head * hp.head_dim) % 32)

@@ -306,12 +306,24 @@ static void row_rope_cache(bt_forward *fw, int r) {
                hp->rope_freq_scale, fw->w->rope_freqs);
 }
 
-/* Rope on q and k, then K and V into the cache slot of (seq, pos). */
+/* RMS norm of each of n_heads heads of x in place (per-head Q/K norms). */
+static void head_norm(float *x, const float *w, int n_heads, int D, float eps) {
+    for (int h = 0; h < n_heads; h++)
+        rmsnorm(x + (size_t)h * D, x + (size_t)h * D, w, D, eps);
+}
+
+/* Q/K norms where the model has them, rope on q and k, then K and V into the cache slot of
+ * (seq, pos). */
 static void row_rope_store(bt_forward *fw, int r) {
     const bt_hparams *hp = fw->hp;
+    const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int D = hp->head_dim, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
     const float *cs = fw->rope + (size_t)r * D;
     float *k = fw->k + (size_t)r * KV, *v = fw->v + (size_t)r * KV;
+    if (l->q_norm)
+        head_norm(fw->q + (size_t)r * Q, l->q_norm, hp->n_head, D, hp->rms_eps);
+    if (l->k_norm)
+        head_norm(k, l->k_norm, hp->n_head_kv, D, hp->rms_eps);
     if (fw->numerics == BT_NUMERICS_LLAMACPP) {
         bt_lc_rope(fw->q + (size_t)r * Q, cs, hp->n_head, D);
         bt_lc_rope(k, cs, hp->n_head_kv, D);

@@ -85,14 +85,15 @@ static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_l
         (st = load_vector(g, NAME("attn_k.bias"), KV, false, &lw->bk, err)) ||
         (st = load_vector(g, NAME("attn_v.bias"), KV, false, &lw->bv, err)) ||
         (st = load_vector(g, NAME("attn_output.bias"), E, false, &lw->bo, err)) ||
+        (st = load_vector(g, NAME("attn_q_norm.weight"), hp->head_dim, false, &lw->q_norm, err)) ||
+        (st = load_vector(g, NAME("attn_k_norm.weight"), hp->head_dim, false, &lw->k_norm, err)) ||
         (st = load_vector(g, NAME("ffn_norm.weight"), E, true, &lw->ffn_norm, err)) ||
         (st = load_matrix(g, NAME("ffn_gate.weight"), E, F, true, &lw->w_gate, err)) ||
         (st = load_matrix(g, NAME("ffn_up.weight"), E, F, true, &lw->w_up, err)) ||
         (st = load_matrix(g, NAME("ffn_down.weight"), F, E, true, &lw->w_down, err)))
         return st;
 #undef NAME
-    const char *unsupported[] = {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias",
-                                 "attn_q_norm.weight", "attn_k_norm.weight"};
+    const char *unsupported[] = {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         snprintf(name, sizeof(name), "blk.%d.%s", il, unsupported[i]);
         if (bt_gguf_find_tensor(g, name))

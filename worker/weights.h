@@ -39,6 +39,9 @@ typedef struct bt_layer_weights {
     const float *bk;        /* [n_head_kv*head_dim] F32, optional */
     const float *bv;        /* [n_head_kv*head_dim] F32, optional */
     const float *bo;        /* [n_embd] F32, optional */
+    const float *q_norm;    /* [head_dim] F32, optional: RMS norm of each query head before
+                               rope (Qwen 3, Gemma 3) */
+    const float *k_norm;    /* [head_dim] F32, optional: the same for each key head */
     const float *ffn_norm;  /* [n_embd] F32 */
     bt_matrix w_gate;       /* [n_embd, n_ff] */
     bt_matrix w_up;         /* [n_embd, n_ff] */

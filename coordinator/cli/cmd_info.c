@@ -75,7 +75,7 @@ int bt_cmd_info(int argc, char **argv) {
     printf("name:         %.*s\n", (int)name.len, name.ptr);
     printf("gguf:         v%u, %zu metadata keys, %zu tensors, %.1f MiB\n", bt_gguf_version(g),
            bt_gguf_n_kv(g), bt_gguf_n_tensors(g), (double)bt_gguf_file_size(g) / MIB);
-    printf("architecture: llama\n");
+    printf("architecture: %s\n", bt_arch_name(hp.arch));
     printf("layers:       %d\n", hp.n_layer);
     printf("embedding:    %d\n", hp.n_embd);
     printf("feed-forward: %d\n", hp.n_ff);
