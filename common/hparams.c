@@ -76,6 +76,7 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
                             (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     char k[96];
 #define KEY(suffix) akey(k, sizeof k, hp.arch, suffix)
+    hp.rope_neox = hp.arch != BT_ARCH_LLAMA;
 
     if ((st = get_int(g, KEY("block_count"), 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
         (st = get_int(g, KEY("embedding_length"), 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||

@@ -9,6 +9,8 @@
 #ifndef BT_HPARAMS_H
 #define BT_HPARAMS_H
 
+#include <stdbool.h>
+
 #include "gguf.h"
 #include "status.h"
 
@@ -49,6 +51,8 @@ typedef struct bt_hparams {
     float rope_base;       /* <arch>.rope.freq_base (default 10000) */
     float rope_freq_scale; /* 1 / <arch>.rope.scaling.factor (default 1) */
     float rms_eps;         /* <arch>.attention.layer_norm_rms_epsilon */
+    bool rope_neox;        /* rope rotates pairs (i, i + head_dim/2), not (2i, 2i+1): GPT-NeoX
+                              style, as Qwen, Phi-3 and Gemma (ggml's LLAMA_ROPE_TYPE_NEOX) */
 } bt_hparams;
 
 /* Fills *out from g; BT_ERR_UNSUPPORTED for another architecture, BT_ERR_FORMAT (message

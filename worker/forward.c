@@ -145,6 +145,10 @@ bt_status bt_forward_check_numerics(const bt_hparams *hp, const bt_weights *w, b
     if (!bt_lc_cpu_ok())
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "numerics llamacpp: this CPU lacks AVX2, FMA or F16C");
+    if (hp->arch != BT_ARCH_LLAMA)
+        return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                            "numerics llamacpp: reproduces the llama architecture only, not %s",
+                            bt_arch_name(hp->arch));
     if (!bt_lc_head_dim_ok(hp->head_dim))
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "numerics llamacpp: head_dim %d is not a multiple of 64 up to %d",
@@ -222,13 +226,16 @@ static void rope_cache(float *cs, int pos, int D, float base, float freq_scale,
     }
 }
 
-static void rope_apply(float *x, const float *cs, int n_heads, int D) {
+/* Pair j of each head turns by angle j of cs: elements (2j, 2j+1), or (j, j + D/2) when neox. */
+static void rope_apply(float *x, const float *cs, int n_heads, int D, bool neox) {
+    int stride = neox ? D / 2 : 1, n_pairs = D / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * D;
-        for (int i = 0; i < D; i += 2) {
-            float x0 = v[i], x1 = v[i + 1], c = cs[i], s = cs[i + 1];
-            v[i] = x0 * c - x1 * s;
-            v[i + 1] = x0 * s + x1 * c;
+        for (int j = 0; j < n_pairs; j++) {
+            int i0 = neox ? j : 2 * j;
+            float x0 = v[i0], x1 = v[i0 + stride], c = cs[2 * j], s = cs[2 * j + 1];
+            v[i0] = x0 * c - x1 * s;
+            v[i0 + stride] = x0 * s + x1 * c;
         }
     }
 }
@@ -328,8 +335,8 @@ static void row_rope_store(bt_forward *fw, int r) {
         bt_lc_rope(fw->q + (size_t)r * Q, cs, hp->n_head, D);
         bt_lc_rope(k, cs, hp->n_head_kv, D);
     } else {
-        rope_apply(fw->q + (size_t)r * Q, cs, hp->n_head, D);
-        rope_apply(k, cs, hp->n_head_kv, D);
+        rope_apply(fw->q + (size_t)r * Q, cs, hp->n_head, D, hp->rope_neox);
+        rope_apply(k, cs, hp->n_head_kv, D, hp->rope_neox);
     }
     int pos = fw->pos[r];
     int block = bt_kv_seq_table(fw->kv, fw->seq[r])[pos / BT_KV_BLOCK_TOKENS];
