@@ -8,6 +8,7 @@
 #include "tensor_type.h"
 
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 static_assert(sizeof(bt_half) == 2, "bt_half is 2 bytes");
@@ -316,5 +317,19 @@ void bt_dequant_row(bt_type type, const void *src, float *dst, int64_t n) {
     default:
         assert(!"bt_dequant_row: unsupported type");
         break;
+    }
+}
+
+void bt_quantize_row_q8_0(const float *x, bt_block_q8_0 *y, int64_t n) {
+    assert(n % BT_QK == 0);
+    for (int64_t b = 0; b < n / BT_QK; b++, x += BT_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < BT_QK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = bt_f32_to_half(d);
+        for (int j = 0; j < BT_QK; j++)
+            y[b].qs[j] = (int8_t)roundf(x[j] * id);
     }
 }

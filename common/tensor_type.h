@@ -98,4 +98,8 @@ uint16_t bt_f32_to_bf16(float f); /* round to nearest even */
  * size; type supported). This is the definition every fast kernel is tested against. */
 void bt_dequant_row(bt_type type, const void *src, float *dst, int64_t n);
 
+/* n floats (a multiple of BT_QK) into n/BT_QK Q8_0 blocks, ggml's quantize_row_q8_0_ref to the
+ * bit: the q8_0 KV cache and the test files' writer both use it. */
+void bt_quantize_row_q8_0(const float *x, bt_block_q8_0 *y, int64_t n);
+
 #endif

@@ -209,19 +209,6 @@ size_t bt_kv_row_bytes(bt_type type, int head_dim) {
     }
 }
 
-void bt_kv_quantize_q8_0(const float *src, bt_block_q8_0 *dst, int n) {
-    for (int b = 0; b < n / BT_QK; b++) {
-        const float *x = src + (size_t)b * BT_QK;
-        float amax = 0.0f;
-        for (int i = 0; i < BT_QK; i++)
-            amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        dst[b].d = bt_f32_to_half(d);
-        for (int i = 0; i < BT_QK; i++)
-            dst[b].qs[i] = (int8_t)roundf(x[i] * id);
-    }
-}
-
 void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v) {
     int D = kv->p.head_dim;
     assert(slot >= 0 && slot < BT_KV_BLOCK_TOKENS);
@@ -235,8 +222,8 @@ void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k
             bt_kv_f32_to_f16(vg, (bt_half *)(vb + off), D);
             break;
         case BT_TYPE_Q8_0:
-            bt_kv_quantize_q8_0(kg, (bt_block_q8_0 *)(kb + off), D);
-            bt_kv_quantize_q8_0(vg, (bt_block_q8_0 *)(vb + off), D);
+            bt_quantize_row_q8_0(kg, (bt_block_q8_0 *)(kb + off), D);
+            bt_quantize_row_q8_0(vg, (bt_block_q8_0 *)(vb + off), D);
             break;
         default:
             memcpy(kb + off, kg, sizeof(float) * (size_t)D);

@@ -97,11 +97,6 @@ void *bt_kv_block_v(const bt_kv_cache *kv, int layer, int block);
  * different slots are safe. */
 void bt_kv_store(bt_kv_cache *kv, int layer, int block, int slot, const float *k, const float *v);
 
-/* q8_0 quantization of n values (n a multiple of 32) as the cache stores them: per block of
- * 32, d = max|x| / 127 stored as f16, q = round(x / d) with the f32 d (llama.cpp's
- * quantize_row_q8_0_ref). */
-void bt_kv_quantize_q8_0(const float *src, bt_block_q8_0 *dst, int n);
-
 /* Conversions used by the cache (F16C when the CPU has it, else the scalar
  * bt_f32_to_half / bt_half_to_f32; both round to nearest even, so the bits are the same). */
 void bt_kv_f32_to_f16(const float *src, bt_half *dst, int n);

@@ -7,17 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-static void q8_0_block(const float *x, bt_block_q8_0 *y) {
-    float amax = 0.0f;
-    for (int j = 0; j < BT_QK; j++)
-        amax = fmaxf(amax, fabsf(x[j]));
-    const float d = amax / 127.0f;
-    const float id = d ? 1.0f / d : 0.0f;
-    y->d = bt_f32_to_half(d);
-    for (int j = 0; j < BT_QK; j++)
-        y->qs[j] = (int8_t)roundf(x[j] * id);
-}
-
 /* The value with the largest magnitude, sign kept (ggml's `max` in q4_0/q5_0). */
 static float signed_absmax(const float *x, int n) {
     float amax = 0.0f, max = 0.0f;
@@ -410,8 +399,7 @@ bt_status bt_quantize_row_ref(bt_type type, const float *src, void *dst, int64_t
             ((uint16_t *)dst)[i] = bt_f32_to_bf16(src[i]);
         return BT_OK;
     case BT_TYPE_Q8_0:
-        for (int64_t b = 0; b < nb; b++)
-            q8_0_block(src + b * BT_QK, (bt_block_q8_0 *)dst + b);
+        bt_quantize_row_q8_0(src, dst, n);
         return BT_OK;
     case BT_TYPE_Q4_0:
         for (int64_t b = 0; b < nb; b++)

@@ -238,7 +238,7 @@ static void test_q8_store(void) {
             for (int which = 0; which < 2; which++) {
                 row_f32(kf, which, 0, t, g, x);
                 row_f32(kv, which, 0, t, g, y);
-                bt_kv_quantize_q8_0(x, blk, D);
+                bt_quantize_row_q8_0(x, blk, D);
                 for (int b = 0; b < D / 32; b++) {
                     float amax = 0.0f;
                     for (int i = 0; i < 32; i++)
