@@ -451,11 +451,7 @@ static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, const float *x, int 
     int64_t total = 0;
     for (int j = 0; j < c.n_jobs; j++)
         total += jobs[j].w->n_rows;
-    /* About 4 tasks per thread for balance, in multiples of 16 rows. The split never changes a
-     * result: each output is computed whole by one kernel call. */
-    int64_t per = (total + 4 * fw->n_threads - 1) / (4 * fw->n_threads);
-    per = (per + 15) / 16 * 16;
-    c.chunk = (int)(per < 16 ? 16 : per);
+    c.chunk = (int)bt_forward_rows_per_task(total, fw->n_threads);
     int n_tasks = 0;
     for (int j = 0; j < c.n_jobs; j++) {
         c.tasks[j] = (int)((jobs[j].w->n_rows + c.chunk - 1) / c.chunk);

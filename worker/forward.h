@@ -63,4 +63,14 @@ void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_
                     const int32_t *tokens, const float *act_in, float *act_out,
                     const int32_t *out_rows, int n_out, float *logits);
 
+/* Weight rows per task of a matrix section of total_rows rows over n_threads threads: about 4
+ * tasks per thread, so threads that free up early take the rest, in multiples of 16 rows. The
+ * split never changes a result (each output is computed whole by one kernel call). The probe
+ * (probe.h) times its sections with the same split. */
+static inline int64_t bt_forward_rows_per_task(int64_t total_rows, int n_threads) {
+    int64_t per = (total_rows + 4 * n_threads - 1) / (4 * n_threads);
+    per = (per + 15) / 16 * 16;
+    return per < 16 ? 16 : per;
+}
+
 #endif

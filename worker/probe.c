@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "forward.h"
 #include "kernels/kernels.h"
 #include "threadpool.h"
 
@@ -187,10 +188,7 @@ static void run_section(bt_threadpool *pool, int n_threads, layer *L, const bt_p
                           .y = L->y[m]};
         total += L->n_rows[m];
     }
-    /* forward.c's tiling: about 4 tasks per thread, in multiples of 16 rows */
-    int64_t per = (total + 4 * n_threads - 1) / (4 * n_threads);
-    per = (per + 15) / 16 * 16;
-    c.chunk = per < 16 ? 16 : per;
+    c.chunk = bt_forward_rows_per_task(total, n_threads);
     int n_tasks = 0;
     for (int j = 0; j < n; j++) {
         c.jobs[j].tasks = (int)((c.jobs[j].n_rows + c.chunk - 1) / c.chunk);
