@@ -294,6 +294,9 @@ int bt_stage_is_first(const bt_stage *s) {
 int bt_stage_is_last(const bt_stage *s) {
     return s->w.has_head;
 }
+bt_threadpool *bt_stage_pool(bt_stage *s) {
+    return s->pool;
+}
 int bt_stage_max_batch(const bt_stage *s) {
     return s->params.max_batch;
 }

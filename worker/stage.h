@@ -32,6 +32,7 @@
 #include "gguf.h"
 #include "numerics.h"
 #include "status.h"
+#include "threadpool.h"
 #include "tensor_type.h"
 
 typedef struct bt_stage_params {
@@ -106,5 +107,9 @@ size_t bt_stage_weight_bytes(const bt_stage *st); /* bytes of this stage's weigh
 bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16, Q8_0 or F32 */
 /* Tokens a sequence can still grow by before BT_ERR_LIMIT (ignores other sequences). */
 int bt_stage_seq_tokens_left(const bt_stage *st, int seq);
+
+/* The stage's compute threads, borrowed, for work on a pass's results (the last stage's
+ * sampling): only the thread that holds the stage may run sections on it, between passes. */
+bt_threadpool *bt_stage_pool(bt_stage *st);
 
 #endif

@@ -73,7 +73,8 @@ typedef struct bt_stage_loop {
     bt_stage *stage;
     bt_codec *codec;
     /* last stage only: */
-    bt_sampler *sampler;
+    bt_sampler **samplers; /* [n_samplers]: one per compute thread (sample_task) */
+    int n_samplers;
     bt_sampler_hist *hist;      /* tokens of every sequence slot, for the penalties */
     bt_sampler_params *seqs;    /* [max_seqs] */
     int32_t *n_prompt;          /* [max_seqs] prompt length from the SamplingParams */
@@ -91,7 +92,10 @@ typedef struct bt_stage_loop {
     uint32_t *res_ntop;         /* [max_seqs] */
     int32_t *res_top_tok;       /* [max_seqs][BT_MAX_TOP_LOGPROBS] */
     float *res_top_lp;          /* [max_seqs][BT_MAX_TOP_LOGPROBS] */
-    bt_sample sample;           /* scratch of one sampled row */
+    bt_sample *samples;         /* [max_seqs] the sampled rows of a batch, in row order */
+    int32_t *task_row;          /* [min(max_seqs, max_batch) + BT_SCORE_ROWS] batch row of each
+                                   sample_task task */
+    int32_t *task_logits;       /* [same] its logit row */
     uint8_t *out;               /* outgoing frame buffer, max_frame */
     bt_arena arena;
     int n_embd, n_vocab;
@@ -458,10 +462,20 @@ static bt_status setup(loop *L, const Baton__Hello *h, const bt_stage_loop_param
         L->seq_has_params = alloc_zero(S, 1);
         L->n_prompt = alloc_zero(S, sizeof(int32_t));
         L->hist_partial = alloc_zero(S, 1);
-        if (!L->logits || !L->seqs || !L->seq_has_params || !L->n_prompt || !L->hist_partial)
+        L->samples = alloc_zero(S, sizeof *L->samples);
+        /* a row may be both sampled and scored: a task each */
+        L->task_row = alloc_zero(rows, sizeof(int32_t));
+        L->task_logits = alloc_zero(rows, sizeof(int32_t));
+        L->n_samplers = bt_threadpool_n_threads(bt_stage_pool(L->stage));
+        L->samplers = alloc_zero((size_t)L->n_samplers, sizeof *L->samplers);
+        if (!L->logits || !L->seqs || !L->seq_has_params || !L->n_prompt || !L->hist_partial ||
+            !L->samples || !L->task_row || !L->task_logits || !L->samplers)
             return bt_error_set(err, BT_ERR_NOMEM, "stage: out of memory for logits");
-        if ((st = bt_sampler_new(L->n_vocab, h->eog, (int)h->n_eog, &L->sampler, err)) != BT_OK ||
-            (st = bt_sampler_hist_new((int32_t)S, L->n_vocab, &L->hist, err)) != BT_OK)
+        for (int i = 0; i < L->n_samplers; i++)
+            if ((st = bt_sampler_new(L->n_vocab, h->eog, (int)h->n_eog, &L->samplers[i], err)) !=
+                BT_OK)
+                return st;
+        if ((st = bt_sampler_hist_new((int32_t)S, L->n_vocab, &L->hist, err)) != BT_OK)
             return st;
     }
     return start_worker(L, err);
@@ -482,7 +496,12 @@ static void teardown(loop *L) {
     bt_stage_free(L->stage);
     bt_gguf_free(L->own_g); /* after the stage, whose weights point into it */
     bt_codec_free(L->codec);
-    bt_sampler_free(L->sampler);
+    for (int i = 0; L->samplers && i < L->n_samplers; i++)
+        bt_sampler_free(L->samplers[i]);
+    free(L->samplers);
+    free(L->samples);
+    free(L->task_row);
+    free(L->task_logits);
     bt_sampler_hist_free(L->hist);
     free(L->seqs);
     free(L->seq_has_params);
@@ -804,6 +823,33 @@ static float target_logprob(const float *logits, int n_vocab, int32_t target) {
     return (float)((double)(logits[target] - mx) - log(sum));
 }
 
+/* The last stage's work on a pass's logits, one task per row on the stage's threads (a row
+ * is a pure function of its logits, parameters and history, so the thread that runs it
+ * changes no bit): task k < n_want samples the k-th wanted row into samples[k], the others
+ * score a target into res_target_lp. Histories are complete before the section starts. */
+typedef struct {
+    loop *L;
+    const Baton__StageBatch *b;
+    int n_want;
+} sample_ctx;
+
+static void sample_task(void *p, int task, int thread) {
+    const sample_ctx *c = p;
+    loop *L = c->L;
+    const Baton__StageBatch *b = c->b;
+    int i = L->task_row[task];
+    const float *logits = L->logits + (size_t)L->task_logits[task] * (size_t)L->n_vocab;
+    if (task >= c->n_want) {
+        L->res_target_lp[task - c->n_want] = target_logprob(logits, L->n_vocab, b->target[i]);
+        return;
+    }
+    int32_t s = b->seq[i];
+    int32_t n_generated = b->pos[i] + 1 - L->n_prompt[s];
+    bt_sampler_history h = bt_sampler_hist_view(L->hist, s, n_generated > 0 ? n_generated : 0);
+    bt_sampler_sample(L->samplers[thread], &L->seqs[s], &h, b->pos[i] + 1, logits,
+                      &L->samples[task]);
+}
+
 static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b, bt_error *err) {
     bt_status st = check_batch(L, b, f, err);
     if (st != BT_OK)
@@ -864,28 +910,38 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
         bool generated = L->seq_has_params[s] && b->pos[i] >= L->n_prompt[s];
         bt_sampler_hist_add(L->hist, s, b->token[i], generated);
     }
-    int k = 0, n_scored = 0;
-    size_t n_top = 0;
+    /* Tasks: the sampled rows (0..n_want-1, in row order), then the scored ones. */
+    int n_scored = 0, k = 0;
     for (int i = 0, row = -1; i < n; i++) {
         if (!L->need_logits[i])
             continue;
-        const float *logits = L->logits + (size_t)(++row) * (size_t)L->n_vocab;
-        if (b->n_target && b->target[i] >= 0)
-            L->res_target_lp[n_scored++] = target_logprob(logits, L->n_vocab, b->target[i]);
+        row++;
         if (!L->want[i])
             continue;
         int32_t s = b->seq[i];
-        const bt_sampler_params *sp = &L->seqs[s];
-        if (L->hist_partial[s] && uses_penalties(sp))
+        if (L->hist_partial[s] && uses_penalties(&L->seqs[s]))
             return bt_error_set(err, BT_ERR_PROTOCOL,
                                 "StageBatch row %d: seq %d asks for penalties after a TRUNCATE "
                                 "(the last stage keeps token counts, not the token list)",
                                 i, s);
-        int32_t n_generated = b->pos[i] + 1 - L->n_prompt[s];
-        bt_sampler_history h = bt_sampler_hist_view(L->hist, s, n_generated > 0 ? n_generated : 0);
-        bt_sample *out = &L->sample;
-        bt_sampler_sample(L->sampler, sp, &h, b->pos[i] + 1, logits, out);
-        L->res_seq[k] = s;
+        L->task_row[k] = i;
+        L->task_logits[k++] = row;
+    }
+    for (int i = 0, row = -1; i < n; i++) {
+        if (!L->need_logits[i])
+            continue;
+        row++;
+        if (b->n_target && b->target[i] >= 0) {
+            L->task_row[n_want + n_scored] = i;
+            L->task_logits[n_want + n_scored++] = row;
+        }
+    }
+    sample_ctx sc = {L, b, n_want};
+    bt_threadpool_run(bt_stage_pool(L->stage), sample_task, &sc, n_want + n_scored);
+    size_t n_top = 0;
+    for (k = 0; k < n_want; k++) {
+        const bt_sample *out = &L->samples[k];
+        L->res_seq[k] = b->seq[L->task_row[k]];
         L->res_tok[k] = out->token;
         L->res_lp[k] = out->logprob;
         L->res_ntop[k] = (uint32_t)out->n_top;
@@ -893,7 +949,6 @@ static bt_status on_batch(loop *L, const bt_frame_view *f, Baton__StageBatch *b,
         memcpy(L->res_top_lp + n_top, out->top_logprob,
                sizeof *out->top_logprob * (size_t)out->n_top);
         n_top += (size_t)out->n_top;
-        k++;
     }
     Baton__SampleResults r = BATON__SAMPLE_RESULTS__INIT;
     r.step = b->step;

@@ -78,4 +78,13 @@ for stages in 1 2; do
     fi
 done
 cmp -s "$tmp/one.1.ref" "$tmp/one.2.ref" && pass "1 stage == 2 stages" || fail "1 vs 2 stages differ"
+# The last stage samples and scores the rows of a batch in parallel on its threads: a seeded
+# --n 3 with top-5 logprobs on one thread is the two-thread run's, bit for bit.
+if run seeded_t1 --temperature 0.8 --seed 5 --n 3 --logprobs 5 --threads 1 &&
+    run seeded_t2 --temperature 0.8 --seed 5 --n 3 --logprobs 5 --threads 2; then
+    ids_and_lps "$tmp/seeded_t1" >"$tmp/a"
+    ids_and_lps "$tmp/seeded_t2" >"$tmp/b"
+    [[ -s $tmp/a ]] && cmp -s "$tmp/a" "$tmp/b" && pass "seeded --n 3: 1 thread == 2 threads" ||
+        fail "seeded --n 3 differs between 1 and 2 threads"
+fi
 finish
