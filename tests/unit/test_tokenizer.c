@@ -471,6 +471,10 @@ static void test_shared(const char *dir) {
     check_llama_vectors(dir, "llama-spm", (vec_opts){false, false, true}, "");
     check_llama_vectors(dir, "starcoder", (vec_opts){false, true, false}, "starcoder");
     check_llama_vectors(dir, "refact", (vec_opts){false, true, false}, "refact");
+    /* Issue #13's families: Llama 3, Qwen 2/2.5/3 and Phi-3 (SPM) */
+    check_llama_vectors(dir, "llama-bpe", (vec_opts){false, true, false}, "llama-bpe");
+    check_llama_vectors(dir, "qwen2", (vec_opts){false, false, false}, "qwen2");
+    check_llama_vectors(dir, "phi-3", (vec_opts){false, false, true}, "");
 
     char path[4096];
     bt_gguf *g;
