@@ -61,4 +61,22 @@ a=$("$BATON" tokenize --model "$GEMMA" --prompt "Hello" --ids 2>/dev/null)
 b=$("$BATON" tokenize --model "$GEMMA" --prompt " Hello" --ids 2>/dev/null)
 [[ -n $a && $a != "$b" && $(wc -w <<<"$a") -eq 1 ]] && pass "no prefix space: '$a' vs '$b'" ||
     fail "prefix space: 'Hello' -> '$a', ' Hello' -> '$b'"
+# Chat (issue #13 item: the Gemma chat template). The 270M base file carries no
+# tokenizer.chat_template: --chat alone is refused naming the fix; with --chat-template gemma
+# the ids are BOS + llama.cpp's ids of the rendered text (special lines 3 and 14 of the
+# goldens: Gemma's turn markers, the system message folded into the user turn).
+err=$("$BATON" tokenize --model "$GEMMA" --chat --prompt hi 2>&1 >/dev/null)
+rc=$?
+[[ $rc -ne 0 && $err == *"no chat template"*"--chat-template NAME"*gemma* ]] &&
+    pass "--chat without a template in the file: refused naming --chat-template" ||
+    fail "--chat without a template: rc $rc: $err"
+want=$(sed -n 3p "$GOLDEN/gemma3-tokenize-special.out")
+got=$("$BATON" tokenize --model "$GEMMA" --chat --chat-template gemma --prompt hi --ids 2>/dev/null)
+[[ $got == "2$want" ]] && pass "--chat-template gemma: $got" ||
+    fail "--chat-template gemma: '$got', want '2$want'"
+want=$(sed -n 14p "$GOLDEN/gemma3-tokenize-special.out")
+got=$("$BATON" tokenize --model "$GEMMA" --chat --chat-template gemma --system "Be brief." \
+    --prompt hi --ids 2>/dev/null)
+[[ $got == "2$want" ]] && pass "--chat-template gemma --system: $got" ||
+    fail "--chat-template gemma --system: '$got', want '2$want'"
 finish

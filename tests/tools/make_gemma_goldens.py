@@ -112,6 +112,9 @@ SPECIAL_TESTS = [
     # U+2581 in the input is SentencePiece's space: it comes back as " " (llama.cpp does not
     # round-trip it), so it lives here where only the ids are compared.
     "\u2581 literal U+2581 \u2581\u2581 and NBSP\u00a0here",
+    # the Gemma chat format with a system message folded into the user turn, as
+    # `baton tokenize --chat --chat-template gemma --system "Be brief." --prompt hi` renders it
+    "<start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\n",
 ]
 
 
