@@ -585,6 +585,7 @@ typedef struct tok_sink {
     const bt_vocab *v;
     bt_chat_kind kind; /* for messages */
     bool parse_special;
+    bool strip_lead; /* the last marker strips the whitespace after it (Phi-3's RSTRIP) */
     sbuf run;
     int32_t *ids;
     size_t cap, n; /* n counts ids needed, also past cap */
@@ -598,18 +599,29 @@ static void tok_push(tok_sink *k, int32_t id) {
     k->n++;
 }
 
-static void tok_flush(tok_sink *k) {
+/* Tokenizes the run. As llama.cpp's split of the rendered text: whitespace after a marker
+ * with RSTRIP and before one with LSTRIP (strip_tail) is not part of the stretch. */
+static void tok_flush(tok_sink *k, bool strip_tail) {
+    bool lead = k->strip_lead;
+    k->strip_lead = false;
     if (k->st != BT_OK || k->run.n == 0)
+        return;
+    const char *p = k->run.p;
+    size_t len = k->run.n;
+    while (lead && len > 0 && is_ws(*p))
+        p++, len--;
+    while (strip_tail && len > 0 && is_ws(p[len - 1]))
+        len--;
+    k->run.n = 0;
+    if (len == 0)
         return;
     size_t m = 0;
     int32_t *dst = k->n < k->cap ? k->ids + k->n : NULL;
     size_t room = k->n < k->cap ? k->cap - k->n : 0;
-    bt_status st =
-        bt_tokenize(k->v, k->run.p, k->run.n, false, k->parse_special, dst, room, &m, k->err);
+    bt_status st = bt_tokenize(k->v, p, len, false, k->parse_special, dst, room, &m, k->err);
     if (st != BT_OK && st != BT_ERR_LIMIT) /* a short buffer is reported once, at the end */
         k->st = st;
     k->n += m;
-    k->run.n = 0;
 }
 
 static void tok_text(tok_sink *k, const char *t, size_t len) {
@@ -635,7 +647,8 @@ static void tok_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
             return;
         }
     }
-    tok_flush(k);
+    uint32_t attr = bt_vocab_token_attr(k->v, id);
+    tok_flush(k, (attr & BT_TOKEN_ATTR_LSTRIP) != 0);
     if (k->st != BT_OK)
         return;
     if (id == BT_TOKEN_NULL) {
@@ -645,6 +658,7 @@ static void tok_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
         return;
     }
     tok_push(k, id);
+    k->strip_lead = (attr & BT_TOKEN_ATTR_RSTRIP) != 0;
 }
 
 #define BT_CHAT_ROLE_NAME(name) " " #name
@@ -691,7 +705,7 @@ bt_status bt_chat_tokenize(const bt_chat_template *t, const bt_vocab *v, const b
     if (bt_vocab_add_bos(v) && bt_vocab_bos(v) != BT_TOKEN_NULL)
         tok_push(&k, bt_vocab_bos(v));
     walk(t, msgs, n_msgs, p->add_generation_prompt, &k.base);
-    tok_flush(&k);
+    tok_flush(&k, false);
     if (k.st == BT_OK && bt_vocab_add_eos(v) && bt_vocab_eos(v) != BT_TOKEN_NULL)
         tok_push(&k, bt_vocab_eos(v));
     free(k.run.p);

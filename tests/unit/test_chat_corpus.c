@@ -85,6 +85,71 @@ static int check_render(const char *dir, const char *stem, const char *tag,
     return ok;
 }
 
+/* Line `line` (1-based) of a golden .out file as ids; returns the count, -1 when missing. */
+static int golden_ids(const char *path, int line, int32_t *ids, int cap) {
+    size_t n;
+    char *b = read_file(path, &n);
+    if (!b)
+        return -1;
+    char *p = b;
+    for (int i = 1; i < line && p; i++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    int k = -1;
+    if (p) {
+        k = 0;
+        char *e = strchr(p, '\n');
+        if (e)
+            *e = '\0';
+        for (char *t = strtok(p, " "); t && k < cap; t = strtok(NULL, " "))
+            ids[k++] = (int32_t)strtol(t, NULL, 10);
+    }
+    free(b);
+    return k;
+}
+
+/* bt_chat_tokenize with a corpus template on the family's real vocabulary equals llama.cpp's
+ * ids of the same conversation rendered (line 3 of tests/data/golden/vocab-NAME-special.out,
+ * make_vocab_goldens.py): Qwen 2.5's default system, Llama 3.1's dated system turn, Phi-3's
+ * markers that swallow the newline after them. The conversation is the one of that line. */
+static void check_chat_ids(const char *shared, const char *data, const char *vocab,
+                           const char *tpl_file, const bt_chat_msg *msgs, size_t n, bool add_bos) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_templates/corpus/%s", data, tpl_file);
+    size_t tl;
+    char *text = read_file(path, &tl);
+    bt_chat_template t;
+    CHECK(text && bt_chat_template_detect_text(text, tl, &t, NULL) == BT_OK);
+    free(text);
+    snprintf(path, sizeof path, "%s/testdata/vocab/ggml-vocab-%s.gguf", shared, vocab);
+    bt_gguf *g = NULL;
+    bt_vocab *v = NULL;
+    if (bt_gguf_open(path, &g, NULL) != BT_OK || bt_vocab_load(g, &v, NULL) != BT_OK) {
+        check_fail(__FILE__, __LINE__, "%s does not load", path);
+        bt_gguf_free(g);
+        return;
+    }
+    int32_t want[512], got[512];
+    int nw = 0;
+    if (add_bos)
+        want[nw++] = bt_vocab_bos(v);
+    snprintf(path, sizeof path, "%s/golden/vocab-%s-special.out", data, vocab);
+    int k = golden_ids(path, 3, want + nw, 500);
+    CHECK(k > 0);
+    nw += k > 0 ? k : 0;
+    size_t ng = 0;
+    bt_chat_params p = bt_chat_default_params();
+    CHECK_OK(bt_chat_tokenize(&t, v, msgs, n, &p, got, 512, &ng, NULL));
+    bool ok = (int)ng == nw && memcmp(got, want, ng * sizeof *got) == 0;
+    printf("chat ids %s on %s: %zu ids, %s llama.cpp's\n", bt_chat_kind_name(t.kind), vocab, ng,
+           ok ? "equal to" : "DIFFERENT from");
+    CHECK(ok);
+    bt_vocab_free(v);
+    bt_gguf_free(g);
+}
+
 int main(void) {
     const char *data = check_data_dir("chat template corpus");
     if (!data)
@@ -169,5 +234,16 @@ int main(void) {
     CHECK(n_jinja >= 70);
     printf("chat corpus: %d templates, %d recognised, %d refused, %d as expected\n", n_files,
            n_kind, n_refused, n_ok);
+
+    const char *shared = check_shared_dir("vocabularies for chat ids");
+    if (shared) {
+        const bt_chat_msg qwen[] = {{"user", "Hello!"}};
+        check_chat_ids(shared, data, "qwen2", "Qwen-Qwen2.5-7B-Instruct.jinja", qwen, 1, false);
+        const bt_chat_msg l31[] = {{"system", "Be brief."}, {"user", "Hello!"}};
+        check_chat_ids(shared, data, "llama-bpe", "meta-llama-Llama-3.1-8B-Instruct.jinja", l31, 2,
+                       false); /* the golden text begins with <|begin_of_text|> */
+        check_chat_ids(shared, data, "phi-3", "microsoft-Phi-3.5-mini-instruct.jinja", conv_sys, 4,
+                       true);
+    }
     return check_finish();
 }

@@ -203,6 +203,37 @@ static void check_llama_vectors(const char *dir, const char *name, vec_opts o, c
     bt_gguf_free(g);
 }
 
+/* Chat markers of issue #13's vocabularies with parse_special (tests/data/golden/
+ * vocab-NAME-special.*, from tests/tools/make_vocab_goldens.py): Phi-3's specials strip the
+ * whitespace after them (RSTRIP, set from general.name as llama.cpp does). Ids only: the
+ * stripped whitespace does not come back on decode. */
+static void check_special_goldens(const char *dir, const char *name) {
+    const char *data = check_data_dir("vocab special goldens");
+    if (!data)
+        return;
+    char path[4096], inp[4200], outp[4200];
+    snprintf(path, sizeof path, "%s/testdata/vocab/ggml-vocab-%s.gguf", dir, name);
+    snprintf(inp, sizeof inp, "%s/golden/vocab-%s-special.inp", data, name);
+    snprintf(outp, sizeof outp, "%s/golden/vocab-%s-special.out", data, name);
+    bt_gguf *g = NULL;
+    bt_vocab *v = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    if (bt_gguf_open(path, &g, &err) != BT_OK || bt_vocab_load(g, &v, &err) != BT_OK) {
+        check_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+        bt_gguf_free(g);
+        return;
+    }
+    char label[64];
+    snprintf(label, sizeof label, "%s-special", name);
+    int n;
+    int m = run_vectors(label, v, inp, outp, (vec_opts){true, true, false}, &n);
+    CHECK_EQ_INT(m, n);
+    CHECK(n >= 7);
+    bt_vocab_free(v);
+    bt_gguf_free(g);
+}
+
 /* ---- synthetic vocabularies ---- */
 
 /* A byte-level BPE vocab: the 256 mapped bytes, "ab", "abc", "<|im_start|>" (CONTROL) and
@@ -476,6 +507,9 @@ static void test_shared(const char *dir) {
     check_llama_vectors(dir, "llama-bpe", (vec_opts){false, true, false}, "llama-bpe");
     check_llama_vectors(dir, "qwen2", (vec_opts){false, false, false}, "qwen2");
     check_llama_vectors(dir, "phi-3", (vec_opts){false, false, true}, "");
+    check_special_goldens(dir, "llama-bpe");
+    check_special_goldens(dir, "qwen2");
+    check_special_goldens(dir, "phi-3");
 
     char path[4096];
     bt_gguf *g;
