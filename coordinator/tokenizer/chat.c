@@ -138,7 +138,7 @@ static bool chatml_variant(const tpl_text *t) {
  * we render; a template that llama.cpp would give a kind we lack (phi4, SmolVLM, falcon3,
  * zephyr, ...) is NONE here, never the nearest kind we have. */
 static bt_chat_kind detect_kind(const tpl_text *t, const char **why) {
-    *why = "no known markers";
+    *why = "none of the formats baton renders";
     if (has(t, "<|im_start|>")) {
         *why = "ChatML markers, but a variant that renders otherwise (a think block, a system "
                "preamble or tool prompt of its own, phi4, SmolVLM)";
@@ -172,8 +172,10 @@ static bt_chat_kind detect_kind(const tpl_text *t, const char **why) {
     }
     /* llama.cpp tests these before Gemma: a template with them is another kind. */
     if (has(t, "[gMASK]") || (has(t, "<|assistant|>") && has(t, "<|user|>")) ||
-        (has(t, "<|user|>") && has(t, "<|endoftext|>")) || has(t, "bos_token + message['role']"))
+        (has(t, "<|user|>") && has(t, "<|endoftext|>")) || has(t, "bos_token + message['role']")) {
+        *why = "markers of a kind baton does not render (ChatGLM, Zephyr, ...)";
         return BT_CHAT_NONE;
+    }
     if (has(t, "<start_of_turn>"))
         return BT_CHAT_GEMMA;
     if (has(t, "<|start_header_id|>") && has(t, "<|end_header_id|>")) {
