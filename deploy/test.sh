@@ -33,6 +33,9 @@ deploy/install-deps.sh
 step "model"
 BATON_MODEL=$(deploy/fetch-model.sh)
 export BATON_MODEL
+# Issue #13's second real model (Gemma 3 270M): its tokenizer tests run on the real file.
+BATON_GEMMA_MODEL=$(deploy/fetch-model.sh gemma3-270m)
+export BATON_GEMMA_MODEL
 
 step "server tests' Python venv (tests/server/setup_venv.sh)"
 # The server tests (ctest -L server) run from this venv; without PyPI they are skipped (77).

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BT_CHAT_KIND_NAME(e, name) " " name
 static const char kind_names[] = BT_CHAT_KIND_LIST(BT_CHAT_KIND_NAME) " mistral";
@@ -35,6 +36,8 @@ bt_status bt_chat_template_from_name(const char *name, bt_chat_template *out, bt
 #define BT_CHAT_KIND_MATCH(e, kname)                                                               \
     if (name && strcmp(name, kname) == 0) {                                                        \
         out->kind = BT_CHAT_##e;                                                                   \
+        if (out->kind == BT_CHAT_LLAMA31)                                                          \
+            snprintf(out->date, sizeof out->date, "26 Jul 2024"); /* Llama 3.1's default */        \
         return BT_OK;                                                                              \
     }
     BT_CHAT_KIND_LIST(BT_CHAT_KIND_MATCH)
@@ -56,35 +59,98 @@ static bool has(const tpl_text *s, const char *needle) {
     return find(s, needle) != NULL;
 }
 
-/* A ChatML template that inserts a system turn when the first message is not one (SmolLM2):
- * the text between "<|im_start|>system\n" and "<|im_end|>" inside that branch. */
+/* A ChatML template that inserts a system turn when the first message is not one: the literal
+ * text between "<|im_start|>system" + newline and "<|im_end|>" in that branch. SmolLM2 tests
+ * `messages[0]['role'] != 'system'` and writes a real newline; Qwen 2.5 (and MiMo) test `==`
+ * and write the default in the else branch with a Jinja "\n" escape. The first occurrence
+ * holding no Jinja (no quote, brace or +) and no escape is the default. */
 static void chatml_default_system(const tpl_text *tpl, char *out, size_t cap) {
     out[0] = '\0';
-    if (!has(tpl, "messages[0]['role'] != 'system'"))
+    if (!has(tpl, "messages[0]['role'] != 'system'") &&
+        !has(tpl, "messages[0]['role'] == 'system'"))
         return;
-    const char *tag = "<|im_start|>system\n";
+    static const char *const tags[] = {"<|im_start|>system\n", "<|im_start|>system\\n"};
+    const char *end = tpl->p + tpl->n;
+    for (size_t k = 0; k < 2; k++) {
+        size_t tl = strlen(tags[k]);
+        for (const char *p = find(tpl, tags[k]); p; p = memmem(p, (size_t)(end - p), tags[k], tl)) {
+            p += tl;
+            const char *q = memmem(p, (size_t)(end - p), "<|im_end|>", 10);
+            if (!q)
+                break;
+            size_t n = (size_t)(q - p);
+            if (n == 0 || n >= cap || memchr(p, '{', n) || memchr(p, '\'', n) ||
+                memchr(p, '"', n) || memchr(p, '+', n) || memchr(p, '\\', n))
+                continue; /* Jinja, not a literal default prompt */
+            memcpy(out, p, n);
+            out[n] = '\0';
+            return;
+        }
+    }
+}
+
+/* llama3.1: the literal of `set date_string = "..."` when the template has no clock. */
+static void llama31_date(const tpl_text *tpl, char *out, size_t cap) {
+    out[0] = '\0';
+    if (has(tpl, "strftime_now"))
+        return; /* today's date, at render time */
+    const char *tag = "set date_string = \"";
     const char *p = find(tpl, tag);
     if (!p)
         return;
     p += strlen(tag);
     const char *end = tpl->p + tpl->n;
-    const char *q = memmem(p, (size_t)(end - p), "<|im_end|>", 10);
-    if (!q || (size_t)(q - p) >= cap || memchr(p, '{', (size_t)(q - p)))
-        return; /* not a literal default prompt */
+    const char *q = memchr(p, '"', (size_t)(end - p));
+    if (!q || (size_t)(q - p) >= cap)
+        return;
     memcpy(out, p, (size_t)(q - p));
     out[q - p] = '\0';
+}
+
+/* Whether the template writes "{{- '<think>\n' }}" in an else branch: its generation prompt
+ * opens a think block unless told otherwise (Qwen 3.5), where Bielik and MiniCPM write it
+ * only when enable_thinking is set. */
+static bool think_by_default(const tpl_text *t) {
+    const char *needle = "{{- '<think>\\n' }}";
+    size_t nl = strlen(needle);
+    const char *end = t->p + t->n;
+    for (const char *p = find(t, needle); p; p = memmem(p + 1, (size_t)(end - p - 1), needle, nl)) {
+        const char *tag = NULL; /* the last "{%" before p */
+        for (const char *q = t->p; (q = memmem(q, (size_t)(p - q), "{%", 2)) != NULL; q += 2)
+            tag = q;
+        if (tag && (strncmp(tag, "{%- else", 8) == 0 || strncmp(tag, "{% else", 7) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* ChatML variants whose rendering differs from plain ChatML for a plain conversation. */
+static bool chatml_variant(const tpl_text *t) {
+    return has(t, "<|im_sep|>") || has(t, "<end_of_utterance>") || /* phi4, SmolVLM */
+           has(t, "assistant\\n<think>") || think_by_default(t) || /* reasoning opens */
+           has(t, "<think></think>") ||                            /* Nemotron history */
+           has(t, "Reasoning Mode") ||                             /* SmolLM3 metadata */
+           has(t, "function calling AI model");                    /* Hermes tool_use */
 }
 
 /* The kind of a template text, BT_CHAT_NONE when we do not render it. The checks and their
  * order are llama.cpp's llm_chat_detect_template (src/llama-chat.cpp) restricted to the kinds
  * we render; a template that llama.cpp would give a kind we lack (phi4, SmolVLM, falcon3,
  * zephyr, ...) is NONE here, never the nearest kind we have. */
-static bt_chat_kind detect_kind(const tpl_text *t) {
-    if (has(t, "<|im_start|>")) /* phi4 adds <|im_sep|>, SmolVLM <end_of_utterance> */
-        return has(t, "<|im_sep|>") || has(t, "<end_of_utterance>") ? BT_CHAT_NONE : BT_CHAT_CHATML;
+static bt_chat_kind detect_kind(const tpl_text *t, const char **why) {
+    *why = "none of the formats baton renders";
+    if (has(t, "<|im_start|>")) {
+        *why = "ChatML markers, but a variant that renders otherwise (a think block, a system "
+               "preamble or tool prompt of its own, phi4, SmolVLM)";
+        return chatml_variant(t) ? BT_CHAT_NONE : BT_CHAT_CHATML;
+    }
     if ((t->n >= 7 && memcmp(t->p, "mistral", 7) == 0) || has(t, "[INST]")) {
-        if (has(t, "[SYSTEM_PROMPT]"))
-            return BT_CHAT_MISTRAL_V7;
+        *why = "Mistral markers: v7-tekken (no spaces) or Nemo (system before the last user "
+               "turn), which baton does not render";
+        if (has(t, "[SYSTEM_PROMPT]")) /* v7 writes "[SYSTEM_PROMPT] "; v7-tekken no space */
+            return has(t, "'[SYSTEM_PROMPT] '") ? BT_CHAT_MISTRAL_V7 : BT_CHAT_NONE;
+        if (has(t, "loop.last and system_message"))
+            return BT_CHAT_NONE; /* Mistral Nemo: system text before the last user turn */
         /* Mistral's official templates: v1 spells "' [INST] ' + system_message", v3 and
          * v3-tekken have a tools block. */
         if (has(t, "' [INST] ' + system_message") || has(t, "[AVAILABLE_TOOLS]")) {
@@ -100,16 +166,29 @@ static bt_chat_kind detect_kind(const tpl_text *t) {
             return BT_CHAT_LLAMA2_SYS_BOS;
         return has(t, "<<SYS>>") ? BT_CHAT_LLAMA2_SYS : BT_CHAT_LLAMA2;
     }
-    if (has(t, "<|assistant|>") && has(t, "<|end|>"))
-        return BT_CHAT_PHI3;
+    if (has(t, "<|assistant|>") && has(t, "<|end|>")) {
+        *why = "Phi-3 markers with <|content|> (Apriel)";
+        return has(t, "<|content|>") ? BT_CHAT_NONE : BT_CHAT_PHI3;
+    }
     /* llama.cpp tests these before Gemma: a template with them is another kind. */
     if (has(t, "[gMASK]") || (has(t, "<|assistant|>") && has(t, "<|user|>")) ||
-        (has(t, "<|user|>") && has(t, "<|endoftext|>")) || has(t, "bos_token + message['role']"))
+        (has(t, "<|user|>") && has(t, "<|endoftext|>")) || has(t, "bos_token + message['role']")) {
+        *why = "markers of a kind baton does not render (ChatGLM, Zephyr, ...)";
         return BT_CHAT_NONE;
+    }
     if (has(t, "<start_of_turn>"))
         return BT_CHAT_GEMMA;
-    if (has(t, "<|start_header_id|>") && has(t, "<|end_header_id|>"))
+    if (has(t, "<|start_header_id|>") && has(t, "<|end_header_id|>")) {
+        /* Llama 3.1-3.3 open with a dated system turn; functionary's has no "Today Date". */
+        if (has(t, "\"Today Date: \" + date_string"))
+            return BT_CHAT_LLAMA31;
+        if (has(t, "Cutting Knowledge") || has(t, "function")) {
+            *why = "Llama 3 markers with a function-calling prompt of its own (functionary, "
+                   "firefunction)";
+            return BT_CHAT_NONE;
+        }
         return BT_CHAT_LLAMA3;
+    }
     return BT_CHAT_NONE;
 }
 
@@ -117,7 +196,8 @@ bt_status bt_chat_template_detect_text(const char *text, size_t len, bt_chat_tem
                                        bt_error *err) {
     memset(out, 0, sizeof *out);
     tpl_text t = {text, len};
-    out->kind = detect_kind(&t);
+    const char *why;
+    out->kind = detect_kind(&t, &why);
     if (out->kind == BT_CHAT_NONE) {
         /* The start of the text, on one line, for the message. */
         char head[61];
@@ -126,12 +206,14 @@ bt_status bt_chat_template_detect_text(const char *text, size_t len, bt_chat_tem
             head[k++] = text[i] == '\n' || text[i] == '\r' ? ' ' : text[i];
         head[k] = '\0';
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
-                            "chat template not recognised (\"%s%s\"); name one with "
+                            "chat template not recognised (\"%s%s\": %s); name one with "
                             "--chat-template NAME, NAME one of: %s",
-                            head, len > k ? "..." : "", bt_chat_template_names());
+                            head, len > k ? "..." : "", why, bt_chat_template_names());
     }
     if (out->kind == BT_CHAT_CHATML)
         chatml_default_system(&t, out->default_system, sizeof out->default_system);
+    if (out->kind == BT_CHAT_LLAMA31)
+        llama31_date(&t, out->date, sizeof out->date);
     return BT_OK;
 }
 
@@ -263,6 +345,32 @@ static void walk_llama3(const bt_chat_msg *msgs, size_t n, bool gen, seg_sink *s
         mark(s, "<|end_header_id|>");
         text(s, "\n\n");
     }
+}
+
+/* Llama 3.1 (3.2, 3.3) without tools: the first system message, trimmed, is hoisted into a
+ * system turn that is always written, after the knowledge-cutoff and date lines. */
+static void walk_llama31(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n, bool gen,
+                         seg_sink *s) {
+    char date[32];
+    if (t->date[0]) {
+        snprintf(date, sizeof date, "%s", t->date);
+    } else { /* strftime_now("%d %b %Y"), as transformers and llama.cpp's Jinja give it */
+        time_t now = time(NULL);
+        struct tm tm;
+        if (!localtime_r(&now, &tm) || strftime(date, sizeof date, "%d %b %Y", &tm) == 0)
+            snprintf(date, sizeof date, "26 Jul 2024");
+    }
+    size_t first = n > 0 && role_is(&msgs[0], "system") ? 1 : 0;
+    mark(s, "<|start_header_id|>");
+    text(s, "system");
+    mark(s, "<|end_header_id|>");
+    text(s, "\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+    text(s, date);
+    text(s, "\n\n");
+    if (first)
+        content(s, msgs[0].content, true);
+    mark(s, "<|eot_id|>");
+    walk_llama3(msgs + first, n - first, gen, s);
 }
 
 /* Llama 2 and its variants: the system message sits inside the open [INST]; an assistant
@@ -421,6 +529,9 @@ static void walk(const bt_chat_template *t, const bt_chat_msg *msgs, size_t n, b
     case BT_CHAT_LLAMA3:
         walk_llama3(msgs, n, gen, s);
         break;
+    case BT_CHAT_LLAMA31:
+        walk_llama31(t, msgs, n, gen, s);
+        break;
     case BT_CHAT_LLAMA2:
     case BT_CHAT_LLAMA2_SYS:
     case BT_CHAT_LLAMA2_SYS_BOS:
@@ -476,6 +587,7 @@ typedef struct tok_sink {
     const bt_vocab *v;
     bt_chat_kind kind; /* for messages */
     bool parse_special;
+    bool strip_lead; /* the last marker strips the whitespace after it (Phi-3's RSTRIP) */
     sbuf run;
     int32_t *ids;
     size_t cap, n; /* n counts ids needed, also past cap */
@@ -489,18 +601,29 @@ static void tok_push(tok_sink *k, int32_t id) {
     k->n++;
 }
 
-static void tok_flush(tok_sink *k) {
+/* Tokenizes the run. As llama.cpp's split of the rendered text: whitespace after a marker
+ * with RSTRIP and before one with LSTRIP (strip_tail) is not part of the stretch. */
+static void tok_flush(tok_sink *k, bool strip_tail) {
+    bool lead = k->strip_lead;
+    k->strip_lead = false;
     if (k->st != BT_OK || k->run.n == 0)
+        return;
+    const char *p = k->run.p;
+    size_t len = k->run.n;
+    while (lead && len > 0 && is_ws(*p))
+        p++, len--;
+    while (strip_tail && len > 0 && is_ws(p[len - 1]))
+        len--;
+    k->run.n = 0;
+    if (len == 0)
         return;
     size_t m = 0;
     int32_t *dst = k->n < k->cap ? k->ids + k->n : NULL;
     size_t room = k->n < k->cap ? k->cap - k->n : 0;
-    bt_status st =
-        bt_tokenize(k->v, k->run.p, k->run.n, false, k->parse_special, dst, room, &m, k->err);
+    bt_status st = bt_tokenize(k->v, p, len, false, k->parse_special, dst, room, &m, k->err);
     if (st != BT_OK && st != BT_ERR_LIMIT) /* a short buffer is reported once, at the end */
         k->st = st;
     k->n += m;
-    k->run.n = 0;
 }
 
 static void tok_text(tok_sink *k, const char *t, size_t len) {
@@ -526,7 +649,8 @@ static void tok_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
             return;
         }
     }
-    tok_flush(k);
+    uint32_t attr = bt_vocab_token_attr(k->v, id);
+    tok_flush(k, (attr & BT_TOKEN_ATTR_LSTRIP) != 0);
     if (k->st != BT_OK)
         return;
     if (id == BT_TOKEN_NULL) {
@@ -536,6 +660,7 @@ static void tok_put(seg_sink *s, seg_kind kind, const char *t, size_t len) {
         return;
     }
     tok_push(k, id);
+    k->strip_lead = (attr & BT_TOKEN_ATTR_RSTRIP) != 0;
 }
 
 #define BT_CHAT_ROLE_NAME(name) " " #name
@@ -582,7 +707,7 @@ bt_status bt_chat_tokenize(const bt_chat_template *t, const bt_vocab *v, const b
     if (bt_vocab_add_bos(v) && bt_vocab_bos(v) != BT_TOKEN_NULL)
         tok_push(&k, bt_vocab_bos(v));
     walk(t, msgs, n_msgs, p->add_generation_prompt, &k.base);
-    tok_flush(&k);
+    tok_flush(&k, false);
     if (k.st == BT_OK && bt_vocab_add_eos(v) && bt_vocab_eos(v) != BT_TOKEN_NULL)
         tok_push(&k, bt_vocab_eos(v));
     free(k.run.p);

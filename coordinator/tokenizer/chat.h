@@ -8,8 +8,14 @@
  * llm_chat_apply_template, so the prompt the model sees is the one llama-server gives it.
  * The kinds (name: how a conversation with a system message renders; without one):
  *   chatml            <|im_start|>role\n..<|im_end|>\n; a template's literal default system
- *                     prompt (SmolLM2) is inserted when the first message is not a system one
+ *                     prompt (SmolLM2; Qwen 2.5's "You are Qwen, created by Alibaba Cloud. You
+ *                     are a helpful assistant.") is inserted when the first message is not a
+ *                     system one
  *   llama3            <|start_header_id|>role<|end_header_id|>\n\n(trimmed)<|eot_id|>
+ *   llama3.1          as llama3, always opening with a system turn "Cutting Knowledge Date:
+ *                     December 2023\nToday Date: DATE\n\n" + the first system message
+ *                     (trimmed; "" without one); DATE is the template's literal
+ *                     ("26 Jul 2024": Llama 3.1, 3.3) or today's (strftime_now: Llama 3.2)
  *   llama2            [INST] system\nuser [/INST]assistant</s>[INST] ...  (no <<SYS>> block)
  *   llama2-sys        as llama2, system as <<SYS>>\n..\n<</SYS>>\n\n inside the first [INST]
  *   llama2-sys-bos    as llama2-sys, later turns start with <s>[INST]
@@ -24,8 +30,14 @@
  * Without a system message every kind renders the turns alone (chatml: the default system
  * prompt when the template has one). "mistral" names mistral-v3 (Mistral-7B-Instruct-v0.3).
  * Not supported (an error, never a guess): mistral-v7-tekken, phi4, SmolVLM, the other
- * llama.cpp kinds. Neither llama.cpp's renderer nor this one writes the template's leading
- * bos_token: bt_chat_tokenize adds BOS as for any prompt.
+ * llama.cpp kinds, and templates that look like a kind but render otherwise: ChatML that
+ * opens a <think> block in the generation prompt (QwQ, Qwen 3.5, Nemotron, StepFun) or writes
+ * its own system preamble (SmolLM3's metadata, Hermes' tool prompt), Llama 3 function-calling
+ * variants (functionary, firefunction), Mistral Nemo (system text before the last user turn),
+ * Apriel (Phi-3 markers with <|content|>). tests/data/chat_templates/manifest.tsv lists the
+ * decision for each template of llama.cpp's corpus (unit.test_chat_corpus). Neither llama.cpp's
+ * renderer nor this one writes the template's leading bos_token: bt_chat_tokenize adds BOS as for
+ * any prompt.
  *
  * A conversation becomes token ids segment by segment (bt_chat_tokenize): the template's
  * markers are their special ids, and the text between two markers (role names and message
@@ -65,7 +77,8 @@
     X(MISTRAL_V3_TEKKEN, "mistral-v3-tekken")                                                      \
     X(MISTRAL_V7, "mistral-v7")                                                                    \
     X(GEMMA, "gemma")                                                                              \
-    X(PHI3, "phi3")
+    X(PHI3, "phi3")                                                                                \
+    X(LLAMA31, "llama3.1")
 
 #define BT_CHAT_KIND_ENUM(e, name) BT_CHAT_##e,
 typedef enum bt_chat_kind { BT_CHAT_NONE, BT_CHAT_KIND_LIST(BT_CHAT_KIND_ENUM) } bt_chat_kind;
@@ -74,6 +87,9 @@ typedef enum bt_chat_kind { BT_CHAT_NONE, BT_CHAT_KIND_LIST(BT_CHAT_KIND_ENUM) }
 typedef struct bt_chat_template {
     bt_chat_kind kind;
     char default_system[512]; /* "" when the template has none */
+    /* llama3.1: the "Today Date: " text; "" = the day of rendering, local time (the template
+     * calls strftime_now, Llama 3.2). */
+    char date[32];
 } bt_chat_template;
 
 /* The roles a message may have; anything else is refused with a message naming it. */

@@ -17,6 +17,10 @@ enum {
     BT_TOKEN_ATTR_CONTROL = 1 << 3,
     BT_TOKEN_ATTR_USER_DEFINED = 1 << 4,
     BT_TOKEN_ATTR_BYTE = 1 << 5,
+    /* Whitespace beside the special token's text is dropped when the input is split at it
+     * (left of it / right of it); set by model name, as llama.cpp does (Phi-3: RSTRIP). */
+    BT_TOKEN_ATTR_LSTRIP = 1 << 7,
+    BT_TOKEN_ATTR_RSTRIP = 1 << 8,
 };
 
 typedef enum bt_vocab_kind {

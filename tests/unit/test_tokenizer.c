@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "detok.h"
@@ -198,6 +199,37 @@ static void check_llama_vectors(const char *dir, const char *name, vec_opts o, c
         int m = run_vectors(name, v, inp, outp, o, &n);
         CHECK_EQ_INT(m, 46);
     }
+    bt_vocab_free(v);
+    bt_gguf_free(g);
+}
+
+/* Chat markers of issue #13's vocabularies with parse_special (tests/data/golden/
+ * vocab-NAME-special.*, from tests/tools/make_vocab_goldens.py): Phi-3's specials strip the
+ * whitespace after them (RSTRIP, set from general.name as llama.cpp does). Ids only: the
+ * stripped whitespace does not come back on decode. */
+static void check_special_goldens(const char *dir, const char *name) {
+    const char *data = check_data_dir("vocab special goldens");
+    if (!data)
+        return;
+    char path[4096], inp[4200], outp[4200];
+    snprintf(path, sizeof path, "%s/testdata/vocab/ggml-vocab-%s.gguf", dir, name);
+    snprintf(inp, sizeof inp, "%s/golden/vocab-%s-special.inp", data, name);
+    snprintf(outp, sizeof outp, "%s/golden/vocab-%s-special.out", data, name);
+    bt_gguf *g = NULL;
+    bt_vocab *v = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    if (bt_gguf_open(path, &g, &err) != BT_OK || bt_vocab_load(g, &v, &err) != BT_OK) {
+        check_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
+        bt_gguf_free(g);
+        return;
+    }
+    char label[64];
+    snprintf(label, sizeof label, "%s-special", name);
+    int n;
+    int m = run_vectors(label, v, inp, outp, (vec_opts){true, true, false}, &n);
+    CHECK_EQ_INT(m, n);
+    CHECK(n >= 7);
     bt_vocab_free(v);
     bt_gguf_free(g);
 }
@@ -471,6 +503,13 @@ static void test_shared(const char *dir) {
     check_llama_vectors(dir, "llama-spm", (vec_opts){false, false, true}, "");
     check_llama_vectors(dir, "starcoder", (vec_opts){false, true, false}, "starcoder");
     check_llama_vectors(dir, "refact", (vec_opts){false, true, false}, "refact");
+    /* Issue #13's families: Llama 3, Qwen 2/2.5/3 and Phi-3 (SPM) */
+    check_llama_vectors(dir, "llama-bpe", (vec_opts){false, true, false}, "llama-bpe");
+    check_llama_vectors(dir, "qwen2", (vec_opts){false, false, false}, "qwen2");
+    check_llama_vectors(dir, "phi-3", (vec_opts){false, false, true}, "");
+    check_special_goldens(dir, "llama-bpe");
+    check_special_goldens(dir, "qwen2");
+    check_special_goldens(dir, "phi-3");
 
     char path[4096];
     bt_gguf *g;
@@ -571,6 +610,59 @@ static void test_smollm2(void) {
     bt_gguf_free(g);
 }
 
+/* Gemma 3 270M (SentencePiece, 262144 tokens, no prefix space, whitespace runs as
+ * USER_DEFINED tokens, byte fallback) against llama.cpp's ids, and the detokenizer's round
+ * trip on every plain string (llama.cpp round-trips all of them: make_gemma_goldens.py checks).
+ * The model: $BATON_GEMMA_MODEL, else the cache; e2e.test_gemma3_tokenize fetches it. */
+static void test_gemma3(void) {
+    const char *data = check_data_dir("Gemma 3 tokenizer golden vectors");
+    static char buf[4096];
+    const char *model = getenv("BATON_GEMMA_MODEL");
+    if (!model) {
+        const char *cache = getenv("BATON_CACHE");
+        const char *home = getenv("HOME");
+        if (cache)
+            snprintf(buf, sizeof buf, "%s/gemma-3-270m-q4_k_m.gguf", cache);
+        else
+            snprintf(buf, sizeof buf, "%s/.cache/baton/gemma-3-270m-q4_k_m.gguf", home ? home : "");
+        model = buf;
+    }
+    if (!data)
+        return;
+    if (access(model, R_OK) != 0) {
+        printf("SKIP Gemma 3 tokenizer: %s not found (deploy/fetch-model.sh gemma3-270m)\n", model);
+        bt_check_skipped++;
+        return;
+    }
+    bt_gguf *g;
+    bt_vocab *v = open_vocab(model, &g);
+    if (!v)
+        return;
+    CHECK_EQ_INT(bt_vocab_n_tokens(v), 262144);
+    CHECK(bt_vocab_kind_get(v) == BT_VOCAB_SPM);
+    CHECK(bt_vocab_add_bos(v));
+    CHECK_EQ_INT(bt_vocab_bos(v), 2);
+    int32_t eot = bt_vocab_find(v, "<end_of_turn>", 13);
+    CHECK(eot != BT_TOKEN_NULL && bt_vocab_is_eog(v, eot));
+    CHECK(bt_vocab_is_eog(v, 1)); /* <eos> */
+    char inp[4096], outp[4096];
+    int nt;
+    snprintf(inp, sizeof inp, "%s/golden/gemma3-tokenize.inp", data);
+    snprintf(outp, sizeof outp, "%s/golden/gemma3-tokenize.out", data);
+    int m = run_vectors("gemma3", v, inp, outp, (vec_opts){false, false, false}, &nt);
+    if (m >= 0)
+        CHECK_EQ_INT(m, nt);
+    CHECK(nt >= 40);
+    snprintf(inp, sizeof inp, "%s/golden/gemma3-tokenize-special.inp", data);
+    snprintf(outp, sizeof outp, "%s/golden/gemma3-tokenize-special.out", data);
+    /* ids only: its U+2581 string decodes to spaces (as in llama.cpp), so no exact decode */
+    m = run_vectors("gemma3-special", v, inp, outp, (vec_opts){true, true, false}, &nt);
+    if (m >= 0)
+        CHECK_EQ_INT(m, nt);
+    bt_vocab_free(v);
+    bt_gguf_free(g);
+}
+
 int main(void) {
     test_load_errors();
     test_synthetic_bpe();
@@ -579,5 +671,6 @@ int main(void) {
     if (dir)
         test_shared(dir);
     test_smollm2();
+    test_gemma3();
     return check_finish();
 }
