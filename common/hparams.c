@@ -91,11 +91,17 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     for (int a = 0; a < BT_ARCH_COUNT; a++)
         if (arch.len == strlen(arch_names[a]) && memcmp(arch.ptr, arch_names[a], arch.len) == 0)
             hp.arch = (bt_arch)a;
-    if (hp.arch == BT_ARCH_COUNT || !arch_supported(hp.arch))
+    if (hp.arch == BT_ARCH_COUNT || !arch_supported(hp.arch)) {
+        char runs[128] = "";
+        for (int a = 0; a < BT_ARCH_COUNT; a++)
+            if (arch_supported((bt_arch)a))
+                snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s",
+                         runs[0] ? ", " : "", arch_names[a]);
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "hparams: general.architecture '%.*s' is not supported (baton runs: "
-                            "llama, qwen2, qwen3, phi3)",
-                            (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+                            "%s)",
+                            (int)(arch.len > 64 ? 64 : arch.len), arch.ptr, runs);
+    }
     char k[96];
 #define KEY(suffix) akey(k, sizeof k, hp.arch, suffix)
     hp.rope_neox = hp.arch != BT_ARCH_LLAMA;
