@@ -5,7 +5,7 @@
 # that folder is absent) and tests/data/golden/family-FAMILY.tsv holds llama.cpp's results on
 # the same file (tests/tools/make_family_goldens.py). Per family:
 # 1. The file is byte-identical to the one the goldens were made on (its sha256).
-# 2. `baton info` names the architecture and what the family uses.
+# 2. `baton info` names the architecture and what the family uses (its "uses:" line).
 # 3. Per prompt: the prompt ids equal llama.cpp's (a tokenizer difference shows here, not as a
 #    forward-pass one); at the last prompt position baton's top 20 log-probabilities are within
 #    LOGIT_TOL of llama.cpp's for the same ids (log-softmax: logits up to their per-position
@@ -60,6 +60,9 @@ PY
 
 declare -A VOCAB_OF=([llama3]=llama-bpe [qwen2]=qwen2 [qwen3]=qwen2 [phi3]=phi-3)
 declare -A ARCH_OF=([llama3]=llama [qwen2]=qwen2 [qwen3]=qwen3 [phi3]=phi3)
+declare -A USES_OF=([llama3]="adjacent-pair rope, rope frequency factors"
+    [qwen2]="neox rope, q/k/v biases" [qwen3]="neox rope, q/k norms"
+    [phi3]="neox rope, fused qkv, fused gate-up")
 for fam in llama3 qwen2 qwen3 phi3; do
     golden="$GOLDEN/family-$fam.tsv"
     F="$WORK/$fam.gguf"
@@ -82,6 +85,11 @@ for fam in llama3 qwen2 qwen3 phi3; do
         pass "$fam: info names ${ARCH_OF[$fam]}"
     else
         fail "$fam: info does not name ${ARCH_OF[$fam]}: $info"
+    fi
+    if grep -qxE "uses: +${USES_OF[$fam]}" <<<"$info"; then
+        pass "$fam: info says it uses ${USES_OF[$fam]}"
+    else
+        fail "$fam: info's uses line is not '${USES_OF[$fam]}': $(grep '^uses:' <<<"$info")"
     fi
     # 3. Prompts.
     n=0 worst=0
