@@ -10,7 +10,8 @@ Offline tool: CI never runs it; its outputs are committed under tests/data/golde
 
 For each family it writes the file with `synth_model --arch FAMILY` (seed 1, q8_0, the
 family's vocabulary from --vocab-dir), loads it in llama.cpp (n_ctx 512, 2 threads, f16 KV,
-flash attention as --flash-attn says: on by default, as llama.cpp runs on the CPU) and writes tests/data/golden/family-<family>.tsv:
+flash attention as --flash-attn says, off by default: llama.cpp's own on/off difference on
+these files is in docs/testing.md) and writes tests/data/golden/family-<family>.tsv:
 
   # comment lines: llama.cpp version, the file's sha256 (the test rebuilds the file and checks
   #   it is byte-identical before comparing) and the column meanings
@@ -50,6 +51,10 @@ PROMPTS = [
     "Q: What is the capital of France?\nA:",
     "In 1969, Apollo 11 landed on the Moon. The astronauts were",
     "a",
+    # ~300 tokens: positions far enough that the long-wavelength rope pairs turn measurably,
+    # so Llama 3's rope_freqs factors (8 on those pairs) change the result.
+    " ".join(["The river ran past the old mill, where the miller's daughter counted sacks of "
+              "grain by lamplight while the wheel turned slowly in the dark water."] * 8),
 ]
 
 
@@ -115,7 +120,7 @@ def main():
     ap.add_argument("--vocab-dir", default=os.path.join(root, "../shared/testdata/vocab"))
     ap.add_argument("--out", default=os.path.join(root, "tests/data/golden"))
     ap.add_argument("--tmp", default="/tmp")
-    ap.add_argument("--flash-attn", type=int, default=1)
+    ap.add_argument("--flash-attn", type=int, default=0)
     ap.add_argument("families", nargs="*", default=list(FAMILIES))
     args = ap.parse_args()
     for a in args.families:
