@@ -9,7 +9,7 @@ Offline tool: CI never runs it; its outputs are committed under tests/data/golde
         [--synth build/tests/synth_model] [--vocab-dir ../shared/testdata/vocab] [--out DIR]
 
 For each family it writes the file with `synth_model --arch FAMILY` (seed 1, q8_0, the
-family's vocabulary from --vocab-dir), loads it in llama.cpp (n_ctx 512, 2 threads, f16 KV,
+family's vocabulary from --vocab-dir), loads it in llama.cpp (n_ctx 2048, 2 threads, f16 KV,
 flash attention as --flash-attn says, off by default: llama.cpp's own on/off difference on
 these files is in docs/testing.md) and writes tests/data/golden/family-<family>.tsv:
 
@@ -51,10 +51,11 @@ PROMPTS = [
     "Q: What is the capital of France?\nA:",
     "In 1969, Apollo 11 landed on the Moon. The astronauts were",
     "a",
-    # ~300 tokens: positions far enough that the long-wavelength rope pairs turn measurably,
-    # so Llama 3's rope_freqs factors (8 on those pairs) change the result.
+    # ~1300 tokens: positions far enough that the long-wavelength rope pairs turn by a radian
+    # or more, so Llama 3's rope_freqs factors (8 on those pairs) change the result (baton
+    # without them moves this prompt's logprobs by 0.6 and its first token).
     " ".join(["The river ran past the old mill, where the miller's daughter counted sacks of "
-              "grain by lamplight while the wheel turned slowly in the dark water."] * 8),
+              "grain by lamplight while the wheel turned slowly in the dark water."] * 40),
 ]
 
 
@@ -73,7 +74,7 @@ def one_family(arch, args):
     subprocess.run([args.synth, "--arch", arch, "--vocab-from", vocab, "--seed", "1", path],
                    check=True, stdout=subprocess.DEVNULL)
     sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    m = Llama(path, n_ctx=512, n_threads=2, n_batch=512, logits_all=False, verbose=False,
+    m = Llama(path, n_ctx=2048, n_threads=2, n_batch=512, logits_all=False, verbose=False,
               flash_attn=args.flash_attn)
     lines = [
         "# llama.cpp via llama-cpp-python %s: synth_model --arch %s --seed 1 --type q8_0, "
