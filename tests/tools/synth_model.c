@@ -349,7 +349,7 @@ static void llama31_rope_factors(float *out, int D, float base) {
     const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
     for (int i = 0; i < D / 2; i++) {
         double freq = 1.0 / pow((double)base, (double)(2 * i) / (double)D);
-        double wavelen = 2.0 * M_PI / freq;
+        double wavelen = 2.0 * 3.14159265358979323846 / freq;
         if (wavelen < high_wavelen)
             out[i] = 1.0f;
         else if (wavelen > low_wavelen)
