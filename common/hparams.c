@@ -28,6 +28,19 @@ static const char *akey(char *buf, size_t size, bt_arch a, const char *suffix) {
     return buf;
 }
 
+/* Tensors that change the result in ways baton does not implement, refused by name rather
+ * than ignored: Phi-3's longrope factors (its 128k files) and an output bias. Checked here,
+ * where the coordinator reads the whole file, because a stage's slice would not carry them. */
+static bt_status refuse_unsupported_tensors(const bt_gguf *g, bt_error *err) {
+    static const char *const names[] = {"rope_factors_long.weight", "rope_factors_short.weight",
+                                        "output.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (bt_gguf_find_tensor(g, names[i]))
+            return bt_error_set(err, BT_ERR_UNSUPPORTED, "hparams: tensor %s is not supported",
+                                names[i]);
+    return BT_OK;
+}
+
 /* Keys of Qwen 2/3 and Phi-3 that change their forward pass in ways baton does not implement:
  * refused by name rather than run wrong (llama's files are checked as they always were;
  * Gemma 3 reads its own). Phi-3's sliding window is not among them: llama.cpp ignores it
@@ -107,6 +120,8 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     hp.rope_neox = hp.arch != BT_ARCH_LLAMA;
     if ((hp.arch == BT_ARCH_QWEN2 || hp.arch == BT_ARCH_QWEN3 || hp.arch == BT_ARCH_PHI3) &&
         (st = refuse_unsupported_keys(g, hp.arch, err)))
+        return st;
+    if ((st = refuse_unsupported_tensors(g, err)))
         return st;
 
     if ((st = get_int(g, KEY("block_count"), 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||

@@ -172,14 +172,6 @@ bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begi
     w.has_embd = layer_begin == 0;
     w.has_head = layer_end == hp->n_layer;
     bt_status st = BT_OK;
-    /* Phi-3's longrope factors (its 128k files) and an output bias change the result in ways
-     * baton does not implement: refused by name rather than ignored. */
-    static const char *const unsupported[] = {"rope_factors_long.weight",
-                                              "rope_factors_short.weight", "output.bias"};
-    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
-        if (bt_gguf_find_tensor(g, unsupported[i]))
-            return bt_error_set(err, BT_ERR_UNSUPPORTED, "weights: tensor %s is not supported",
-                                unsupported[i]);
     w.layers = calloc((size_t)(layer_end - layer_begin), sizeof(*w.layers));
     if (!w.layers)
         return bt_error_set(err, BT_ERR_NOMEM, "weights: out of memory");

@@ -225,7 +225,7 @@ static void test_refusals(void) {
                      .fused_up = true,
                      .up_rows = 2 * F,
                      .extra_tensor = "rope_factors_long.weight"};
-    refused(&longrope, BT_ERR_UNSUPPORTED, "rope_factors_long.weight", NULL);
+    refused(&longrope, BT_ERR_UNSUPPORTED, "hparams: tensor rope_factors_long.weight", NULL);
     spec other = {.arch = "gpt2"};
     refused(&other, BT_ERR_UNSUPPORTED, "'gpt2' is not supported", "llama, qwen2, qwen3, phi3");
     /* Phi-3's sliding window is ignored, as llama.cpp ignores it: the file loads. */
