@@ -15,15 +15,50 @@ const char *bt_arch_name(bt_arch a) {
     return (unsigned)a < BT_ARCH_COUNT ? arch_names[a] : "?";
 }
 
-/* The architectures whose forward pass is complete (the others are refused at load). */
+/* The architectures whose forward pass is complete (the others are refused at load). Qwen 2,
+ * Qwen 3 and Phi-3 differ from llama only in what their files hold (biases, Q/K norms, fused
+ * tensors: worker/weights.c) and in NeoX rope; the rest of their keys are llama's. */
 static bool arch_supported(bt_arch a) {
-    return a == BT_ARCH_LLAMA;
+    return a == BT_ARCH_LLAMA || a == BT_ARCH_QWEN2 || a == BT_ARCH_QWEN3 || a == BT_ARCH_PHI3;
 }
 
 /* Key "<arch>.<suffix>" in buf (every key name is far shorter than buf). */
 static const char *akey(char *buf, size_t size, bt_arch a, const char *suffix) {
     snprintf(buf, size, "%s.%s", bt_arch_name(a), suffix);
     return buf;
+}
+
+/* Tensors that change the result in ways baton does not implement, refused by name rather
+ * than ignored: Phi-3's longrope factors (its 128k files) and an output bias. Checked here,
+ * where the coordinator reads the whole file, because a stage's slice would not carry them. */
+static bt_status refuse_unsupported_tensors(const bt_gguf *g, bt_error *err) {
+    static const char *const names[] = {"rope_factors_long.weight", "rope_factors_short.weight",
+                                        "output.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (bt_gguf_find_tensor(g, names[i]))
+            return bt_error_set(err, BT_ERR_UNSUPPORTED, "hparams: tensor %s is not supported",
+                                names[i]);
+    return BT_OK;
+}
+
+/* Keys of Qwen 2/3 and Phi-3 that change their forward pass in ways baton does not implement:
+ * refused by name rather than run wrong (llama's files are checked as they always were;
+ * Gemma 3 reads its own). Phi-3's sliding window is not among them: llama.cpp ignores it
+ * too ("Phi SWA is currently disabled"), so ignoring it stays equal to llama.cpp. */
+static bt_status refuse_unsupported_keys(const bt_gguf *g, bt_arch a, bt_error *err) {
+    static const char *const keys[] = {"attention.sliding_window", "rope.scaling.attn_factor",
+                                       "rope.scaling.original_context_length",
+                                       "attention.logit_softcapping"};
+    char k[96];
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (a == BT_ARCH_PHI3 && i == 0)
+            continue;
+        if (bt_gguf_find_kv(g, akey(k, sizeof k, a, keys[i])) >= 0)
+            return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                                "hparams: %s is set; baton does not implement it for %s", k,
+                                bt_arch_name(a));
+    }
+    return BT_OK;
 }
 
 static bt_status get_int(const bt_gguf *g, const char *key, int64_t lo, int64_t hi, int *out,
@@ -69,14 +104,25 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     for (int a = 0; a < BT_ARCH_COUNT; a++)
         if (arch.len == strlen(arch_names[a]) && memcmp(arch.ptr, arch_names[a], arch.len) == 0)
             hp.arch = (bt_arch)a;
-    if (hp.arch == BT_ARCH_COUNT || !arch_supported(hp.arch))
+    if (hp.arch == BT_ARCH_COUNT || !arch_supported(hp.arch)) {
+        char runs[128] = "";
+        for (int a = 0; a < BT_ARCH_COUNT; a++)
+            if (arch_supported((bt_arch)a))
+                snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s",
+                         runs[0] ? ", " : "", arch_names[a]);
         return bt_error_set(err, BT_ERR_UNSUPPORTED,
                             "hparams: general.architecture '%.*s' is not supported (baton runs: "
-                            "llama)",
-                            (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+                            "%s)",
+                            (int)(arch.len > 64 ? 64 : arch.len), arch.ptr, runs);
+    }
     char k[96];
 #define KEY(suffix) akey(k, sizeof k, hp.arch, suffix)
     hp.rope_neox = hp.arch != BT_ARCH_LLAMA;
+    if ((hp.arch == BT_ARCH_QWEN2 || hp.arch == BT_ARCH_QWEN3 || hp.arch == BT_ARCH_PHI3) &&
+        (st = refuse_unsupported_keys(g, hp.arch, err)))
+        return st;
+    if ((st = refuse_unsupported_tensors(g, err)))
+        return st;
 
     if ((st = get_int(g, KEY("block_count"), 1, BT_HPARAMS_MAX_LAYERS, &hp.n_layer, err)) ||
         (st = get_int(g, KEY("embedding_length"), 1, BT_HPARAMS_MAX_EMBD, &hp.n_embd, err)) ||

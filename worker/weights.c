@@ -70,26 +70,81 @@ static bt_status load_matrix(const bt_gguf *g, const char *name, int64_t n_cols,
     return BT_OK;
 }
 
+/* Rows [row0, row0 + n_rows) of m as a matrix of their own (a view: same mapping). */
+static bt_matrix row_view(const bt_matrix *m, int64_t row0, int64_t n_rows) {
+    bt_matrix v = *m;
+    v.data = (const uint8_t *)m->data + (size_t)row0 * m->row_bytes;
+    v.n_rows = n_rows;
+    return v;
+}
+
+/* Phi-3's fused tensors, as row views of one matrix so the forward pass sees separate ones:
+ * attn_qkv.weight [n_embd, Q + 2 KV] holds the Q rows, then K, then V (llama.cpp's build_qkv
+ * views); ffn_up.weight [n_embd, 2 n_ff] holds the gate rows, then the up rows (ggml_swiglu:
+ * silu of the first half times the second). *fused_qkv / *fused_up say which were found. A
+ * fused attn_qkv.bias splits the same way. */
+static bt_status load_fused(const bt_gguf *g, const bt_hparams *hp, int il, bt_layer_weights *lw,
+                            bool *fused_qkv, bool *fused_up, bt_error *err) {
+    char name[96];
+    int64_t E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
+    bt_matrix m;
+    bt_status st;
+    *fused_qkv = *fused_up = false;
+    snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", il);
+    if (bt_gguf_find_tensor(g, name)) {
+        if ((st = load_matrix(g, name, E, Q + 2 * KV, true, &m, err)))
+            return st;
+        lw->wq = row_view(&m, 0, Q);
+        lw->wk = row_view(&m, Q, KV);
+        lw->wv = row_view(&m, Q + KV, KV);
+        *fused_qkv = true;
+        const float *b;
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", il);
+        if ((st = load_vector(g, name, Q + 2 * KV, false, &b, err)))
+            return st;
+        if (b) {
+            lw->bq = b;
+            lw->bk = b + Q;
+            lw->bv = b + Q + KV;
+        }
+    }
+    snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", il);
+    if (!bt_gguf_find_tensor(g, name)) {
+        /* No separate gate: ffn_up must be the fused [n_embd, 2 n_ff] one (the shape check
+         * names the tensor if it is not). */
+        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", il);
+        if ((st = load_matrix(g, name, E, 2 * F, true, &m, err)))
+            return st;
+        lw->w_gate = row_view(&m, 0, F);
+        lw->w_up = row_view(&m, F, F);
+        *fused_up = true;
+    }
+    return BT_OK;
+}
+
 static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_layer_weights *lw,
                             bt_error *err) {
     char name[96];
     int64_t E = hp->n_embd, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
-    bt_status st;
+    bool fqkv, fup;
+    bt_status st = load_fused(g, hp, il, lw, &fqkv, &fup, err);
+    if (st)
+        return st;
 #define NAME(suffix) (snprintf(name, sizeof(name), "blk.%d.%s", il, suffix), name)
     if ((st = load_vector(g, NAME("attn_norm.weight"), E, true, &lw->attn_norm, err)) ||
-        (st = load_matrix(g, NAME("attn_q.weight"), E, Q, true, &lw->wq, err)) ||
-        (st = load_matrix(g, NAME("attn_k.weight"), E, KV, true, &lw->wk, err)) ||
-        (st = load_matrix(g, NAME("attn_v.weight"), E, KV, true, &lw->wv, err)) ||
+        (!fqkv && (st = load_matrix(g, NAME("attn_q.weight"), E, Q, true, &lw->wq, err))) ||
+        (!fqkv && (st = load_matrix(g, NAME("attn_k.weight"), E, KV, true, &lw->wk, err))) ||
+        (!fqkv && (st = load_matrix(g, NAME("attn_v.weight"), E, KV, true, &lw->wv, err))) ||
         (st = load_matrix(g, NAME("attn_output.weight"), Q, E, true, &lw->wo, err)) ||
-        (st = load_vector(g, NAME("attn_q.bias"), Q, false, &lw->bq, err)) ||
-        (st = load_vector(g, NAME("attn_k.bias"), KV, false, &lw->bk, err)) ||
-        (st = load_vector(g, NAME("attn_v.bias"), KV, false, &lw->bv, err)) ||
+        (!lw->bq && (st = load_vector(g, NAME("attn_q.bias"), Q, false, &lw->bq, err))) ||
+        (!lw->bk && (st = load_vector(g, NAME("attn_k.bias"), KV, false, &lw->bk, err))) ||
+        (!lw->bv && (st = load_vector(g, NAME("attn_v.bias"), KV, false, &lw->bv, err))) ||
         (st = load_vector(g, NAME("attn_output.bias"), E, false, &lw->bo, err)) ||
         (st = load_vector(g, NAME("attn_q_norm.weight"), hp->head_dim, false, &lw->q_norm, err)) ||
         (st = load_vector(g, NAME("attn_k_norm.weight"), hp->head_dim, false, &lw->k_norm, err)) ||
         (st = load_vector(g, NAME("ffn_norm.weight"), E, true, &lw->ffn_norm, err)) ||
-        (st = load_matrix(g, NAME("ffn_gate.weight"), E, F, true, &lw->w_gate, err)) ||
-        (st = load_matrix(g, NAME("ffn_up.weight"), E, F, true, &lw->w_up, err)) ||
+        (!fup && (st = load_matrix(g, NAME("ffn_gate.weight"), E, F, true, &lw->w_gate, err))) ||
+        (!fup && (st = load_matrix(g, NAME("ffn_up.weight"), E, F, true, &lw->w_up, err))) ||
         (st = load_matrix(g, NAME("ffn_down.weight"), F, E, true, &lw->w_down, err)))
         return st;
 #undef NAME

@@ -29,6 +29,9 @@ typedef struct bt_matrix {
     int64_t n_cols;
 } bt_matrix;
 
+/* wq, wk, wv are row views of one fused attn_qkv.weight, and w_gate, w_up of one
+ * [n_embd, 2 n_ff] ffn_up.weight, when the file has them fused (Phi-3); bq, bk, bv then point
+ * into attn_qkv.bias if the file has one. */
 typedef struct bt_layer_weights {
     const float *attn_norm; /* [n_embd] F32 */
     bt_matrix wq;           /* [n_embd, n_head*head_dim] any supported type */
@@ -66,9 +69,9 @@ bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begi
 void bt_weights_deinit(bt_weights *w);
 
 /* The one rule of which tensors layers [layer_begin, layer_end) of a model of n_layer layers
- * read (what bt_weights_load looks up): every tensor of blocks layer_begin..layer_end-1,
- * rope_freqs.weight, token_embd.weight on the first stage and, when g has no output.weight
- * (tied), on the last, output_norm.weight and output.weight on the last. A slice
+ * read (what bt_weights_load looks up): every tensor of blocks layer_begin..layer_end-1
+ * (fused ones included), rope_freqs.weight, token_embd.weight on the first stage and, when g has no
+ * output.weight (tied), on the last, output_norm.weight and output.weight on the last. A slice
  * (worker/slice.h) holds exactly these, so bt_weights_load finds in it what it finds in g. */
 bool bt_weights_needs(const bt_gguf *g, const char *name, int layer_begin, int layer_end,
                       int n_layer);

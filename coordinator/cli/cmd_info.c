@@ -18,6 +18,24 @@
 
 #define MIB (1024.0 * 1024.0)
 
+/* "uses:" the family's departures from plain llama that the forward pass applies, read from
+ * the first layer's tensors (every layer has the same ones) and the hparams. */
+static void print_uses(const bt_gguf *g, const bt_hparams *hp) {
+    static const struct {
+        const char *tensor, *what;
+    } uses[] = {{"blk.0.attn_q.bias", "q/k/v biases"},
+                {"blk.0.attn_q_norm.weight", "q/k norms"},
+                {"blk.0.attn_qkv.weight", "fused qkv"},
+                {"rope_freqs.weight", "rope frequency factors"}};
+    printf("uses:         %s rope", hp->rope_neox ? "neox" : "adjacent-pair");
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+        if (bt_gguf_find_tensor(g, uses[i].tensor))
+            printf(", %s", uses[i].what);
+    if (!bt_gguf_find_tensor(g, "blk.0.ffn_gate.weight"))
+        printf(", fused gate-up");
+    printf("\n");
+}
+
 int bt_cmd_info(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
@@ -83,6 +101,7 @@ int bt_cmd_info(int argc, char **argv) {
     printf("context:      %d (trained)\n", hp.n_ctx_train);
     printf("rope base:    %g, rms eps %g\n", (double)hp.rope_base, (double)hp.rms_eps);
     printf("tied output:  %s\n", bt_gguf_find_tensor(g, "output.weight") ? "no" : "yes");
+    print_uses(g, &hp);
 
     /* Tensor bytes per type. */
     size_t bytes_by_type[BT_TYPE_MAX_ID] = {0}, count_by_type[BT_TYPE_MAX_ID] = {0};

@@ -28,6 +28,14 @@ refuse "unknown --type 'q4_k' \(known: q4_0 q4_1 q8_0\)" --shape llama2-7b --typ
 refuse "--layers '0' must be 1\.\.1024" --shape llama2-7b --type q4_0 --layers 0 "$WORK/out.gguf"
 refuse "--seed 'x1' is not an unsigned integer" --shape llama2-7b --type q4_0 --seed x1 "$WORK/out.gguf"
 refuse "^usage: synth_model" --type q4_0 "$WORK/out.gguf"
+# --arch (the family files): an unknown family, one mixed with --shape or --layers, one
+# without its vocabulary.
+refuse "unknown --arch 'mistral' \(known: llama3 qwen2 qwen3 phi3\)" --arch mistral \
+    --vocab-from "$WORK/v.gguf" "$WORK/out.gguf"
+refuse "--arch fixes the shape" --arch qwen2 --shape smol-135m --vocab-from "$WORK/v.gguf" \
+    "$WORK/out.gguf"
+refuse "--arch fixes the shape" --arch qwen2 --layers 2 --vocab-from "$WORK/v.gguf" "$WORK/out.gguf"
+refuse "--arch phi3 needs --vocab-from" --arch phi3 "$WORK/out.gguf"
 # A vocabulary file that is not a GGUF: named, exit 1, nothing written.
 echo "not a gguf" >"$WORK/vocab.txt"
 err=$("$SYNTH" --shape smol-135m --type q4_0 --layers 1 --vocab-from "$WORK/vocab.txt" \

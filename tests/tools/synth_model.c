@@ -5,6 +5,25 @@
  *
  * usage: synth_model --shape NAME --type q4_0|q4_1|q8_0 [--seed S] [--layers N]
  *                    [--vocab-from GGUF] OUT.gguf
+ *        synth_model --arch llama3|qwen2|qwen3|phi3 --vocab-from GGUF [--type T] [--seed S]
+ *                    OUT.gguf
+ *
+ * --arch writes a small model of one family (SYNTH_FAMILIES below) with that family's keys and
+ * tensor names as llama.cpp's converter writes them, for checking baton's forward pass of the
+ * family against llama.cpp's on the same file (tests/e2e/test_families.sh):
+ *   llama3  arch llama, rope base 500000, rope_freqs.weight with Llama 3.1's rope-scaling
+ *           factors (factor 8, low 1, high 4, original context 8192), untied output
+ *   qwen2   Q/K/V biases, rms eps 1e-6, rope base 1e6, tied output
+ *   qwen3   per-head Q/K norms, key_length 64 with n_embd 256 / 8 heads (q width 512 is not
+ *           n_embd, as in Qwen 3), no biases, tied output
+ *   phi3    fused attn_qkv.weight (Q, K, V rows in that order) and ffn_up.weight holding the
+ *           gate rows then the up rows (ggml_swiglu: silu of the first half times the second),
+ *           n_head_kv = n_head, untied output
+ * The vocabulary (--vocab-from, required here) is the family's: llama-bpe for llama3, qwen2
+ * for qwen2 and qwen3, phi-3 for phi3. Values are larger than in --shape files so the model
+ * says something distinct: matrices std 0.06, token_embd/output 0.2 (logits of std ~3, so
+ * greedy margins are mostly not ties), norm weights 1 + 0.1 N(0,1) and biases 0.5 N(0,1) so a
+ * weight applied wrongly shows. --type defaults to q8_0.
  *
  * Shapes (SYNTH_SHAPES below: n_embd, n_ff, n_layer, n_head, n_head_kv, trained context,
  * rope base, rms eps, as the real models' configs have them):
@@ -61,6 +80,41 @@ typedef struct synth_shape {
     int n_embd, n_ff, n_layer, n_head, n_head_kv, n_ctx;
     float rope_base, rms_eps;
 } synth_shape;
+
+/* --arch NAME, general.architecture, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim,
+ * n_ctx_train, rope base, rms eps, what the family has (FAM_* flags). */
+#define FAM_QKV_BIAS 1u    /* attn_{q,k,v}.bias */
+#define FAM_QK_NORM 2u     /* attn_{q,k}_norm.weight */
+#define FAM_FUSED 4u       /* attn_qkv.weight; ffn_up.weight holds gate then up */
+#define FAM_TIED 8u        /* no output.weight */
+#define FAM_ROPE_FREQS 16u /* rope_freqs.weight (Llama 3.1 scaling) */
+#define FAM_KEY_LENGTH 32u /* writes attention.key_length/value_length */
+#define SYNTH_FAMILIES(X)                                                                          \
+    X("llama3", "llama", 256, 640, 4, 8, 2, 32, 8192, 500000.0f, 1e-5f, FAM_ROPE_FREQS)            \
+    X("qwen2", "qwen2", 256, 704, 4, 8, 2, 32, 32768, 1000000.0f, 1e-6f, FAM_QKV_BIAS | FAM_TIED)  \
+    X("qwen3", "qwen3", 256, 512, 4, 8, 4, 64, 40960, 1000000.0f, 1e-6f,                           \
+      FAM_QK_NORM | FAM_TIED | FAM_KEY_LENGTH)                                                     \
+    X("phi3", "phi3", 256, 512, 4, 8, 8, 32, 4096, 10000.0f, 1e-5f, FAM_FUSED)
+
+typedef struct synth_family {
+    const char *name, *arch;
+    int n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, n_ctx;
+    float rope_base, rms_eps;
+    unsigned flags;
+} synth_family;
+
+static const synth_family FAMILIES[] = {
+#define X(nm, ar, e, f, l, h, hkv, d, ctx, rope, eps, fl)                                          \
+    {nm, ar, e, f, l, h, hkv, d, ctx, rope, eps, fl},
+    SYNTH_FAMILIES(X)
+#undef X
+};
+#define N_FAMILIES (sizeof FAMILIES / sizeof FAMILIES[0])
+
+#define FAM_STD 0.06f     /* matrices */
+#define FAM_STD_IO 0.2f   /* token_embd, output */
+#define FAM_STD_NORM 0.1f /* around 1 */
+#define FAM_STD_BIAS 0.5f
 
 static const synth_shape SHAPES[] = {
 #define X(nm, e, f, l, h, hkv, ctx, rope, eps) {nm, e, f, l, h, hkv, ctx, rope, eps},
@@ -132,17 +186,22 @@ static float rng_normal(rng *r) {
 
 /* ---- the file ---- */
 
-/* One tensor to write: GGUF ne = [n_cols, n_rows]; F32 norms are `fill` (std 0). */
+/* One tensor to write: GGUF ne = [n_cols, n_rows]; values fill + std N(0,1) (F32 norms of
+ * --shape files: fill 1, std 0); rope_freqs: Llama 3.1's factors, not random. */
 typedef struct synth_tensor {
     char name[64];
     int64_t n_cols, n_rows;
     int n_dims;
     bt_type type;
     float std, fill;
+    bool rope_freqs;
+    float rope_base; /* for rope_freqs */
     size_t row_bytes;
 } synth_tensor;
 
 typedef struct synth_opts {
+    const synth_family *family; /* --arch; NULL for --shape */
+    synth_shape fam_shape;      /* the family's shape, pointed to by shape under --arch */
     const synth_shape *shape;
     const synth_type *type;
     int n_layer;
@@ -277,7 +336,120 @@ static void plan_one(synth_tensor *t, const char *name, int64_t n_cols, int64_t 
     t->n_dims = n_rows > 1 ? 2 : 1;
     t->type = type;
     t->std = std;
-    t->fill = 1.0f;
+    t->fill = n_rows == 1 ? 1.0f : 0.0f; /* norms around 1, matrices around 0 */
+    t->rope_freqs = false;
+}
+
+/* Llama 3.1's rope frequency factors for head dimension D and base (convert_hf_to_gguf.py,
+ * LlamaModel.generate_extra_tensors: factor 8, low_freq_factor 1, high_freq_factor 4,
+ * original_max_position_embeddings 8192): 1 for short wavelengths, 8 for long ones, a smooth
+ * blend between. */
+static void llama31_rope_factors(float *out, int D, float base) {
+    const double factor = 8.0, low = 1.0, high = 4.0, old_ctx = 8192.0;
+    const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    for (int i = 0; i < D / 2; i++) {
+        double freq = 1.0 / pow((double)base, (double)(2 * i) / (double)D);
+        double wavelen = 2.0 * 3.14159265358979323846 / freq;
+        if (wavelen < high_wavelen)
+            out[i] = 1.0f;
+        else if (wavelen > low_wavelen)
+            out[i] = (float)factor;
+        else {
+            double smooth = (old_ctx / wavelen - low) / (high - low);
+            out[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+        }
+    }
+}
+
+/* The tensor list of a --arch family file in llama.cpp's order. */
+static size_t plan_family(const synth_opts *o, int n_vocab, synth_tensor *ts) {
+    const synth_family *f = o->family;
+    const int E = f->n_embd, F = f->n_ff, D = f->head_dim;
+    const int QD = f->n_head * D, KVD = f->n_head_kv * D;
+    const float s_res = FAM_STD / sqrtf(2.0f * (float)f->n_layer);
+    const bt_type q = o->type->type;
+    size_t n = 0;
+    plan_one(&ts[n++], "token_embd.weight", E, n_vocab, q, FAM_STD_IO);
+    if (f->flags & FAM_ROPE_FREQS) {
+        plan_one(&ts[n], "rope_freqs.weight", D / 2, 1, BT_TYPE_F32, 0.0f);
+        ts[n].rope_base = f->rope_base;
+        ts[n++].rope_freqs = true;
+    }
+    plan_one(&ts[n++], "output_norm.weight", E, 1, BT_TYPE_F32, FAM_STD_NORM);
+    if (!(f->flags & FAM_TIED))
+        plan_one(&ts[n++], "output.weight", E, n_vocab, q, FAM_STD_IO);
+    for (int l = 0; l < f->n_layer; l++) {
+        char nm[64];
+#define NAME(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, l), nm)
+#define BIAS(t) ((t)->fill = 0.0f, (t)->std = FAM_STD_BIAS) /* t evaluated twice */
+        plan_one(&ts[n++], NAME("attn_norm.weight"), E, 1, BT_TYPE_F32, FAM_STD_NORM);
+        if (f->flags & FAM_FUSED) {
+            plan_one(&ts[n++], NAME("attn_qkv.weight"), E, QD + 2 * KVD, q, FAM_STD);
+        } else {
+            plan_one(&ts[n++], NAME("attn_q.weight"), E, QD, q, FAM_STD);
+            plan_one(&ts[n++], NAME("attn_k.weight"), E, KVD, q, FAM_STD);
+            plan_one(&ts[n++], NAME("attn_v.weight"), E, KVD, q, FAM_STD);
+        }
+        if (f->flags & FAM_QKV_BIAS) {
+            plan_one(&ts[n], NAME("attn_q.bias"), QD, 1, BT_TYPE_F32, 0.0f);
+            BIAS(&ts[n]);
+            n++;
+            plan_one(&ts[n], NAME("attn_k.bias"), KVD, 1, BT_TYPE_F32, 0.0f);
+            BIAS(&ts[n]);
+            n++;
+            plan_one(&ts[n], NAME("attn_v.bias"), KVD, 1, BT_TYPE_F32, 0.0f);
+            BIAS(&ts[n]);
+            n++;
+        }
+        if (f->flags & FAM_QK_NORM) {
+            plan_one(&ts[n++], NAME("attn_q_norm.weight"), D, 1, BT_TYPE_F32, FAM_STD_NORM);
+            plan_one(&ts[n++], NAME("attn_k_norm.weight"), D, 1, BT_TYPE_F32, FAM_STD_NORM);
+        }
+        plan_one(&ts[n++], NAME("attn_output.weight"), QD, E, q, s_res);
+        plan_one(&ts[n++], NAME("ffn_norm.weight"), E, 1, BT_TYPE_F32, FAM_STD_NORM);
+        if (f->flags & FAM_FUSED) {
+            plan_one(&ts[n++], NAME("ffn_up.weight"), E, 2 * F, q, FAM_STD);
+        } else {
+            plan_one(&ts[n++], NAME("ffn_gate.weight"), E, F, q, FAM_STD);
+            plan_one(&ts[n++], NAME("ffn_up.weight"), E, F, q, FAM_STD);
+        }
+        plan_one(&ts[n++], NAME("ffn_down.weight"), F, E, q, s_res);
+#undef BIAS
+#undef NAME
+    }
+    return n;
+}
+
+/* The family's hyper-parameters under its architecture's name, as convert_hf_to_gguf.py
+ * writes them. */
+static int add_family_hparams(bt_gw *w, const synth_opts *o, int n_vocab) {
+    const synth_family *f = o->family;
+    char name[96], k[96];
+    snprintf(name, sizeof name, "synthetic %s (random weights, family's vocabulary)", f->name);
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", f->arch, suffix), k)
+    bt_gw_add_str(w, "general.architecture", f->arch);
+    bt_gw_add_str(w, "general.name", name);
+    bt_gw_add_u32(w, "general.file_type", o->type->file_type);
+    bt_gw_add_u32(w, "general.quantization_version", 2);
+    bt_gw_add_bool(w, "baton.synthetic", true);
+    bt_gw_add_str(w, "baton.synthetic.shape", f->name);
+    bt_gw_add_u64(w, "baton.synthetic.seed", o->seed);
+    bt_gw_add_u32(w, KEY("block_count"), (uint32_t)f->n_layer);
+    bt_gw_add_u32(w, KEY("context_length"), (uint32_t)f->n_ctx);
+    bt_gw_add_u32(w, KEY("embedding_length"), (uint32_t)f->n_embd);
+    bt_gw_add_u32(w, KEY("feed_forward_length"), (uint32_t)f->n_ff);
+    bt_gw_add_u32(w, KEY("attention.head_count"), (uint32_t)f->n_head);
+    bt_gw_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)f->n_head_kv);
+    if (f->flags & FAM_KEY_LENGTH) {
+        bt_gw_add_u32(w, KEY("attention.key_length"), (uint32_t)f->head_dim);
+        bt_gw_add_u32(w, KEY("attention.value_length"), (uint32_t)f->head_dim);
+    }
+    bt_gw_add_f32(w, KEY("rope.freq_base"), f->rope_base);
+    bt_gw_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), f->rms_eps);
+    bt_gw_add_u32(w, KEY("rope.dimension_count"), (uint32_t)f->head_dim);
+    int rc = bt_gw_add_u32(w, KEY("vocab_size"), (uint32_t)n_vocab) != BT_OK;
+#undef KEY
+    return rc;
 }
 
 /* The tensor list in file order (llama.cpp's: embedding, output norm, output, layers). */
@@ -338,8 +510,11 @@ static int write_tensor(bt_gw_stream *s, const synth_tensor *t, uint64_t seed, f
     bt_error err;
     bt_error_init(&err);
     for (int64_t i = 0; i < t->n_rows; i++) {
-        for (int64_t c = 0; c < t->n_cols; c++)
-            row[c] = t->std > 0.0f ? t->std * rng_normal(&r) : t->fill;
+        if (t->rope_freqs)
+            llama31_rope_factors(row, (int)t->n_cols * 2, t->rope_base);
+        else
+            for (int64_t c = 0; c < t->n_cols; c++)
+                row[c] = t->std > 0.0f ? t->fill + t->std * rng_normal(&r) : t->fill;
         bt_status st = bt_quantize_row_ref(t->type, row, qrow, t->n_cols);
         if (st == BT_OK)
             st = bt_gw_stream_write(s, qrow, t->row_bytes, &err);
@@ -377,13 +552,14 @@ static int synth(const synth_opts *o) {
             n_vocab = (int)n;
         bt_gguf_free(g);
     }
-    if (add_hparams(w, o, n_vocab) || add_vocab(w, o->vocab_from, &n_vocab))
+    if ((o->family ? add_family_hparams(w, o, n_vocab) : add_hparams(w, o, n_vocab)) ||
+        add_vocab(w, o->vocab_from, &n_vocab))
         goto out;
-    size_t max_tensors = 3 + 9 * (size_t)o->n_layer;
+    size_t max_tensors = 4 + 14 * (size_t)o->n_layer;
     ts = calloc(max_tensors, sizeof *ts);
     if (!ts)
         goto out;
-    size_t n_t = plan_tensors(o, n_vocab, ts);
+    size_t n_t = o->family ? plan_family(o, n_vocab, ts) : plan_tensors(o, n_vocab, ts);
     int64_t max_cols = 0;
     size_t max_row = 0;
     for (size_t i = 0; i < n_t; i++) {
@@ -441,9 +617,14 @@ out:
 
 static int usage(void) {
     fprintf(stderr, "usage: synth_model --shape NAME --type q4_0|q4_1|q8_0 [--seed S] "
-                    "[--layers N] [--vocab-from GGUF] OUT.gguf\n  shapes:");
+                    "[--layers N] [--vocab-from GGUF] OUT.gguf\n"
+                    "       synth_model --arch FAMILY --vocab-from GGUF [--type T] [--seed S] "
+                    "OUT.gguf\n  shapes:");
     for (size_t i = 0; i < N_SHAPES; i++)
         fprintf(stderr, " %s", SHAPES[i].name);
+    fprintf(stderr, "\n  families:");
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        fprintf(stderr, " %s", FAMILIES[i].name);
     fprintf(stderr, "\n");
     return 2;
 }
@@ -465,13 +646,16 @@ static const char *default_vocab(char *buf, size_t n) {
 
 int main(int argc, char **argv) {
     synth_opts o = {.seed = 1};
-    const char *shape = NULL, *type = NULL;
+    const char *shape = NULL, *type = NULL, *arch = NULL;
     char vocab_buf[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--shape") == 0 && val) {
             shape = val;
+            i++;
+        } else if (strcmp(a, "--arch") == 0 && val) {
+            arch = val;
             i++;
         } else if (strcmp(a, "--type") == 0 && val) {
             type = val;
@@ -506,9 +690,40 @@ int main(int argc, char **argv) {
             return usage();
         }
     }
+    if (arch) {
+        if (shape || o.n_layer) {
+            fprintf(stderr, "synth_model: --arch fixes the shape; --shape and --layers do not "
+                            "go with it\n");
+            return 2;
+        }
+        for (size_t i = 0; i < N_FAMILIES; i++)
+            if (strcmp(arch, FAMILIES[i].name) == 0)
+                o.family = &FAMILIES[i];
+        if (!o.family) {
+            fprintf(stderr, "synth_model: unknown --arch '%s' (known:", arch);
+            for (size_t i = 0; i < N_FAMILIES; i++)
+                fprintf(stderr, " %s", FAMILIES[i].name);
+            fprintf(stderr, ")\n");
+            return 2;
+        }
+        if (!o.vocab_from) {
+            fprintf(stderr,
+                    "synth_model: --arch %s needs --vocab-from (the family's vocabulary "
+                    "GGUF)\n",
+                    arch);
+            return 2;
+        }
+        const synth_family *f = o.family;
+        o.fam_shape = (synth_shape){f->name,      f->n_embd, f->n_ff,      f->n_layer, f->n_head,
+                                    f->n_head_kv, f->n_ctx,  f->rope_base, f->rms_eps};
+        o.shape = &o.fam_shape;
+        shape = f->name;
+        if (!type)
+            type = "q8_0";
+    }
     if (!shape || !type || !o.out)
         return usage();
-    for (size_t i = 0; i < N_SHAPES; i++)
+    for (size_t i = 0; i < N_SHAPES && !o.family; i++)
         if (strcmp(shape, SHAPES[i].name) == 0)
             o.shape = &SHAPES[i];
     if (!o.shape) {
