@@ -50,6 +50,11 @@ typedef struct bt_attn_args {
      * slice), each writing its partial here ([bt_attention_partials_floats] floats, borrowed
      * for the call; n_rows <= BT_ATTN_SPLIT_MAX_ROWS), and bt_attention_merge writes out. */
     float *partials;
+    /* Appended for Gemma 3; zero keeps the plain causal attention. */
+    float scale; /* query scale; 0: 1/sqrt(head_dim) */
+    int window;  /* > 0: a row at pos sees only keys pos - window < p0 <= pos (llama.cpp's
+                    is_masked_swa STANDARD); its chunks are those of the full row that meet
+                    the window, the first one starting at the window's first key */
 } bt_attn_args;
 
 /* Chunks of a row at position pos: ceil((pos + 1) / BT_ATTN_CHUNK_KEYS). */

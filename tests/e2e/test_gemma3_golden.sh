@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Gemma 3 270M (base, Q4_K_M; the second real model) against llama.cpp: greedy tokens and
+# perplexity from tests/tools/make_gemma3_goldens.py (tests/data/golden/gemma3-*).
+#
+# - Greedy, 32 tokens on 10 prompts, default numerics: equal to llama.cpp's up to the end or
+#   up to a step where llama.cpp's own top-1/top-2 margin is below NEAR_TIE (0.25, as the
+#   SmolLM2 test) on at least 9 of 10 prompts (golden_lib.sh's check). Both engines round the
+#   matmul inputs to 8 bits in a different summation order, and llama.cpp quantizes the inputs
+#   of its q4_K/q6_K products to Q8_K (one scale per 256) where baton uses 32-blocks.
+# - Perplexity of GPL-3 at n_ctx 512 over the golden's first chunks within 1% of llama.cpp's,
+#   on the same number of scored tokens.
+# Exercises every Gemma 3 step: embeddings times sqrt(n_embd), per-head Q/K norms, NeoX rope
+# with base 1e6 (global layers) and 10000 (local), the 512-key sliding window on 15 of 18
+# layers (the perplexity chunks and the longest generations pass 512 positions? no: they do
+# not; test_gemma3_window.sh checks the window past it), post norms, GeGLU and the tied output.
+# The model comes from deploy/fetch-model.sh gemma3-270m (cached; skip 77 only when it cannot
+# be fetched).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/golden_lib.sh"
+need_model # the SmolLM2 cache check also labels this ctest "model"
+if ! MODEL=$("$E2E_DIR/../../deploy/fetch-model.sh" gemma3-270m); then
+    echo "SKIP: deploy/fetch-model.sh gemma3-270m could not fetch the model"
+    exit 77
+fi
+GREEDY_STEM=gemma3
+check "gemma3 fast numerics" near-tie
+
+ppl_golden "$GOLDEN/gemma3-perplexity.txt"
+out=$("$BATON" perplexity --model "$MODEL" --file "$PPL_TEXT" --ctx 512 --chunks "$PPL_CHUNKS" \
+    --threads 2 2>/dev/null)
+got_ppl=$(sed -n 's/^perplexity: \([0-9.]*\) .*/\1/p' <<<"$out")
+echo "baton: $out"
+echo "llama.cpp: $PPL_WANT over $PPL_SCORED tokens"
+if ppl_within "$got_ppl" "$PPL_WANT" 0.01; then
+    pass "gemma3 perplexity $got_ppl within 1% of llama.cpp's $PPL_WANT"
+else
+    fail "gemma3 perplexity ${got_ppl:-none} not within 1% of llama.cpp's $PPL_WANT"
+fi
+grep -q "over $PPL_SCORED scored tokens" <<<"$out" && pass "scored $PPL_SCORED tokens like llama.cpp" \
+    || fail "scored token count differs from llama.cpp's $PPL_SCORED"
+finish
