@@ -7,12 +7,13 @@
 #   SmolLM2 test) on at least 9 of 10 prompts (golden_lib.sh's check). Both engines round the
 #   matmul inputs to 8 bits in a different summation order, and llama.cpp quantizes the inputs
 #   of its q4_K/q6_K products to Q8_K (one scale per 256) where baton uses 32-blocks.
-# - Perplexity of GPL-3 at n_ctx 512 over the golden's first chunks within 1% of llama.cpp's,
-#   on the same number of scored tokens.
+# - Perplexity of GPL-3 at n_ctx 512 and 1024 over the golden's first chunks within 1% of
+#   llama.cpp's, on the same number of scored tokens. At 1024 the local layers' window (512
+#   keys) masks the oldest keys of every scored position: a cache without the window scores
+#   otherwise.
 # Exercises every Gemma 3 step: embeddings times sqrt(n_embd), per-head Q/K norms, NeoX rope
-# with base 1e6 (global layers) and 10000 (local), the 512-key sliding window on 15 of 18
-# layers (the perplexity chunks and the longest generations pass 512 positions? no: they do
-# not; test_gemma3_window.sh checks the window past it), post norms, GeGLU and the tied output.
+# with base 1e6 (global layers) and 10000 (local), the sliding window on 15 of 18 layers, post
+# norms, GeGLU and the tied output.
 # The model comes from deploy/fetch-model.sh gemma3-270m (cached; skip 77 only when it cannot
 # be fetched).
 source "$(dirname "$0")/lib.sh"
@@ -25,17 +26,22 @@ fi
 GREEDY_STEM=gemma3
 check "gemma3 fast numerics" near-tie
 
-ppl_golden "$GOLDEN/gemma3-perplexity.txt"
-out=$("$BATON" perplexity --model "$MODEL" --file "$PPL_TEXT" --ctx 512 --chunks "$PPL_CHUNKS" \
-    --threads 2 2>/dev/null)
-got_ppl=$(sed -n 's/^perplexity: \([0-9.]*\) .*/\1/p' <<<"$out")
-echo "baton: $out"
-echo "llama.cpp: $PPL_WANT over $PPL_SCORED tokens"
-if ppl_within "$got_ppl" "$PPL_WANT" 0.01; then
-    pass "gemma3 perplexity $got_ppl within 1% of llama.cpp's $PPL_WANT"
-else
-    fail "gemma3 perplexity ${got_ppl:-none} not within 1% of llama.cpp's $PPL_WANT"
-fi
-grep -q "over $PPL_SCORED scored tokens" <<<"$out" && pass "scored $PPL_SCORED tokens like llama.cpp" \
-    || fail "scored token count differs from llama.cpp's $PPL_SCORED"
+ppl_golden "$GOLDEN/gemma3-perplexity.txt" # the text and its sha256; skip 77 if it differs
+for ctx in 512 1024; do
+    read -r want chunks scored < <(awk -F= -v c="$ctx" '$1=="n_ctx"{n=$2}
+        n==c && $1=="ppl"{p=$2} n==c && $1=="n_chunks"{k=$2} n==c && $1=="n_scored"{s=$2}
+        END{print p, k, s}' "$GOLDEN/gemma3-perplexity.txt")
+    out=$("$BATON" perplexity --model "$MODEL" --file "$PPL_TEXT" --ctx "$ctx" --chunks "$chunks" \
+        --threads 2 2>/dev/null)
+    got=$(sed -n 's/^perplexity: \([0-9.]*\) .*/\1/p' <<<"$out")
+    echo "baton --ctx $ctx: $out"
+    echo "llama.cpp --ctx $ctx: $want over $scored tokens"
+    if ppl_within "$got" "$want" 0.01; then
+        pass "gemma3 perplexity --ctx $ctx: $got within 1% of llama.cpp's $want"
+    else
+        fail "gemma3 perplexity --ctx $ctx: ${got:-none} not within 1% of llama.cpp's $want"
+    fi
+    grep -q "over $scored scored tokens" <<<"$out" && pass "--ctx $ctx: scored $scored tokens like llama.cpp" \
+        || fail "--ctx $ctx: scored token count differs from llama.cpp's $scored"
+done
 finish
