@@ -33,6 +33,7 @@ deploy/install-deps.sh
 step "model"
 BATON_MODEL=$(deploy/fetch-model.sh)
 export BATON_MODEL
+deploy/fetch-model.sh gemma3-270m >/dev/null # Gemma 3 270M for the gemma3 tests
 
 step "server tests' Python venv (tests/server/setup_venv.sh)"
 # The server tests (ctest -L server) run from this venv; without PyPI they are skipped (77).

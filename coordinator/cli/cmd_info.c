@@ -18,6 +18,29 @@
 
 #define MIB (1024.0 * 1024.0)
 
+/* One line naming the steps of this model's forward pass (from the hparams fields the forward
+ * pass tests, so it says what baton runs, not what the architecture's name suggests). */
+static void print_uses(const bt_gguf *g, const bt_hparams *hp) {
+    printf("uses:         %s rope, %s", hp->rope_neox ? "NeoX" : "normal",
+           hp->ffn_act == BT_FFN_GELU ? "GeGLU (tanh GELU)" : "SwiGLU");
+    if (bt_gguf_find_tensor(g, "blk.0.attn_q_norm.weight"))
+        printf(", Q/K norms");
+    if (hp->post_norms)
+        printf(", post norms");
+    if (hp->embd_scale != 1.0f)
+        printf(", embeddings x %g", (double)hp->embd_scale);
+    if (hp->sliding_window > 0) {
+        int n_swa = 0;
+        for (int il = 0; il < hp->n_layer; il++)
+            n_swa += bt_hparams_is_swa(hp, il);
+        printf(", sliding window %d on %d of %d layers (rope base %g)", hp->sliding_window, n_swa,
+               hp->n_layer, (double)hp->rope_base_swa);
+    }
+    if (hp->logit_softcap > 0.0f)
+        printf(", logit softcap %g", (double)hp->logit_softcap);
+    printf(", %s output\n", bt_gguf_find_tensor(g, "output.weight") ? "separate" : "tied");
+}
+
 int bt_cmd_info(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
@@ -83,6 +106,7 @@ int bt_cmd_info(int argc, char **argv) {
     printf("context:      %d (trained)\n", hp.n_ctx_train);
     printf("rope base:    %g, rms eps %g\n", (double)hp.rope_base, (double)hp.rms_eps);
     printf("tied output:  %s\n", bt_gguf_find_tensor(g, "output.weight") ? "no" : "yes");
+    print_uses(g, &hp);
 
     /* Tensor bytes per type. */
     size_t bytes_by_type[BT_TYPE_MAX_ID] = {0}, count_by_type[BT_TYPE_MAX_ID] = {0};
