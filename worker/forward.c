@@ -5,6 +5,9 @@
  *   attn_norm (rows) -> q,k,v (weight-row tiles of three matrices) -> rope + KV write (rows)
  *   -> attention ((row, head)) -> wo + residual (tiles) -> ffn_norm (rows)
  *   -> gate,up + SwiGLU (tiles of both) -> down + residual (tiles).
+ * Gemma 3 (hparams fields, docs/architecture.md): embeddings scaled, GeGLU for SwiGLU, a
+ * sliding window and its own rope cache on local layers, and with post norms each residual
+ * product goes to tmp whole, then a row section norms it and adds it (row_post_norm).
  * Row sections with a single task run inline on the calling thread. Every matrix section
  * runs all rows through bt_matmul on q8 activations (see forward.h); the q8 data of a
  * section's input is made by the row section before it (row_prep).
@@ -45,7 +48,7 @@ struct bt_forward {
     float *k;        /* [n][kv_dim] */
     float *v;        /* [n][kv_dim] */
     float *att;      /* [n][q_dim] attention output */
-    float *gate;     /* [n][n_ff] gate, then silu(gate) * up */
+    float *gate;     /* [n][n_ff] gate, then act(gate) * up (SiLU or GELU) */
     float *up;       /* [n][n_ff] */
     float *tmp;      /* [n][n_embd] quantized-path product before the residual add */
     float *rope;     /* [n][head_dim] cos, sin pairs */
