@@ -19,7 +19,8 @@ const char *bt_arch_name(bt_arch a) {
  * Qwen 3 and Phi-3 differ from llama only in what their files hold (biases, Q/K norms, fused
  * tensors: worker/weights.c) and in NeoX rope; the rest of their keys are llama's. */
 static bool arch_supported(bt_arch a) {
-    return a == BT_ARCH_LLAMA || a == BT_ARCH_QWEN2 || a == BT_ARCH_QWEN3 || a == BT_ARCH_PHI3;
+    return a == BT_ARCH_LLAMA || a == BT_ARCH_QWEN2 || a == BT_ARCH_QWEN3 || a == BT_ARCH_PHI3 ||
+           a == BT_ARCH_GEMMA3;
 }
 
 /* Key "<arch>.<suffix>" in buf (every key name is far shorter than buf). */
@@ -93,6 +94,50 @@ static bt_status get_f32_opt(const bt_gguf *g, const char *key, float *out, bt_e
     return BT_OK;
 }
 
+/* Gemma 3's steps (llama.cpp's llama_model_gemma3): embeddings times sqrt(n_embd), post norms,
+ * GeGLU, sliding-window attention on five layers of six with their own rope base, and the
+ * query scale of query_pre_attn_scalar. */
+static bt_status load_gemma3(const bt_gguf *g, bt_hparams *hp, bt_error *err) {
+    char k[96];
+    bt_status st;
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    hp->post_norms = true;
+    hp->ffn_act = BT_FFN_GELU;
+    hp->swa_pattern = 6;
+    if ((st = get_int_opt(g, akey(k, sizeof k, hp->arch, "attention.sliding_window"), 0, INT32_MAX,
+                          &hp->sliding_window, err)))
+        return st;
+    snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", bt_arch_name(hp->arch));
+    if (bt_gguf_find_kv(g, k) >= 0) {
+        int64_t v;
+        if (bt_gguf_get_i64(g, k, &v, NULL) != BT_OK)
+            return bt_error_set(err, BT_ERR_UNSUPPORTED,
+                                "hparams: %s is not an integer (a per-layer array is not "
+                                "supported)",
+                                k);
+        if (v < 0 || v > BT_HPARAMS_MAX_LAYERS)
+            return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s = %lld not in [0, %d]", k,
+                                (long long)v, BT_HPARAMS_MAX_LAYERS);
+        hp->swa_pattern = (int)v;
+    }
+    if ((st = get_f32_opt(g, akey(k, sizeof k, hp->arch, "rope.freq_base_swa"), &hp->rope_base_swa,
+                          err)) ||
+        (st = get_f32_opt(g, akey(k, sizeof k, hp->arch, "final_logit_softcapping"),
+                          &hp->logit_softcap, err)))
+        return st;
+    if (!(hp->rope_base_swa > 0.0f))
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s.rope.freq_base_swa %g <= 0",
+                            bt_arch_name(hp->arch), hp->rope_base_swa);
+    if (hp->logit_softcap < 0.0f)
+        return bt_error_set(err, BT_ERR_FORMAT, "hparams: %s.final_logit_softcapping %g < 0",
+                            bt_arch_name(hp->arch), hp->logit_softcap);
+    /* llama.cpp (gemma_pytorch config.py): the 27B model, and only it, scales queries by
+     * 1/sqrt(n_embd / n_head) instead of 1/sqrt(head_dim). */
+    if (hp->n_layer == 62)
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    return BT_OK;
+}
+
 bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     bt_hparams hp;
     memset(&hp, 0, sizeof(hp));
@@ -118,6 +163,9 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     char k[96];
 #define KEY(suffix) akey(k, sizeof k, hp.arch, suffix)
     hp.rope_neox = hp.arch != BT_ARCH_LLAMA;
+    hp.embd_scale = 1.0f;
+    hp.ffn_act = BT_FFN_SILU;
+    hp.rope_base_swa = 10000.0f;
     if ((hp.arch == BT_ARCH_QWEN2 || hp.arch == BT_ARCH_QWEN3 || hp.arch == BT_ARCH_PHI3) &&
         (st = refuse_unsupported_keys(g, hp.arch, err)))
         return st;
@@ -227,6 +275,9 @@ bt_status bt_hparams_load(const bt_gguf *g, bt_hparams *out, bt_error *err) {
     if ((int64_t)hp.n_head * hp.head_dim > BT_HPARAMS_MAX_EMBD * 4)
         return bt_error_set(err, BT_ERR_FORMAT, "hparams: n_head*head_dim %lld too large",
                             (long long)hp.n_head * hp.head_dim);
+    hp.attn_scale = 1.0f / sqrtf((float)hp.head_dim);
+    if (hp.arch == BT_ARCH_GEMMA3 && (st = load_gemma3(g, &hp, err)))
+        return st;
     *out = hp;
     return BT_OK;
 }

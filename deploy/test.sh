@@ -33,7 +33,7 @@ deploy/install-deps.sh
 step "model"
 BATON_MODEL=$(deploy/fetch-model.sh)
 export BATON_MODEL
-# Issue #13's second real model (Gemma 3 270M): its tokenizer tests run on the real file.
+# Issue #13's second real model (Gemma 3 270M): its tokenizer, golden and stage tests run on the real file.
 BATON_GEMMA_MODEL=$(deploy/fetch-model.sh gemma3-270m)
 export BATON_GEMMA_MODEL
 

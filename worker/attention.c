@@ -110,11 +110,12 @@ static void chunk_scalar(const bt_kv_cache *kv, int layer, const int32_t *table,
     size_t rb = bt_kv_row_bytes(type, D), head_off = (size_t)g * TILE * rb;
     state_clear(st, nh, D);
     for (int b = k0 / TILE; b * TILE < k1; b++) {
-        int nk = k1 - b * TILE < TILE ? k1 - b * TILE : TILE;
-        rows_to_f32(type, (const char *)bt_kv_block_k(kv, layer, table[b]) + head_off, rb, nk, D,
-                    kt);
-        rows_to_f32(type, (const char *)bt_kv_block_v(kv, layer, table[b]) + head_off, rb, nk, D,
-                    vt);
+        /* Keys [t0, nk) of the block: t0 > 0 only in a window's first block. */
+        int t0 = k0 > b * TILE ? k0 - b * TILE : 0;
+        int nk = (k1 - b * TILE < TILE ? k1 - b * TILE : TILE) - t0;
+        size_t off = head_off + (size_t)t0 * rb;
+        rows_to_f32(type, (const char *)bt_kv_block_k(kv, layer, table[b]) + off, rb, nk, D, kt);
+        rows_to_f32(type, (const char *)bt_kv_block_v(kv, layer, table[b]) + off, rb, nk, D, vt);
         for (int j = 0; j < nh; j++)
             tile_scalar(qs[j], kt, vt, nk, D, &st->m[j], &st->l[j], st->acc[j]);
     }
@@ -132,6 +133,17 @@ int bt_attention_n_chunks(int pos) {
     return pos / BT_ATTN_CHUNK_KEYS + 1;
 }
 
+/* The first key a row sees: 0, or the window's first key. */
+static int first_key(const bt_attn_args *a, int row) {
+    int lo = a->window > 0 ? a->pos[row] + 1 - a->window : 0;
+    return lo > 0 ? lo : 0;
+}
+
+/* The row's chunks that meet its keys: from the one holding first_key to the last. */
+static int row_chunks(const bt_attn_args *a, int row) {
+    return bt_attention_n_chunks(a->pos[row]) - first_key(a, row) / BT_ATTN_CHUNK_KEYS;
+}
+
 size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int head_dim) {
     int n_chunks = bt_attention_n_chunks(max_keys > 0 ? max_keys - 1 : 0);
     return (size_t)n_rows * (size_t)n_chunks * (size_t)n_head * (size_t)(head_dim + 2);
@@ -141,7 +153,7 @@ size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int he
 static int row_tasks(const bt_attn_args *a, int row) {
     int group = a->n_head / a->n_head_kv, hpt = task_hpt(a);
     int per = a->n_head_kv * ((group + hpt - 1) / hpt);
-    return a->partials ? per * bt_attention_n_chunks(a->pos[row]) : per;
+    return a->partials ? per * row_chunks(a, row) : per;
 }
 
 int bt_attention_n_tasks(const bt_attn_args *a) {
@@ -157,7 +169,7 @@ int bt_attention_n_tasks(const bt_attn_args *a) {
 static float *partial_of(const bt_attn_args *a, int row, int c, int h) {
     size_t off = 0;
     for (int r = 0; r < row; r++)
-        off += (size_t)bt_attention_n_chunks(a->pos[r]);
+        off += (size_t)row_chunks(a, r);
     off = (off + (size_t)c) * (size_t)a->n_head + (size_t)h;
     return a->partials + off * (size_t)(a->head_dim + 2);
 }
@@ -182,9 +194,10 @@ static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
     int h1 = h0 + hpt < (g + 1) * group ? h0 + hpt : (g + 1) * group;
     int nh = h1 - h0;
     assert(nh >= 1 && nh <= MAXH && D <= MAXD);
-    int n_keys = a->pos[row] + 1;
+    int n_keys = a->pos[row] + 1, k_lo = first_key(a, row);
+    int c_lo = k_lo / BT_ATTN_CHUNK_KEYS; /* c counts from this chunk */
     const int32_t *table = bt_kv_seq_table(a->kv, a->seq[row]);
-    float scale = 1.0f / sqrtf((float)D);
+    float scale = a->scale > 0.0f ? a->scale : 1.0f / sqrtf((float)D);
     static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
     static _Thread_local red_state part, total;
     for (int j = 0; j < nh; j++) {
@@ -194,8 +207,9 @@ static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
     }
     const int CH = BT_ATTN_CHUNK_KEYS;
     if (c >= 0) {
-        int k1 = (c + 1) * CH < n_keys ? (c + 1) * CH : n_keys;
-        chunk(a->kv, a->layer, table, g, c * CH, k1, nh, D, (const float(*)[MAXD])qs, &part);
+        int ca = c_lo + c, k0 = ca * CH > k_lo ? ca * CH : k_lo;
+        int k1 = (ca + 1) * CH < n_keys ? (ca + 1) * CH : n_keys;
+        chunk(a->kv, a->layer, table, g, k0, k1, nh, D, (const float(*)[MAXD])qs, &part);
         for (int j = 0; j < nh; j++) {
             float *p = partial_of(a, row, c, h0 + j);
             p[0] = part.m[j];
@@ -204,11 +218,11 @@ static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
         }
         return;
     }
-    for (int k0 = 0; k0 < n_keys; k0 += CH) {
-        int k1 = k0 + CH < n_keys ? k0 + CH : n_keys;
-        red_state *dst = k0 == 0 ? &total : &part;
+    for (int c0 = c_lo * CH; c0 < n_keys; c0 += CH) {
+        int k0 = c0 > k_lo ? c0 : k_lo, k1 = c0 + CH < n_keys ? c0 + CH : n_keys;
+        red_state *dst = c0 == c_lo * CH ? &total : &part;
         chunk(a->kv, a->layer, table, g, k0, k1, nh, D, (const float(*)[MAXD])qs, dst);
-        if (k0 > 0)
+        if (c0 > c_lo * CH)
             for (int j = 0; j < nh; j++)
                 fold(&total.m[j], &total.l[j], total.acc[j], part.m[j], part.l[j], part.acc[j], D);
     }
@@ -226,7 +240,7 @@ void bt_attention_merge(const bt_attn_args *a) {
     int D = a->head_dim;
     static _Thread_local float acc[MAXD];
     for (int row = 0; row < a->n_rows; row++) {
-        int n_chunks = bt_attention_n_chunks(a->pos[row]);
+        int n_chunks = row_chunks(a, row);
         for (int h = 0; h < a->n_head; h++) {
             const float *p = partial_of(a, row, 0, h);
             float m = p[0], l = p[1];
@@ -439,9 +453,11 @@ static INLINE_AVX2 void chunk_avx2(const bt_kv_cache *kv, int layer, const int32
     size_t rb = bt_kv_row_bytes(bt_kv_cache_params(kv)->type, D), head_off = (size_t)g * TILE * rb;
     state_clear(st, nh, D);
     for (int b = k0 / TILE; b * TILE < k1; b++) {
-        int nk = k1 - b * TILE < TILE ? k1 - b * TILE : TILE;
-        const char *kb = (const char *)bt_kv_block_k(kv, layer, table[b]) + head_off;
-        const char *vb = (const char *)bt_kv_block_v(kv, layer, table[b]) + head_off;
+        int t0 = k0 > b * TILE ? k0 - b * TILE : 0; /* as chunk_scalar */
+        int nk = (k1 - b * TILE < TILE ? k1 - b * TILE : TILE) - t0;
+        size_t off = head_off + (size_t)t0 * rb;
+        const char *kb = (const char *)bt_kv_block_k(kv, layer, table[b]) + off;
+        const char *vb = (const char *)bt_kv_block_v(kv, layer, table[b]) + off;
         block_avx2(kb, vb, rb, nk, D, nh, qs, st, kt);
     }
 }

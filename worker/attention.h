@@ -7,7 +7,9 @@
  * online softmax over its KV blocks (running max m and sum l, rescaling the accumulator acc)
  * to a partial (m, l, acc[head_dim]). The partials are then folded in chunk order,
  * 0, 1, 2, ...: M = max(m, m'), l = l e^(m-M) + l' e^(m'-M), acc likewise; out = acc / l.
- * Scores are scaled by 1/sqrt(head_dim); query head h reads kv head h / (n_head/n_head_kv).
+ * Scores are scaled by `scale` (default 1/sqrt(head_dim)); query head h reads kv head
+ * h / (n_head/n_head_kv). With a window (Gemma 3's local layers) a row's keys are only the last
+ * `window` positions; its chunks are those of the full row that meet them.
  * A task handles up to heads_per_task query heads of one row that share a KV head, so each
  * K/V row is loaded and converted to f32 (in registers) once for all of them.
  *
@@ -50,6 +52,11 @@ typedef struct bt_attn_args {
      * slice), each writing its partial here ([bt_attention_partials_floats] floats, borrowed
      * for the call; n_rows <= BT_ATTN_SPLIT_MAX_ROWS), and bt_attention_merge writes out. */
     float *partials;
+    /* Appended for Gemma 3; zero keeps the plain causal attention. */
+    float scale; /* query scale; 0: 1/sqrt(head_dim) */
+    int window;  /* > 0: a row at pos sees only keys pos - window < p0 <= pos (llama.cpp's
+                    is_masked_swa STANDARD); its chunks are those of the full row that meet
+                    the window, the first one starting at the window's first key */
 } bt_attn_args;
 
 /* Chunks of a row at position pos: ceil((pos + 1) / BT_ATTN_CHUNK_KEYS). */

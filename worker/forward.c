@@ -5,6 +5,9 @@
  *   attn_norm (rows) -> q,k,v (weight-row tiles of three matrices) -> rope + KV write (rows)
  *   -> attention ((row, head)) -> wo + residual (tiles) -> ffn_norm (rows)
  *   -> gate,up + SwiGLU (tiles of both) -> down + residual (tiles).
+ * Gemma 3 (hparams fields, docs/architecture.md): embeddings scaled, GeGLU for SwiGLU, a
+ * sliding window and its own rope cache on local layers, and with post norms each residual
+ * product goes to tmp whole, then a row section norms it and adds it (row_post_norm).
  * Row sections with a single task run inline on the calling thread. Every matrix section
  * runs all rows through bt_matmul on q8 activations (see forward.h); the q8 data of a
  * section's input is made by the row section before it (row_prep).
@@ -14,6 +17,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,17 +42,18 @@ struct bt_forward {
     size_t lc_scratch_floats;
 
     /* Run state, [max_rows][...] each, rows in batch order. */
-    float *x;    /* [n][n_embd] residual stream */
-    float *xn;   /* [n][n_embd] normed input of a matmul */
-    float *q;    /* [n][q_dim] */
-    float *k;    /* [n][kv_dim] */
-    float *v;    /* [n][kv_dim] */
-    float *att;  /* [n][q_dim] attention output */
-    float *gate; /* [n][n_ff] gate, then silu(gate) * up */
-    float *up;   /* [n][n_ff] */
-    float *tmp;  /* [n][n_embd] quantized-path product before the residual add */
-    float *rope; /* [n][head_dim] cos, sin pairs */
-    bt_q8 *xq;   /* [n][max_cols/32] quantized activations */
+    float *x;        /* [n][n_embd] residual stream */
+    float *xn;       /* [n][n_embd] normed input of a matmul */
+    float *q;        /* [n][q_dim] */
+    float *k;        /* [n][kv_dim] */
+    float *v;        /* [n][kv_dim] */
+    float *att;      /* [n][q_dim] attention output */
+    float *gate;     /* [n][n_ff] gate, then act(gate) * up (SiLU or GELU) */
+    float *up;       /* [n][n_ff] */
+    float *tmp;      /* [n][n_embd] quantized-path product before the residual add */
+    float *rope;     /* [n][head_dim] cos, sin pairs */
+    float *rope_swa; /* [n][head_dim] the same at rope_base_swa; when hp->sliding_window */
+    bt_q8 *xq;       /* [n][max_cols/32] quantized activations */
 
     /* Current pass (valid during bt_forward_run). */
     int n;                    /* rows */
@@ -57,7 +62,36 @@ struct bt_forward {
     /* Input of the current q8 preparation (row_prep). */
     const float *prep_x;
     int prep_cols;
+    const float *post_w; /* [n_embd] the post norm row_post_norm applies */
 };
+
+/* GELU as ggml evaluates it (GGML_GELU_FP16): the input rounded to f16 indexes a table of the
+ * tanh approximation, itself rounded to f16; inputs <= -10 give 0 and >= 10 themselves. Built
+ * once, read-only after (pthread_once). */
+static float gelu_table[1 << 16];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void) {
+    const float a = 0.044715f, sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    for (int i = 0; i < (1 << 16); i++) {
+        float x = bt_half_to_f32((bt_half)i);
+        float y = 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + a * x * x)));
+        gelu_table[i] = bt_half_to_f32(bt_f32_to_half(y));
+    }
+}
+
+/* g[i] = gelu(g[i]) * u[i] for i in [0, n). */
+static void geglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float x = g[i];
+        if (x <= -10.0f)
+            g[i] = 0.0f;
+        else if (x >= 10.0f)
+            g[i] = x * u[i];
+        else
+            g[i] = gelu_table[bt_f32_to_half(x)] * u[i];
+    }
+}
 
 static void *alloc_floats(size_t n) {
     return aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
@@ -92,11 +126,16 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     fw->up = alloc_floats(R * F);
     fw->tmp = alloc_floats(R * E);
     fw->rope = alloc_floats(R * hp->head_dim);
+    if (hp->sliding_window > 0)
+        fw->rope_swa = alloc_floats(R * hp->head_dim);
+    if (hp->ffn_act == BT_FFN_GELU)
+        pthread_once(&gelu_once, gelu_table_init);
     fw->xq = aligned_alloc(64, ((R * (size_t)(fw->max_cols / 32) * sizeof(bt_q8) + 63) / 64) * 64);
     fw->attn_partials = alloc_floats(bt_attention_partials_floats(
         BT_ATTN_SPLIT_MAX_ROWS, bt_kv_cache_params(kv)->max_seq_tokens, hp->n_head, hp->head_dim));
     if (!fw->x || !fw->xn || !fw->q || !fw->k || !fw->v || !fw->att || !fw->gate || !fw->up ||
-        !fw->tmp || !fw->rope || !fw->xq || !fw->attn_partials) {
+        !fw->tmp || !fw->rope || !fw->xq || !fw->attn_partials ||
+        (hp->sliding_window > 0 && !fw->rope_swa)) {
         bt_forward_free(fw);
         return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate scratch for %d rows",
                             max_rows);
@@ -118,6 +157,7 @@ void bt_forward_free(bt_forward *fw) {
     free(fw->up);
     free(fw->tmp);
     free(fw->rope);
+    free(fw->rope_swa);
     free(fw->xq);
     free(fw->lc_scratch);
     free(fw->attn_partials);
@@ -307,10 +347,29 @@ static void row_ffn_norm(bt_forward *fw, int r) {
         row_prep(fw, r);
 }
 
+/* Post norms (hp->post_norms): x += rmsnorm(tmp) * w, w the layer's post-attention or
+ * post-FFN norm in post_w. */
+static void row_post_norm(bt_forward *fw, int r) {
+    int E = fw->hp->n_embd;
+    float *t = fw->tmp + (size_t)r * E, *x = fw->x + (size_t)r * E;
+    rmsnorm(t, t, fw->post_w, E, fw->hp->rms_eps);
+    for (int i = 0; i < E; i++)
+        x[i] = t[i] + x[i];
+}
+
 static void row_rope_cache(bt_forward *fw, int r) {
     const bt_hparams *hp = fw->hp;
     rope_cache(fw->rope + (size_t)r * hp->head_dim, fw->pos[r], hp->head_dim, hp->rope_base,
                hp->rope_freq_scale, fw->w->rope_freqs);
+    /* Local layers: their own base and no scaling (llama.cpp's rope_freq_*_train_swa). */
+    if (fw->rope_swa)
+        rope_cache(fw->rope_swa + (size_t)r * hp->head_dim, fw->pos[r], hp->head_dim,
+                   hp->rope_base_swa, 1.0f, fw->w->rope_freqs);
+}
+
+/* Whether the current layer attends over a sliding window. */
+static bool layer_is_swa(const bt_forward *fw) {
+    return bt_hparams_is_swa(fw->hp, fw->w->layer_begin + fw->layer);
 }
 
 /* RMS norm of each of n_heads heads of x in place (per-head Q/K norms). */
@@ -325,7 +384,7 @@ static void row_rope_store(bt_forward *fw, int r) {
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int D = hp->head_dim, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
-    const float *cs = fw->rope + (size_t)r * D;
+    const float *cs = (layer_is_swa(fw) ? fw->rope_swa : fw->rope) + (size_t)r * D;
     float *k = fw->k + (size_t)r * KV, *v = fw->v + (size_t)r * KV;
     if (l->q_norm)
         head_norm(fw->q + (size_t)r * Q, l->q_norm, hp->n_head, D, hp->rms_eps);
@@ -420,6 +479,10 @@ static void mm_task(void *p, int task, int thread) {
                 bt_lc_swiglu(gy + r0, uy + r0, r1 - r0);
                 continue;
             }
+            if (c->fw->hp->ffn_act == BT_FFN_GELU) {
+                geglu(gy + r0, uy + r0, r1 - r0);
+                continue;
+            }
             for (int64_t r = r0; r < r1; r++)
                 gy[r] = gy[r] / (1.0f + expf(-gy[r])) * uy[r];
         }
@@ -500,6 +563,19 @@ static int attn_heads_per_task(const bt_forward *fw, bool split) {
     return hpt;
 }
 
+/* x += W in, or with post norms x += rmsnorm(W in) * post_w (W in made whole in fw->tmp,
+ * where o->y points, before a row section norms and adds it). */
+static void residual_mm(bt_forward *fw, int n, const float *in, const mm_out *o,
+                        const float *post_w) {
+    if (!fw->hp->post_norms) {
+        run_mm(fw, MM_RESIDUAL, n, in, 1, o);
+        return;
+    }
+    run_mm(fw, MM_PLAIN, n, in, 1, o);
+    fw->post_w = post_w;
+    run_rows(fw, row_post_norm, n);
+}
+
 static void layer_forward(bt_forward *fw, int li) {
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[li];
@@ -526,7 +602,9 @@ static void layer_forward(bt_forward *fw, int li) {
                       .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim,
                       .heads_per_task = attn_heads_per_task(fw, split),
-                      .partials = split ? fw->attn_partials : NULL};
+                      .partials = split ? fw->attn_partials : NULL,
+                      .scale = hp->attn_scale,
+                      .window = layer_is_swa(fw) ? hp->sliding_window : 0};
     if (fw->numerics == BT_NUMERICS_LLAMACPP) {
         bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
     } else {
@@ -534,20 +612,20 @@ static void layer_forward(bt_forward *fw, int li) {
         bt_attention_merge(&a);
     }
 
-    mm_out wo = {&l->wo, l->bo, fw->x, E};
+    mm_out wo = {&l->wo, l->bo, hp->post_norms ? fw->tmp : fw->x, E};
     if (jobs_need_q8(1, &wo))
         prepare_rows(fw, fw->att, n, Q);
-    run_mm(fw, MM_RESIDUAL, n, fw->att, 1, &wo);
+    residual_mm(fw, n, fw->att, &wo, l->post_attn_norm);
 
     mm_out gu[2] = {{&l->w_gate, NULL, fw->gate, F}, {&l->w_up, NULL, fw->up, F}};
     set_prep(fw, jobs_need_q8(2, gu) ? fw->xn : NULL, E);
     run_rows(fw, row_ffn_norm, n);
     run_mm(fw, MM_SWIGLU, n, fw->xn, 2, gu);
 
-    mm_out down = {&l->w_down, NULL, fw->x, E};
+    mm_out down = {&l->w_down, NULL, hp->post_norms ? fw->tmp : fw->x, E};
     if (jobs_need_q8(1, &down))
         prepare_rows(fw, fw->gate, n, F);
-    run_mm(fw, MM_RESIDUAL, n, fw->gate, 1, &down);
+    residual_mm(fw, n, fw->gate, &down, l->post_ffn_norm);
 }
 
 /* Logits of the wanted rows, in out_rows order: final norm of those rows only (llama.cpp's
@@ -563,6 +641,11 @@ static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *
     if (jobs_need_q8(1, &head))
         prepare_rows(fw, fw->xn, n_out, E);
     run_mm(fw, MM_PLAIN, n_out, fw->xn, 1, &head);
+    if (hp->logit_softcap > 0.0f) {
+        float c = hp->logit_softcap;
+        for (size_t i = 0; i < (size_t)n_out * (size_t)hp->n_vocab; i++)
+            logits[i] = tanhf(logits[i] * (1.0f / c)) * c;
+    }
 }
 
 void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_t *pos,
@@ -584,6 +667,9 @@ void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_
         for (int i = 0; i < n_rows; i++)
             bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[i], tokens[i] + 1,
                             fw->x + (size_t)i * E);
+        if (hp->embd_scale != 1.0f) /* ggml_scale: one float product per element */
+            for (size_t i = 0; i < (size_t)n_rows * (size_t)E; i++)
+                fw->x[i] *= hp->embd_scale;
     }
     run_rows(fw, row_rope_cache, n_rows);
     for (int li = 0; li < w->layer_end - w->layer_begin; li++)

@@ -147,6 +147,11 @@ static bt_status load_layer(const bt_gguf *g, const bt_hparams *hp, int il, bt_l
         (!fup && (st = load_matrix(g, NAME("ffn_up.weight"), E, F, true, &lw->w_up, err))) ||
         (st = load_matrix(g, NAME("ffn_down.weight"), F, E, true, &lw->w_down, err)))
         return st;
+    if (hp->post_norms &&
+        ((st = load_vector(g, NAME("post_attention_norm.weight"), E, true, &lw->post_attn_norm,
+                           err)) ||
+         (st = load_vector(g, NAME("post_ffw_norm.weight"), E, true, &lw->post_ffn_norm, err))))
+        return st;
 #undef NAME
     const char *unsupported[] = {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
     for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {

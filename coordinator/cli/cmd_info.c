@@ -18,22 +18,37 @@
 
 #define MIB (1024.0 * 1024.0)
 
-/* "uses:" the family's departures from plain llama that the forward pass applies, read from
- * the first layer's tensors (every layer has the same ones) and the hparams. */
+/* One line naming the steps of this model's forward pass: the hparams fields the forward pass
+ * tests and the first layer's optional tensors (every layer has the same ones), so it says
+ * what baton runs, not what the architecture's name suggests. */
 static void print_uses(const bt_gguf *g, const bt_hparams *hp) {
     static const struct {
         const char *tensor, *what;
-    } uses[] = {{"blk.0.attn_q.bias", "q/k/v biases"},
-                {"blk.0.attn_q_norm.weight", "q/k norms"},
-                {"blk.0.attn_qkv.weight", "fused qkv"},
-                {"rope_freqs.weight", "rope frequency factors"}};
-    printf("uses:         %s rope", hp->rope_neox ? "neox" : "adjacent-pair");
-    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
-        if (bt_gguf_find_tensor(g, uses[i].tensor))
-            printf(", %s", uses[i].what);
+    } tensors[] = {{"blk.0.attn_q.bias", "q/k/v biases"},
+                   {"blk.0.attn_q_norm.weight", "Q/K norms"},
+                   {"blk.0.attn_qkv.weight", "fused qkv"},
+                   {"rope_freqs.weight", "rope frequency factors"}};
+    printf("uses:         %s rope, %s", hp->rope_neox ? "NeoX" : "normal",
+           hp->ffn_act == BT_FFN_GELU ? "GeGLU (tanh GELU)" : "SwiGLU");
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++)
+        if (bt_gguf_find_tensor(g, tensors[i].tensor))
+            printf(", %s", tensors[i].what);
     if (!bt_gguf_find_tensor(g, "blk.0.ffn_gate.weight"))
         printf(", fused gate-up");
-    printf("\n");
+    if (hp->post_norms)
+        printf(", post norms");
+    if (hp->embd_scale != 1.0f)
+        printf(", embeddings x %g", (double)hp->embd_scale);
+    if (hp->sliding_window > 0) {
+        int n_swa = 0;
+        for (int il = 0; il < hp->n_layer; il++)
+            n_swa += bt_hparams_is_swa(hp, il);
+        printf(", sliding window %d on %d of %d layers (rope base %g)", hp->sliding_window, n_swa,
+               hp->n_layer, (double)hp->rope_base_swa);
+    }
+    if (hp->logit_softcap > 0.0f)
+        printf(", logit softcap %g", (double)hp->logit_softcap);
+    printf(", %s output\n", bt_gguf_find_tensor(g, "output.weight") ? "separate" : "tied");
 }
 
 int bt_cmd_info(int argc, char **argv) {

@@ -182,6 +182,11 @@ int bt_cmd_perplexity(int argc, char **argv) {
                          "'%s' has %zu tokens, fewer than one chunk of --ctx %d", file, n_tok, ctx);
         goto done;
     }
+    /* As llama-perplexity: when the vocabulary adds BOS (Gemma), every chunk starts with it, its
+     * first token replaced (chunk 0 already has it from the tokenization). */
+    if (bt_vocab_add_bos(s.vocab))
+        for (int64_t c = 1; c < n_chunks; c++)
+            toks[c * ctx] = bt_vocab_bos(s.vocab);
     fprintf(stderr, "perplexity: %zu tokens, %lld chunks of %d, scoring the second half of each\n",
             n_tok, (long long)n_chunks, ctx);
 

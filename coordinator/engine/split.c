@@ -160,11 +160,13 @@ uint64_t bt_split_scratch_bytes(const bt_hparams *hp, int max_batch, int max_seq
              F = (uint64_t)hp->n_ff, Q = (uint64_t)bt_hparams_q_dim(hp),
              KV = (uint64_t)bt_hparams_kv_dim(hp), V = (uint64_t)hp->n_vocab,
              D = (uint64_t)hp->head_dim;
-    /* forward.c: x, xn, tmp [B][E]; q, att [B][Q]; k, v [B][KV]; gate, up [B][F]; rope [B][D];
+    /* forward.c: x, xn, tmp [B][E]; q, att [B][Q]; k, v [B][KV]; gate, up [B][F]; rope [B][D]
+     * (twice with a sliding window);
      * the q8 copy of the widest input (36 bytes per 32 values) */
     uint64_t widest = E > F ? E : F;
     widest = widest > Q ? widest : Q;
-    uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + D) * 4 + B * (widest / 32 + 1) * 36;
+    uint64_t rope = hp->sliding_window > 0 ? 2 * D : D; /* local layers' own rope cache */
+    uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + rope) * 4 + B * (widest / 32 + 1) * 36;
     /* attention's chunk partials (stage_layout.h) at the trained context, the stages' default
      * sequence limit (4096 when the model does not say) */
     uint64_t ctx = hp->n_ctx_train > 0 ? (uint64_t)hp->n_ctx_train : 4096;

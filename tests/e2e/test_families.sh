@@ -60,9 +60,10 @@ PY
 
 declare -A VOCAB_OF=([llama3]=llama-bpe [qwen2]=qwen2 [qwen3]=qwen2 [phi3]=phi-3)
 declare -A ARCH_OF=([llama3]=llama [qwen2]=qwen2 [qwen3]=qwen3 [phi3]=phi3)
-declare -A USES_OF=([llama3]="adjacent-pair rope, rope frequency factors"
-    [qwen2]="neox rope, q/k/v biases" [qwen3]="neox rope, q/k norms"
-    [phi3]="neox rope, fused qkv, fused gate-up")
+declare -A USES_OF=([llama3]="normal rope, SwiGLU, rope frequency factors, separate output"
+    [qwen2]="NeoX rope, SwiGLU, q/k/v biases, tied output"
+    [qwen3]="NeoX rope, SwiGLU, Q/K norms, tied output"
+    [phi3]="NeoX rope, SwiGLU, fused qkv, fused gate-up, separate output")
 for fam in llama3 qwen2 qwen3 phi3; do
     golden="$GOLDEN/family-$fam.tsv"
     F="$WORK/$fam.gguf"

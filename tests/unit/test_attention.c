@@ -6,6 +6,8 @@
  * bit for bit; a row alone against the same row in a batch of mixed lengths, bit for bit;
  * 1 thread against 2 threads of a real pool, bit for bit; for SmolLM2's 9 query heads on 3 KV
  * heads and for 8 on 1 (a task's heads in passes of 3, 3 and 2), 1 to 3 heads per task.
+ * All of it again with a sliding window of 300 keys (Gemma 3's local layers): a row sees keys
+ * pos - 299 .. pos, the window starting inside a KV block and inside a chunk.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@ enum { N_LAYER = 1, MAX_HEAD = 9, MAX_HEAD_KV = 3, D = 64, MAX_TOK = 1100, N_SEQ
 /* The model shape under test: SmolLM2's (9 query heads on 3 KV heads), then one KV head for 8
  * query heads (a task's heads in passes of 3, 3 and 2). */
 static int n_head = 9, n_head_kv = 3;
+static int window = 0; /* bt_attn_args.window under test; 0: every key */
 
 /* Row r of an [N_SEQ][MAX_HEAD * D] array holding rows of n_head * D (the kernel's stride). */
 #define ROW(arr, r) (&(arr)[0][0] + (size_t)(r) * (size_t)n_head * D)
@@ -92,7 +95,8 @@ static void naive(const bt_kv_cache *kv, int seq, int pos, const float *q, float
         int g = h / (n_head / n_head_kv);
         const float *qh = q + h * D;
         double mx = -INFINITY, sum = 0.0, acc[D] = {0};
-        for (int t = 0; t <= pos; t++) {
+        int t0 = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+        for (int t = t0; t <= pos; t++) {
             row_f32(kv, 0, seq, t, g, kr);
             double d = 0.0;
             for (int i = 0; i < D; i++)
@@ -100,7 +104,7 @@ static void naive(const bt_kv_cache *kv, int seq, int pos, const float *q, float
             s[t] = d / sqrt((double)D);
             mx = s[t] > mx ? s[t] : mx;
         }
-        for (int t = 0; t <= pos; t++) {
+        for (int t = t0; t <= pos; t++) {
             row_f32(kv, 1, seq, t, g, vr);
             double p = exp(s[t] - mx);
             sum += p;
@@ -163,7 +167,8 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
                       .n_head = n_head,
                       .n_head_kv = n_head_kv,
                       .head_dim = D,
-                      .heads_per_task = n_head / n_head_kv};
+                      .heads_per_task = n_head / n_head_kv,
+                      .window = window};
     run_all(&a, bt_attention_task, 0);
     a.out = &o_sref[0][0];
     run_all(&a, bt_attention_task_ref, 0);
@@ -271,13 +276,16 @@ int main(void) {
     CHECK_OK(bt_threadpool_new(1, &p1, &err));
     CHECK_OK(bt_threadpool_new(2, &p2, &err));
     if (p1 && p2) {
-        for (int shape = 0; shape < 2; shape++) {
-            n_head = shape ? 8 : 9;
-            n_head_kv = shape ? 1 : 3;
-            test_type(BT_TYPE_F16, p1, p2);
-            test_type(BT_TYPE_Q8_0, p1, p2);
-            test_type(BT_TYPE_F32, p1, p2);
-        }
+        for (int w = 0; w < 2; w++)
+            for (int shape = 0; shape < 2; shape++) {
+                window = w ? 300 : 0;
+                n_head = shape ? 8 : 9;
+                n_head_kv = shape ? 1 : 3;
+                test_type(BT_TYPE_F16, p1, p2);
+                test_type(BT_TYPE_Q8_0, p1, p2);
+                test_type(BT_TYPE_F32, p1, p2);
+            }
+        window = 0;
         n_head = 9;
         n_head_kv = 3;
     }
