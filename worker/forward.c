@@ -42,18 +42,21 @@ struct bt_forward {
     size_t lc_scratch_floats;
 
     /* Run state, [max_rows][...] each, rows in batch order. */
-    float *x;        /* [n][n_embd] residual stream */
-    float *xn;       /* [n][n_embd] normed input of a matmul */
-    float *q;        /* [n][q_dim] */
-    float *k;        /* [n][kv_dim] */
-    float *v;        /* [n][kv_dim] */
-    float *att;      /* [n][q_dim] attention output */
-    float *gate;     /* [n][n_ff] gate, then act(gate) * up (SiLU or GELU) */
-    float *up;       /* [n][n_ff] */
-    float *tmp;      /* [n][n_embd] quantized-path product before the residual add */
-    float *rope;     /* [n][head_dim] cos, sin pairs */
-    float *rope_swa; /* [n][head_dim] the same at rope_base_swa; when hp->sliding_window */
-    bt_q8 *xq;       /* [n][max_cols/32] quantized activations */
+    float *x;    /* [n][n_embd] residual stream */
+    float *xn;   /* [n][n_embd] normed input of a matmul */
+    float *q;    /* [n][q_dim] */
+    float *k;    /* [n][kv_dim] */
+    float *v;    /* [n][kv_dim] */
+    float *att;  /* [n][q_dim] attention output */
+    float *gate; /* [n][n_ff] gate, then act(gate) * up (SiLU or GELU) */
+    float *up;   /* [n][n_ff] */
+    float *tmp;  /* [n][n_embd] quantized-path product before the residual add */
+    float *rope; /* [n][head_dim] cos, sin pairs */
+    bt_q8 *xq;   /* [n][max_cols/32] quantized activations */
+
+    /* [n][head_dim] the cos, sin pairs at rope_base_swa for the local layers; only when
+     * hp->sliding_window (Gemma 3), else NULL. */
+    float *rope_swa;
 
     /* Current pass (valid during bt_forward_run). */
     int n;                    /* rows */

@@ -33,25 +33,28 @@ typedef struct bt_matrix {
  * [n_embd, 2 n_ff] ffn_up.weight, when the file has them fused (Phi-3); bq, bk, bv then point
  * into attn_qkv.bias if the file has one. */
 typedef struct bt_layer_weights {
-    const float *attn_norm;      /* [n_embd] F32 */
-    bt_matrix wq;                /* [n_embd, n_head*head_dim] any supported type */
-    bt_matrix wk;                /* [n_embd, n_head_kv*head_dim] */
-    bt_matrix wv;                /* [n_embd, n_head_kv*head_dim] */
-    bt_matrix wo;                /* [n_head*head_dim, n_embd] */
-    const float *bq;             /* [n_head*head_dim] F32, optional (NULL) */
-    const float *bk;             /* [n_head_kv*head_dim] F32, optional */
-    const float *bv;             /* [n_head_kv*head_dim] F32, optional */
-    const float *bo;             /* [n_embd] F32, optional */
-    const float *q_norm;         /* [head_dim] F32, optional: RMS norm of each query head before
-                                    rope (Qwen 3, Gemma 3) */
-    const float *k_norm;         /* [head_dim] F32, optional: the same for each key head */
-    const float *ffn_norm;       /* [n_embd] F32 */
-    bt_matrix w_gate;            /* [n_embd, n_ff] */
-    bt_matrix w_up;              /* [n_embd, n_ff] */
-    bt_matrix w_down;            /* [n_ff, n_embd] */
-    const float *post_attn_norm; /* [n_embd] F32, iff hp->post_norms: norm of the attention
-                                    output before the residual add (Gemma) */
-    const float *post_ffn_norm;  /* [n_embd] F32, iff hp->post_norms: the same for the FFN */
+    const float *attn_norm; /* [n_embd] F32 */
+    bt_matrix wq;           /* [n_embd, n_head*head_dim] any supported type */
+    bt_matrix wk;           /* [n_embd, n_head_kv*head_dim] */
+    bt_matrix wv;           /* [n_embd, n_head_kv*head_dim] */
+    bt_matrix wo;           /* [n_head*head_dim, n_embd] */
+    const float *bq;        /* [n_head*head_dim] F32, optional (NULL) */
+    const float *bk;        /* [n_head_kv*head_dim] F32, optional */
+    const float *bv;        /* [n_head_kv*head_dim] F32, optional */
+    const float *bo;        /* [n_embd] F32, optional */
+    const float *q_norm;    /* [head_dim] F32, optional: RMS norm of each query head before
+                               rope (Qwen 3, Gemma 3) */
+    const float *k_norm;    /* [head_dim] F32, optional: the same for each key head */
+    const float *ffn_norm;  /* [n_embd] F32 */
+    bt_matrix w_gate;       /* [n_embd, n_ff] */
+    bt_matrix w_up;         /* [n_embd, n_ff] */
+    bt_matrix w_down;       /* [n_ff, n_embd] */
+
+    /* Gemma 3, iff hp->post_norms (else NULL): [n_embd] F32 each, the RMS norms of the
+     * attention output (blk.N.post_attention_norm) and of the FFN output (post_ffw_norm)
+     * before their residual adds. */
+    const float *post_attn_norm;
+    const float *post_ffn_norm;
 } bt_layer_weights;
 
 typedef struct bt_weights {
