@@ -19,6 +19,7 @@
 #include "attention.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -149,6 +150,11 @@ size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int he
     return (size_t)n_rows * (size_t)n_chunks * (size_t)n_head * (size_t)(head_dim + 2);
 }
 
+static int task_rows(const bt_attn_args *a) {
+    int r = a->rows_per_task < 1 ? 1 : a->rows_per_task;
+    return r > BT_ATTN_MAX_TASK_ROWS ? BT_ATTN_MAX_TASK_ROWS : r;
+}
+
 /* Tasks of one row: per chunk with partials, else one per head slice. */
 static int row_tasks(const bt_attn_args *a, int row) {
     int group = a->n_head / a->n_head_kv, hpt = task_hpt(a);
@@ -157,8 +163,10 @@ static int row_tasks(const bt_attn_args *a, int row) {
 }
 
 int bt_attention_n_tasks(const bt_attn_args *a) {
-    if (!a->partials)
-        return a->n_rows * row_tasks(a, 0);
+    if (!a->partials) {
+        int R = task_rows(a);
+        return (a->n_rows + R - 1) / R * row_tasks(a, 0);
+    }
     int n = 0;
     for (int r = 0; r < a->n_rows; r++)
         n += row_tasks(a, r);
@@ -174,11 +182,93 @@ static float *partial_of(const bt_attn_args *a, int row, int c, int h) {
     return a->partials + off * (size_t)(a->head_dim + 2);
 }
 
-/* Decodes a task into its row, chunk (-1: all of the row's chunks, folded as they come), KV
- * head and query heads [h0, h1), and computes it. */
+/* The scaled queries of heads [h0, h0 + nh) of row. */
+static void scale_queries(const bt_attn_args *a, int row, int h0, int nh, float (*qs)[MAXD]) {
+    int D = a->head_dim;
+    float scale = a->scale > 0.0f ? a->scale : 1.0f / sqrtf((float)D);
+    for (int j = 0; j < nh; j++) {
+        const float *q = a->q + ((size_t)row * a->n_head + (size_t)(h0 + j)) * D;
+        for (int i = 0; i < D; i++)
+            qs[j][i] = q[i] * scale;
+    }
+}
+
+/* Keys [k0, k1) of chunk ca of a row whose keys are [k_lo, n_keys). */
+static void chunk_keys(int ca, int k_lo, int n_keys, int *k0, int *k1) {
+    const int CH = BT_ATTN_CHUNK_KEYS;
+    *k0 = ca * CH > k_lo ? ca * CH : k_lo;
+    *k1 = (ca + 1) * CH < n_keys ? (ca + 1) * CH : n_keys;
+}
+
+/* With partials: chunk c (counted from the row's first) of one row into its partials. */
+static void attend_chunk(const bt_attn_args *a, int row, int c, int g, int h0, int nh,
+                         chunk_fn chunk) {
+    static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
+    static _Thread_local red_state part;
+    int D = a->head_dim, k_lo = first_key(a, row), k0, k1;
+    chunk_keys(k_lo / BT_ATTN_CHUNK_KEYS + c, k_lo, a->pos[row] + 1, &k0, &k1);
+    scale_queries(a, row, h0, nh, qs);
+    chunk(a->kv, a->layer, bt_kv_seq_table(a->kv, a->seq[row]), g, k0, k1, nh, D,
+          (const float(*)[MAXD])qs, &part);
+    for (int j = 0; j < nh; j++) {
+        float *p = partial_of(a, row, c, h0 + j);
+        p[0] = part.m[j];
+        p[1] = part.l[j];
+        memcpy(p + 2, part.acc[j], sizeof(float) * (size_t)D);
+    }
+}
+
+/* Without partials: rows [r0, r1) whole, chunk by chunk. Row r's running state is m[r - r0],
+ * l[r - r0] and its output slice as the accumulator: its first chunk is copied there, each
+ * later one folded (fold), then the slice is divided by l: per row the arithmetic of a task
+ * of that row alone, in the same order. */
+static void attend_rows(const bt_attn_args *a, int r0, int r1, int g, int h0, int nh,
+                        chunk_fn chunk) {
+    static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
+    static _Thread_local red_state part;
+    const int CH = BT_ATTN_CHUNK_KEYS, D = a->head_dim;
+    float m[BT_ATTN_MAX_TASK_ROWS][MAXH], l[BT_ATTN_MAX_TASK_ROWS][MAXH];
+    int c_first = INT_MAX, c_last = 0;
+    for (int r = r0; r < r1; r++) {
+        int lo = first_key(a, r) / CH, hi = a->pos[r] / CH;
+        c_first = lo < c_first ? lo : c_first;
+        c_last = hi > c_last ? hi : c_last;
+    }
+    for (int ca = c_first; ca <= c_last; ca++) {
+        for (int r = r0; r < r1; r++) {
+            int k_lo = first_key(a, r), n_keys = a->pos[r] + 1, k0, k1;
+            if (ca < k_lo / CH || ca > a->pos[r] / CH)
+                continue;
+            chunk_keys(ca, k_lo, n_keys, &k0, &k1);
+            scale_queries(a, r, h0, nh, qs);
+            chunk(a->kv, a->layer, bt_kv_seq_table(a->kv, a->seq[r]), g, k0, k1, nh, D,
+                  (const float(*)[MAXD])qs, &part);
+            for (int j = 0; j < nh; j++) {
+                float *acc = a->out + ((size_t)r * a->n_head + (size_t)(h0 + j)) * D;
+                if (ca == k_lo / CH) {
+                    m[r - r0][j] = part.m[j];
+                    l[r - r0][j] = part.l[j];
+                    memcpy(acc, part.acc[j], sizeof(float) * (size_t)D);
+                } else {
+                    fold(&m[r - r0][j], &l[r - r0][j], acc, part.m[j], part.l[j], part.acc[j], D);
+                }
+            }
+        }
+    }
+    for (int r = r0; r < r1; r++)
+        for (int j = 0; j < nh; j++) {
+            float *out = a->out + ((size_t)r * a->n_head + (size_t)(h0 + j)) * D;
+            float inv = 1.0f / l[r - r0][j];
+            for (int i = 0; i < D; i++)
+                out[i] = out[i] * inv;
+        }
+}
+
+/* Decodes a task into its rows, chunk (with partials), KV head g and query heads [h0, h1),
+ * and computes it. */
 static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
     int group = a->n_head / a->n_head_kv, hpt = task_hpt(a), n_sub = (group + hpt - 1) / hpt;
-    int row, c = -1, rem;
+    int row = 0, c = -1, rem;
     if (a->partials) {
         assert(a->n_rows <= BT_ATTN_SPLIT_MAX_ROWS);
         for (row = 0; task >= row_tasks(a, row); row++)
@@ -186,52 +276,19 @@ static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
         c = task / (a->n_head_kv * n_sub);
         rem = task % (a->n_head_kv * n_sub);
     } else {
-        row = task / (a->n_head_kv * n_sub);
+        row = task / (a->n_head_kv * n_sub) * task_rows(a);
         rem = task % (a->n_head_kv * n_sub);
     }
-    int g = rem / n_sub, D = a->head_dim;
+    int g = rem / n_sub;
     int h0 = g * group + (rem % n_sub) * hpt;
     int h1 = h0 + hpt < (g + 1) * group ? h0 + hpt : (g + 1) * group;
     int nh = h1 - h0;
-    assert(nh >= 1 && nh <= MAXH && D <= MAXD);
-    int n_keys = a->pos[row] + 1, k_lo = first_key(a, row);
-    int c_lo = k_lo / BT_ATTN_CHUNK_KEYS; /* c counts from this chunk */
-    const int32_t *table = bt_kv_seq_table(a->kv, a->seq[row]);
-    float scale = a->scale > 0.0f ? a->scale : 1.0f / sqrtf((float)D);
-    static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
-    static _Thread_local red_state part, total;
-    for (int j = 0; j < nh; j++) {
-        const float *q = a->q + ((size_t)row * a->n_head + (size_t)(h0 + j)) * D;
-        for (int i = 0; i < D; i++)
-            qs[j][i] = q[i] * scale;
-    }
-    const int CH = BT_ATTN_CHUNK_KEYS;
-    if (c >= 0) {
-        int ca = c_lo + c, k0 = ca * CH > k_lo ? ca * CH : k_lo;
-        int k1 = (ca + 1) * CH < n_keys ? (ca + 1) * CH : n_keys;
-        chunk(a->kv, a->layer, table, g, k0, k1, nh, D, (const float(*)[MAXD])qs, &part);
-        for (int j = 0; j < nh; j++) {
-            float *p = partial_of(a, row, c, h0 + j);
-            p[0] = part.m[j];
-            p[1] = part.l[j];
-            memcpy(p + 2, part.acc[j], sizeof(float) * (size_t)D);
-        }
-        return;
-    }
-    for (int c0 = c_lo * CH; c0 < n_keys; c0 += CH) {
-        int k0 = c0 > k_lo ? c0 : k_lo, k1 = c0 + CH < n_keys ? c0 + CH : n_keys;
-        red_state *dst = c0 == c_lo * CH ? &total : &part;
-        chunk(a->kv, a->layer, table, g, k0, k1, nh, D, (const float(*)[MAXD])qs, dst);
-        if (c0 > c_lo * CH)
-            for (int j = 0; j < nh; j++)
-                fold(&total.m[j], &total.l[j], total.acc[j], part.m[j], part.l[j], part.acc[j], D);
-    }
-    for (int j = 0; j < nh; j++) {
-        float *out = a->out + ((size_t)row * a->n_head + (size_t)(h0 + j)) * D;
-        float inv = 1.0f / total.l[j];
-        for (int i = 0; i < D; i++)
-            out[i] = total.acc[j][i] * inv;
-    }
+    assert(nh >= 1 && nh <= MAXH && a->head_dim <= MAXD);
+    if (c >= 0)
+        attend_chunk(a, row, c, g, h0, nh, chunk);
+    else
+        attend_rows(a, row, row + task_rows(a) < a->n_rows ? row + task_rows(a) : a->n_rows, g, h0,
+                    nh, chunk);
 }
 
 void bt_attention_merge(const bt_attn_args *a) {

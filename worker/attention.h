@@ -13,15 +13,16 @@
  * A task handles up to heads_per_task query heads of one row that share a KV head, so each
  * K/V row is loaded and converted to f32 (in registers) once for all of them.
  *
- * Two schedules of the same arithmetic: without partials each task reduces a row's chunks one
- * after another, folding each into the running state; with partials (a few long rows, too
- * few tasks for the threads) each task reduces one chunk into the scratch and
- * bt_attention_merge folds them. The chunking depends only on the row's own position, so
- * both give the same bits.
+ * Two schedules of the same arithmetic: without partials each task reduces its rows' chunks
+ * in chunk order, folding each into the row's running state (a task of several rows of one
+ * prompt reduces chunk c for each of them before chunk c + 1: the chunk's K/V are read from
+ * cache by all but the first); with partials (a few long rows, too few tasks for the threads)
+ * each task reduces one chunk into the scratch and bt_attention_merge folds them. The
+ * chunking depends only on the row's own position, so every schedule gives the same bits.
  *
  * Numerics: the result of a (row, head) depends only on its q, its sequence's K/V and the
- * CPU's SIMD level, never on the batch, on heads_per_task, on the schedule or on the thread
- * that runs it.
+ * CPU's SIMD level, never on the batch, on heads_per_task, on rows_per_task, on the schedule
+ * or on the thread that runs it.
  *
  * Threads: bt_attention_task is pure over its arguments; tasks of one call write disjoint
  * output (or partial) slices and may run concurrently. bt_attention_merge runs after them.
@@ -35,6 +36,7 @@
 #include "kv_cache.h"
 
 #define BT_ATTN_MAX_TASK_HEADS 8 /* upper bound of heads_per_task */
+#define BT_ATTN_MAX_TASK_ROWS 16 /* upper bound of rows_per_task */
 /* BT_ATTN_CHUNK_KEYS and BT_ATTN_SPLIT_MAX_ROWS: stage_layout.h (the split's scratch estimate
  * counts the partials). */
 
@@ -57,6 +59,11 @@ typedef struct bt_attn_args {
     int window;  /* > 0: a row at pos sees only keys pos - window < p0 <= pos (llama.cpp's
                     is_masked_swa STANDARD); its chunks are those of the full row that meet
                     the window, the first one starting at the window's first key */
+    /* Without partials: rows per task, 1..BT_ATTN_MAX_TASK_ROWS (0 counts as 1). A task takes
+     * consecutive rows and walks chunk by chunk, each chunk for every row of the task that
+     * sees it, so a prompt's rows meet a chunk's K/V while it is in cache (prefill tiling);
+     * each row still runs its own chunks in order. */
+    int rows_per_task;
 } bt_attn_args;
 
 /* Chunks of a row at position pos: ceil((pos + 1) / BT_ATTN_CHUNK_KEYS). */
@@ -65,7 +72,8 @@ int bt_attention_n_chunks(int pos);
 /* Floats of the partials of rows whose positions are below max_keys. */
 size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int head_dim);
 
-/* Number of independent tasks of a call: n_rows * n_head_kv * ceil(group / heads_per_task)
+/* Number of independent tasks of a call: ceil(n_rows / rows_per_task) * n_head_kv *
+ * ceil(group / heads_per_task)
  * (group = n_head / n_head_kv), times each row's chunks with partials. */
 int bt_attention_n_tasks(const bt_attn_args *a);
 

@@ -579,6 +579,21 @@ static void residual_mm(bt_forward *fw, int n, const float *in, const mm_out *o,
     run_rows(fw, row_post_norm, n);
 }
 
+/* Rows per attention task without the chunk split: consecutive rows (a prompt's) share each
+ * chunk's K/V while it is in cache; as many as keep at least 4 tasks per thread. */
+static int attn_rows_per_task(const bt_forward *fw, bool split, int heads_per_task) {
+    const bt_hparams *hp = fw->hp;
+    if (split)
+        return 1;
+    int group = hp->n_head / hp->n_head_kv;
+    int per_rows = hp->n_head_kv * ((group + heads_per_task - 1) / heads_per_task);
+    int r = 1;
+    while (2 * r <= BT_ATTN_MAX_TASK_ROWS &&
+           (fw->n + 2 * r - 1) / (2 * r) * per_rows >= 4 * fw->n_threads)
+        r *= 2;
+    return r;
+}
+
 static void layer_forward(bt_forward *fw, int li) {
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[li];
@@ -594,6 +609,7 @@ static void layer_forward(bt_forward *fw, int li) {
     run_rows(fw, row_rope_store, n);
 
     bool split = attn_split(fw);
+    int hpt = attn_heads_per_task(fw, split);
     bt_attn_args a = {.kv = fw->kv,
                       .layer = li,
                       .n_rows = n,
@@ -604,7 +620,8 @@ static void layer_forward(bt_forward *fw, int li) {
                       .n_head = hp->n_head,
                       .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim,
-                      .heads_per_task = attn_heads_per_task(fw, split),
+                      .heads_per_task = hpt,
+                      .rows_per_task = attn_rows_per_task(fw, split, hpt),
                       .partials = split ? fw->attn_partials : NULL,
                       .scale = hp->attn_scale,
                       .window = layer_is_swa(fw) ? hp->sliding_window : 0};

@@ -221,6 +221,55 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
         bt_attention_merge(&a);
         CHECK(memcmp(o_pool, o_simd, all_bytes) == 0);
     }
+
+    /* Prefill tiling: a prompt's worth of rows of the long sequence at consecutive positions
+     * (crossing chunk boundaries at 512 and 768), with a row of another sequence in the middle,
+     * in tasks of 1, 3, 8 and 16 rows (on the pool too) and chunked one row at a time: every
+     * row the bits of that row alone. */
+    enum { NP = 40 };
+    static float pq[NP][MAX_HEAD * D], p_alone[NP][MAX_HEAD * D], p_tiled[NP][MAX_HEAD * D];
+    int32_t pseq[NP], ppos[NP];
+    for (int r = 0; r < NP; r++) {
+        pseq[r] = r == NP / 2 ? 3 : 1;
+        ppos[r] = r == NP / 2 ? pos[3] : 500 + 7 * r;
+        for (int i = 0; i < n_head * D; i++)
+            ROW(pq, r)[i] = 2.0f * frand();
+    }
+    bt_attn_args pa = a;
+    pa.n_rows = 1;
+    pa.partials = NULL;
+    for (int r = 0; r < NP; r++) {
+        pa.seq = &pseq[r];
+        pa.pos = &ppos[r];
+        pa.q = ROW(pq, r);
+        pa.out = ROW(p_alone, r);
+        run_all(&pa, bt_attention_task, 0);
+    }
+    pa.n_rows = NP;
+    pa.seq = pseq;
+    pa.pos = ppos;
+    pa.q = &pq[0][0];
+    pa.out = &p_tiled[0][0];
+    size_t p_bytes = (size_t)NP * row_bytes;
+    const int rpts[] = {1, 3, 8, 16, BT_ATTN_MAX_TASK_ROWS + 5};
+    for (size_t i = 0; i < sizeof rpts / sizeof rpts[0]; i++) {
+        pa.rows_per_task = rpts[i];
+        memset(p_tiled, 0, sizeof p_tiled);
+        run_all(&pa, bt_attention_task, (int)(i & 1));
+        CHECK(memcmp(p_tiled, p_alone, p_bytes) == 0);
+        memset(p_tiled, 0, sizeof p_tiled);
+        bt_threadpool_run(p2, pool_task, &pa, bt_attention_n_tasks(&pa));
+        CHECK(memcmp(p_tiled, p_alone, p_bytes) == 0);
+    }
+    CHECK_EQ_INT(bt_attention_n_tasks(&pa),
+                 3 * n_head_kv *
+                     ((n_head / n_head_kv + pa.heads_per_task - 1) / pa.heads_per_task));
+    pa.rows_per_task = 8;
+    pa.out = ROW(p_tiled, 0);
+    memset(p_tiled, 0, sizeof p_tiled);
+    run_all(&pa, bt_attention_task_ref, 0);
+    for (int r = 0; r < NP; r++) /* the scalar reference takes rows_per_task too */
+        CHECK_NEAR(max_abs_diff(ROW(p_tiled, r), ROW(p_alone, r), n_head * D), 0.0, 2e-5);
     bt_kv_cache_free(kv);
 }
 
