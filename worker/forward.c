@@ -83,16 +83,23 @@ static void gelu_table_init(void) {
     }
 }
 
-/* g[i] = gelu(g[i]) * u[i] for i in [0, n). */
+/* g[i] = gelu(g[i]) * u[i] for i in [0, n). The table index is the input rounded to f16,
+ * converted a run at a time with the cache's row conversion (F16C where the CPU has it; the
+ * same bits as bt_f32_to_half). */
 static void geglu(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float x = g[i];
-        if (x <= -10.0f)
-            g[i] = 0.0f;
-        else if (x >= 10.0f)
-            g[i] = x * u[i];
-        else
-            g[i] = gelu_table[bt_f32_to_half(x)] * u[i];
+    bt_half h[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        int m = n - i0 < 256 ? (int)(n - i0) : 256;
+        bt_kv_f32_to_f16(g + i0, h, m);
+        for (int k = 0; k < m; k++) {
+            float x = g[i0 + k];
+            if (x <= -10.0f)
+                g[i0 + k] = 0.0f;
+            else if (x >= 10.0f)
+                g[i0 + k] = x * u[i0 + k];
+            else
+                g[i0 + k] = gelu_table[h[k]] * u[i0 + k];
+        }
     }
 }
 
