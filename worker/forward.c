@@ -485,16 +485,12 @@ static void mm_task(void *p, int task, int thread) {
         mm_rows(c, u->w, u->y, u->ldy, r0, r1);
         for (int t = 0; t < n; t++) {
             float *gy = g->y + t * g->ldy, *uy = u->y + t * u->ldy;
-            if (c->fw->numerics == BT_NUMERICS_LLAMACPP) {
-                bt_lc_swiglu(gy + r0, uy + r0, r1 - r0);
-                continue;
-            }
+            /* bt_swiglu is llama.cpp's SwiGLU in both numerics (llamacpp.h) */
             if (c->fw->hp->ffn_act == BT_FFN_GELU) {
                 geglu(gy + r0, uy + r0, r1 - r0);
                 continue;
             }
-            for (int64_t r = r0; r < r1; r++)
-                gy[r] = gy[r] / (1.0f + expf(-gy[r])) * uy[r];
+            bt_swiglu(gy + r0, uy + r0, r1 - r0);
         }
         break;
     }

@@ -16,7 +16,8 @@
  *     (Q4_1 has no tinyBLAS path; for Q8_0 tinyBLAS computes the same sums);
  *   - rope (mode NORMAL): out0 = fma(x0, cos, -(x1*sin)), out1 = fma(x0, sin, x1*cos), as GCC
  *     contracts ggml's rotate_pairs; cos/sin and theta exactly as ggml_rope_cache_init;
- *   - SwiGLU: silu(g) * u with ggml's AVX-512 ggml_v_expf polynomial and a true division;
+ *   - SwiGLU: silu(g) * u with ggml's ggml_v_expf polynomial and a true division, which is
+ *     bt_swiglu (kernels.h), shared with the default numerics;
  *   - attention without flash attention: KQ = K . fp16(q) and KQV = V . fp16(softmax), both in
  *     f16 x f16 -> f32 products whose order depends on the batch: a pass of >= 2 rows goes
  *     through tinyBLAS (one 16-lane FMA chain, _mm512_reduce_add_ps), a single row through
@@ -64,9 +65,6 @@ void bt_lc_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols,
 
 /* Rope of n_heads heads of D floats with the (cos, sin) pairs cs[D]. */
 void bt_lc_rope(float *x, const float *cs, int n_heads, int D);
-
-/* g[i] = silu(g[i]) * u[i], i in [0, n). */
-void bt_lc_swiglu(float *g, const float *u, int64_t n);
 
 /* Attention of the n_q query heads that share KV head `kv_head`, of one row: q and out are
  * [n_q][head_dim] (rope applied). Keys and values 0..pos of seq from the f16 cache.

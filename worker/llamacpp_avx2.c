@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/ggml_expf.h" /* the softmax's exp */
 #include "kernels/simd_avx2.h"
 #include "llamacpp.h"
 
@@ -112,28 +113,6 @@ void bt_lc_rope(float *x, const float *cs, int n_heads, int D) {
     }
 }
 
-/* ggml_v_expf, AVX-512 variant (ARM optimized-routines polynomial; 2^n by scalef). */
-static float v_expf(float x) {
-    const float r = 0x1.8p23f;
-    float z = fmaf(x, 0x1.715476p+0f, r);
-    float n = z - r;
-    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
-    if (isnan(n))
-        return n;
-    if (fabsf(n) > 192.0f) /* out of range: 0 or inf by the sign of n */
-        return n <= 0.0f ? 0.0f : INFINITY;
-    float u = b * b;
-    float j = fmaf(
-        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
-    return scalbnf(j, (int)n);
-}
-
-void bt_lc_swiglu(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + v_expf(0.0f - g[i])) * u[i];
-}
-
 /* ---- attention ---- */
 
 /* GCC's _mm512_reduce_add_ps of the 16 lanes lo (0..7), hi (8..15): hi + lo, then the
@@ -207,7 +186,7 @@ void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_
         for (int c = 0; c < n; c += 16) {
             float e[16] = {0};
             for (int j = c; j < n && j < c + 16; j++)
-                e[j - c] = s[j] = v_expf(s[j] - mx);
+                e[j - c] = s[j] = bt_ggml_expf(s[j] - mx);
             sum += (double)reduce16(_mm256_loadu_ps(e), _mm256_loadu_ps(e + 8));
         }
         float inv = (float)(1.0 / sum);

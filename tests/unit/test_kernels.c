@@ -4,7 +4,7 @@
  * bt_matmul (n_tok 1..9), bt_dequant_rows; the llama.cpp rounding of bt_quantize_q8 on
  * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit) and over tile
  * shapes (n_tok 1..70, odd token offsets and row ranges; bit for bit and against the scalar
- * reference).
+ * reference); bt_swiglu against its reference, bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -248,6 +248,42 @@ static void test_log_sum_exp(void) {
     }
 }
 
+/* SwiGLU at the current level: the reference's bits for every input (gates in the normal
+ * range, near and past exp's range, +-0, +-inf, NaN; lengths with a tail), and the reference
+ * within 2 ulp-ish of silu by libm's expf where the result is not tiny. */
+static void test_swiglu(void) {
+    enum { N = 1037 };
+    static float g[N], u[N], ref[N], got[N];
+    const float special[] = {0.0f,  -0.0f,  87.0f,    -87.0f,    87.4f,  -87.4f,
+                             88.8f, -88.8f, 103.0f,   -103.0f,   130.0f, -130.0f,
+                             1e30f, -1e30f, INFINITY, -INFINITY, NAN,    1e-40f};
+    const size_t n_special = sizeof special / sizeof special[0];
+    for (int rep = 0; rep < 4; rep++) {
+        int64_t n = rep == 0 ? 8 : rep == 1 ? 13 : N;
+        for (int64_t i = 0; i < n; i++) {
+            g[i] = rep == 3 ? rndf(-120.0f, 120.0f) : rndf(-12.0f, 12.0f);
+            u[i] = rndf(-4.0f, 4.0f);
+        }
+        if (rep >= 2)
+            for (size_t k = 0; k < n_special; k++)
+                g[5 + 9 * k] = special[k];
+        memcpy(ref, g, sizeof(float) * (size_t)n);
+        memcpy(got, g, sizeof(float) * (size_t)n);
+        bt_swiglu_ref(ref, u, n);
+        bt_swiglu(got, u, n);
+        int same = 1;
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp(&ref[i], &got[i], sizeof(float)) != 0 && !(isnan(ref[i]) && isnan(got[i])))
+                same = 0;
+        CHECK_EQ_INT(same, 1);
+        for (int64_t i = 0; i < n; i++) {
+            float want = g[i] / (1.0f + expf(-g[i])) * u[i];
+            if (isfinite(g[i]) && fabsf(want) > 1e-30f)
+                CHECK_NEAR(ref[i], want, 4e-7 * fabs(want));
+        }
+    }
+}
+
 static void test_levels_and_force(void) {
     bt_kernels_init();
     bt_kernel_level best = bt_kernels_level();
@@ -267,6 +303,7 @@ static void test_levels_and_force(void) {
         printf("testing level %s\n", bt_kernels_level_name((bt_kernel_level)l));
         test_level((bt_kernel_level)l);
         test_log_sum_exp();
+        test_swiglu();
     }
     bt_kernels_force(best);
 }

@@ -181,3 +181,7 @@ void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_co
 float bt_log_sum_exp(const float *x, int64_t n, float *max_out) {
     return table()->log_sum_exp(x, n, max_out);
 }
+
+void bt_swiglu(float *g, const float *u, int64_t n) {
+    table()->swiglu(g, u, n);
+}

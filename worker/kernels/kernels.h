@@ -84,9 +84,16 @@ void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_co
  * the scalar reference. */
 float bt_log_sum_exp(const float *x, int64_t n, float *max_out);
 
+/* SwiGLU in place: g[i] = g[i] / (1 + exp(-g[i])) * u[i], with ggml's exp (ggml_expf.h), so
+ * that the default numerics' FFN activation is llama.cpp's. Every level gives the same bits:
+ * the SIMD variants do the scalar reference's operations lane by lane. Pure over its rows, so
+ * batch invariant. */
+void bt_swiglu(float *g, const float *u, int64_t n);
+
 /* Scalar references, exported for tests of the SIMD variants. */
 void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n);
 float bt_vec_dot_q8_ref(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
 float bt_log_sum_exp_ref(const float *x, int64_t n, float *max_out);
+void bt_swiglu_ref(float *g, const float *u, int64_t n);
 
 #endif

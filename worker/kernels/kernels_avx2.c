@@ -13,6 +13,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ggml_expf.h"
 #include "kernels_internal.h"
 #include "simd_avx2.h"
 
@@ -706,9 +707,48 @@ static float log_sum_exp(const float *x, int64_t n, float *max_out) {
     return (float)log(sum);
 }
 
+/* bt_swiglu_ref lane by lane: the same fmas, products and division as bt_ggml_expf and the
+ * reference; 2^n is built from its exponent bits, which equals scalbnf for |n| <= 126 (both
+ * round j * 2^n once, to nearest). A group with a lane outside that range (|g| above ~87, or
+ * NaN) takes the scalar path, so every input gives the reference's bits. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    const __m256 shift = _mm256_set1_ps(BT_GGML_EXPF_SHIFT), one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), gv);
+        __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(BT_GGML_EXPF_LOG2E), shift);
+        __m256 nf = _mm256_sub_ps(z, shift);
+        /* |n| <= 126 and not NaN (an unordered compare is false) */
+        __m256 in = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), nf),
+                                  _mm256_set1_ps(126.0f), _CMP_LE_OQ);
+        if (_mm256_movemask_ps(in) != 0xFF) {
+            bt_swiglu_ref(g + i, u + i, 8);
+            continue;
+        }
+        __m256 b = _mm256_fnmadd_ps(nf, _mm256_set1_ps(BT_GGML_EXPF_LN2_LO),
+                                    _mm256_fnmadd_ps(nf, _mm256_set1_ps(BT_GGML_EXPF_LN2_HI), x));
+        __m256 b2 = _mm256_mul_ps(b, b);
+        __m256 hi =
+            _mm256_fmadd_ps(_mm256_set1_ps(BT_GGML_EXPF_C5), b, _mm256_set1_ps(BT_GGML_EXPF_C4));
+        __m256 mid =
+            _mm256_fmadd_ps(_mm256_set1_ps(BT_GGML_EXPF_C3), b, _mm256_set1_ps(BT_GGML_EXPF_C2));
+        __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(BT_GGML_EXPF_C1), b, one);
+        __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, b2, mid), b2, lo);
+        __m256i e =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nf), _mm256_set1_epi32(127)), 23);
+        __m256 ex = _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+        __m256 r = _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, ex)), _mm256_loadu_ps(u + i));
+        _mm256_storeu_ps(g + i, r);
+    }
+    if (i < n)
+        bt_swiglu_ref(g + i, u + i, n - i);
+}
+
 void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->quantize_q8 = quantize_q8;
     t->log_sum_exp = log_sum_exp;
+    t->swiglu = swiglu;
     t->tile_q8[BT_TYPE_Q8_0] = tile_q8_0;
     t->tile_q8[BT_TYPE_Q4_0] = tile_q4_0;
     t->tile_q8[BT_TYPE_Q4_1] = tile_q4_1;

@@ -67,6 +67,7 @@ typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride
 typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
 typedef void (*bt_quantize_fn)(const float *x, bt_q8 *y, int64_t n);
 typedef float (*bt_log_sum_exp_fn)(const float *x, int64_t n, float *max_out);
+typedef void (*bt_swiglu_fn)(float *g, const float *u, int64_t n);
 
 typedef struct bt_kernel_table {
     bt_quantize_fn quantize_q8;
@@ -77,6 +78,7 @@ typedef struct bt_kernel_table {
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
+    bt_swiglu_fn swiglu;
 } bt_kernel_table;
 
 /* Each fills the entries it implements; the table starts as a copy of the scalar one. */

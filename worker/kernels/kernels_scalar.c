@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ggml_expf.h"
 #include "kernels_internal.h"
 
 void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n) {
@@ -328,6 +329,7 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     memset(t, 0, sizeof *t);
     t->quantize_q8 = bt_quantize_q8_ref;
     t->log_sum_exp = bt_log_sum_exp_ref;
+    t->swiglu = bt_swiglu_ref;
     t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
     t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
     t->rowdot_q8[BT_TYPE_Q4_1] = rowdot_q4_1;
@@ -361,4 +363,9 @@ float bt_log_sum_exp_ref(const float *x, int64_t n, float *max_out) {
         sum += exp((double)(x[i] - mx));
     *max_out = mx;
     return (float)log(sum);
+}
+
+void bt_swiglu_ref(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + bt_ggml_expf(0.0f - g[i])) * u[i];
 }
