@@ -202,6 +202,92 @@ DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
 DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /*
+ * Prefill tiles of the signed legacy types (Q8_0, Q4_0, Q5_0): one row pair x BT_PREFILL_TOK
+ * tokens, so a pair's unpacking and scales serve twice the tokens of the decode tile. Each
+ * output gets exactly the decode tile's arithmetic: the same integer lane sums (bytes
+ * 4i..4i+3 and 16+4i..16+4i+3 of the block; integers are exact, so how they are formed does
+ * not matter), the same fma(d_r * dx, float(isum), acc) per block in block order, the same
+ * final reduction; so y[t][r] does not depend on which tile computed it.
+ *
+ * Q4_0 and Q5_0 (|w| <= 16) skip the sign trick: the activations are made unsigned, xu =
+ * x + 128 (a xor per token, shared by the pair), maddubs(xu, w) is exact (|pair| <= 2 * 255
+ * * 16) and 128 * (w0 + w1) per int16 is subtracted before the madd (computed once per pair
+ * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
+ * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
+ */
+#define DEFINE_PTILE(name, block_t, XU)                                                            \
+    INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
+                             int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {    \
+        const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);             \
+        __m256 acc[BT_PREFILL_TOK];                                                                \
+        PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            size_t off = (size_t)i * sizeof(block_t);                                              \
+            const char *a = ra + off, *b = rb + off;                                               \
+            _mm_prefetch(a + pf, _MM_HINT_T0);                                                     \
+            _mm_prefetch(b + pf, _MM_HINT_T0);                                                     \
+            /* [dA x4 | dB x4]: each lane times dx is the decode tile's d_r * dx */                \
+            __m256 dd = _mm256_permute_ps(scales_of_pair(a, b), 0x00);                             \
+            qpair q =                                                                              \
+                name##_pair((const block_t *)(const void *)a, (const block_t *)(const void *)b);   \
+            __m256i corr = _mm256_setzero_si256();                                                 \
+            if (XU) {                                                                              \
+                corr = _mm256_add_epi16(_mm256_maddubs_epi16(k80, q.lo),                           \
+                                        _mm256_maddubs_epi16(k80, q.hi));                          \
+            } else {                                                                               \
+                /* q holds |w| afterwards; the signs are applied to x first */                     \
+            }                                                                                      \
+            const bt_q8 *xb = x + i;                                                               \
+            PTOKENS {                                                                              \
+                const bt_q8 *xt = xb + t * xs;                                                     \
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
+                __m256i xlo = bcast16(xt->qs), xhi = bcast16(xt->qs + 16), v;                      \
+                if (XU) {                                                                          \
+                    __m256i s =                                                                    \
+                        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_xor_si256(xlo, k80), q.lo),   \
+                                         _mm256_maddubs_epi16(_mm256_xor_si256(xhi, k80), q.hi));  \
+                    v = _mm256_madd_epi16(_mm256_sub_epi16(s, corr), ones);                        \
+                } else {                                                                           \
+                    __m256i pl = _mm256_maddubs_epi16(_mm256_sign_epi8(q.lo, q.lo),                \
+                                                      _mm256_sign_epi8(xlo, q.lo));                \
+                    __m256i ph = _mm256_maddubs_epi16(_mm256_sign_epi8(q.hi, q.hi),                \
+                                                      _mm256_sign_epi8(xhi, q.hi));                \
+                    v = _mm256_add_epi32(_mm256_madd_epi16(pl, ones),                              \
+                                         _mm256_madd_epi16(ph, ones));                             \
+                }                                                                                  \
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);                       \
+            }                                                                                      \
+        }                                                                                          \
+        PTOKENS {                                                                                  \
+            float a8[8];                                                                           \
+            _mm256_storeu_ps(a8, acc[t]);                                                          \
+            out[t * ldo + ca] = (a8[0] + a8[1]) + (a8[2] + a8[3]);                                 \
+            if (cb >= 0)                                                                           \
+                out[t * ldo + cb] = (a8[4] + a8[5]) + (a8[6] + a8[7]);                             \
+        }                                                                                          \
+    }
+
+#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < BT_PREFILL_TOK; t++)
+
+DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
+DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
+DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
+
+/* bt_ptile_q8_fn over up to BT_TILE_ROWS rows: pair by pair, a lone last row paired with
+ * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
+#define PTILE(name)                                                                                \
+    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
+                             int64_t n, float *out, int64_t ldo) {                                 \
+        const char *wb = w;                                                                        \
+        int64_t nb = n / name##_ELEMS;                                                             \
+        for (int r = 0; r < n_rows; r += 2) {                                                      \
+            int twin = r + 1 < n_rows;                                                             \
+            name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb, x, xs, nb,     \
+                         out, ldo, r, twin ? r + 1 : -1);                                          \
+        }                                                                                          \
+    }
+
+/*
  * K-quant tiles (Q4_K, Q5_K, Q6_K): the same pair layout, one 32-element sub-block (one bt_q8
  * block) at a time. Per super-block and row, the 6-bit scales and mins of Q4_K/Q5_K become
  * floats d*sc and dmin*m once (a stack array, interleaved); per sub-block a pair's
@@ -452,6 +538,10 @@ TILE(q5_0)
 TILE(q4_k)
 TILE(q5_k)
 TILE(q6_k)
+
+PTILE(q8_0)
+PTILE(q4_0)
+PTILE(q5_0)
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
@@ -717,6 +807,9 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
     t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
     t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
+    t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0;
+    t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
+    t->ptile_q8[BT_TYPE_Q5_0] = ptile_q5_0;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
