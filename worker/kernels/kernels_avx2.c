@@ -7,7 +7,9 @@
  * maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges: |w| <= 128,
  * |x| <= 127) and widened by madd into int32 lanes; the block scale is applied in float with
  * one FMA. Quant weights go through the tiles below (rows in pairs x up to BT_KERNEL_MAX_TOK
- * tokens: every unpacked weight block serves every token, every activation load every row).
+ * tokens: every unpacked weight block serves every token, every activation load every row);
+ * prompts run full groups of BT_PREFILL_TOK tokens through the prefill tiles (one pair x 8
+ * tokens, the same bits per output as the decode tiles).
  */
 #include <immintrin.h>
 #include <math.h>
