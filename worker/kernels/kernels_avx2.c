@@ -217,6 +217,8 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
  * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
  * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
  */
+#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < BT_PREFILL_TOK; t++)
+
 #define DEFINE_PTILE(name, block_t, XU)                                                            \
     INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
                              int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {    \
@@ -265,8 +267,6 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
                 out[t * ldo + cb] = (a8[4] + a8[5]) + (a8[6] + a8[7]);                             \
         }                                                                                          \
     }
-
-#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < BT_PREFILL_TOK; t++)
 
 DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
 DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
