@@ -4,9 +4,10 @@
  * (bytes of the matrix over the call's time: at 1 token the decode bandwidth) and GMAC/s
  * (multiply-adds: rows x columns x tokens).
  *
- *   bench_kernels [seconds_per_case [level]]
+ *   bench_kernels [seconds_per_case [level [type]]]
  *     seconds_per_case: default 0.3; the best of 2 ms batches is reported
- *     level: scalar|avx2|avx512: only that level (default: every level this CPU has)
+ *     level: scalar|avx2|avx512|all: only that level (default: every level this CPU has)
+ *     type: only the cases of that weight type (q5_0, q4_K, ...; default: every case)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -62,7 +63,8 @@ static void fill_weights(bt_type type, uint8_t *w, size_t bytes) {
 
 int main(int argc, char **argv) {
     double min_s = argc > 1 ? atof(argv[1]) : 0.3;
-    const char *only = argc > 2 ? argv[2] : NULL;
+    const char *only = argc > 2 && strcmp(argv[2], "all") != 0 ? argv[2] : NULL;
+    const char *only_type = argc > 3 ? argv[3] : NULL;
     const bench_case cases[] = {
         {"ffn_gate 576->1536", BT_TYPE_Q4_1, 1536, 576},
         {"ffn_down 1536->576", BT_TYPE_Q4_1, 576, 1536},
@@ -85,6 +87,8 @@ int main(int argc, char **argv) {
            "GB/s", "GMAC/s");
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const bench_case *bc = &cases[ci];
+        if (only_type != NULL && strcmp(only_type, bt_type_name(bc->type)) != 0)
+            continue;
         size_t row_bytes;
         if (bt_type_row_bytes(bc->type, bc->n_cols, &row_bytes) != BT_OK)
             return 1;

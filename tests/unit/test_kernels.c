@@ -4,7 +4,8 @@
  * bt_matmul (n_tok 1..9), bt_dequant_rows; the llama.cpp rounding of bt_quantize_q8 on
  * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit) and over tile
  * shapes (n_tok 1..70, odd token offsets and row ranges; bit for bit and against the scalar
- * reference); bt_swiglu against its reference, bit for bit.
+ * reference); extreme quants and activations through every tile (no int16 overflow);
+ * bt_swiglu against its reference, bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -31,11 +32,7 @@ static float rndf(float lo, float hi) {
 
 /* Random bytes, then sane scale fields (a random half in the scale slots would often be inf
  * or nan, which tests nothing useful). */
-static void fill_weights(bt_type type, uint8_t *w, int64_t n) {
-    size_t bytes;
-    bt_type_row_bytes(type, n, &bytes);
-    for (size_t i = 0; i < bytes; i++)
-        w[i] = (uint8_t)rnd();
+static void fill_scales(bt_type type, uint8_t *w, int64_t n) {
     const bt_type_traits *tr = bt_type_traits_of(type);
     int64_t nb = n / tr->block_elems;
     for (int64_t i = 0; i < nb; i++) {
@@ -71,6 +68,14 @@ static void fill_weights(bt_type type, uint8_t *w, int64_t n) {
             break;
         }
     }
+}
+
+static void fill_weights(bt_type type, uint8_t *w, int64_t n) {
+    size_t bytes;
+    bt_type_row_bytes(type, n, &bytes);
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)rnd();
+    fill_scales(type, w, n);
 }
 
 static void fill_x(float *x, int64_t n) {
@@ -569,11 +574,89 @@ static void test_tile_shapes(void) {
     bt_kernels_force(best);
 }
 
+/*
+ * Extreme quants through every tile (the prefill tiles of BT_PREFILL_TOK tokens included):
+ * rows whose quant bytes are all 0x00, all 0xFF, 0x0F/0xF0 or 0x80/0x7F (every type's
+ * largest |w| of either sign: Q8_0 -128/127, Q5_0 -16/15, Q6_K -32/31, ...) against tokens
+ * whose activations are all +127, all -127 or alternating, so any int16 overflow or
+ * saturation in a kernel's integer sums shows (the sums are exact in the reference). Each
+ * output must equal the scalar reference within the usual tolerance and the token alone bit
+ * for bit.
+ */
+#define EX_ROWS 6
+#define EX_TOK 19
+#define EX_N 512
+
+static void test_extreme_quants(void) {
+    static const uint8_t patterns[][2] = {{0x00, 0x00}, {0xFF, 0xFF}, {0x0F, 0xF0},
+                                          {0x80, 0x7F}, {0x7F, 0x80}, {0x55, 0xAA}};
+    static uint8_t w[EX_ROWS * EX_N * 4];
+    static float x[EX_TOK * EX_N], y[EX_TOK * EX_ROWS], xt[EX_N];
+    static bt_q8 xq[EX_TOK * EX_N / 32];
+    for (int t = 0; t < EX_TOK; t++)
+        for (int c = 0; c < EX_N; c++) {
+            float v = t % 4 == 0   ? 1.0f
+                      : t % 4 == 1 ? -1.0f
+                      : t % 4 == 2 ? (c & 1 ? 1.0f : -1.0f)
+                                   : rndf(-1.0f, 1.0f);
+            x[t * EX_N + c] = v;
+        }
+    bt_kernel_level best = bt_kernels_level();
+    for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+        bt_kernels_force((bt_kernel_level)l);
+        if (bt_kernels_level() != (bt_kernel_level)l)
+            continue;
+        const char *name = bt_kernels_level_name((bt_kernel_level)l);
+        bt_quantize_q8(x, xq, EX_TOK * EX_N);
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            bt_type type = all_types[ti];
+            if (is_float(type))
+                continue;
+            size_t row_bytes;
+            CHECK_OK(bt_type_row_bytes(type, EX_N, &row_bytes));
+            for (int r = 0; r < EX_ROWS; r++) {
+                uint8_t *row = w + r * row_bytes;
+                for (size_t i = 0; i < row_bytes; i++)
+                    row[i] = patterns[r][i & 1];
+                fill_scales(type, row, EX_N);
+            }
+            bt_matmul(type, w, row_bytes, EX_N, x, xq, EX_TOK, y, EX_ROWS, 0, EX_ROWS);
+            int bad = 0;
+            for (int t = 0; t < EX_TOK; t++) {
+                dequant_q8(xq + t * EX_N / 32, xt, EX_N);
+                for (int r = 0; r < EX_ROWS; r++) {
+                    static float wd[EX_N];
+                    bt_dequant_row(type, w + r * row_bytes, wd, EX_N);
+                    double mag = 0.0;
+                    for (int c = 0; c < EX_N; c++)
+                        mag += fabs((double)wd[c] * xt[c]);
+                    float alone[EX_ROWS], got = y[t * EX_ROWS + r];
+                    bt_matmul(type, w, row_bytes, EX_N, x + t * EX_N, xq + t * EX_N / 32, 1, alone,
+                              EX_ROWS, r, r + 1);
+                    float ref =
+                        bt_vec_dot_q8_ref(type, w + r * row_bytes, xq + t * EX_N / 32, EX_N);
+                    int ok = memcmp(&got, &alone[r], sizeof got) == 0 && close_rel(got, ref, mag);
+                    if (!ok && bad++ < 3)
+                        fprintf(stderr, "  %s %s extreme y[%d][%d] = %.9g alone %.9g ref %.9g\n",
+                                name, bt_type_name(type), t, r, got, alone[r], ref);
+                }
+            }
+            if (bad)
+                check_fail(__FILE__, __LINE__, "%s %s: %d extreme outputs wrong", name,
+                           bt_type_name(type), bad);
+            else
+                bt_check_passed++;
+        }
+    }
+    bt_kernels_force(best);
+}
+
 int main(void) {
     test_q4_1_by_hand();
     test_quantize_rounding();
     test_batch_invariance();
     test_tile_shapes();
+    test_extreme_quants();
     test_levels_and_force();
     return check_finish();
 }

@@ -130,8 +130,8 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n) 
  * output (each is one kernel call's own accumulation). */
 static int64_t token_tile(int64_t row_bytes_of_x) {
     int64_t t = (64 << 10) / (row_bytes_of_x > 0 ? row_bytes_of_x : 1);
-    t = t / BT_KERNEL_MAX_TOK * BT_KERNEL_MAX_TOK;
-    return t < BT_KERNEL_MAX_TOK ? BT_KERNEL_MAX_TOK : t;
+    t = t / BT_PREFILL_TOK * BT_PREFILL_TOK;
+    return t < BT_PREFILL_TOK ? BT_PREFILL_TOK : t;
 }
 
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
@@ -141,6 +141,7 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     const char *wb = w;
     /* Quant types dot q8 blocks, float types the f32 rows: one walk, one kernel per call. */
     bt_tile_q8_fn fm = t->tile_q8[type];
+    bt_ptile_q8_fn fp = fm ? t->ptile_q8[type] : NULL;
     bt_rowdot_q8_fn fq = t->rowdot_q8[type];
     bt_rowdot_f32_fn ff = t->rowdot_f32[type];
     int quant = fm != NULL || fq != NULL;
@@ -154,7 +155,12 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
         for (int64_t r = r0; r < r1; r += rstep) {
             int nr = (int)(r1 - r < rstep ? r1 - r : rstep);
-            for (int64_t t0 = tt; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
+            int64_t t0 = tt;
+            if (fp) /* full groups of BT_PREFILL_TOK first; the rest by the decode tile */
+                for (; te - t0 >= BT_PREFILL_TOK; t0 += BT_PREFILL_TOK)
+                    fp(wb + r * row_bytes, row_bytes, nr, xq + t0 * stride, stride, n_cols,
+                       y + t0 * ldy + r, ldy);
+            for (; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
                 int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
                 float *out = y + t0 * ldy + r;
                 if (fm)

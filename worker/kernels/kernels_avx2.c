@@ -7,7 +7,9 @@
  * maddubs (u8 x s8 -> pairs summed into s16, no saturation for our ranges: |w| <= 128,
  * |x| <= 127) and widened by madd into int32 lanes; the block scale is applied in float with
  * one FMA. Quant weights go through the tiles below (rows in pairs x up to BT_KERNEL_MAX_TOK
- * tokens: every unpacked weight block serves every token, every activation load every row).
+ * tokens: every unpacked weight block serves every token, every activation load every row);
+ * prompts run full groups of BT_PREFILL_TOK tokens through the prefill tiles (one pair x 8
+ * tokens, the same bits per output as the decode tiles).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -203,6 +205,89 @@ DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
 DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /*
+ * Prefill tiles of the signed legacy types (Q8_0, Q4_0, Q5_0): one row pair x BT_PREFILL_TOK
+ * tokens, so a pair's unpacking and scales serve twice the tokens of the decode tile. Each
+ * output gets exactly the decode tile's arithmetic: the same integer lane sums (bytes
+ * 4i..4i+3 and 16+4i..16+4i+3 of the block; integers are exact, so how they are formed does
+ * not matter), the same fma(d_r * dx, float(isum), acc) per block in block order, the same
+ * final reduction; so y[t][r] does not depend on which tile computed it.
+ *
+ * Q4_0 and Q5_0 (|w| <= 16) skip the sign trick: the activations are made unsigned, xu =
+ * x + 128 (a xor per token, shared by the pair), maddubs(xu, w) is exact (|pair| <= 2 * 255
+ * * 16) and 128 * (w0 + w1) per int16 is subtracted before the madd (computed once per pair
+ * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
+ * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
+ */
+#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < BT_PREFILL_TOK; t++)
+
+#define DEFINE_PTILE(name, block_t, XU)                                                            \
+    INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
+                             int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {    \
+        const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);             \
+        __m256 acc[BT_PREFILL_TOK];                                                                \
+        PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            size_t off = (size_t)i * sizeof(block_t);                                              \
+            const char *a = ra + off, *b = rb + off;                                               \
+            _mm_prefetch(a + pf, _MM_HINT_T0);                                                     \
+            _mm_prefetch(b + pf, _MM_HINT_T0);                                                     \
+            /* [dA x4 | dB x4]: each lane times dx is the decode tile's d_r * dx */                \
+            __m256 dd = _mm256_permute_ps(scales_of_pair(a, b), 0x00);                             \
+            qpair q =                                                                              \
+                name##_pair((const block_t *)(const void *)a, (const block_t *)(const void *)b);   \
+            __m256i corr = _mm256_setzero_si256(); /* XU: 128 * (w0 + w1) per int16 */             \
+            if (XU)                                                                                \
+                corr = _mm256_add_epi16(_mm256_maddubs_epi16(k80, q.lo),                           \
+                                        _mm256_maddubs_epi16(k80, q.hi));                          \
+            const bt_q8 *xb = x + i;                                                               \
+            PTOKENS {                                                                              \
+                const bt_q8 *xt = xb + t * xs;                                                     \
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
+                __m256i xlo = bcast16(xt->qs), xhi = bcast16(xt->qs + 16), v;                      \
+                if (XU) {                                                                          \
+                    __m256i s =                                                                    \
+                        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_xor_si256(xlo, k80), q.lo),   \
+                                         _mm256_maddubs_epi16(_mm256_xor_si256(xhi, k80), q.hi));  \
+                    v = _mm256_madd_epi16(_mm256_sub_epi16(s, corr), ones);                        \
+                } else {                                                                           \
+                    __m256i pl = _mm256_maddubs_epi16(_mm256_sign_epi8(q.lo, q.lo),                \
+                                                      _mm256_sign_epi8(xlo, q.lo));                \
+                    __m256i ph = _mm256_maddubs_epi16(_mm256_sign_epi8(q.hi, q.hi),                \
+                                                      _mm256_sign_epi8(xhi, q.hi));                \
+                    v = _mm256_add_epi32(_mm256_madd_epi16(pl, ones),                              \
+                                         _mm256_madd_epi16(ph, ones));                             \
+                }                                                                                  \
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);                       \
+            }                                                                                      \
+        }                                                                                          \
+        PTOKENS {                                                                                  \
+            float a8[8];                                                                           \
+            _mm256_storeu_ps(a8, acc[t]);                                                          \
+            out[t * ldo + ca] = (a8[0] + a8[1]) + (a8[2] + a8[3]);                                 \
+            if (cb >= 0)                                                                           \
+                out[t * ldo + cb] = (a8[4] + a8[5]) + (a8[6] + a8[7]);                             \
+        }                                                                                          \
+    }
+
+DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
+DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
+DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
+
+/* bt_ptile_q8_fn over up to BT_TILE_ROWS rows: pair by pair, a lone last row paired with
+ * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
+#define PTILE(name)                                                                                \
+    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
+                             int64_t n, float *out, int64_t ldo) {                                 \
+        const char *wb = w;                                                                        \
+        int64_t nb = n / name##_ELEMS;                                                             \
+        for (int r = 0; r < n_rows; r += 2) {                                                      \
+            int twin = r + 1 < n_rows;                                                             \
+            name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb, x, xs, nb,     \
+                         out, ldo, r, twin ? r + 1 : -1);                                          \
+        }                                                                                          \
+    }
+
+/*
  * K-quant tiles (Q4_K, Q5_K, Q6_K): the same pair layout, one 32-element sub-block (one bt_q8
  * block) at a time. Per super-block and row, the 6-bit scales and mins of Q4_K/Q5_K become
  * floats d*sc and dmin*m once (a stack array, interleaved); per sub-block a pair's
@@ -396,6 +481,123 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
     }
 }
 
+/*
+ * Prefill tile of the K types: one row pair x BT_PREFILL_TOK tokens, bit for bit kq_tile's
+ * outputs. The integer part and its scale d*sc*dx are kq_tile's per output (the same lane
+ * sums, fma(d*sc * dx, float(isum), acc) per sub-block in order). Q4_K/Q5_K's min terms
+ * (dmin*m) * s, which kq_tile sums in lane 1 of a second accumulator per output, are summed
+ * here in one vector per row whose lane t is token t (the same products, added in the same
+ * sub-block order): the s of the tile's tokens are gathered once per super-block. Q6_K's
+ * -32 goes to the weights (w = q - 32 in [-32, 31]) and the activations are made unsigned
+ * (x + 128): maddubs(x + 128, w) - 128 * (w0 + w1) is the exact pair sum (|.| <= 2 * 255 *
+ * 32 before the correction, which is computed once per pair and sub-block instead of
+ * kq_tile's 32 * sum(x) per token).
+ */
+INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, const bt_q8 *x,
+                     int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {
+    const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);
+    const __m256i k32 = _mm256_set1_epi8(32);
+    const size_t bsz = KIND == KQ_Q4K   ? sizeof(bt_block_q4_k)
+                       : KIND == KQ_Q5K ? 176
+                                        : sizeof(bt_block_q6_k);
+    __m256 acc[BT_PREFILL_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();
+    PTOKENS acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *ra = (const uint8_t *)ra0 + (size_t)i * bsz;
+        const uint8_t *rb = (const uint8_t *)rb0 + (size_t)i * bsz;
+        for (size_t c = 0; c < bsz; c += 64) {
+            _mm_prefetch((const char *)ra + pf + c, _MM_HINT_T0);
+            _mm_prefetch((const char *)rb + pf + c, _MM_HINT_T0);
+        }
+        float sm[2][16], st[8][BT_PREFILL_TOK];
+        int16_t sc6[2][16];
+        __m256 d6 = _mm256_setzero_ps();
+        __m256i qh0 = _mm256_setzero_si256(), qh1 = _mm256_setzero_si256();
+        const bt_block_q6_k *a6 = (const void *)ra, *b6 = (const void *)rb;
+        if (KIND == KQ_Q6K) {
+            _mm256_storeu_si256((__m256i *)sc6[0],
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a6->scales)));
+            _mm256_storeu_si256((__m256i *)sc6[1],
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b6->scales)));
+            d6 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(half_f32(a6->d))),
+                                      _mm_set1_ps(half_f32(b6->d)), 1);
+        } else {
+            bt_half dda[2], ddb[2];
+            memcpy(dda, ra, 4);
+            memcpy(ddb, rb, 4);
+            k_scale_floats(ra + 4, dda, sm[0]);
+            k_scale_floats(rb + 4, ddb, sm[1]);
+            if (KIND == KQ_Q5K) {
+                qh0 = two16(ra + 16, rb + 16);
+                qh1 = two16(ra + 32, rb + 32);
+            }
+            for (int j = 0; j < 8; j++)
+                PTOKENS st[j][t] = x[t * xs + 8 * i + j].s;
+        }
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            qpair q;
+            __m256 dd;
+            __m256i scl = _mm256_setzero_si256(), sch = scl, cl = scl, ch = scl;
+            if (KIND == KQ_Q6K) {
+                q = k6_pair(a6, b6, j);
+                q.lo = _mm256_sub_epi8(q.lo, k32);
+                q.hi = _mm256_sub_epi8(q.hi, k32);
+                cl = _mm256_maddubs_epi16(k80, q.lo);
+                ch = _mm256_maddubs_epi16(k80, q.hi);
+                scl = two_set16(sc6[0][2 * j], sc6[1][2 * j]);
+                sch = two_set16(sc6[0][2 * j + 1], sc6[1][2 * j + 1]);
+                dd = d6;
+            } else {
+                size_t qo = KIND == KQ_Q4K ? 16 : 48;
+                q = k4_pair(ra + qo, rb + qo, j);
+                if (KIND == KQ_Q5K) {
+                    q.lo = _mm256_or_si256(q.lo, k5_bit(qh0, j));
+                    q.hi = _mm256_or_si256(q.hi, k5_bit(qh1, j));
+                }
+                dd = _mm256_permute_ps(two_pairs_f(sm[0] + 2 * j, sm[1] + 2 * j), 0x00);
+                __m256 sj = _mm256_loadu_ps(st[j]);
+                mina = _mm256_add_ps(mina, _mm256_mul_ps(_mm256_set1_ps(sm[0][2 * j + 1]), sj));
+                minb = _mm256_add_ps(minb, _mm256_mul_ps(_mm256_set1_ps(sm[1][2 * j + 1]), sj));
+            }
+            PTOKENS {
+                const bt_q8 *xb = x + t * xs + 8 * i + j;
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xb->d));
+                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16), v;
+                if (KIND == KQ_Q6K) {
+                    __m256i pl = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(_mm256_xor_si256(xlo, k80), q.lo), cl);
+                    __m256i ph = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(_mm256_xor_si256(xhi, k80), q.hi), ch);
+                    v = _mm256_add_epi32(_mm256_madd_epi16(pl, scl), _mm256_madd_epi16(ph, sch));
+                } else {
+                    v = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q.lo, xlo),
+                                                           _mm256_maddubs_epi16(q.hi, xhi)),
+                                          ones);
+                }
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+            }
+        }
+    }
+    float ma[8], mb[8];
+    _mm256_storeu_ps(ma, mina);
+    _mm256_storeu_ps(mb, minb);
+    PTOKENS {
+        float a8[8];
+        _mm256_storeu_ps(a8, acc[t]);
+        float va = (a8[0] + a8[1]) + (a8[2] + a8[3]), vb = (a8[4] + a8[5]) + (a8[6] + a8[7]);
+        out[t * ldo + ca] = KIND == KQ_Q6K ? va : va - ma[t];
+        if (cb >= 0)
+            out[t * ldo + cb] = KIND == KQ_Q6K ? vb : vb - mb[t];
+    }
+}
+
+#define q4_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
+    kq_ptile(KQ_Q4K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
+#define q5_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
+    kq_ptile(KQ_Q5K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
+#define q6_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
+    kq_ptile(KQ_Q6K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
+
 #define q4_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
     kq_tile(KQ_Q4K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
 #define q5_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
@@ -453,6 +655,13 @@ TILE(q5_0)
 TILE(q4_k)
 TILE(q5_k)
 TILE(q6_k)
+
+PTILE(q8_0)
+PTILE(q4_0)
+PTILE(q5_0)
+PTILE(q4_k)
+PTILE(q5_k)
+PTILE(q6_k)
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
@@ -757,6 +966,12 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
     t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
     t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
+    t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0;
+    t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
+    t->ptile_q8[BT_TYPE_Q5_0] = ptile_q5_0;
+    t->ptile_q8[BT_TYPE_Q4_K] = ptile_q4_k;
+    t->ptile_q8[BT_TYPE_Q5_K] = ptile_q5_k;
+    t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

@@ -178,8 +178,11 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->rowdot_q8[BT_TYPE_Q8_0] = rowdot_q8_0;
     t->rowdot_q8[BT_TYPE_Q4_0] = rowdot_q4_0;
     t->tile_q8[BT_TYPE_Q4_1] = NULL;
+    t->ptile_q8[BT_TYPE_Q4_1] = NULL;
     t->tile_q8[BT_TYPE_Q8_0] = NULL;
+    t->ptile_q8[BT_TYPE_Q8_0] = NULL;
     t->tile_q8[BT_TYPE_Q4_0] = NULL;
+    t->ptile_q8[BT_TYPE_Q4_0] = NULL;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

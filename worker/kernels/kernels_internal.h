@@ -62,6 +62,17 @@ typedef void (*bt_rowdot_q8_fn)(const void *w, const bt_q8 *x, int64_t x_stride,
 #define BT_TILE_ROWS 4
 typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
                               int64_t x_stride, int n_tok, int64_t n, float *out, int64_t ldo);
+/*
+ * A "prefill tile" is a tile of exactly BT_PREFILL_TOK tokens (and 1..BT_TILE_ROWS rows), for
+ * prompts: each unpacked weight block serves twice the tokens of a decode tile. Where set,
+ * bt_matmul runs every full group of BT_PREFILL_TOK tokens through it and the rest through
+ * tile_q8. It must give every output bit for bit what tile_q8 gives (the same integer lane
+ * sums, the same float operations in the same order), so the invariance rule above holds
+ * across the two.
+ */
+#define BT_PREFILL_TOK 8
+typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
+                               int64_t x_stride, int64_t n, float *out, int64_t ldo);
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
                                  int64_t n, float *out, int64_t ldo);
 typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
@@ -75,6 +86,8 @@ typedef struct bt_kernel_table {
     /* Multi-row tiles of quant types; where set, used instead of rowdot_q8 (bt_vec_dot_q8
      * included), so a level that overrides a type's rowdot_q8 must clear its tile_q8. */
     bt_tile_q8_fn tile_q8[BT_TYPE_MAX_ID];
+    /* Prefill tiles (BT_PREFILL_TOK tokens); only where tile_q8 is set, and cleared with it. */
+    bt_ptile_q8_fn ptile_q8[BT_TYPE_MAX_ID];
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
