@@ -1,6 +1,14 @@
 /* kv_plan.c - block counts and bytes of a stage's KV cache (see kv_plan.h). */
 #include "kv_plan.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+bool bt_kv_window_off(void) {
+    const char *v = getenv("BATON_KV_WINDOW");
+    return v && strcmp(v, "off") == 0;
+}
+
 int bt_kv_window_blocks(int n_blocks, int window, int max_seqs, int max_batch) {
     const int B = BT_KV_BLOCK_TOKENS;
     int64_t q = ((int64_t)window + B - 3) / B, c = ((int64_t)window + B - 3) % B;
@@ -14,8 +22,9 @@ int bt_kv_window_blocks(int n_blocks, int window, int max_seqs, int max_batch) {
 void bt_kv_plan_stage(const bt_hparams *hp, int layer_begin, int layer_end, int kv_tokens,
                       int max_seqs, int max_batch, bt_type kv_type, bt_kv_plan *out) {
     out->n_global_layers = out->n_window_layers = 0;
+    bool off = bt_kv_window_off();
     for (int il = layer_begin; il < layer_end; il++) {
-        if (bt_hparams_is_swa(hp, il))
+        if (!off && bt_hparams_is_swa(hp, il))
             out->n_window_layers++;
         else
             out->n_global_layers++;

@@ -16,6 +16,7 @@
 #ifndef BT_KV_PLAN_H
 #define BT_KV_PLAN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hparams.h"
@@ -42,7 +43,14 @@
  */
 int bt_kv_window_blocks(int n_blocks, int window, int max_seqs, int max_batch);
 
-/* The KV cache of a stage of layers [layer_begin, layer_end) of hp. */
+/* Whether the window pool is switched off by the environment: BATON_KV_WINDOW=off makes every
+ * layer keep every position in the global pool, the cache as it was before the window pool
+ * (for comparisons: tests/mpi/test_gemma3_window.sh, docs/benchmarks.md). Read on each call;
+ * every process of a run must see the same value (the handshake compares the KV bytes). */
+bool bt_kv_window_off(void);
+
+/* The KV cache of a stage of layers [layer_begin, layer_end) of hp (every layer global with
+ * BATON_KV_WINDOW=off). */
 typedef struct bt_kv_plan {
     int n_global_layers, n_window_layers; /* the stage's layers of each pool */
     int n_blocks;                         /* global pool: ceil(kv_tokens / 16) */

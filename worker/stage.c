@@ -15,6 +15,7 @@
 #include "forward.h"
 #include "hparams.h"
 #include "kv_cache.h"
+#include "kv_plan.h"
 #include "threadpool.h"
 #include "weights.h"
 
@@ -116,10 +117,12 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
     }
     if ((st = bt_weights_load(g, &s->hp, p->layer_begin, p->layer_end, &s->w, err)) != BT_OK)
         goto fail;
-    /* The local (sliding-window) layers keep only their window, in the cache's window pool. */
+    /* The local (sliding-window) layers keep only their window, in the cache's window pool
+     * (not with BATON_KV_WINDOW=off: kv_plan.h). */
     uint8_t window_layers[BT_HPARAMS_MAX_LAYERS];
+    bool window_off = bt_kv_window_off();
     for (int il = p->layer_begin; il < p->layer_end; il++)
-        window_layers[il - p->layer_begin] = bt_hparams_is_swa(&s->hp, il);
+        window_layers[il - p->layer_begin] = !window_off && bt_hparams_is_swa(&s->hp, il);
     bt_kv_params kp = {
         .n_layer = p->layer_end - p->layer_begin,
         .n_head_kv = s->hp.n_head_kv,
