@@ -208,7 +208,7 @@ static void attend_chunk(const bt_attn_args *a, int row, int c, int g, int h0, i
     int D = a->head_dim, k_lo = first_key(a, row), k0, k1;
     chunk_keys(k_lo / BT_ATTN_CHUNK_KEYS + c, k_lo, a->pos[row] + 1, &k0, &k1);
     scale_queries(a, row, h0, nh, qs);
-    chunk(a->kv, a->layer, bt_kv_seq_table(a->kv, a->seq[row]), g, k0, k1, nh, D,
+    chunk(a->kv, a->layer, bt_kv_layer_table(a->kv, a->layer, a->seq[row]), g, k0, k1, nh, D,
           (const float(*)[MAXD])qs, &part);
     for (int j = 0; j < nh; j++) {
         float *p = partial_of(a, row, c, h0 + j);
@@ -241,7 +241,7 @@ static void attend_rows(const bt_attn_args *a, int r0, int r1, int g, int h0, in
                 continue;
             chunk_keys(ca, k_lo, n_keys, &k0, &k1);
             scale_queries(a, r, h0, nh, qs);
-            chunk(a->kv, a->layer, bt_kv_seq_table(a->kv, a->seq[r]), g, k0, k1, nh, D,
+            chunk(a->kv, a->layer, bt_kv_layer_table(a->kv, a->layer, a->seq[r]), g, k0, k1, nh, D,
                   (const float(*)[MAXD])qs, &part);
             for (int j = 0; j < nh; j++) {
                 float *acc = a->out + ((size_t)r * a->n_head + (size_t)(h0 + j)) * D;

@@ -58,7 +58,9 @@ typedef struct bt_attn_args {
     float scale; /* query scale; 0: 1/sqrt(head_dim) */
     int window;  /* > 0: a row at pos sees only keys pos - window < p0 <= pos (llama.cpp's
                     is_masked_swa STANDARD); its chunks are those of the full row that meet
-                    the window, the first one starting at the window's first key */
+                    the window, the first one starting at the window's first key. K/V are
+                    read through the layer's table (bt_kv_layer_table: a local layer's window
+                    table, whose entries before the window are released, -1: never walked) */
     /* Without partials: rows per task, 1..BT_ATTN_MAX_TASK_ROWS (0 counts as 1). A task takes
      * consecutive rows and walks chunk by chunk, each chunk for every row of the task that
      * sees it, so a prompt's rows meet a chunk's K/V while it is in cache (prefill tiling);

@@ -408,7 +408,7 @@ static void row_rope_store(bt_forward *fw, int r) {
         rope_apply(k, cs, hp->n_head_kv, D, hp->rope_neox);
     }
     int pos = fw->pos[r];
-    int block = bt_kv_seq_table(fw->kv, fw->seq[r])[pos / BT_KV_BLOCK_TOKENS];
+    int block = bt_kv_layer_table(fw->kv, fw->layer, fw->seq[r])[pos / BT_KV_BLOCK_TOKENS];
     bt_kv_store(fw->kv, fw->layer, block, pos % BT_KV_BLOCK_TOKENS, k, v);
 }
 

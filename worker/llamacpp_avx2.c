@@ -163,7 +163,7 @@ static float kq_dot(const bt_half *k, const float *q16, int D, bool batched) {
 void bt_lc_attention(const bt_kv_cache *kv, int layer, int seq, int pos, int kv_head, int head_dim,
                      int n_q, const float *q, bool batched, float *scratch, float *out) {
     const int B = BT_KV_BLOCK_TOKENS, D = head_dim, n = pos + 1;
-    const int32_t *table = bt_kv_seq_table(kv, seq);
+    const int32_t *table = bt_kv_layer_table(kv, layer, seq);
     const float scale = 1.0f / sqrtf((float)D);
     /* scratch: probabilities [n_q][n], then accumulators [n_q][4 chains][16 lanes][D] */
     float *prob = scratch;

@@ -8,12 +8,14 @@
  */
 #include "stage.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "forward.h"
 #include "hparams.h"
 #include "kv_cache.h"
+#include "kv_plan.h"
 #include "threadpool.h"
 #include "weights.h"
 
@@ -115,6 +117,12 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
     }
     if ((st = bt_weights_load(g, &s->hp, p->layer_begin, p->layer_end, &s->w, err)) != BT_OK)
         goto fail;
+    /* The local (sliding-window) layers keep only their window, in the cache's window pool
+     * (not with BATON_KV_WINDOW=off: kv_plan.h). */
+    uint8_t window_layers[BT_HPARAMS_MAX_LAYERS];
+    bool window_off = bt_kv_window_off();
+    for (int il = p->layer_begin; il < p->layer_end; il++)
+        window_layers[il - p->layer_begin] = !window_off && bt_hparams_is_swa(&s->hp, il);
     bt_kv_params kp = {
         .n_layer = p->layer_end - p->layer_begin,
         .n_head_kv = s->hp.n_head_kv,
@@ -123,6 +131,9 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
         .max_seqs = p->max_seqs,
         .max_seq_tokens = p->max_seq_tokens,
         .type = p->kv_type,
+        .window = s->hp.sliding_window,
+        .window_layers = window_layers,
+        .max_step_rows = p->max_batch,
     };
     if ((st = bt_kv_cache_new(&kp, &s->kv, err)) != BT_OK ||
         (st = bt_threadpool_new(p->n_threads, &s->pool, err)) != BT_OK ||
@@ -232,6 +243,10 @@ bt_status bt_stage_forward(bt_stage *s, const bt_batch *b, const float *act_in, 
                           bt_kv_n_blocks_free(s->kv));
         goto out;
     }
+    /* The window pool is sized for any batch of at most max_batch rows over max_seqs
+     * sequences (bt_kv_window_blocks): it cannot run dry, whatever the scheduler admits. */
+    assert(bt_kv_batch_window_blocks_needed(s->kv, n_touched, s->touched, s->grow_to) <=
+           bt_kv_window_blocks_free(s->kv));
     for (int i = 0; i < n_touched; i++) {
         st = bt_kv_seq_reserve(s->kv, s->touched[i], s->next_pos[s->touched[i]], err);
         if (st != BT_OK) /* cannot happen after the count above */
@@ -314,6 +329,12 @@ int bt_stage_kv_tokens_free(const bt_stage *s) {
 
 size_t bt_stage_kv_bytes(const bt_stage *s) {
     return bt_kv_cache_bytes(s->kv);
+}
+size_t bt_stage_kv_window_bytes(const bt_stage *s) {
+    return bt_kv_window_bytes(s->kv);
+}
+int bt_stage_kv_window_blocks(const bt_stage *s) {
+    return bt_kv_n_window_blocks(s->kv);
 }
 size_t bt_stage_weight_bytes(const bt_stage *s) {
     return bt_weights_bytes(&s->w);

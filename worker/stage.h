@@ -4,7 +4,9 @@
  * stage role of an MPI rank) reaches the worker only through this header.
  *
  * A stage owns: hyper-parameters, the weights slice (pointers into the borrowed bt_gguf),
- * a paged KV cache of fixed capacity, a thread pool and the run state. Nothing is allocated
+ * a paged KV cache of fixed capacity (kv_tokens for the global layers; the local layers of a
+ * sliding-window model hold only their window, sized from max_seqs and max_batch:
+ * common/kv_plan.h), a thread pool and the run state. Nothing is allocated
  * after bt_stage_new.
  *
  * Sequences: ids in [0, max_seqs). A sequence's rows must arrive in order: the position of
@@ -103,6 +105,9 @@ int bt_stage_max_seqs(const bt_stage *st);
 int bt_stage_kv_tokens_total(const bt_stage *st); /* capacity in tokens */
 int bt_stage_kv_tokens_free(const bt_stage *st);  /* free blocks * 16 */
 size_t bt_stage_kv_bytes(const bt_stage *st);     /* K and V storage of the whole cache */
+/* Of it, the window pool of the local layers (kv_cache.h; 0 without one), and its blocks. */
+size_t bt_stage_kv_window_bytes(const bt_stage *st);
+int bt_stage_kv_window_blocks(const bt_stage *st);
 size_t bt_stage_weight_bytes(const bt_stage *st); /* bytes of this stage's weight slice */
 bt_type bt_stage_kv_type(const bt_stage *st);     /* BT_TYPE_F16, Q8_0 or F32 */
 /* Tokens a sequence can still grow by before BT_ERR_LIMIT (ignores other sequences). */

@@ -1,7 +1,8 @@
 /*
  * cmd_info.c - `baton info`: what a model file is, without loading weights: architecture,
  * hyper-parameters, tensor types with their bytes, vocabulary, chat template, and the memory
- * the weights and a KV cache of --ctx tokens take.
+ * the weights and a KV cache of --ctx tokens take (with a sliding window: its global and window
+ * pools, common/kv_plan.h, and the size without the window).
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "cmd_common.h"
 #include "commands.h"
 #include "hparams.h"
+#include "kv_plan.h"
 #include "mem_budget.h"
 #include "split.h"
 #include "stage_layout.h"
@@ -147,10 +149,24 @@ int bt_cmd_info(int argc, char **argv) {
                          "--kv-type q8_0: head_dim %d is not a multiple of %d", hp.head_dim, BT_QK);
         goto done;
     }
-    uint64_t kv_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), kv_type);
-    double kv_bytes = (double)kv_token_layer * hp.n_layer * n_ctx;
-    printf("kv cache:     %.1f MiB for %d tokens (%s, %.1f KiB per token)\n", kv_bytes / MIB, n_ctx,
-           bt_type_name((uint32_t)kv_type), kv_bytes / n_ctx / 1024.0);
+    /* The KV of one stage holding every layer, for --kv-tokens (else one context) with the
+     * window pool of the local layers sized for --max-seqs and --max-batch (kv_plan.h). */
+    int kv_all = kv_tokens ? (int)kv_tokens : n_ctx;
+    bt_kv_plan kvp;
+    bt_kv_plan_stage(&hp, 0, hp.n_layer, kv_all, (int)max_seqs, (int)max_batch, kv_type, &kvp);
+    double kv_bytes = (double)bt_kv_plan_bytes(&kvp);
+    if (kvp.n_window_layers == 0) {
+        printf("kv cache:     %.1f MiB for %d tokens (%s, %.1f KiB per token)\n", kv_bytes / MIB,
+               kv_all, bt_type_name((uint32_t)kv_type), kv_bytes / kv_all / 1024.0);
+    } else {
+        printf("kv cache:     %.1f MiB global (%d layers) + %.1f MiB window (%d layers, %d "
+               "positions) = %.1f MiB at %d tokens (%s), %d sequence%s of up to %d rows a step; "
+               "%.1f MiB without the window\n",
+               (double)kvp.global_bytes / MIB, kvp.n_global_layers, (double)kvp.window_bytes / MIB,
+               kvp.n_window_layers, kvp.n_window_blocks * BT_KV_BLOCK_TOKENS, kv_bytes / MIB,
+               kv_all, bt_type_name((uint32_t)kv_type), (int)max_seqs, max_seqs == 1 ? "" : "s",
+               (int)max_batch, (double)kvp.full_bytes / MIB);
+    }
 
     size_t n_eog = 0;
     bt_vocab_eog_ids(v, &n_eog);
@@ -215,8 +231,8 @@ int bt_cmd_info(int argc, char **argv) {
         static double speed[BT_MAX_STAGES]; /* main thread only */
         if (stage_speed && (st = bt_split_speed_parse(stage_speed, n_stages, speed, &err)) != BT_OK)
             goto done;
-        if ((st = bt_split_plan(g, n_stages, kv, kv_token_layer, mode, stage_speed ? speed : NULL,
-                                layers, &mem, &split, &err)) != BT_OK)
+        if ((st = bt_split_plan(g, n_stages, kv, kv_type, mode, stage_speed ? speed : NULL, layers,
+                                &mem, &split, &err)) != BT_OK)
             goto done;
         printf("split:        %d stages (mpirun -np %d), KV for %d tokens asked of each%s\n",
                n_stages, n_stages + 1, kv,

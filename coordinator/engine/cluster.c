@@ -14,6 +14,7 @@
 #include "msg.h"
 #include "proc_space.h"
 #include "request_impl.h"
+#include "kv_plan.h"
 #include "stage_layout.h"
 #include "sampling.h"
 #include "slice.h"
@@ -368,7 +369,6 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
     bt_status st = bt_hparams_load(c->g, &hp, err);
     if (st != BT_OK)
         return st;
-    uint64_t kv_per_token_layer = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), c->p.kv_type);
     c->n_vocab = hp.n_vocab;
     int64_t deadline = bt_now_us() + c->p.hello_timeout_us;
     if ((st = recv_stage_info(c, deadline, err)) != BT_OK)
@@ -412,7 +412,7 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
         st = probe_stages(c, &hp, deadline, speed, err);
     if (st != BT_OK)
         return st;
-    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, kv_per_token_layer, c->p.split,
+    if ((st = bt_split_plan(c->g, c->n_stages, c->p.kv_tokens, c->p.kv_type, c->p.split,
                             c->p.split == BT_SPLIT_MEASURED ? speed : NULL, c->p.layers, &mem,
                             &c->split, err)) != BT_OK)
         return st;
@@ -515,9 +515,12 @@ static bt_status handshake(bt_cluster *c, bt_error *err) {
                                 r->kv_tokens);
         /* The scheduler counts blocks, rounds decode rows and caps scored rows with the
          * coordinator's constants (stage_layout.h): the stage must have been built with the
-         * same, and hold the KV it says for the tokens it says. */
-        uint64_t kv_want =
-            (uint64_t)r->kv_tokens * kv_per_token_layer * (uint64_t)(r->layer_end - r->layer_begin);
+         * same, and hold the KV it says for the tokens it says (with the window pool of its
+         * local layers sized for this coordinator's max_seqs and max_batch: kv_plan.h). */
+        bt_kv_plan kvp;
+        bt_kv_plan_stage(&hp, (int)r->layer_begin, (int)r->layer_end, (int)r->kv_tokens,
+                         c->p.max_seqs, c->p.max_batch, c->p.kv_type, &kvp);
+        uint64_t kv_want = bt_kv_plan_bytes(&kvp);
         if (r->kv_block_tokens != BT_KV_BLOCK_TOKENS || r->decode_group != BT_DECODE_GROUP ||
             r->score_rows != BT_SCORE_ROWS || r->kv_bytes != kv_want)
             return bt_error_set(err, BT_ERR_PROTOCOL,

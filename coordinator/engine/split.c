@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hparams.h"
+#include "kv_plan.h"
 #include "stage_layout.h"
 #include "stage_loop.h"
 
@@ -192,7 +193,8 @@ typedef struct fit_ctx {
     uint64_t mem_embd, mem_head;
     bool tied;
     int n_stages, n_layer;
-    uint64_t kv_tok_layer; /* KV bytes per token and layer */
+    const bt_hparams *hp;
+    bt_type kv_type;
     uint64_t scratch_mid, scratch_last;
     int min_tokens; /* one context in whole KV blocks */
 } fit_ctx;
@@ -208,6 +210,19 @@ static uint64_t stage_weights(const fit_ctx *f, int s, int k, int l) {
     return w;
 }
 
+/* K and V of a stage of layers [k, l) with KV for `tokens`, as the stage allocates it
+ * (kv_plan.h): the local layers' window pool sized from the memory side's max_seqs and
+ * max_batch; without a memory side (no such numbers) as a cache without the window. */
+static uint64_t stage_kv(const fit_ctx *f, int k, int l, int tokens) {
+    bt_kv_plan p;
+    if (!f->mem) {
+        bt_kv_plan_stage(f->hp, k, l, tokens, 1, 1, f->kv_type, &p);
+        return p.full_bytes;
+    }
+    bt_kv_plan_stage(f->hp, k, l, tokens, f->mem->max_seqs, f->mem->max_batch, f->kv_type, &p);
+    return bt_kv_plan_bytes(&p);
+}
+
 static uint64_t stage_fixed(const fit_ctx *f, int s, int k, int l) {
     return stage_weights(f, s, k, l) + (l == f->n_layer ? f->scratch_last : f->scratch_mid) +
            BT_SPLIT_OVERHEAD_BYTES;
@@ -217,9 +232,7 @@ static uint64_t stage_fixed(const fit_ctx *f, int s, int k, int l) {
 static bool fits(const fit_ctx *f, int s, int k, int l) {
     if (!f || !f->mem || !f->mem->budget[s])
         return true;
-    uint64_t need =
-        stage_fixed(f, s, k, l) + (uint64_t)f->min_tokens * f->kv_tok_layer * (uint64_t)(l - k);
-    return need <= f->mem->budget[s];
+    return stage_fixed(f, s, k, l) + stage_kv(f, k, l, f->min_tokens) <= f->mem->budget[s];
 }
 
 /* cost x factor (factor in [1, BT_SPLIT_MAX_SPEED_RATIO]), saturating below UINT64_MAX (which
@@ -302,7 +315,7 @@ static bt_status refuse(const fit_ctx *f, const bt_split *out, int s, const char
                         bt_error *err) {
     int k = out->begin[s], l = out->end[s];
     uint64_t w = stage_weights(f, s, k, l);
-    uint64_t kv = (uint64_t)f->min_tokens * f->kv_tok_layer * (uint64_t)(l - k);
+    uint64_t kv = stage_kv(f, k, l, f->min_tokens);
     uint64_t scratch = l == f->n_layer ? f->scratch_last : f->scratch_mid;
     uint64_t need = w + kv + scratch + BT_SPLIT_OVERHEAD_BYTES;
     return bt_error_set(err, BT_ERR_RANGE,
@@ -315,9 +328,9 @@ static bt_status refuse(const fit_ctx *f, const bt_split *out, int s, const char
                         bt_mem_source_name(f->mem->source[s]), why);
 }
 
-bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
-                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const double *speed,
-                        const char *spec, const bt_split_mem *mem, bt_split *out, bt_error *err) {
+bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens, bt_type kv_type,
+                        bt_split_mode mode, const double *speed, const char *spec,
+                        const bt_split_mem *mem, bt_split *out, bt_error *err) {
     memset(out, 0, sizeof *out);
     bt_hparams hp;
     bt_status st = bt_hparams_load(g, &hp, err);
@@ -366,13 +379,6 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
         (st = measure(g, n_layer, true, time_layer, &time_embd, &time_head, err)) != BT_OK)
         return st;
     const double *slow = mode == BT_SPLIT_MEASURED ? slowness : NULL;
-    uint64_t kv_layer = (uint64_t)kv_tokens * kv_bytes_per_token_layer;
-    /* Costs to balance: memory, or weight bytes streamed per token. */
-    uint64_t cost_layer_extra = mode == BT_SPLIT_MEMORY ? kv_layer : 0;
-    uint64_t cost_embd = mode == BT_SPLIT_MEMORY ? embd : 0;
-    for (int l = 0; l < n_layer; l++)
-        layer[l] += cost_layer_extra;
-
     uint64_t mem_prefix[MAX_LAYERS + 1];
     mem_prefix[0] = 0;
     for (int l = 0; l < n_layer; l++)
@@ -384,7 +390,14 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
                   .tied = bt_gguf_find_tensor(g, "output.weight") == NULL,
                   .n_stages = n_stages,
                   .n_layer = n_layer,
-                  .kv_tok_layer = kv_bytes_per_token_layer};
+                  .hp = &hp,
+                  .kv_type = kv_type};
+    /* Costs to balance: memory (a local layer's KV is its window pool's), or weight bytes
+     * streamed per token. */
+    uint64_t cost_embd = mode == BT_SPLIT_MEMORY ? embd : 0;
+    for (int l = 0; mode == BT_SPLIT_MEMORY && l < n_layer; l++)
+        layer[l] += stage_kv(&fc, l, l + 1, kv_tokens);
+
     if (mem) {
         fc.scratch_mid = bt_split_scratch_bytes(&hp, mem->max_batch, mem->max_seqs, false);
         fc.scratch_last = bt_split_scratch_bytes(&hp, mem->max_batch, mem->max_seqs, true);
@@ -432,31 +445,36 @@ bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
     (void)time_embd;
     for (int s = 0; s < n_stages; s++) {
         int k = out->begin[s], l = out->end[s];
-        uint64_t n = (uint64_t)(l - k);
         out->weight_bytes[s] = stage_weights(&fc, s, k, l);
         out->kv_tokens[s] = kv_tokens;
         if (!mem) {
-            out->kv_bytes[s] = kv_layer * n;
+            out->kv_bytes[s] = stage_kv(&fc, k, l, kv_tokens);
             continue;
         }
         out->scratch_bytes[s] = l == n_layer ? fc.scratch_last : fc.scratch_mid;
         out->overhead_bytes = BT_SPLIT_OVERHEAD_BYTES;
         out->budget_bytes[s] = mem->budget[s];
         out->budget_source[s] = mem->source[s];
-        /* The stage allocates whole KV blocks; keep the request when it fits, else the whole
-         * blocks that fit (at least one context: fits() said so). */
-        uint64_t per_token = kv_bytes_per_token_layer * n;
+        /* The stage allocates whole KV blocks; keep the request when it fits, else the most
+         * whole blocks that fit (at least one context: fits() said so). The KV bytes grow with
+         * the blocks, the window pool's only up to its bound: search the blocks. */
         int want = (kv_tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS * BT_KV_BLOCK_TOKENS;
         uint64_t fixed = stage_fixed(&fc, s, k, l);
-        if (mem->budget[s] && fixed + (uint64_t)want * per_token > mem->budget[s]) {
-            uint64_t t = (mem->budget[s] - fixed) / per_token;
-            t = t / BT_KV_BLOCK_TOKENS * BT_KV_BLOCK_TOKENS;
-            if (t < (uint64_t)fc.min_tokens) /* fits() held: cannot happen */
-                return refuse(&fc, out, s, "", err);
-            out->kv_tokens[s] = (int)t;
-            want = (int)t;
+        if (mem->budget[s] && fixed + stage_kv(&fc, k, l, want) > mem->budget[s]) {
+            int lo = fc.min_tokens / BT_KV_BLOCK_TOKENS, hi = want / BT_KV_BLOCK_TOKENS - 1;
+            if (fixed + stage_kv(&fc, k, l, lo * BT_KV_BLOCK_TOKENS) > mem->budget[s])
+                return refuse(&fc, out, s, "", err); /* fits() held: cannot happen */
+            while (lo < hi) { /* the most blocks in [lo, hi] that fit; lo fits */
+                int mid = lo + (hi - lo + 1) / 2;
+                if (fixed + stage_kv(&fc, k, l, mid * BT_KV_BLOCK_TOKENS) <= mem->budget[s])
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            want = lo * BT_KV_BLOCK_TOKENS;
+            out->kv_tokens[s] = want;
         }
-        out->kv_bytes[s] = (uint64_t)want * per_token;
+        out->kv_bytes[s] = stage_kv(&fc, k, l, want);
     }
     return BT_OK;
 }

@@ -2,9 +2,9 @@
  * split.h - which layers each stage holds; the split minimises the largest stage's cost.
  *
  *   BT_SPLIT_MEMORY (default): a stage's cost is the memory it holds: its layers' weights
- *     and their KV cache for kv_tokens tokens, the token embedding on the first stage, the
- *     final norm and output head on the last (a tied embedding counts on both). This balances
- *     what each machine must fit, the usual reason to split a model.
+ *     and their KV cache for kv_tokens tokens (a local layer's: its window pool, kv_plan.h), the
+ * token embedding on the first stage, the final norm and output head on the last (a tied embedding
+ * counts on both). This balances what each machine must fit, the usual reason to split a model.
  *   BT_SPLIT_COMPUTE: a stage's cost is its decode time per token, modelled as one unit per
  *     weight byte streamed plus one per multiply-add: the embedding counts nothing (one row
  *     is read per token) and the head counts in full. This balances time per micro-batch,
@@ -36,6 +36,7 @@
 #include "hparams.h"
 #include "mem_budget.h"
 #include "status.h"
+#include "tensor_type.h"
 
 #define BT_MAX_STAGES 256
 /* What a stage process holds besides weights, KV and the scratch bt_split_scratch_bytes
@@ -46,7 +47,7 @@ typedef struct bt_split {
     int n_stages, n_layer;
     int begin[BT_MAX_STAGES], end[BT_MAX_STAGES]; /* layers [begin, end) */
     uint64_t weight_bytes[BT_MAX_STAGES];         /* tensors the stage maps */
-    uint64_t kv_bytes[BT_MAX_STAGES];             /* its KV cache for kv_tokens[s] */
+    uint64_t kv_bytes[BT_MAX_STAGES];             /* its KV cache for kv_tokens[s] (kv_plan.h) */
     /* With a bt_split_mem (else 0, and kv_tokens[s] is the request): */
     int kv_tokens[BT_MAX_STAGES];          /* KV capacity the stage is asked for */
     uint64_t scratch_bytes[BT_MAX_STAGES]; /* bt_split_scratch_bytes */
@@ -92,16 +93,18 @@ bt_status bt_split_mode_of_flags(const char *split, const char *stage_speed, bt_
  * naming the flag and the value otherwise. */
 bt_status bt_split_speed_parse(const char *list, int n_stages, double *out, bt_error *err);
 
-/* kv_bytes_per_token_layer: K and V of one token in one layer (2 * kv_dim * element size).
- * spec: NULL for the balanced split, else "a-b,c-d,..." (inclusive ranges). mem: NULL plans
- * without budgets or scratch (as before budgets existed). speed: [n_stages] relative speeds,
- * positive (BT_SPLIT_MEASURED needs them; other modes take NULL, all equal). The reported
- * weight_bytes and kv_bytes are memory in either mode. A plan that cannot fit: BT_ERR_RANGE with
- * the message "stage rank R (layers A-B) needs N MiB (weights W + KV K for T tokens + scratch S +
- * overhead O) but has B MiB (SOURCE)". */
-bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens,
-                        uint64_t kv_bytes_per_token_layer, bt_split_mode mode, const double *speed,
-                        const char *spec, const bt_split_mem *mem, bt_split *out, bt_error *err);
+/* kv_type: the stages' KV element type (--kv-type). A stage's KV is that of
+ * common/kv_plan.h: kv_tokens for its global layers, and for its local (sliding-window) layers
+ * the window pool sized from mem's max_seqs and max_batch; without mem, every layer counts
+ * kv_tokens (a cache without the window, the most it can be). spec: NULL for the balanced split,
+ * else "a-b,c-d,..." (inclusive ranges). mem: NULL plans without budgets or scratch (as before
+ * budgets existed). speed: [n_stages] relative speeds, positive (BT_SPLIT_MEASURED needs them;
+ * other modes take NULL, all equal). The reported weight_bytes and kv_bytes are memory in either
+ * mode. A plan that cannot fit: BT_ERR_RANGE with the message "stage rank R (layers A-B) needs N
+ * MiB (weights W + KV K for T tokens + scratch S + overhead O) but has B MiB (SOURCE)". */
+bt_status bt_split_plan(const bt_gguf *g, int n_stages, int kv_tokens, bt_type kv_type,
+                        bt_split_mode mode, const double *speed, const char *spec,
+                        const bt_split_mem *mem, bt_split *out, bt_error *err);
 
 /* Activations, frames and (last stage) logits and sampler state of one stage process, as
  * worker/stage_loop.c, forward.c and sampler.c allocate them for max_batch rows and max_seqs

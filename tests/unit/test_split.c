@@ -55,8 +55,9 @@ static void test_plan(const bt_gguf *g) {
 
     /* No limit known: the balanced split, the request kept, as without budgets. */
     bt_split_mem m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, NULL, &split_a, &err));
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_b, &err));
+    CHECK_OK(
+        bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, NULL, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_b, &err));
     CHECK_EQ_INT(split_a.end[0], split_b.end[0]);
     CHECK(!split_b.uneven);
     CHECK(split_b.scratch_bytes[0] > 0 && split_b.scratch_bytes[1] > split_b.scratch_bytes[0]);
@@ -69,7 +70,7 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0;
     m.budget[1] = need1;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_CGROUP;
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.end[0], balanced_end0);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     CHECK_EQ_INT(split_a.kv_tokens[1], kv);
@@ -81,30 +82,32 @@ static void test_plan(const bt_gguf *g) {
     char spec[64];
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 2, balanced_end0 - 1, hp.n_layer - 1);
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err));
     uint64_t smaller0 = total(&split_a, 0);
     m = mem_of(kv, 0);
     m.budget[0] = need0 - 1;
     m.budget[1] = 1ull << 40;
     m.source[0] = m.source[1] = BT_MEM_SOURCE_FLAG;
     CHECK(smaller0 <= m.budget[0]);
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK(split_a.uneven);
     CHECK(split_a.end[0] < balanced_end0);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     CHECK_EQ_INT(split_a.kv_tokens[0], kv);
     /* The compute split is held to the budgets the same way. */
-    CHECK_OK(bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_COMPUTE, NULL, NULL, &m, &split_b, &err));
+    CHECK_OK(
+        bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_COMPUTE, NULL, NULL, &m, &split_b, &err));
     CHECK(total(&split_b, 0) <= m.budget[0]);
 
     /* One stage with half of what the whole model needs: refused, naming the stage, what it
      * needs (and of what) and what it has, and where that number came from. */
     m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(bt_split_plan(g, 1, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t need_all = total(&split_a, 0);
     m.budget[0] = need_all / 2;
     m.source[0] = BT_MEM_SOURCE_CGROUP;
-    bt_status st = bt_split_plan(g, 1, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
+    bt_status st =
+        bt_split_plan(g, 1, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     char want_need[64], want_has[64];
     snprintf(want_need, sizeof want_need, "needs %.1f MiB", (double)need_all / (1024.0 * 1024.0));
@@ -118,7 +121,7 @@ static void test_plan(const bt_gguf *g) {
 
     /* Two stages where neither split fits: the balanced split's misfit is named. */
     m = mem_of(kv, need1 / 4);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(--stage-mem)") &&
           strstr(err.msg, "no other split"));
@@ -128,32 +131,36 @@ static void test_plan(const bt_gguf *g) {
     m.budget[0] = need0 - 1;
     m.source[0] = BT_MEM_SOURCE_MEMINFO;
     snprintf(spec, sizeof spec, "0-%d,%d-%d", balanced_end0 - 1, balanced_end0, hp.n_layer - 1);
-    st = bt_split_plan(g, 2, kv, kvtl, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err);
+    st = bt_split_plan(g, 2, kv, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, spec, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank 1") && strstr(err.msg, "(MemAvailable) with --layers"));
 
     /* KV shrunk to what is left: 1024 tokens asked, one context of 100, room for ~300. */
     m = mem_of(100, 0);
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 1, 1024, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     uint64_t fixed = split_a.weight_bytes[0] + split_a.scratch_bytes[0] + split_a.overhead_bytes;
     uint64_t per_token = kvtl * (uint64_t)hp.n_layer;
     m.budget[0] = fixed + 300 * per_token + per_token / 2;
     m.source[0] = BT_MEM_SOURCE_FLAG;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 1, 1024, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 288); /* whole blocks of 16 */
     CHECK_EQ_INT(split_a.kv_bytes[0], 288 * per_token);
     CHECK(total(&split_a, 0) <= m.budget[0]);
     /* ... but never below one context (100 tokens: 7 blocks). */
     m.budget[0] = fixed + 100 * per_token;
-    st = bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
+    st = bt_split_plan(g, 1, 1024, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "for 112 tokens") != NULL);
     m.budget[0] = fixed + 112 * per_token;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 1, 1024, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 112);
     /* Room beyond the request does not grow the KV. */
     m.budget[0] = 1ull << 40;
-    CHECK_OK(bt_split_plan(g, 1, 1024, kvtl, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 1, 1024, BT_TYPE_F16, BT_SPLIT_MEMORY, NULL, NULL, &m, &split_a, &err));
     CHECK_EQ_INT(split_a.kv_tokens[0], 1024);
 }
 
@@ -362,14 +369,15 @@ static void test_measured(const bt_gguf *g) {
     bt_error_init(&err);
     bt_hparams hp;
     CHECK_OK(bt_hparams_load(g, &hp, &err));
-    uint64_t kvtl = bt_kv_bytes_per_token_layer(bt_hparams_kv_dim(&hp), BT_TYPE_F16);
     const int kv = 256;
     CHECK_EQ_INT(hp.n_layer, 24);
 
     /* Equal speeds: the compute split, every speed 1. */
     const double equal[3] = {1, 1, 1};
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_COMPUTE, NULL, NULL, NULL, &split_a, &err));
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, equal, NULL, NULL, &split_b, &err));
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_COMPUTE, NULL, NULL, NULL, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, equal, NULL, NULL, &split_b, &err));
     for (int i = 0; i < 3; i++) {
         CHECK_EQ_INT(split_a.begin[i], split_b.begin[i]);
         CHECK_EQ_INT(split_a.end[i], split_b.end[i]);
@@ -381,7 +389,8 @@ static void test_measured(const bt_gguf *g) {
     /* The middle stage at half the speed: about half the layers of each of the others, and
      * the predicted shares of a token's time close to a third each. */
     const double half[3] = {1, 0.5, 1};
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, NULL, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, half, NULL, NULL, &split_a, &err));
     int l0 = n_layers_of(&split_a, 0), l1 = n_layers_of(&split_a, 1), l2 = n_layers_of(&split_a, 2);
     printf("  speeds 1, 0.5, 1: %d, %d, %d layers; shares %.3f %.3f %.3f\n", l0, l1, l2,
            split_a.time_share[0], split_a.time_share[1], split_a.time_share[2]);
@@ -393,44 +402,48 @@ static void test_measured(const bt_gguf *g) {
         CHECK(split_a.time_share[i] > 0.25 && split_a.time_share[i] < 0.42);
     /* Only ratios count: twice every speed is the same plan. */
     const double doubled[3] = {2, 1, 2};
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, doubled, NULL, NULL, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, doubled, NULL, NULL, &split_b,
+                           &err));
     CHECK_EQ_INT(split_b.end[0], split_a.end[0]);
     CHECK_EQ_INT(split_b.end[1], split_a.end[1]);
     /* The last stage slow: it gets the fewest. */
     const double slow_last[3] = {1, 1, 0.5};
-    CHECK_OK(
-        bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, slow_last, NULL, NULL, &split_b, &err));
+    CHECK_OK(bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, slow_last, NULL, NULL,
+                           &split_b, &err));
     CHECK(n_layers_of(&split_b, 2) < n_layers_of(&split_b, 0) &&
           n_layers_of(&split_b, 2) < n_layers_of(&split_b, 1));
 
     /* Budgets still shape it: the middle stage one byte short of its measured share takes
      * fewer layers still and fits. */
     bt_split_mem m = mem_of(kv, 0);
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_a, &err));
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, half, NULL, &m, &split_a, &err));
     m.budget[1] = total(&split_a, 1) - 1;
     m.source[1] = BT_MEM_SOURCE_FLAG;
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err));
+    CHECK_OK(
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err));
     CHECK(split_b.uneven);
     CHECK(n_layers_of(&split_b, 1) < n_layers_of(&split_a, 1));
     CHECK(total(&split_b, 1) <= m.budget[1]);
     /* ... and refuse it: nothing fits in a MiB. */
     m = mem_of(kv, 1u << 20);
-    bt_status st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err);
+    bt_status st =
+        bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, half, NULL, &m, &split_b, &err);
     CHECK_EQ_INT(st, BT_ERR_RANGE);
     CHECK(strstr(err.msg, "stage rank") && strstr(err.msg, "but has 1.0 MiB (--stage-mem)"));
     /* --layers overrides the measured split too. */
-    CHECK_OK(bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, half, "0-0,1-1,2-23", NULL, &split_b,
-                           &err));
+    CHECK_OK(bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, half, "0-0,1-1,2-23", NULL,
+                           &split_b, &err));
     CHECK_EQ_INT(split_b.end[1], 2);
 
     /* Speeds are required, positive and within BT_SPLIT_MAX_SPEED_RATIO of each other. */
-    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, NULL, NULL, NULL, &split_b, &err);
+    st = bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, NULL, NULL, NULL, &split_b, &err);
     CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
     const double zero[3] = {1, 0, 1}, far[3] = {1, 1e-4, 1};
-    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, zero, NULL, NULL, &split_b, &err);
+    st = bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, zero, NULL, NULL, &split_b, &err);
     CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "stage rank 2 has speed 0") != NULL);
-    st = bt_split_plan(g, 3, kv, kvtl, BT_SPLIT_MEASURED, far, NULL, NULL, &split_b, &err);
+    st = bt_split_plan(g, 3, kv, BT_TYPE_F16, BT_SPLIT_MEASURED, far, NULL, NULL, &split_b, &err);
     CHECK_EQ_INT(st, BT_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "stage rank 2 is 10000 times slower") != NULL);
 }
