@@ -326,6 +326,7 @@ int bt_cmd_generate(int argc, char **argv) {
     bt_model_flags_init(&mf);
     bt_cluster_flags cf;
     bt_cluster_flags_init(&cf);
+    cf.max_seqs = 0; /* not given: the request's own count, below */
     const char *prompt = NULL, *prompt_file = NULL, *system = NULL, *chat_template = NULL;
     int64_t seed = -1;
     bool chat = false, print_ids = false, no_special = false, chat_parse_special = false;
@@ -455,6 +456,11 @@ int bt_cmd_generate(int argc, char **argv) {
      * never run it. */
     int64_t need = beam_width > 0 ? beam_width : rp.best_of;
     const bool best_of = best_of_given;
+    /* One request: as many sequences as it has, so the KV pool (a context per sequence, up
+     * to 4), a window pool (Gemma 3's local layers) and the scratch are sized for it, as
+     * llama-cli's one sequence is. */
+    if (cf.max_seqs == 0)
+        cf.max_seqs = need;
     if (need > cf.max_seqs) {
         fprintf(stderr,
                 "baton generate: %s %lld needs %lld sequences at once, more than --max-seqs "

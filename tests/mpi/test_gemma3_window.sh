@@ -127,4 +127,32 @@ else
     fail "two long prompts at once on 2 stages differ from each alone without the window"
     diff "$WORK/seq.out" "$WORK/conc.out" | cut -c1-200 | head -6
 fi
+
+# `generate` without --max-seqs sizes for its one request (a sequence), so the pool is at its
+# one-sequence size by default: on a ~4000-token prompt at --ctx 4096 the local layers keep
+# ~1040 positions (27.2 MiB of KV in all against 72.0 MiB without the window), and the
+# process's peak RSS stays at least 25 MiB below the same run with BATON_KV_WINDOW=off (with
+# 64 sequences, the default of the other commands, the pool would be the global pool's size
+# and the two would be equal), with the same ids.
+head -c 18800 "$text" >"$WORK/long.txt"
+long=(--model "$MODEL" --threads 1 --ignore-eos --print-ids --max-tokens 2 --temperature 0
+      --ctx 4096 --file "$WORK/long.txt")
+BATON_KV_WINDOW=off /usr/bin/time -f "%M" -o "$WORK/off.rss" timeout 300 "$BATON" generate \
+    "${long[@]}" >/dev/null 2>"$WORK/off.err"
+rc1=$?
+/usr/bin/time -f "%M" -o "$WORK/on.rss" timeout 300 "$BATON" generate "${long[@]}" \
+    >/dev/null 2>"$WORK/on.err"
+rc2=$?
+off_kib=$(tail -1 "$WORK/off.rss")
+on_kib=$(tail -1 "$WORK/on.rss")
+if [[ $rc1 -ne 0 || $rc2 -ne 0 ]]; then
+    fail "generate by default: exit $rc1 (without the window) / $rc2 (with it)"
+    tail -3 "$WORK/off.err" "$WORK/on.err"
+elif ! cmp -s <(ids_of "$WORK/off.err") <(ids_of "$WORK/on.err"); then
+    fail "generate by default: ids differ with and without the window"
+elif ((off_kib - on_kib < 25 * 1024)); then
+    fail "generate by default: peak RSS $((on_kib / 1024)) MiB with the window pool, $((off_kib / 1024)) MiB without: want 25 MiB less"
+else
+    pass "generate by default ($(sed -n 's/^prompt ids: //p' "$WORK/on.err" | wc -w) prompt tokens, --ctx 4096): peak RSS $((on_kib / 1024)) MiB with the window pool, $((off_kib / 1024)) MiB without"
+fi
 finish
