@@ -3,7 +3,7 @@
 #   - --kv-type: a bad value is refused naming the flag (generate, perplexity, bench, info);
 #     q8_0 with --numerics llamacpp is refused (llama.cpp's arithmetic needs f16);
 #   - the q8_0 cache takes 34/64 of f16's bytes: baton info and the stages' own report agree;
-#   - q8_0 generates sensible text (greedy: the f16 run's first tokens) and scores GPL-3 within
+#   - q8_0 generates sensible text (greedy: the f16 run's tokens up to a near-tie) and scores GPL-3 within
 #     1% of f16's perplexity (4 chunks of 512 tokens, 1020 scored tokens);
 #   - a prompt of 700 tokens (3 attention chunks) gives the same greedy ids and logprobs with 1
 #     and 2 threads (whole-row tasks vs chunk tasks and merge), for f16 and q8_0;
@@ -43,17 +43,42 @@ else
     fail "bench: the q8_0 stage's KV: $(cat "$tmp/bench_kv.err")"
 fi
 
-# Sensible text: the greedy q8_0 completion starts as the f16 one does.
-gen() { # KV_TYPE -> the completion
+# Sensible text: the greedy q8_0 completion follows the f16 one up to a near-tie. Rounding K
+# and V to 8 bits moves this model's logits by up to a few tenths after 30 layers (perplexity
+# below moves by about 1%), so where f16's own top-1/top-2 margin is under 0.5 either token is
+# right; before that the ids must be equal, for at least the first 4 tokens (" Paris.\n\n",
+# margins of 1.2 and more), and the text must name Paris.
+gen() { # KV_TYPE -> ids on line 1, margins on line 2, the completion after
     "$BATON" generate --model "$MODEL" --prompt "The capital of France is" --temperature 0 \
-        --max-tokens 8 --kv-type "$1" 2>/dev/null
+        --max-tokens 8 --kv-type "$1" --print-ids --top-logprobs 2 2>"$tmp/gen_$1.err" \
+        >"$tmp/gen_$1.out"
+    sed -n 's/^output ids: //p' "$tmp/gen_$1.err"
+    python3 -c '
+import re, sys
+ms = []
+for line in sys.stdin:
+    m = re.match(r"^  \d+ .* \| (\d+) (.*) (\S+) (\d+) (.*) (\S+)$", line.rstrip("\n"))
+    if m:
+        ms.append("%.6f" % (float(m.group(3)) - float(m.group(6))))
+print(" ".join(ms))' <"$tmp/gen_$1.err"
 }
-f16_text=$(gen f16)
-q8_text=$(gen q8_0)
-if [[ -n $q8_text && $q8_text == "$f16_text" && $q8_text == *Paris* ]]; then
-    pass "q8_0 KV: greedy text equals f16's: $q8_text"
+mapfile -t f16 < <(gen f16)
+mapfile -t q8 < <(gen q8_0)
+verdict=$(python3 -c '
+import sys
+a, b, m = sys.argv[1].split(), sys.argv[2].split(), [float(x) for x in sys.argv[3].split()]
+if len(a) != 8 or len(b) != 8 or len(m) != 8:
+    print("bad: %d and %d ids, %d margins" % (len(a), len(b), len(m))); sys.exit()
+for i in range(8):
+    if a[i] != b[i]:
+        ok = i >= 4 and m[i] < 0.5
+        print("%s: equal for %d tokens, then f16 margin %.3f" % ("tie" if ok else "differ", i, m[i]))
+        sys.exit()
+print("exact: all 8 tokens equal")' "${f16[0]:-}" "${q8[0]:-}" "${f16[1]:-}")
+if [[ $verdict == exact* || $verdict == tie* ]] && grep -q Paris "$tmp/gen_q8_0.out"; then
+    pass "q8_0 KV: greedy text follows f16's ($verdict): $(tr '\n' ' ' <"$tmp/gen_q8_0.out")"
 else
-    fail "q8_0 KV: '$q8_text' vs f16 '$f16_text'"
+    fail "q8_0 KV: $verdict: '$(cat "$tmp/gen_q8_0.out")' vs f16 '$(cat "$tmp/gen_f16.out")'"
 fi
 
 # Perplexity within 1%.
