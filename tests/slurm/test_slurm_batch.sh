@@ -129,12 +129,15 @@ check_greedy() {
     local cid prompt text gen
     while IFS=$'\t' read -r cid prompt text; do
         prompt=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]), end="")' "$prompt")
+        # The x keeps $(...) from dropping newlines the text itself ends in; then generate's
+        # own final newline goes, and the two compare as JSON strings.
         if ! gen=$("$BATON" generate --model "$MODEL" --stages 2 --threads 1 --temperature 0 \
-            --ignore-eos --max-tokens "$2" --prompt "$prompt" 2>/dev/null); then
+            --ignore-eos --max-tokens "$2" --prompt "$prompt" 2>/dev/null && printf x); then
             fail "$3: baton generate for $cid failed"
             continue
         fi
-        # $(...) dropped generate's final newline: compare as JSON strings.
+        gen=${gen%x}
+        gen=${gen%$'\n'}
         gen=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$gen")
         if [[ $gen == "$text" ]]; then
             pass "$3: $cid: batch text equals baton generate's ($text)"
