@@ -37,18 +37,6 @@ else:
 PY
 }
 
-# margins_of: baton's --logprobs 2 listing on stdin -> top-1 minus top-2 logprob per step
-margins_of() {
-    python3 -c '
-import re, sys
-ms = []
-for line in sys.stdin:
-    m = re.match(r"^  \d+ .* \| (\d+) (.*) (\S+) (\d+) (.*) (\S+)$", line.rstrip("\n"))
-    if m:
-        ms.append("%.6f" % (float(m.group(3)) - float(m.group(6))))
-print(" ".join(ms))'
-}
-
 # check NAME MODE FLAGS...: runs every prompt of $GOLDEN/$GREEDY_STEM-greedy.tsv on $MODEL
 # (need_model's, or the caller's), counts the verdicts, asserts the bar.
 check() {

@@ -39,6 +39,18 @@ finish() {
     [[ $n_fail -eq 0 ]]
 }
 
+# margins_of: baton's --logprobs 2 listing on stdin -> top-1 minus top-2 logprob per step
+margins_of() {
+    python3 -c '
+import re, sys
+ms = []
+for line in sys.stdin:
+    m = re.match(r"^  \d+ .* \| (\d+) (.*) (\S+) (\d+) (.*) (\S+)$", line.rstrip("\n"))
+    if m:
+        ms.append("%.6f" % (float(m.group(3)) - float(m.group(6))))
+print(" ".join(ms))'
+}
+
 # expect STATUS PATTERN -- ARGS...: runs baton ARGS, checks the exit status and that stderr
 # matches PATTERN (an extended regex).
 expect() {

@@ -11,7 +11,7 @@
 #    ~0.1-0.3. Checked: the tokens equal llama.cpp's up to the end or up to a step where
 #    llama.cpp's own top two logits are within NEAR_TIE (0.25) of each other. A divergence at
 #    a larger margin would be a real difference in the model math.
-# The comparison (check, compare, margins_of) is tests/e2e/golden_lib.sh, shared with
+# The comparison (check, compare) is tests/e2e/golden_lib.sh (margins_of: lib.sh), shared with
 # test_quant_variants.sh.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/golden_lib.sh"

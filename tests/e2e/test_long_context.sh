@@ -53,14 +53,7 @@ gen() { # KV_TYPE -> ids on line 1, margins on line 2, the completion after
         --max-tokens 8 --kv-type "$1" --print-ids --top-logprobs 2 2>"$tmp/gen_$1.err" \
         >"$tmp/gen_$1.out"
     sed -n 's/^output ids: //p' "$tmp/gen_$1.err"
-    python3 -c '
-import re, sys
-ms = []
-for line in sys.stdin:
-    m = re.match(r"^  \d+ .* \| (\d+) (.*) (\S+) (\d+) (.*) (\S+)$", line.rstrip("\n"))
-    if m:
-        ms.append("%.6f" % (float(m.group(3)) - float(m.group(6))))
-print(" ".join(ms))' <"$tmp/gen_$1.err"
+    margins_of <"$tmp/gen_$1.err"
 }
 mapfile -t f16 < <(gen f16)
 mapfile -t q8 < <(gen q8_0)

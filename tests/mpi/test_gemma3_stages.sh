@@ -11,15 +11,8 @@
 # 77 only when it cannot be fetched).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${MULTI_GENERATE:?MULTI_GENERATE must point to multi_generate}"
-if ! MODEL=$("$MPI_DIR/../../deploy/fetch-model.sh" gemma3-270m); then
-    echo "SKIP: deploy/fetch-model.sh gemma3-270m could not fetch the model"
-    exit 77
-fi
-text=/usr/share/common-licenses/GPL-3
-if [[ ! -r $text ]]; then
-    echo "SKIP: $text (Debian's base-files) is missing"
-    exit 77
-fi
+pick_model gemma3
+need_text
 head -c 3000 "$text" >"$WORK/prompt.txt"
 common=(--model "$MODEL" --threads 1 --act-codec f32 --ignore-eos --print-ids --logprobs 1
         --max-tokens 12 --file "$WORK/prompt.txt")

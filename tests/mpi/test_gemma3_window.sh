@@ -13,15 +13,8 @@
 # deploy/fetch-model.sh gemma3-270m (cached; skip 77 only when it cannot be fetched).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 : "${MULTI_GENERATE:?MULTI_GENERATE must point to multi_generate}"
-if ! MODEL=$("$MPI_DIR/../../deploy/fetch-model.sh" gemma3-270m); then
-    echo "SKIP: deploy/fetch-model.sh gemma3-270m could not fetch the model"
-    exit 77
-fi
-text=/usr/share/common-licenses/GPL-3
-if [[ ! -r $text ]]; then
-    echo "SKIP: $text (Debian's base-files) is missing"
-    exit 77
-fi
+pick_model gemma3
+need_text
 head -c 5200 "$text" >"$WORK/prompt.txt"
 
 # The pool's size as baton info computes it (the stage allocates the same, to the byte: the
