@@ -17,12 +17,14 @@
  * in chunk order, folding each into the row's running state (a task of several rows of one
  * prompt reduces chunk c for each of them before chunk c + 1: the chunk's K/V are read from
  * cache by all but the first); with partials (a few long rows, too few tasks for the threads)
- * each task reduces one chunk into the scratch and bt_attention_merge folds them. The
+ * each task reduces one chunk of kv_heads_per_task KV heads into the scratch and
+ * bt_attention_merge folds them. A task of several KV heads streams whole KV blocks (all heads'
+ * rows of a block are adjacent) and prefetches each next block while it computes. The
  * chunking depends only on the row's own position, so every schedule gives the same bits.
  *
  * Numerics: the result of a (row, head) depends only on its q, its sequence's K/V and the
- * CPU's SIMD level, never on the batch, on heads_per_task, on rows_per_task, on the schedule
- * or on the thread that runs it.
+ * CPU's SIMD level, never on the batch, on heads_per_task, kv_heads_per_task or rows_per_task,
+ * on the schedule or on the thread that runs it.
  *
  * Threads: bt_attention_task is pure over its arguments; tasks of one call write disjoint
  * output (or partial) slices and may run concurrently. bt_attention_merge runs after them.
@@ -50,9 +52,10 @@ typedef struct bt_attn_args {
     float *out;         /* [n_rows][n_head*head_dim] */
     int n_head, n_head_kv, head_dim;
     int heads_per_task; /* 1..BT_ATTN_MAX_TASK_HEADS query heads of one KV group per task */
-    /* NULL: a task per (row, query-head slice). Else a task per (row, chunk, query-head
-     * slice), each writing its partial here ([bt_attention_partials_floats] floats, borrowed
-     * for the call; n_rows <= BT_ATTN_SPLIT_MAX_ROWS), and bt_attention_merge writes out. */
+    /* NULL: a task per (row, query-head slice). Else a task per (row, chunk, run of
+     * kv_heads_per_task KV heads), each writing its partials here
+     * ([bt_attention_partials_floats] floats, borrowed for the call; n_rows <=
+     * BT_ATTN_SPLIT_MAX_ROWS), and bt_attention_merge writes out. */
     float *partials;
     /* Appended for Gemma 3; zero keeps the plain causal attention. */
     float scale; /* query scale; 0: 1/sqrt(head_dim) */
@@ -66,6 +69,9 @@ typedef struct bt_attn_args {
      * sees it, so a prompt's rows meet a chunk's K/V while it is in cache (prefill tiling);
      * each row still runs its own chunks in order. */
     int rows_per_task;
+    /* With partials: KV heads per task, 1..n_head_kv (0 counts as 1), each with every query
+     * head of its group. */
+    int kv_heads_per_task;
 } bt_attn_args;
 
 /* Chunks of a row at position pos: ceil((pos + 1) / BT_ATTN_CHUNK_KEYS). */
@@ -74,10 +80,14 @@ int bt_attention_n_chunks(int pos);
 /* Floats of the partials of rows whose positions are below max_keys. */
 size_t bt_attention_partials_floats(int n_rows, int max_keys, int n_head, int head_dim);
 
-/* Number of independent tasks of a call: ceil(n_rows / rows_per_task) * n_head_kv *
- * ceil(group / heads_per_task)
- * (group = n_head / n_head_kv), times each row's chunks with partials. */
+/* Number of independent tasks of a call: without partials ceil(n_rows / rows_per_task) *
+ * n_head_kv * ceil(group / heads_per_task) (group = n_head / n_head_kv); with partials the sum
+ * over rows of the row's chunks * ceil(n_head_kv / kv_heads_per_task). */
 int bt_attention_n_tasks(const bt_attn_args *a);
+
+/* kv_heads_per_task for a call with partials on n_threads threads: every KV head (whole
+ * blocks streamed) where the rows' chunks give at least 1.5 tasks per thread, else 1. */
+int bt_attention_split_kv_heads(const bt_attn_args *a, int n_threads);
 
 /* Computes one task with the best SIMD variant of this CPU (AVX2 with FMA and F16C for a
  * head_dim that is a multiple of 32, else scalar; chosen once from CPUID). */

@@ -631,6 +631,8 @@ static void layer_forward(bt_forward *fw, int li) {
     if (fw->numerics == BT_NUMERICS_LLAMACPP) {
         bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
     } else {
+        if (split)
+            a.kv_heads_per_task = bt_attention_split_kv_heads(&a, fw->n_threads);
         bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
         bt_attention_merge(&a);
     }

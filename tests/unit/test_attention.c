@@ -191,6 +191,20 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
         run_all(&a, bt_attention_task, 0);
         CHECK(memcmp(o_part, o_simd, all_bytes) == 0);
     }
+    /* Tasks of 1..n_head_kv KV heads each (whole blocks streamed, the next prefetched), with
+     * passes of 2 heads and of the whole group. */
+    for (int kpt = 1; kpt <= n_head_kv; kpt++)
+        for (int h = 0; h < 2; h++) {
+            a.kv_heads_per_task = kpt;
+            a.heads_per_task = h ? n_head / n_head_kv : 2;
+            memset(o_part, 0, sizeof o_part);
+            run_all(&a, bt_attention_task, kpt % 2);
+            CHECK(memcmp(o_part, o_simd, all_bytes) == 0);
+            memset(o_part, 0, sizeof o_part);
+            run_all(&a, bt_attention_task_ref, 0);
+            CHECK(memcmp(o_part, o_sref, all_bytes) == 0);
+        }
+    a.kv_heads_per_task = 0;
     a.partials = NULL;
     memset(o_part, 0, sizeof o_part);
     run_all(&a, bt_attention_task, 1);
@@ -211,11 +225,14 @@ static void test_type(bt_type type, bt_threadpool *p1, bt_threadpool *p2) {
     run_all(&one, bt_attention_task, 0);
     CHECK(memcmp(o_alone, ROW(o_simd, 1), row_bytes) == 0);
 
-    /* A real pool: 1 thread and 2 threads, chunked, give the same bits as above. */
+    /* A real pool: 1 thread and 2 threads, chunked (as forward.c sets it: whole blocks for
+     * these rows' 10 chunks), give the same bits as above. */
     bt_threadpool *pools[2] = {p1, p2};
     for (int k = 0; k < 2; k++) {
         a.out = &o_pool[0][0];
         a.partials = partials;
+        a.kv_heads_per_task = bt_attention_split_kv_heads(&a, k + 1);
+        CHECK(a.kv_heads_per_task == n_head_kv);
         memset(o_pool, 0, sizeof o_pool);
         bt_threadpool_run(pools[k], pool_task, &a, bt_attention_n_tasks(&a));
         bt_attention_merge(&a);
