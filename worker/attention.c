@@ -428,34 +428,27 @@ static INLINE_AVX2 __m256 ld8(const char *row, int i, __m256 d, const int kt) {
  * converted once for the NH heads. */
 static INLINE_AVX2 void scores4(const char *k, size_t rb, int t, int D, const float (*qs)[MAXD],
                                 float (*s)[TILE], const int NH, const int kt) {
-    const char *r0 = k + (size_t)t * rb, *r1 = r0 + rb, *r2 = r1 + rb, *r3 = r2 + rb;
+    const char *r = k + (size_t)t * rb;
     __m256 a[3][4];
 #pragma GCC unroll 3
     for (int j = 0; j < NH; j++)
         a[j][0] = a[j][1] = a[j][2] = a[j][3] = _mm256_setzero_ps();
     for (int i0 = 0; i0 < D; i0 += 32) { /* one q8_0 block: its four scales loaded once */
-        __m256 d0 = ldd(r0, i0, kt), d1 = ldd(r1, i0, kt), d2 = ldd(r2, i0, kt),
-               d3 = ldd(r3, i0, kt);
+        __m256 d[4];
 #pragma GCC unroll 4
-        for (int i = i0; i < i0 + 32; i += 8) {
-            /* key by key, each query load an FMA operand: 12 accumulators and one key */
-            __m256 kk = ld8(r0, i, d0, kt);
+        for (int c = 0; c < 4; c++)
+            d[c] = ldd(r + (size_t)c * rb, i0, kt);
+#pragma GCC unroll 4
+        for (int i = i0; i < i0 + 32; i += 8)
+        /* key by key, each query load an FMA operand: 12 accumulators and one key (four
+         * keys at once spilled registers) */
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m256 kc = ld8(r + (size_t)c * rb, i, d[c], kt);
 #pragma GCC unroll 3
-            for (int j = 0; j < NH; j++)
-                a[j][0] = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), kk, a[j][0]);
-            kk = ld8(r1, i, d1, kt);
-#pragma GCC unroll 3
-            for (int j = 0; j < NH; j++)
-                a[j][1] = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), kk, a[j][1]);
-            kk = ld8(r2, i, d2, kt);
-#pragma GCC unroll 3
-            for (int j = 0; j < NH; j++)
-                a[j][2] = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), kk, a[j][2]);
-            kk = ld8(r3, i, d3, kt);
-#pragma GCC unroll 3
-            for (int j = 0; j < NH; j++)
-                a[j][3] = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), kk, a[j][3]);
-        }
+                for (int j = 0; j < NH; j++)
+                    a[j][c] = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), kc, a[j][c]);
+            }
     }
 #pragma GCC unroll 3
     for (int j = 0; j < NH; j++) {
@@ -477,29 +470,21 @@ static INLINE_AVX2 void values16(const char *v, size_t rb, int nk, int i0, const
         c[j][1] = _mm256_load_ps(st->acc[j0 + j] + i0 + 8);
         c[j][2] = c[j][3] = _mm256_setzero_ps();
     }
-    for (int t = 0; t < nk; t += 2) {
-        const char *r = v + (size_t)t * rb;
-        __m256 d = ldd(r, i0, kt); /* i0 % 32 is 0 or 16: one q8_0 block */
-        __m256 v0 = ld8(r, i0, d, kt), v1 = ld8(r, i0 + 8, d, kt);
+    for (int t = 0; t < nk; t += 2)
+#pragma GCC unroll 2
+        for (int e = 0; e < 2; e++) { /* key t + e into chain e */
+            if (t + e == nk)
+                break;
+            const char *r = v + (size_t)(t + e) * rb;
+            __m256 d = ldd(r, i0, kt); /* i0 % 32 is 0 or 16: one q8_0 block */
+            __m256 v0 = ld8(r, i0, d, kt), v1 = ld8(r, i0 + 8, d, kt);
 #pragma GCC unroll 3
-        for (int j = 0; j < NH; j++) {
-            __m256 pt = _mm256_set1_ps(p[j0 + j][t]);
-            c[j][0] = _mm256_fmadd_ps(pt, v0, c[j][0]);
-            c[j][1] = _mm256_fmadd_ps(pt, v1, c[j][1]);
+            for (int j = 0; j < NH; j++) {
+                __m256 pt = _mm256_set1_ps(p[j0 + j][t + e]);
+                c[j][2 * e] = _mm256_fmadd_ps(pt, v0, c[j][2 * e]);
+                c[j][2 * e + 1] = _mm256_fmadd_ps(pt, v1, c[j][2 * e + 1]);
+            }
         }
-        if (t + 1 == nk)
-            break;
-        r += rb;
-        d = ldd(r, i0, kt);
-        v0 = ld8(r, i0, d, kt);
-        v1 = ld8(r, i0 + 8, d, kt);
-#pragma GCC unroll 3
-        for (int j = 0; j < NH; j++) {
-            __m256 pt = _mm256_set1_ps(p[j0 + j][t + 1]);
-            c[j][2] = _mm256_fmadd_ps(pt, v0, c[j][2]);
-            c[j][3] = _mm256_fmadd_ps(pt, v1, c[j][3]);
-        }
-    }
 #pragma GCC unroll 3
     for (int j = 0; j < NH; j++) {
         _mm256_store_ps(st->acc[j0 + j] + i0, _mm256_add_ps(c[j][0], c[j][2]));
