@@ -7,8 +7,9 @@
  *
  * A section is cheap to start (a token step has a few hundred): workers spin briefly on an
  * atomic generation counter, then sleep on a futex so that an idle pool does not burn a core
- * that another process needs. Tasks are handed out dynamically (an atomic counter), so a
- * section with uneven tasks still balances.
+ * that another process needs. Each thread takes a contiguous run of the tasks in order, then
+ * steals from the others' runs, so a section with uneven tasks or a thread that was
+ * descheduled still balances.
  *
  * Threads: bt_threadpool_run must be called by one thread at a time (the owner of the pool);
  * it returns when every task of the section has finished. Sections do not nest.
