@@ -299,8 +299,8 @@ static void attend(const bt_attn_args *a, int task, chunk_fn chunk) {
             task -= row_tasks(a, row);
         int c = task / runs, g0 = task % runs * kpt;
         int g1 = g0 + kpt < a->n_head_kv ? g0 + kpt : a->n_head_kv;
-        for (int h0 = g0 * group, h1; h0 < g1 * group; h0 = h1) { /* a group's last slice may
-                                                                      be short */
+        /* slices of hpt heads, a group's last one possibly short */
+        for (int h0 = g0 * group, h1; h0 < g1 * group; h0 = h1) {
             int g = h0 / group;
             h1 = h0 + hpt < (g + 1) * group ? h0 + hpt : (g + 1) * group;
             attend_chunk(a, row, c, g, h0, h1 - h0, h0 == g0 * group ? g1 - g0 : 1, chunk);
@@ -492,7 +492,17 @@ static INLINE_AVX2 void values16(const char *v, size_t rb, int nk, int i0, const
     }
 }
 
-/* One block (nk keys) for nh heads: scores, softmax step per head, values. */
+/* Prefetches part [i, i + n) of `of` equal parts of bytes at p (the next block's K or V rows,
+ * spread over a block's work: one burst of all of it stalled on the outstanding misses). */
+static INLINE_AVX2 void prefetch_part(const char *p, size_t bytes, int i, int n, int of) {
+    for (size_t c = bytes * (size_t)i / (size_t)of; c < bytes * (size_t)(i + n) / (size_t)of;
+         c += 64)
+        _mm_prefetch(p + c, _MM_HINT_T0);
+}
+
+/* One block (nk keys) for nh heads: scores, softmax step per head, values. While it runs, the
+ * pbytes at pk and pv are prefetched: K's during the scores of the first heads, V's during the
+ * values. */
 static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int nk, int D, int nh,
                                    const float (*qs)[MAXD], red_state *st, const char *pk,
                                    const char *pv, size_t pbytes, const int kt) {
@@ -502,10 +512,8 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
         int nj = nh - j0 < 3 ? nh - j0 : 3;
         int t = 0;
         for (; t + 4 <= nk; t += 4) {
-            if (j0 == 0) /* a quarter of the prefetch per four keys: spread, not in one burst */
-                for (size_t c = pbytes * (size_t)t / TILE; c < pbytes * (size_t)(t + 4) / TILE;
-                     c += 64)
-                    _mm_prefetch(pk + c, _MM_HINT_T0);
+            if (j0 == 0)
+                prefetch_part(pk, pbytes, t, 4, TILE);
             if (nj == 3)
                 scores4(k, rb, t, D, qs + j0, s + j0, 3, kt);
             else if (nj == 2)
@@ -530,9 +538,7 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
         softmax_step(s[j], p[j], D, &st->m[j], &st->l[j], st->acc[j]);
     }
     for (int i0 = 0; i0 < D; i0 += 16) {
-        for (size_t c = pbytes * (size_t)i0 / (size_t)D; c < pbytes * (size_t)(i0 + 16) / (size_t)D;
-             c += 64)
-            _mm_prefetch(pv + c, _MM_HINT_T0);
+        prefetch_part(pv, pbytes, i0, 16, D);
         for (int j0 = 0; j0 < nh; j0 += 3) {
             int nj = nh - j0 < 3 ? nh - j0 : 3;
             if (nj == 3)

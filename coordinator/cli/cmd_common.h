@@ -82,7 +82,9 @@ bt_status bt_kv_type_parse(const char *s, bt_type *out, bt_error *err);
          "stages' cache of shipped slices (default ~/.cache/baton/slices)"},                        \
         {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
-        {"--max-seqs", BT_CLI_INT, &(f).max_seqs, 1, 4096, "concurrent sequences (64; generate: its request's)"},            \
+        {"--max-seqs",  BT_CLI_INT,                                                                 \
+         &(f).max_seqs, 1,                                                                          \
+         4096,          "concurrent sequences (64; generate: its request's)"},                      \
         {"--max-batch", BT_CLI_INT, &(f).max_batch, 1, 65536, "rows per micro-batch (512)"},        \
         {"--kv-tokens",  BT_CLI_INT,                                                                \
          &(f).kv_tokens, 16,                                                                        \
