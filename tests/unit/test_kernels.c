@@ -651,8 +651,64 @@ static void test_extreme_quants(void) {
     bt_kernels_force(best);
 }
 
+/*
+ * The AVX-512 tiles of the legacy types are the AVX2 pair tiles' arithmetic on wider vectors
+ * (kernels_avx512.c): every output must be the same bits at both levels, for decode groups and
+ * prompt tiles, full and partial row quads.
+ */
+static void test_avx512_equals_avx2(void) {
+    static const bt_type legacy[] = {BT_TYPE_Q8_0, BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0,
+                                     BT_TYPE_Q5_1};
+    static const int ntoks[] = {1, 2, 3, 4, 8, 9, 13, 24};
+    enum { ROWS = 7, TOK = 24, N = 1536 };
+    static uint8_t w[ROWS * N * 2];
+    static float x[TOK * N], y2[TOK * ROWS], y5[TOK * ROWS];
+    static bt_q8 xq[TOK * N / 32];
+    bt_kernel_level best = bt_kernels_level();
+    bt_kernels_force(BT_KERNELS_AVX512);
+    if (bt_kernels_level() != BT_KERNELS_AVX512) {
+        printf("avx512 equals avx2: this CPU lacks avx512: skipped\n");
+        bt_kernels_force(best);
+        return;
+    }
+    for (int t = 0; t < TOK; t++)
+        fill_x(x + t * N, N);
+    bt_quantize_q8(x, xq, TOK * N);
+    for (size_t ti = 0; ti < sizeof legacy / sizeof legacy[0]; ti++) {
+        bt_type type = legacy[ti];
+        size_t row_bytes;
+        CHECK_OK(bt_type_row_bytes(type, N, &row_bytes));
+        for (int r = 0; r < ROWS; r++)
+            fill_weights(type, w + r * row_bytes, N);
+        for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++) {
+            int nt = ntoks[ni], bad = 0;
+            for (int r0 = 0; r0 <= 2; r0 += 2) {
+                bt_kernels_force(BT_KERNELS_AVX2);
+                bt_matmul(type, w, row_bytes, N, x, xq, nt, y2, ROWS, r0, ROWS);
+                bt_kernels_force(BT_KERNELS_AVX512);
+                bt_matmul(type, w, row_bytes, N, x, xq, nt, y5, ROWS, r0, ROWS);
+                for (int t = 0; t < nt; t++)
+                    for (int r = r0; r < ROWS; r++)
+                        if (memcmp(&y2[t * ROWS + r], &y5[t * ROWS + r], sizeof(float)) != 0 &&
+                            bad++ < 3)
+                            fprintf(stderr, "  %s nt=%d y[%d][%d]: avx2 %.9g avx512 %.9g\n",
+                                    bt_type_name(type), nt, t, r, y2[t * ROWS + r],
+                                    y5[t * ROWS + r]);
+            }
+            if (bad)
+                check_fail(__FILE__, __LINE__,
+                           "%s nt=%d: %d outputs differ between avx2 and avx512",
+                           bt_type_name(type), nt, bad);
+            else
+                bt_check_passed++;
+        }
+    }
+    bt_kernels_force(best);
+}
+
 int main(void) {
     test_q4_1_by_hand();
+    test_avx512_equals_avx2();
     test_quantize_rounding();
     test_batch_invariance();
     test_tile_shapes();
