@@ -652,13 +652,13 @@ static void test_extreme_quants(void) {
 }
 
 /*
- * The AVX-512 tiles of the legacy types are the AVX2 pair tiles' arithmetic on wider vectors
+ * The AVX-512 tiles of the quant types are the AVX2 pair tiles' arithmetic on wider vectors
  * (kernels_avx512.c): every output must be the same bits at both levels, for decode groups and
  * prompt tiles, full and partial row quads.
  */
 static void test_avx512_equals_avx2(void) {
-    static const bt_type legacy[] = {BT_TYPE_Q8_0, BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0,
-                                     BT_TYPE_Q5_1};
+    static const bt_type tiled[] = {BT_TYPE_Q8_0, BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0,
+                                    BT_TYPE_Q5_1, BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 8, 9, 13, 24};
     enum { ROWS = 7, TOK = 24, N = 1536 };
     static uint8_t w[ROWS * N * 2];
@@ -674,8 +674,8 @@ static void test_avx512_equals_avx2(void) {
     for (int t = 0; t < TOK; t++)
         fill_x(x + t * N, N);
     bt_quantize_q8(x, xq, TOK * N);
-    for (size_t ti = 0; ti < sizeof legacy / sizeof legacy[0]; ti++) {
-        bt_type type = legacy[ti];
+    for (size_t ti = 0; ti < sizeof tiled / sizeof tiled[0]; ti++) {
+        bt_type type = tiled[ti];
         size_t row_bytes;
         CHECK_OK(bt_type_row_bytes(type, N, &row_bytes));
         for (int r = 0; r < ROWS; r++)

@@ -218,6 +218,208 @@ LEGACY(q8_0, L_Q8_0)
 LEGACY(q4_0, L_Q4_0)
 LEGACY(q5_0, L_Q5_0)
 
+/*
+ * K-quant tiles (Q4_K, Q5_K, Q6_K): the same quads, one 32-element sub-block (one bt_q8 block)
+ * at a time, with exactly the AVX2 K tiles' bits (kernels_avx2.c, kq_tile): per output and
+ * sub-block the same integer lane sums, fma(fl(fl(d * sc) * dx), float(isum), acc) in order,
+ * and for Q4_K/Q5_K the min terms fl(fl(dmin * m) * s) summed in order and subtracted at the
+ * end. The 6-bit scales and mins of a quad's four rows are unpacked together, one row per
+ * lane (bytes 0..7 the scales, 8..15 the mins), and each sub-block's are spread over the
+ * row's four lanes by one byte shuffle.
+ *
+ * Q6_K's quants are the s8 operand as w = q - 32, against x + 128 as for the signed legacy
+ * types. Its int8 scales, one per 16 elements, multiply the lo and hi lane sums in float:
+ * every term is an integer below 2^24 in magnitude (|sum| <= 4 * 127 * 32, |sc| <= 128), so
+ * fma(sc_hi, float(hi), sc_lo * float(lo)) is exactly the AVX2 tile's int32
+ * sc_lo * lo + sc_hi * hi.
+ */
+enum { K_Q4K, K_Q5K, K_Q6K };
+
+/* The half at `off` of each row as floats, row k in lanes 4k..4k+3 (Q6_K's d). */
+INLINE __m512 quad_half(const char *const *r, size_t off) {
+    int h[4];
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        uint16_t v;
+        memcpy(&v, r[k] + off, 2);
+        h[k] = v | v << 16;
+    }
+    return _mm512_cvtph_ps(
+        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_setr_epi32(h[0], h[1], h[2], h[3])),
+                                    _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)));
+}
+
+/* The 12 bytes of 6-bit scales and mins at r[k] + 4, one row per lane, unpacked as
+ * tensor_type.c's scale_min_k4: bytes 0..7 = sc[0..7], bytes 8..15 = m[0..7]. In 32-bit words
+ * (u0, u1, u2 the packed ones): [u0 & k1, (u2 & k2) | ((u0 >> 6) & k3) << 4, u1 & k1,
+ * ((u2 >> 4) & k2) | ((u1 >> 6) & k3) << 4]. */
+INLINE __m512i k_scales_quad(const char *const *r) {
+    __m512i u = four16(r, 4);
+    __m512i a = _mm512_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    __m512i b = _mm512_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    const __m512i lo_mask = _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f);
+    const __m512i hi_mask = _mm512_set4_epi32(0x03030303, 0, 0x03030303, 0);
+    __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(a, _mm512_set4_epi32(4, 0, 0, 0)), lo_mask);
+    __m512i hi = _mm512_and_si512(_mm512_srli_epi32(b, 6), hi_mask);
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
+}
+
+/* Byte `byte` of each 128-bit lane of v as a float in each of the lane's four words, as uint8
+ * or (sign) as int8. */
+INLINE __m512 lane_byte(__m512i v, int byte, int sign) {
+    __m512i w =
+        _mm512_shuffle_epi8(v, _mm512_set1_epi32(sign ? (int)((uint32_t)byte << 24 | 0xFFFFFFu)
+                                                      : (int)(0xFFFFFF00u | (uint32_t)byte)));
+    return _mm512_cvtepi32_ps(sign ? _mm512_srai_epi32(w, 24) : w);
+}
+
+/* Sub-block j of a Q6_K quad as w = q - 32: element e of the 32 is bits 4 * (k >> 1) of
+ * ql[64 n + 32 (k & 1) + e] and bits 2k of qh[32 n + e] (n = j / 4, k = j % 4). */
+INLINE quad k6_quad(const char *const *r, int j) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3),
+                  k32 = _mm512_set1_epi8(32);
+    int n = j / 4, k = j % 4;
+    size_t lofs = (size_t)(64 * n + 32 * (k & 1)), hofs = (size_t)(128 + 32 * n);
+    quad q;
+    for (int h = 0; h < 2; h++) {
+        __m512i l = four16(r, lofs + 16 * (size_t)h), hb = four16(r, hofs + 16 * (size_t)h);
+        l = _mm512_and_si512(_mm512_srli_epi16(l, 4 * (k >> 1)), lo4);
+        hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2 * k), m3), 4);
+        __m512i v = _mm512_sub_epi8(_mm512_or_si512(l, hb), k32);
+        if (h == 0)
+            q.lo = v;
+        else
+            q.hi = v;
+    }
+    return q;
+}
+
+INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x, int64_t xs,
+                    int NT, int64_t nb, float *out, int64_t ldo, const int *out_col) {
+    const size_t bsz = KIND == K_Q4K   ? sizeof(bt_block_q4_k)
+                       : KIND == K_Q5K ? 176
+                                       : sizeof(bt_block_q6_k);
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
+                  k80 = _mm512_set1_epi8((char)0x80);
+    __m512 acc[BT_PREFILL_TOK], macc[2];
+    TOKENS acc[t] = _mm512_setzero_ps();
+    GROUPS macc[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const char *r[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            r[k] = rows[k] + (size_t)i * bsz;
+            for (size_t c = 0; c < bsz; c += 64)
+                _mm_prefetch(r[k] + pf + c, _MM_HINT_T0);
+        }
+        __m512 d, dmin = _mm512_setzero_ps();
+        __m512i sm = _mm512_setzero_si512(), qh0 = sm, qh1 = sm, v0 = sm, v1 = sm;
+        if (KIND == K_Q6K) {
+            d = quad_half(r, 208);
+            sm = four16(r, 192);
+        } else {
+            quad_scales(r, &d, &dmin);
+            sm = k_scales_quad(r);
+            if (KIND == K_Q5K) {
+                qh0 = four16(r, 16);
+                qh1 = four16(r, 32);
+            }
+        }
+        const bt_q8 *xi = x + 8 * i;
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            quad q;
+            __m512 dd = d, scl = _mm512_setzero_ps(), sch = scl;
+            const __m512i zero = _mm512_setzero_si512();
+            __m512i init_lo = zero, init_hi = zero; /* Q6_K: -128 * each lane's weights */
+            if (KIND == K_Q6K) {
+                q = k6_quad(r, j);
+                init_lo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, q.lo));
+                init_hi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, q.hi));
+                scl = lane_byte(sm, 2 * j, 1);
+                sch = lane_byte(sm, 2 * j + 1, 1);
+            } else {
+                size_t qo = KIND == K_Q4K ? 16 : 48;
+                if (j % 2 == 0) {
+                    v0 = four16(r, qo + 32 * (size_t)(j / 2));
+                    v1 = four16(r, qo + 32 * (size_t)(j / 2) + 16);
+                }
+                q.lo = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v0, 4) : v0, lo4);
+                q.hi = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v1, 4) : v1, lo4);
+                if (KIND == K_Q5K) {
+                    const __m512i bit = _mm512_set1_epi8((char)(1 << j));
+                    q.lo = _mm512_mask_add_epi8(q.lo, _mm512_test_epi8_mask(qh0, bit), q.lo, k16);
+                    q.hi = _mm512_mask_add_epi8(q.hi, _mm512_test_epi8_mask(qh1, bit), q.hi, k16);
+                }
+                dd = _mm512_mul_ps(lane_byte(sm, j, 0), d);
+                __m512 mm = _mm512_mul_ps(lane_byte(sm, 8 + j, 0), dmin);
+                const bt_q8 *xb = xi + j;
+                GROUPS {
+                    __m128 s4 =
+                        _mm_setr_ps(s_of(xb, xs, 4 * g, NT), s_of(xb, xs, 4 * g + 1, NT),
+                                    s_of(xb, xs, 4 * g + 2, NT), s_of(xb, xs, 4 * g + 3, NT));
+                    macc[g] = _mm512_add_ps(macc[g], _mm512_mul_ps(mm, _mm512_broadcast_f32x4(s4)));
+                }
+            }
+            TOKENS {
+                const bt_q8 *xt = xi + t * xs + j;
+                __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs));
+                __m512i xhi =
+                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16)));
+                __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d)), v;
+                if (KIND == K_Q6K) {
+                    __m512i lo = _mm512_dpbusd_epi32(init_lo, _mm512_xor_si512(xlo, k80), q.lo);
+                    __m512i hi = _mm512_dpbusd_epi32(init_hi, _mm512_xor_si512(xhi, k80), q.hi);
+                    v = _mm512_fmadd_ps(sch, _mm512_cvtepi32_ps(hi),
+                                        _mm512_mul_ps(scl, _mm512_cvtepi32_ps(lo)));
+                } else {
+                    v = _mm512_cvtepi32_ps(
+                        _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, q.lo, xlo), q.hi, xhi));
+                }
+                acc[t] = _mm512_fmadd_ps(sc, v, acc[t]);
+            }
+        }
+    }
+    float m[2][16];
+    GROUPS _mm512_storeu_ps(m[g], macc[g]);
+    TOKENS {
+        float a[16];
+        _mm512_storeu_ps(a, acc[t]);
+        for (int k = 0; k < 4; k++) {
+            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
+            if (out_col[k] >= 0)
+                out[t * ldo + out_col[k]] = KIND == K_Q6K ? v : v - m[t / 4][4 * k + t % 4];
+        }
+    }
+}
+
+/* Rows in quads as legacy_rows; a K block's weights two tiles ahead are prefetched. */
+INLINE void kq_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,
+                    int NT, int64_t n, float *out, int64_t ldo) {
+    const char *wb = w;
+    for (int r0 = 0; r0 < n_rows; r0 += 4) {
+        const char *rows[4];
+        int col[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            int r = r0 + k < n_rows ? r0 + k : n_rows - 1;
+            rows[k] = wb + (size_t)r * rb;
+            col[k] = r0 + k < n_rows ? r0 + k : -1;
+        }
+        kq_tile(KIND, rows, 4 * rb, x, xs, NT, n / BT_QK_K, out, ldo, col);
+    }
+}
+
+#define KQUANT(name, KIND)                                                                         \
+    static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
+                            int n_tok, int64_t n, float *out, int64_t ldo) {                       \
+        BT_WITH_NT(n_tok, kq_rows(KIND, w, rb, n_rows, x, xs, NT_, n, out, ldo))                   \
+    }                                                                                              \
+    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
+                             int64_t n, float *out, int64_t ldo) {                                 \
+        kq_rows(KIND, w, rb, n_rows, x, xs, BT_PREFILL_TOK, n, out, ldo);                          \
+    }
+
+KQUANT(q4_k, K_Q4K)
+KQUANT(q5_k, K_Q5K)
+KQUANT(q6_k, K_Q6K)
+
 /* Float weights, 16 columns per vector, converted once and used for every token. */
 INLINE __m512 load_w(int kind, const void *w, int64_t c) {
     if (kind == 0)
@@ -277,6 +479,12 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
     t->tile_q8[BT_TYPE_Q5_0] = tile_q5_0;
     t->ptile_q8[BT_TYPE_Q5_0] = ptile_q5_0;
+    t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
+    t->ptile_q8[BT_TYPE_Q4_K] = ptile_q4_k;
+    t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
+    t->ptile_q8[BT_TYPE_Q5_K] = ptile_q5_k;
+    t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
+    t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
