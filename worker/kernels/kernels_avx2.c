@@ -9,7 +9,7 @@
  * one FMA. Quant weights go through the tiles below (rows in pairs x up to BT_KERNEL_MAX_TOK
  * tokens: every unpacked weight block serves every token, every activation load every row);
  * prompts run full groups of BT_PREFILL_TOK tokens through the prefill tiles (one pair x 8
- * tokens, the same bits per output as the decode tiles).
+ * tokens at a time, the same bits per output as the decode tiles).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -205,7 +205,7 @@ DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
 DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /*
- * Prefill tiles of the signed legacy types (Q8_0, Q4_0, Q5_0): one row pair x BT_PREFILL_TOK
+ * Prefill tiles of the signed legacy types (Q8_0, Q4_0, Q5_0): one row pair x PAIR_TOK (8)
  * tokens, so a pair's unpacking and scales serve twice the tokens of the decode tile. Each
  * output gets exactly the decode tile's arithmetic: the same integer lane sums (bytes
  * 4i..4i+3 and 16+4i..16+4i+3 of the block; integers are exact, so how they are formed does
@@ -218,13 +218,16 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
  * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
  * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
  */
-#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < BT_PREFILL_TOK; t++)
+/* A pair's prefill tile takes 8 tokens (its accumulators fill the 16 registers); the
+ * BT_PREFILL_TOK tokens of a bt_ptile_q8_fn call go through it in groups of 8. */
+#define PAIR_TOK 8
+#define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < PAIR_TOK; t++)
 
 #define DEFINE_PTILE(name, block_t, XU)                                                            \
     INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
                              int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {    \
         const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);             \
-        __m256 acc[BT_PREFILL_TOK];                                                                \
+        __m256 acc[PAIR_TOK];                                                                      \
         PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
         for (int64_t i = 0; i < nb; i++) {                                                         \
             size_t off = (size_t)i * sizeof(block_t);                                              \
@@ -282,8 +285,9 @@ DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
         int64_t nb = n / name##_ELEMS;                                                             \
         for (int r = 0; r < n_rows; r += 2) {                                                      \
             int twin = r + 1 < n_rows;                                                             \
-            name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb, x, xs, nb,     \
-                         out, ldo, r, twin ? r + 1 : -1);                                          \
+            for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                     \
+                name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb,            \
+                             x + t * xs, xs, nb, out + t * ldo, ldo, r, twin ? r + 1 : -1);        \
         }                                                                                          \
     }
 
@@ -482,7 +486,7 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
 }
 
 /*
- * Prefill tile of the K types: one row pair x BT_PREFILL_TOK tokens, bit for bit kq_tile's
+ * Prefill tile of the K types: one row pair x PAIR_TOK tokens, bit for bit kq_tile's
  * outputs. The integer part and its scale d*sc*dx are kq_tile's per output (the same lane
  * sums, fma(d*sc * dx, float(isum), acc) per sub-block in order). Q4_K/Q5_K's min terms
  * (dmin*m) * s, which kq_tile sums in lane 1 of a second accumulator per output, are summed
@@ -500,7 +504,7 @@ INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, cons
     const size_t bsz = KIND == KQ_Q4K   ? sizeof(bt_block_q4_k)
                        : KIND == KQ_Q5K ? 176
                                         : sizeof(bt_block_q6_k);
-    __m256 acc[BT_PREFILL_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();
+    __m256 acc[PAIR_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();
     PTOKENS acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *ra = (const uint8_t *)ra0 + (size_t)i * bsz;
@@ -509,7 +513,7 @@ INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, cons
             _mm_prefetch((const char *)ra + pf + c, _MM_HINT_T0);
             _mm_prefetch((const char *)rb + pf + c, _MM_HINT_T0);
         }
-        float sm[2][16], st[8][BT_PREFILL_TOK];
+        float sm[2][16], st[8][PAIR_TOK];
         int16_t sc6[2][16];
         __m256 d6 = _mm256_setzero_ps();
         __m256i qh0 = _mm256_setzero_si256(), qh1 = _mm256_setzero_si256();

@@ -1,8 +1,9 @@
 /*
- * kernels_avx512.c - AVX-512 VNNI kernels: tiles of the legacy quant types (Q4_1, Q5_1, Q8_0,
- * Q4_0, Q5_0) and the float weight row dots. The other types keep their AVX2 kernels
- * (dispatch.c fills the AVX2 table first). Compiled with AVX-512F/BW/VL/DQ/VNNI and only
- * called after dispatch.c has checked CPUID.
+ * kernels_avx512.c - AVX-512 VNNI kernels: the tiles of every quant type with an AVX2 tile
+ * (Q4_1, Q5_1, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K), giving the AVX2 tiles' bits, and the float
+ * weight row dots. Everything else (activation quantization, dequantization, softmax, SwiGLU)
+ * keeps its AVX2 kernel (dispatch.c fills the AVX2 table first). Compiled with
+ * AVX-512F/BW/VL/DQ/VNNI and only called after dispatch.c has checked CPUID.
  *
  * Quant dots use vpdpbusd (u8 x s8 -> int32, one instruction instead of maddubs + madd) on
  * 512-bit vectors.
@@ -14,8 +15,8 @@
 #include "simd_avx2.h"
 
 #define NT_MAX BT_KERNEL_MAX_TOK
-#define TOKENS _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)
-#define GROUPS _Pragma("GCC unroll 2") for (int g = 0; g < (NT + 3) / 4; g++)
+#define TOKENS _Pragma("GCC unroll 16") for (int t = 0; t < NT; t++)
+#define GROUPS _Pragma("GCC unroll 4") for (int g = 0; g < (NT + 3) / 4; g++)
 
 /*
  * Tiles of the legacy types (kernels_internal.h, bt_tile_q8_fn and bt_ptile_q8_fn): four rows
@@ -130,7 +131,7 @@ INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf
                         const int *out_col) {
     const int MIN = KIND == L_Q4_1 || KIND == L_Q5_1;
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
-    __m512 acc[BT_PREFILL_TOK], macc[2];
+    __m512 acc[BT_PREFILL_TOK], macc[BT_PREFILL_TOK / 4];
     TOKENS acc[t] = _mm512_setzero_ps();
     GROUPS macc[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -169,7 +170,7 @@ INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf
             acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(v), acc[t]);
         }
     }
-    float m[2][16];
+    float m[BT_PREFILL_TOK / 4][16];
     GROUPS _mm512_storeu_ps(m[g], macc[g]);
     TOKENS {
         float a[16];
@@ -300,7 +301,7 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
                                        : sizeof(bt_block_q6_k);
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
                   k80 = _mm512_set1_epi8((char)0x80);
-    __m512 acc[BT_PREFILL_TOK], macc[2];
+    __m512 acc[BT_PREFILL_TOK], macc[BT_PREFILL_TOK / 4];
     TOKENS acc[t] = _mm512_setzero_ps();
     GROUPS macc[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
@@ -377,7 +378,7 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
             }
         }
     }
-    float m[2][16];
+    float m[BT_PREFILL_TOK / 4][16];
     GROUPS _mm512_storeu_ps(m[g], macc[g]);
     TOKENS {
         float a[16];

@@ -64,13 +64,14 @@ typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const
                               int64_t x_stride, int n_tok, int64_t n, float *out, int64_t ldo);
 /*
  * A "prefill tile" is a tile of exactly BT_PREFILL_TOK tokens (and 1..BT_TILE_ROWS rows), for
- * prompts: each unpacked weight block serves twice the tokens of a decode tile. Where set,
+ * prompts: each unpacked weight block serves more tokens than in a decode tile (all 16 in the
+ * AVX-512 tiles, whose 32 registers hold 16 accumulators; 8 at a time in the AVX2 ones). Where set,
  * bt_matmul runs every full group of BT_PREFILL_TOK tokens through it and the rest through
  * tile_q8. It must give every output bit for bit what tile_q8 gives (the same integer lane
  * sums, the same float operations in the same order), so the invariance rule above holds
  * across the two.
  */
-#define BT_PREFILL_TOK 8
+#define BT_PREFILL_TOK 16
 typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
                                int64_t x_stride, int64_t n, float *out, int64_t ldo);
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
