@@ -473,21 +473,21 @@ static void test_batch_invariance(void) {
 
 /*
  * Invariance over tile shapes, every level and type: bt_matmul groups rows into tiles
- * (kernels_internal.h, BT_TILE_ROWS) and tokens into groups of BT_KERNEL_MAX_TOK, and splits
+ * (kernels_internal.h, tile_rows: 4 or 16) and tokens into groups of BT_KERNEL_MAX_TOK, and splits
  * long batches into token tiles. For n_tok 1..70, tokens starting at an odd offset (so a token
  * sits at every position of a group), row ranges starting at odd rows and ending anywhere
  * (lone last rows, partial tiles), every output must equal bit for bit the token alone on
  * its row alone, and the scalar reference within the usual tolerance. Lengths: 3 blocks (96)
  * for every n_tok, 1536 columns (token tiles of 32: a batch crosses them) for a subset.
  */
-#define TS_ROWS 11
+#define TS_ROWS 37 /* more than two 16-row tiles */
 #define TS_TOK 73
 #define TS_MAXN 1536
 
 static void test_tile_shapes(void) {
     static const int64_t ts_lengths[] = {96, 1536};
     static const int some_ntok[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 31, 32, 33, 36, 63, 65, 70};
-    static const int ranges[][2] = {{0, TS_ROWS}, {1, TS_ROWS}, {3, 10}, {5, 6}, {7, 10}};
+    static const int ranges[][2] = {{0, TS_ROWS}, {1, TS_ROWS}, {3, 10}, {5, 6}, {7, 10}, {13, 35}};
     static uint8_t w[TS_ROWS * TS_MAXN * 4];
     static float x[TS_TOK * TS_MAXN], y[TS_TOK * TS_ROWS];
     static float alone[TS_TOK][TS_ROWS], ref[TS_TOK][TS_ROWS], mag[TS_TOK][TS_ROWS];
@@ -660,7 +660,7 @@ static void test_avx512_equals_avx2(void) {
     static const bt_type tiled[] = {BT_TYPE_Q8_0, BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0,
                                     BT_TYPE_Q5_1, BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 8, 9, 13, 24};
-    enum { ROWS = 7, TOK = 24, N = 1536 };
+    enum { ROWS = 37, TOK = 24, N = 1536 }; /* rows: partial quads and tiles at both levels */
     static uint8_t w[ROWS * N * 2];
     static float x[TOK * N], y2[TOK * ROWS], y5[TOK * ROWS];
     static bt_q8 xq[TOK * N / 32];

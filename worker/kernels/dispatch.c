@@ -148,9 +148,9 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     assert(quant ? xq != NULL && n_cols % BT_QK == 0 : ff != NULL && x != NULL);
     int64_t stride = quant ? n_cols / BT_QK : n_cols; /* elements per token row */
     int64_t tile = token_tile(stride * (int64_t)(quant ? sizeof(bt_q8) : sizeof(float)));
-    /* Weight-stationary: a tile of BT_TILE_ROWS rows stays in L1 while every token group of
-     * the token tile meets it. */
-    int64_t rstep = fm ? BT_TILE_ROWS : 1;
+    /* Weight-stationary: a tile of tile_rows rows stays in L1 while every token group of the
+     * token tile meets it. */
+    int64_t rstep = fm ? t->tile_rows : 1;
     for (int64_t tt = 0; tt < n_tok; tt += tile) {
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
         for (int64_t r = r0; r < r1; r += rstep) {

@@ -276,7 +276,7 @@ DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
 DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
 DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
 
-/* bt_ptile_q8_fn over up to BT_TILE_ROWS rows: pair by pair, a lone last row paired with
+/* bt_ptile_q8_fn over up to tile_rows (4) rows: pair by pair, a lone last row paired with
  * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
 #define PTILE(name)                                                                                \
     static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
@@ -959,6 +959,7 @@ static void swiglu(float *g, const float *u, int64_t n) {
 }
 
 void bt_kernels_fill_avx2(bt_kernel_table *t) {
+    t->tile_rows = 4;
     t->quantize_q8 = quantize_q8;
     t->log_sum_exp = log_sum_exp;
     t->swiglu = swiglu;

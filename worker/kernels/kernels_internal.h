@@ -52,18 +52,18 @@
 typedef void (*bt_rowdot_q8_fn)(const void *w, const bt_q8 *x, int64_t x_stride, int n_tok,
                                 int64_t n, float *out, int64_t ldo);
 /*
- * A "tile" takes n_rows consecutive weight rows (1..BT_TILE_ROWS, row_bytes apart) and n_tok
+ * A "tile" takes n_rows consecutive weight rows (1..tile_rows of its level's table, row_bytes
+ * apart; bt_matmul calls it for each run of tile_rows rows, the last run shorter) and n_tok
  * token rows (1..BT_KERNEL_MAX_TOK) and writes out[t * ldo + r] for every pair, so each
  * unpacked weight block serves every token of the tile and each activation block load and its
  * scale work serve every row. Same invariance rule as the row dots, extended to rows: an
  * output's accumulation order and final reduction depend only on its own row and token data,
  * never on n_rows, n_tok or where the row and token sit in the tile.
  */
-#define BT_TILE_ROWS 4
 typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
                               int64_t x_stride, int n_tok, int64_t n, float *out, int64_t ldo);
 /*
- * A "prefill tile" is a tile of exactly BT_PREFILL_TOK tokens (and 1..BT_TILE_ROWS rows), for
+ * A "prefill tile" is a tile of exactly BT_PREFILL_TOK tokens (and 1..tile_rows rows), for
  * prompts: each unpacked weight block serves more tokens than in a decode tile (all 16 in the
  * AVX-512 tiles, whose 32 registers hold 16 accumulators; 8 at a time in the AVX2 ones). Where set,
  * bt_matmul runs every full group of BT_PREFILL_TOK tokens through it and the rest through
@@ -87,6 +87,9 @@ typedef struct bt_kernel_table {
     /* Multi-row tiles of quant types; where set, used instead of rowdot_q8 (bt_vec_dot_q8
      * included), so a level that overrides a type's rowdot_q8 must clear its tile_q8. */
     bt_tile_q8_fn tile_q8[BT_TYPE_MAX_ID];
+    /* Rows per tile call: a tile's rows stay in L1 while every token group of bt_matmul's
+     * token tile meets them, and each tile prefetches the next call's rows. */
+    int tile_rows;
     /* Prefill tiles (BT_PREFILL_TOK tokens); only where tile_q8 is set, and cleared with it. */
     bt_ptile_q8_fn ptile_q8[BT_TYPE_MAX_ID];
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
