@@ -72,7 +72,8 @@ INLINE __mmask64 high_bits(const char *const *r, size_t off, int hi) {
     return (__mmask64)m;
 }
 
-enum { L_Q4_1, L_Q5_1, L_Q8_0, L_Q4_0, L_Q5_0 };
+/* The types with tiles here: the legacy ones first, then the K types (kq_tile below). */
+enum { L_Q4_1, L_Q5_1, L_Q8_0, L_Q4_0, L_Q5_0, K_Q4K, K_Q5K, K_Q6K };
 
 /* The quad's quants: unsigned 0..31 for Q4_1/Q5_1, signed for the others. */
 INLINE quad legacy_quad(int KIND, const char *const *r) {
@@ -103,14 +104,14 @@ INLINE quad legacy_quad(int KIND, const char *const *r) {
     }
 }
 
-/* The halves at offsets 0 and 2 of each row's block (d and, for Q4_1/Q5_1, m) as floats:
- * d_k in lanes 4k..4k+3 of *d, the second half in those of *m. */
 INLINE int load32(const char *p) {
     int v;
     memcpy(&v, p, 4);
     return v;
 }
 
+/* The halves at offsets 0 and 2 of each row's block (d and, for Q4_1/Q5_1, m) as floats:
+ * d_k in lanes 4k..4k+3 of *d, the second half in those of *m. */
 INLINE void quad_scales(const char *const *r, __m512 *d, __m512 *m) {
     __m256i h = _mm256_permutevar8x32_epi32(
         _mm256_castsi128_si256(
@@ -126,6 +127,36 @@ INLINE float s_of(const bt_q8 *xb, int64_t xs, int t, int NT) {
     return t < NT ? xb[t * xs].s : 0.0f;
 }
 
+/* Block i of each of the quad's rows, and the prefetch of its lines pf bytes ahead. */
+INLINE void quad_block(const char *const *rows, int64_t i, size_t bsz, size_t pf, const char **r) {
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        r[k] = rows[k] + (size_t)i * bsz;
+        for (size_t c = 0; c < bsz; c += 64)
+            _mm_prefetch(r[k] + pf + c, _MM_HINT_T0);
+    }
+}
+
+/* A quad tile's outputs: ((l0 + l1) + (l2 + l3)) of each row's four lanes, then plus (MIN > 0:
+ * Q4_1, Q5_1) or minus (MIN < 0: Q4_K, Q5_K) its min term, lane 4k + t % 4 of the min
+ * accumulator of token group t / 4. Rows with out_col -1 (a short quad's repeats) are dropped. */
+INLINE void quad_store(int MIN, const __m512 *acc, const __m512 *macc, int NT, float *out,
+                       int64_t ldo, const int *out_col) {
+    float m[BT_PREFILL_TOK / 4][16];
+    if (MIN)
+        GROUPS _mm512_storeu_ps(m[g], macc[g]);
+    TOKENS {
+        float a[16];
+        _mm512_storeu_ps(a, acc[t]);
+        for (int k = 0; k < 4; k++) {
+            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
+            if (out_col[k] < 0)
+                continue;
+            float mk = MIN ? m[t / 4][4 * k + t % 4] : 0.0f;
+            out[t * ldo + out_col[k]] = MIN > 0 ? v + mk : MIN < 0 ? v - mk : v;
+        }
+    }
+}
+
 INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf, const bt_q8 *x,
                         int64_t xs, int NT, int64_t nb, float *out, int64_t ldo,
                         const int *out_col) {
@@ -136,10 +167,7 @@ INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf
     GROUPS macc[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const char *r[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            r[k] = rows[k] + (size_t)i * bsz;
-            _mm_prefetch(r[k] + pf, _MM_HINT_T0);
-        }
+        quad_block(rows, i, bsz, pf, r);
         __m512 dd, mm;
         quad_scales(r, &dd, &mm);
         quad q = legacy_quad(KIND, r);
@@ -170,61 +198,8 @@ INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf
             acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(v), acc[t]);
         }
     }
-    float m[BT_PREFILL_TOK / 4][16];
-    GROUPS _mm512_storeu_ps(m[g], macc[g]);
-    TOKENS {
-        float a[16];
-        _mm512_storeu_ps(a, acc[t]);
-        for (int k = 0; k < 4; k++) {
-            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
-            if (out_col[k] >= 0)
-                out[t * ldo + out_col[k]] = MIN ? v + m[t / 4][4 * k + t % 4] : v;
-        }
-    }
+    quad_store(MIN, acc, macc, NT, out, ldo, out_col);
 }
-
-/*
- * Rows per tile call (kernels_internal.h, tile_rows), in quads; a short last quad repeats its
- * last row (those outputs dropped). Each block's weights TILE_ROWS rows ahead, the next call's
- * rows as bt_matmul walks them, are prefetched. On this project's Xeon a single-stream decode
- * ran 23% faster with 16 rows per call than with 4 (tg128 265-271 -> 331 tok/s), most of it
- * from the longer prefetch distance (4-row tiles prefetching 16 rows ahead: 311-316).
- */
-#define TILE_ROWS 16
-
-INLINE void legacy_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,
-                        int NT, int64_t n, float *out, int64_t ldo) {
-    static const size_t bsz[] = {sizeof(bt_block_q4_1), sizeof(bt_block_q5_1),
-                                 sizeof(bt_block_q8_0), sizeof(bt_block_q4_0),
-                                 sizeof(bt_block_q5_0)};
-    const char *wb = w;
-    for (int r0 = 0; r0 < n_rows; r0 += 4) {
-        const char *rows[4];
-        int col[4];
-        for (int k = 0; k < 4; k++) {
-            int r = r0 + k < n_rows ? r0 + k : n_rows - 1;
-            rows[k] = wb + (size_t)r * rb;
-            col[k] = r0 + k < n_rows ? r0 + k : -1;
-        }
-        legacy_tile(KIND, rows, bsz[KIND], TILE_ROWS * rb, x, xs, NT, n / BT_QK, out, ldo, col);
-    }
-}
-
-#define LEGACY(name, KIND)                                                                         \
-    static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
-                            int n_tok, int64_t n, float *out, int64_t ldo) {                       \
-        BT_WITH_NT(n_tok, legacy_rows(KIND, w, rb, n_rows, x, xs, NT_, n, out, ldo))               \
-    }                                                                                              \
-    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
-                             int64_t n, float *out, int64_t ldo) {                                 \
-        legacy_rows(KIND, w, rb, n_rows, x, xs, BT_PREFILL_TOK, n, out, ldo);                      \
-    }
-
-LEGACY(q4_1, L_Q4_1)
-LEGACY(q5_1, L_Q5_1)
-LEGACY(q8_0, L_Q8_0)
-LEGACY(q4_0, L_Q4_0)
-LEGACY(q5_0, L_Q5_0)
 
 /*
  * K-quant tiles (Q4_K, Q5_K, Q6_K): the same quads, one 32-element sub-block (one bt_q8 block)
@@ -241,8 +216,6 @@ LEGACY(q5_0, L_Q5_0)
  * fma(sc_hi, float(hi), sc_lo * float(lo)) is exactly the AVX2 tile's int32
  * sc_lo * lo + sc_hi * hi.
  */
-enum { K_Q4K, K_Q5K, K_Q6K };
-
 /* The half at `off` of each row as floats, row k in lanes 4k..4k+3 (Q6_K's d). */
 INLINE __m512 quad_half(const char *const *r, size_t off) {
     int h[4];
@@ -313,11 +286,7 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
     GROUPS macc[g] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const char *r[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            r[k] = rows[k] + (size_t)i * bsz;
-            for (size_t c = 0; c < bsz; c += 64)
-                _mm_prefetch(r[k] + pf + c, _MM_HINT_T0);
-        }
+        quad_block(rows, i, bsz, pf, r);
         __m512 d, dmin = _mm512_setzero_ps();
         __m512i sm = _mm512_setzero_si512(), qh0 = sm, qh1 = sm, v0 = sm, v1 = sm;
         if (KIND == K_Q6K) {
@@ -385,48 +354,57 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
             }
         }
     }
-    float m[BT_PREFILL_TOK / 4][16];
-    GROUPS _mm512_storeu_ps(m[g], macc[g]);
-    TOKENS {
-        float a[16];
-        _mm512_storeu_ps(a, acc[t]);
-        for (int k = 0; k < 4; k++) {
-            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
-            if (out_col[k] >= 0)
-                out[t * ldo + out_col[k]] = KIND == K_Q6K ? v : v - m[t / 4][4 * k + t % 4];
-        }
-    }
+    quad_store(KIND == K_Q6K ? 0 : -1, acc, macc, NT, out, ldo, out_col);
 }
 
-/* Rows in quads as legacy_rows, with the same prefetch. */
-INLINE void kq_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,
-                    int NT, int64_t n, float *out, int64_t ldo) {
+/*
+ * Rows per tile call (kernels_internal.h, tile_rows), in quads; a short last quad repeats its
+ * last row (those outputs dropped). Each block's weights TILE_ROWS rows ahead, the next call's
+ * rows as bt_matmul walks them, are prefetched. On this project's Xeon a single-stream decode
+ * ran 23% faster with 16 rows per call than with 4 (tg128 265-271 -> 331 tok/s), most of it
+ * from the longer prefetch distance (4-row tiles prefetching 16 rows ahead: 311-316).
+ */
+#define TILE_ROWS 16
+
+INLINE void quad_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,
+                      int NT, int64_t n, float *out, int64_t ldo) {
+    static const size_t bsz[] = {sizeof(bt_block_q4_1), sizeof(bt_block_q5_1),
+                                 sizeof(bt_block_q8_0), sizeof(bt_block_q4_0),
+                                 sizeof(bt_block_q5_0)};
     const char *wb = w;
     for (int r0 = 0; r0 < n_rows; r0 += 4) {
         const char *rows[4];
         int col[4];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 4; k++) {
             int r = r0 + k < n_rows ? r0 + k : n_rows - 1;
             rows[k] = wb + (size_t)r * rb;
             col[k] = r0 + k < n_rows ? r0 + k : -1;
         }
-        kq_tile(KIND, rows, TILE_ROWS * rb, x, xs, NT, n / BT_QK_K, out, ldo, col);
+        if (KIND >= K_Q4K)
+            kq_tile(KIND, rows, TILE_ROWS * rb, x, xs, NT, n / BT_QK_K, out, ldo, col);
+        else
+            legacy_tile(KIND, rows, bsz[KIND], TILE_ROWS * rb, x, xs, NT, n / BT_QK, out, ldo, col);
     }
 }
 
-#define KQUANT(name, KIND)                                                                         \
+#define TILES(name, KIND)                                                                          \
     static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
                             int n_tok, int64_t n, float *out, int64_t ldo) {                       \
-        BT_WITH_NT(n_tok, kq_rows(KIND, w, rb, n_rows, x, xs, NT_, n, out, ldo))                   \
+        BT_WITH_NT(n_tok, quad_rows(KIND, w, rb, n_rows, x, xs, NT_, n, out, ldo))                 \
     }                                                                                              \
     static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
                              int64_t n, float *out, int64_t ldo) {                                 \
-        kq_rows(KIND, w, rb, n_rows, x, xs, BT_PREFILL_TOK, n, out, ldo);                          \
+        quad_rows(KIND, w, rb, n_rows, x, xs, BT_PREFILL_TOK, n, out, ldo);                        \
     }
 
-KQUANT(q4_k, K_Q4K)
-KQUANT(q5_k, K_Q5K)
-KQUANT(q6_k, K_Q6K)
+TILES(q4_1, L_Q4_1)
+TILES(q5_1, L_Q5_1)
+TILES(q8_0, L_Q8_0)
+TILES(q4_0, L_Q4_0)
+TILES(q5_0, L_Q5_0)
+TILES(q4_k, K_Q4K)
+TILES(q5_k, K_Q5K)
+TILES(q6_k, K_Q6K)
 
 /* Float weights, 16 columns per vector, converted once and used for every token. */
 INLINE __m512 load_w(int kind, const void *w, int64_t c) {
