@@ -175,8 +175,8 @@ fi
 
 # A stage whose disk fills while its slice arrives (a file size limit of 40 KiB, SIGXFSZ
 # ignored so that the write fails instead): the coordinator stops shipping and ends the job
-# with the stage's error, no temp file is left. TCP between the ranks: the shared-memory
-# transport's own files would hit the limit first.
+# with the stage's error, and the failing stage leaves no temp file. TCP between the ranks:
+# the shared-memory transport's own files would hit the limit first.
 full=$WORK/$marker/full
 OMPI_MCA_btl=tcp,self mpi_run 1 "$BATON" generate --model "$MODEL" "${common[@]}" \
     : -np 2 bash -c 'trap "" XFSZ; ulimit -f 40; exec "$0" "$@"' "$BATON" generate \
@@ -187,7 +187,18 @@ if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: wri
 else
     fail "a disk full during the fetch: exit $rc, $(grep -m1 -i 'slice\|error' "$WORK/full.err")"
 fi
-left=$(find "$full" -name '*.tmp.*' 2>/dev/null)
-[[ -z $left ]] && pass "a disk full during the fetch: no temp file left" || fail "temp files left: $left"
+# The stage that failed removes its temp file before it reports. The other stage may still be
+# writing when the job's abort stops it (both fetch at once): a temp file it leaves is named by
+# its dead writer's pid, and the next writer into the directory removes it (run4 above).
+failed=$(sed -n "s/.*stage rank \([12]\) failed to start: slice cache: writing.*/\1/p" \
+    "$WORK/full.err" | head -1)
+own=-last.gguf.tmp.
+[[ $failed == 1 ]] && own=-first.gguf.tmp.
+left=$(find "$full" -name "*$own*" 2>/dev/null)
+if [[ -n $failed && -z $left ]]; then
+    pass "a disk full during the fetch: the failing stage (rank $failed) left no temp file"
+else
+    fail "a disk full during the fetch: rank '$failed' failed; its temp files left: $left"
+fi
 [[ -z $(procs_matching "$marker") ]] || fail "disk full: processes left"
 finish
