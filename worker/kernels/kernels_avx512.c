@@ -222,7 +222,7 @@ INLINE __m512 quad_half(const char *const *r, size_t off) {
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
         uint16_t v;
         memcpy(&v, r[k] + off, 2);
-        h[k] = v | v << 16;
+        h[k] = (int)((uint32_t)v << 16 | v); /* the half twice */
     }
     return _mm512_cvtph_ps(
         _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_setr_epi32(h[0], h[1], h[2], h[3])),
