@@ -327,6 +327,7 @@ DEQUANT(q6_k, BT_TYPE_Q6_K)
 
 void bt_kernels_fill_scalar(bt_kernel_table *t) {
     memset(t, 0, sizeof *t);
+    t->tile_rows = 1; /* levels with tiles set their own; never 0, bt_matmul's row step */
     t->quantize_q8 = bt_quantize_q8_ref;
     t->log_sum_exp = bt_log_sum_exp_ref;
     t->swiglu = bt_swiglu_ref;
