@@ -7,9 +7,9 @@
  * p_t = exp(s_t - m), l += p_t, acc += p_t v_t. The chunks' partials are folded in order by
  * fold() (one compiled function for every variant and schedule), and out = acc / l.
  *
- * Variants (chosen once from CPUID): AVX2 (head_dim % 32 == 0) reads K and V rows straight
- * from the cache, converting f16 (F16C) or q8_0 (int8 times the block's scale) to f32 in
- * registers, each row once for up to three query heads of the GQA group; it computes four
+ * Variants (from CPUID and the kernel level): AVX2 (head_dim % 32 == 0) reads K and V rows
+ * straight from the cache, converting f16 (F16C) or q8_0 (int8 times the block's scale) to
+ * f32 in registers, each row once for up to three query heads of the GQA group; it computes four
  * key dots at a time and keeps the accumulators in registers while the block's values stream
  * by, with a polynomial exp accurate to about 2 ulp. The values accumulate in two FMA chains
  * (even and odd keys, added at the block's end), so it differs from the scalar reference in
@@ -17,18 +17,21 @@
  * over the block's work rather than in one burst (a burst of 192 lines stalls on the core's
  * outstanding misses), and a task over several KV heads prefetches all their rows in its
  * first head's pass: at 4k keys this took decode attention from 7 to 13 GB/s of K/V on this
- * machine's two Zen 2 cores. The scalar variant (dequantize the block into a tile, plain
- * loops, expf) is the reference.
+ * machine's two Zen 2 cores. The AVX-512 variant (at the AVX-512 kernel level) computes the
+ * AVX2 variant's bits in 512-bit registers (below). The scalar variant (dequantize the block
+ * into a tile, plain loops, expf) is the reference.
  */
 #include "attention.h"
 
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cpu.h"
 #include "hparams.h"
+#include "kernels/kernels.h"
 
 #define TILE BT_KV_BLOCK_TOKENS
 #define MAXD BT_HPARAMS_MAX_HEAD_DIM
@@ -458,6 +461,19 @@ static INLINE_AVX2 void scores4(const char *k, size_t rb, int t, int D, const fl
     }
 }
 
+/* The score of key t alone (one of a block's last nk % 4 keys) for nh heads: one 8-lane FMA
+ * chain, then hsum8 (another summation tree than scores4's: which keys take it depends only on
+ * the row's own position). */
+static INLINE_AVX2 void score1(const char *r, int D, const float (*qs)[MAXD], float (*s)[TILE],
+                               int t, int nh, const int kt) {
+    for (int j = 0; j < nh; j++) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int i = 0; i < D; i += 8)
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), ld8(r, i, ldd(r, i, kt), kt), a0);
+        s[j][t] = hsum8(a0);
+    }
+}
+
 /* acc[j][i0..i0+16) += sum_t p[j][t] v_t for NH heads; each value row converted once. */
 static INLINE_AVX2 void values16(const char *v, size_t rb, int nk, int i0, const float (*p)[TILE],
                                  red_state *st, int j0, const int NH, const int kt) {
@@ -521,16 +537,8 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
             else
                 scores4(k, rb, t, D, qs + j0, s + j0, 1, kt);
         }
-        for (; t < nk; t++) { /* the last block's odd keys */
-            const char *r = k + (size_t)t * rb;
-            for (int j = j0; j < j0 + nj; j++) {
-                __m256 a0 = _mm256_setzero_ps();
-                for (int i = 0; i < D; i += 8)
-                    a0 = _mm256_fmadd_ps(_mm256_load_ps(qs[j] + i), ld8(r, i, ldd(r, i, kt), kt),
-                                         a0);
-                s[j][t] = hsum8(a0);
-            }
-        }
+        for (; t < nk; t++) /* the last block's odd keys */
+            score1(k + (size_t)t * rb, D, qs + j0, s + j0, t, nj, kt);
     }
     for (int j = 0; j < nh; j++) {
         for (int t = nk; t < TILE; t++)
@@ -551,25 +559,42 @@ static INLINE_AVX2 void block_avx2(const char *k, const char *v, size_t rb, int 
     }
 }
 
+/* Block b of keys [k0, k1) of KV head g: its keys' K and V rows (nk of them, from key t0 of the
+ * block: t0 > 0 only in a window's first block), and the rows of pf_heads heads of the next
+ * block to prefetch (pbytes 0 at the last block). Plain C: both SIMD levels walk with it. */
+typedef struct {
+    const char *k, *v, *kn, *vn;
+    int nk;
+    size_t pbytes;
+} kv_block;
+
+static inline kv_block block_at(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                int k0, int k1, int b, size_t rb, int pf_heads) {
+    size_t head_off = (size_t)g * TILE * rb;
+    int t0 = k0 > b * TILE ? k0 - b * TILE : 0; /* as chunk_scalar */
+    kv_block kb;
+    kb.nk = (k1 - b * TILE < TILE ? k1 - b * TILE : TILE) - t0;
+    kb.k = (const char *)bt_kv_block_k(kv, layer, table[b]) + head_off + (size_t)t0 * rb;
+    kb.v = (const char *)bt_kv_block_v(kv, layer, table[b]) + head_off + (size_t)t0 * rb;
+    kb.kn = kb.k;
+    kb.vn = kb.v;
+    kb.pbytes = 0;
+    if ((b + 1) * TILE < k1) {
+        kb.kn = (const char *)bt_kv_block_k(kv, layer, table[b + 1]) + head_off;
+        kb.vn = (const char *)bt_kv_block_v(kv, layer, table[b + 1]) + head_off;
+        kb.pbytes = (size_t)pf_heads * TILE * rb;
+    }
+    return kb;
+}
+
 static INLINE_AVX2 void chunk_avx2(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
                                    int k0, int k1, int nh, int D, const float (*qs)[MAXD],
                                    red_state *st, int pf_heads, const int kt) {
-    size_t rb = bt_kv_row_bytes(bt_kv_cache_params(kv)->type, D), head_off = (size_t)g * TILE * rb;
+    size_t rb = bt_kv_row_bytes(bt_kv_cache_params(kv)->type, D);
     state_clear(st, nh, D);
     for (int b = k0 / TILE; b * TILE < k1; b++) {
-        int t0 = k0 > b * TILE ? k0 - b * TILE : 0; /* as chunk_scalar */
-        int nk = (k1 - b * TILE < TILE ? k1 - b * TILE : TILE) - t0;
-        size_t off = head_off + (size_t)t0 * rb;
-        const char *kb = (const char *)bt_kv_block_k(kv, layer, table[b]) + off;
-        const char *vb = (const char *)bt_kv_block_v(kv, layer, table[b]) + off;
-        const char *kn = kb, *vn = vb; /* the next block's rows of pf_heads heads */
-        size_t pbytes = 0;
-        if ((b + 1) * TILE < k1) {
-            kn = (const char *)bt_kv_block_k(kv, layer, table[b + 1]) + head_off;
-            vn = (const char *)bt_kv_block_v(kv, layer, table[b + 1]) + head_off;
-            pbytes = (size_t)pf_heads * TILE * rb;
-        }
-        block_avx2(kb, vb, rb, nk, D, nh, qs, st, kn, vn, pbytes, kt);
+        kv_block kb = block_at(kv, layer, table, g, k0, k1, b, rb, pf_heads);
+        block_avx2(kb.k, kb.v, rb, kb.nk, D, nh, qs, st, kb.kn, kb.vn, kb.pbytes, kt);
     }
 }
 
@@ -591,26 +616,320 @@ static AVX2 void chunk_avx2_f32(const bt_kv_cache *kv, int layer, const int32_t 
     chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F32);
 }
 
-static _Atomic int level = -1; /* 0 scalar, 1 AVX2; benign race on first use */
+/*
+ * AVX-512 variant: the AVX2 variant's arithmetic, bit for bit, in 512-bit registers (each
+ * output lane sees the same IEEE operations on the same operands in the same order; the
+ * level changes the speed only, which unit.test_attention checks):
+ *  - scores: a key pair per register, key a in lanes 0-7 and key b in lanes 8-15, each lane the
+ *    AVX2 8-lane FMA chain of its key; the queries' 8 floats broadcast to both halves. Eight keys
+ *    (4 registers) per head are reduced together with scores4's tree ((l0+l1) + (l2+l3)) +
+ *    ((l4+l5) + (l6+l7)) per key, by shuffles instead of hadds; the keys past the last group of
+ *    4 take score1 as in the AVX2 variant.
+ *  - softmax: exp8's polynomial on 16 lanes; the max and the sum of p by the AVX2 trees.
+ *  - values: 16 dimensions per register and up to 64 per pass over the keys, so each p_t
+ *    broadcast serves 4 registers; the even and odd keys' chains as in values16.
+ */
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c")))
+#define INLINE_AVX512                                                                              \
+    __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c"),                     \
+                   always_inline)) inline
 
-void bt_attention_task(const bt_attn_args *a, int task) {
-    if (level < 0)
-        level = bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C);
-    if (level == 0 || a->head_dim % 32 != 0) {
-        attend(a, task, chunk_scalar);
-        return;
+static INLINE_AVX512 __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+/* softmax_step on 16 lanes. */
+static INLINE_AVX512 void softmax_step16(const float *s, float *p, int D, float *m, float *l,
+                                         float *acc) {
+    __m512 sv = _mm512_load_ps(s);
+    __m256 x = _mm256_max_ps(_mm512_castps512_ps256(sv), _mm512_extractf32x8_ps(sv, 1));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float mx = _mm_cvtss_f32(h);
+    if (mx > *m) {
+        float corr = expf(*m - mx);
+        __m512 c = _mm512_set1_ps(corr);
+        for (int i = 0; i < D; i += 16)
+            _mm512_store_ps(acc + i, _mm512_mul_ps(_mm512_load_ps(acc + i), c));
+        *l *= corr;
+        *m = mx;
     }
+    __mmask16 live = _mm512_cmp_ps_mask(sv, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    __m512 pv = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(sv, _mm512_set1_ps(*m))));
+    _mm512_store_ps(p, pv);
+    *l += hsum8(_mm256_add_ps(_mm512_castps512_ps256(pv), _mm512_extractf32x8_ps(pv, 1)));
+}
+
+/* ldd for a key pair: [d_a x8 | d_b x8] (zero for other types). */
+static INLINE_AVX512 __m512 ldd2(const char *ra, const char *rb2, int i0, const int kt) {
+    if (kt != KT_Q8)
+        return _mm512_setzero_ps();
+    return _mm512_insertf32x8(_mm512_castps256_ps512(ldd(ra, i0, kt)), ldd(rb2, i0, kt), 1);
+}
+
+/* Values [i, i+8) of K rows a (lanes 0-7) and b (lanes 8-15) as f32; d is ldd2(ra, rb2, i). */
+static INLINE_AVX512 __m512 ld8x2(const char *ra, const char *rb2, int i, __m512 d, const int kt) {
+    if (kt == KT_F16)
+        return _mm512_cvtph_ps(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ra + 2 * (size_t)i))),
+            _mm_loadu_si128((const __m128i *)(rb2 + 2 * (size_t)i)), 1));
+    if (kt == KT_F32)
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float *)ra + i)),
+                                  _mm256_loadu_ps((const float *)rb2 + i), 1);
+    const bt_block_q8_0 *ba = (const bt_block_q8_0 *)ra + (i >> 5);
+    const bt_block_q8_0 *bb = (const bt_block_q8_0 *)rb2 + (i >> 5);
+    __m128i q = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(ba->qs + (i & 31))),
+                                   _mm_loadl_epi64((const __m128i *)(bb->qs + (i & 31))));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d);
+}
+
+/* Sixteen values [i, i+16) of a V row as f32; d is ldd512(row, i). */
+static INLINE_AVX512 __m512 ldd512(const char *row, int i0, const int kt) {
+    if (kt != KT_Q8)
+        return _mm512_setzero_ps();
+    return _mm512_set1_ps(_cvtsh_ss(((const bt_block_q8_0 *)row)[i0 >> 5].d));
+}
+
+static INLINE_AVX512 __m512 ld16(const char *row, int i, __m512 d, const int kt) {
+    if (kt == KT_F16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));
+    if (kt == KT_F32)
+        return _mm512_loadu_ps((const float *)row + i);
+    const bt_block_q8_0 *b = (const bt_block_q8_0 *)row + (i >> 5);
+    __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + (i & 31))));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+}
+
+/* The scores of 8 keys from 4 registers of key pairs (z[p]: keys 2p, 2p+1), in key order, each
+ * by scores4's tree: adjacent lanes, then pairs of those (the sum over a 128-bit lane, 4 of a
+ * key's 8 lanes), then a key's two 128-bit lanes. */
+static INLINE_AVX512 __m256 reduce8(__m512 z0, __m512 z1, __m512 z2, __m512 z3) {
+    __m512 p01 = _mm512_add_ps(_mm512_shuffle_ps(z0, z1, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_ps(z0, z1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 p23 = _mm512_add_ps(_mm512_shuffle_ps(z2, z3, _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_ps(z2, z3, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* 128-bit lane c of q: z0..z3's sums over their lane c */
+    __m512 q = _mm512_add_ps(_mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lanes 0-3: keys 0, 2, 4, 6; lanes 8-11: keys 1, 3, 5, 7 */
+    __m512 r = _mm512_add_ps(q, _mm512_shuffle_f32x4(q, q, _MM_SHUFFLE(2, 3, 0, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(order, r));
+}
+
+/* Scores of keys [t, t + 2 * NP) (NP 2 or 4 pairs) for NH (1..3) heads: s[j][t..). */
+static INLINE_AVX512 void scores_pairs(const char *k, size_t rb, int t, int D,
+                                       const float (*qs)[MAXD], float (*s)[TILE], const int NP,
+                                       const int NH, const int kt) {
+    const char *r = k + (size_t)t * rb;
+    __m512 z[3][4];
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++)
+        z[j][0] = z[j][1] = z[j][2] = z[j][3] = _mm512_setzero_ps();
+    for (int i0 = 0; i0 < D; i0 += 32) {
+        __m512 d[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NP; c++)
+            d[c] = ldd2(r + (size_t)(2 * c) * rb, r + (size_t)(2 * c + 1) * rb, i0, kt);
+#pragma GCC unroll 4
+        for (int i = i0; i < i0 + 32; i += 8) {
+            __m512 qb[3];
+#pragma GCC unroll 3
+            for (int j = 0; j < NH; j++)
+                qb[j] = _mm512_broadcast_f32x8(_mm256_load_ps(qs[j] + i));
+#pragma GCC unroll 4
+            for (int c = 0; c < NP; c++) {
+                __m512 kc =
+                    ld8x2(r + (size_t)(2 * c) * rb, r + (size_t)(2 * c + 1) * rb, i, d[c], kt);
+#pragma GCC unroll 3
+                for (int j = 0; j < NH; j++)
+                    z[j][c] = _mm512_fmadd_ps(qb[j], kc, z[j][c]);
+            }
+        }
+    }
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++) {
+        if (NP == 4)
+            _mm256_storeu_ps(s[j] + t, reduce8(z[j][0], z[j][1], z[j][2], z[j][3]));
+        else
+            _mm_storeu_ps(s[j] + t,
+                          _mm256_castps256_ps128(reduce8(z[j][0], z[j][1], z[j][0], z[j][1])));
+    }
+}
+
+/* acc[j][i0..i0+16*ND) += sum_t p[j][t] v_t for NH heads (ND 2 or 4 registers of 16); each
+ * value row converted once. The first pass of the first heads prefetches part of the next
+ * block's V rows per key pair (pbytes 0: none). */
+static INLINE_AVX512 void values64(const char *v, size_t rb, int nk, int i0, const float (*p)[TILE],
+                                   red_state *st, int j0, const char *pv, size_t pbytes,
+                                   const int ND, const int NH, const int kt) {
+    __m512 c[3][2][4]; /* [head][chain: even keys onto the state, odd keys from zero][16 dims] */
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++)
+#pragma GCC unroll 4
+        for (int g = 0; g < ND; g++) {
+            c[j][0][g] = _mm512_load_ps(st->acc[j0 + j] + i0 + 16 * g);
+            c[j][1][g] = _mm512_setzero_ps();
+        }
+    for (int t = 0; t < nk; t += 2) {
+        prefetch_part(pv, pbytes, t, 2, TILE);
+#pragma GCC unroll 2
+        for (int e = 0; e < 2; e++) {
+            if (t + e == nk)
+                break;
+            const char *r = v + (size_t)(t + e) * rb;
+            __m512 x[4];
+#pragma GCC unroll 4
+            for (int g = 0; g < ND; g++)
+                x[g] = ld16(r, i0 + 16 * g, ldd512(r, i0 + 16 * g, kt), kt);
+#pragma GCC unroll 3
+            for (int j = 0; j < NH; j++) {
+                __m512 pt = _mm512_set1_ps(p[j0 + j][t + e]);
+#pragma GCC unroll 4
+                for (int g = 0; g < ND; g++)
+                    c[j][e][g] = _mm512_fmadd_ps(pt, x[g], c[j][e][g]);
+            }
+        }
+    }
+#pragma GCC unroll 3
+    for (int j = 0; j < NH; j++)
+#pragma GCC unroll 4
+        for (int g = 0; g < ND; g++)
+            _mm512_store_ps(st->acc[j0 + j] + i0 + 16 * g, _mm512_add_ps(c[j][0][g], c[j][1][g]));
+}
+
+/* values64 for nj (1..3) heads: the register count fixed at compile time. */
+static INLINE_AVX512 void values_heads(const char *v, size_t rb, int nk, int i0,
+                                       const float (*p)[TILE], red_state *st, int j0, int nj,
+                                       const char *pv, size_t pbytes, const int ND, const int kt) {
+    if (nj == 3)
+        values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 3, kt);
+    else if (nj == 2)
+        values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 2, kt);
+    else
+        values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 1, kt);
+}
+
+/* scores_pairs for nj (1..3) heads. */
+static INLINE_AVX512 void scores_heads(const char *k, size_t rb, int t, int D,
+                                       const float (*qs)[MAXD], float (*s)[TILE], int nj,
+                                       const int NP, const int kt) {
+    if (nj == 3)
+        scores_pairs(k, rb, t, D, qs, s, NP, 3, kt);
+    else if (nj == 2)
+        scores_pairs(k, rb, t, D, qs, s, NP, 2, kt);
+    else
+        scores_pairs(k, rb, t, D, qs, s, NP, 1, kt);
+}
+
+/* block_avx2 in 512-bit registers: keys in groups of 8, then 4, then one by one (score1, as
+ * block_avx2 takes the keys past its groups of 4); values 64 dimensions per pass. */
+static INLINE_AVX512 void block_avx512(const char *k, const char *v, size_t rb, int nk, int D,
+                                       int nh, const float (*qs)[MAXD], red_state *st,
+                                       const char *pk, const char *pv, size_t pbytes,
+                                       const int kt) {
+    float s[MAXH][TILE] __attribute__((aligned(64)));
+    float p[MAXH][TILE] __attribute__((aligned(64)));
+    for (int j0 = 0; j0 < nh; j0 += 3) {
+        int nj = nh - j0 < 3 ? nh - j0 : 3, t = 0;
+        for (; t + 8 <= nk; t += 8) {
+            if (j0 == 0)
+                prefetch_part(pk, pbytes, t, 8, TILE);
+            scores_heads(k, rb, t, D, qs + j0, s + j0, nj, 4, kt);
+        }
+        if (t + 4 <= nk) {
+            if (j0 == 0)
+                prefetch_part(pk, pbytes, t, 4, TILE);
+            scores_heads(k, rb, t, D, qs + j0, s + j0, nj, 2, kt);
+            t += 4;
+        }
+        for (; t < nk; t++)
+            score1(k + (size_t)t * rb, D, qs + j0, s + j0, t, nj, kt);
+    }
+    for (int j = 0; j < nh; j++) {
+        for (int t = nk; t < TILE; t++)
+            s[j][t] = -INFINITY;
+        softmax_step16(s[j], p[j], D, &st->m[j], &st->l[j], st->acc[j]);
+    }
+    for (int i0 = 0; i0 < D; i0 += 64)
+        for (int j0 = 0; j0 < nh; j0 += 3) {
+            int nj = nh - j0 < 3 ? nh - j0 : 3;
+            size_t pf = i0 == 0 && j0 == 0 ? pbytes : 0;
+            if (D - i0 >= 64)
+                values_heads(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, nj, pv, pf, 4, kt);
+            else /* D % 32 == 0: a last pass of 32 */
+                values_heads(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, nj, pv, pf, 2, kt);
+        }
+}
+
+static INLINE_AVX512 void chunk_avx512(const bt_kv_cache *kv, int layer, const int32_t *table,
+                                       int g, int k0, int k1, int nh, int D,
+                                       const float (*qs)[MAXD], red_state *st, int pf_heads,
+                                       const int kt) {
+    size_t rb = bt_kv_row_bytes(bt_kv_cache_params(kv)->type, D);
+    state_clear(st, nh, D);
+    for (int b = k0 / TILE; b * TILE < k1; b++) {
+        kv_block kb = block_at(kv, layer, table, g, k0, k1, b, rb, pf_heads);
+        block_avx512(kb.k, kb.v, rb, kb.nk, D, nh, qs, st, kb.kn, kb.vn, kb.pbytes, kt);
+    }
+}
+
+static AVX512 void chunk_avx512_f16(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                    int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                    red_state *st, int pf_heads) {
+    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F16);
+}
+
+static AVX512 void chunk_avx512_q8(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                   int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                   red_state *st, int pf_heads) {
+    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_Q8);
+}
+
+static AVX512 void chunk_avx512_f32(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
+                                    int k0, int k1, int nh, int D, const float (*qs)[MAXD],
+                                    red_state *st, int pf_heads) {
+    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F32);
+}
+
+static _Atomic int avx2_ok = -1; /* benign race on first use */
+
+/* The variant for this call: the AVX-512 one at the AVX-512 kernel level (BATON_KERNELS and
+ * bt_kernels_force move both: their results are equal, so the level is a matter of speed),
+ * else the AVX2 one where the CPU has it (a head_dim of whole 32s), else the scalar one. */
+static chunk_fn chunk_for(const bt_attn_args *a) {
+    if (avx2_ok < 0)
+        avx2_ok = bt_cpu_has(BT_CPU_AVX2) && bt_cpu_has(BT_CPU_FMA) && bt_cpu_has(BT_CPU_F16C);
+    if (!avx2_ok || a->head_dim % 32 != 0)
+        return chunk_scalar;
+    bool wide = bt_kernels_level() >= BT_KERNELS_AVX512;
     switch (bt_kv_cache_params(a->kv)->type) {
     case BT_TYPE_F16:
-        attend(a, task, chunk_avx2_f16);
-        break;
+        return wide ? chunk_avx512_f16 : chunk_avx2_f16;
     case BT_TYPE_Q8_0:
-        attend(a, task, chunk_avx2_q8);
-        break;
+        return wide ? chunk_avx512_q8 : chunk_avx2_q8;
     default:
-        attend(a, task, chunk_avx2_f32);
-        break;
+        return wide ? chunk_avx512_f32 : chunk_avx2_f32;
     }
+}
+
+void bt_attention_task(const bt_attn_args *a, int task) {
+    attend(a, task, chunk_for(a));
 }
 #else
 void bt_attention_task(const bt_attn_args *a, int task) {

@@ -89,8 +89,9 @@ int bt_attention_n_tasks(const bt_attn_args *a);
  * blocks streamed) where the rows' chunks give at least 1.5 tasks per thread, else 1. */
 int bt_attention_split_kv_heads(const bt_attn_args *a, int n_threads);
 
-/* Computes one task with the best SIMD variant of this CPU (AVX2 with FMA and F16C for a
- * head_dim that is a multiple of 32, else scalar; chosen once from CPUID). */
+/* Computes one task with the best SIMD variant of this CPU for a head_dim that is a multiple
+ * of 32 (AVX2 with FMA and F16C; at the AVX-512 kernel level, kernels.h, the same bits in
+ * 512-bit registers), else the scalar one. */
 void bt_attention_task(const bt_attn_args *a, int task);
 
 /* The same with plain scalar loops and expf (tests compare the two). */
