@@ -618,8 +618,9 @@ static AVX2 void chunk_avx2_f32(const bt_kv_cache *kv, int layer, const int32_t 
 
 /*
  * AVX-512 variant: the AVX2 variant's arithmetic, bit for bit, in 512-bit registers (each
- * output lane sees the same IEEE operations on the same operands in the same order; the
- * level changes the speed only, which unit.test_attention checks):
+ * output lane sees the same IEEE operations on the same operands in the same order, and
+ * -ffp-contract=off keeps the compiler from fusing any of them; the level changes the speed
+ * only, which unit.test_attention checks):
  *  - scores: a key pair per register, key a in lanes 0-7 and key b in lanes 8-15, each lane the
  *    AVX2 8-lane FMA chain of its key; the queries' 8 floats broadcast to both halves. Eight keys
  *    (4 registers) per head are reduced together with scores4's tree ((l0+l1) + (l2+l3)) +
@@ -698,13 +699,14 @@ static INLINE_AVX512 __m512 ld8x2(const char *ra, const char *rb2, int i, __m512
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d);
 }
 
-/* Sixteen values [i, i+16) of a V row as f32; d is ldd512(row, i). */
+/* ldd on 16 lanes. */
 static INLINE_AVX512 __m512 ldd512(const char *row, int i0, const int kt) {
     if (kt != KT_Q8)
         return _mm512_setzero_ps();
     return _mm512_set1_ps(_cvtsh_ss(((const bt_block_q8_0 *)row)[i0 >> 5].d));
 }
 
+/* Sixteen values [i, i+16) of a V row as f32 (i a multiple of 16); d is ldd512(row, i). */
 static INLINE_AVX512 __m512 ld16(const char *row, int i, __m512 d, const int kt) {
     if (kt == KT_F16)
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));

@@ -4,7 +4,8 @@
 #
 #   tests/bench/compare_llamacpp.sh [--out DIR] [--rounds R] [--threads T]
 #       [--models "A.gguf B.gguf"] [--conc "1 4 16 32 64"] [--depths "0 1024 2048 4096 8000"]
-#       [--kv "f16 q8_0"] [--only "pp tg conc depth"] [--nice N]
+#       [--kv "f16 q8_0"] [--prompts "2048 4096 8000"] [--only "pp tg conc depth prompt"]
+#       [--nice N]
 #   tests/bench/compare_llamacpp.sh --replot --out DIR
 #       (medians and plots again from DIR/runs.csv, e.g. after joining the rows of two runs)
 #
@@ -22,13 +23,17 @@
 #                                               | llama-bench -p 0 -n 64 -d D -ctk K -ctv K
 #          (D + 64 must fit the model's trained context, which baton enforces: SmolLM2's is
 #          8192, hence 8000 as the deepest default)
+#   prompt a P-token prompt from an empty cache, first model: where attention over the
+#          prompt itself grows (quadratic in P) and takes over from the matrix products
+#          baton bench --pp P --tg 0 --ctx P+64  | llama-bench -p P -n 0
 # llama.cpp always runs with flash attention on (-fa 1: its faster setting on these CPUs) and
 # the same thread count; baton with its defaults. Every run is one repetition (--reps 1,
 # -r 1); rounds give the spread.
 #
 # Output in DIR (default ./compare-llamacpp): runs.csv (one row per run: round, engine, model,
 # workload, x, kv, tok_s, peak_rss_mib from /usr/bin/time), summary.csv (median over rounds)
-# and, with gnuplot, tokps_concurrency.png and tokps_depth.png (plot_compare.gp), plus
+# and, with gnuplot, tokps_concurrency.png, tokps_depth.png and tokps_prompt.png
+# (plot_compare.gp), plus
 # membw.json (tests/tools/membw: the machine's read bandwidth, for the decode-bandwidth
 # fraction) and the llama.cpp version.
 #
@@ -46,8 +51,9 @@ threads=2
 models=""
 conc="1 4 16 32 64"
 depths="0 1024 2048 4096 8000"
+prompts="2048 4096 8000"
 kvs="f16 q8_0"
-only="pp tg conc depth"
+only="pp tg conc depth prompt"
 nice=""
 replot=0
 args=("$@")
@@ -60,6 +66,7 @@ while (($#)); do
     --models) models=$2 ;;
     --conc) conc=$2 ;;
     --depths) depths=$2 ;;
+    --prompts) prompts=$2 ;;
     --kv) kvs=$2 ;;
     --only) only=$2 ;;
     --nice) nice=$2 ;;
@@ -133,6 +140,7 @@ run_baton() { # round model workload x kv
     tg) a+=(--pp 0 --tg 128) ;;
     conc) a+=(--pp 0 --tg 128 --concurrency "$x") ;;
     depth) a+=(--pp 0 --tg 64 --depth "$x" --kv-type "$kv") ;;
+    prompt) a+=(--pp "$x" --tg 0 --ctx $((x + 64))) f=pp_tps ;;
     esac
     timed "$baton" bench "${a[@]}"
     record "$r" baton "$m" "$w" "$x" "$kv" "$(json_field "$f")"
@@ -145,6 +153,7 @@ run_llama() { # round model workload x kv
     pp) a+=(-p 512 -n 0) ;;
     tg) a+=(-p 0 -n 128) ;;
     depth) a+=(-p 0 -n 64 -d "$x" -ctk "$kv" -ctv "$kv") ;;
+    prompt) a+=(-p "$x" -n 0) ;;
     conc)
         timed "$llama_batched" -m "$m" -t "$threads" -fa on -npp 1 -ntg 128 -npl "$x" \
             -c $((x * 130 + 256)) --output-format jsonl
@@ -180,6 +189,9 @@ for ((r = 1; r <= rounds; r++)); do
             for d in $depths; do pair "$r" "$first_model" depth "$d" "$kv"; done
         done
     fi
+    if [[ " $only " == *" prompt "* ]]; then
+        for p in $prompts; do pair "$r" "$first_model" prompt "$p" f16; done
+    fi
 done
 
 # Medians over rounds, and baton / llama.cpp per point.
@@ -207,6 +219,7 @@ if command -v gnuplot >/dev/null; then
     plots=""
     [[ " $only " == *" conc "* ]] && plots+=" conc"
     [[ " $only " == *" depth "* ]] && plots+=" depth"
+    grep -q '^[^,]*,prompt,' "$out/summary.csv" && plots+=" prompt"
     if [[ -n $plots ]]; then
         gnuplot -e "summary='$out/summary.csv'; outdir='$out'; plots='$plots'" "$here/plot_compare.gp"
         echo "compare_llamacpp: plots ($plots) in $out/tokps_*.png" >&2

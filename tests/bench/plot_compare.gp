@@ -1,8 +1,8 @@
 # plot_compare.gp - compare_llamacpp.sh's summary.csv drawn: decode tokens/s of baton and
 # llama.cpp against the number of concurrent streams, and against the context depth (one line
-# per engine and KV cache type).
+# per engine and KV cache type); prompt tokens/s against the prompt's length.
 #
-#   gnuplot -e "summary='DIR/summary.csv'; outdir='DIR'; plots='conc depth'" \
+#   gnuplot -e "summary='DIR/summary.csv'; outdir='DIR'; plots='conc depth prompt'" \
 #       tests/bench/plot_compare.gp
 #
 # plots names the PNGs to draw (those whose workloads were measured).
@@ -42,4 +42,16 @@ if (strstrt(plots, "depth")) {
          rows_kv("depth", "f16") using 3:6 with linespoints lw 2 pt 5 dt 2 title "llama.cpp, f16 KV", \
          rows_kv("depth", "q8_0") using 3:5 with linespoints lw 2 pt 9 title "baton, q8_0 KV", \
          rows_kv("depth", "q8_0") using 3:6 with linespoints lw 2 pt 11 dt 2 title "llama.cpp, q8_0 KV"
+}
+
+if (strstrt(plots, "prompt")) {
+    set output outdir . "/tokps_prompt.png"
+    set title "Prompt processing against prompt length (one prompt from an empty cache)"
+    set xlabel "prompt tokens"
+    set ylabel "prompt tokens/s"
+    unset logscale x
+    set key top right
+    set xrange [0:*]
+    plot rows("prompt") using 3:5 with linespoints lw 2 pt 7 title "baton", \
+         rows("prompt") using 3:6 with linespoints lw 2 pt 5 dt 2 title "llama.cpp (flash attention)"
 }
