@@ -598,23 +598,25 @@ static INLINE_AVX2 void chunk_avx2(const bt_kv_cache *kv, int layer, const int32
     }
 }
 
-static AVX2 void chunk_avx2_f16(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                                int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                                red_state *st, int pf_heads) {
-    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F16);
-}
+/* The chunk_fn entry points of one level, one per cache type. */
+#define CHUNK_FNS(level, ATTR)                                                                     \
+    static ATTR void chunk_##level##_f16(const bt_kv_cache *kv, int layer, const int32_t *table,   \
+                                         int g, int k0, int k1, int nh, int D,                     \
+                                         const float(*qs)[MAXD], red_state *st, int pf_heads) {    \
+        chunk_##level(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F16);               \
+    }                                                                                              \
+    static ATTR void chunk_##level##_q8(const bt_kv_cache *kv, int layer, const int32_t *table,    \
+                                        int g, int k0, int k1, int nh, int D,                      \
+                                        const float(*qs)[MAXD], red_state *st, int pf_heads) {     \
+        chunk_##level(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_Q8);                \
+    }                                                                                              \
+    static ATTR void chunk_##level##_f32(const bt_kv_cache *kv, int layer, const int32_t *table,   \
+                                         int g, int k0, int k1, int nh, int D,                     \
+                                         const float(*qs)[MAXD], red_state *st, int pf_heads) {    \
+        chunk_##level(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F32);               \
+    }
 
-static AVX2 void chunk_avx2_q8(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                               int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                               red_state *st, int pf_heads) {
-    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_Q8);
-}
-
-static AVX2 void chunk_avx2_f32(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                                int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                                red_state *st, int pf_heads) {
-    chunk_avx2(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F32);
-}
+CHUNK_FNS(avx2, AVX2)
 
 /*
  * AVX-512 variant: the AVX2 variant's arithmetic, bit for bit, in 512-bit registers (each
@@ -891,23 +893,7 @@ static INLINE_AVX512 void chunk_avx512(const bt_kv_cache *kv, int layer, const i
     }
 }
 
-static AVX512 void chunk_avx512_f16(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                                    int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                                    red_state *st, int pf_heads) {
-    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F16);
-}
-
-static AVX512 void chunk_avx512_q8(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                                   int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                                   red_state *st, int pf_heads) {
-    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_Q8);
-}
-
-static AVX512 void chunk_avx512_f32(const bt_kv_cache *kv, int layer, const int32_t *table, int g,
-                                    int k0, int k1, int nh, int D, const float (*qs)[MAXD],
-                                    red_state *st, int pf_heads) {
-    chunk_avx512(kv, layer, table, g, k0, k1, nh, D, qs, st, pf_heads, KT_F32);
-}
+CHUNK_FNS(avx512, AVX512)
 
 static _Atomic int avx2_ok = -1; /* benign race on first use */
 

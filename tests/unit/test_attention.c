@@ -35,15 +35,17 @@ static float frand(void) { /* uniform in [-1, 1) */
     return (float)(rng_state >> 8) / (float)(1u << 23) - 1.0f;
 }
 
-/* A cache of type `type` whose sequence s holds len[s] positions of random K and V (the same
- * values for every type: the random stream restarts). */
-static bt_kv_cache *fill_cache(bt_type type, const int *len) {
+/* A cache of type `type`, n_kv KV heads of head_dim hd, whose sequence s (of n_seq, up to
+ * max_tok positions each) holds len[s] positions of random K and V; the random stream restarts
+ * only when `restart` (the same values for every type). */
+static bt_kv_cache *fill_cache_shape(bt_type type, const int *len, int n_seq, int max_tok, int n_kv,
+                                     int hd, int restart) {
     bt_kv_params p = {.n_layer = N_LAYER,
-                      .n_head_kv = n_head_kv,
-                      .head_dim = D,
-                      .n_blocks = N_SEQ * (MAX_TOK / BT_KV_BLOCK_TOKENS + 1),
-                      .max_seqs = N_SEQ,
-                      .max_seq_tokens = MAX_TOK,
+                      .n_head_kv = n_kv,
+                      .head_dim = hd,
+                      .n_blocks = n_seq * (max_tok / BT_KV_BLOCK_TOKENS + 1),
+                      .max_seqs = n_seq,
+                      .max_seq_tokens = max_tok,
                       .type = type};
     bt_kv_cache *kv = NULL;
     bt_error err;
@@ -52,9 +54,11 @@ static bt_kv_cache *fill_cache(bt_type type, const int *len) {
         check_fail(__FILE__, __LINE__, "bt_kv_cache_new: %s", err.msg);
         return NULL;
     }
-    rng_state = 2024;
-    float k[MAX_HEAD_KV * D], v[MAX_HEAD_KV * D];
-    for (int s = 0; s < N_SEQ; s++) {
+    if (restart)
+        rng_state = 2024;
+    static float k[8 * 256], v[8 * 256];
+    CHECK(n_kv * hd <= 8 * 256);
+    for (int s = 0; s < n_seq; s++) {
         if (bt_kv_seq_reserve(kv, s, len[s], &err) != BT_OK) {
             check_fail(__FILE__, __LINE__, "reserve: %s", err.msg);
             bt_kv_cache_free(kv);
@@ -64,7 +68,7 @@ static bt_kv_cache *fill_cache(bt_type type, const int *len) {
         for (int t = 0; t < len[s]; t++) {
             /* Keys with a spread of scales, so that the softmax has a few dominant terms. */
             float amp = 1.0f + 3.0f * (float)((t * 7) % 11) / 11.0f;
-            for (int i = 0; i < n_head_kv * D; i++) {
+            for (int i = 0; i < n_kv * hd; i++) {
                 k[i] = amp * frand();
                 v[i] = frand();
             }
@@ -73,6 +77,11 @@ static bt_kv_cache *fill_cache(bt_type type, const int *len) {
         bt_kv_seq_set_len(kv, s, len[s]);
     }
     return kv;
+}
+
+/* The shape under test (n_head_kv heads of D), N_SEQ sequences, the same values every time. */
+static bt_kv_cache *fill_cache(bt_type type, const int *len) {
+    return fill_cache_shape(type, len, N_SEQ, MAX_TOK, n_head_kv, D, 1);
 }
 
 /* K or V row of (seq, pos, kv head) as the cache holds it, dequantized. */
@@ -340,37 +349,15 @@ out:
 /* One shape of the level check: outputs of every row at the AVX2 level and at the AVX-512 level
  * (out[0], out[1]) for whole-row tasks of 1 and 8 rows, and for chunk tasks of the first 4. */
 static void levels_shape(bt_type type, int nh, int nkv, int hd, int win) {
-    enum { LEN0 = 600, LEN1 = 40, NR = LEN1 + 6, LMAX = 256 * 256 };
-    bt_kv_params p = {.n_layer = 1,
-                      .n_head_kv = nkv,
-                      .head_dim = hd,
-                      .n_blocks = (LEN0 + LEN1) / BT_KV_BLOCK_TOKENS + 2,
-                      .max_seqs = 2,
-                      .max_seq_tokens = LEN0,
-                      .type = type};
-    bt_kv_cache *kv = NULL;
-    bt_error err;
-    bt_error_init(&err);
-    if (bt_kv_cache_new(&p, &kv, &err) != BT_OK) {
-        check_fail(__FILE__, __LINE__, "bt_kv_cache_new: %s", err.msg);
-        return;
-    }
-    static float k[8 * 256], v[8 * 256], q[NR * LMAX / 64], out[2][NR * LMAX / 64];
-    static float partials[1 << 20];
+    /* QMAX: n_head * head_dim of the largest shape */
+    enum { LEN0 = 600, LEN1 = 40, NR = LEN1 + 6, QMAX = 1024 };
     const int len[2] = {LEN0, LEN1};
-    for (int s = 0; s < 2; s++) {
-        CHECK_OK(bt_kv_seq_reserve(kv, s, len[s], &err));
-        const int32_t *table = bt_kv_seq_table(kv, s);
-        for (int t = 0; t < len[s]; t++) {
-            float amp = 1.0f + 3.0f * (float)((t * 5) % 13) / 13.0f;
-            for (int i = 0; i < nkv * hd; i++) {
-                k[i] = amp * frand();
-                v[i] = frand();
-            }
-            bt_kv_store(kv, 0, table[t / BT_KV_BLOCK_TOKENS], t % BT_KV_BLOCK_TOKENS, k, v);
-        }
-        bt_kv_seq_set_len(kv, s, len[s]);
-    }
+    bt_kv_cache *kv = fill_cache_shape(type, len, 2, LEN0, nkv, hd, 0);
+    if (!kv)
+        return;
+    static float q[NR * QMAX], out[2][NR * QMAX];
+    CHECK(nh * hd <= QMAX);
+    static float partials[1 << 20];
     /* Rows at positions 0..39 (every key count of a block, so every split of a block into
      * groups of 8 and 4 keys and single keys), then past chunk ends of the long sequence. */
     int32_t seq[NR], pos[NR];
