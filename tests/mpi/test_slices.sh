@@ -186,6 +186,7 @@ if [[ $rc -eq 1 ]] && grep -q "stage rank [12] failed to start: slice cache: wri
     pass "a disk full during the fetch: exit 1 naming the stage and the file"
 else
     fail "a disk full during the fetch: exit $rc, $(grep -m1 -i 'slice\|error' "$WORK/full.err")"
+    tail -15 "$WORK/full.err" # mpirun's own report, when the status is not the abort's
 fi
 # The stage that failed removes its temp file before it reports. The other stage may still be
 # writing when the job's abort stops it (both fetch at once): a temp file it leaves is named by
