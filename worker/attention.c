@@ -349,6 +349,8 @@ void bt_attention_task_ref(const bt_attn_args *a, int task) {
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "kernels/cephes_exp.h"
+
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
@@ -360,24 +362,7 @@ static INLINE_AVX2 float hsum8(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-/* Cephes-style expf on 8 lanes; inputs clamped to [-87, 88]. */
-static INLINE_AVX2 __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
+BT_CEPHES_EXP(exp8, 256, BT_ROUND256, static INLINE_AVX2)
 
 /* s[0..16) are a block's scores, -inf past its keys. Max of them, rescale of the state,
  * p = exp(s - m) with 0 past the keys, l += sum p (as a tree: the two halves, then hsum8). */
@@ -628,7 +613,8 @@ CHUNK_FNS(avx2, AVX2)
  *    (4 registers) per head are reduced together with scores4's tree ((l0+l1) + (l2+l3)) +
  *    ((l4+l5) + (l6+l7)) per key, by shuffles instead of hadds; the keys past the last group of
  *    4 take score1 as in the AVX2 variant.
- *  - softmax: exp8's polynomial on 16 lanes; the max and the sum of p by the AVX2 trees.
+ *  - softmax: exp16, exp8's one definition (BT_CEPHES_EXP) on 16 lanes; the max and the sum
+ *    of p by the AVX2 trees.
  *  - values: 16 dimensions per register and up to 64 per pass over the keys, so each p_t
  *    broadcast serves 4 registers; the even and odd keys' chains as in values16.
  */
@@ -637,23 +623,7 @@ CHUNK_FNS(avx2, AVX2)
     __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c"),                     \
                    always_inline)) inline
 
-static INLINE_AVX512 __m512 exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
-    __m512i e =
-        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
-}
+BT_CEPHES_EXP(exp16, 512, BT_ROUND512, static INLINE_AVX512)
 
 /* softmax_step on 16 lanes. */
 static INLINE_AVX512 void softmax_step16(const float *s, float *p, int D, float *m, float *l,

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cephes_exp.h"
 #include "ggml_expf.h"
 #include "kernels_internal.h"
 #include "simd_avx2.h"
@@ -873,24 +874,7 @@ static void dequant_f16(const void *w, float *dst, int64_t n) {
         dst[c] = half_f32(h[c]);
 }
 
-/* Cephes-style expf on 8 lanes, about 2 ulp; inputs clamped to [-87, 88]. */
-INLINE __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
+BT_CEPHES_EXP(exp8, 256, BT_ROUND256, INLINE)
 
 /* Max, then sum of exp(x - max) in 8 float lanes per block of 1024 values, blocks summed in
  * double (a row of 49152 logits costs tens of microseconds instead of half a millisecond). */
