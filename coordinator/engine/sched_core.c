@@ -326,7 +326,8 @@ bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need) {
 
 /* Admits queued requests while a slot and their first chunk's blocks are free. The blocks
  * are reserved only when the rows are formed, so the ones promised to requests admitted in
- * this call are counted here. */
+ * this call are counted here. The watermark is headroom for running sequences to grow into;
+ * with none running it would only refuse a first chunk that fills the pool, for ever. */
 static void admit(bt_sched *s) {
     int promised = 0;
     while (s->q_head && s->n_running + s->n_held < s->p.max_seqs) {
@@ -336,7 +337,8 @@ static void admit(bt_sched *s) {
             return;
         int32_t first_chunk = r->n_tokens < s->p.prefill_chunk ? r->n_tokens : s->p.prefill_chunk;
         int need = blocks_for(first_chunk);
-        if (s->kv_blocks - s->kv_used - promised < need + s->watermark)
+        int headroom = s->n_running + s->n_held > 0 ? s->watermark : 0;
+        if (s->kv_blocks - s->kv_used - promised < need + headroom)
             return;
         promised += need;
         sched_q_remove(s, r);

@@ -25,7 +25,7 @@
 
 #define MAX_SEQS 16
 #define MAX_BATCH 64
-#define MAX_POS 512
+#define MAX_POS 2048
 #define MAX_FLIGHT 8
 #define MAX_REQS 32
 
@@ -513,6 +513,32 @@ static void test_admission(void) {
             check_generated(reqs[i], 4);
         CHECK_EQ_INT(f.violations, 0);
         CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
+        for (int i = 0; i < 2; i++)
+            bt_request_free(reqs[i]);
+        bt_sched_free(f.s);
+    }
+    /* a first chunk that fills the pool: 100 blocks, a 1% watermark of 1, one 1590-token
+     * prompt in one chunk (bench's --prefill-chunk = --pp). The watermark is headroom for
+     * running sequences, so with none running it must not hold the request back for ever;
+     * the second request waits for the first one's blocks. */
+    {
+        bt_sched_params p = params(4, 1600, 64, 1600, 2, 1600);
+        fake f;
+        fake_init(&f, &p);
+        bt_request *reqs[2];
+        for (int i = 0; i < 2; i++) {
+            reqs[i] = make_req((uint64_t)i + 450, 1590, 4, p.n_ctx);
+            bt_sched_submit(f.s, reqs[i]);
+        }
+        fake_fill(&f, reqs, 2);
+        CHECK_EQ_INT(reqs[0]->state, BT_REQ_RUNNING);
+        CHECK_EQ_INT(reqs[1]->state, BT_REQ_QUEUED);
+        fake_run(&f, reqs, 2);
+        CHECK_EQ_INT(f.max_running, 1);
+        CHECK_EQ_INT(bt_sched_n_preemptions(f.s), 0);
+        for (int i = 0; i < 2; i++)
+            check_generated(reqs[i], 4);
+        CHECK_EQ_INT(f.violations, 0);
         for (int i = 0; i < 2; i++)
             bt_request_free(reqs[i]);
         bt_sched_free(f.s);
