@@ -158,6 +158,8 @@ static void bench_sink(const bt_event *ev, void *ctx) {
         bt_engine_shutdown(b->e, b->st == BT_OK, 0);
 }
 
+#define BENCH_UBATCH 512
+
 int bt_cmd_bench(int argc, char **argv) {
     bt_model_flags mf;
     bt_model_flags_init(&mf);
@@ -182,10 +184,11 @@ int bt_cmd_bench(int argc, char **argv) {
         return rc;
     if (concurrency > cf.max_seqs)
         cf.max_seqs = concurrency;
-    if (pp > cf.prefill_chunk)
-        cf.prefill_chunk = pp; /* llama-bench evaluates the prompt as one batch */
-    if (pp > cf.max_batch)
-        cf.max_batch = pp;
+    /* llama-bench evaluates a prompt in micro-batches of 512 tokens (-ub 512) */
+    if (!cf.prefill_chunk && pp > 0)
+        cf.prefill_chunk = pp < BENCH_UBATCH ? pp : BENCH_UBATCH;
+    if (cf.prefill_chunk > cf.max_batch)
+        cf.max_batch = cf.prefill_chunk;
     /* Longest sequence: depth + pp prompt tokens, or the depth prompt and tg (+1) tokens. */
     int64_t need = depth + (pp > tg + 1 ? pp : tg + 1) + 1;
     if (!mf.ctx)
