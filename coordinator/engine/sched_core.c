@@ -97,7 +97,7 @@ static void q_push_back(bt_sched *s, bt_request *r) {
     s->n_queued++;
 }
 
-static void q_push_front(bt_sched *s, bt_request *r) {
+void sched_q_push_front(bt_sched *s, bt_request *r) {
     r->q_prev = NULL;
     r->q_next = s->q_head;
     if (s->q_head)
@@ -297,7 +297,7 @@ static void preempt(bt_sched *s, bt_request *r) {
     r->state = BT_REQ_QUEUED;
     r->n_preempted++;
     s->n_preempt++;
-    q_push_front(s, r);
+    sched_q_push_front(s, r);
 }
 
 /* The most recently admitted running sequence other than `keep` that is not in flight. */
@@ -407,7 +407,7 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
         bt_request *r = s->order[i];
         if (r->fork_at >= 0 && !r->forked && !r->in_flight && r->state == BT_REQ_RUNNING &&
             r->n_cached == r->fork_at)
-            sched_fork_branches(s, r);
+            sched_fork_branches(s, r, false);
     }
     n = 0;
     for (int i = 0; i < s->p.max_seqs; i++)
@@ -468,6 +468,10 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
             continue;
         add_rows(s, r, rows);
     }
+    /* Nothing formed and nothing in flight to free a block: see sched_unstick. Its ops go
+     * now, the rows it makes possible in the next batch. */
+    if (b->n_rows == 0 && s->n_pending == 0 && s->n_inflight == 0)
+        sched_unstick(s);
     memcpy(b->ops, s->pending, sizeof *b->ops * (size_t)s->n_pending);
     b->n_ops = s->n_pending;
     s->n_pending = 0;

@@ -18,9 +18,11 @@
  *     the parent's sequence, the others are FORKs of it (FREEs of dropped beams go first in
  *     the op list, so their slots can be reused). Forked beams are charged their full length
  *     (conservative: shared blocks are counted once per beam). Beams are never preempted; a
- *     fork that finds no KV fails the request (BT_ERR_LIMIT in its error).
+ *     fork that finds no KV fails the request (BT_ERR_LIMIT in its error), and so does growth
+ *     that waits for blocks nothing in flight will free (sched_unstick).
  */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,17 +138,36 @@ static void child_start(bt_sched *s, bt_request *g, bt_request *c, const bt_requ
 }
 
 /* n/best_of: the group's prefix is cached; its branches take over (see the top of this file). False
- * when the copy-on-write blocks cannot be reserved yet. */
-bool sched_fork_branches(bt_sched *s, bt_request *g) {
+ * when the copy-on-write blocks cannot be reserved yet. With `fit`, as many branches as the
+ * free blocks allow take over (at least branch 0, which needs none) and the others are queued
+ * at the front, to be computed alone from the prompt, as a preempted branch is. */
+bool sched_fork_branches(bt_sched *s, bt_request *g, bool fit) {
     int32_t at = g->n_cached;
     int full = at / BT_KV_BLOCK_TOKENS, partial = blocks_for(at) - full;
-    if (!sched_reserve_blocks(s, g, (g->n_branch - 1) * partial))
-        return false;
+    int n_fork = g->n_branch;
+    if (!sched_reserve_blocks(s, g, (n_fork - 1) * partial)) {
+        if (!fit)
+            return false;
+        n_fork = 1 + (s->kv_blocks - s->kv_used) / partial; /* partial is 1 here */
+        bool ok = sched_reserve_blocks(s, g, (n_fork - 1) * partial);
+        assert(ok && n_fork < g->n_branch);
+        (void)ok;
+    }
     g->kv_shared = full;
-    g->n_holders = full > 0 ? g->n_branch : 0;
+    g->n_holders = full > 0 ? n_fork : 0;
     for (int i = 0; i < g->n_branch; i++) {
         bt_request *c = g->branch[i];
         child_start(s, g, c, g);
+        if (i >= n_fork) {
+            c->state = BT_REQ_QUEUED;
+            c->seq = -1;
+            c->n_cached = 0;
+            c->n_preempted++;
+            s->n_preempt++;
+            s->n_held--;
+            g->slots_held--;
+            continue;
+        }
         c->kv_base = full * BT_KV_BLOCK_TOKENS;
         if (i == 0) {
             c->seq = g->seq;
@@ -159,6 +180,8 @@ bool sched_fork_branches(bt_sched *s, bt_request *g) {
                 sched_push_op(s, BT_SCHED_OP_FORK, g->seq, c->seq);
         }
     }
+    for (int i = g->n_branch - 1; i >= n_fork; i--)
+        sched_q_push_front(s, g->branch[i]);
     g->seq = -1;
     g->n_cached = 0;
     g->forked = true;
@@ -207,6 +230,38 @@ static void beam_end(bt_sched *s, bt_request *g, bt_finish live_why) {
 static void beam_fail(bt_sched *s, bt_request *g, bt_status st, const char *what) {
     bt_error_set(&g->error, st, "%s", what);
     sched_group_end(s, g, BT_FINISH_ERROR);
+}
+
+/* A beam group that cannot grow fails (BT_ERR_LIMIT). */
+static bool beam_fail_stuck(bt_sched *s) {
+    bt_request *g = NULL;
+    for (int i = 0; i < s->p.max_seqs; i++) {
+        bt_request *r = s->slots[i], *h = NULL;
+        if (r)
+            h = sched_is_beam_child(r) ? r->parent : r->beam ? r : NULL;
+        if (h && h->state != BT_REQ_DONE && (!g || h->admit_order > g->admit_order))
+            g = h;
+    }
+    if (!g)
+        return false;
+    char what[160];
+    snprintf(what, sizeof what,
+             "beam search: the KV cache (%d tokens) cannot hold %d beams of %d tokens (raise "
+             "--kv-tokens)",
+             s->kv_blocks * BT_KV_BLOCK_TOKENS, g->beam->width,
+             (g->n_live ? g->live[0]->n_tokens : g->n_tokens) + 1);
+    beam_fail(s, g, BT_ERR_LIMIT, what);
+    return true;
+}
+
+bool sched_unstick(bt_sched *s) {
+    for (int i = 0; i < s->p.max_seqs; i++) {
+        bt_request *r = s->slots[i];
+        if (r && r->fork_at >= 0 && !r->forked && !r->in_flight && r->state == BT_REQ_RUNNING &&
+            r->n_cached == r->fork_at)
+            return sched_fork_branches(s, r, true);
+    }
+    return beam_fail_stuck(s);
 }
 
 /* Every live beam of g has reported its candidates: one step of the search. */

@@ -67,6 +67,8 @@ static inline int32_t sched_row_end(const bt_request *r) {
 
 /* ---- sched_core.c ---- */
 void sched_q_remove(bt_sched *s, bt_request *r);
+/* Queues r at the front (a preempted sequence, recomputed next). */
+void sched_q_push_front(bt_sched *s, bt_request *r);
 /* Queues a FREE or FORK op for the next micro-batch. */
 void sched_push_op(bt_sched *s, bt_sched_op_kind kind, int32_t seq, int32_t dst);
 /* Gives r the lowest free slot (one must be free); returns it. */
@@ -92,8 +94,13 @@ bool sched_any_in_flight(const bt_request *g);
  * on_done. why NONE: the reason of the best completion. */
 void sched_group_end(bt_sched *s, bt_request *g, bt_finish why);
 /* n/best_of: g's prefix is cached; its branches take over. False when the copy-on-write
- * blocks cannot be reserved yet. */
-bool sched_fork_branches(bt_sched *s, bt_request *g);
+ * blocks cannot be reserved yet; with fit, the branches that do not fit are queued instead. */
+bool sched_fork_branches(bt_sched *s, bt_request *g, bool fit);
+/* Nothing is in flight and no row could be formed: what waits for KV blocks waits for ever
+ * (and the engine would stop, stalled). A group waiting for its forks' blocks forks what fits
+ * (sched_fork_branches with fit), else the most recently admitted beam group fails (beams are
+ * never preempted). Either leaves ops pending; false when neither applies. */
+bool sched_unstick(bt_sched *s);
 /* Beam r's 2W candidates arrived; a beam step runs once every live beam has reported. */
 bt_status sched_beam_result(bt_sched *s, bt_request *r, uint32_t n_top, const int32_t *tok,
                             const float *lp, bt_error *err);

@@ -3,6 +3,7 @@
 # shared: `generate --n 4` under a KV cache too small for the four (preemption and recompute)
 # gives four copies of the `--n 1` completion, and a seeded sampled run gives the same with and
 # without KV pressure, on 1 and 2 stages (the lossless default codec). The CLI probe of issue 8.
+# A cache too small for a group's forks, or for its beams, ends in tokens or a clear error.
 source "$(dirname "$0")/lib.sh"
 need_model
 
@@ -78,6 +79,30 @@ for stages in 1 2; do
     fi
 done
 cmp -s "$tmp/one.1.ref" "$tmp/one.2.ref" && pass "1 stage == 2 stages" || fail "1 vs 2 stages differ"
+
+# A KV cache of 3 blocks (48 tokens) for --n 4 of a 20-token prompt: the 19-token prefix takes
+# 2 and the four branches' copies of its partial block do not fit, so two branches take over
+# and two are computed alone from the prompt (the run used to stop with "scheduler stalled").
+Q="Write a detailed essay about the history of the printing press and its effect on Europe and on Asia."
+tight() { # KV_TOKENS NAME
+    "$BATON" generate --model "$MODEL" --prompt "$Q" --max-tokens 24 --ignore-eos --ctx 48 \
+        --kv-tokens "$1" --n 4 --temperature 0.8 --seed 5 --print-ids >/dev/null 2>"$tmp/$2"
+}
+if tight 48 tight48 && tight 1024 tight1024; then
+    ids_and_lps "$tmp/tight48" >"$tmp/a"
+    ids_and_lps "$tmp/tight1024" >"$tmp/b"
+    pre=$(grep -oE '[0-9]+ preemptions?' "$tmp/tight48" | head -1)
+    [[ $(wc -l <"$tmp/a") -eq 8 && -n $pre ]] && cmp -s "$tmp/a" "$tmp/b" &&
+        pass "seeded --n 4 in 48 KV tokens ($pre) == in 1024" ||
+        fail "seeded --n 4 in 48 KV tokens (${pre:-no preemption}) differs from 1024"
+else
+    fail "generate --n 4 in 48 KV tokens: $(tail -1 "$tmp/tight48")"
+fi
+# Beams are never preempted: 4 beams that outgrow 256 KV tokens fail the request with a
+# message naming the cache (exit 1), not the engine with "scheduler stalled".
+expect 1 "beam search: the KV cache \(256 tokens\) cannot hold 4 beams of [0-9]+ tokens \(raise --kv-tokens\)" \
+    -- generate --model "$MODEL" --prompt "$P" --max-tokens 100 --ignore-eos --ctx 256 \
+    --kv-tokens 256 --beam-width 4 --temperature 0
 # The last stage samples and scores the rows of a batch in parallel on its threads: a seeded
 # --n 3 with top-5 logprobs on one thread is the two-thread run's, bit for bit.
 if run seeded_t1 --temperature 0.8 --seed 5 --n 3 --logprobs 5 --threads 1 &&

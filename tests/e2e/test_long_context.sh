@@ -8,7 +8,8 @@
 #   - a prompt of 700 tokens (3 attention chunks) gives the same greedy ids and logprobs with 1
 #     and 2 threads (whole-row tasks vs chunk tasks and merge), for f16 and q8_0;
 #   - bench --depth: the JSON has depth, the decode rounds' first token comes after the depth
-#     prompt, and a --ctx too short for it is refused.
+#     prompt, and a --ctx too short for it is refused;
+#   - a prompt whose one chunk fills the KV cache runs (admission's watermark).
 source "$(dirname "$0")/lib.sh"
 need_model
 text=/usr/share/common-licenses/GPL-3
@@ -119,4 +120,13 @@ else
 fi
 expect 2 "--ctx 100 is shorter than --depth 300 \+ max\(--pp 0, --tg 4 \+ 1\) \+ 1 = 306 tokens" -- \
     bench --model "$MODEL" --pp 0 --tg 4 --depth 300 --ctx 100
+# A first prefill chunk that fills the KV cache: 1590 tokens in 100 blocks (1600 tokens) in one
+# chunk. The scheduler's 1% watermark (1 block) is headroom for running sequences; with none
+# running it used to refuse the request for ever ("scheduler stalled").
+if "$BATON" bench --model "$MODEL" --pp 1590 --tg 0 --reps 1 --ctx 1600 --kv-tokens 1600 \
+    --prefill-chunk 1590 >/dev/null 2>"$tmp/fill.err"; then
+    pass "bench --pp 1590 --prefill-chunk 1590 in a 1600-token KV cache"
+else
+    fail "bench --pp 1590 in a 1600-token KV cache: $(tail -1 "$tmp/fill.err")"
+fi
 finish

@@ -919,6 +919,38 @@ static void test_best_of(void) {
         bt_request_free(r8[i]);
     bt_request_free(g);
     bt_request_free(plain);
+
+    /* A KV cache too small for every branch's copy of the partial block: 4 blocks, the
+     * 39-token prefix takes 3, and 4 branches would need 3 more. Nothing in flight would ever
+     * free one, so branches 0 and 1 take over (the last free block is branch 1's copy) and
+     * branches 2 and 3 are queued, to be computed alone from the prompt as preempted ones
+     * are; every branch still follows its own seed's chain (it used to wait for ever). */
+    p = params(8, 64, MAX_BATCH, 64, 1, 64);
+    sim_init(&m, &p);
+    g = make_group(40, 8, 4, 4, 0);
+    bt_sched_submit(m.s, g);
+    steps = 0;
+    int queued_at_fork = -1;
+    while (sim_step(&m) && steps++ < 400)
+        if (g->forked && queued_at_fork < 0)
+            queued_at_fork = g->branch[2]->state == BT_REQ_QUEUED &&
+                             g->branch[3]->state == BT_REQ_QUEUED &&
+                             g->branch[1]->state == BT_REQ_RUNNING;
+    CHECK_EQ_INT(m.bad, 0);
+    CHECK_EQ_INT(queued_at_fork, 1);
+    CHECK_EQ_INT(m.n_fork, 1);
+    CHECK_EQ_INT(g->state, BT_REQ_DONE);
+    CHECK_EQ_INT(g->n_out, 4);
+    for (int i = 0; i < 4; i++) {
+        const bt_request *c = g->branch[i];
+        CHECK_EQ_INT(c->n_generated, 8);
+        CHECK(chain_ok(c, c->p.sampling.seed));
+    }
+    CHECK(bt_sched_n_preemptions(m.s) >= 2);
+    CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+    bt_sched_free(m.s);
+    bt_request_free(g);
 }
 
 /* Beams on the simulated stage, fixed length: ops consistent, slots and KV all returned,
@@ -964,6 +996,34 @@ static void test_beams_sim(void) {
         CHECK_EQ_INT(plain->n_generated, 12);
         CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
         CHECK_EQ_INT(bt_sched_n_running(m.s), 0);
+        bt_sched_free(m.s);
+        bt_request_free(g);
+        bt_request_free(plain);
+    }
+    /* Beams that outgrow the KV cache (2 beams of up to 60 tokens, 4 blocks of 16 tokens):
+     * beams are never preempted, so with nothing in flight the group fails with a message
+     * (it used to wait for ever, and the engine stopped as stalled); the plain request
+     * behind it, preempted for the beams' growth, then completes. */
+    {
+        bt_sched_params p = params(4, 64, MAX_BATCH, 64, 1, 64);
+        sim m;
+        sim_init(&m, &p);
+        m.beams = true;
+        bt_request *g = make_group(20, 40, 2, 2, 2), *plain = make_req(9, 7, 12, 64);
+        bt_sched_submit(m.s, g);
+        bt_sched_submit(m.s, plain);
+        int steps = 0;
+        while (sim_step(&m) && steps++ < 400)
+            ;
+        CHECK_EQ_INT(m.bad, 0);
+        CHECK_EQ_INT(g->state, BT_REQ_DONE);
+        CHECK_EQ_INT(g->finish, BT_FINISH_ERROR);
+        CHECK_EQ_INT(g->error.status, BT_ERR_LIMIT);
+        CHECK(strstr(g->error.msg, "KV cache (64 tokens) cannot hold 2 beams") != NULL);
+        CHECK_EQ_INT(plain->state, BT_REQ_DONE);
+        CHECK_EQ_INT(plain->n_generated, 12);
+        CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
         bt_sched_free(m.s);
         bt_request_free(g);
         bt_request_free(plain);
