@@ -14,11 +14,11 @@
  * below 2) so that every stage has work.
  *
  * Admission: the oldest queued request is admitted when a slot is free and its first chunk's
- * blocks (plus a 1% watermark while other sequences run) are free. Growth that finds no free block preempts the most
- * recently admitted sequence that is not in flight: its KV is freed on every stage and it is
- * queued again at the front, to be recomputed from its tokens; nothing else is failed.
- * Sampling is a function of (seed, position), so a recomputed sequence samples the same
- * tokens it would have.
+ * blocks (plus a 1% watermark while other sequences run) are free. Growth that finds no free
+ * block preempts the most recently admitted sequence that is not in flight: its KV is freed on
+ * every stage and it is queued again at the front, to be recomputed from its tokens; nothing
+ * else is failed. Sampling is a function of (seed, position), so a recomputed sequence
+ * samples the same tokens it would have. Beams are never preempted (sched_family.c).
  *
  * Several completions of one request (request.h): n/best_of branches fork from the group's
  * cached prompt; beams fork and drop sequences at every step (beam.c chooses). Slots for all
