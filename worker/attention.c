@@ -48,8 +48,8 @@ typedef struct {
 
 /* Reduces keys [k0, k1) (whole blocks but the last) of KV head g for nh heads whose scaled
  * queries are qs[0..nh) into st, from an empty state. pf_heads: KV heads from g on whose rows
- * of the next block a SIMD variant prefetches (1, or every head when the task goes on to
- * the others). */
+ * of the next block a SIMD variant prefetches (1, every head when the task goes on to the
+ * others, or 0 when an earlier call of the task brought the chunk into cache). */
 typedef void (*chunk_fn)(const bt_kv_cache *kv, int layer, const int32_t *table, int g, int k0,
                          int k1, int nh, int D, const float (*qs)[MAXD], red_state *st,
                          int pf_heads);
@@ -247,38 +247,58 @@ static void attend_chunk(const bt_attn_args *a, int row, int c, int g, int h0, i
 /* Without partials: rows [r0, r1) whole, chunk by chunk. Row r's running state is m[r - r0],
  * l[r - r0] and its output slice as the accumulator: its first chunk is copied there, each
  * later one folded (fold), then the slice is divided by l: per row the arithmetic of a task
- * of that row alone, in the same order. */
+ * of that row alone, in the same order. Rows that see the same keys of a chunk (a prompt's
+ * rows below the chunk's end) go through one chunk call, their heads stacked as one group's:
+ * a chunk function computes each head on its own, so a row's bits do not change. */
 static void attend_rows(const bt_attn_args *a, int r0, int r1, int g, int h0, int nh,
                         chunk_fn chunk) {
-    static _Thread_local float qs[MAXH][MAXD] __attribute__((aligned(64)));
+    /* the rows' scaled queries, row by row: rows [r, rn) stacked are qs[(r - r0) * nh..) */
+    static _Thread_local float qs[BT_ATTN_MAX_TASK_ROWS * MAXH][MAXD] __attribute__((aligned(64)));
     static _Thread_local red_state part;
-    const int CH = BT_ATTN_CHUNK_KEYS, D = a->head_dim;
+    const int CH = BT_ATTN_CHUNK_KEYS, D = a->head_dim, stack = MAXH / nh;
     float m[BT_ATTN_MAX_TASK_ROWS][MAXH], l[BT_ATTN_MAX_TASK_ROWS][MAXH];
     int c_first = INT_MAX, c_last = 0;
     for (int r = r0; r < r1; r++) {
         int lo = first_key(a, r) / CH, hi = a->pos[r] / CH;
         c_first = lo < c_first ? lo : c_first;
         c_last = hi > c_last ? hi : c_last;
+        scale_queries(a, r, h0, nh, qs + (r - r0) * nh);
     }
     for (int ca = c_first; ca <= c_last; ca++) {
-        for (int r = r0; r < r1; r++) {
+        /* the chunk's first call prefetches each next block; later rows find them cached */
+        int pf = 1;
+        for (int r = r0, rn; r < r1; r = rn) {
             int k_lo = first_key(a, r), n_keys = a->pos[r] + 1, k0, k1;
+            rn = r + 1;
             if (ca < k_lo / CH || ca > a->pos[r] / CH)
                 continue;
             chunk_keys(ca, k_lo, n_keys, &k0, &k1);
-            scale_queries(a, r, h0, nh, qs);
-            chunk(a->kv, a->layer, bt_kv_layer_table(a->kv, a->layer, a->seq[r]), g, k0, k1, nh, D,
-                  (const float(*)[MAXD])qs, &part, 1);
-            for (int j = 0; j < nh; j++) {
-                float *acc = a->out + ((size_t)r * a->n_head + (size_t)(h0 + j)) * D;
-                if (ca == k_lo / CH) {
-                    m[r - r0][j] = part.m[j];
-                    l[r - r0][j] = part.l[j];
-                    memcpy(acc, part.acc[j], sizeof(float) * (size_t)D);
-                } else {
-                    fold(&m[r - r0][j], &l[r - r0][j], acc, part.m[j], part.l[j], part.acc[j], D);
-                }
+            /* the next rows of the same sequence with the same keys in this chunk */
+            while (rn < r1 && rn - r < stack && a->seq[rn] == a->seq[r]) {
+                int j0, j1;
+                if (ca < first_key(a, rn) / CH || ca > a->pos[rn] / CH)
+                    break;
+                chunk_keys(ca, first_key(a, rn), a->pos[rn] + 1, &j0, &j1);
+                if (j0 != k0 || j1 != k1)
+                    break;
+                rn++;
             }
+            chunk(a->kv, a->layer, bt_kv_layer_table(a->kv, a->layer, a->seq[r]), g, k0, k1,
+                  (rn - r) * nh, D, (const float(*)[MAXD])(qs + (r - r0) * nh), &part, pf);
+            pf = 0;
+            for (int q = r; q < rn; q++)
+                for (int j = 0; j < nh; j++) {
+                    int js = (q - r) * nh + j;
+                    float *acc = a->out + ((size_t)q * a->n_head + (size_t)(h0 + j)) * D;
+                    if (ca == first_key(a, q) / CH) {
+                        m[q - r0][j] = part.m[js];
+                        l[q - r0][j] = part.l[js];
+                        memcpy(acc, part.acc[js], sizeof(float) * (size_t)D);
+                    } else {
+                        fold(&m[q - r0][j], &l[q - r0][j], acc, part.m[js], part.l[js],
+                             part.acc[js], D);
+                    }
+                }
         }
     }
     for (int r = r0; r < r1; r++)
@@ -711,8 +731,8 @@ static INLINE_AVX512 void scores_pairs(const char *k, size_t rb, int t, int D,
                                        const float (*qs)[MAXD], float (*s)[TILE], const int NP,
                                        const int NH, const int kt) {
     const char *r = k + (size_t)t * rb;
-    __m512 z[3][4];
-#pragma GCC unroll 3
+    __m512 z[6][4];
+#pragma GCC unroll 6
     for (int j = 0; j < NH; j++)
         z[j][0] = z[j][1] = z[j][2] = z[j][3] = _mm512_setzero_ps();
     for (int i0 = 0; i0 < D; i0 += 32) {
@@ -722,21 +742,21 @@ static INLINE_AVX512 void scores_pairs(const char *k, size_t rb, int t, int D,
             d[c] = ldd2(r + (size_t)(2 * c) * rb, r + (size_t)(2 * c + 1) * rb, i0, kt);
 #pragma GCC unroll 4
         for (int i = i0; i < i0 + 32; i += 8) {
-            __m512 qb[3];
-#pragma GCC unroll 3
+            __m512 qb[6];
+#pragma GCC unroll 6
             for (int j = 0; j < NH; j++)
                 qb[j] = _mm512_broadcast_f32x8(_mm256_load_ps(qs[j] + i));
 #pragma GCC unroll 4
             for (int c = 0; c < NP; c++) {
                 __m512 kc =
                     ld8x2(r + (size_t)(2 * c) * rb, r + (size_t)(2 * c + 1) * rb, i, d[c], kt);
-#pragma GCC unroll 3
+#pragma GCC unroll 6
                 for (int j = 0; j < NH; j++)
                     z[j][c] = _mm512_fmadd_ps(qb[j], kc, z[j][c]);
             }
         }
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 6
     for (int j = 0; j < NH; j++) {
         if (NP == 4)
             _mm256_storeu_ps(s[j] + t, reduce8(z[j][0], z[j][1], z[j][2], z[j][3]));
@@ -752,8 +772,8 @@ static INLINE_AVX512 void scores_pairs(const char *k, size_t rb, int t, int D,
 static INLINE_AVX512 void values64(const char *v, size_t rb, int nk, int i0, const float (*p)[TILE],
                                    red_state *st, int j0, const char *pv, size_t pbytes,
                                    const int ND, const int NH, const int kt) {
-    __m512 c[3][2][4]; /* [head][chain: even keys onto the state, odd keys from zero][16 dims] */
-#pragma GCC unroll 3
+    __m512 c[6][2][4]; /* [head][chain: even keys onto the state, odd keys from zero][16 dims] */
+#pragma GCC unroll 6
     for (int j = 0; j < NH; j++)
 #pragma GCC unroll 4
         for (int g = 0; g < ND; g++) {
@@ -771,7 +791,7 @@ static INLINE_AVX512 void values64(const char *v, size_t rb, int nk, int i0, con
 #pragma GCC unroll 4
             for (int g = 0; g < ND; g++)
                 x[g] = ld16(r, i0 + 16 * g, ldd512(r, i0 + 16 * g, kt), kt);
-#pragma GCC unroll 3
+#pragma GCC unroll 6
             for (int j = 0; j < NH; j++) {
                 __m512 pt = _mm512_set1_ps(p[j0 + j][t + e]);
 #pragma GCC unroll 4
@@ -780,18 +800,21 @@ static INLINE_AVX512 void values64(const char *v, size_t rb, int nk, int i0, con
             }
         }
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 6
     for (int j = 0; j < NH; j++)
 #pragma GCC unroll 4
         for (int g = 0; g < ND; g++)
             _mm512_store_ps(st->acc[j0 + j] + i0 + 16 * g, _mm512_add_ps(c[j][0][g], c[j][1][g]));
 }
 
-/* values64 for nj (1..3) heads: the register count fixed at compile time. */
+/* values64 for nj (1..3, or 6) heads: the register count fixed at compile time (6 heads: 32
+ * dimensions per pass). */
 static INLINE_AVX512 void values_heads(const char *v, size_t rb, int nk, int i0,
                                        const float (*p)[TILE], red_state *st, int j0, int nj,
                                        const char *pv, size_t pbytes, const int ND, const int kt) {
-    if (nj == 3)
+    if (nj == 6)
+        values64(v, rb, nk, i0, p, st, j0, pv, pbytes, 2, 6, kt);
+    else if (nj == 3)
         values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 3, kt);
     else if (nj == 2)
         values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 2, kt);
@@ -799,11 +822,13 @@ static INLINE_AVX512 void values_heads(const char *v, size_t rb, int nk, int i0,
         values64(v, rb, nk, i0, p, st, j0, pv, pbytes, ND, 1, kt);
 }
 
-/* scores_pairs for nj (1..3) heads. */
+/* scores_pairs for nj (1..3, or 6) heads. */
 static INLINE_AVX512 void scores_heads(const char *k, size_t rb, int t, int D,
                                        const float (*qs)[MAXD], float (*s)[TILE], int nj,
                                        const int NP, const int kt) {
-    if (nj == 3)
+    if (nj == 6)
+        scores_pairs(k, rb, t, D, qs, s, NP, 6, kt);
+    else if (nj == 3)
         scores_pairs(k, rb, t, D, qs, s, NP, 3, kt);
     else if (nj == 2)
         scores_pairs(k, rb, t, D, qs, s, NP, 2, kt);
@@ -812,15 +837,18 @@ static INLINE_AVX512 void scores_heads(const char *k, size_t rb, int t, int D,
 }
 
 /* block_avx2 in 512-bit registers: keys in groups of 8, then 4, then one by one (score1, as
- * block_avx2 takes the keys past its groups of 4); values 64 dimensions per pass. */
+ * block_avx2 takes the keys past its groups of 4); values 64 dimensions per pass. Heads go 3 at
+ * a time, or 6 (values 32 dimensions per pass) when attend_rows stacks 2 rows of a group of 3:
+ * each K and V row converted once for more heads; per head the same operations. */
 static INLINE_AVX512 void block_avx512(const char *k, const char *v, size_t rb, int nk, int D,
                                        int nh, const float (*qs)[MAXD], red_state *st,
                                        const char *pk, const char *pv, size_t pbytes,
                                        const int kt) {
     float s[MAXH][TILE] __attribute__((aligned(64)));
     float p[MAXH][TILE] __attribute__((aligned(64)));
-    for (int j0 = 0; j0 < nh; j0 += 3) {
-        int nj = nh - j0 < 3 ? nh - j0 : 3, t = 0;
+    const int G = nh >= 6 ? 6 : 3; /* heads per pass: 6 when a task's rows are stacked */
+    for (int j0 = 0; j0 < nh; j0 += G) {
+        int nj = nh - j0 < G ? nh - j0 : G, t = 0;
         for (; t + 8 <= nk; t += 8) {
             if (j0 == 0)
                 prefetch_part(pk, pbytes, t, 8, TILE);
@@ -841,10 +869,15 @@ static INLINE_AVX512 void block_avx512(const char *k, const char *v, size_t rb, 
         softmax_step16(s[j], p[j], D, &st->m[j], &st->l[j], st->acc[j]);
     }
     for (int i0 = 0; i0 < D; i0 += 64)
-        for (int j0 = 0; j0 < nh; j0 += 3) {
-            int nj = nh - j0 < 3 ? nh - j0 : 3;
+        for (int j0 = 0; j0 < nh; j0 += G) {
+            int nj = nh - j0 < G ? nh - j0 : G;
             size_t pf = i0 == 0 && j0 == 0 ? pbytes : 0;
-            if (D - i0 >= 64)
+            if (nj > 3) { /* 32 dimensions per pass */
+                values_heads(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, nj, pv, pf, 2, kt);
+                if (D - i0 > 32)
+                    values_heads(v, rb, nk, i0 + 32, (const float(*)[TILE])p, st, j0, nj, pv, 0, 2,
+                                 kt);
+            } else if (D - i0 >= 64)
                 values_heads(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, nj, pv, pf, 4, kt);
             else /* D % 32 == 0: a last pass of 32 */
                 values_heads(v, rb, nk, i0, (const float(*)[TILE])p, st, j0, nj, pv, pf, 2, kt);

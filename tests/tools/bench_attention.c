@@ -9,6 +9,9 @@
  *
  * -r R runs R rows of the same context at once (R <= BT_ATTN_SPLIT_MAX_ROWS keeps the chunk
  * split; more rows run whole-row tasks, as a decode batch of many sequences does).
+ * -p R runs a prompt chunk instead: R rows of one sequence at positions context-R..context-1,
+ * whole-row tasks of 16 rows (forward.c's rows per task for a prompt), and prints ns of a core
+ * per (query head, key) pair.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +21,7 @@
 #include "attention.h"
 #include "threadpool.h"
 
-enum { N_HEAD = 9, N_HEAD_KV = 3, D = 64, MAX_ROWS = 64 };
+enum { N_HEAD = 9, N_HEAD_KV = 3, D = 64, MAX_ROWS = 512 };
 
 static double now_s(void) {
     struct timespec ts;
@@ -32,7 +35,7 @@ static void task(void *ctx, int t, int thread) {
 }
 
 int main(int argc, char **argv) {
-    int ctx = 4096, threads = 2, n_tok = 64, n_layer = 30, rows = 1;
+    int ctx = 4096, threads = 2, n_tok = 64, n_layer = 30, rows = 1, prompt = 0;
     bt_type type = BT_TYPE_F16;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-c") == 0)
@@ -45,6 +48,8 @@ int main(int argc, char **argv) {
             n_layer = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "-r") == 0)
             rows = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "-p") == 0)
+            prompt = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "-k") == 0)
             type = strcmp(argv[i + 1], "q8_0") == 0  ? BT_TYPE_Q8_0
                    : strcmp(argv[i + 1], "f32") == 0 ? BT_TYPE_F32
@@ -54,7 +59,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (ctx < 1 || rows < 1 || rows > MAX_ROWS || n_tok < 1 || threads < 1 || n_layer < 1) {
+    if (prompt > 0)
+        rows = prompt;
+    if (ctx < 1 || rows < 1 || rows > MAX_ROWS || n_tok < 1 || threads < 1 || n_layer < 1 ||
+        (prompt > 0 && prompt > ctx)) {
         fprintf(stderr, "bench_attention: bad arguments\n");
         return 2;
     }
@@ -77,7 +85,7 @@ int main(int argc, char **argv) {
     }
     uint32_t rng = 7;
     float k[N_HEAD_KV * D], v[N_HEAD_KV * D];
-    for (int s = 0; s < rows; s++) {
+    for (int s = 0; s < (prompt > 0 ? 1 : rows); s++) {
         if (bt_kv_seq_reserve(kv, s, ctx, &err) != BT_OK) {
             fprintf(stderr, "bench_attention: %s\n", err.msg);
             return 1;
@@ -100,10 +108,10 @@ int main(int argc, char **argv) {
             q[r][i] = (float)((i * 37 + r) % 17) / 17.0f - 0.5f;
     int32_t seq[MAX_ROWS], pos[MAX_ROWS];
     for (int r = 0; r < rows; r++) {
-        seq[r] = r;
-        pos[r] = ctx - 1;
+        seq[r] = prompt > 0 ? 0 : r;
+        pos[r] = prompt > 0 ? ctx - prompt + r : ctx - 1;
     }
-    int split = rows <= BT_ATTN_SPLIT_MAX_ROWS && threads > 1;
+    int split = !prompt && rows <= BT_ATTN_SPLIT_MAX_ROWS && threads > 1;
     float *partials =
         split ? malloc(sizeof(float) * bt_attention_partials_floats(rows, ctx, N_HEAD, D)) : NULL;
     bt_attn_args a = {.kv = kv,
@@ -116,7 +124,7 @@ int main(int argc, char **argv) {
                       .n_head_kv = N_HEAD_KV,
                       .head_dim = D,
                       .heads_per_task = N_HEAD / N_HEAD_KV,
-                      .rows_per_task = 1,
+                      .rows_per_task = prompt > 0 ? 16 : 1,
                       .partials = partials};
     if (split)
         a.kv_heads_per_task = bt_attention_split_kv_heads(&a, threads);
@@ -134,6 +142,14 @@ int main(int argc, char **argv) {
     }
     double bytes = 2.0 * (double)n_layer * N_HEAD_KV * (double)ctx * (double)rows *
                    (double)bt_kv_row_bytes(type, D);
+    if (prompt > 0) {
+        double pairs = (double)n_layer * N_HEAD * ((double)ctx - 0.5 * (prompt - 1)) * prompt;
+        printf("prompt rows %d at context %d, %d layers, %d threads: %.3f ms mean, %.3f best, "
+               "%.2f ns of a core per (query head, key) pair (mean); out[0] %.6f\n",
+               prompt, ctx, n_layer, threads, 1e3 * sum / n_tok, 1e3 * best,
+               1e9 * threads * (sum / n_tok) / pairs, (double)out[0][0]);
+        return 0;
+    }
     printf("context %d, %d row(s), %d layers, %d threads: %.3f ms/token mean, %.3f best, "
            "%.1f GB/s of K/V (mean); out[0] %.6f\n",
            ctx, rows, n_layer, threads, 1e3 * sum / n_tok, 1e3 * best, bytes / (sum / n_tok) / 1e9,
