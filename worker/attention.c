@@ -265,8 +265,9 @@ static void attend_rows(const bt_attn_args *a, int r0, int r1, int g, int h0, in
         scale_queries(a, r, h0, nh, qs + (r - r0) * nh);
     }
     for (int ca = c_first; ca <= c_last; ca++) {
-        /* the chunk's first call prefetches each next block; later rows find them cached */
-        int pf = 1;
+        /* a sequence's first call in the chunk prefetches each next block; its later rows
+         * find them cached (a decode batch's rows are other sequences: each prefetches) */
+        int prev_seq = -1;
         for (int r = r0, rn; r < r1; r = rn) {
             int k_lo = first_key(a, r), n_keys = a->pos[r] + 1, k0, k1;
             rn = r + 1;
@@ -284,8 +285,9 @@ static void attend_rows(const bt_attn_args *a, int r0, int r1, int g, int h0, in
                 rn++;
             }
             chunk(a->kv, a->layer, bt_kv_layer_table(a->kv, a->layer, a->seq[r]), g, k0, k1,
-                  (rn - r) * nh, D, (const float(*)[MAXD])(qs + (r - r0) * nh), &part, pf);
-            pf = 0;
+                  (rn - r) * nh, D, (const float(*)[MAXD])(qs + (r - r0) * nh), &part,
+                  a->seq[r] != prev_seq);
+            prev_seq = a->seq[r];
             for (int q = r; q < rn; q++)
                 for (int j = 0; j < nh; j++) {
                     int js = (q - r) * nh + j;
