@@ -312,8 +312,43 @@ static bt_request *pick_victim(bt_sched *s, const bt_request *keep) {
     return v;
 }
 
-/* Makes `need` more blocks free for r, preempting newer sequences if that helps. */
+/* Whether pick_victim may choose v for r. */
+static bool victim_for(const bt_request *v, const bt_request *r) {
+    return v && v != r && !v->in_flight && !sched_is_beam_child(v) &&
+           v->admit_order >= r->admit_order;
+}
+
+/* Blocks that preempting every sequence pick_victim may choose for r would free: their own,
+ * and a group's shared prefix when every branch holding it is among them. */
+static int freeable_for(const bt_sched *s, const bt_request *r) {
+    int n = 0;
+    for (int i = 0; i < s->p.max_seqs; i++) {
+        const bt_request *v = s->slots[i];
+        if (!victim_for(v, r))
+            continue;
+        n += blocks_for(v->n_cached) - v->kv_base / BT_KV_BLOCK_TOKENS;
+        if (v->kv_base == 0)
+            continue;
+        int holders = 0, first = 1; /* the prefix counted once, at its first holder */
+        for (int j = 0; j < s->p.max_seqs; j++) {
+            const bt_request *w = s->slots[j];
+            if (w && w->parent == v->parent && w->kv_base > 0 && victim_for(w, r)) {
+                holders++;
+                first = first && j >= i;
+            }
+        }
+        if (first && holders == v->parent->n_holders)
+            n += v->parent->kv_shared;
+    }
+    return n;
+}
+
+/* Makes `need` more blocks free for r, preempting newer sequences if that frees enough (and
+ * none if it would not: a preempted sequence that held nothing, admitted again and preempted
+ * again at every step, kept the oldest waiting for ever). */
 bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need) {
+    if (s->kv_blocks - s->kv_used < need && s->kv_blocks - s->kv_used + freeable_for(s, r) < need)
+        return false;
     while (s->kv_blocks - s->kv_used < need) {
         bt_request *v = pick_victim(s, r);
         if (!v || v->admit_order < r->admit_order)
@@ -469,9 +504,10 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
         add_rows(s, r, rows);
     }
     /* Nothing formed and nothing in flight to free a block: see sched_unstick. Its ops go
-     * now, the rows it makes possible in the next batch. */
-    if (b->n_rows == 0 && s->n_pending == 0 && s->n_inflight == 0)
-        sched_unstick(s);
+     * now, the rows it makes possible in the next batch; without ops, those rows now. */
+    if (b->n_rows == 0 && s->n_pending == 0 && s->n_inflight == 0 && sched_unstick(s) &&
+        s->n_pending == 0)
+        return bt_sched_next_batch(s, out);
     memcpy(b->ops, s->pending, sizeof *b->ops * (size_t)s->n_pending);
     b->n_ops = s->n_pending;
     s->n_pending = 0;

@@ -246,10 +246,10 @@ static bool beam_fail_stuck(bt_sched *s) {
         return false;
     char what[160];
     snprintf(what, sizeof what,
-             "beam search: the KV cache (%d tokens) cannot hold %d beams of %d tokens (raise "
-             "--kv-tokens)",
-             s->kv_blocks * BT_KV_BLOCK_TOKENS, g->beam->width,
-             (g->n_live ? g->live[0]->n_tokens : g->n_tokens) + 1);
+             "beam search: %d beams of %d tokens found no free block in the %d-token KV cache "
+             "(raise --kv-tokens)",
+             g->beam->width, (g->n_live ? g->live[0]->n_tokens : g->n_tokens) + 1,
+             s->kv_blocks * BT_KV_BLOCK_TOKENS);
     beam_fail(s, g, BT_ERR_LIMIT, what);
     return true;
 }
@@ -272,6 +272,9 @@ static void beam_step(bt_sched *s, bt_request *g) {
     for (int i = 0; i < nl; i++)
         cum[i] = g->live[i] == g ? 0.0 : (double)g->live[i]->logprob_sum;
     int32_t len = g->live[0]->n_tokens - g->n_prompt; /* generated so far, all beams */
+    /* every beam's cached positions, read before dropped parents are released (which clears
+     * theirs): each fork is charged this many positions */
+    int32_t cached = g->live[0]->n_cached;
     bt_beam_cand keep[BT_BEAM_MAX], fin[BT_BEAM_MAX];
     int nk, nf;
     bool use_eog = !g->p.ignore_eos && s->p.is_eog;
@@ -308,7 +311,7 @@ static void beam_step(bt_sched *s, bt_request *g) {
             n_forks++; /* the first child of each parent keeps the parent's sequence */
         first[keep[i].beam] = true;
     }
-    if (nk > 0 && !sched_reserve_blocks(s, g, n_forks * blocks_for(g->live[0]->n_cached))) {
+    if (nk > 0 && !sched_reserve_blocks(s, g, n_forks * blocks_for(cached))) {
         beam_fail(s, g, BT_ERR_LIMIT,
                   "beam search: no KV blocks left for a new beam (raise --kv-tokens)");
         return;

@@ -15,8 +15,9 @@
  *
  * Admission: the oldest queued request is admitted when a slot is free and its first chunk's
  * blocks (plus a 1% watermark while other sequences run) are free. Growth that finds no free
- * block preempts the most recently admitted sequence that is not in flight: its KV is freed on
- * every stage and it is queued again at the front, to be recomputed from its tokens; nothing
+ * block preempts the most recently admitted sequences that are not in flight, newest first,
+ * if together they free enough (none otherwise: the growth waits): their KV is freed on every
+ * stage and they are queued again at the front, to be recomputed from their tokens; nothing
  * else is failed. Sampling is a function of (seed, position), so a recomputed sequence
  * samples the same tokens it would have. Beams are never preempted (sched_family.c).
  *

@@ -100,7 +100,7 @@ else
 fi
 # Beams are never preempted: 4 beams that outgrow 256 KV tokens fail the request with a
 # message naming the cache (exit 1), not the engine with "scheduler stalled".
-expect 1 "beam search: the KV cache \(256 tokens\) cannot hold 4 beams of [0-9]+ tokens \(raise --kv-tokens\)" \
+expect 1 "beam search: 4 beams of [0-9]+ tokens found no free block in the 256-token KV cache \(raise --kv-tokens\)" \
     -- generate --model "$MODEL" --prompt "$P" --max-tokens 100 --ignore-eos --ctx 256 \
     --kv-tokens 256 --beam-width 4 --temperature 0
 # The last stage samples and scores the rows of a batch in parallel on its threads: a seeded

@@ -862,6 +862,35 @@ static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int b
     return r;
 }
 
+/* A request of any kind for test_random_pressure: prompt tokens from its id. */
+static bt_request *make_any(uint64_t id, int32_t n_prompt, int32_t max_tokens, int n, int best_of,
+                            int beam, int32_t n_ctx) {
+    int32_t prompt[MAX_POS];
+    for (int32_t i = 0; i < n_prompt; i++)
+        prompt[i] = (int32_t)(3 + (id * 131 + (uint64_t)i * 17) % 997);
+    bt_request_params rp = bt_request_default_params();
+    rp.max_tokens = max_tokens;
+    rp.ignore_eos = true;
+    rp.n = n;
+    rp.best_of = best_of;
+    rp.beam_width = beam;
+    rp.sampling.temperature = beam ? 0.0f : 1.0f;
+    rp.sampling.seed = id;
+    rp.sampling.top_logprobs = beam ? 0 : 4;
+    bt_request *r = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_request_new(prompt, n_prompt, &rp, n_ctx, &r, &err));
+    if (r)
+        r->id = id;
+    return r;
+}
+
+static uint64_t rand_u(uint64_t *s) {
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
 /* A completion's tokens follow the hash chain of its own seed from the prompt. */
 static bool chain_ok(const bt_request *c, uint64_t seed) {
     for (int32_t i = c->n_prompt; i < c->n_tokens; i++) {
@@ -1019,7 +1048,7 @@ static void test_beams_sim(void) {
         CHECK_EQ_INT(g->state, BT_REQ_DONE);
         CHECK_EQ_INT(g->finish, BT_FINISH_ERROR);
         CHECK_EQ_INT(g->error.status, BT_ERR_LIMIT);
-        CHECK(strstr(g->error.msg, "KV cache (64 tokens) cannot hold 2 beams") != NULL);
+        CHECK(strstr(g->error.msg, "found no free block in the 64-token KV cache") != NULL);
         CHECK_EQ_INT(plain->state, BT_REQ_DONE);
         CHECK_EQ_INT(plain->n_generated, 12);
         CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
@@ -1077,6 +1106,83 @@ static void test_group_cancel_fail(void) {
     }
 }
 
+/* Random workloads under KV pressure: plain requests, n/best_of groups and beams of random
+ * sizes in small KV caches, small chunks and slots. Whatever the mix, the run ends: every
+ * request done, plain ones and branches with all their tokens (preempted and recomputed as
+ * needed), a beam group either with its hypotheses or with the KV error, nothing left charged
+ * and the simulated stage consistent. A wait for blocks nothing will free shows as a request
+ * still active when the scheduler has nothing to send. */
+static void test_random_pressure(void) {
+    uint64_t rng = 0x5eed;
+    int n_beam_fail = 0, n_preempt = 0, n_runs = 3000;
+    for (int run = 0; run < n_runs; run++) {
+        enum { NR = 8 };
+        int kv = 16 * (3 + (int)(rand_u(&rng) % 30)); /* 48 .. 512 tokens */
+        int n_ctx = kv < 256 ? kv : 256;
+        int max_seqs = 4 + (int)(rand_u(&rng) % 5);
+        int chunk = 4 + (int)(rand_u(&rng) % 61);
+        bt_sched_params p = params(max_seqs, kv, MAX_BATCH, chunk, 1, n_ctx);
+        sim m;
+        sim_init(&m, &p);
+        m.beams = rand_u(&rng) % 2 == 0;
+        bt_request *reqs[NR];
+        int n_req = 2 + (int)(rand_u(&rng) % (NR - 1));
+        for (int i = 0; i < n_req; i++) {
+            int32_t n_prompt = 1 + (int32_t)(rand_u(&rng) % (uint64_t)(n_ctx / 2));
+            int32_t max_tokens = 1 + (int32_t)(rand_u(&rng) % 40);
+            /* plain, n/best_of, or beams (only in runs where the stage's candidates ignore
+             * the seed, as beams need: m.beams) */
+            int kind = (int)(rand_u(&rng) % 3);
+            int best_of = kind == 1 ? 2 + (int)(rand_u(&rng) % 2) : 1;
+            int beam = kind == 2 && m.beams ? 1 + (int)(rand_u(&rng) % 2) : 0;
+            reqs[i] =
+                make_any(1000 + (uint64_t)(run * NR + i), n_prompt, max_tokens,
+                         best_of > 1 ? 1 + (int)(rand_u(&rng) % best_of) : 1, best_of, beam, n_ctx);
+            bt_sched_submit(m.s, reqs[i]);
+        }
+        int steps = 0;
+        while (sim_step(&m) && steps++ < 20000)
+            ;
+        bool ok = m.bad == 0 && bt_sched_n_active(m.s) == 0 && bt_sched_kv_blocks_used(m.s) == 0;
+        for (int i = 0; i < n_req && ok; i++) {
+            const bt_request *r = reqs[i];
+            if (r->state != BT_REQ_DONE)
+                ok = false;
+            else if (r->finish == BT_FINISH_ERROR)
+                ok = r->beam && strstr(r->error.msg, "KV") != NULL && ++n_beam_fail;
+            else
+                for (int k = 0; k < r->n_out; k++) { /* all its tokens, each its seed's */
+                    const bt_request *c = r->out[k];
+                    ok = ok && c->n_generated >= 1 &&
+                         (c->n_generated == r->p.max_tokens || c->n_tokens == n_ctx) &&
+                         (r->beam || chain_ok(c, m.beams ? 0 : c->p.sampling.seed));
+                }
+        }
+        n_preempt += (int)bt_sched_n_preemptions(m.s);
+        for (int i = 0; i < n_req && !ok; i++) {
+            const bt_request *r = reqs[i];
+            fprintf(stderr,
+                    "  request %d: prompt %d, max_tokens %d, n %d, best_of %d, beams %d: state %d, "
+                    "finish %d, %d completions '%s'\n",
+                    i, r->n_prompt, r->p.max_tokens, r->p.n, r->p.best_of, r->p.beam_width,
+                    r->state, r->finish, r->n_out, r->error.msg);
+        }
+        if (!ok)
+            check_fail(__FILE__, __LINE__,
+                       "run %d (kv %d, n_ctx %d, %d slots, chunk %d): bad %d, %d active, %d "
+                       "blocks charged at the end",
+                       run, kv, n_ctx, max_seqs, chunk, m.bad, bt_sched_n_active(m.s),
+                       bt_sched_kv_blocks_used(m.s));
+        else
+            bt_check_passed++;
+        bt_sched_free(m.s);
+        for (int i = 0; i < n_req; i++)
+            bt_request_free(reqs[i]);
+    }
+    printf("random pressure: %d runs, %d preemptions, %d beam groups refused for KV\n", n_runs,
+           n_preempt, n_beam_fail);
+}
+
 int main(void) {
     test_mixed_load();
     test_decode_spread();
@@ -1090,5 +1196,6 @@ int main(void) {
     test_best_of();
     test_beams_sim();
     test_group_cancel_fail();
+    test_random_pressure();
     return check_finish();
 }
