@@ -300,25 +300,25 @@ static void preempt(bt_sched *s, bt_request *r) {
     sched_q_push_front(s, r);
 }
 
-/* The most recently admitted running sequence other than `keep` that is not in flight. */
-static bt_request *pick_victim(bt_sched *s, const bt_request *keep) {
-    bt_request *v = NULL;
-    for (int i = 0; i < s->p.max_seqs; i++) {
-        bt_request *r = s->slots[i];
-        if (r && r != keep && !r->in_flight && !sched_is_beam_child(r) &&
-            (!v || r->admit_order > v->admit_order))
-            v = r;
-    }
-    return v;
-}
-
-/* Whether pick_victim may choose v for r. */
+/* Whether growth of r may preempt v: running, not in flight, not a beam (beams are never
+ * preempted), and not older than r. */
 static bool victim_for(const bt_request *v, const bt_request *r) {
     return v && v != r && !v->in_flight && !sched_is_beam_child(v) &&
            v->admit_order >= r->admit_order;
 }
 
-/* Blocks that preempting every sequence pick_victim may choose for r would free: their own,
+/* The most recently admitted sequence growth of r may preempt, or NULL. */
+static bt_request *pick_victim(bt_sched *s, const bt_request *r) {
+    bt_request *v = NULL;
+    for (int i = 0; i < s->p.max_seqs; i++) {
+        bt_request *c = s->slots[i];
+        if (victim_for(c, r) && (!v || c->admit_order > v->admit_order))
+            v = c;
+    }
+    return v;
+}
+
+/* Blocks that preempting every sequence growth of r may preempt would free: their own,
  * and a group's shared prefix when every branch holding it is among them. */
 static int freeable_for(const bt_sched *s, const bt_request *r) {
     int n = 0;
@@ -329,7 +329,8 @@ static int freeable_for(const bt_sched *s, const bt_request *r) {
         n += blocks_for(v->n_cached) - v->kv_base / BT_KV_BLOCK_TOKENS;
         if (v->kv_base == 0)
             continue;
-        int holders = 0, first = 1; /* the prefix counted once, at its first holder */
+        int holders = 0;
+        bool first = true; /* the prefix counted once, at its first holder */
         for (int j = 0; j < s->p.max_seqs; j++) {
             const bt_request *w = s->slots[j];
             if (w && w->parent == v->parent && w->kv_base > 0 && victim_for(w, r)) {
@@ -351,8 +352,8 @@ bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need) {
         return false;
     while (s->kv_blocks - s->kv_used < need) {
         bt_request *v = pick_victim(s, r);
-        if (!v || v->admit_order < r->admit_order)
-            return false; /* never preempt an older sequence for a newer one */
+        if (!v)
+            return false;
         preempt(s, v);
     }
     s->kv_used += need;

@@ -77,8 +77,8 @@ int sched_take_slot(bt_sched *s, bt_request *r);
 void sched_drop_held(bt_sched *s, bt_request *g);
 /* Releases r's slot and KV (a FREE op tells the stages). */
 void sched_release(bt_sched *s, bt_request *r);
-/* Makes `need` more blocks free for r, preempting newer sequences if that helps; charges
- * them. False (nothing charged) when they cannot be had. */
+/* Makes `need` more blocks free for r, preempting newer sequences if together they free
+ * enough (none otherwise); charges them. False (nothing charged) when they cannot be had. */
 bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need);
 /* Ends completion r (DONE, why), frees its KV, calls its callbacks; a group that never
  * forked ends as a whole (sched_group_end). */
