@@ -69,19 +69,10 @@ ids_of() {
 # a SIGSEGV in PMIx_server_finalize under orte_finalize, its backtrace in FILE, exit 139,
 # about 1 run in 6 here), which says nothing about baton: then 1, the status MPI_Abort asked
 # for, with a note. A crash of a baton rank has baton's frames and keeps its 139.
-# With SECONDS (how long the job ran) as a third argument, a 137 well inside BT_MPI_TIMEOUT
-# after Open MPI reported "MPI_ABORT was invoked ... with errorcode 1" is also 1, with a note:
-# the launcher (timeout, then mpirun) was SIGKILLed while Open MPI tore the job down (1 run
-# in about 15 of the disk-full job in mpi.slices.smol, stops 23 and 24); a job the timeout
-# killed ran the full limit and keeps its 137.
 abort_status() {
     if [[ $1 -eq 139 ]] && grep -q 'orte_finalize' "$2" && grep -q 'mpiexec(' "$2" &&
         ! grep -q '\bbaton(' "$2"; then
         echo "note: mpirun crashed in its own finalize after the abort (Open MPI); counted as 1" >&2
-        echo 1
-    elif [[ $1 -eq 137 && -n ${3:-} && $3 -lt $((${BT_MPI_TIMEOUT:-90} - 10)) ]] &&
-        grep -A1 'MPI_ABORT was invoked on rank' "$2" | grep -q 'with errorcode 1\.'; then
-        echo "note: the launcher was killed after MPI_ABORT with errorcode 1 (${3} s); counted as 1" >&2
         echo 1
     else
         echo "$1"
