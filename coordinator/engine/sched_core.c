@@ -97,7 +97,7 @@ static void q_push_back(bt_sched *s, bt_request *r) {
     s->n_queued++;
 }
 
-void sched_q_push_front(bt_sched *s, bt_request *r) {
+static void q_push_front(bt_sched *s, bt_request *r) {
     r->q_prev = NULL;
     r->q_next = s->q_head;
     if (s->q_head)
@@ -291,13 +291,17 @@ void bt_sched_fail_all(bt_sched *s, const bt_error *err) {
     s->n_pending = 0;
 }
 
-static void preempt(bt_sched *s, bt_request *r) {
-    sched_release(s, r);
-    sched_drop_held(s, r);
+void sched_requeue(bt_sched *s, bt_request *r) {
     r->state = BT_REQ_QUEUED;
     r->n_preempted++;
     s->n_preempt++;
-    sched_q_push_front(s, r);
+    q_push_front(s, r);
+}
+
+static void preempt(bt_sched *s, bt_request *r) {
+    sched_release(s, r);
+    sched_drop_held(s, r);
+    sched_requeue(s, r);
 }
 
 /* Whether growth of r may preempt v: running, not in flight, not a beam (beams are never
@@ -318,8 +322,23 @@ static bt_request *pick_victim(bt_sched *s, const bt_request *r) {
     return v;
 }
 
-/* Blocks that preempting every sequence growth of r may preempt would free: their own,
- * and a group's shared prefix when every branch holding it is among them. */
+/* Group g's shared prefix if preempting every sequence growth of r may preempt frees it (all
+ * its holders are among them), counted once: at i, the lowest slot holding it; else 0. */
+static int prefix_freeable(const bt_sched *s, const bt_request *g, const bt_request *r, int i) {
+    int holders = 0;
+    for (int j = 0; j < s->p.max_seqs; j++) {
+        const bt_request *w = s->slots[j];
+        if (!w || w->parent != g || w->kv_base == 0)
+            continue;
+        if (j < i || !victim_for(w, r))
+            return 0;
+        holders++;
+    }
+    return holders == g->n_holders ? g->kv_shared : 0;
+}
+
+/* Blocks that preempting every sequence growth of r may preempt would free: their own, and
+ * the shared prefixes it would release. */
 static int freeable_for(const bt_sched *s, const bt_request *r) {
     int n = 0;
     for (int i = 0; i < s->p.max_seqs; i++) {
@@ -327,19 +346,8 @@ static int freeable_for(const bt_sched *s, const bt_request *r) {
         if (!victim_for(v, r))
             continue;
         n += blocks_for(v->n_cached) - v->kv_base / BT_KV_BLOCK_TOKENS;
-        if (v->kv_base == 0)
-            continue;
-        int holders = 0;
-        bool first = true; /* the prefix counted once, at its first holder */
-        for (int j = 0; j < s->p.max_seqs; j++) {
-            const bt_request *w = s->slots[j];
-            if (w && w->parent == v->parent && w->kv_base > 0 && victim_for(w, r)) {
-                holders++;
-                first = first && j >= i;
-            }
-        }
-        if (first && holders == v->parent->n_holders)
-            n += v->parent->kv_shared;
+        if (v->kv_base > 0)
+            n += prefix_freeable(s, v->parent, r, i);
     }
     return n;
 }
@@ -441,8 +449,7 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
     /* Groups whose shared prefix is cached fork now (their ops go with this batch). */
     for (int i = 0; i < n; i++) {
         bt_request *r = s->order[i];
-        if (r->fork_at >= 0 && !r->forked && !r->in_flight && r->state == BT_REQ_RUNNING &&
-            r->n_cached == r->fork_at)
+        if (sched_fork_due(r))
             sched_fork_branches(s, r, false);
     }
     n = 0;

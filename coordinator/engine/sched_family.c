@@ -158,12 +158,9 @@ bool sched_fork_branches(bt_sched *s, bt_request *g, bool fit) {
     for (int i = 0; i < g->n_branch; i++) {
         bt_request *c = g->branch[i];
         child_start(s, g, c, g);
-        if (i >= n_fork) {
-            c->state = BT_REQ_QUEUED;
+        if (i >= n_fork) { /* requeued below, in branch order */
             c->seq = -1;
             c->n_cached = 0;
-            c->n_preempted++;
-            s->n_preempt++;
             s->n_held--;
             g->slots_held--;
             continue;
@@ -181,7 +178,7 @@ bool sched_fork_branches(bt_sched *s, bt_request *g, bool fit) {
         }
     }
     for (int i = g->n_branch - 1; i >= n_fork; i--)
-        sched_q_push_front(s, g->branch[i]);
+        sched_requeue(s, g->branch[i]);
     g->seq = -1;
     g->n_cached = 0;
     g->forked = true;
@@ -257,8 +254,7 @@ static bool beam_fail_stuck(bt_sched *s) {
 bool sched_unstick(bt_sched *s) {
     for (int i = 0; i < s->p.max_seqs; i++) {
         bt_request *r = s->slots[i];
-        if (r && r->fork_at >= 0 && !r->forked && !r->in_flight && r->state == BT_REQ_RUNNING &&
-            r->n_cached == r->fork_at)
+        if (r && sched_fork_due(r))
             return sched_fork_branches(s, r, true);
     }
     return beam_fail_stuck(s);

@@ -65,10 +65,17 @@ static inline int32_t sched_row_end(const bt_request *r) {
     return r->fork_at >= 0 && !r->forked ? r->fork_at : r->n_tokens;
 }
 
+/* n/best_of: g's shared prefix is cached and nothing of it is in flight: it forks now. */
+static inline bool sched_fork_due(const bt_request *g) {
+    return g->fork_at >= 0 && !g->forked && !g->in_flight && g->state == BT_REQ_RUNNING &&
+           g->n_cached == g->fork_at;
+}
+
 /* ---- sched_core.c ---- */
 void sched_q_remove(bt_sched *s, bt_request *r);
-/* Queues r at the front (a preempted sequence, recomputed next). */
-void sched_q_push_front(bt_sched *s, bt_request *r);
+/* Queues r (holding no slot or KV) again at the front, to be recomputed from its tokens next,
+ * and counts it as a preemption. */
+void sched_requeue(bt_sched *s, bt_request *r);
 /* Queues a FREE or FORK op for the next micro-batch. */
 void sched_push_op(bt_sched *s, bt_sched_op_kind kind, int32_t seq, int32_t dst);
 /* Gives r the lowest free slot (one must be free); returns it. */
