@@ -312,21 +312,36 @@ static void on_done(bt_request *r, void *ctx) {
     n_done_calls++;
 }
 
-static bt_request *make_req(uint64_t id, int32_t n_prompt, int32_t max_tokens, int32_t n_ctx) {
+/* Request `id` with rp: its n_prompt prompt tokens are a function of the id. */
+static bt_request *new_req(uint64_t id, int32_t n_prompt, const bt_request_params *rp,
+                           int32_t n_ctx) {
     int32_t prompt[MAX_POS];
     for (int32_t i = 0; i < n_prompt; i++)
         prompt[i] = (int32_t)(3 + (id * 131 + (uint64_t)i * 17) % 997);
+    bt_request *r = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_request_new(prompt, n_prompt, rp, n_ctx, &r, &err));
+    if (r)
+        r->id = id;
+    return r;
+}
+
+static bt_request *make_req(uint64_t id, int32_t n_prompt, int32_t max_tokens, int32_t n_ctx) {
     bt_request_params rp = {.max_tokens = max_tokens,
                             .ignore_eos = true,
                             .sampling = bt_sampler_default_params(),
                             .on_done = on_done};
-    bt_request *r = NULL;
-    bt_error err;
-    bt_error_init(&err);
-    CHECK_OK(bt_request_new(prompt, n_prompt, &rp, n_ctx, &r, &err));
-    if (r)
-        r->id = id;
-    return r;
+    return new_req(id, n_prompt, &rp, n_ctx);
+}
+
+/* n alike requests, ids id0.., into reqs and submitted in order. */
+static void submit_alike(bt_sched *s, bt_request **reqs, int n, uint64_t id0, int32_t n_prompt,
+                         int32_t max_tokens, int32_t n_ctx) {
+    for (int i = 0; i < n; i++) {
+        reqs[i] = make_req(id0 + (uint64_t)i, n_prompt, max_tokens, n_ctx);
+        bt_sched_submit(s, reqs[i]);
+    }
 }
 
 static void check_generated(const bt_request *r, int32_t n_gen) {
@@ -399,10 +414,7 @@ static void test_decode_spread(void) {
     fake f;
     fake_init(&f, &p);
     bt_request *reqs[8];
-    for (int i = 0; i < 8; i++) {
-        reqs[i] = make_req((uint64_t)i + 100, 5, 12, p.n_ctx);
-        bt_sched_submit(f.s, reqs[i]);
-    }
+    submit_alike(f.s, reqs, 8, 100, 5, 12, p.n_ctx);
     /* The first batch carries every prompt (8 x 5 rows fit in 64). */
     fake_fill(&f, reqs, 8);
     CHECK_EQ_INT(f.n_fl, 1);
@@ -470,10 +482,7 @@ static void test_admission(void) {
         fake f;
         fake_init(&f, &p);
         bt_request *reqs[5];
-        for (int i = 0; i < 5; i++) {
-            reqs[i] = make_req((uint64_t)i + 300, 3, 4, p.n_ctx);
-            bt_sched_submit(f.s, reqs[i]);
-        }
+        submit_alike(f.s, reqs, 5, 300, 3, 4, p.n_ctx);
         fake_fill(&f, reqs, 5);
         CHECK_EQ_INT(bt_sched_n_running(f.s), 2);
         CHECK_EQ_INT(reqs[0]->state, BT_REQ_RUNNING);
@@ -494,10 +503,7 @@ static void test_admission(void) {
         fake f;
         fake_init(&f, &p);
         bt_request *reqs[2];
-        for (int i = 0; i < 2; i++) {
-            reqs[i] = make_req((uint64_t)i + 400, 40, 4, p.n_ctx);
-            bt_sched_submit(f.s, reqs[i]);
-        }
+        submit_alike(f.s, reqs, 2, 400, 40, 4, p.n_ctx);
         bt_sched_batch *b;
         CHECK(bt_sched_next_batch(f.s, &b));
         CHECK_EQ_INT(bt_sched_n_running(f.s), 1);
@@ -526,10 +532,7 @@ static void test_admission(void) {
         fake f;
         fake_init(&f, &p);
         bt_request *reqs[2];
-        for (int i = 0; i < 2; i++) {
-            reqs[i] = make_req((uint64_t)i + 450, 1590, 4, p.n_ctx);
-            bt_sched_submit(f.s, reqs[i]);
-        }
+        submit_alike(f.s, reqs, 2, 450, 1590, 4, p.n_ctx);
         fake_fill(&f, reqs, 2);
         CHECK_EQ_INT(reqs[0]->state, BT_REQ_RUNNING);
         CHECK_EQ_INT(reqs[1]->state, BT_REQ_QUEUED);
@@ -592,10 +595,7 @@ static void test_cancel(void) {
     fake f;
     fake_init(&f, &p);
     bt_request *reqs[4];
-    for (int i = 0; i < 4; i++) {
-        reqs[i] = make_req((uint64_t)i + 600, 6, 10, p.n_ctx);
-        bt_sched_submit(f.s, reqs[i]);
-    }
+    submit_alike(f.s, reqs, 4, 600, 6, 10, p.n_ctx);
     /* queued: leaves at once */
     int done0 = n_done_calls;
     bt_sched_cancel(f.s, reqs[3]);
@@ -650,10 +650,7 @@ static void test_protocol_errors(void) {
     CHECK(strstr(err.msg, "none in flight") != NULL);
 
     bt_request *reqs[2];
-    for (int i = 0; i < 2; i++) {
-        reqs[i] = make_req((uint64_t)i + 700, 4, 3, p.n_ctx);
-        bt_sched_submit(f.s, reqs[i]);
-    }
+    submit_alike(f.s, reqs, 2, 700, 4, 3, p.n_ctx);
     fake_fill(&f, reqs, 2);
     CHECK_EQ_INT(f.n_fl, 1);
     flight *e = &f.fl[f.fl_head];
@@ -724,10 +721,7 @@ static void test_fail_all(void) {
     fake f;
     fake_init(&f, &p);
     bt_request *reqs[4];
-    for (int i = 0; i < 4; i++) {
-        reqs[i] = make_req((uint64_t)i + 900, 4, 5, p.n_ctx);
-        bt_sched_submit(f.s, reqs[i]);
-    }
+    submit_alike(f.s, reqs, 4, 900, 4, 5, p.n_ctx);
     fake_fill(&f, reqs, 4);
     bt_error stage_err;
     bt_error_init(&stage_err);
@@ -865,9 +859,6 @@ static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int b
 /* A request of any kind for test_random_pressure: prompt tokens from its id. */
 static bt_request *make_any(uint64_t id, int32_t n_prompt, int32_t max_tokens, int n, int best_of,
                             int beam, int32_t n_ctx) {
-    int32_t prompt[MAX_POS];
-    for (int32_t i = 0; i < n_prompt; i++)
-        prompt[i] = (int32_t)(3 + (id * 131 + (uint64_t)i * 17) % 997);
     bt_request_params rp = bt_request_default_params();
     rp.max_tokens = max_tokens;
     rp.ignore_eos = true;
@@ -877,13 +868,7 @@ static bt_request *make_any(uint64_t id, int32_t n_prompt, int32_t max_tokens, i
     rp.sampling.temperature = beam ? 0.0f : 1.0f;
     rp.sampling.seed = id;
     rp.sampling.top_logprobs = beam ? 0 : 4;
-    bt_request *r = NULL;
-    bt_error err;
-    bt_error_init(&err);
-    CHECK_OK(bt_request_new(prompt, n_prompt, &rp, n_ctx, &r, &err));
-    if (r)
-        r->id = id;
-    return r;
+    return new_req(id, n_prompt, &rp, n_ctx);
 }
 
 static uint64_t rand_u(uint64_t *s) {
