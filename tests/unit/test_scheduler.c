@@ -827,6 +827,12 @@ static bool sim_step(sim *m) {
     return true;
 }
 
+/* Steps until the scheduler has nothing to send, at most max_steps (a bound, not a wait). */
+static void sim_run(sim *m, int max_steps) {
+    for (int i = 0; i <= max_steps && sim_step(m); i++)
+        ;
+}
+
 static void sim_init(sim *m, bt_sched_params *p) {
     memset(m, 0, sizeof *m);
     for (int i = 0; i < MAX_SEQS; i++)
@@ -836,10 +842,9 @@ static void sim_init(sim *m, bt_sched_params *p) {
     CHECK_OK(bt_sched_new(p, &m->s, &err));
 }
 
-static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int best_of, int beam) {
-    int32_t prompt[MAX_POS];
-    for (int32_t i = 0; i < n_prompt; i++)
-        prompt[i] = 3 + (i * 7) % 40;
+/* Params of a group: n of best_of sampled branches, or beams (greedy), seeded. */
+static bt_request_params group_params(int32_t max_tokens, int n, int best_of, int beam,
+                                      uint64_t seed) {
     bt_request_params rp = bt_request_default_params();
     rp.max_tokens = max_tokens;
     rp.ignore_eos = true;
@@ -847,8 +852,16 @@ static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int b
     rp.best_of = best_of;
     rp.beam_width = beam;
     rp.sampling.temperature = beam ? 0.0f : 1.0f;
-    rp.sampling.seed = 42;
+    rp.sampling.seed = seed;
     rp.sampling.top_logprobs = beam ? 0 : 4;
+    return rp;
+}
+
+static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int best_of, int beam) {
+    int32_t prompt[MAX_POS];
+    for (int32_t i = 0; i < n_prompt; i++)
+        prompt[i] = 3 + (i * 7) % 40;
+    bt_request_params rp = group_params(max_tokens, n, best_of, beam, 42);
     bt_request *r = NULL;
     bt_error err;
     bt_error_init(&err);
@@ -856,18 +869,10 @@ static bt_request *make_group(int32_t n_prompt, int32_t max_tokens, int n, int b
     return r;
 }
 
-/* A request of any kind for test_random_pressure: prompt tokens from its id. */
+/* A request of any kind for test_random_pressure: its prompt and seed from its id. */
 static bt_request *make_any(uint64_t id, int32_t n_prompt, int32_t max_tokens, int n, int best_of,
                             int beam, int32_t n_ctx) {
-    bt_request_params rp = bt_request_default_params();
-    rp.max_tokens = max_tokens;
-    rp.ignore_eos = true;
-    rp.n = n;
-    rp.best_of = best_of;
-    rp.beam_width = beam;
-    rp.sampling.temperature = beam ? 0.0f : 1.0f;
-    rp.sampling.seed = id;
-    rp.sampling.top_logprobs = beam ? 0 : 4;
+    bt_request_params rp = group_params(max_tokens, n, best_of, beam, id);
     return new_req(id, n_prompt, &rp, n_ctx);
 }
 
@@ -978,9 +983,7 @@ static void test_beams_sim(void) {
         bt_request *g = make_group(20, 9, W, W, W), *plain = make_req(9, 7, 12, 512);
         bt_sched_submit(m.s, g);
         bt_sched_submit(m.s, plain);
-        int steps = 0;
-        while (sim_step(&m) && steps++ < 200)
-            ;
+        sim_run(&m, 200);
         CHECK_EQ_INT(m.bad, 0);
         CHECK_EQ_INT(g->state, BT_REQ_DONE);
         CHECK_EQ_INT(g->n_out, W);
@@ -1026,9 +1029,7 @@ static void test_beams_sim(void) {
         bt_request *g = make_group(20, 40, 2, 2, 2), *plain = make_req(9, 7, 12, 64);
         bt_sched_submit(m.s, g);
         bt_sched_submit(m.s, plain);
-        int steps = 0;
-        while (sim_step(&m) && steps++ < 400)
-            ;
+        sim_run(&m, 400);
         CHECK_EQ_INT(m.bad, 0);
         CHECK_EQ_INT(g->state, BT_REQ_DONE);
         CHECK_EQ_INT(g->finish, BT_FINISH_ERROR);
@@ -1070,9 +1071,7 @@ static void test_group_cancel_fail(void) {
         CHECK(g->forked);
         if (mode % 2 == 0) {
             bt_sched_cancel(m.s, g);
-            int steps = 0;
-            while (sim_step(&m) && steps++ < 50)
-                ;
+            sim_run(&m, 50);
             CHECK_EQ_INT(g->finish, BT_FINISH_CANCELLED);
         } else {
             bt_error e;
@@ -1125,9 +1124,7 @@ static void test_random_pressure(void) {
                          best_of > 1 ? 1 + (int)(rand_u(&rng) % best_of) : 1, best_of, beam, n_ctx);
             bt_sched_submit(m.s, reqs[i]);
         }
-        int steps = 0;
-        while (sim_step(&m) && steps++ < 20000)
-            ;
+        sim_run(&m, 20000);
         bool ok = m.bad == 0 && bt_sched_n_active(m.s) == 0 && bt_sched_kv_blocks_used(m.s) == 0;
         for (int i = 0; i < n_req && ok; i++) {
             const bt_request *r = reqs[i];
