@@ -11,7 +11,7 @@ marker="bt-baton-run-test-$$-$RANDOM"
 job=$!
 launcher=""
 for _ in $(seq 1 100); do
-    launcher=$(pgrep -f -- "mpirun.*$marker" | head -1)
+    launcher=$(pgrep -f -- "^mpirun .*$marker" | head -1) # not deploy/mpirun-guard
     [[ -n $launcher ]] && break
     sleep 0.05
 done

@@ -173,7 +173,7 @@ wait_job() {
 job_field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -n 1 | cut -d= -f2; }
 
 sbatch_args=(--overcommit --cpus-per-task=1 --chdir="$tmp")
-export BATON_MODEL=$MODEL BATON_BIN=$BATON BATON_STAGES=2
+export BATON_MODEL=$MODEL BATON_BIN=$BATON BATON_STAGES=2 BATON_MPIRUN_GUARD=$root/deploy/mpirun-guard
 
 # --- 1. 60 requests, one job, mpirun inside the allocation ---
 make_input "$tmp/in1.jsonl" 60 12
