@@ -129,7 +129,7 @@ INLINE __m256 scales_of_pair(const char *wa, const char *wbb) {
     return _mm256_cvtph_ps(_mm_setr_epi32(va, va, vb, vb));
 }
 
-INLINE __m256i bcast16(const int8_t *p) {
+INLINE __m256i bcast16(const void *p) { /* 16 bytes, twice */
     return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
 }
 
@@ -214,7 +214,7 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
  * final reduction; so y[t][r] does not depend on which tile computed it.
  *
  * Q4_0 and Q5_0 (|w| <= 16) skip the sign trick: the activations are made unsigned, xu =
- * x + 128 (a xor per token, shared by the pair), maddubs(xu, w) is exact (|pair| <= 2 * 255
+ * x + 128 (bt_matmul's, made once per token tile), maddubs(xu, w) is exact (|pair| <= 2 * 255
  * * 16) and 128 * (w0 + w1) per int16 is subtracted before the madd (computed once per pair
  * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
  * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
@@ -226,7 +226,8 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 #define DEFINE_PTILE(name, block_t, XU)                                                            \
     INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
-                             int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {    \
+                             const uint8_t *xu, int64_t xs, int64_t nb, float *out, int64_t ldo,   \
+                             int ca, int cb) {                                                     \
         const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);             \
         __m256 acc[PAIR_TOK];                                                                      \
         PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
@@ -247,13 +248,14 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
             PTOKENS {                                                                              \
                 const bt_q8 *xt = xb + t * xs;                                                     \
                 __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
-                __m256i xlo = bcast16(xt->qs), xhi = bcast16(xt->qs + 16), v;                      \
+                __m256i v;                                                                         \
                 if (XU) {                                                                          \
-                    __m256i s =                                                                    \
-                        _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_xor_si256(xlo, k80), q.lo),   \
-                                         _mm256_maddubs_epi16(_mm256_xor_si256(xhi, k80), q.hi));  \
+                    const uint8_t *ut = xu + 32 * (i + t * xs);                                    \
+                    __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(bcast16(ut), q.lo),          \
+                                                 _mm256_maddubs_epi16(bcast16(ut + 16), q.hi));    \
                     v = _mm256_madd_epi16(_mm256_sub_epi16(s, corr), ones);                        \
                 } else {                                                                           \
+                    __m256i xlo = bcast16(xt->qs), xhi = bcast16(xt->qs + 16);                     \
                     __m256i pl = _mm256_maddubs_epi16(_mm256_sign_epi8(q.lo, q.lo),                \
                                                       _mm256_sign_epi8(xlo, q.lo));                \
                     __m256i ph = _mm256_maddubs_epi16(_mm256_sign_epi8(q.hi, q.hi),                \
@@ -280,15 +282,16 @@ DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
 /* bt_ptile_q8_fn over up to tile_rows (4) rows: pair by pair, a lone last row paired with
  * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
 #define PTILE(name)                                                                                \
-    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
-                             int64_t n, float *out, int64_t ldo) {                                 \
+    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x,                 \
+                             const uint8_t *xu, int64_t xs, int64_t n, float *out, int64_t ldo) {  \
         const char *wb = w;                                                                        \
         int64_t nb = n / name##_ELEMS;                                                             \
         for (int r = 0; r < n_rows; r += 2) {                                                      \
             int twin = r + 1 < n_rows;                                                             \
             for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                     \
                 name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb,            \
-                             x + t * xs, xs, nb, out + t * ldo, ldo, r, twin ? r + 1 : -1);        \
+                             x + t * xs, xu + 32 * t * xs, xs, nb, out + t * ldo, ldo, r,          \
+                             twin ? r + 1 : -1);                                                   \
         }                                                                                          \
     }
 
@@ -499,7 +502,8 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
  * kq_tile's 32 * sum(x) per token).
  */
 INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, const bt_q8 *x,
-                     int64_t xs, int64_t nb, float *out, int64_t ldo, int ca, int cb) {
+                     const uint8_t *xu, int64_t xs, int64_t nb, float *out, int64_t ldo, int ca,
+                     int cb) {
     const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);
     const __m256i k32 = _mm256_set1_epi8(32);
     const size_t bsz = KIND == KQ_Q4K   ? sizeof(bt_block_q4_k)
@@ -567,14 +571,14 @@ INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, cons
             PTOKENS {
                 const bt_q8 *xb = x + t * xs + 8 * i + j;
                 __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xb->d));
-                __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16), v;
+                __m256i v;
                 if (KIND == KQ_Q6K) {
-                    __m256i pl = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(_mm256_xor_si256(xlo, k80), q.lo), cl);
-                    __m256i ph = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(_mm256_xor_si256(xhi, k80), q.hi), ch);
+                    const uint8_t *ut = xu + 32 * (t * xs + 8 * i + j);
+                    __m256i pl = _mm256_sub_epi16(_mm256_maddubs_epi16(bcast16(ut), q.lo), cl);
+                    __m256i ph = _mm256_sub_epi16(_mm256_maddubs_epi16(bcast16(ut + 16), q.hi), ch);
                     v = _mm256_add_epi32(_mm256_madd_epi16(pl, scl), _mm256_madd_epi16(ph, sch));
                 } else {
+                    __m256i xlo = bcast16(xb->qs), xhi = bcast16(xb->qs + 16);
                     v = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(q.lo, xlo),
                                                            _mm256_maddubs_epi16(q.hi, xhi)),
                                           ones);
@@ -596,12 +600,12 @@ INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, cons
     }
 }
 
-#define q4_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
-    kq_ptile(KQ_Q4K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
-#define q5_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
-    kq_ptile(KQ_Q5K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
-#define q6_k_ptile(ra, rb, pf, x, xs, nb, out, ldo, ca, cb)                                        \
-    kq_ptile(KQ_Q6K, ra, rb, pf, x, xs, nb, out, ldo, ca, cb)
+#define q4_k_ptile(ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)                                    \
+    kq_ptile(KQ_Q4K, ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)
+#define q5_k_ptile(ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)                                    \
+    kq_ptile(KQ_Q5K, ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)
+#define q6_k_ptile(ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)                                    \
+    kq_ptile(KQ_Q6K, ra, rb, pf, x, xu, xs, nb, out, ldo, ca, cb)
 
 #define q4_k_tile(NP, rows, pf, x, xs, NT, nb, out, ldo, col)                                      \
     kq_tile(KQ_Q4K, NP, rows, pf, x, xs, NT, nb, out, ldo, col)
@@ -955,8 +959,9 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
     t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
     t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
-    t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0;
+    t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0; /* the sign trick: no xu */
     t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
+    t->ptile_xu[BT_TYPE_Q4_0] = t->ptile_xu[BT_TYPE_Q5_0] = t->ptile_xu[BT_TYPE_Q6_K] = true;
     t->ptile_q8[BT_TYPE_Q5_0] = ptile_q5_0;
     t->ptile_q8[BT_TYPE_Q4_K] = ptile_q4_k;
     t->ptile_q8[BT_TYPE_Q5_K] = ptile_q5_k;

@@ -26,9 +26,10 @@
  * broadcast to every lane as [x 0..15] x4 and [x 16..31] x4, and two vpdpbusd give every
  * row's partial sums at once: int32 lane 4k + i of row k = the products of its bytes 4i..4i+3
  * and 16+4i..16+4i+3. The unsigned types (Q4_1, Q5_1) are the u8 operand; the signed ones
- * (Q8_0, Q4_0, Q5_0) are the s8 operand against x + 128 (a xor per token, shared by the
- * quad's rows), with 128 * (the sum of each lane's four weights) subtracted by starting the
- * accumulation at its negation (computed once per quad and block, for every token).
+ * (Q8_0, Q4_0, Q5_0) are the s8 operand against x + 128 (a xor per token in the decode
+ * tiles; the prefill tiles read bt_matmul's xu, made once per token tile), with 128 * (the
+ * sum of each lane's four weights) subtracted by starting the accumulation at its negation
+ * (computed once per quad and block, for every token).
  *
  * Bits: these are exactly the AVX2 pair tiles' outputs (kernels_avx2.c). Each output's four
  * integer lane sums are the same integers (exact arithmetic: how they are formed does not
@@ -157,9 +158,24 @@ INLINE void quad_store(int MIN, const __m512 *acc, const __m512 *macc, int NT, f
     }
 }
 
-INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf, const bt_q8 *x,
-                        int64_t xs, int NT, int64_t nb, float *out, int64_t ldo,
-                        const int *out_col) {
+/* The unsigned operand x + 128 of token block xt (the signed types): from xu (XU, prefill:
+ * block xt's 32 bytes there) or by a xor. */
+INLINE void x_plus_128(int XU, const bt_q8 *xt, const uint8_t *ut, __m512i *lo, __m512i *hi) {
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    if (XU) {
+        *lo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)ut));
+        *hi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(ut + 16)));
+    } else {
+        *lo =
+            _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs)), k80);
+        *hi = _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16))), k80);
+    }
+}
+
+INLINE void legacy_tile(int KIND, int XU, const char *const *rows, size_t bsz, size_t pf,
+                        const bt_q8 *x, const uint8_t *xu, int64_t xs, int NT, int64_t nb,
+                        float *out, int64_t ldo, const int *out_col) {
     const int MIN = KIND == L_Q4_1 || KIND == L_Q5_1;
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
     __m512 acc[BT_PREFILL_TOK], macc[BT_PREFILL_TOK / 4];
@@ -185,14 +201,16 @@ INLINE void legacy_tile(int KIND, const char *const *rows, size_t bsz, size_t pf
             }
         TOKENS {
             const bt_q8 *xt = xb + t * xs;
-            __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs));
-            __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16)));
             __m512i v;
             if (MIN) {
+                __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs));
+                __m512i xhi =
+                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16)));
                 v = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, q.lo, xlo), q.hi, xhi);
             } else {
-                v = _mm512_dpbusd_epi32(init, _mm512_xor_si512(xlo, k80), q.lo);
-                v = _mm512_dpbusd_epi32(v, _mm512_xor_si512(xhi, k80), q.hi);
+                __m512i ulo, uhi;
+                x_plus_128(XU, xt, xu + 32 * (i + t * xs), &ulo, &uhi);
+                v = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, ulo, q.lo), uhi, q.hi);
             }
             __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d));
             acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(v), acc[t]);
@@ -274,8 +292,9 @@ INLINE quad k6_quad(const char *const *r, int j) {
     return q;
 }
 
-INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x, int64_t xs,
-                    int NT, int64_t nb, float *out, int64_t ldo, const int *out_col) {
+INLINE void kq_tile(int KIND, int XU, const char *const *rows, size_t pf, const bt_q8 *x,
+                    const uint8_t *xu, int64_t xs, int NT, int64_t nb, float *out, int64_t ldo,
+                    const int *out_col) {
     const size_t bsz = KIND == K_Q4K   ? sizeof(bt_block_q4_k)
                        : KIND == K_Q5K ? 176
                                        : sizeof(bt_block_q6_k);
@@ -337,16 +356,18 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
             }
             TOKENS {
                 const bt_q8 *xt = xi + t * xs + j;
-                __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs));
-                __m512i xhi =
-                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16)));
                 __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d)), v;
                 if (KIND == K_Q6K) {
-                    __m512i lo = _mm512_dpbusd_epi32(init_lo, _mm512_xor_si512(xlo, k80), q.lo);
-                    __m512i hi = _mm512_dpbusd_epi32(init_hi, _mm512_xor_si512(xhi, k80), q.hi);
+                    __m512i ulo, uhi;
+                    x_plus_128(XU, xt, xu + 32 * (8 * i + j + t * xs), &ulo, &uhi);
+                    __m512i lo = _mm512_dpbusd_epi32(init_lo, ulo, q.lo);
+                    __m512i hi = _mm512_dpbusd_epi32(init_hi, uhi, q.hi);
                     v = _mm512_fmadd_ps(sch, _mm512_cvtepi32_ps(hi),
                                         _mm512_mul_ps(scl, _mm512_cvtepi32_ps(lo)));
                 } else {
+                    __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xt->qs));
+                    __m512i xhi =
+                        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xt->qs + 16)));
                     v = _mm512_cvtepi32_ps(
                         _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, q.lo, xlo), q.hi, xhi));
                 }
@@ -366,8 +387,9 @@ INLINE void kq_tile(int KIND, const char *const *rows, size_t pf, const bt_q8 *x
  */
 #define TILE_ROWS 16
 
-INLINE void quad_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,
-                      int NT, int64_t n, float *out, int64_t ldo) {
+/* XU: prefill, with bt_matmul's xu. */
+INLINE void quad_rows(int KIND, int XU, const void *w, size_t rb, int n_rows, const bt_q8 *x,
+                      const uint8_t *xu, int64_t xs, int NT, int64_t n, float *out, int64_t ldo) {
     static const size_t bsz[] = {sizeof(bt_block_q4_1), sizeof(bt_block_q5_1),
                                  sizeof(bt_block_q8_0), sizeof(bt_block_q4_0),
                                  sizeof(bt_block_q5_0)};
@@ -381,20 +403,21 @@ INLINE void quad_rows(int KIND, const void *w, size_t rb, int n_rows, const bt_q
             col[k] = r0 + k < n_rows ? r0 + k : -1;
         }
         if (KIND >= K_Q4K)
-            kq_tile(KIND, rows, TILE_ROWS * rb, x, xs, NT, n / BT_QK_K, out, ldo, col);
+            kq_tile(KIND, XU, rows, TILE_ROWS * rb, x, xu, xs, NT, n / BT_QK_K, out, ldo, col);
         else
-            legacy_tile(KIND, rows, bsz[KIND], TILE_ROWS * rb, x, xs, NT, n / BT_QK, out, ldo, col);
+            legacy_tile(KIND, XU, rows, bsz[KIND], TILE_ROWS * rb, x, xu, xs, NT, n / BT_QK, out,
+                        ldo, col);
     }
 }
 
 #define TILES(name, KIND)                                                                          \
     static void tile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,      \
                             int n_tok, int64_t n, float *out, int64_t ldo) {                       \
-        BT_WITH_NT(n_tok, quad_rows(KIND, w, rb, n_rows, x, xs, NT_, n, out, ldo))                 \
+        BT_WITH_NT(n_tok, quad_rows(KIND, 0, w, rb, n_rows, x, NULL, xs, NT_, n, out, ldo))        \
     }                                                                                              \
-    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x, int64_t xs,     \
-                             int64_t n, float *out, int64_t ldo) {                                 \
-        quad_rows(KIND, w, rb, n_rows, x, xs, BT_PREFILL_TOK, n, out, ldo);                        \
+    static void ptile_##name(const void *w, size_t rb, int n_rows, const bt_q8 *x,                 \
+                             const uint8_t *xu, int64_t xs, int64_t n, float *out, int64_t ldo) {  \
+        quad_rows(KIND, 1, w, rb, n_rows, x, xu, xs, BT_PREFILL_TOK, n, out, ldo);                 \
     }
 
 TILES(q4_1, L_Q4_1)
@@ -462,6 +485,7 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q5_1] = ptile_q5_1;
     t->tile_q8[BT_TYPE_Q8_0] = tile_q8_0;
     t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0;
+    t->ptile_xu[BT_TYPE_Q8_0] = true; /* Q4_0, Q5_0 and Q6_K: as at the AVX2 level */
     t->tile_q8[BT_TYPE_Q4_0] = tile_q4_0;
     t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
     t->tile_q8[BT_TYPE_Q5_0] = tile_q5_0;

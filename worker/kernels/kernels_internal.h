@@ -20,6 +20,7 @@
 #define BT_KERNELS_INTERNAL_H
 
 #include <float.h>
+#include <stdbool.h>
 
 #include "kernels.h"
 #include "stage_layout.h"
@@ -72,8 +73,14 @@ typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const
  * across the two.
  */
 #define BT_PREFILL_TOK 16
+/* xu: the same tokens' quants as unsigned bytes, qs + 128 (32 per block; block i of token t at
+ * xu + 32 * (t * x_stride + i)), made once per token tile by bt_matmul for the types whose
+ * ptile_xu is set (NULL for the others): the tiles of signed weight types take x + 128 as
+ * vpdpbusd's/maddubs' unsigned operand, which without it costs two xors per token, block and
+ * row group, a sixth of the tile's vector work. */
 typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
-                               int64_t x_stride, int64_t n, float *out, int64_t ldo);
+                               const uint8_t *xu, int64_t x_stride, int64_t n, float *out,
+                               int64_t ldo);
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
                                  int64_t n, float *out, int64_t ldo);
 typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
@@ -92,6 +99,7 @@ typedef struct bt_kernel_table {
     int tile_rows;
     /* Prefill tiles (BT_PREFILL_TOK tokens); only where tile_q8 is set, and cleared with it. */
     bt_ptile_q8_fn ptile_q8[BT_TYPE_MAX_ID];
+    bool ptile_xu[BT_TYPE_MAX_ID];               /* that ptile reads xu */
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
