@@ -54,6 +54,7 @@ struct bt_request {
     bool in_flight;
     bool params_sent;    /* the last stage has this sequence's sampling params */
     bool cancel_pending; /* cancelled while in flight: ends when its results arrive */
+    bool step_waiting;   /* beam group: its step's forks wait for KV (sched_beam_retry) */
     uint64_t admit_order;
     bt_request *q_prev, *q_next; /* queue links while QUEUED */
     int n_preempted;

@@ -305,9 +305,10 @@ static void preempt(bt_sched *s, bt_request *r) {
 }
 
 /* Whether growth of r may preempt v: running, not in flight, not a beam (beams are never
- * preempted), and not older than r. */
+ * preempted; nor is a beam group's prompt sequence whose first step waits, its forks' source),
+ * and not older than r. */
 static bool victim_for(const bt_request *v, const bt_request *r) {
-    return v && v != r && !v->in_flight && !sched_is_beam_child(v) &&
+    return v && v != r && !v->in_flight && !sched_is_beam_child(v) && !v->step_waiting &&
            v->admit_order >= r->admit_order;
 }
 
@@ -339,7 +340,7 @@ static int prefix_freeable(const bt_sched *s, const bt_request *g, const bt_requ
 
 /* Blocks that preempting every sequence growth of r may preempt would free: their own, and
  * the shared prefixes it would release. */
-static int freeable_for(const bt_sched *s, const bt_request *r) {
+int sched_freeable_for(const bt_sched *s, const bt_request *r) {
     int n = 0;
     for (int i = 0; i < s->p.max_seqs; i++) {
         const bt_request *v = s->slots[i];
@@ -356,7 +357,8 @@ static int freeable_for(const bt_sched *s, const bt_request *r) {
  * none if it would not: a preempted sequence that held nothing, admitted again and preempted
  * again at every step, kept the oldest waiting for ever). */
 bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need) {
-    if (s->kv_blocks - s->kv_used < need && s->kv_blocks - s->kv_used + freeable_for(s, r) < need)
+    if (s->kv_blocks - s->kv_used < need &&
+        s->kv_blocks - s->kv_used + sched_freeable_for(s, r) < need)
         return false;
     while (s->kv_blocks - s->kv_used < need) {
         bt_request *v = pick_victim(s, r);
@@ -438,6 +440,7 @@ bool bt_sched_next_batch(bt_sched *s, bt_sched_batch **out) {
         return false;
     bt_sched_batch *b = &s->batch;
     b->n_rows = b->n_ops = b->n_new = b->n_scored = 0;
+    sched_beam_retry(s); /* before admission: a waiting step is older than what comes in */
     admit(s);
 
     int n = 0;

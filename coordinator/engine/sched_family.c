@@ -17,9 +17,12 @@
  *     beam has reported, beam.c chooses the next W; a parent's first kept child continues on
  *     the parent's sequence, the others are FORKs of it (FREEs of dropped beams go first in
  *     the op list, so their slots can be reused). Forked beams are charged their full length
- *     (conservative: shared blocks are counted once per beam). Beams are never preempted; a
- *     fork that finds no KV fails the request (BT_ERR_LIMIT in its error), and so does growth
- *     that waits for blocks nothing in flight will free (sched_unstick).
+ *     (conservative: shared blocks are counted once per beam). Beams are never preempted. A
+ *     step whose forks find no KV, even after the dropped beams' release and the preemption
+ *     of newer sequences, waits (step_waiting) and is tried again before each batch
+ *     (sched_beam_retry), while other sequences run and finish; a step or growth that waits
+ *     for blocks nothing in flight will free fails the request (BT_ERR_LIMIT in its error,
+ *     sched_unstick).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -260,7 +263,24 @@ bool sched_unstick(bt_sched *s) {
     return beam_fail_stuck(s);
 }
 
-/* Every live beam of g has reported its candidates: one step of the search. */
+/* Whether the step of g that keeps keep[0..nk) can have its forks' blocks now: after the
+ * release of the beams it drops (as sched_release counts them) and, as sched_reserve_blocks
+ * would, the preemption of newer sequences. */
+static bool beam_forks_fit(const bt_sched *s, const bt_request *g, const bt_beam_cand *keep, int nk,
+                           int need) {
+    int n_child[BT_BEAM_MAX] = {0}, freed = 0;
+    for (int i = 0; i < nk; i++)
+        n_child[keep[i].beam]++;
+    for (int i = 0; i < g->n_live; i++) {
+        const bt_request *p = g->live[i];
+        if (p != g && n_child[i] == 0 && p->seq >= 0)
+            freed += blocks_for(p->n_cached) - p->kv_base / BT_KV_BLOCK_TOKENS;
+    }
+    return s->kv_blocks - s->kv_used + freed + sched_freeable_for(s, g) >= need;
+}
+
+/* Every live beam of g has reported its candidates: one step of the search, or none yet
+ * (g->step_waiting) when its forks do not fit. */
 static void beam_step(bt_sched *s, bt_request *g) {
     bt_beam *b = g->beam;
     int W = b->width, nl = g->n_live;
@@ -275,6 +295,18 @@ static void beam_step(bt_sched *s, bt_request *g) {
     int nk, nf;
     bool use_eog = !g->p.ignore_eos && s->p.is_eog;
     bt_beam_select(b, nl, cum, use_eog ? beam_is_eog : NULL, s, keep, &nk, fin, &nf);
+    /* Every fork is charged its parent's length (all beams have the same). */
+    int n_forks = 0;
+    bool first[BT_BEAM_MAX] = {false};
+    for (int i = 0; i < nk; i++) {
+        if (first[keep[i].beam])
+            n_forks++; /* the first child of each parent keeps the parent's sequence */
+        first[keep[i].beam] = true;
+    }
+    int need = n_forks * blocks_for(cached);
+    g->step_waiting = nk > 0 && !beam_forks_fit(s, g, keep, nk, need);
+    if (g->step_waiting)
+        return; /* nothing changed: the same candidates choose the same step when retried */
     for (int i = 0; i < BT_BEAM_MAX; i++)
         b->have[i] = false;
     for (int i = 0; i < nf; i++) {
@@ -299,17 +331,9 @@ static void beam_step(bt_sched *s, bt_request *g) {
             busy[p->index] = true;
         }
     }
-    /* Every fork is charged its parent's length (all beams have the same). */
-    int n_forks = 0;
-    bool first[BT_BEAM_MAX] = {false};
-    for (int i = 0; i < nk; i++) {
-        if (first[keep[i].beam])
-            n_forks++; /* the first child of each parent keeps the parent's sequence */
-        first[keep[i].beam] = true;
-    }
-    if (nk > 0 && !sched_reserve_blocks(s, g, n_forks * blocks_for(cached))) {
-        beam_fail(s, g, BT_ERR_LIMIT,
-                  "beam search: no KV blocks left for a new beam (raise --kv-tokens)");
+    if (nk > 0 && !sched_reserve_blocks(s, g, need)) {
+        assert(!"beam_forks_fit said the forks fit"); /* it counts what this frees */
+        beam_fail(s, g, BT_ERR_LIMIT, "beam search: no KV blocks left for a new beam");
         return;
     }
     bt_request *next[BT_BEAM_MAX];
@@ -385,6 +409,14 @@ static void beam_step(bt_sched *s, bt_request *g) {
     }
     if (bt_beam_is_done(b, keep[0].cum, new_len))
         beam_end(s, g, BT_FINISH_NONE);
+}
+
+void sched_beam_retry(bt_sched *s) {
+    for (int i = 0; i < s->p.max_seqs; i++) {
+        bt_request *r = s->slots[i], *g = r ? (sched_is_beam_child(r) ? r->parent : r) : NULL;
+        if (g && g->beam && g->step_waiting && g->state != BT_REQ_DONE && !g->cancel_pending)
+            beam_step(s, g);
+    }
 }
 
 /* Position of beam sequence r among its group's live beams, or -1. */

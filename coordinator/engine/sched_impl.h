@@ -87,6 +87,8 @@ void sched_release(bt_sched *s, bt_request *r);
 /* Makes `need` more blocks free for r, preempting newer sequences if together they free
  * enough (none otherwise); charges them. False (nothing charged) when they cannot be had. */
 bool sched_reserve_blocks(bt_sched *s, bt_request *r, int need);
+/* Blocks that preempting every sequence growth of r may preempt would free. */
+int sched_freeable_for(const bt_sched *s, const bt_request *r);
 /* Ends completion r (DONE, why), frees its KV, calls its callbacks; a group that never
  * forked ends as a whole (sched_group_end). */
 void sched_finish(bt_sched *s, bt_request *r, bt_finish why);
@@ -108,7 +110,10 @@ bool sched_fork_branches(bt_sched *s, bt_request *g, bool fit);
  * (sched_fork_branches with fit), else the most recently admitted beam group fails (beams are
  * never preempted). Either leaves ops pending; false when neither applies. */
 bool sched_unstick(bt_sched *s);
-/* Beam r's 2W candidates arrived; a beam step runs once every live beam has reported. */
+/* Runs the beam steps that wait for their forks' blocks, where those fit now. */
+void sched_beam_retry(bt_sched *s);
+/* Beam r's 2W candidates arrived; a beam step runs once every live beam has reported, or
+ * waits (step_waiting) while its forks' blocks are not free. */
 bt_status sched_beam_result(bt_sched *s, bt_request *r, uint32_t n_top, const int32_t *tok,
                             const float *lp, bt_error *err);
 

@@ -1017,6 +1017,32 @@ static void test_beams_sim(void) {
         bt_request_free(g);
         bt_request_free(plain);
     }
+    /* A beam step whose fork finds no free block while an older request holds the rest (6
+     * blocks: the plain request's 4, the group's prompt 2, the fork 2 more): the step waits
+     * until the plain request finishes, then runs (it used to fail the request at once). */
+    {
+        bt_sched_params p = params(4, 96, MAX_BATCH, 64, 1, 96);
+        sim m;
+        sim_init(&m, &p);
+        m.beams = true;
+        bt_request *plain = make_req(9, 50, 10, 96), *g = make_group(20, 8, 2, 2, 2);
+        bt_sched_submit(m.s, plain);
+        bt_sched_submit(m.s, g);
+        sim_run(&m, 400);
+        CHECK_EQ_INT(m.bad, 0);
+        CHECK_EQ_INT(plain->state, BT_REQ_DONE);
+        CHECK_EQ_INT(plain->n_generated, 10);
+        CHECK_EQ_INT(g->state, BT_REQ_DONE);
+        CHECK_EQ_INT(g->finish, BT_FINISH_LENGTH);
+        CHECK_EQ_INT(g->n_out, 2);
+        for (int i = 0; i < g->n_out; i++)
+            CHECK_EQ_INT(g->out[i]->n_generated, 8);
+        CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+        CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+        bt_sched_free(m.s);
+        bt_request_free(g);
+        bt_request_free(plain);
+    }
     /* Beams that outgrow the KV cache (2 beams of up to 60 tokens, 4 blocks of 16 tokens):
      * beams are never preempted, so with nothing in flight the group fails with a message
      * (it used to wait for ever, and the engine stopped as stalled); the plain request
