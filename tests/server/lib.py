@@ -346,7 +346,11 @@ def mpi_prefix(stages):
     if stages <= 1:
         return []
     mpiexec = os.environ.get("BT_MPIEXEC") or "mpiexec"
-    flags = [mpiexec, "-np", str(stages + 1), "--bind-to", "none"]
+    # Under deploy/mpirun-guard, as deploy/baton-run runs mpirun: an mpirun that hangs in its
+    # finalize after every rank has ended is ended with the ranks' status.
+    guard = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                         "mpirun-guard")
+    flags = [guard, mpiexec, "-np", str(stages + 1), "--bind-to", "none"]
     if os.getuid() == 0:
         flags.append("--allow-run-as-root")
     if stages + 1 > (os.cpu_count() or 1):
