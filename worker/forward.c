@@ -53,6 +53,7 @@ struct bt_forward {
     float *tmp;  /* [n][n_embd] quantized-path product before the residual add */
     float *rope; /* [n][head_dim] cos, sin pairs */
     bt_q8 *xq;   /* [n][max_cols/32] quantized activations */
+    uint8_t *xu; /* [n][max_cols] xq's quants + 128, where a prompt tile reads them */
 
     /* [n][head_dim] the cos, sin pairs at rope_base_swa for the local layers; only when
      * hp->sliding_window (Gemma 3), else NULL. */
@@ -62,9 +63,10 @@ struct bt_forward {
     int n;                    /* rows */
     const int32_t *seq, *pos; /* [n], borrowed from the caller */
     int layer;                /* stage-local */
-    /* Input of the current q8 preparation (row_prep). */
+    /* Input of the current q8 preparation (row_prep), and whether it makes xu too. */
     const float *prep_x;
     int prep_cols;
+    bool prep_xu;
     const float *post_w; /* [n_embd] the post norm row_post_norm applies */
 };
 
@@ -141,10 +143,11 @@ bt_status bt_forward_new(const bt_hparams *hp, const bt_weights *w, bt_kv_cache 
     if (hp->ffn_act == BT_FFN_GELU)
         pthread_once(&gelu_once, gelu_table_init);
     fw->xq = aligned_alloc(64, ((R * (size_t)(fw->max_cols / 32) * sizeof(bt_q8) + 63) / 64) * 64);
+    fw->xu = aligned_alloc(64, (R * (size_t)fw->max_cols + 63) / 64 * 64);
     fw->attn_partials = alloc_floats(bt_attention_partials_floats(
         BT_ATTN_SPLIT_MAX_ROWS, bt_kv_cache_params(kv)->max_seq_tokens, hp->n_head, hp->head_dim));
     if (!fw->x || !fw->xn || !fw->q || !fw->k || !fw->v || !fw->att || !fw->gate || !fw->up ||
-        !fw->tmp || !fw->rope || !fw->xq || !fw->attn_partials ||
+        !fw->tmp || !fw->rope || !fw->xq || !fw->xu || !fw->attn_partials ||
         (hp->sliding_window > 0 && !fw->rope_swa)) {
         bt_forward_free(fw);
         return bt_error_set(err, BT_ERR_NOMEM, "forward: cannot allocate scratch for %d rows",
@@ -169,6 +172,7 @@ void bt_forward_free(bt_forward *fw) {
     free(fw->rope);
     free(fw->rope_swa);
     free(fw->xq);
+    free(fw->xu);
     free(fw->lc_scratch);
     free(fw->attn_partials);
     free(fw);
@@ -325,20 +329,13 @@ static bool is_quantized(const bt_matrix *w) {
     return w->type != BT_TYPE_F32 && w->type != BT_TYPE_F16 && w->type != BT_TYPE_BF16;
 }
 
-/* Quantizes row r of prep_x to xq. */
+/* Quantizes row r of prep_x to xq (and xu). */
 static void row_prep(bt_forward *fw, int r) {
     int C = fw->prep_cols;
-    bt_quantize_q8(fw->prep_x + (size_t)r * C, fw->xq + (size_t)r * (size_t)(C / 32), C);
-}
-
-static void set_prep(bt_forward *fw, const float *x, int cols) {
-    fw->prep_x = x;
-    fw->prep_cols = cols;
-}
-
-static void prepare_rows(bt_forward *fw, const float *x, int n, int cols) {
-    set_prep(fw, x, cols);
-    run_rows(fw, row_prep, n);
+    bt_q8 *xq = fw->xq + (size_t)r * (size_t)(C / 32);
+    bt_quantize_q8(fw->prep_x + (size_t)r * C, xq, C);
+    if (fw->prep_xu)
+        bt_q8_plus_128(xq, fw->xu + (size_t)r * (size_t)C, C / 32);
 }
 
 static void row_attn_norm(bt_forward *fw, int r) {
@@ -427,9 +424,10 @@ typedef struct {
     bt_forward *fw;
     mm_mode mode;
     int n_tok;
-    const float *x;  /* [n_tok][n_cols] (float weights) */
-    const bt_q8 *xq; /* [n_tok][n_cols/32] (quantized weights) */
-    int n_jobs;      /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
+    const float *x;    /* [n_tok][n_cols] (float weights) */
+    const bt_q8 *xq;   /* [n_tok][n_cols/32] (quantized weights) */
+    const uint8_t *xu; /* xq + 128 (bt_matmul's xu) or NULL */
+    int n_jobs;        /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
     mm_out jobs[3];
     int chunk;    /* weight rows per task */
     int tasks[3]; /* tasks of each job */
@@ -442,7 +440,7 @@ static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, 
     if (c->fw->numerics == BT_NUMERICS_LLAMACPP)
         bt_lc_matmul(w->type, w->data, w->row_bytes, K, c->xq, c->n_tok, y, ldy, r0, r1);
     else
-        bt_matmul(w->type, w->data, w->row_bytes, K, c->x, c->xq, c->n_tok, y, ldy, r0, r1);
+        bt_matmul(w->type, w->data, w->row_bytes, K, c->x, c->xq, c->xu, c->n_tok, y, ldy, r0, r1);
 }
 
 /* y[t][r] += tmp[t][r] + bias[r] (0 without), rows [t0, t1), columns [r0, r1). Four columns
@@ -526,7 +524,28 @@ static bool jobs_need_q8(int n_jobs, const mm_out *jobs) {
     return false;
 }
 
-/* One matrix section over rows [0, n_tok) of x (q8 data in fw->xq prepared). */
+/* What the row sections before a matrix section of n rows prepare for its jobs: the q8 rows of
+ * x if a job's weights are quantized (else nothing: prep_x NULL), and their xu if a job's
+ * prompt tile reads it (bt_matmul_wants_xu), made once here instead of in every task. */
+static void set_prep(bt_forward *fw, const float *x, int cols, int n, int n_jobs,
+                     const mm_out *jobs) {
+    fw->prep_x = jobs_need_q8(n_jobs, jobs) ? x : NULL;
+    fw->prep_cols = cols;
+    fw->prep_xu = false;
+    for (int j = 0; j < n_jobs && fw->numerics != BT_NUMERICS_LLAMACPP; j++)
+        fw->prep_xu |= bt_matmul_wants_xu(jobs[j].w->type, n);
+}
+
+/* set_prep, then its row section alone. */
+static void prepare_rows(bt_forward *fw, const float *x, int cols, int n, int n_jobs,
+                         const mm_out *jobs) {
+    set_prep(fw, x, cols, n, n_jobs, jobs);
+    if (fw->prep_x)
+        run_rows(fw, row_prep, n);
+}
+
+/* One matrix section over rows [0, n_tok) of x (q8 data in fw->xq prepared by set_prep's row
+ * section for these jobs). */
 static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, const float *x, int n_jobs,
                    const mm_out *jobs) {
     mm_ctx c;
@@ -536,6 +555,7 @@ static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, const float *x, int 
     c.n_tok = n_tok;
     c.x = x;
     c.xq = fw->xq;
+    c.xu = fw->prep_x && fw->prep_xu ? fw->xu : NULL;
     c.n_jobs = mode == MM_SWIGLU ? 1 : n_jobs; /* gate and up share the tiles */
     memcpy(c.jobs, jobs, sizeof(mm_out) * (size_t)n_jobs);
     int64_t total = 0;
@@ -627,7 +647,7 @@ static void layer_forward(bt_forward *fw, int li) {
 
     mm_out qkv[3] = {
         {&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV}, {&l->wv, l->bv, fw->v, KV}};
-    set_prep(fw, jobs_need_q8(3, qkv) ? fw->xn : NULL, E);
+    set_prep(fw, fw->xn, E, n, 3, qkv);
     run_rows(fw, row_attn_norm, n);
     run_mm(fw, MM_PLAIN, n, fw->xn, 3, qkv);
     run_rows(fw, row_rope_store, n);
@@ -659,18 +679,16 @@ static void layer_forward(bt_forward *fw, int li) {
     }
 
     mm_out wo = {&l->wo, l->bo, hp->post_norms ? fw->tmp : fw->x, E};
-    if (jobs_need_q8(1, &wo))
-        prepare_rows(fw, fw->att, n, Q);
+    prepare_rows(fw, fw->att, Q, n, 1, &wo);
     residual_mm(fw, n, fw->att, &wo, l->post_attn_norm);
 
     mm_out gu[2] = {{&l->w_gate, NULL, fw->gate, F}, {&l->w_up, NULL, fw->up, F}};
-    set_prep(fw, jobs_need_q8(2, gu) ? fw->xn : NULL, E);
+    set_prep(fw, fw->xn, E, n, 2, gu);
     run_rows(fw, row_ffn_norm, n);
     run_mm(fw, MM_SWIGLU, n, fw->xn, 2, gu);
 
     mm_out down = {&l->w_down, NULL, hp->post_norms ? fw->tmp : fw->x, E};
-    if (jobs_need_q8(1, &down))
-        prepare_rows(fw, fw->gate, n, F);
+    prepare_rows(fw, fw->gate, F, n, 1, &down);
     residual_mm(fw, n, fw->gate, &down, l->post_ffn_norm);
 }
 
@@ -684,8 +702,7 @@ static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *
         rmsnorm(fw->xn + (size_t)d * E, fw->x + (size_t)out_rows[d] * E, w->output_norm, E,
                 hp->rms_eps);
     mm_out head = {&w->output, NULL, logits, hp->n_vocab};
-    if (jobs_need_q8(1, &head))
-        prepare_rows(fw, fw->xn, n_out, E);
+    prepare_rows(fw, fw->xn, E, n_out, 1, &head);
     run_mm(fw, MM_PLAIN, n_out, fw->xn, 1, &head);
     if (hp->logit_softcap > 0.0f) {
         float c = hp->logit_softcap;

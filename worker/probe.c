@@ -89,9 +89,10 @@ typedef struct {
     size_t row_bytes;
     bt_type type;
     int64_t n_rows, n_cols;
-    const float *x;  /* [rows][n_cols] */
-    const bt_q8 *xq; /* [rows][n_cols / 32] */
-    float *y;        /* [rows][n_rows] */
+    const float *x;    /* [rows][n_cols] */
+    const bt_q8 *xq;   /* [rows][n_cols / 32] */
+    const uint8_t *xu; /* xq + 128 (bt_matmul's xu) */
+    float *y;          /* [rows][n_rows] */
     int tasks;
 } job;
 
@@ -112,8 +113,8 @@ static void section_task(void *p, int task, int thread) {
     const job *o = &c->jobs[j];
     int64_t r0 = (int64_t)task * c->chunk;
     int64_t r1 = r0 + c->chunk < o->n_rows ? r0 + c->chunk : o->n_rows;
-    bt_matmul(o->type, o->w, o->row_bytes, o->n_cols, o->x, o->xq, c->rows, o->y, o->n_rows, r0,
-              r1);
+    bt_matmul(o->type, o->w, o->row_bytes, o->n_cols, o->x, o->xq, o->xu, c->rows, o->y, o->n_rows,
+              r0, r1);
 }
 
 /* The synthetic layer and the activations of one probe. */
@@ -124,6 +125,7 @@ typedef struct {
     float *x[BT_PROBE_N_MATRICES]; /* each matrix's input, [rows][n_cols] (the first of a
                                       section's is used) */
     bt_q8 *xq[BT_PROBE_N_MATRICES];
+    uint8_t *xu[BT_PROBE_N_MATRICES];
     float *y[BT_PROBE_N_MATRICES]; /* [rows][n_rows] */
 } layer;
 
@@ -132,6 +134,7 @@ static void layer_free(layer *L) {
         free(L->w[m]);
         free(L->x[m]);
         free(L->xq[m]);
+        free(L->xu[m]);
         free(L->y[m]);
     }
 }
@@ -150,9 +153,10 @@ static bt_status layer_alloc(layer *L, const bt_probe_shape *s, int rows, bt_err
         L->w[m] = malloc(bytes);
         L->x[m] = malloc(nx * sizeof(float));
         L->xq[m] = malloc(nx / 32 * sizeof(bt_q8));
+        L->xu[m] = malloc(nx);
         L->y[m] = malloc((size_t)rows * (size_t)L->n_rows[m] * sizeof(float));
         total += bytes;
-        if (!L->w[m] || !L->x[m] || !L->xq[m] || !L->y[m]) {
+        if (!L->w[m] || !L->x[m] || !L->xq[m] || !L->xu[m] || !L->y[m]) {
             layer_free(L);
             return bt_error_set(err, BT_ERR_NOMEM,
                                 "probe: no memory for a synthetic layer (%.1f MiB so far, at %s)",
@@ -175,6 +179,7 @@ static void run_section(bt_threadpool *pool, int n_threads, layer *L, const bt_p
     c.rows = rows;
     c.n_jobs = n;
     bt_quantize_q8(L->x[m0], L->xq[m0], (int64_t)rows * L->n_cols[m0]);
+    bt_q8_plus_128(L->xq[m0], L->xu[m0], (int64_t)rows * L->n_cols[m0] / 32);
     int64_t total = 0;
     for (int j = 0; j < n; j++) {
         int m = m0 + j;
@@ -185,6 +190,7 @@ static void run_section(bt_threadpool *pool, int n_threads, layer *L, const bt_p
                           .n_cols = L->n_cols[m],
                           .x = L->x[m0],
                           .xq = L->xq[m0],
+                          .xu = L->xu[m0],
                           .y = L->y[m]};
         total += L->n_rows[m];
     }

@@ -17,6 +17,17 @@
 #include "kernels/kernels.h"
 #include "tensor_type.h"
 
+/* bt_matmul's xu of n_blocks blocks at xq, as a matrix section's caller makes it once. */
+static const uint8_t *xu_of(const bt_q8 *xq, int64_t n_blocks) {
+    static uint8_t xu[64 * 4096];
+    if (n_blocks * 32 > (int64_t)sizeof xu) {
+        fprintf(stderr, "xu_of: %lld blocks do not fit\n", (long long)n_blocks);
+        abort();
+    }
+    bt_q8_plus_128(xq, xu, n_blocks);
+    return xu;
+}
+
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
 static uint32_t rnd(void) {
@@ -193,7 +204,8 @@ static void test_level(bt_kernel_level level) {
             for (int nt = 1; nt <= MAXTOK; nt++) {
                 for (size_t k = 0; k < sizeof y / sizeof y[0]; k++)
                     y[k] = -12345.0f;
-                bt_matmul(type, w, row_bytes, n, x, xq, nt, y, ldy, 1, NROW);
+                bt_matmul(type, w, row_bytes, n, x, xq, xu_of(xq, nt * n / 32), nt, y, ldy, 1,
+                          NROW);
                 int bad = 0;
                 for (int t = 0; t < MAXTOK; t++) {
                     for (int r = 0; r < ldy; r++) {
@@ -436,14 +448,21 @@ static void test_batch_invariance(void) {
                     fill_weights(type, w + r * row_bytes, n);
                 for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++) {
                     int nt = ntoks[ni];
-                    bt_matmul(type, w, row_bytes, n, x, xq, nt, y, NROW, 0, NROW);
-                    int bad = 0;
+                    bt_matmul(type, w, row_bytes, n, x, xq, xu_of(xq, nt * n / 32), nt, y, NROW, 0,
+                              NROW);
+                    /* without xu: the decode tiles take every token, the same bits */
+                    static float y_no_xu[INV_MAXTOK * NROW];
+                    bt_matmul(type, w, row_bytes, n, x, xq, NULL, nt, y_no_xu, NROW, 0, NROW);
+                    int bad = memcmp(y, y_no_xu, sizeof(float) * (size_t)(nt * NROW)) != 0;
+                    if (bad)
+                        fprintf(stderr, "  %s %s n=%lld nt=%d: outputs differ without xu\n", name,
+                                tr->name, (long long)n, nt);
                     for (int t = 0; t < nt; t++) {
                         for (int r = 0; r < NROW; r++) {
                             /* the token alone, on row r alone (it writes alone[r]) */
                             float alone[NROW], got = y[t * NROW + r];
-                            bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, 1, alone,
-                                      NROW, r, r + 1);
+                            bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, NULL, 1,
+                                      alone, NROW, r, r + 1);
                             float one = alone[r];
                             int same = memcmp(&got, &one, sizeof got) == 0;
                             if (!is_float(type)) {
@@ -521,7 +540,7 @@ static void test_tile_shapes(void) {
                         dequant_q8(xq + t * n / 32, xt, n);
                     for (int r = 0; r < TS_ROWS; r++) {
                         float one[TS_ROWS];
-                        bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, 1, one,
+                        bt_matmul(type, w, row_bytes, n, x + t * n, xq + t * n / 32, NULL, 1, one,
                                   TS_ROWS, r, r + 1);
                         alone[t][r] = one[r];
                         double s = 0.0, m = 0.0;
@@ -542,8 +561,9 @@ static void test_tile_shapes(void) {
                     for (int off = 0; off <= 3; off += 3) {
                         for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
                             int r0 = ranges[ri][0], r1 = ranges[ri][1];
-                            bt_matmul(type, w, row_bytes, n, x + off * n, xq + off * n / 32, nt, y,
-                                      TS_ROWS, r0, r1);
+                            bt_matmul(type, w, row_bytes, n, x + off * n, xq + off * n / 32,
+                                      xu_of(xq + off * n / 32, nt * n / 32), nt, y, TS_ROWS, r0,
+                                      r1);
                             int bad = 0;
                             for (int t = 0; t < nt; t++) {
                                 for (int r = r0; r < r1; r++) {
@@ -620,7 +640,8 @@ static void test_extreme_quants(void) {
                     row[i] = patterns[r][i & 1];
                 fill_scales(type, row, EX_N);
             }
-            bt_matmul(type, w, row_bytes, EX_N, x, xq, EX_TOK, y, EX_ROWS, 0, EX_ROWS);
+            bt_matmul(type, w, row_bytes, EX_N, x, xq, xu_of(xq, EX_TOK * EX_N / 32), EX_TOK, y,
+                      EX_ROWS, 0, EX_ROWS);
             int bad = 0;
             for (int t = 0; t < EX_TOK; t++) {
                 dequant_q8(xq + t * EX_N / 32, xt, EX_N);
@@ -631,8 +652,8 @@ static void test_extreme_quants(void) {
                     for (int c = 0; c < EX_N; c++)
                         mag += fabs((double)wd[c] * xt[c]);
                     float alone[EX_ROWS], got = y[t * EX_ROWS + r];
-                    bt_matmul(type, w, row_bytes, EX_N, x + t * EX_N, xq + t * EX_N / 32, 1, alone,
-                              EX_ROWS, r, r + 1);
+                    bt_matmul(type, w, row_bytes, EX_N, x + t * EX_N, xq + t * EX_N / 32, NULL, 1,
+                              alone, EX_ROWS, r, r + 1);
                     float ref =
                         bt_vec_dot_q8_ref(type, w + r * row_bytes, xq + t * EX_N / 32, EX_N);
                     int ok = memcmp(&got, &alone[r], sizeof got) == 0 && close_rel(got, ref, mag);
@@ -684,9 +705,11 @@ static void test_avx512_equals_avx2(void) {
             int nt = ntoks[ni], bad = 0;
             for (int r0 = 0; r0 <= 2; r0 += 2) {
                 bt_kernels_force(BT_KERNELS_AVX2);
-                bt_matmul(type, w, row_bytes, N, x, xq, nt, y2, ROWS, r0, ROWS);
+                bt_matmul(type, w, row_bytes, N, x, xq, xu_of(xq, nt * N / 32), nt, y2, ROWS, r0,
+                          ROWS);
                 bt_kernels_force(BT_KERNELS_AVX512);
-                bt_matmul(type, w, row_bytes, N, x, xq, nt, y5, ROWS, r0, ROWS);
+                bt_matmul(type, w, row_bytes, N, x, xq, xu_of(xq, nt * N / 32), nt, y5, ROWS, r0,
+                          ROWS);
                 for (int t = 0; t < nt; t++)
                     for (int r = r0; r < ROWS; r++)
                         if (memcmp(&y2[t * ROWS + r], &y5[t * ROWS + r], sizeof(float)) != 0 &&

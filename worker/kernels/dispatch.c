@@ -7,7 +7,6 @@
  * before worker threads start (or while none run); every other entry point only reads it.
  */
 #include <assert.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,48 +134,26 @@ static int64_t token_tile(int64_t row_bytes_of_x) {
     return t < BT_PREFILL_TOK ? BT_PREFILL_TOK : t;
 }
 
-/* Per thread: bt_matmul's xu (bt_ptile_q8_fn), grown as needed, freed when the thread ends. */
-typedef struct xu_buf {
-    size_t cap;
-    uint8_t data[];
-} xu_buf;
-static pthread_key_t g_xu_key;
-static pthread_once_t g_xu_once = PTHREAD_ONCE_INIT;
-static int g_xu_key_ok;
-
-static void xu_key_make(void) {
-    g_xu_key_ok = pthread_key_create(&g_xu_key, free) == 0;
-}
-
-/* xu of n_tok token rows of `stride` blocks each, or NULL if no memory. */
-static const uint8_t *xu_of(const bt_q8 *xq, int64_t n_tok, int64_t stride) {
-    pthread_once(&g_xu_once, xu_key_make);
-    if (!g_xu_key_ok)
-        return NULL;
-    size_t bytes = (size_t)(n_tok * stride) * sizeof xq->qs;
-    xu_buf *b = pthread_getspecific(g_xu_key);
-    if (b == NULL || b->cap < bytes) {
-        free(b);
-        b = malloc(sizeof *b + bytes);
-        pthread_setspecific(g_xu_key, b);
-        if (b == NULL)
-            return NULL;
-        b->cap = bytes;
-    }
+void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks) {
     typedef uint8_t bytes16 __attribute__((vector_size(16))); /* a register, any target */
-    uint8_t *u = b->data;
-    for (int64_t k = 0; k < n_tok * stride; k++)
-        for (size_t h = 0; h < sizeof xq->qs; h += sizeof(bytes16), u += sizeof(bytes16)) {
+    for (int64_t k = 0; k < n_blocks; k++)
+        for (size_t h = 0; h < sizeof xq->qs; h += sizeof(bytes16), xu += sizeof(bytes16)) {
             bytes16 v;
             memcpy(&v, xq[k].qs + h, sizeof v);
             v ^= 0x80;
-            memcpy(u, &v, sizeof v);
+            memcpy(xu, &v, sizeof v);
         }
-    return b->data;
+}
+
+bool bt_matmul_wants_xu(bt_type type, int64_t n_tok) {
+    const bt_kernel_table *t = table();
+    return (unsigned)type < BT_TYPE_MAX_ID && t->ptile_q8[type] && t->ptile_xu[type] &&
+           n_tok >= BT_PREFILL_TOK;
 }
 
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
-               const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1) {
+               const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy, int64_t r0,
+               int64_t r1) {
     const bt_kernel_table *t = table();
     assert((unsigned)type < BT_TYPE_MAX_ID);
     const char *wb = w;
@@ -194,18 +171,15 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     int64_t rstep = fm ? t->tile_rows : 1;
     for (int64_t tt = 0; tt < n_tok; tt += tile) {
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
-        /* Without memory for xu the decode tile takes every token: the same bits. */
-        const uint8_t *xu = NULL;
-        bool prefill = fp != NULL && te - tt >= BT_PREFILL_TOK;
-        if (prefill && t->ptile_xu[type])
-            prefill = (xu = xu_of(xq + tt * stride, te - tt, stride)) != NULL;
+        /* Without xu where its prefill tile reads it, the decode tile takes every token. */
+        bool prefill = fp != NULL && te - tt >= BT_PREFILL_TOK && (xu || !t->ptile_xu[type]);
         for (int64_t r = r0; r < r1; r += rstep) {
             int nr = (int)(r1 - r < rstep ? r1 - r : rstep);
             int64_t t0 = tt;
             if (prefill) /* full groups of BT_PREFILL_TOK first; the rest by the decode tile */
                 for (; te - t0 >= BT_PREFILL_TOK; t0 += BT_PREFILL_TOK)
                     fp(wb + r * row_bytes, row_bytes, nr, xq + t0 * stride,
-                       xu ? xu + (t0 - tt) * stride * (int64_t)sizeof xq->qs : NULL, stride, n_cols,
+                       xu ? xu + t0 * stride * (int64_t)sizeof xq->qs : NULL, stride, n_cols,
                        y + t0 * ldy + r, ldy);
             for (; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
                 int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);

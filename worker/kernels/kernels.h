@@ -14,6 +14,7 @@
 #define BT_KERNELS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tensor_type.h"
@@ -58,11 +59,20 @@ void bt_quantize_q8(const float *x, bt_q8 *y, int64_t n);
  * types, bit-identical to bt_matmul's output for that row and token at the same level. */
 float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
 
+/* xq's quants as unsigned bytes, qs + 128: 32 per block, n_blocks blocks (bt_matmul's xu). */
+void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks);
+/* Whether bt_matmul of `type` over n_tok tokens reads xu (the prompt tiles of the signed quant
+ * types at this level, which take x + 128 as their unsigned operand). */
+bool bt_matmul_wants_xu(bt_type type, int64_t n_tok);
+
 /*
  * Y[t][r] = sum_c W[r][c] * X[t][c] for rows r in [r0, r1) and tokens t in [0, n_tok).
  *   w:     weight tensor base, rows of row_bytes, n_cols elements each, type `type`
  *   x:     n_tok float activation rows of n_cols (used by F32/F16/BF16 weights)
  *   xq:    the same rows quantized, n_cols/32 blocks each, contiguous (used by quant types)
+ *   xu:    xq as bt_q8_plus_128 makes it, or NULL: made once by the caller for every call
+ *          that shares xq (a matrix section's tasks); without it, where bt_matmul_wants_xu,
+ *          the decode tiles take every token (the same bits, about 10% slower)
  *   y:     n_tok rows of ldy floats
  * The caller splits [0, n_rows) across threads.
  * Batch invariant: y[t][r] is bit-identical to what bt_matmul computes for token t alone
@@ -72,7 +82,8 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
  * time except through bt_kernels_force.
  */
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
-               const bt_q8 *xq, int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
+               const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy, int64_t r0,
+               int64_t r1);
 
 /* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row): embedding rows. */
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,

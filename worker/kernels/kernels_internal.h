@@ -74,10 +74,10 @@ typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const
  */
 #define BT_PREFILL_TOK 16
 /* xu: the same tokens' quants as unsigned bytes, qs + 128 (32 per block; block i of token t at
- * xu + 32 * (t * x_stride + i)), made once per token tile by bt_matmul for the types whose
- * ptile_xu is set (NULL for the others): the tiles of signed weight types take x + 128 as
- * vpdpbusd's/maddubs' unsigned operand, which without it costs two xors per token, block and
- * row group, a sixth of the tile's vector work. */
+ * xu + 32 * (t * x_stride + i)), made once by bt_matmul's caller (bt_q8_plus_128); never NULL
+ * for the types whose ptile_xu is set, maybe NULL for the others. The tiles of signed weight
+ * types take x + 128 as vpdpbusd's/maddubs' unsigned operand, which without it costs two xors
+ * per token, block and row group, a sixth of the tile's vector work. */
 typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
                                const uint8_t *xu, int64_t x_stride, int64_t n, float *out,
                                int64_t ldo);
