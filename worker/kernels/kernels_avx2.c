@@ -214,7 +214,7 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
  * final reduction; so y[t][r] does not depend on which tile computed it.
  *
  * Q4_0 and Q5_0 (|w| <= 16) skip the sign trick: the activations are made unsigned, xu =
- * x + 128 (bt_matmul's, made once per token tile), maddubs(xu, w) is exact (|pair| <= 2 * 255
+ * x + 128 (bt_matmul's xu, made once by its caller), maddubs(xu, w) is exact (|pair| <= 2 * 255
  * * 16) and 128 * (w0 + w1) per int16 is subtracted before the madd (computed once per pair
  * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
  * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
@@ -290,8 +290,8 @@ DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
             int twin = r + 1 < n_rows;                                                             \
             for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                     \
                 name##_ptile(wb + (size_t)r * rb, wb + (size_t)(r + twin) * rb, 4 * rb,            \
-                             x + t * xs, xu + 32 * t * xs, xs, nb, out + t * ldo, ldo, r,          \
-                             twin ? r + 1 : -1);                                                   \
+                             x + t * xs, xu ? xu + 32 * t * xs : NULL, xs, nb, out + t * ldo, ldo, \
+                             r, twin ? r + 1 : -1);                                                \
         }                                                                                          \
     }
 

@@ -27,7 +27,7 @@
  * row's partial sums at once: int32 lane 4k + i of row k = the products of its bytes 4i..4i+3
  * and 16+4i..16+4i+3. The unsigned types (Q4_1, Q5_1) are the u8 operand; the signed ones
  * (Q8_0, Q4_0, Q5_0) are the s8 operand against x + 128 (a xor per token in the decode
- * tiles; the prefill tiles read bt_matmul's xu, made once per token tile), with 128 * (the
+ * tiles; the prefill tiles read bt_matmul's xu, made once by its caller), with 128 * (the
  * sum of each lane's four weights) subtracted by starting the accumulation at its negation
  * (computed once per quad and block, for every token).
  *
@@ -158,8 +158,8 @@ INLINE void quad_store(int MIN, const __m512 *acc, const __m512 *macc, int NT, f
     }
 }
 
-/* The unsigned operand x + 128 of token block xt (the signed types): from xu (XU, prefill:
- * block xt's 32 bytes there) or by a xor. */
+/* The unsigned operand x + 128 of token block xt (the signed types): from ut (XU, prefill:
+ * block xt's 32 bytes in xu; NULL otherwise) or by a xor. */
 INLINE void x_plus_128(int XU, const bt_q8 *xt, const uint8_t *ut, __m512i *lo, __m512i *hi) {
     const __m512i k80 = _mm512_set1_epi8((char)0x80);
     if (XU) {
@@ -209,7 +209,7 @@ INLINE void legacy_tile(int KIND, int XU, const char *const *rows, size_t bsz, s
                 v = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, q.lo, xlo), q.hi, xhi);
             } else {
                 __m512i ulo, uhi;
-                x_plus_128(XU, xt, xu + 32 * (i + t * xs), &ulo, &uhi);
+                x_plus_128(XU, xt, XU ? xu + 32 * (i + t * xs) : NULL, &ulo, &uhi);
                 v = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, ulo, q.lo), uhi, q.hi);
             }
             __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d));
@@ -359,7 +359,7 @@ INLINE void kq_tile(int KIND, int XU, const char *const *rows, size_t pf, const 
                 __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d)), v;
                 if (KIND == K_Q6K) {
                     __m512i ulo, uhi;
-                    x_plus_128(XU, xt, xu + 32 * (8 * i + j + t * xs), &ulo, &uhi);
+                    x_plus_128(XU, xt, XU ? xu + 32 * (8 * i + j + t * xs) : NULL, &ulo, &uhi);
                     __m512i lo = _mm512_dpbusd_epi32(init_lo, ulo, q.lo);
                     __m512i hi = _mm512_dpbusd_epi32(init_hi, uhi, q.hi);
                     v = _mm512_fmadd_ps(sch, _mm512_cvtepi32_ps(hi),
