@@ -82,5 +82,6 @@ flags=(-np "$n" --hostfile "$hostfile" --bind-to none
 cmd=$1
 shift
 rc=0
-mpirun "${flags[@]}" "${extra[@]}" "$baton" "$cmd" "$@" || rc=$?
+# Under mpirun-guard, as deploy/baton-run runs it (an mpirun that hangs after its ranks end).
+"$here/../mpirun-guard" mpirun "${flags[@]}" "${extra[@]}" "$baton" "$cmd" "$@" || rc=$?
 exit "$rc"

@@ -124,7 +124,8 @@ timeout --kill-after=10 120 "$RUN" --hosts 3 --profile 1gbit --baton "$BATON" --
     >"$WORK/b_auto.out" 2>"$WORK/b_auto.err"
 timeout --kill-after=10 120 "$RUN" --hosts 3 --profile 1gbit --baton "$BATON" -- "${bench[@]}" \
     --act-codec f32 >"$WORK/b_f32.out" 2>"$WORK/b_f32.err"
-OMPI_MCA_btl_vader_single_copy_mechanism=none timeout --kill-after=10 120 mpirun --allow-run-as-root \
+OMPI_MCA_btl_vader_single_copy_mechanism=none timeout --kill-after=10 120 \
+    "$root/deploy/mpirun-guard" mpirun --allow-run-as-root \
     --oversubscribe -np 3 --bind-to none "$BATON" "${bench[@]}" \
     >"$WORK/b_local.out" 2>"$WORK/b_local.err"
 got="$(codec_of "$WORK/b_auto.out") | $(codec_of "$WORK/b_f32.out") | $(codec_of "$WORK/b_local.out")"
