@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "engine_impl.h"
 #include "hparams.h"
+#include "log.h"
 
 #define POLL_US (100 * 1000) /* longest wait for results while micro-batches are in flight */
 
@@ -484,10 +485,18 @@ bt_status bt_engine_serve(bt_engine *e, bt_error *err) {
             break;
         if (bt_sched_n_inflight(e->sched) == 0) {
             if (bt_sched_n_active(e->sched) > 0) {
-                st = bt_error_set(err, BT_ERR_INTERNAL,
-                                  "scheduler stalled: %d requests active, nothing schedulable",
-                                  bt_sched_n_active(e->sched));
-                break;
+                /* A scheduler fault: those requests fail, the engine goes on. */
+                bt_error stall;
+                bt_error_init(&stall);
+                bt_error_set(&stall, BT_ERR_INTERNAL,
+                             "scheduler stalled: %d requests active, nothing schedulable (a "
+                             "baton bug: please report it)",
+                             bt_sched_n_active(e->sched));
+                BT_ERROR("engine: %s; failing them", stall.msg);
+                bt_sched_fail_stalled(e->sched, &stall);
+                bt_engine_reap(e);
+                bt_engine_publish(e);
+                continue;
             }
             idle_wait(e);
             st = bt_cluster_idle_check(e->cluster, err);

@@ -266,7 +266,9 @@ void bt_sched_cancel_all(bt_sched *s) {
     }
 }
 
-void bt_sched_fail_all(bt_sched *s, const bt_error *err) {
+/* Fails every request with err's message. keep_ops: the stages live on, so the FREEs of the
+ * failed sequences go with the next batch; else (a stage is gone) nothing more is sent. */
+static void fail_every(bt_sched *s, const bt_error *err, bool keep_ops) {
     for (int i = 0; i < s->p.max_seqs; i++) {
         bt_request *r = s->slots[i];
         if (!r)
@@ -287,8 +289,19 @@ void bt_sched_fail_all(bt_sched *s, const bt_error *err) {
         r->error = *err;
         sched_finish(s, r, BT_FINISH_ERROR);
     }
-    s->n_inflight = 0;
-    s->n_pending = 0;
+    if (!keep_ops) {
+        s->n_inflight = 0;
+        s->n_pending = 0;
+    }
+}
+
+void bt_sched_fail_all(bt_sched *s, const bt_error *err) {
+    fail_every(s, err, false);
+}
+
+void bt_sched_fail_stalled(bt_sched *s, const bt_error *err) {
+    assert(s->n_inflight == 0);
+    fail_every(s, err, true);
 }
 
 void sched_requeue(bt_sched *s, bt_request *r) {

@@ -125,6 +125,11 @@ void bt_sched_cancel_all(bt_sched *s);
 
 /* Fails every request (a stage is gone): DONE with FINISH_ERROR and err's message. */
 void bt_sched_fail_all(bt_sched *s, const bt_error *err);
+/* Fails every request as bt_sched_fail_all does, with nothing in flight, while the stages live
+ * on: the FREEs of their sequences go with the next batch, and new requests run as before.
+ * For a stall (requests active, nothing schedulable): a scheduler fault no known input
+ * reaches, which must not end a server. */
+void bt_sched_fail_stalled(bt_sched *s, const bt_error *err);
 
 /* Counters. */
 int bt_sched_n_inflight(const bt_sched *s);

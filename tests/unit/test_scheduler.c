@@ -1116,6 +1116,55 @@ static void test_group_cancel_fail(void) {
     }
 }
 
+/* A stall (requests active, nothing schedulable: no known input reaches it) fails what is
+ * active while the stages live on: every request ends with the error, the next batch FREEs
+ * every sequence the stage holds, and a request submitted after runs as on a fresh engine. */
+static void test_fail_stalled(void) {
+    bt_sched_params p = params(8, 1024, MAX_BATCH, 16, 1, 512);
+    sim m;
+    sim_init(&m, &p);
+    bt_request *plain = make_req(3, 40, 30, 512), *g = make_group(30, 20, 2, 4, 0),
+               *queued = make_req(4, 10, 5, 512);
+    bt_sched_submit(m.s, plain);
+    bt_sched_submit(m.s, g);
+    for (int i = 0; i < 6; i++)
+        sim_step(&m);
+    CHECK(g->forked);
+    CHECK_EQ_INT(bt_sched_n_inflight(m.s), 0);
+    bt_sched_submit(m.s, queued);
+    bt_error e;
+    bt_error_init(&e);
+    bt_error_set(&e, BT_ERR_INTERNAL, "scheduler stalled");
+    bt_sched_fail_stalled(m.s, &e);
+    bt_request *all[] = {plain, g, queued};
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(all[i]->state, BT_REQ_DONE);
+        CHECK_EQ_INT(all[i]->finish, BT_FINISH_ERROR);
+        CHECK(strstr(all[i]->error.msg, "scheduler stalled") != NULL);
+    }
+    CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+    int held = 0;
+    for (int q = 0; q < MAX_SEQS; q++)
+        held += m.len[q] >= 0;
+    CHECK(held >= 3); /* the plain request and the group's branches */
+    CHECK(sim_step(&m)); /* the FREEs */
+    for (int q = 0; q < MAX_SEQS; q++)
+        CHECK_EQ_INT(m.len[q], -1);
+    bt_request *after = make_req(5, 20, 12, 512);
+    bt_sched_submit(m.s, after);
+    sim_run(&m, 100);
+    CHECK_EQ_INT(m.bad, 0);
+    CHECK_EQ_INT(after->state, BT_REQ_DONE);
+    CHECK_EQ_INT(after->n_generated, 12);
+    CHECK(chain_ok(after, after->p.sampling.seed));
+    CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
+    bt_sched_free(m.s);
+    for (int i = 0; i < 3; i++)
+        bt_request_free(all[i]);
+    bt_request_free(after);
+}
+
 /* Random workloads under KV pressure: plain requests, n/best_of groups and beams of random
  * sizes in small KV caches, small chunks and slots. Whatever the mix, the run ends: every
  * request done, plain ones and branches with all their tokens (preempted and recomputed as
@@ -1204,6 +1253,7 @@ int main(void) {
     test_best_of();
     test_beams_sim();
     test_group_cancel_fail();
+    test_fail_stalled();
     test_random_pressure();
     return check_finish();
 }
