@@ -156,7 +156,7 @@ static void drop_holder(bt_sched *s, bt_request *g) {
 void sched_release(bt_sched *s, bt_request *r) {
     if (r->seq < 0)
         return;
-    s->kv_used -= blocks_for(r->n_cached) - r->kv_base / BT_KV_BLOCK_TOKENS;
+    s->kv_used -= sched_own_blocks(r);
     sched_push_op(s, BT_SCHED_OP_FREE, r->seq, 0);
     s->slots[r->seq] = NULL;
     s->n_running--;
@@ -359,7 +359,7 @@ int sched_freeable_for(const bt_sched *s, const bt_request *r) {
         const bt_request *v = s->slots[i];
         if (!victim_for(v, r))
             continue;
-        n += blocks_for(v->n_cached) - v->kv_base / BT_KV_BLOCK_TOKENS;
+        n += sched_own_blocks(v);
         if (v->kv_base > 0)
             n += prefix_freeable(s, v->parent, r, i);
     }

@@ -264,7 +264,7 @@ bool sched_unstick(bt_sched *s) {
 }
 
 /* Whether the step of g that keeps keep[0..nk) can have its forks' blocks now: after the
- * release of the beams it drops (as sched_release counts them) and, as sched_reserve_blocks
+ * release of the beams it drops (sched_own_blocks) and, as sched_reserve_blocks
  * would, the preemption of newer sequences. */
 static bool beam_forks_fit(const bt_sched *s, const bt_request *g, const bt_beam_cand *keep, int nk,
                            int need) {
@@ -274,7 +274,7 @@ static bool beam_forks_fit(const bt_sched *s, const bt_request *g, const bt_beam
     for (int i = 0; i < g->n_live; i++) {
         const bt_request *p = g->live[i];
         if (p != g && n_child[i] == 0 && p->seq >= 0)
-            freed += blocks_for(p->n_cached) - p->kv_base / BT_KV_BLOCK_TOKENS;
+            freed += sched_own_blocks(p);
     }
     return s->kv_blocks - s->kv_used + freed + sched_freeable_for(s, g) >= need;
 }
@@ -414,7 +414,9 @@ static void beam_step(bt_sched *s, bt_request *g) {
 void sched_beam_retry(bt_sched *s) {
     for (int i = 0; i < s->p.max_seqs; i++) {
         bt_request *r = s->slots[i], *g = r ? (sched_is_beam_child(r) ? r->parent : r) : NULL;
-        if (g && g->beam && g->step_waiting && g->state != BT_REQ_DONE && !g->cancel_pending)
+        /* once per group: from the slot of its first live beam */
+        if (g && g->beam && g->step_waiting && g->live[0] == r && g->state != BT_REQ_DONE &&
+            !g->cancel_pending)
             beam_step(s, g);
     }
 }

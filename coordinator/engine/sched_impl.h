@@ -57,6 +57,12 @@ static inline int blocks_for(int32_t tokens) {
     return (tokens + BT_KV_BLOCK_TOKENS - 1) / BT_KV_BLOCK_TOKENS;
 }
 
+/* The blocks r's release frees: its cached positions' blocks, less the shared prefix below
+ * kv_base that its group holds. */
+static inline int sched_own_blocks(const bt_request *r) {
+    return blocks_for(r->n_cached) - r->kv_base / BT_KV_BLOCK_TOKENS;
+}
+
 /* End of the rows to compute: a group that forks stops before the prompt's last token, and a
  * prompt-scoring request before its last token (which predicts nothing). */
 static inline int32_t sched_row_end(const bt_request *r) {

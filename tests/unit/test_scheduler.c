@@ -344,6 +344,15 @@ static void submit_alike(bt_sched *s, bt_request **reqs, int n, uint64_t id0, in
     }
 }
 
+/* Each of reqs[0..n) ended with an error whose message holds `what`. */
+static void check_failed(bt_request *const *reqs, int n, const char *what) {
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ_INT(reqs[i]->state, BT_REQ_DONE);
+        CHECK_EQ_INT(reqs[i]->finish, BT_FINISH_ERROR);
+        CHECK(strstr(reqs[i]->error.msg, what) != NULL);
+    }
+}
+
 static void check_generated(const bt_request *r, int32_t n_gen) {
     int32_t want[MAX_POS];
     CHECK_EQ_INT(r->state, BT_REQ_DONE);
@@ -729,11 +738,7 @@ static void test_fail_all(void) {
     int done0 = n_done_calls;
     bt_sched_fail_all(f.s, &stage_err);
     CHECK_EQ_INT(n_done_calls - done0, 4);
-    for (int i = 0; i < 4; i++) {
-        CHECK_EQ_INT(reqs[i]->state, BT_REQ_DONE);
-        CHECK_EQ_INT(reqs[i]->finish, BT_FINISH_ERROR);
-        CHECK(strstr(reqs[i]->error.msg, "rank 2") != NULL);
-    }
+    check_failed(reqs, 4, "rank 2");
     CHECK_EQ_INT(bt_sched_n_active(f.s), 0);
     CHECK_EQ_INT(bt_sched_n_inflight(f.s), 0);
     CHECK_EQ_INT(bt_sched_kv_blocks_used(f.s), 0);
@@ -1137,17 +1142,13 @@ static void test_fail_stalled(void) {
     bt_error_set(&e, BT_ERR_INTERNAL, "scheduler stalled");
     bt_sched_fail_stalled(m.s, &e);
     bt_request *all[] = {plain, g, queued};
-    for (int i = 0; i < 3; i++) {
-        CHECK_EQ_INT(all[i]->state, BT_REQ_DONE);
-        CHECK_EQ_INT(all[i]->finish, BT_FINISH_ERROR);
-        CHECK(strstr(all[i]->error.msg, "scheduler stalled") != NULL);
-    }
+    check_failed(all, 3, "scheduler stalled");
     CHECK_EQ_INT(bt_sched_n_active(m.s), 0);
     CHECK_EQ_INT(bt_sched_kv_blocks_used(m.s), 0);
     int held = 0;
     for (int q = 0; q < MAX_SEQS; q++)
         held += m.len[q] >= 0;
-    CHECK(held >= 3); /* the plain request and the group's branches */
+    CHECK(held >= 3);    /* the plain request and the group's branches */
     CHECK(sim_step(&m)); /* the FREEs */
     for (int q = 0; q < MAX_SEQS; q++)
         CHECK_EQ_INT(m.len[q], -1);
