@@ -63,12 +63,29 @@ struct bt_forward {
     int n;                    /* rows */
     const int32_t *seq, *pos; /* [n], borrowed from the caller */
     int layer;                /* stage-local */
-    /* Input of the current q8 preparation (row_prep), and whether it makes xu too. */
-    const float *prep_x;
-    int prep_cols;
-    bool prep_xu;
-    const float *post_w; /* [n_embd] the post norm row_post_norm applies */
+    bool lanes_logged;        /* the first pass run as lanes was logged (debug) */
 };
+
+/* What a row step quantizes for the matrix section after it (row_prep): row r of x, cols
+ * values, into fw->xq, and into fw->xu too when xu. x NULL: nothing. */
+typedef struct {
+    const float *x;
+    int cols;
+    bool xu;
+} q8_prep;
+
+/*
+ * How a layer's steps run (see the top of this file). pooled: the whole batch, each step a
+ * pool section (row steps split by rows, matrix steps by weight rows). Else one thread's own
+ * rows [r0, r1) through every step, every weight row, no section inside (layer_lanes).
+ */
+typedef struct {
+    bt_forward *fw;
+    int r0, r1;
+    bool pooled;
+    q8_prep prep;        /* set by set_prep for the row step before a matrix step */
+    const float *post_w; /* [n_embd] the post norm row_post_norm applies */
+} lane;
 
 /* GELU as ggml evaluates it (GGML_GELU_FP16): the input rounded to f16 indexes a table of the
  * tanh approximation, itself rounded to f16; inputs <= -10 give 0 and >= 10 themselves. Built
@@ -296,10 +313,10 @@ static void rope_apply(float *x, const float *cs, int n_heads, int D, bool neox)
 
 /* ---- row sections ---- */
 
-typedef void (*row_fn)(bt_forward *fw, int row);
+typedef void (*row_fn)(const lane *ln, int row);
 
 typedef struct {
-    bt_forward *fw;
+    const lane *ln;
     row_fn fn;
     int n;
     int chunk;
@@ -310,12 +327,19 @@ static void rows_task(void *p, int task, int thread) {
     rows_ctx *c = p;
     int r1 = (task + 1) * c->chunk < c->n ? (task + 1) * c->chunk : c->n;
     for (int r = task * c->chunk; r < r1; r++)
-        c->fn(c->fw, r);
+        c->fn(c->ln, r);
 }
 
-/* fn(fw, r) for r in [0, n), spread over the pool. */
-static void run_rows(bt_forward *fw, row_fn fn, int n) {
-    rows_ctx c = {fw, fn, n, 1};
+/* fn(ln, r) for the lane's rows: a pooled lane's [0, n) spread over the pool. */
+static void run_rows(const lane *ln, row_fn fn) {
+    if (!ln->pooled) {
+        for (int r = ln->r0; r < ln->r1; r++)
+            fn(ln, r);
+        return;
+    }
+    bt_forward *fw = ln->fw;
+    int n = ln->r1;
+    rows_ctx c = {ln, fn, n, 1};
     int n_tasks = n;
     if (n > 4 * fw->n_threads) {
         c.chunk = (n + 4 * fw->n_threads - 1) / (4 * fw->n_threads);
@@ -329,42 +353,55 @@ static bool is_quantized(const bt_matrix *w) {
     return w->type != BT_TYPE_F32 && w->type != BT_TYPE_F16 && w->type != BT_TYPE_BF16;
 }
 
-/* Quantizes row r of prep_x to xq (and xu). */
-static void row_prep(bt_forward *fw, int r) {
-    int C = fw->prep_cols;
-    bt_q8 *xq = fw->xq + (size_t)r * (size_t)(C / 32);
-    bt_quantize_q8(fw->prep_x + (size_t)r * C, xq, C);
-    if (fw->prep_xu)
-        bt_q8_plus_128(xq, fw->xu + (size_t)r * (size_t)C, C / 32);
+/* The first q8 block of row r of cols values in fw->xq (times 32: its first byte in fw->xu).
+ * A lane's rows lie contiguous from its first row's place at the widest width, so lanes in
+ * different steps of a layer never meet; a pooled lane's are simply row after row. */
+static size_t lane_q8_block(const lane *ln, int r, int cols) {
+    return (size_t)ln->r0 * (size_t)(ln->fw->max_cols / 32) +
+           (size_t)(r - ln->r0) * (size_t)(cols / 32);
 }
 
-static void row_attn_norm(bt_forward *fw, int r) {
+/* Quantizes row r of the lane's prep.x to xq (and xu). */
+static void row_prep(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
+    int C = ln->prep.cols;
+    size_t b = lane_q8_block(ln, r, C);
+    bt_quantize_q8(ln->prep.x + (size_t)r * C, fw->xq + b, C);
+    if (ln->prep.xu)
+        bt_q8_plus_128(fw->xq + b, fw->xu + 32 * b, C / 32);
+}
+
+static void row_attn_norm(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->attn_norm, E, fw->hp->rms_eps);
-    if (fw->prep_x)
-        row_prep(fw, r);
+    if (ln->prep.x)
+        row_prep(ln, r);
 }
 
-static void row_ffn_norm(bt_forward *fw, int r) {
+static void row_ffn_norm(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int E = fw->hp->n_embd;
     rmsnorm(fw->xn + (size_t)r * E, fw->x + (size_t)r * E, l->ffn_norm, E, fw->hp->rms_eps);
-    if (fw->prep_x)
-        row_prep(fw, r);
+    if (ln->prep.x)
+        row_prep(ln, r);
 }
 
 /* Post norms (hp->post_norms): x += rmsnorm(tmp) * w, w the layer's post-attention or
- * post-FFN norm in post_w. */
-static void row_post_norm(bt_forward *fw, int r) {
+ * post-FFN norm in the lane's post_w. */
+static void row_post_norm(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
     int E = fw->hp->n_embd;
     float *t = fw->tmp + (size_t)r * E, *x = fw->x + (size_t)r * E;
-    rmsnorm(t, t, fw->post_w, E, fw->hp->rms_eps);
+    rmsnorm(t, t, ln->post_w, E, fw->hp->rms_eps);
     for (int i = 0; i < E; i++)
         x[i] = t[i] + x[i];
 }
 
-static void row_rope_cache(bt_forward *fw, int r) {
+static void row_rope_cache(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
     rope_cache(fw->rope + (size_t)r * hp->head_dim, fw->pos[r], hp->head_dim, hp->rope_base,
                hp->rope_freq_scale, fw->w->rope_freqs);
@@ -387,7 +424,8 @@ static void head_norm(float *x, const float *w, int n_heads, int D, float eps) {
 
 /* Q/K norms where the model has them, rope on q and k, then K and V into the cache slot of
  * (seq, pos). */
-static void row_rope_store(bt_forward *fw, int r) {
+static void row_rope_store(const lane *ln, int r) {
+    bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
     const bt_layer_weights *l = &fw->w->layers[fw->layer];
     int D = hp->head_dim, Q = bt_hparams_q_dim(hp), KV = bt_hparams_kv_dim(hp);
@@ -427,6 +465,7 @@ typedef struct {
     const float *x;    /* [n_tok][n_cols] (float weights) */
     const bt_q8 *xq;   /* [n_tok][n_cols/32] (quantized weights) */
     const uint8_t *xu; /* xq + 128 (bt_matmul's xu) or NULL */
+    float *tmp;        /* [n_tok][ldy] MM_RESIDUAL's product before the add */
     int n_jobs;        /* MM_SWIGLU: jobs[0] gate, jobs[1] up, tiled together */
     mm_out jobs[3];
     int chunk;    /* weight rows per task */
@@ -493,9 +532,8 @@ static void mm_task(void *p, int task, int thread) {
         break;
     case MM_RESIDUAL: {
         /* o->y is the residual stream: += W x (+ bias). */
-        float *tmp = c->fw->tmp;
-        mm_rows(c, o->w, tmp, o->ldy, r0, r1);
-        add_rows(o->y, tmp, o->ldy, 0, n, o->bias, r0, r1);
+        mm_rows(c, o->w, c->tmp, o->ldy, r0, r1);
+        add_rows(o->y, c->tmp, o->ldy, 0, n, o->bias, r0, r1);
         break;
     }
     case MM_SWIGLU: {
@@ -524,50 +562,61 @@ static bool jobs_need_q8(int n_jobs, const mm_out *jobs) {
     return false;
 }
 
-/* What the row sections before a matrix section of n rows prepare for its jobs: the q8 rows of
- * x if a job's weights are quantized (else nothing: prep_x NULL), and their xu if a job's
- * prompt tile reads it (bt_matmul_wants_xu), made once here instead of in every task. */
-static void set_prep(bt_forward *fw, const float *x, int cols, int n, int n_jobs,
-                     const mm_out *jobs) {
-    fw->prep_x = jobs_need_q8(n_jobs, jobs) ? x : NULL;
-    fw->prep_cols = cols;
-    fw->prep_xu = false;
-    for (int j = 0; j < n_jobs && fw->numerics != BT_NUMERICS_LLAMACPP; j++)
-        fw->prep_xu |= bt_matmul_wants_xu(jobs[j].w->type, n);
+/* What the row step before a matrix step prepares for its jobs: the q8 rows of x if a job's
+ * weights are quantized (else nothing: prep.x NULL), and their xu if a job's prompt tile reads
+ * it at the lane's row count (bt_matmul_wants_xu), made once there instead of in every task. */
+static void set_prep(lane *ln, const float *x, int cols, int n_jobs, const mm_out *jobs) {
+    ln->prep.x = jobs_need_q8(n_jobs, jobs) ? x : NULL;
+    ln->prep.cols = cols;
+    ln->prep.xu = false;
+    for (int j = 0; j < n_jobs && ln->fw->numerics != BT_NUMERICS_LLAMACPP; j++)
+        ln->prep.xu |= bt_matmul_wants_xu(jobs[j].w->type, ln->r1 - ln->r0);
 }
 
-/* set_prep, then its row section alone. */
-static void prepare_rows(bt_forward *fw, const float *x, int cols, int n, int n_jobs,
-                         const mm_out *jobs) {
-    set_prep(fw, x, cols, n, n_jobs, jobs);
-    if (fw->prep_x)
-        run_rows(fw, row_prep, n);
+/* set_prep, then its row step alone. */
+static void prepare_rows(lane *ln, const float *x, int cols, int n_jobs, const mm_out *jobs) {
+    set_prep(ln, x, cols, n_jobs, jobs);
+    if (ln->prep.x)
+        run_rows(ln, row_prep);
 }
 
-/* One matrix section over rows [0, n_tok) of x (q8 data in fw->xq prepared by set_prep's row
- * section for these jobs). */
-static void run_mm(bt_forward *fw, mm_mode mode, int n_tok, const float *x, int n_jobs,
-                   const mm_out *jobs) {
+/* One matrix step over the lane's rows of x (q8 data in fw->xq made by the row step set_prep
+ * prepared, for these jobs): a pooled lane's split by weight rows over the pool, else every
+ * weight row on this thread. */
+static void run_mm(const lane *ln, mm_mode mode, const float *x, int n_jobs, const mm_out *jobs) {
+    bt_forward *fw = ln->fw;
+    int r0 = ln->r0, cols = ln->prep.cols;
     mm_ctx c;
     memset(&c, 0, sizeof(c));
     c.fw = fw;
     c.mode = mode;
-    c.n_tok = n_tok;
-    c.x = x;
-    c.xq = fw->xq;
-    c.xu = fw->prep_x && fw->prep_xu ? fw->xu : NULL;
+    c.n_tok = ln->r1 - r0;
+    c.x = x + (size_t)r0 * (size_t)jobs[0].w->n_cols;
+    size_t b = lane_q8_block(ln, r0, cols);
+    c.xq = fw->xq + b;
+    c.xu = ln->prep.x && ln->prep.xu ? fw->xu + 32 * b : NULL;
+    c.tmp = fw->tmp + (size_t)r0 * (size_t)jobs[0].ldy;
     c.n_jobs = mode == MM_SWIGLU ? 1 : n_jobs; /* gate and up share the tiles */
     memcpy(c.jobs, jobs, sizeof(mm_out) * (size_t)n_jobs);
-    int64_t total = 0;
-    for (int j = 0; j < c.n_jobs; j++)
-        total += jobs[j].w->n_rows;
-    c.chunk = (int)bt_forward_rows_per_task(total, fw->n_threads);
+    int64_t total = 0, widest = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        c.jobs[j].y += (size_t)r0 * (size_t)jobs[j].ldy;
+        if (j < c.n_jobs)
+            total += jobs[j].w->n_rows;
+        widest = jobs[j].w->n_rows > widest ? jobs[j].w->n_rows : widest;
+    }
+    c.chunk = (int)(ln->pooled ? bt_forward_rows_per_task(total, fw->n_threads) : widest);
     int n_tasks = 0;
     for (int j = 0; j < c.n_jobs; j++) {
         c.tasks[j] = (int)((jobs[j].w->n_rows + c.chunk - 1) / c.chunk);
         n_tasks += c.tasks[j];
     }
-    bt_threadpool_run(fw->pool, mm_task, &c, n_tasks);
+    if (ln->pooled) {
+        bt_threadpool_run(fw->pool, mm_task, &c, n_tasks);
+        return;
+    }
+    for (int i = 0; i < n_tasks; i++)
+        mm_task(&c, i, 0);
 }
 
 static void attn_task(void *p, int task, int thread) {
@@ -610,19 +659,6 @@ static int attn_heads_per_task(const bt_forward *fw, bool split) {
     return hpt;
 }
 
-/* x += W in, or with post norms x += rmsnorm(W in) * post_w (W in made whole in fw->tmp,
- * where o->y points, before a row section norms and adds it). */
-static void residual_mm(bt_forward *fw, int n, const float *in, const mm_out *o,
-                        const float *post_w) {
-    if (!fw->hp->post_norms) {
-        run_mm(fw, MM_RESIDUAL, n, in, 1, o);
-        return;
-    }
-    run_mm(fw, MM_PLAIN, n, in, 1, o);
-    fw->post_w = post_w;
-    run_rows(fw, row_post_norm, n);
-}
-
 /* Rows per attention task without the chunk split: consecutive rows (a prompt's) share each
  * chunk's K/V while it is in cache; as many as keep at least 4 tasks per thread. */
 static int attn_rows_per_task(const bt_forward *fw, bool split, int heads_per_task) {
@@ -638,58 +674,118 @@ static int attn_rows_per_task(const bt_forward *fw, bool split, int heads_per_ta
     return r;
 }
 
-static void layer_forward(bt_forward *fw, int li) {
+/* Attention of the lane's rows into fw->att. A pooled lane's tasks go over the pool; a
+ * thread's own rows (each of another sequence, layer_lanes) take whole GQA groups, in order. */
+static void run_attention(const lane *ln) {
+    bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
-    const bt_layer_weights *l = &fw->w->layers[li];
-    int n = fw->n, E = hp->n_embd, Q = bt_hparams_q_dim(hp);
-    int KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
-    fw->layer = li;
-
-    mm_out qkv[3] = {
-        {&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV}, {&l->wv, l->bv, fw->v, KV}};
-    set_prep(fw, fw->xn, E, n, 3, qkv);
-    run_rows(fw, row_attn_norm, n);
-    run_mm(fw, MM_PLAIN, n, fw->xn, 3, qkv);
-    run_rows(fw, row_rope_store, n);
-
-    bool split = attn_split(fw);
-    int hpt = attn_heads_per_task(fw, split);
+    int n = ln->r1 - ln->r0, Q = bt_hparams_q_dim(hp);
+    if (fw->numerics == BT_NUMERICS_LLAMACPP) {
+        assert(ln->pooled);
+        bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
+        return;
+    }
+    bool split = ln->pooled && attn_split(fw);
+    int group = hp->n_head / hp->n_head_kv;
+    int hpt = ln->pooled ? attn_heads_per_task(fw, split)
+                         : (group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS);
     bt_attn_args a = {.kv = fw->kv,
-                      .layer = li,
+                      .layer = fw->layer,
                       .n_rows = n,
-                      .seq = fw->seq,
-                      .pos = fw->pos,
-                      .q = fw->q,
-                      .out = fw->att,
+                      .seq = fw->seq + ln->r0,
+                      .pos = fw->pos + ln->r0,
+                      .q = fw->q + (size_t)ln->r0 * (size_t)Q,
+                      .out = fw->att + (size_t)ln->r0 * (size_t)Q,
                       .n_head = hp->n_head,
                       .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim,
                       .heads_per_task = hpt,
-                      .rows_per_task = attn_rows_per_task(fw, split, hpt),
+                      .rows_per_task = ln->pooled ? attn_rows_per_task(fw, split, hpt) : 1,
                       .partials = split ? fw->attn_partials : NULL,
                       .scale = hp->attn_scale,
                       .window = layer_is_swa(fw) ? hp->sliding_window : 0};
-    if (fw->numerics == BT_NUMERICS_LLAMACPP) {
-        bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
-    } else {
-        if (split)
-            a.kv_heads_per_task = bt_attention_split_kv_heads(&a, fw->n_threads);
-        bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
-        bt_attention_merge(&a);
+    if (!ln->pooled) {
+        for (int t = 0, nt = bt_attention_n_tasks(&a); t < nt; t++)
+            bt_attention_task(&a, t);
+        return;
     }
+    if (split)
+        a.kv_heads_per_task = bt_attention_split_kv_heads(&a, fw->n_threads);
+    bt_threadpool_run(fw->pool, attn_task, &a, bt_attention_n_tasks(&a));
+    bt_attention_merge(&a);
+}
+
+/* x += W in, or with post norms x += rmsnorm(W in) * post_w (W in made whole in fw->tmp,
+ * where o->y points, before a row step norms and adds it). */
+static void residual_mm(lane *ln, const float *in, const mm_out *o, const float *post_w) {
+    if (!ln->fw->hp->post_norms) {
+        run_mm(ln, MM_RESIDUAL, in, 1, o);
+        return;
+    }
+    run_mm(ln, MM_PLAIN, in, 1, o);
+    ln->post_w = post_w;
+    run_rows(ln, row_post_norm);
+}
+
+/* Layer fw->layer over the lane's rows. */
+static void layer_forward(lane *ln) {
+    bt_forward *fw = ln->fw;
+    const bt_hparams *hp = fw->hp;
+    const bt_layer_weights *l = &fw->w->layers[fw->layer];
+    int E = hp->n_embd, Q = bt_hparams_q_dim(hp);
+    int KV = bt_hparams_kv_dim(hp), F = hp->n_ff;
+
+    mm_out qkv[3] = {
+        {&l->wq, l->bq, fw->q, Q}, {&l->wk, l->bk, fw->k, KV}, {&l->wv, l->bv, fw->v, KV}};
+    set_prep(ln, fw->xn, E, 3, qkv);
+    run_rows(ln, row_attn_norm);
+    run_mm(ln, MM_PLAIN, fw->xn, 3, qkv);
+    run_rows(ln, row_rope_store);
+    run_attention(ln);
 
     mm_out wo = {&l->wo, l->bo, hp->post_norms ? fw->tmp : fw->x, E};
-    prepare_rows(fw, fw->att, Q, n, 1, &wo);
-    residual_mm(fw, n, fw->att, &wo, l->post_attn_norm);
+    prepare_rows(ln, fw->att, Q, 1, &wo);
+    residual_mm(ln, fw->att, &wo, l->post_attn_norm);
 
     mm_out gu[2] = {{&l->w_gate, NULL, fw->gate, F}, {&l->w_up, NULL, fw->up, F}};
-    set_prep(fw, fw->xn, E, n, 2, gu);
-    run_rows(fw, row_ffn_norm, n);
-    run_mm(fw, MM_SWIGLU, n, fw->xn, 2, gu);
+    set_prep(ln, fw->xn, E, 2, gu);
+    run_rows(ln, row_ffn_norm);
+    run_mm(ln, MM_SWIGLU, fw->xn, 2, gu);
 
     mm_out down = {&l->w_down, NULL, hp->post_norms ? fw->tmp : fw->x, E};
-    prepare_rows(fw, fw->gate, F, n, 1, &down);
-    residual_mm(fw, n, fw->gate, &down, l->post_ffn_norm);
+    prepare_rows(ln, fw->gate, F, 1, &down);
+    residual_mm(ln, fw->gate, &down, l->post_ffn_norm);
+}
+
+/* Thread task's share of the batch through layer fw->layer (layer_lanes). */
+static void lane_task(void *p, int task, int thread) {
+    (void)thread;
+    bt_forward *fw = p;
+    lane ln = {.fw = fw,
+               .r0 = (int)((int64_t)fw->n * task / fw->n_threads),
+               .r1 = (int)((int64_t)fw->n * (task + 1) / fw->n_threads)};
+    if (ln.r0 < ln.r1)
+        layer_forward(&ln);
+}
+
+/* Whether the layers run as lanes: each thread takes its share of the rows through a whole
+ * layer, every weight row, and the layer ends with the one section's barrier, against ten
+ * sections per layer pooled. That needs rows that do not see each other's K/V (each of another
+ * sequence: decode steps of many streams), a prompt tile's worth of rows per thread, so that
+ * each weight block unpacked serves as many rows as pooled (bt_matmul_group_tokens), and the
+ * fast numerics (the llamacpp numerics'
+ * attention differs with the batch). The two threads read each weight soon after each other,
+ * so the second read is served from the shared cache. Same bits either way: each output is
+ * computed whole by the same kernels (batch invariance). */
+static bool use_lanes(const bt_forward *fw) {
+    if (fw->numerics != BT_NUMERICS_FAST || fw->n_threads < 2 ||
+        fw->n < bt_matmul_group_tokens() * fw->n_threads)
+        return false;
+    for (int r = 1; r < fw->n; r++)
+        for (int s = 0; s < r; s++)
+            if (fw->seq[r] == fw->seq[s])
+                return false;
+    return true;
 }
 
 /* Logits of the wanted rows, in out_rows order: final norm of those rows only (llama.cpp's
@@ -702,8 +798,9 @@ static void run_head(bt_forward *fw, const int32_t *out_rows, int n_out, float *
         rmsnorm(fw->xn + (size_t)d * E, fw->x + (size_t)out_rows[d] * E, w->output_norm, E,
                 hp->rms_eps);
     mm_out head = {&w->output, NULL, logits, hp->n_vocab};
-    prepare_rows(fw, fw->xn, E, n_out, 1, &head);
-    run_mm(fw, MM_PLAIN, n_out, fw->xn, 1, &head);
+    lane ln = {.fw = fw, .r0 = 0, .r1 = n_out, .pooled = true};
+    prepare_rows(&ln, fw->xn, E, 1, &head);
+    run_mm(&ln, MM_PLAIN, fw->xn, 1, &head);
     if (hp->logit_softcap > 0.0f) {
         float c = hp->logit_softcap;
         for (size_t i = 0; i < (size_t)n_out * (size_t)hp->n_vocab; i++)
@@ -734,9 +831,21 @@ void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_
             for (size_t i = 0; i < (size_t)n_rows * (size_t)E; i++)
                 fw->x[i] *= hp->embd_scale;
     }
-    run_rows(fw, row_rope_cache, n_rows);
-    for (int li = 0; li < w->layer_end - w->layer_begin; li++)
-        layer_forward(fw, li);
+    lane all = {.fw = fw, .r0 = 0, .r1 = n_rows, .pooled = true};
+    run_rows(&all, row_rope_cache);
+    bool lanes = use_lanes(fw);
+    if (lanes && !fw->lanes_logged) {
+        BT_DEBUG("forward: a pass of %d rows runs as %d lanes, one section per layer", n_rows,
+                 fw->n_threads);
+        fw->lanes_logged = true;
+    }
+    for (int li = 0; li < w->layer_end - w->layer_begin; li++) {
+        fw->layer = li;
+        if (lanes)
+            bt_threadpool_run(fw->pool, lane_task, fw, fw->n_threads);
+        else
+            layer_forward(&all);
+    }
 
     if (act_out)
         memcpy(act_out, fw->x, sizeof(float) * (size_t)E * (size_t)n_rows);

@@ -65,3 +65,57 @@ expect() {
         fail "baton $* -> $rc (want $want, /$pattern/): $err"
     fi
 }
+
+# lanes_check MODEL LABEL: 36 greedy completions (12 tokens each, logprobs) through `baton
+# batch` all at once on 2 threads, one micro-batch in flight, so that their decode steps are
+# one batch of 36 rows of 36 sequences: those run as lanes (worker/forward.c use_lanes; the
+# debug log says so, and the check fails if it does not). Their tokens and logprobs must equal
+# the same requests run one at a time (--max-seqs 1: one row per pass, every step pooled).
+lanes_check() {
+    local model=$1 label=$2 dir
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/bt_lanes.XXXXXX")
+    python3 - "$dir/in.jsonl" <<'PY'
+import json, sys
+topics = ["the sea", "a red bicycle", "the history of Rome", "how bread is made",
+          "a quiet village in winter", "the moon landing", "why cats purr", "a recipe for soup",
+          "the life of bees", "mountains at dawn", "an old clock", "learning to swim"]
+with open(sys.argv[1], "w") as f:
+    for i in range(36):
+        body = {"prompt": "Write a short note about %s.%s" % (topics[i % 12], " Be brief." * (i % 4)),
+                "max_tokens": 12, "temperature": 0, "ignore_eos": True, "logprobs": 1}
+        f.write(json.dumps({"custom_id": "r%d" % i, "method": "POST", "url": "/v1/completions",
+                            "body": body}) + "\n")
+PY
+    local common=(--model "$model" --input "$dir/in.jsonl" --threads 2 --restart)
+    if ! BATON_LOG=debug "$BATON" batch "${common[@]}" --output "$dir/all.jsonl" --inflight 1 \
+        2>"$dir/all.err" || ! "$BATON" batch "${common[@]}" --output "$dir/one.jsonl" \
+        --max-seqs 1 2>"$dir/one.err"; then
+        fail "$label lanes: batch failed: $(tail -n 2 "$dir/all.err" "$dir/one.err")"
+        rm -rf "$dir"
+        return
+    fi
+    # custom_id, tokens and logprobs of each result, in custom_id order
+    local norm='import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    lp = r["response"]["body"]["choices"][0]["logprobs"]
+    rows.append((int(r["custom_id"][1:]), lp["tokens"], lp["token_logprobs"]))
+for i, t, l in sorted(rows):
+    print(i, json.dumps(t), " ".join(repr(x) for x in l))'
+    python3 -c "$norm" "$dir/all.jsonl" >"$dir/all.txt"
+    python3 -c "$norm" "$dir/one.jsonl" >"$dir/one.txt"
+    local n
+    n=$(wc -l <"$dir/one.txt")
+    if ! grep -q "runs as 2 lanes" "$dir/all.err"; then
+        fail "$label lanes: no pass ran as lanes (the debug log has no 'runs as 2 lanes')"
+    elif [[ $n -ne 36 ]]; then
+        fail "$label lanes: $n results, want 36"
+    elif cmp -s "$dir/all.txt" "$dir/one.txt"; then
+        pass "$label lanes: 36 sequences decoding as lanes equal one at a time (tokens, logprobs)"
+    else
+        fail "$label lanes: 36 sequences decoding as lanes differ from one at a time"
+        diff "$dir/one.txt" "$dir/all.txt" | cut -c1-200 | head -6
+    fi
+    rm -rf "$dir"
+}

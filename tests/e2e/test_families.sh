@@ -11,6 +11,8 @@
 #    LOGIT_TOL of llama.cpp's for the same ids (log-softmax: logits up to their per-position
 #    constant) and llama.cpp's top 5 are all in baton's top 20; the 16 greedy tokens are equal
 #    up to a llama.cpp near-tie (golden_lib.sh's rule, margin < NEAR_TIE).
+# 4. 36 streams decoding at once as lanes give the tokens and logprobs of one at a time
+#    (lib.sh's lanes_check).
 # The largest difference seen is printed per family (docs/testing.md records them).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/golden_lib.sh"
@@ -126,6 +128,7 @@ for fam in llama3 qwen2 qwen3 phi3; do
         pass "$fam: $n prompts; largest logprob difference from llama.cpp $worst (tolerance $LOGIT_TOL)"
     else
         fail "$fam: only $n prompts in $golden"
-    fi
+    fi    # 4. Many streams decoding as lanes equal one at a time (lib.sh).
+    lanes_check "$F" "$fam"
 done
 finish

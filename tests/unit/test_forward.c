@@ -413,6 +413,79 @@ static void test_batch_invariance(bt_stage *st, const int32_t *tok, int V) {
     free(out);
 }
 
+/* Two decode steps of LANE_SEQS sequences on st: all rows in one batch per step (batched), or
+ * each row alone. Sequences [0, LANE_SEQS - LANE_FORKS) have prompts of their own, of 2 to 5
+ * tokens; the last LANE_FORKS are forks of sequence 0, sharing its partly filled block until
+ * their first step copies it. out: [2][LANE_SEQS][V] logits. */
+enum { LANE_SEQS = 36, LANE_FORKS = 4 };
+
+static void lanes_run(bt_stage *st, int V, int batched, float *out) {
+    enum { P = 5 };
+    int32_t s[LANE_SEQS], p[LANE_SEQS], tk[LANE_SEQS], prompt[P], len[LANE_SEQS];
+    uint8_t want[LANE_SEQS];
+    float *scratch = malloc(sizeof(float) * P * (size_t)V);
+    bt_error err;
+    bt_error_init(&err);
+    for (int i = 0; i < LANE_SEQS; i++)
+        bt_stage_seq_free(st, i);
+    for (int i = 0; i < LANE_SEQS - LANE_FORKS; i++) {
+        len[i] = 2 + i % 4;
+        for (int j = 0; j < len[i]; j++)
+            prompt[j] = (int32_t)((i * 131 + j * 17 + 3) % V);
+        CHECK_OK(run_seq(st, i, prompt, 0, len[i], scratch));
+    }
+    for (int i = LANE_SEQS - LANE_FORKS; i < LANE_SEQS; i++) {
+        len[i] = len[0];
+        CHECK_OK(bt_stage_seq_fork(st, 0, i, &err));
+    }
+    for (int step = 0; step < 2; step++) {
+        for (int i = 0; i < LANE_SEQS; i++)
+            s[i] = i, p[i] = len[i] + step, tk[i] = (int32_t)((i * 7 + step * 29 + 11) % V),
+            want[i] = 1;
+        float *o = out + (size_t)step * LANE_SEQS * V;
+        if (batched) {
+            bt_batch b = {LANE_SEQS, s, p, tk, want};
+            CHECK_OK(bt_stage_forward(st, &b, NULL, NULL, o, &err));
+            continue;
+        }
+        for (int i = 0; i < LANE_SEQS; i++) {
+            bt_batch b = {1, s + i, p + i, tk + i, want};
+            CHECK_OK(bt_stage_forward(st, &b, NULL, NULL, o + (size_t)i * V, &err));
+        }
+    }
+    for (int i = 0; i < LANE_SEQS; i++)
+        bt_stage_seq_free(st, i);
+    free(scratch);
+}
+
+/* (g) A decode step of many sequences on two threads runs as lanes (forward.c, use_lanes: each
+ * thread takes half the rows through whole layers): the same bits as each row alone, on the
+ * step after too (it reads the K/V the lanes wrote), with forks among the rows. */
+static void test_lanes(const bt_gguf *g, int V) {
+    bt_stage_params prm = bt_stage_default_params();
+    prm.n_threads = 2;
+    prm.kv_tokens = 16 * (LANE_SEQS + 4);
+    prm.max_batch = 64;
+    prm.max_seqs = LANE_SEQS;
+    bt_stage *st = NULL;
+    bt_error err;
+    bt_error_init(&err);
+    CHECK_OK(bt_stage_new(g, &prm, &st, &err));
+    if (!st)
+        return;
+    size_t n = 2 * LANE_SEQS * (size_t)V;
+    float *batched = malloc(sizeof(float) * n), *alone = malloc(sizeof(float) * n);
+    lanes_run(st, V, 1, batched);
+    lanes_run(st, V, 0, alone);
+    int same = bits_equal(batched, alone, n);
+    printf("  (g) %d sequences in one decode batch (lanes) vs each alone, 2 steps: %s\n", LANE_SEQS,
+           same ? "bit-identical" : "DIFFERENT");
+    CHECK(same);
+    bt_stage_free(st);
+    free(batched);
+    free(alone);
+}
+
 /* kind: 0 quantized weights with a min (Q4_1), 1 all F32, 2 quantized without a min (Q8_0),
  * 3 a real model */
 /* (f) --numerics llamacpp (worker/llamacpp.h). Its bit-exactness against llama.cpp is shown by
@@ -531,6 +604,7 @@ static void test_model(const bt_gguf *g, const char *label, int kind) {
     printf("  (a) rows one at a time vs one pass: %s\n",
            bits_equal(a, b, (size_t)T * V) ? "bit-identical" : "DIFFERENT");
     test_batch_invariance(sb, tok, V);
+    test_lanes(g, V);
 
     /* (b) one chunk == two chunks (12 + 8) == chunks of 3, bit for bit. */
     bt_stage_seq_free(sb, 0);
