@@ -80,7 +80,12 @@ bt_status bt_kv_type_parse(const char *s, bt_type *out, bt_error *err);
          0,                                                                                         \
          0,                                                                                         \
          "stages' cache of shipped slices (default ~/.cache/baton/slices)"},                        \
-        {"--inflight", BT_CLI_INT, &(f).inflight, 0, 64, "micro-batches in flight (2 x stages)"},   \
+        {"--inflight",                                                                              \
+         BT_CLI_INT,                                                                                \
+         &(f).inflight,                                                                             \
+         0,                                                                                         \
+         64,                                                                                        \
+         "micro-batches in flight (1 stage: 1, else 2 x stages)"},                                  \
         {"--prefill-chunk", BT_CLI_INT, &(f).prefill_chunk, 1, 65536, "prompt rows per batch"},     \
         {"--max-seqs",  BT_CLI_INT,                                                                 \
          &(f).max_seqs, 1,                                                                          \

@@ -25,6 +25,15 @@ static bool is_eog(int32_t token, void *ctx) {
     return bt_vocab_is_eog((const bt_vocab *)ctx, token);
 }
 
+/* Micro-batches in flight, unless the caller chose: a pipeline keeps a spare one per stage
+ * queued (2 x stages, docs/architecture.md); one stage has no other stage to keep busy, and
+ * splitting its decode rows over two batches only halves the rows each weight load serves. */
+static int default_inflight(int chosen, int n_stages) {
+    if (chosen > 0)
+        return chosen;
+    return n_stages == 1 ? 1 : 2 * n_stages;
+}
+
 bt_status bt_engine_new(bt_transport *t, const bt_gguf *g, const bt_vocab *v,
                         const bt_engine_params *p, bt_engine **out, bt_error *err) {
     *out = NULL;
@@ -55,7 +64,7 @@ bt_status bt_engine_new(bt_transport *t, const bt_gguf *g, const bt_vocab *v,
                           .kv_tokens = kv,
                           .max_batch = p->cluster.max_batch,
                           .prefill_chunk = p->prefill_chunk,
-                          .max_inflight = p->max_inflight ? p->max_inflight : 2 * n_stages,
+                          .max_inflight = default_inflight(p->max_inflight, n_stages),
                           .n_ctx = n_ctx,
                           .is_eog = is_eog,
                           .eog_ctx = (void *)v,

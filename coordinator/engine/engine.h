@@ -35,7 +35,7 @@
 typedef struct bt_engine_params {
     bt_cluster_params cluster;
     int prefill_chunk;        /* prompt rows of one sequence per micro-batch */
-    int max_inflight;         /* 0 = 2 x stages */
+    int max_inflight;         /* 0 = 1 on one stage, else 2 x stages (architecture.md) */
     int n_ctx;                /* tokens per sequence; 0 = min(trained context, KV capacity) */
     int queue_capacity;       /* requests accepted and not yet done (queued + running); submit
                                  beyond it is BT_ERR_BUSY. 0 = 4 x max_seqs */
