@@ -70,9 +70,9 @@ TCP_OVERHEAD = 1514.0 / 1448.0  # Ethernet + IP + TCP headers per full segment
 
 def micro_batches(c, stages):
     """Row counts of the micro-batches C decoding sequences form (coordinator/engine/
-    sched_core.c): at most 2 x stages in flight (1 on one stage: coordinator/engine/engine.c),
-    the cap rounded up to the decode group above one group, never single rows."""
-    m_max = 1 if stages == 1 else 2 * stages
+    sched_core.c): at most 2 x stages in flight, the cap rounded up to the decode group above
+    one group, never single rows."""
+    m_max = 2 * stages
     cap = -(-c // m_max)
     if cap > DECODE_GROUP:
         cap = -(-cap // DECODE_GROUP) * DECODE_GROUP

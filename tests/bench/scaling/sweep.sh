@@ -24,8 +24,10 @@
 # missing. The shipped build lacks the delay; a test build is not for production.
 #
 # Each configuration: deploy/netns/run.sh --hosts STAGES+1 --profile P -- baton bench --pp 0
-# --tg TG --concurrency C --reps R --threads 1 --act-codec X --act-zstd Z --split S (one warm-up
-# round, then R; the median). Columns: see tests/bench/scaling/README.md.
+# --tg TG --concurrency C --reps R --threads 1 --act-codec X --act-zstd Z --split S --inflight
+# 2xSTAGES (one warm-up round, then R; the median). Columns: see tests/bench/scaling/README.md.
+# --inflight is given because predict.py's micro-batch rule and the committed data take 2 x
+# stages in flight on one stage too; the engine's own default there is 1 since stop 26.
 #
 # How many cores the machine gives two stages at once: at the start of every round, for each
 # model, `baton bench` (1 stage, in-process, --concurrency 16) alone and then two copies at
@@ -171,7 +173,8 @@ log=$out.log
 [[ -s $out.cores ]] || echo "model,round,solo_tok_s,pair_tok_s,cores,load1" >"$out.cores"
 # cores_row MODEL PATH ROUND: the solo and paired 1-stage runs, appended to OUT.cores.
 cores_row() {
-    local b=(bench --model "$2" --threads 1 --pp 0 --tg "$tg" --concurrency 16 --reps "$reps")
+    local b=(bench --model "$2" --threads 1 --pp 0 --tg "$tg" --concurrency 16 --reps "$reps"
+        --inflight 2)
     local solo
     solo=$("$baton" "${b[@]}" 2>>"$log" | tail -1)
     "$baton" "${b[@]}" 2>>"$log" | tail -1 >"$dir/pair.a" &
@@ -198,7 +201,8 @@ for ((r = 1; r <= rounds; r++)); do
                 set +e
                 timeout --kill-after=10 900 "$RUN" --hosts $((s + 1)) --profile "$p" --baton "$baton" -- \
                     bench --model "$mp" --threads 1 --pp 0 --tg "$tg" --concurrency "$n" --reps "$reps" \
-                    --act-codec "$c" --act-zstd "$z" --split "$split" >"$dir/last.out" 2>"$dir/last.err"
+                    --act-codec "$c" --act-zstd "$z" --split "$split" --inflight $((2 * s)) \
+                    >"$dir/last.out" 2>"$dir/last.err"
                 rc=$?
                 set -e
                 t1=$(date +%s.%N)
