@@ -11,6 +11,9 @@
  * Row sections with a single task run inline on the calling thread. Every matrix section
  * runs all rows through bt_matmul on q8 activations (see forward.h); the q8 data of a
  * section's input is made by the row section before it (row_prep).
+ * Lanes (use_lanes): a decode step of many sequences runs each layer as one section instead,
+ * each thread taking its share of the rows through all of the steps above, every weight row.
+ * The steps are written once (layer_forward over a `lane`) for both ways.
  */
 #include "forward.h"
 
@@ -77,7 +80,7 @@ typedef struct {
 /*
  * How a layer's steps run (see the top of this file). pooled: the whole batch, each step a
  * pool section (row steps split by rows, matrix steps by weight rows). Else one thread's own
- * rows [r0, r1) through every step, every weight row, no section inside (layer_lanes).
+ * rows [r0, r1) through every step, every weight row, no section inside (use_lanes).
  */
 typedef struct {
     bt_forward *fw;
@@ -675,7 +678,7 @@ static int attn_rows_per_task(const bt_forward *fw, bool split, int heads_per_ta
 }
 
 /* Attention of the lane's rows into fw->att. A pooled lane's tasks go over the pool; a
- * thread's own rows (each of another sequence, layer_lanes) take whole GQA groups, in order. */
+ * thread's own rows (each of another sequence, use_lanes) take whole GQA groups, in order. */
 static void run_attention(const lane *ln) {
     bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
@@ -757,7 +760,7 @@ static void layer_forward(lane *ln) {
     residual_mm(ln, fw->gate, &down, l->post_ffn_norm);
 }
 
-/* Thread task's share of the batch through layer fw->layer (layer_lanes). */
+/* Task t of a lanes section: thread t's share of the rows through layer fw->layer. */
 static void lane_task(void *p, int task, int thread) {
     (void)thread;
     bt_forward *fw = p;
@@ -770,13 +773,14 @@ static void lane_task(void *p, int task, int thread) {
 
 /* Whether the layers run as lanes: each thread takes its share of the rows through a whole
  * layer, every weight row, and the layer ends with the one section's barrier, against ten
- * sections per layer pooled. That needs rows that do not see each other's K/V (each of another
- * sequence: decode steps of many streams), a prompt tile's worth of rows per thread, so that
- * each weight block unpacked serves as many rows as pooled (bt_matmul_group_tokens), and the
- * fast numerics (the llamacpp numerics'
- * attention differs with the batch). The two threads read each weight soon after each other,
- * so the second read is served from the shared cache. Same bits either way: each output is
- * computed whole by the same kernels (batch invariance). */
+ * sections per layer pooled. That needs:
+ *   - rows that do not read each other's K/V: each of another sequence (a decode step of many
+ *     streams; forks write their own blocks, bt_kv_seq_reserve copies shared ones first);
+ *   - a prompt tile's worth of rows per thread (bt_matmul_group_tokens), so that each weight
+ *     block unpacked serves as many rows as pooled;
+ *   - the fast numerics (the llamacpp numerics' attention differs with the batch).
+ * The threads read each weight soon after each other, so the second read comes from the
+ * shared cache. Same bits either way: each output is computed whole by the same kernels. */
 static bool use_lanes(const bt_forward *fw) {
     if (fw->numerics != BT_NUMERICS_FAST || fw->n_threads < 2 ||
         fw->n < bt_matmul_group_tokens() * fw->n_threads)
