@@ -2,11 +2,14 @@
 # The CI test run: packages, model, the server tests' venv, a -Werror build with every ctest,
 # then an ASan/UBSan build running the unit tests, the fuzz corpus replays and the server e2e
 # tests (label server_asan), then a clang libFuzzer build (libraries
-# instrumented too) that replays the corpora and fuzzes every target for a bounded time.
+# instrumented too) that replays the corpora and fuzzes every target for a bounded time, then
+# a ThreadSanitizer build of the thread pool's and the forward pass's tests (lanes: threads
+# writing disjoint rows of shared buffers).
 # Exits non-zero on any failure, a fuzzer's crash, leak or timeout included.
 # Usage: deploy/test.sh                    (from any directory)
 #   BT_JOBS          parallel build/test jobs (default: nproc)
-#   BT_BUILD_PREFIX  build directory names: <prefix>, <prefix>-asan and <prefix>-fuzz
+#   BT_BUILD_PREFIX  build directory names: <prefix>, <prefix>-asan, <prefix>-fuzz and
+#                    <prefix>-tsan
 #                    (default: build)
 #   BT_FUZZ_SECONDS  fuzzing time per target (default: 60; 0 = corpus replay only)
 set -euo pipefail
@@ -90,5 +93,13 @@ if [[ $FUZZ_S -gt 0 ]]; then
         echo "$name: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
     done
 fi
+
+step "$B-tsan (ThreadSanitizer, Werror: test_threadpool and test_forward only)"
+cmake -S "$ROOT" -B "$B-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBT_TSAN=ON -DBT_WERROR=ON
+cmake --build "$B-tsan" -j"$JOBS" --target test_threadpool test_forward
+
+step "ctest: the thread pool and the forward pass (lanes included) under ThreadSanitizer"
+# A report makes the test exit 66 (TSan's exitcode), which fails it.
+ctest --test-dir "$B-tsan" --output-on-failure --timeout 900 -R '^unit\.test_(threadpool|forward)$'
 
 step "all passed"
