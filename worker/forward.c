@@ -639,10 +639,11 @@ static void lc_attn_task(void *p, int task, int thread) {
                     fw->att + off);
 }
 
-/* Whether attention runs a task per chunk (attention.h): a few rows, one of them longer than
- * a chunk, and more than one thread. Either way the bits are the same. */
-static bool attn_split(const bt_forward *fw) {
-    if (fw->n > BT_ATTN_SPLIT_MAX_ROWS || fw->n_threads < 2)
+/* Whether attention runs a task per chunk (attention.h): a pooled lane of a few rows, one of
+ * them longer than a chunk, and more than one thread. Either way the bits are the same. */
+static bool attn_split(const lane *ln) {
+    const bt_forward *fw = ln->fw;
+    if (!ln->pooled || fw->n > BT_ATTN_SPLIT_MAX_ROWS || fw->n_threads < 2)
         return false;
     for (int r = 0; r < fw->n; r++)
         if (bt_attention_n_chunks(fw->pos[r]) > 1)
@@ -651,22 +652,26 @@ static bool attn_split(const bt_forward *fw) {
 }
 
 /* Query heads per attention task: the whole GQA group (each K/V row converted once), split
- * only when that leaves fewer than two tasks per thread and the rows are not chunked. */
-static int attn_heads_per_task(const bt_forward *fw, bool split) {
+ * only in a pooled lane, when that leaves fewer than two tasks per thread and the rows are not
+ * chunked. */
+static int attn_heads_per_task(const lane *ln, bool split) {
+    const bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
     int group = hp->n_head / hp->n_head_kv;
     int hpt = group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS;
-    while (!split && hpt > 1 &&
+    while (ln->pooled && !split && hpt > 1 &&
            fw->n * hp->n_head_kv * ((group + hpt - 1) / hpt) < 2 * fw->n_threads)
         hpt = (hpt + 1) / 2;
     return hpt;
 }
 
-/* Rows per attention task without the chunk split: consecutive rows (a prompt's) share each
- * chunk's K/V while it is in cache; as many as keep at least 4 tasks per thread. */
-static int attn_rows_per_task(const bt_forward *fw, bool split, int heads_per_task) {
+/* Rows per attention task of a pooled lane without the chunk split: consecutive rows (a
+ * prompt's) share each chunk's K/V while it is in cache; as many as keep at least 4 tasks per
+ * thread. A thread's own lane: 1 (its rows are each of another sequence). */
+static int attn_rows_per_task(const lane *ln, bool split, int heads_per_task) {
+    const bt_forward *fw = ln->fw;
     const bt_hparams *hp = fw->hp;
-    if (split)
+    if (split || !ln->pooled)
         return 1;
     int group = hp->n_head / hp->n_head_kv;
     int per_rows = hp->n_head_kv * ((group + heads_per_task - 1) / heads_per_task);
@@ -688,10 +693,8 @@ static void run_attention(const lane *ln) {
         bt_threadpool_run(fw->pool, lc_attn_task, fw, n * hp->n_head_kv);
         return;
     }
-    bool split = ln->pooled && attn_split(fw);
-    int group = hp->n_head / hp->n_head_kv;
-    int hpt = ln->pooled ? attn_heads_per_task(fw, split)
-                         : (group < BT_ATTN_MAX_TASK_HEADS ? group : BT_ATTN_MAX_TASK_HEADS);
+    bool split = attn_split(ln);
+    int hpt = attn_heads_per_task(ln, split);
     bt_attn_args a = {.kv = fw->kv,
                       .layer = fw->layer,
                       .n_rows = n,
@@ -703,7 +706,7 @@ static void run_attention(const lane *ln) {
                       .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim,
                       .heads_per_task = hpt,
-                      .rows_per_task = ln->pooled ? attn_rows_per_task(fw, split, hpt) : 1,
+                      .rows_per_task = attn_rows_per_task(ln, split, hpt),
                       .partials = split ? fw->attn_partials : NULL,
                       .scale = hp->attn_scale,
                       .window = layer_is_swa(fw) ? hp->sliding_window : 0};
