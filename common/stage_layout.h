@@ -21,6 +21,12 @@
  * so the scheduler rounds decode rows up to a multiple of it. */
 #define BT_DECODE_GROUP 4
 
+/* Token rows of one prompt tile (worker/kernels, BT_PREFILL_TOK): bt_matmul runs each full
+ * group of this many rows through tiles that unpack a weight block once for all of them, 4x
+ * fewer unpackings than BT_DECODE_GROUP's. So the scheduler does not cut decode rows into
+ * micro-batches below it once every stage can have one that big. */
+#define BT_PROMPT_GROUP 16
+
 /* Rows of one micro-batch whose logits a prompt-scoring request may ask for (StageBatch
  * .target): the last stage keeps logits for this many rows beyond its sampled ones
  * (n_vocab floats each), and the scheduler puts no more scored rows in a batch. */

@@ -47,9 +47,10 @@ struct bt_sched {
     bt_sched_batch batch;
     bt_request **order; /* [max_seqs] running requests by admission, scratch */
 
-    int n_held; /* slots reserved for children of admitted groups, not yet forked */
-    char *tbuf; /* [tcap] detokenized bytes of one token */
-    char *sbuf; /* [tcap + BT_STOP_MAX_BYTES] text made final by one token */
+    int n_held;             /* slots reserved for children of admitted groups, not yet forked */
+    bool told_prompt_group; /* the debug line of the decode cap's 16-row floor went out */
+    char *tbuf;             /* [tcap] detokenized bytes of one token */
+    char *sbuf;             /* [tcap + BT_STOP_MAX_BYTES] text made final by one token */
     size_t tcap;
 };
 

@@ -11,7 +11,10 @@
  * at most max_batch rows. A sequence is in at most one in-flight micro-batch. Up to
  * max_inflight micro-batches are in flight, and decode rows are spread over them (at most
  * ceil(running / max_inflight) per batch, rounded up to a multiple of 4 above 4 and never
- * below 2) so that every stage has work.
+ * below 2) so that every stage has work. Once running >= BT_PROMPT_GROUP x n_stages, the cap
+ * is at least BT_PROMPT_GROUP: every stage can still have a micro-batch, and each one's rows
+ * go through the kernels' prompt tiles (measured on 2 stages, 32 streams as 2 x 16 rows
+ * decode 1.4x faster than as 4 x 8; docs/architecture.md).
  *
  * Admission: the oldest queued request is admitted when a slot is free and its first chunk's
  * blocks (plus a 1% watermark while other sequences run) are free. Growth that finds no free
@@ -53,6 +56,7 @@ typedef struct bt_sched_params {
     int max_batch;     /* rows per micro-batch */
     int prefill_chunk; /* prompt rows of one sequence per micro-batch */
     int max_inflight;  /* micro-batches in flight */
+    int n_stages;      /* stages each micro-batch passes through (>= 1) */
     int n_ctx;         /* tokens per sequence (<= kv_tokens) */
     /* End-of-generation test for sampled tokens (the vocabulary's EOG set). */
     bool (*is_eog)(int32_t token, void *ctx);

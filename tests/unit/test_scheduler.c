@@ -10,7 +10,8 @@
  * than the closed form each test compares against.
  *
  * Every batch is also checked against the scheduler's promises: at most max_batch rows, at
- * most prefill_chunk rows of one sequence, decode rows at most ceil(running / max_inflight),
+ * most prefill_chunk rows of one sequence, decode rows at most ceil(running / max_inflight)
+ * (or BT_PROMPT_GROUP once running >= BT_PROMPT_GROUP x n_stages),
  * no sequence in two in-flight batches, prefill flag == (pos < n_prompt), row tokens == the
  * request's tokens, KV blocks used == the blocks the fake stage holds and <= capacity.
  */
@@ -188,16 +189,21 @@ static void fake_send(fake *f, const bt_sched_batch *b, const snap *sn, int runn
         }
     }
     /* Decode rows are spread: at most ceil(running / max_inflight) per batch (above 4 rounded
-     * up to the kernels' group of 4 tokens), counting the sequences running when the batch
-     * was formed (before any preemption in it). */
+     * up to the kernels' group of 4 tokens; a prompt tile's 16 once every stage can have
+     * 16), counting the sequences running when the batch was formed (before any preemption
+     * in it). */
     int cap = (running_before + f->p.max_inflight - 1) / f->p.max_inflight;
     if (cap > 4)
         cap = (cap + 3) / 4 * 4;
     if (cap < 2 && running_before >= 2)
         cap = 2;
+    if (running_before >= 16 * f->p.n_stages && cap < 16)
+        cap = 16;
     if (n_decode > cap)
-        VIOLATION("batch %llu: %d decode rows > ceil(%d running / %d in flight) rounded to 4",
-                  (unsigned long long)b->step, n_decode, running_before, f->p.max_inflight);
+        VIOLATION("batch %llu: %d decode rows > the cap %d of %d running, %d in flight, %d "
+                  "stages",
+                  (unsigned long long)b->step, n_decode, cap, running_before, f->p.max_inflight,
+                  f->p.n_stages);
     if (n_decode > f->max_decode_rows)
         f->max_decode_rows = n_decode;
     f->n_fl++;
@@ -382,6 +388,7 @@ static bt_sched_params params(int max_seqs, int kv_tokens, int max_batch, int ch
                              .max_batch = max_batch,
                              .prefill_chunk = chunk,
                              .max_inflight = inflight,
+                             .n_stages = 1,
                              .n_ctx = n_ctx};
 }
 
@@ -445,6 +452,39 @@ static void test_decode_spread(void) {
     for (int i = 0; i < 8; i++)
         bt_request_free(reqs[i]);
     bt_sched_free(f.s);
+}
+
+/* Decode micro-batches are not cut below a prompt tile (BT_PROMPT_GROUP rows) once every
+ * stage can have one: 16 sequences with 2 in flight on one stage decode as one batch of 16;
+ * on 2 stages with 4 in flight (16 < 16 x 2) they spread as 4 x 4, so both stages work. */
+static void test_decode_prompt_group(void) {
+    CHECK_EQ_INT(BT_PROMPT_GROUP, 16);
+    for (int n_stages = 1; n_stages <= 2; n_stages++) {
+        bt_sched_params p = params(MAX_SEQS, 4096, 64, 64, 2 * n_stages, 256);
+        p.n_stages = n_stages;
+        fake f;
+        fake_init(&f, &p);
+        bt_request *reqs[MAX_SEQS];
+        submit_alike(f.s, reqs, MAX_SEQS, 200, 2, 9, p.n_ctx);
+        fake_fill(&f, reqs, MAX_SEQS); /* every prompt in the first batch: 16 x 2 rows */
+        CHECK_EQ_INT(f.n_fl, 1);
+        bt_error err;
+        bt_error_init(&err);
+        CHECK_OK(fake_complete(&f, &err));
+        int before = f.n_batches, want_rows = n_stages == 1 ? 16 : 4;
+        fake_fill(&f, reqs, MAX_SEQS);
+        CHECK_EQ_INT(f.n_batches - before, MAX_SEQS / want_rows);
+        for (int k = 0; k < f.n_fl; k++)
+            CHECK_EQ_INT(f.fl[(f.fl_head + k) % MAX_FLIGHT].n_rows, want_rows);
+        fake_run(&f, reqs, MAX_SEQS);
+        CHECK_EQ_INT(f.max_decode_rows, want_rows);
+        for (int i = 0; i < MAX_SEQS; i++)
+            check_generated(reqs[i], 9);
+        CHECK_EQ_INT(f.violations, 0);
+        for (int i = 0; i < MAX_SEQS; i++)
+            bt_request_free(reqs[i]);
+        bt_sched_free(f.s);
+    }
 }
 
 /* Long prompts: chunks of at most prefill_chunk rows per sequence, max_batch per batch. */
@@ -719,6 +759,10 @@ static void test_zero_tokens_and_params(void) {
     CHECK(strstr(err.msg, "max_seqs 0") != NULL);
     bad = params(4, 128, 64, 64, 2, 256); /* n_ctx > kv_tokens */
     CHECK_EQ_INT(bt_sched_new(&bad, &s, &err), BT_ERR_INVALID_ARG);
+    bad = params(4, 4096, 64, 64, 2, 256);
+    bad.n_stages = 0;
+    CHECK_EQ_INT(bt_sched_new(&bad, &s, &err), BT_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "n_stages 0") != NULL);
     bt_sched_free(NULL);
 }
 
@@ -1244,6 +1288,7 @@ static void test_random_pressure(void) {
 int main(void) {
     test_mixed_load();
     test_decode_spread();
+    test_decode_prompt_group();
     test_prefill_chunks();
     test_admission();
     test_preemption();

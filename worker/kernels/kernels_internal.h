@@ -72,7 +72,7 @@ typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const
  * sums, the same float operations in the same order), so the invariance rule above holds
  * across the two.
  */
-#define BT_PREFILL_TOK 16
+#define BT_PREFILL_TOK BT_PROMPT_GROUP /* 16 */
 /* xu: the same tokens' quants as unsigned bytes, qs + 128 (32 per block; block i of token t at
  * xu + 32 * (t * x_stride + i)), made once by bt_matmul's caller (bt_q8_plus_128); never NULL
  * for the types whose ptile_xu is set, maybe NULL for the others. The tiles of signed weight

@@ -43,7 +43,9 @@ heads, vocabulary 49152 as synth_model writes, Q4_0 everywhere like synth_model 
 over 8 to 64 stages, one core per host, at 1 Gbit/s and 100 Mbit/s, f16 activations (16,386
 bytes per row) and f32; hosts as fast as one core here (speed 1) and 32 times faster (a
 many-core host with perfect scaling, to show where the links start to count), at 1, 4 x
-stages and 16 x stages sequences (2 and 8 rows per micro-batch with 2 x stages in flight).
+stages and 16 x stages sequences (2 and 8 rows per micro-batch with 2 x stages in flight;
+16 x stages sequences form S micro-batches of 16 rows under the scheduler's 16-row floor,
+stop 27: the committed projection in docs/img/scaling/ predates it, --prompt-group 0).
 Layers are split by dynamic programming to minimise the largest stage (the head on the last). Compute per layer is scaled from the measured Q4_0 1.1B shape
 (tinyllama) by cost units: t_layer70(r) = t_full_tinyllama(r) / cost_all_tinyllama x
 cost_layer70, i.e. time per byte streamed + multiply-add as measured at 2048 wide, applied at
@@ -59,6 +61,9 @@ import subprocess
 import sys
 
 DECODE_GROUP = 4  # common/stage_layout.h BT_DECODE_GROUP
+# common/stage_layout.h BT_PROMPT_GROUP; --prompt-group 0 models data measured before the
+# scheduler's rule (docs/img/scaling/, stop 26 and earlier).
+PROMPT_GROUP = 16
 Q_BYTES = {"f32": (4, 1), "f16": (2, 1), "q8_0": (34, 32), "q4_0": (18, 32), "q4_1": (20, 32)}
 CODEC_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8": 36.0 / 32.0}
 ROW_FIELDS = 10  # bytes per row besides the activations (seq, pos, token), docs/benchmarks.md
@@ -71,13 +76,16 @@ TCP_OVERHEAD = 1514.0 / 1448.0  # Ethernet + IP + TCP headers per full segment
 def micro_batches(c, stages):
     """Row counts of the micro-batches C decoding sequences form (coordinator/engine/
     sched_core.c): at most 2 x stages in flight, the cap rounded up to the decode group above
-    one group, never single rows."""
+    one group, never single rows, and never below the prompt group once C >= prompt group x
+    stages."""
     m_max = 2 * stages
     cap = -(-c // m_max)
     if cap > DECODE_GROUP:
         cap = -(-cap // DECODE_GROUP) * DECODE_GROUP
     if cap < 2 and c >= 2:
         cap = 2
+    if PROMPT_GROUP and c >= PROMPT_GROUP * stages and cap < PROMPT_GROUP:
+        cap = PROMPT_GROUP
     sizes = []
     left = c
     while left > 0 and len(sizes) < m_max:
@@ -214,6 +222,7 @@ def shape_costs(n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab, wtype="q4_0")
 
 
 def main():
+    global PROMPT_GROUP
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("csv")
     ap.add_argument("--out", help="CSV of every measured configuration with the prediction")
@@ -224,7 +233,11 @@ def main():
     ap.add_argument("--hop-us", type=float, default=150.0, help="one-way latency of a hop")
     ap.add_argument("--coord-us", type=float, default=300.0,
                     help="coordinator turnaround per micro-batch")
+    ap.add_argument("--prompt-group", type=int, default=PROMPT_GROUP,
+                    help="the scheduler's smallest decode micro-batch once every stage can "
+                    "have one (0: before stop 27, as docs/img/scaling/ was measured)")
     a = ap.parse_args()
+    PROMPT_GROUP = a.prompt_group
     hop_s, coord_s = a.hop_us / 1e6, a.coord_us / 1e6
 
     rows = list(csv.DictReader(open(a.csv)))

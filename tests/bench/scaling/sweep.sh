@@ -28,6 +28,8 @@
 # 2xSTAGES (one warm-up round, then R; the median). Columns: see tests/bench/scaling/README.md.
 # --inflight is given because predict.py's micro-batch rule and the committed data take 2 x
 # stages in flight on one stage too; the engine's own default there is 1 since stop 26.
+# (The scheduler's 16-row floor, stop 27, applies either way; predict.py models it, and
+# --prompt-group 0 models data measured before it.)
 #
 # How many cores the machine gives two stages at once: at the start of every round, for each
 # model, `baton bench` (1 stage, in-process, --concurrency 16) alone and then two copies at
