@@ -356,22 +356,44 @@ INLINE __m256i k5_bit(__m256i qh, int j) {
     return _mm256_slli_epi16(b, 4);
 }
 
-/* Sub-block j of a Q6_K pair, unsigned 0..63 (the -32 is applied to the sums). */
-INLINE qpair k6_pair(const bt_block_q6_k *a, const bt_block_q6_k *b, int j) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    int n = j / 4, k = j % 4;
-    int lofs = 64 * n + 32 * (k & 1), hofs = 32 * n;
-    __m256i l0 = two16(a->ql + lofs, b->ql + lofs),
-            l1 = two16(a->ql + lofs + 16, b->ql + lofs + 16);
-    __m256i h0 = two16(a->qh + hofs, b->qh + hofs),
-            h1 = two16(a->qh + hofs + 16, b->qh + hofs + 16);
-    __m128i ls = _mm_cvtsi32_si128(4 * (k >> 1)), hs = _mm_cvtsi32_si128(2 * k);
-    qpair q;
-    q.lo = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l0, ls), lo4),
-                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h0, hs), m3), 4));
-    q.hi = _mm256_or_si256(_mm256_and_si256(_mm256_srl_epi16(l1, ls), lo4),
-                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(h1, hs), m3), 4));
+/* Sub-block j = 4n + k of a Q6_K pair, unsigned 0..63 (the -32 is applied to the sums):
+ * element e of the 32 is bits 4 * (k >> 1) of ql[64 n + 32 (k & 1) + e] and bits 2k of
+ * qh[32 n + e]. The four sub-blocks of one n share their bytes: ql[64 n .. 64 n + 63] (l[0..3],
+ * 16 of each row) and qh[32 n .. 32 n + 31] (h[0..1]), loaded once for them (k6_bytes). */
+INLINE void k6_bytes(const bt_block_q6_k *a, const bt_block_q6_k *b, int n, __m256i *l,
+                     __m256i *h) {
+    for (int i = 0; i < 4; i++)
+        l[i] = two16(a->ql + 64 * n + 16 * i, b->ql + 64 * n + 16 * i);
+    for (int i = 0; i < 2; i++)
+        h[i] = two16(a->qh + 32 * n + 16 * i, b->qh + 32 * n + 16 * i);
+}
+
+INLINE qpair k6_pair(const __m256i *l, const __m256i *h, int k) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    __m256i q2[2];
+    for (int i = 0; i < 2; i++) {
+        __m256i lb = l[2 * (k & 1) + i];
+        lb = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(lb, 4) : lb, lo4);
+        /* bits 2k, 2k + 1 of each qh byte to bits 4, 5: masked first, so that no bit crosses
+         * into the neighbouring byte of the 16-bit shift */
+        __m256i hb = _mm256_and_si256(h[i], _mm256_set1_epi8((char)(3 << 2 * k)));
+        hb = k < 2 ? _mm256_slli_epi16(hb, 4 - 2 * k) : k > 2 ? _mm256_srli_epi16(hb, 2) : hb;
+        q2[i] = _mm256_or_si256(lb, hb);
+    }
+    qpair q = {q2[0], q2[1]};
     return q;
+}
+
+/* Sub-block j of a Q6_K pair with only its own bytes loaded (the prompt tiles, whose
+ * registers hold 8 tokens' sums and cannot keep an n's bytes across its sub-blocks). */
+INLINE qpair k6_pair_at(const bt_block_q6_k *a, const bt_block_q6_k *b, int j) {
+    int n = j / 4, k = j % 4, lo = 64 * n + 32 * (k & 1);
+    __m256i l[4] = {0}, h[2];
+    for (int i = 0; i < 2; i++) {
+        l[2 * (k & 1) + i] = two16(a->ql + lo + 16 * i, b->ql + lo + 16 * i);
+        h[i] = two16(a->qh + 32 * n + 16 * i, b->qh + 32 * n + 16 * i);
+    }
+    return k6_pair(l, h, k);
 }
 
 INLINE __m256i two_set16(int a, int b) {
@@ -422,6 +444,7 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
                 }
             }
         }
+        __m256i l6[2][4], h6[2][2]; /* Q6_K: the bytes of sub-blocks 4n..4n+3 */
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             qpair q[2];
             __m256 dm[2];
@@ -431,7 +454,9 @@ INLINE void kq_tile(int KIND, int NP, const char *const *rows, size_t pf, const 
                 const uint8_t *rb = (const uint8_t *)rows[2 * p + 1] + off;
                 if (KIND == KQ_Q6K) {
                     const bt_block_q6_k *a = (const void *)ra, *b = (const void *)rb;
-                    q[p] = k6_pair(a, b, j);
+                    if (j % 4 == 0)
+                        k6_bytes(a, b, j / 4, l6[p], h6[p]);
+                    q[p] = k6_pair(l6[p], h6[p], j % 4);
                     scl[p] = two_set16(sc6[2 * p][2 * j], sc6[2 * p + 1][2 * j]);
                     sch[p] = two_set16(sc6[2 * p][2 * j + 1], sc6[2 * p + 1][2 * j + 1]);
                 } else {
@@ -548,7 +573,7 @@ INLINE void kq_ptile(int KIND, const char *ra0, const char *rb0, size_t pf, cons
             __m256 dd;
             __m256i scl = _mm256_setzero_si256(), sch = scl, cl = scl, ch = scl;
             if (KIND == KQ_Q6K) {
-                q = k6_pair(a6, b6, j);
+                q = k6_pair_at(a6, b6, j);
                 q.lo = _mm256_sub_epi8(q.lo, k32);
                 q.hi = _mm256_sub_epi8(q.hi, k32);
                 cl = _mm256_maddubs_epi16(k80, q.lo);

@@ -272,17 +272,25 @@ INLINE __m512 lane_byte(__m512i v, int byte, int sign) {
 }
 
 /* Sub-block j of a Q6_K quad as w = q - 32: element e of the 32 is bits 4 * (k >> 1) of
- * ql[64 n + 32 (k & 1) + e] and bits 2k of qh[32 n + e] (n = j / 4, k = j % 4). */
-INLINE quad k6_quad(const char *const *r, int j) {
-    const __m512i lo4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3),
-                  k32 = _mm512_set1_epi8(32);
-    int n = j / 4, k = j % 4;
-    size_t lofs = (size_t)(64 * n + 32 * (k & 1)), hofs = (size_t)(128 + 32 * n);
+ * ql[64 n + 32 (k & 1) + e] and bits 2k of qh[32 n + e] (n = j / 4, k = j % 4). The four
+ * sub-blocks of one n share their bytes: ql[64 n .. 64 n + 63] (l[0..3], 16 each) and
+ * qh[32 n .. 32 n + 31] (h[0..1]), loaded once for them (k6_bytes). */
+INLINE void k6_bytes(const char *const *r, int n, __m512i *l, __m512i *h) {
+    for (int i = 0; i < 4; i++)
+        l[i] = four16(r, (size_t)(64 * n + 16 * i));
+    for (int i = 0; i < 2; i++)
+        h[i] = four16(r, (size_t)(128 + 32 * n + 16 * i));
+}
+
+INLINE quad k6_quad(const __m512i *l6, const __m512i *h6, int k) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k32 = _mm512_set1_epi8(32);
     quad q;
     for (int h = 0; h < 2; h++) {
-        __m512i l = four16(r, lofs + 16 * (size_t)h), hb = four16(r, hofs + 16 * (size_t)h);
-        l = _mm512_and_si512(_mm512_srli_epi16(l, 4 * (k >> 1)), lo4);
-        hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2 * k), m3), 4);
+        __m512i l = _mm512_and_si512(_mm512_srli_epi16(l6[2 * (k & 1) + h], 4 * (k >> 1)), lo4);
+        /* bits 2k, 2k + 1 of each qh byte to bits 4, 5: masked first, so that no bit crosses
+         * into the neighbouring byte of the 16-bit shift */
+        __m512i hb = _mm512_and_si512(h6[h], _mm512_set1_epi8((char)(3 << 2 * k)));
+        hb = k < 2 ? _mm512_slli_epi16(hb, 4 - 2 * k) : k > 2 ? _mm512_srli_epi16(hb, 2) : hb;
         __m512i v = _mm512_sub_epi8(_mm512_or_si512(l, hb), k32);
         if (h == 0)
             q.lo = v;
@@ -320,13 +328,16 @@ INLINE void kq_tile(int KIND, int XU, const char *const *rows, size_t pf, const 
             }
         }
         const bt_q8 *xi = x + 8 * i;
+        __m512i l6[4], h6[2]; /* Q6_K: the bytes of sub-blocks 4n..4n+3 */
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             quad q;
             __m512 dd = d, scl = _mm512_setzero_ps(), sch = scl;
             const __m512i zero = _mm512_setzero_si512();
             __m512i init_lo = zero, init_hi = zero; /* Q6_K: -128 * each lane's weights */
             if (KIND == K_Q6K) {
-                q = k6_quad(r, j);
+                if (j % 4 == 0)
+                    k6_bytes(r, j / 4, l6, h6);
+                q = k6_quad(l6, h6, j % 4);
                 init_lo = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, q.lo));
                 init_hi = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k80, q.hi));
                 scl = lane_byte(sm, 2 * j, 1);
