@@ -139,21 +139,45 @@ INLINE void quad_block(const char *const *rows, int64_t i, size_t bsz, size_t pf
 
 /* A quad tile's outputs: ((l0 + l1) + (l2 + l3)) of each row's four lanes, then plus (MIN > 0:
  * Q4_1, Q5_1) or minus (MIN < 0: Q4_K, Q5_K) its min term, lane 4k + t % 4 of the min
- * accumulator of token group t / 4. Rows with out_col -1 (a short quad's repeats) are dropped. */
+ * accumulator of token group t / 4. Rows with out_col -1 (a short quad's repeats) are dropped.
+ * In vectors: two in-lane swaps and adds leave row k's sum in lane 4k (float addition is
+ * commutative, so each lane holds exactly the scalar order's value), the min term is spread
+ * to the row's lanes by an in-lane broadcast, and lanes 0, 4, 8, 12 are the four outputs. */
 INLINE void quad_store(int MIN, const __m512 *acc, const __m512 *macc, int NT, float *out,
                        int64_t ldo, const int *out_col) {
-    float m[BT_PREFILL_TOK / 4][16];
-    if (MIN)
-        GROUPS _mm512_storeu_ps(m[g], macc[g]);
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    int whole = out_col[3] == out_col[0] + 3; /* four consecutive columns, none dropped */
     TOKENS {
-        float a[16];
-        _mm512_storeu_ps(a, acc[t]);
-        for (int k = 0; k < 4; k++) {
-            float v = (a[4 * k] + a[4 * k + 1]) + (a[4 * k + 2] + a[4 * k + 3]);
-            if (out_col[k] < 0)
-                continue;
-            float mk = MIN ? m[t / 4][4 * k + t % 4] : 0.0f;
-            out[t * ldo + out_col[k]] = MIN > 0 ? v + mk : MIN < 0 ? v - mk : v;
+        __m512 a = acc[t];
+        a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
+        a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
+        if (MIN) {
+            __m512 m;
+            switch (t % 4) {
+            case 0:
+                m = _mm512_permute_ps(macc[t / 4], 0x00);
+                break;
+            case 1:
+                m = _mm512_permute_ps(macc[t / 4], 0x55);
+                break;
+            case 2:
+                m = _mm512_permute_ps(macc[t / 4], 0xAA);
+                break;
+            default:
+                m = _mm512_permute_ps(macc[t / 4], 0xFF);
+                break;
+            }
+            a = MIN > 0 ? _mm512_add_ps(a, m) : _mm512_sub_ps(a, m);
+        }
+        __m128 v = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, a));
+        if (whole) {
+            _mm_storeu_ps(out + t * ldo + out_col[0], v);
+        } else {
+            float o[4];
+            _mm_storeu_ps(o, v);
+            for (int k = 0; k < 4; k++)
+                if (out_col[k] >= 0)
+                    out[t * ldo + out_col[k]] = o[k];
         }
     }
 }
