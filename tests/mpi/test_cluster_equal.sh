@@ -64,8 +64,9 @@ fi
 
 # 36 streams on 2 stages (np 3): 36 >= 16 x 2, so the scheduler puts decode rows in
 # micro-batches of 16 (a prompt tile), not ceil(36 / 4 in flight) = 9, rounded to 12
-# (scheduler.h; its debug line says so, counting the engine's 1-token readiness probe too). Greedy tokens and logprobs through `baton batch` under mpirun must equal the
-# same requests one at a time in one process.
+# (scheduler.h; its debug line says so, counting the engine's 1-token readiness probe too).
+# Greedy tokens and logprobs through `baton batch` under mpirun must equal the same requests
+# one at a time in one process.
 if [[ $kind == smol && $np == 3 ]]; then
     python3 - "$WORK/b36.jsonl" <<'PY'
 import json, sys
