@@ -74,18 +74,7 @@ expect() {
 lanes_check() {
     local model=$1 label=$2 dir
     dir=$(mktemp -d "${TMPDIR:-/tmp}/bt_lanes.XXXXXX")
-    python3 - "$dir/in.jsonl" <<'PY'
-import json, sys
-topics = ["the sea", "a red bicycle", "the history of Rome", "how bread is made",
-          "a quiet village in winter", "the moon landing", "why cats purr", "a recipe for soup",
-          "the life of bees", "mountains at dawn", "an old clock", "learning to swim"]
-with open(sys.argv[1], "w") as f:
-    for i in range(36):
-        body = {"prompt": "Write a short note about %s.%s" % (topics[i % 12], " Be brief." * (i % 4)),
-                "max_tokens": 12, "temperature": 0, "ignore_eos": True, "logprobs": 1}
-        f.write(json.dumps({"custom_id": "r%d" % i, "method": "POST", "url": "/v1/completions",
-                            "body": body}) + "\n")
-PY
+    python3 "$E2E_DIR/../support/batch_streams.py" make "$dir/in.jsonl" 36 12
     local common=(--model "$model" --input "$dir/in.jsonl" --threads 2 --restart)
     if ! BATON_LOG=debug "$BATON" batch "${common[@]}" --output "$dir/all.jsonl" --inflight 1 \
         2>"$dir/all.err" || ! "$BATON" batch "${common[@]}" --output "$dir/one.jsonl" \
@@ -95,16 +84,8 @@ PY
         return
     fi
     # custom_id, tokens and logprobs of each result, in custom_id order
-    local norm='import json, sys
-rows = []
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    lp = r["response"]["body"]["choices"][0]["logprobs"]
-    rows.append((int(r["custom_id"][1:]), lp["tokens"], lp["token_logprobs"]))
-for i, t, l in sorted(rows):
-    print(i, json.dumps(t), " ".join(repr(x) for x in l))'
-    python3 -c "$norm" "$dir/all.jsonl" >"$dir/all.txt"
-    python3 -c "$norm" "$dir/one.jsonl" >"$dir/one.txt"
+    python3 "$E2E_DIR/../support/batch_streams.py" norm "$dir/all.jsonl" >"$dir/all.txt"
+    python3 "$E2E_DIR/../support/batch_streams.py" norm "$dir/one.jsonl" >"$dir/one.txt"
     local n
     n=$(wc -l <"$dir/one.txt")
     if ! grep -q "runs as 2 lanes" "$dir/all.err"; then

@@ -68,18 +68,8 @@ fi
 # Greedy tokens and logprobs through `baton batch` under mpirun must equal the same requests
 # one at a time in one process.
 if [[ $kind == smol && $np == 3 ]]; then
-    python3 - "$WORK/b36.jsonl" <<'PY'
-import json, sys
-topics = ["the sea", "a red bicycle", "the history of Rome", "how bread is made",
-          "a quiet village in winter", "the moon landing", "why cats purr", "a recipe for soup",
-          "the life of bees", "mountains at dawn", "an old clock", "learning to swim"]
-with open(sys.argv[1], "w") as f:
-    for i in range(36):
-        body = {"prompt": "Tell me about %s.%s" % (topics[i % 12], " Briefly." * (i % 3)),
-                "max_tokens": 8, "temperature": 0, "ignore_eos": True, "logprobs": 1}
-        f.write(json.dumps({"custom_id": "r%d" % i, "method": "POST", "url": "/v1/completions",
-                            "body": body}) + "\n")
-PY
+    streams="$MPI_DIR/../support/batch_streams.py"
+    python3 "$streams" make "$WORK/b36.jsonl" 36 8
     bcommon=(--model "$MODEL" --input "$WORK/b36.jsonl" --threads 1 --act-codec f32 --restart)
     timeout 120 "$BATON" batch "${bcommon[@]}" --output "$WORK/b36.one" --max-seqs 1 \
         2>"$WORK/b36.one.err"
@@ -87,14 +77,6 @@ PY
     BATON_LOG=debug mpi_run "$np" "$BATON" batch "${bcommon[@]}" --output "$WORK/b36.all" \
         2>"$WORK/b36.all.err"
     rc2=$?
-    norm='import json, sys
-rows = []
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    lp = r["response"]["body"]["choices"][0]["logprobs"]
-    rows.append((int(r["custom_id"][1:]), lp["tokens"], lp["token_logprobs"]))
-for i, t, l in sorted(rows):
-    print(i, json.dumps(t), json.dumps(l))'
     what="smol np3 batch of 36 streams (16-row decode micro-batches) vs one at a time"
     if [[ $rc1 -ne 0 || $rc2 -ne 0 ]]; then
         fail "$what: exit $rc1 (one at a time) / $rc2 (mpirun)"
@@ -102,14 +84,15 @@ for i, t, l in sorted(rows):
     elif ! grep -q 'decode rows in micro-batches of 16 (a prompt tile), not 12' \
         "$WORK/b36.all.err"; then
         fail "$what: the scheduler's debug log does not say the decode rows went 16 a batch"
-    elif [[ $(python3 -c "$norm" "$WORK/b36.one" | wc -l) -ne 36 ]]; then
+    elif [[ $(python3 "$streams" norm "$WORK/b36.one" | wc -l) -ne 36 ]]; then
         fail "$what: $(wc -l <"$WORK/b36.one") results one at a time, want 36"
-    elif cmp -s <(python3 -c "$norm" "$WORK/b36.one") <(python3 -c "$norm" "$WORK/b36.all"); then
+    elif cmp -s <(python3 "$streams" norm "$WORK/b36.one") \
+        <(python3 "$streams" norm "$WORK/b36.all"); then
         pass "$what: tokens and logprobs equal"
     else
         fail "$what: differ"
-        diff <(python3 -c "$norm" "$WORK/b36.one") <(python3 -c "$norm" "$WORK/b36.all") |
-            cut -c1-200 | head -6
+        diff <(python3 "$streams" norm "$WORK/b36.one") \
+            <(python3 "$streams" norm "$WORK/b36.all") | cut -c1-200 | head -6
     fi
 fi
 
