@@ -43,10 +43,16 @@ static float wd[BLOCKS][16];
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-VNNI static float run_quad(long reps) {
-    __m512 acc[TOK];
+/* The tokens' accumulators summed: what the runs return, so that their work is kept. */
+VNNI static float acc_sum(const __m512 *acc) {
+    float s = 0.0f;
     for (int t = 0; t < TOK; t++)
-        acc[t] = _mm512_setzero_ps();
+        s += _mm512_reduce_add_ps(acc[t]);
+    return s;
+}
+
+VNNI static float run_quad(long reps) {
+    __m512 acc[TOK] = {0};
     for (long r = 0; r < reps; r++)
         for (int b = 0; b < BLOCKS; b++) {
             __m512i lo = _mm512_load_si512(wq[b][0]), hi = _mm512_load_si512(wq[b][1]);
@@ -62,16 +68,11 @@ VNNI static float run_quad(long reps) {
                 acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(v), acc[t]);
             }
         }
-    float s = 0.0f;
-    for (int t = 0; t < TOK; t++)
-        s += _mm512_reduce_add_ps(acc[t]);
-    return s;
+    return acc_sum(acc);
 }
 
 VNNI static float run_rows16(long reps) {
-    __m512 acc[TOK];
-    for (int t = 0; t < TOK; t++)
-        acc[t] = _mm512_setzero_ps();
+    __m512 acc[TOK] = {0};
     for (long r = 0; r < reps; r++)
         for (int b = 0; b < BLOCKS; b++) {
             __m512i w[8];
@@ -89,10 +90,7 @@ VNNI static float run_rows16(long reps) {
                 acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(v), acc[t]);
             }
         }
-    float s = 0.0f;
-    for (int t = 0; t < TOK; t++)
-        s += _mm512_reduce_add_ps(acc[t]);
-    return s;
+    return acc_sum(acc);
 }
 
 /* GMAC/s of fn over `seconds`, macs_per_rep multiply-adds per repetition. */
