@@ -779,14 +779,14 @@ static void lane_task(void *p, int task, int thread) {
  * sections per layer pooled. That needs:
  *   - rows that do not read each other's K/V: each of another sequence (a decode step of many
  *     streams; forks write their own blocks, bt_kv_seq_reserve copies shared ones first);
- *   - a prompt tile's worth of rows per thread (bt_matmul_group_tokens), so that each weight
+ *   - a prompt tile's worth of rows per thread (BT_PROMPT_GROUP), so that each weight
  *     block unpacked serves as many rows as pooled;
  *   - the fast numerics (the llamacpp numerics' attention differs with the batch).
  * The threads read each weight soon after each other, so the second read comes from the
  * shared cache. Same bits either way: each output is computed whole by the same kernels. */
 static bool use_lanes(const bt_forward *fw) {
     if (fw->numerics != BT_NUMERICS_FAST || fw->n_threads < 2 ||
-        fw->n < bt_matmul_group_tokens() * fw->n_threads)
+        fw->n < BT_PROMPT_GROUP * fw->n_threads)
         return false;
     for (int r = 1; r < fw->n; r++)
         for (int s = 0; s < r; s++)

@@ -151,10 +151,6 @@ bool bt_matmul_wants_xu(bt_type type, int64_t n_tok) {
            n_tok >= BT_PREFILL_TOK;
 }
 
-int bt_matmul_group_tokens(void) {
-    return BT_PREFILL_TOK;
-}
-
 void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, const float *x,
                const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy, int64_t r0,
                int64_t r1) {

@@ -65,11 +65,6 @@ void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks);
  * types at this level, which take x + 128 as their unsigned operand). */
 bool bt_matmul_wants_xu(bt_type type, int64_t n_tok);
 
-/* Tokens per prompt tile (16): bt_matmul runs each full group of this many tokens of a call
- * through the prompt tiles, which unpack a weight block once for the group; the rest go
- * through the decode tiles, once per BT_DECODE_GROUP (4) tokens. */
-int bt_matmul_group_tokens(void);
-
 /*
  * Y[t][r] = sum_c W[r][c] * X[t][c] for rows r in [r0, r1) and tokens t in [0, n_tok).
  *   w:     weight tensor base, rows of row_bytes, n_cols elements each, type `type`
