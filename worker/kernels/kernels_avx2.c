@@ -279,6 +279,62 @@ DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
 DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
 DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
 
+/*
+ * Prefill tiles of the unsigned types with a min term (Q4_1, Q5_1): one row pair x PAIR_TOK
+ * tokens, bit for bit the decode tile's outputs. The integer lane sums and fma(d_r * dx,
+ * float(isum), acc) per block are the decode tile's, with d_r * dx one multiply of the pair's
+ * [dA x4 | dB x4] by the token's dx. The min terms m_r * s, which the decode tile sums in lane 1
+ * of a second accumulator per output (a multiply, an add and a permute per token and block),
+ * are summed here in one vector per row whose lane t is token t: the same products, added in
+ * the same block order from 0, one multiply and one add per row and block for all 8 tokens.
+ */
+#define DEFINE_PTILE_MIN(name, block_t)                                                            \
+    INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
+                             const uint8_t *xu, int64_t xs, int64_t nb, float *out, int64_t ldo,   \
+                             int ca, int cb) {                                                     \
+        (void)xu;                                                                                  \
+        const __m256i ones = _mm256_set1_epi16(1);                                                 \
+        __m256 acc[PAIR_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();              \
+        PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            size_t off = (size_t)i * sizeof(block_t);                                              \
+            const char *a = ra + off, *b = rb + off;                                               \
+            _mm_prefetch(a + pf, _MM_HINT_T0);                                                     \
+            _mm_prefetch(b + pf, _MM_HINT_T0);                                                     \
+            __m256 dm = scales_of_pair(a, b); /* [dA mA dA mA | dB mB dB mB] */                    \
+            __m256 dd = _mm256_permute_ps(dm, 0x00), mm = _mm256_permute_ps(dm, 0x55);             \
+            const bt_q8 *xb = x + i;                                                               \
+            __m256 s8 = _mm256_setr_ps(xb[0].s, xb[xs].s, xb[2 * xs].s, xb[3 * xs].s,              \
+                                       xb[4 * xs].s, xb[5 * xs].s, xb[6 * xs].s, xb[7 * xs].s);    \
+            mina = _mm256_add_ps(mina, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x00), s8));   \
+            minb = _mm256_add_ps(minb, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x11), s8));   \
+            qpair q =                                                                              \
+                name##_pair((const block_t *)(const void *)a, (const block_t *)(const void *)b);   \
+            PTOKENS {                                                                              \
+                const bt_q8 *xt = xb + t * xs;                                                     \
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
+                __m256i v = _mm256_madd_epi16(                                                     \
+                    _mm256_add_epi16(_mm256_maddubs_epi16(q.lo, bcast16(xt->qs)),                  \
+                                     _mm256_maddubs_epi16(q.hi, bcast16(xt->qs + 16))),            \
+                    ones);                                                                         \
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);                       \
+            }                                                                                      \
+        }                                                                                          \
+        float ma[8], mb[8];                                                                        \
+        _mm256_storeu_ps(ma, mina);                                                                \
+        _mm256_storeu_ps(mb, minb);                                                                \
+        PTOKENS {                                                                                  \
+            float a8[8];                                                                           \
+            _mm256_storeu_ps(a8, acc[t]);                                                          \
+            out[t * ldo + ca] = ((a8[0] + a8[1]) + (a8[2] + a8[3])) + ma[t];                       \
+            if (cb >= 0)                                                                           \
+                out[t * ldo + cb] = ((a8[4] + a8[5]) + (a8[6] + a8[7])) + mb[t];                   \
+        }                                                                                          \
+    }
+
+DEFINE_PTILE_MIN(q4_1, bt_block_q4_1)
+DEFINE_PTILE_MIN(q5_1, bt_block_q5_1)
+
 /* bt_ptile_q8_fn over up to tile_rows (4) rows: pair by pair, a lone last row paired with
  * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
 #define PTILE(name)                                                                                \
@@ -690,6 +746,8 @@ TILE(q4_k)
 TILE(q5_k)
 TILE(q6_k)
 
+PTILE(q4_1)
+PTILE(q5_1)
 PTILE(q8_0)
 PTILE(q4_0)
 PTILE(q5_0)
@@ -984,6 +1042,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->tile_q8[BT_TYPE_Q4_K] = tile_q4_k;
     t->tile_q8[BT_TYPE_Q5_K] = tile_q5_k;
     t->tile_q8[BT_TYPE_Q6_K] = tile_q6_k;
+    t->ptile_q8[BT_TYPE_Q4_1] = ptile_q4_1;
+    t->ptile_q8[BT_TYPE_Q5_1] = ptile_q5_1;
     t->ptile_q8[BT_TYPE_Q8_0] = ptile_q8_0; /* the sign trick: no xu */
     t->ptile_q8[BT_TYPE_Q4_0] = ptile_q4_0;
     t->ptile_xu[BT_TYPE_Q4_0] = t->ptile_xu[BT_TYPE_Q5_0] = t->ptile_xu[BT_TYPE_Q6_K] = true;
