@@ -2,10 +2,14 @@
 # build_llamacpp.sh - build llama.cpp's tools, the yardstick of the comparison benchmarks
 # (never run in CI).
 #
-#   tests/bench/build_llamacpp.sh [--cache DIR] [TOOL...]
+#   tests/bench/build_llamacpp.sh [--cache DIR] [--isa avx2] [TOOL...]
 #       TOOL: llama-server (the default), llama-bench, llama-batched-bench, llama-quantize,
 #       llama-perplexity, ... (any tool target of llama.cpp's CMake project)
-#       DIR: default ~/.cache/baton/llama-server (the name predates the other tools)
+#       DIR: default ~/.cache/baton/llama-server (the name predates the other tools), or
+#       ~/.cache/baton/llama-avx2 with --isa avx2
+#       --isa avx2: AVX, AVX2, FMA, F16C and BMI2 only (no AVX-512, no AVX-VNNI), the
+#       instruction sets of a Zen 2: on an AVX-512 machine, llama.cpp's side of a comparison
+#       with baton's AVX2 level (BATON_KERNELS=avx2), for the ratios such a machine would see
 #
 # Prints each tool's path, one per line, in the order asked.
 #
@@ -24,11 +28,19 @@
 set -euo pipefail
 
 version=0.3.36
-cache=$HOME/.cache/baton/llama-server
-if [[ ${1:-} == --cache ]]; then
-    cache=${2:?--cache needs a directory}
+cache=""
+isa_only=""
+while [[ ${1:-} == --* ]]; do
+    case $1 in
+    --cache) cache=${2:?--cache needs a directory} ;;
+    --isa) isa_only=${2:?--isa needs a value} ;;
+    *) echo "build_llamacpp: unknown option '$1'" >&2; exit 2 ;;
+    esac
     shift 2
-fi
+done
+[[ -z $isa_only || $isa_only == avx2 ]] ||
+    { echo "build_llamacpp: --isa '$isa_only': only avx2 is known" >&2; exit 2; }
+[[ -n $cache ]] || cache=$HOME/.cache/baton/llama-${isa_only:-server}
 tools=("$@")
 ((${#tools[@]})) || tools=(llama-server)
 jobs=${BT_JOBS:-2}
@@ -59,7 +71,11 @@ if ((${#missing[@]})); then
         { echo "build_llamacpp: $src/vendor/llama.cpp has no CMakeLists.txt" >&2; exit 1; }
     isa=(-DGGML_NATIVE=ON)
     flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
-    if [[ $flags == *" amx_int8 "* ]]; then
+    if [[ $isa_only == avx2 ]]; then
+        isa=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+             -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF
+             -DGGML_AMX_INT8=OFF)
+    elif [[ $flags == *" amx_int8 "* ]]; then
         isa=(-DGGML_NATIVE=OFF)
         has() { [[ $flags == *" $1 "* ]] && echo ON || echo OFF; }
         isa+=(-DGGML_AVX="$(has avx)" -DGGML_AVX2="$(has avx2)" -DGGML_FMA="$(has fma)"

@@ -5,7 +5,7 @@
 #   tests/bench/compare_llamacpp.sh [--out DIR] [--rounds R] [--threads T]
 #       [--models "A.gguf B.gguf"] [--conc "1 4 16 32 64"] [--depths "0 1024 2048 4096 8000"]
 #       [--kv "f16 q8_0"] [--prompts "2048 4096 8000"] [--only "pp tg conc depth prompt"]
-#       [--nice N]
+#       [--nice N] [--isa avx2]
 #   tests/bench/compare_llamacpp.sh --replot --out DIR
 #       (medians and plots again from DIR/runs.csv, e.g. after joining the rows of two runs)
 #
@@ -26,6 +26,10 @@
 #   prompt a P-token prompt from an empty cache, first model: where attention over the
 #          prompt itself grows (quadratic in P) and takes over from the matrix products
 #          baton bench --pp P --tg 0 --ctx P+64  | llama-bench -p P -n 0
+# --isa avx2: both engines on AVX2 only, the kernels a Zen 2 runs, on a machine with AVX-512:
+# baton with BATON_KERNELS=avx2, llama.cpp built with AVX, AVX2, FMA, F16C and BMI2 alone
+# (build_llamacpp.sh --isa avx2). A stand-in for an AVX2 machine's ratios: the same kernels
+# on another core, caches and memory.
 # llama.cpp always runs with flash attention on (-fa 1: its faster setting on these CPUs) and
 # the same thread count; baton with its defaults. Every run is one repetition (--reps 1,
 # -r 1); rounds give the spread.
@@ -55,6 +59,7 @@ prompts="2048 4096 8000"
 kvs="f16 q8_0"
 only="pp tg conc depth prompt"
 nice=""
+isa=""
 replot=0
 args=("$@")
 while (($#)); do
@@ -70,12 +75,14 @@ while (($#)); do
     --kv) kvs=$2 ;;
     --only) only=$2 ;;
     --nice) nice=$2 ;;
+    --isa) isa=$2 ;;
     *) echo "compare_llamacpp: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
     esac
     shift 2 || { echo "compare_llamacpp: $1 needs a value" >&2; exit 2; }
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "compare_llamacpp: --rounds '$rounds' is not a count" >&2; exit 2; }
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "compare_llamacpp: --threads '$threads' is not a count" >&2; exit 2; }
+[[ -z $isa || $isa == avx2 ]] || { echo "compare_llamacpp: --isa '$isa': only avx2 is known" >&2; exit 2; }
 bench_autogroup "$nice" "${args[@]}"
 
 bench_programs compare_llamacpp baton
@@ -84,7 +91,12 @@ for m in $models; do
     [[ -f $m ]] || { echo "compare_llamacpp: model file $m not found" >&2; exit 2; }
 done
 first_model=${models%% *}
-mapfile -t tools < <("$here/build_llamacpp.sh" llama-bench llama-batched-bench)
+isa_args=()
+if [[ -n $isa ]]; then
+    isa_args=(--isa "$isa")
+    export BATON_KERNELS=$isa
+fi
+mapfile -t tools < <("$here/build_llamacpp.sh" "${isa_args[@]}" llama-bench llama-batched-bench)
 llama_bench=${tools[0]}
 llama_batched=${tools[1]}
 membw=$root/build/tests/membw
