@@ -206,50 +206,72 @@ DEFINE_TILE(q4_0, bt_block_q4_0, 0, 0)
 DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
 
 /*
- * Prefill tiles of the signed legacy types (Q8_0, Q4_0, Q5_0): one row pair x PAIR_TOK (8)
- * tokens, so a pair's unpacking and scales serve twice the tokens of the decode tile. Each
- * output gets exactly the decode tile's arithmetic: the same integer lane sums (bytes
- * 4i..4i+3 and 16+4i..16+4i+3 of the block; integers are exact, so how they are formed does
- * not matter), the same fma(d_r * dx, float(isum), acc) per block in block order, the same
- * final reduction; so y[t][r] does not depend on which tile computed it.
+ * Prefill tiles of the legacy types: one row pair x PAIR_TOK (8) tokens, so a pair's
+ * unpacking and scales serve twice the tokens of the decode tile. Each output gets exactly
+ * the decode tile's arithmetic: the same integer lane sums (bytes 4i..4i+3 and 16+4i..16+4i+3
+ * of the block; integers are exact, so how they are formed does not matter), the same
+ * fma(d_r * dx, float(isum), acc) per block in block order (d_r * dx one multiply of the
+ * pair's [dA x4 | dB x4], permuted once per block, by the token's dx), the same final
+ * reduction; so y[t][r] does not depend on which tile computed it.
  *
  * Q4_0 and Q5_0 (|w| <= 16) skip the sign trick: the activations are made unsigned, xu =
  * x + 128 (bt_matmul's xu, made once by its caller), maddubs(xu, w) is exact (|pair| <= 2 * 255
  * * 16) and 128 * (w0 + w1) per int16 is subtracted before the madd (computed once per pair
  * and block, shared by all tokens): (pl + ph) - corr = sum x*w exactly, |.| <= 8128. Q8_0
  * (|w| up to 128 would overflow int16 that way) keeps |w| x sign(x, w) with two madds.
+ *
+ * MIN (Q4_1, Q5_1: unsigned quants, maddubs(w, x) as in the decode tile): the min terms
+ * m_r * s, which the decode tile sums in lane 1 of a second accumulator per output (a
+ * multiply, an add and a permute per token and block), are summed here in one vector per row
+ * whose lane t is token t: the same products, added in the same block order from 0, one
+ * multiply and one add per row and block for all 8 tokens.
  */
 /* A pair's prefill tile takes 8 tokens (its accumulators fill the 16 registers); the
  * BT_PREFILL_TOK tokens of a bt_ptile_q8_fn call go through it in groups of 8. */
 #define PAIR_TOK 8
 #define PTOKENS _Pragma("GCC unroll 8") for (int t = 0; t < PAIR_TOK; t++)
 
-#define DEFINE_PTILE(name, block_t, XU)                                                            \
+#define DEFINE_PTILE(name, block_t, XU, MIN)                                                       \
     INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
                              const uint8_t *xu, int64_t xs, int64_t nb, float *out, int64_t ldo,   \
                              int ca, int cb) {                                                     \
         const __m256i ones = _mm256_set1_epi16(1), k80 = _mm256_set1_epi8((char)0x80);             \
-        __m256 acc[PAIR_TOK];                                                                      \
+        __m256 acc[PAIR_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();              \
         PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
         for (int64_t i = 0; i < nb; i++) {                                                         \
             size_t off = (size_t)i * sizeof(block_t);                                              \
             const char *a = ra + off, *b = rb + off;                                               \
             _mm_prefetch(a + pf, _MM_HINT_T0);                                                     \
             _mm_prefetch(b + pf, _MM_HINT_T0);                                                     \
-            /* [dA x4 | dB x4]: each lane times dx is the decode tile's d_r * dx */                \
-            __m256 dd = _mm256_permute_ps(scales_of_pair(a, b), 0x00);                             \
+            __m256 dm = scales_of_pair(a, b); /* [dA mA dA mA | dB mB dB mB] */                    \
+            __m256 dd = _mm256_permute_ps(dm, 0x00);                                               \
+            const bt_q8 *xb = x + i;                                                               \
+            if (MIN) {                                                                             \
+                __m256 mm = _mm256_permute_ps(dm, 0x55);                                           \
+                __m256 s8 =                                                                        \
+                    _mm256_setr_ps(xb[0].s, xb[xs].s, xb[2 * xs].s, xb[3 * xs].s, xb[4 * xs].s,    \
+                                   xb[5 * xs].s, xb[6 * xs].s, xb[7 * xs].s);                      \
+                mina =                                                                             \
+                    _mm256_add_ps(mina, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x00), s8));  \
+                minb =                                                                             \
+                    _mm256_add_ps(minb, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x11), s8));  \
+            }                                                                                      \
             qpair q =                                                                              \
                 name##_pair((const block_t *)(const void *)a, (const block_t *)(const void *)b);   \
             __m256i corr = _mm256_setzero_si256(); /* XU: 128 * (w0 + w1) per int16 */             \
             if (XU)                                                                                \
                 corr = _mm256_add_epi16(_mm256_maddubs_epi16(k80, q.lo),                           \
                                         _mm256_maddubs_epi16(k80, q.hi));                          \
-            const bt_q8 *xb = x + i;                                                               \
             PTOKENS {                                                                              \
                 const bt_q8 *xt = xb + t * xs;                                                     \
                 __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
                 __m256i v;                                                                         \
-                if (XU) {                                                                          \
+                if (MIN) {                                                                         \
+                    v = _mm256_madd_epi16(                                                         \
+                        _mm256_add_epi16(_mm256_maddubs_epi16(q.lo, bcast16(xt->qs)),              \
+                                         _mm256_maddubs_epi16(q.hi, bcast16(xt->qs + 16))),        \
+                        ones);                                                                     \
+                } else if (XU) {                                                                   \
                     const uint8_t *ut = xu + 32 * (i + t * xs);                                    \
                     __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(bcast16(ut), q.lo),          \
                                                  _mm256_maddubs_epi16(bcast16(ut + 16), q.hi));    \
@@ -266,74 +288,27 @@ DEFINE_TILE(q5_0, bt_block_q5_0, 0, 0)
                 acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);                       \
             }                                                                                      \
         }                                                                                          \
-        PTOKENS {                                                                                  \
-            float a8[8];                                                                           \
-            _mm256_storeu_ps(a8, acc[t]);                                                          \
-            out[t * ldo + ca] = (a8[0] + a8[1]) + (a8[2] + a8[3]);                                 \
-            if (cb >= 0)                                                                           \
-                out[t * ldo + cb] = (a8[4] + a8[5]) + (a8[6] + a8[7]);                             \
-        }                                                                                          \
-    }
-
-DEFINE_PTILE(q8_0, bt_block_q8_0, 0)
-DEFINE_PTILE(q4_0, bt_block_q4_0, 1)
-DEFINE_PTILE(q5_0, bt_block_q5_0, 1)
-
-/*
- * Prefill tiles of the unsigned types with a min term (Q4_1, Q5_1): one row pair x PAIR_TOK
- * tokens, bit for bit the decode tile's outputs. The integer lane sums and fma(d_r * dx,
- * float(isum), acc) per block are the decode tile's, with d_r * dx one multiply of the pair's
- * [dA x4 | dB x4] by the token's dx. The min terms m_r * s, which the decode tile sums in lane 1
- * of a second accumulator per output (a multiply, an add and a permute per token and block),
- * are summed here in one vector per row whose lane t is token t: the same products, added in
- * the same block order from 0, one multiply and one add per row and block for all 8 tokens.
- */
-#define DEFINE_PTILE_MIN(name, block_t)                                                            \
-    INLINE void name##_ptile(const char *ra, const char *rb, size_t pf, const bt_q8 *x,            \
-                             const uint8_t *xu, int64_t xs, int64_t nb, float *out, int64_t ldo,   \
-                             int ca, int cb) {                                                     \
-        (void)xu;                                                                                  \
-        const __m256i ones = _mm256_set1_epi16(1);                                                 \
-        __m256 acc[PAIR_TOK], mina = _mm256_setzero_ps(), minb = _mm256_setzero_ps();              \
-        PTOKENS acc[t] = _mm256_setzero_ps();                                                      \
-        for (int64_t i = 0; i < nb; i++) {                                                         \
-            size_t off = (size_t)i * sizeof(block_t);                                              \
-            const char *a = ra + off, *b = rb + off;                                               \
-            _mm_prefetch(a + pf, _MM_HINT_T0);                                                     \
-            _mm_prefetch(b + pf, _MM_HINT_T0);                                                     \
-            __m256 dm = scales_of_pair(a, b); /* [dA mA dA mA | dB mB dB mB] */                    \
-            __m256 dd = _mm256_permute_ps(dm, 0x00), mm = _mm256_permute_ps(dm, 0x55);             \
-            const bt_q8 *xb = x + i;                                                               \
-            __m256 s8 = _mm256_setr_ps(xb[0].s, xb[xs].s, xb[2 * xs].s, xb[3 * xs].s,              \
-                                       xb[4 * xs].s, xb[5 * xs].s, xb[6 * xs].s, xb[7 * xs].s);    \
-            mina = _mm256_add_ps(mina, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x00), s8));   \
-            minb = _mm256_add_ps(minb, _mm256_mul_ps(_mm256_permute2f128_ps(mm, mm, 0x11), s8));   \
-            qpair q =                                                                              \
-                name##_pair((const block_t *)(const void *)a, (const block_t *)(const void *)b);   \
-            PTOKENS {                                                                              \
-                const bt_q8 *xt = xb + t * xs;                                                     \
-                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));                        \
-                __m256i v = _mm256_madd_epi16(                                                     \
-                    _mm256_add_epi16(_mm256_maddubs_epi16(q.lo, bcast16(xt->qs)),                  \
-                                     _mm256_maddubs_epi16(q.hi, bcast16(xt->qs + 16))),            \
-                    ones);                                                                         \
-                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);                       \
-            }                                                                                      \
-        }                                                                                          \
         float ma[8], mb[8];                                                                        \
-        _mm256_storeu_ps(ma, mina);                                                                \
-        _mm256_storeu_ps(mb, minb);                                                                \
+        if (MIN) {                                                                                 \
+            _mm256_storeu_ps(ma, mina);                                                            \
+            _mm256_storeu_ps(mb, minb);                                                            \
+        }                                                                                          \
         PTOKENS {                                                                                  \
             float a8[8];                                                                           \
             _mm256_storeu_ps(a8, acc[t]);                                                          \
-            out[t * ldo + ca] = ((a8[0] + a8[1]) + (a8[2] + a8[3])) + ma[t];                       \
+            out[t * ldo + ca] = MIN ? ((a8[0] + a8[1]) + (a8[2] + a8[3])) + ma[t]                  \
+                                    : (a8[0] + a8[1]) + (a8[2] + a8[3]);                           \
             if (cb >= 0)                                                                           \
-                out[t * ldo + cb] = ((a8[4] + a8[5]) + (a8[6] + a8[7])) + mb[t];                   \
+                out[t * ldo + cb] = MIN ? ((a8[4] + a8[5]) + (a8[6] + a8[7])) + mb[t]              \
+                                        : (a8[4] + a8[5]) + (a8[6] + a8[7]);                       \
         }                                                                                          \
     }
 
-DEFINE_PTILE_MIN(q4_1, bt_block_q4_1)
-DEFINE_PTILE_MIN(q5_1, bt_block_q5_1)
+DEFINE_PTILE(q4_1, bt_block_q4_1, 0, 1)
+DEFINE_PTILE(q5_1, bt_block_q5_1, 0, 1)
+DEFINE_PTILE(q8_0, bt_block_q8_0, 0, 0)
+DEFINE_PTILE(q4_0, bt_block_q4_0, 1, 0)
+DEFINE_PTILE(q5_0, bt_block_q5_0, 1, 0)
 
 /* bt_ptile_q8_fn over up to tile_rows (4) rows: pair by pair, a lone last row paired with
  * itself (its twin's output dropped). The next tile's rows (4 ahead) are prefetched. */
