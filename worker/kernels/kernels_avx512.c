@@ -152,21 +152,7 @@ INLINE void quad_store(int MIN, const __m512 *acc, const __m512 *macc, int NT, f
         a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
         a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
         if (MIN) {
-            __m512 m;
-            switch (t % 4) {
-            case 0:
-                m = _mm512_permute_ps(macc[t / 4], 0x00);
-                break;
-            case 1:
-                m = _mm512_permute_ps(macc[t / 4], 0x55);
-                break;
-            case 2:
-                m = _mm512_permute_ps(macc[t / 4], 0xAA);
-                break;
-            default:
-                m = _mm512_permute_ps(macc[t / 4], 0xFF);
-                break;
-            }
+            __m512 m = _mm512_permutevar_ps(macc[t / 4], _mm512_set1_epi32(t % 4));
             a = MIN > 0 ? _mm512_add_ps(a, m) : _mm512_sub_ps(a, m);
         }
         __m128 v = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, a));
