@@ -5,7 +5,8 @@
  * crafted blocks; batch invariance of bt_matmul (n_tok up to 33, bit for bit) and over tile
  * shapes (n_tok 1..70, odd token offsets and row ranges; bit for bit and against the scalar
  * reference); extreme quants and activations through every tile (no int16 overflow);
- * bt_swiglu against its reference, bit for bit.
+ * bt_swiglu against its reference, bit for bit; packed weights at every level against
+ * their numerics computed from the file's bytes, bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -729,7 +730,105 @@ static void test_avx512_equals_avx2(void) {
     bt_kernels_force(best);
 }
 
+/*
+ * Packed weights (kernels.h, bt_pack_rows / bt_matmul_packed) at every level: each output
+ * equals, bit for bit, the packed numerics computed here from the file's bytes (block by
+ * block, fma(fl(d * dx), exact integer sum, acc)), with and without xu, for n_tok 1..70 and
+ * row ranges that start and end inside a 16-row group; rows outside the range are not
+ * written. Extreme blocks (every weight -16 or 15 against activations of +-127, the most an
+ * int16 partial sum of the AVX2 tile holds) are among the rows.
+ */
+static float packed_expect(const bt_block_q5_0 *row, const bt_q8 *x, int64_t nb) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, row[i].qh, 4);
+        int isum = 0;
+        for (int j = 0; j < 32; j++) {
+            int nib = j < 16 ? row[i].qs[j] & 0x0F : row[i].qs[j - 16] >> 4;
+            isum += (nib + (int)(qh >> j & 1) * 16 - 16) * x[i].qs[j];
+        }
+        acc = fmaf(bt_half_to_f32(row[i].d) * x[i].d, (float)isum, acc);
+    }
+    return acc;
+}
+
+static void test_packed(void) {
+    enum { ROWS = 48, TOK = 70, N = 1536 };
+    static const int64_t ns[] = {96, N};
+    static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
+    static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
+    static bt_block_q5_0 w[ROWS * N / 32], wp[ROWS * N / 32];
+    static float x[TOK * N], y[TOK * ROWS];
+    static bt_q8 xq[TOK * N / 32];
+    bt_kernel_level best = bt_kernels_level();
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        int64_t n = ns[ni], nb = n / 32;
+        size_t row_bytes = (size_t)nb * sizeof(bt_block_q5_0);
+        for (int r = 0; r < ROWS; r++)
+            fill_weights(BT_TYPE_Q5_0, (uint8_t *)(w + r * nb), n);
+        for (int64_t i = 0; i < nb; i++) { /* rows 5 and 6: all -16 and all 15 */
+            memset(w[5 * nb + i].qs, 0x00, 16);
+            memset(w[5 * nb + i].qh, 0x00, 4);
+            memset(w[6 * nb + i].qs, 0xFF, 16);
+            memset(w[6 * nb + i].qh, 0xFF, 4);
+        }
+        for (int t = 0; t < TOK; t++)
+            fill_x(x + t * n, n);
+        bt_quantize_q8(x, xq, TOK * n);
+        for (int t = 0; t < 3; t++) /* tokens of +-127 everywhere */
+            for (int64_t i = 0; i < nb; i++)
+                for (int j = 0; j < 32; j++)
+                    xq[t * nb + i].qs[j] = (int8_t)(t == 0   ? 127
+                                                    : t == 1 ? -127
+                                                    : j % 2  ? 127
+                                                             : -127);
+        bt_pack_rows(BT_TYPE_Q5_0, w, row_bytes, ROWS, n, wp);
+        for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+            bt_kernels_force((bt_kernel_level)l);
+            if (bt_kernels_level() != (bt_kernel_level)l)
+                continue;
+            const char *name = bt_kernels_level_name((bt_kernel_level)l);
+            CHECK(bt_pack_wanted(BT_TYPE_Q5_0, ROWS, n) == (l >= BT_KERNELS_AVX2));
+            CHECK(!bt_pack_wanted(BT_TYPE_Q5_0, ROWS - 8, n));
+            CHECK(!bt_pack_wanted(BT_TYPE_Q4_1, ROWS, n));
+            for (size_t ti = 0; ti < sizeof ntoks / sizeof ntoks[0]; ti++)
+                for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
+                    for (int with_xu = 0; with_xu < 2; with_xu++) {
+                        int nt = ntoks[ti], r0 = ranges[ri][0], r1 = ranges[ri][1], bad = 0;
+                        if (n == N && ri > 1 && nt != 70)
+                            continue; /* the long rows: every range at one batch */
+                        for (int i = 0; i < nt * ROWS; i++)
+                            y[i] = -1.0f;
+                        bt_matmul_packed(BT_TYPE_Q5_0, wp, row_bytes, n, xq,
+                                         with_xu ? xu_of(xq, nt * nb) : NULL, nt, y, ROWS, r0, r1);
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < ROWS; r++) {
+                                float want = r >= r0 && r < r1
+                                                 ? packed_expect(w + r * nb, xq + t * nb, nb)
+                                                 : -1.0f;
+                                if (memcmp(&want, &y[t * ROWS + r], sizeof want) != 0 && bad++ < 3)
+                                    fprintf(stderr,
+                                            "  %s n=%lld nt=%d rows [%d,%d) xu %d: "
+                                            "y[%d][%d] = %.9g, want %.9g\n",
+                                            name, (long long)n, nt, r0, r1, with_xu, t, r,
+                                            y[t * ROWS + r], want);
+                            }
+                        if (bad)
+                            check_fail(__FILE__, __LINE__,
+                                       "%s packed q5_0 n=%lld nt=%d rows [%d,%d) xu %d: %d "
+                                       "outputs wrong",
+                                       name, (long long)n, nt, r0, r1, with_xu, bad);
+                        else
+                            bt_check_passed++;
+                    }
+        }
+    }
+    bt_kernels_force(best);
+}
+
 int main(void) {
+    test_packed();
     test_q4_1_by_hand();
     test_avx512_equals_avx2();
     test_quantize_rounding();

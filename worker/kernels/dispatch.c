@@ -196,6 +196,44 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
     }
 }
 
+bool bt_pack_wanted(bt_type type, int64_t n_rows, int64_t n_cols) {
+    const bt_kernel_table *t = table();
+    return type == BT_TYPE_Q5_0 && g_level >= BT_KERNELS_AVX2 && t->packed_tile[type] != NULL &&
+           n_rows > 0 && n_rows % BT_PACK_ROWS == 0 && n_cols > 0 && n_cols % BT_QK == 0;
+}
+
+void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_cols,
+                      const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy,
+                      int64_t r0, int64_t r1) {
+    const bt_kernel_table *t = table();
+    assert((unsigned)type < BT_TYPE_MAX_ID && t->packed_tile[type] != NULL);
+    assert(n_cols % BT_QK == 0 && r0 >= 0 && r0 <= r1);
+    bt_packed_tile_fn fm = t->packed_tile[type], fp = xu ? t->packed_ptile[type] : NULL;
+    const char *wb = wp;
+    int64_t nb = n_cols / BT_QK;
+    int64_t tile = token_tile(nb * (int64_t)sizeof(bt_q8));
+    /* As bt_matmul: a group's rows stay in L1 while every token group of the tile meets them. */
+    for (int64_t tt = 0; tt < n_tok; tt += tile) {
+        int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
+        for (int64_t g0 = r0 / BT_PACK_ROWS * BT_PACK_ROWS; g0 < r1; g0 += BT_PACK_ROWS) {
+            int64_t lo = r0 > g0 ? r0 - g0 : 0;
+            int64_t hi = r1 - g0 < BT_PACK_ROWS ? r1 - g0 : BT_PACK_ROWS;
+            uint32_t rows = (uint32_t)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            const char *wg = wb + (size_t)g0 * row_bytes;
+            int64_t t0 = tt;
+            if (fp)
+                for (; te - t0 >= BT_PREFILL_TOK; t0 += BT_PREFILL_TOK)
+                    fp(wg, nb, xq + t0 * nb, xu + t0 * nb * 32, nb, BT_PREFILL_TOK,
+                       y + t0 * ldy + g0, ldy, rows);
+            for (; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
+                int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
+                fm(wg, nb, xq + t0 * nb, xu ? xu + t0 * nb * 32 : NULL, nb, nt, y + t0 * ldy + g0,
+                   ldy, rows);
+            }
+        }
+    }
+}
+
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
                      int64_t r1, float *dst) {
     const bt_kernel_table *t = table();

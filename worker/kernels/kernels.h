@@ -85,6 +85,36 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
                const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy, int64_t r0,
                int64_t r1);
 
+/*
+ * Packed weights: a copy of a weight matrix in a layout of our own, made once when a stage
+ * loads its weights (pack.c), that the matrix products read faster than the GGUF layout.
+ * Today one type has one: Q5_0 (most of a Q4_K_M file's matrices whose rows are not a
+ * multiple of 256, e.g. SmolLM2's and Gemma 3's), in blocks of BT_PACK_ROWS rows x 32 columns
+ * with row r of the 16 in the 32-bit lane r of a 512-bit vector (pack.c has the layout). It
+ * has the same size as the file's bytes and row r's data still begins at r * row_bytes' group.
+ *
+ * Numerics: each output is, block by block in order from 0, acc = fma(fl(d_r * dx), isum,
+ * acc) with isum the block's exact integer dot. Every level gives these bits (the scalar one
+ * too), so the packed products of a row do not depend on the CPU, the batch or the tile.
+ * They differ from bt_matmul's on the unpacked bytes in the last bits (a different summation
+ * order), and --numerics llamacpp never reads packed data.
+ */
+#define BT_PACK_ROWS 16
+
+/* Whether bt_pack_rows has a layout for `type` with this shape (n_rows a multiple of
+ * BT_PACK_ROWS) and this level reads it (AVX2 and AVX-512; the scalar level keeps the file's
+ * layout, whose reference it is). */
+bool bt_pack_wanted(bt_type type, int64_t n_rows, int64_t n_cols);
+/* Writes the n_rows rows of w (row_bytes apart, n_cols elements of `type`) to dst in the
+ * packed layout: n_rows * row_bytes bytes; bt_pack_wanted must hold. */
+void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
+                  void *dst);
+/* bt_matmul over packed weights wp (bt_pack_rows of the same type and shape): the same
+ * arguments and the same batch invariance, any [r0, r1), with the numerics above. */
+void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_cols,
+                      const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy,
+                      int64_t r0, int64_t r1);
+
 /* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row): embedding rows. */
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
                      int64_t r1, float *dst);

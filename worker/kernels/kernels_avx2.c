@@ -730,6 +730,121 @@ PTILE(q4_k)
 PTILE(q5_k)
 PTILE(q6_k)
 
+/*
+ * Packed Q5_0 (kernels_internal.h, bt_block_q5_0x16): one half of a group at a time, its
+ * 8 rows in the 8 lanes (the 256-bit half h of each group vector), so a token's elements
+ * 4g..4g+3 of x + 128 are one 32-bit broadcast and 8 maddubs give every row's block sum:
+ * the int16 sums of groups 0..3 and of groups 4..7 (each |.| <= 4 * 2 * 255 * 16 = 32640)
+ * less their 128 * (weight sum) (computed once per block, for every token) are the exact dots
+ * of 8 products (|.| <= 8128), added and widened by one madd. Then one convert and one FMA
+ * serve the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
+ * (pack.c) and the AVX-512 tile's.
+ */
+/* Bits 32h..32h+31 of a nohi mask as bytes, 0xFF where set: byte j is bit j. */
+INLINE __m256i nohi_bytes(const uint64_t *m, int h) {
+    uint32_t v;
+    memcpy(&v, (const char *)m + 4 * h, 4);
+    const __m256i spread =
+        _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+}
+
+INLINE __m256i bcast32(const uint8_t *p) {
+    int v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_t nb,
+                        const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
+                        uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), f0 = _mm256_set1_epi8((char)0xF0),
+                  k80 = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 acc[PAIR_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + 1024 + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + 1024 + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + 1024 + 192, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + 1024 + 256, _MM_HINT_T0);
+        _mm_prefetch((const char *)b + 1024 + 320, _MM_HINT_T0);
+        __m256i q[8];
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+            __m256i l = _mm256_and_si256(v, lo4),
+                    u = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+            q[j] = _mm256_or_si256(l, _mm256_and_si256(nohi_bytes(&b->nohi[j], h), f0));
+            q[j + 4] = _mm256_or_si256(u, _mm256_and_si256(nohi_bytes(&b->nohi[j + 4], h), f0));
+        }
+        __m256i c0 = _mm256_maddubs_epi16(k80, q[0]), c1 = _mm256_maddubs_epi16(k80, q[4]);
+        _Pragma("GCC unroll 3") for (int g = 1; g < 4; g++) {
+            c0 = _mm256_add_epi16(c0, _mm256_maddubs_epi16(k80, q[g]));
+            c1 = _mm256_add_epi16(c1, _mm256_maddubs_epi16(k80, q[g + 4]));
+        }
+        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the block's tokens */
+        if (!XU)
+            for (int t = 0; t < NT; t++)
+                _mm256_storeu_si256(
+                    (__m256i *)ub[t],
+                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i + t * xs].qs), k80));
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+            const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
+            __m256i s0 = _mm256_maddubs_epi16(bcast32(u), q[0]);
+            __m256i s1 = _mm256_maddubs_epi16(bcast32(u + 16), q[4]);
+            _Pragma("GCC unroll 3") for (int g = 1; g < 4; g++) {
+                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(bcast32(u + 4 * g), q[g]));
+                s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(bcast32(u + 16 + 4 * g), q[g + 4]));
+            }
+            __m256i v = _mm256_madd_epi16(
+                _mm256_add_epi16(_mm256_sub_epi16(s0, c0), _mm256_sub_epi16(s1, c1)), ones);
+            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&x[i + t * xs].d));
+            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+        }
+    }
+    uint32_t mine = rows >> 8 * h & 0xFF;
+    for (int t = 0; t < NT; t++) {
+        if (mine == 0xFF) {
+            _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
+        } else {
+            float a[8];
+            _mm256_storeu_ps(a, acc[t]);
+            for (int r = 0; r < 8; r++)
+                if (mine >> r & 1)
+                    out[t * ldo + 8 * h + r] = a[r];
+        }
+    }
+}
+
+/* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). */
+INLINE void q5_0x16_rows(int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
+                         const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    for (int h = 0; h < 2; h++)
+        if (rows >> 8 * h & 0xFF)
+            q5_0x8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
+}
+
+static void packed_tile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    if (xu)
+        BT_WITH_NT(n_tok, q5_0x16_rows(1, NT_, wg, nb, x, xu, xs, out, ldo, rows))
+    else
+        BT_WITH_NT(n_tok, q5_0x16_rows(0, NT_, wg, nb, x, NULL, xs, out, ldo, rows))
+}
+
+/* BT_PREFILL_TOK tokens with xu, PAIR_TOK at a time. */
+static void packed_ptile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)n_tok;
+    for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)
+        q5_0x16_rows(1, PAIR_TOK, wg, nb, x + t * xs, xu + 32 * t * xs, xs, out + t * ldo, ldo,
+                     rows);
+}
+
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
     if (kind == 0)
@@ -1026,6 +1141,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q4_K] = ptile_q4_k;
     t->ptile_q8[BT_TYPE_Q5_K] = ptile_q5_k;
     t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
+    t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
+    t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

@@ -81,6 +81,37 @@ typedef void (*bt_tile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const
 typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, const bt_q8 *x,
                                const uint8_t *xu, int64_t x_stride, int64_t n, float *out,
                                int64_t ldo);
+/*
+ * Packed Q5_0 (kernels.h, bt_pack_rows; made by pack.c): 16 rows x one block of 32 columns in
+ * 352 bytes, the 22 bytes per row of the file's blocks rearranged so that row r of the 16 is
+ * the 32-bit lane r of a 512-bit vector (AVX2: rows 0..7 and 8..15 in the two 256-bit halves).
+ * Group g (g = 0..7) is elements 4g..4g+3 of every row:
+ *   qs[j][4r + k]:  byte 4j + k of row r's qs, whose low nibble is element 4j + k (group j)
+ *                   and high nibble element 16 + 4j + k (group j + 4), j = 0..3
+ *   nohi[g] bit 4r + k: set iff element 4g + k of row r has its fifth bit clear, so its value
+ *                   is the nibble - 16 (else the nibble)
+ *   d[r]:           row r's scale
+ * A matrix of n_rows (a multiple of 16) rows is n_rows / 16 groups of rows, each its blocks in
+ * column order; group G starts at byte 16 G * row_bytes, as row 16 G does in the file.
+ */
+typedef struct bt_block_q5_0x16 {
+    uint8_t qs[4][64];
+    uint64_t nohi[8];
+    bt_half d[16];
+} bt_block_q5_0x16; /* 352 B */
+
+/* A packed tile: the BT_PACK_ROWS rows of one group (wg: its first block) x n_tok tokens
+ * (1..BT_KERNEL_MAX_TOK, or BT_PREFILL_TOK with xu for a prefill tile), writing
+ * out[t * ldo + r] for the rows r whose bit is set in `rows`. xu as for bt_ptile_q8_fn, or
+ * NULL (the tile then makes x + 128 itself). Every output has kernels.h's packed numerics. */
+typedef void (*bt_packed_tile_fn)(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                                  int64_t x_stride, int n_tok, float *out, int64_t ldo,
+                                  uint32_t rows);
+
+/* The scalar packed tile (pack.c): the reference of the others' bits. */
+void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
                                  int64_t n, float *out, int64_t ldo);
 typedef void (*bt_dequant_fn)(const void *w, float *dst, int64_t n);
@@ -102,6 +133,10 @@ typedef struct bt_kernel_table {
     bool ptile_xu[BT_TYPE_MAX_ID];               /* that ptile reads xu */
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
+    /* Tiles of packed weights (kernels.h, bt_pack_rows); every level fills them, all alike
+     * in their bits. packed_ptile: BT_PREFILL_TOK tokens with xu, or NULL. */
+    bt_packed_tile_fn packed_tile[BT_TYPE_MAX_ID];
+    bt_packed_tile_fn packed_ptile[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
     bt_swiglu_fn swiglu;
 } bt_kernel_table;

@@ -342,6 +342,7 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
+    t->packed_tile[BT_TYPE_Q5_0] = bt_packed_tile_q5_0_ref;
     t->dequant[BT_TYPE_F32] = dequant_f32;
     t->dequant[BT_TYPE_F16] = dequant_f16;
     t->dequant[BT_TYPE_BF16] = dequant_bf16;
