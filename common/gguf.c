@@ -845,6 +845,16 @@ void bt_gguf_free(bt_gguf *g) {
     free(g);
 }
 
+void bt_gguf_drop_pages(const bt_gguf *g, const void *p, size_t n) {
+    if (!g->mapped || n == 0)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
+    assert((uintptr_t)p >= (uintptr_t)g->base && (uintptr_t)p + n <= (uintptr_t)g->base + g->size);
+    if (hi > lo) /* advice only: on failure the pages just stay */
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* ---- simple accessors ---- */
 
 uint32_t bt_gguf_version(const bt_gguf *g) {

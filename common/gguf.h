@@ -83,6 +83,11 @@ void bt_gguf_free(bt_gguf *g); /* NULL is a no-op */
  * default action). Call from main, and again after a library installs its own handlers. */
 void bt_gguf_catch_truncation(void);
 
+/* The mapped bytes [p, p + n) will not be read for a while (a copy of them is used instead):
+ * the whole pages among them leave the process's resident set, and a later read maps them
+ * again from the file. A no-op for a bt_gguf over memory. */
+void bt_gguf_drop_pages(const bt_gguf *g, const void *p, size_t n);
+
 uint32_t bt_gguf_version(const bt_gguf *g);
 size_t bt_gguf_alignment(const bt_gguf *g);
 size_t bt_gguf_file_size(const bt_gguf *g);

@@ -481,6 +481,9 @@ static void mm_rows(const mm_ctx *c, const bt_matrix *w, float *y, int64_t ldy, 
     int64_t K = w->n_cols;
     if (c->fw->numerics == BT_NUMERICS_LLAMACPP)
         bt_lc_matmul(w->type, w->data, w->row_bytes, K, c->xq, c->n_tok, y, ldy, r0, r1);
+    else if (w->packed)
+        bt_matmul_packed(w->type, w->packed, w->row_bytes, K, c->xq, c->xu, c->n_tok, y, ldy, r0,
+                         r1);
     else
         bt_matmul(w->type, w->data, w->row_bytes, K, c->x, c->xq, c->xu, c->n_tok, y, ldy, r0, r1);
 }

@@ -93,6 +93,7 @@ typedef struct {
     const bt_q8 *xq;   /* [rows][n_cols / 32] */
     const uint8_t *xu; /* xq + 128 (bt_matmul's xu) */
     float *y;          /* [rows][n_rows] */
+    bool packed;       /* w is packed (bt_matmul_packed) */
     int tasks;
 } job;
 
@@ -113,8 +114,12 @@ static void section_task(void *p, int task, int thread) {
     const job *o = &c->jobs[j];
     int64_t r0 = (int64_t)task * c->chunk;
     int64_t r1 = r0 + c->chunk < o->n_rows ? r0 + c->chunk : o->n_rows;
-    bt_matmul(o->type, o->w, o->row_bytes, o->n_cols, o->x, o->xq, o->xu, c->rows, o->y, o->n_rows,
-              r0, r1);
+    if (o->packed)
+        bt_matmul_packed(o->type, o->w, o->row_bytes, o->n_cols, o->xq, o->xu, c->rows, o->y,
+                         o->n_rows, r0, r1);
+    else
+        bt_matmul(o->type, o->w, o->row_bytes, o->n_cols, o->x, o->xq, o->xu, c->rows, o->y,
+                  o->n_rows, r0, r1);
 }
 
 /* The synthetic layer and the activations of one probe. */
@@ -126,7 +131,8 @@ typedef struct {
                                       section's is used) */
     bt_q8 *xq[BT_PROBE_N_MATRICES];
     uint8_t *xu[BT_PROBE_N_MATRICES];
-    float *y[BT_PROBE_N_MATRICES]; /* [rows][n_rows] */
+    float *y[BT_PROBE_N_MATRICES];    /* [rows][n_rows] */
+    bool packed[BT_PROBE_N_MATRICES]; /* w[m] in the kernels' packed layout, as a stage has it */
 } layer;
 
 static void layer_free(layer *L) {
@@ -163,6 +169,17 @@ static bt_status layer_alloc(layer *L, const bt_probe_shape *s, int rows, bt_err
                                 (double)total / (1024.0 * 1024.0), names[m]);
         }
         memset(L->w[m], PATTERN, bytes); /* touched now: no page faults while timed */
+        if (bt_pack_wanted(s->type[m], L->n_rows[m], L->n_cols[m])) { /* as a stage packs it */
+            void *p = malloc(bytes);
+            if (!p) {
+                layer_free(L);
+                return bt_error_set(err, BT_ERR_NOMEM, "probe: no memory to pack %s", names[m]);
+            }
+            bt_pack_rows(s->type[m], L->w[m], L->row_bytes[m], L->n_rows[m], L->n_cols[m], p);
+            free(L->w[m]);
+            L->w[m] = p;
+            L->packed[m] = true;
+        }
         for (size_t i = 0; i < nx; i++)
             L->x[m][i] = sinf((float)(i % 1021) * 0.37f); /* activations in [-1, 1] */
     }
@@ -191,7 +208,8 @@ static void run_section(bt_threadpool *pool, int n_threads, layer *L, const bt_p
                           .x = L->x[m0],
                           .xq = L->xq[m0],
                           .xu = L->xu[m0],
-                          .y = L->y[m]};
+                          .y = L->y[m],
+                          .packed = L->packed[m]};
         total += L->n_rows[m];
     }
     c.chunk = bt_forward_rows_per_task(total, n_threads);

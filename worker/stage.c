@@ -15,7 +15,9 @@
 #include "forward.h"
 #include "hparams.h"
 #include "kv_cache.h"
+#include "kernels/kernels.h"
 #include "kv_plan.h"
+#include "log.h"
 #include "threadpool.h"
 #include "weights.h"
 
@@ -117,6 +119,15 @@ bt_status bt_stage_new(const bt_gguf *g, const bt_stage_params *params, bt_stage
     }
     if ((st = bt_weights_load(g, &s->hp, p->layer_begin, p->layer_end, &s->w, err)) != BT_OK)
         goto fail;
+    /* The fast numerics read the matrices the kernels have a packed layout for packed (the
+     * llamacpp numerics read the file's bytes). */
+    size_t packed = 0;
+    if (p->numerics == BT_NUMERICS_FAST && (st = bt_weights_pack(&s->w, g, &packed, err)) != BT_OK)
+        goto fail;
+    if (packed)
+        BT_DEBUG("stage: layers [%d, %d): %.1f MiB of weights packed for the %s kernels",
+                 p->layer_begin, p->layer_end, (double)packed / (1 << 20),
+                 bt_kernels_level_name(bt_kernels_level()));
     /* The local (sliding-window) layers keep only their window, in the cache's window pool
      * (not with BATON_KV_WINDOW=off: kv_plan.h). */
     uint8_t window_layers[BT_HPARAMS_MAX_LAYERS];

@@ -3,6 +3,8 @@
  */
 #include "weights.h"
 
+#include "kernels/kernels.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,9 +224,47 @@ bool bt_weights_needs(const bt_gguf *g, const char *name, int layer_begin, int l
     return false;
 }
 
+/* The matrices that bt_weights_pack may pack: every layer's 7, then the output head (whose
+ * file bytes are token_embd's when tied; the embedding lookup reads those). */
+static int n_packable(const bt_weights *w) {
+    return 7 * (w->layer_end - w->layer_begin) + (w->has_head ? 1 : 0);
+}
+
+static bt_matrix *packable(bt_weights *w, int i) {
+    if (i == 7 * (w->layer_end - w->layer_begin))
+        return &w->output;
+    bt_layer_weights *l = &w->layers[i / 7];
+    bt_matrix *m[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    return m[i % 7];
+}
+
+bt_status bt_weights_pack(bt_weights *w, const bt_gguf *g, size_t *n_bytes, bt_error *err) {
+    size_t total = 0;
+    for (int i = 0; i < n_packable(w); i++) {
+        bt_matrix *m = packable(w, i);
+        if (!m->data || m->packed || !bt_pack_wanted(m->type, m->n_rows, m->n_cols))
+            continue;
+        size_t bytes = m->row_bytes * (size_t)m->n_rows;
+        void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!p)
+            return bt_error_set(err, BT_ERR_NOMEM,
+                                "weights: out of memory packing a %zu-byte matrix", bytes);
+        bt_pack_rows(m->type, m->data, m->row_bytes, m->n_rows, m->n_cols, p);
+        m->packed = p;
+        bt_gguf_drop_pages(g, m->data, bytes);
+        total += bytes;
+    }
+    if (n_bytes)
+        *n_bytes = total;
+    return BT_OK;
+}
+
 void bt_weights_deinit(bt_weights *w) {
     if (!w)
         return;
+    if (w->layers)
+        for (int i = 0; i < n_packable(w); i++)
+            free((void *)packable(w, i)->packed);
     free(w->layers);
     memset(w, 0, sizeof(*w));
 }

@@ -3,7 +3,8 @@
  * the token embedding on the first stage, the final norm and output projection on the last.
  *
  * Every pointer points into the GGUF mapping, which the bt_gguf owns; a bt_weights borrows
- * it and must not outlive it. Tensors are looked up by name and every shape and type is
+ * it and must not outlive it. The one exception is a matrix's packed copy (bt_weights_pack),
+ * which the bt_weights owns. Tensors are looked up by name and every shape and type is
  * checked against the hyper-parameters at load, the error naming the tensor.
  *
  * Immutable after bt_weights_load; any thread may read it.
@@ -27,6 +28,9 @@ typedef struct bt_matrix {
     size_t row_bytes;
     int64_t n_rows;
     int64_t n_cols;
+    /* The same rows in the kernels' packed layout (kernels.h, bt_pack_rows), or NULL: what the
+     * fast numerics' products read. Owned by the bt_weights (bt_weights_pack). */
+    const void *packed;
 } bt_matrix;
 
 /* wq, wk, wv are row views of one fused attn_qkv.weight, and w_gate, w_up of one
@@ -73,6 +77,13 @@ typedef struct bt_weights {
 bt_status bt_weights_load(const bt_gguf *g, const bt_hparams *hp, int layer_begin, int layer_end,
                           bt_weights *out, bt_error *err);
 void bt_weights_deinit(bt_weights *w);
+
+/* Gives every matrix of w that the kernels read faster packed (kernels.h, bt_pack_wanted at
+ * the level bt_kernels_init chose) its packed copy, for the fast numerics, and lets the pages
+ * of the file's copy leave the resident set (bt_gguf_drop_pages): memory stays about the
+ * size of the file's bytes. g is the bt_gguf w was loaded from. Call once, after
+ * bt_weights_load and before any thread reads w; *n_bytes (optional) gets the bytes packed. */
+bt_status bt_weights_pack(bt_weights *w, const bt_gguf *g, size_t *n_bytes, bt_error *err);
 
 /* The one rule of which tensors layers [layer_begin, layer_end) of a model of n_layer layers
  * read (what bt_weights_load looks up): every tensor of blocks layer_begin..layer_end-1

@@ -147,7 +147,8 @@ void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks) {
 
 bool bt_matmul_wants_xu(bt_type type, int64_t n_tok) {
     const bt_kernel_table *t = table();
-    return (unsigned)type < BT_TYPE_MAX_ID && t->ptile_q8[type] && t->ptile_xu[type] &&
+    return (unsigned)type < BT_TYPE_MAX_ID &&
+           ((t->ptile_q8[type] && t->ptile_xu[type]) || t->packed_ptile[type]) &&
            n_tok >= BT_PREFILL_TOK;
 }
 

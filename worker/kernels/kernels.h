@@ -61,8 +61,9 @@ float bt_vec_dot_q8(bt_type type, const void *w_row, const bt_q8 *x, int64_t n);
 
 /* xq's quants as unsigned bytes, qs + 128: 32 per block, n_blocks blocks (bt_matmul's xu). */
 void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks);
-/* Whether bt_matmul of `type` over n_tok tokens reads xu (the prompt tiles of the signed quant
- * types at this level, which take x + 128 as their unsigned operand). */
+/* Whether bt_matmul (or bt_matmul_packed) of `type` over n_tok tokens reads xu (the prompt
+ * tiles of the signed quant types at this level, which take x + 128 as their unsigned
+ * operand). */
 bool bt_matmul_wants_xu(bt_type type, int64_t n_tok);
 
 /*

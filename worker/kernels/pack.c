@@ -32,9 +32,8 @@ static void pack_q5_0_block(const bt_block_q5_0 *const *rows, bt_block_q5_0x16 *
         out->d[r] = b->d;
         for (int j = 0; j < 4; j++)
             memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
-        for (int e = 0; e < BT_QK; e++)
-            if (!(qh >> e & 1))
-                out->nohi[e / 4] |= (uint64_t)1 << (4 * r + e % 4);
+        for (int g = 0; g < 8; g++) /* elements 4g..4g+3: qh bits 4g..4g+3, cleared ones set */
+            out->nohi[g] |= (uint64_t)(~qh >> 4 * g & 0xF) << 4 * r;
     }
 }
 
