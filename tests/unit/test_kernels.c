@@ -731,99 +731,158 @@ static void test_avx512_equals_avx2(void) {
 }
 
 /*
- * Packed weights (kernels.h, bt_pack_rows / bt_matmul_packed) at every level: each output
- * equals, bit for bit, the packed numerics computed here from the file's bytes (block by
- * block, fma(fl(d * dx), exact integer sum, acc)), with and without xu, for n_tok 1..70 and
+ * Packed weights (kernels.h, bt_pack_rows / bt_matmul_packed) at every level, for each type
+ * with a packed layout: each output equals, bit for bit, the packed numerics computed here
+ * from the file's bytes (sub-block by sub-block: fma(fl(scale * dx), exact integer sum, acc),
+ * and for Q4_K fma(-fl(dmin * m), s, acc) after it), with and without xu, for n_tok 1..70 and
  * row ranges that start and end inside a 16-row group; rows outside the range are not
- * written. Extreme blocks (every weight -16 or 15 against activations of +-127, the most an
- * int16 partial sum of the AVX2 tile holds) are among the rows.
+ * written. Extreme rows (every quant at its least and at its most) against activations of
+ * +-127 are among them: the most an int16 partial sum of the AVX2 tiles holds.
  */
-static float packed_expect(const bt_block_q5_0 *row, const bt_q8 *x, int64_t nb) {
+static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int64_t n) {
     float acc = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
-        uint32_t qh;
-        memcpy(&qh, row[i].qh, 4);
-        int isum = 0;
-        for (int j = 0; j < 32; j++) {
-            int nib = j < 16 ? row[i].qs[j] & 0x0F : row[i].qs[j - 16] >> 4;
-            isum += (nib + (int)(qh >> j & 1) * 16 - 16) * x[i].qs[j];
+    if (type == BT_TYPE_Q5_0) {
+        const bt_block_q5_0 *b = (const bt_block_q5_0 *)(const void *)row;
+        for (int64_t i = 0; i < n / 32; i++) {
+            uint32_t qh;
+            memcpy(&qh, b[i].qh, 4);
+            int isum = 0;
+            for (int j = 0; j < 32; j++) {
+                int nib = j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4;
+                isum += (nib + (int)(qh >> j & 1) * 16 - 16) * x[i].qs[j];
+            }
+            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
         }
-        acc = fmaf(bt_half_to_f32(row[i].d) * x[i].d, (float)isum, acc);
+    } else if (type == BT_TYPE_Q4_K) {
+        const bt_block_q4_k *b = (const bt_block_q4_k *)(const void *)row;
+        for (int64_t i = 0; i < n / 256; i++)
+            for (int j = 0; j < 8; j++) {
+                const bt_q8 *xb = x + 8 * i + j;
+                int sc, m, isum = 0;
+                k_scale_min(j, b[i].scales, &sc, &m);
+                for (int e = 0; e < 32; e++)
+                    isum += (b[i].qs[32 * (j / 2) + e] >> 4 * (j % 2) & 0x0F) * xb->qs[e];
+                float d = bt_half_to_f32(b[i].d), dmin = bt_half_to_f32(b[i].dmin);
+                acc = fmaf(d * (float)sc * xb->d, (float)isum, acc);
+                acc = fmaf(-(dmin * (float)m), xb->s, acc);
+            }
+    } else { /* Q6_K */
+        const bt_block_q6_k *b = (const bt_block_q6_k *)(const void *)row;
+        for (int64_t i = 0; i < n / 256; i++)
+            for (int j = 0; j < 8; j++) {
+                const bt_q8 *xb = x + 8 * i + j;
+                int half[2] = {0, 0};
+                for (int e = 0; e < 32; e++) {
+                    int el = 32 * j + e, nn = el / 128, l = el % 128 % 32, k = el % 128 / 32;
+                    int lo = b[i].ql[64 * nn + l + 32 * (k & 1)] >> 4 * (k >> 1) & 0x0F;
+                    int hi = b[i].qh[32 * nn + l] >> 2 * k & 3;
+                    half[e / 16] += ((lo | hi << 4) - 32) * xb->qs[e];
+                }
+                int v = b[i].scales[2 * j] * half[0] + b[i].scales[2 * j + 1] * half[1];
+                acc = fmaf(bt_half_to_f32(b[i].d) * xb->d, (float)v, acc);
+            }
     }
     return acc;
 }
 
+/* Row r's quants all at their least (lo) or most (!lo) value, scales kept. */
+static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
+    const bt_type_traits *tr = bt_type_traits_of(type);
+    for (int64_t i = 0; i < n / (int64_t)tr->block_elems; i++) {
+        uint8_t *b = row + i * tr->block_bytes, v = lo ? 0x00 : 0xFF;
+        if (type == BT_TYPE_Q5_0)
+            memset(b + 2, v, 20); /* qh and qs */
+        else if (type == BT_TYPE_Q4_K)
+            memset(b + 16, v, 128);
+        else
+            memset(b, v, 192); /* ql and qh */
+    }
+}
+
 static void test_packed(void) {
     enum { ROWS = 48, TOK = 70, N = 1536 };
-    static const int64_t ns[] = {96, N};
+    static const bt_type types[] = {BT_TYPE_Q5_0, BT_TYPE_Q4_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
-    static bt_block_q5_0 w[ROWS * N / 32], wp[ROWS * N / 32];
+    static uint8_t w[ROWS * N], wp[ROWS * N];
     static float x[TOK * N], y[TOK * ROWS];
     static bt_q8 xq[TOK * N / 32];
     bt_kernel_level best = bt_kernels_level();
-    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
-        int64_t n = ns[ni], nb = n / 32;
-        size_t row_bytes = (size_t)nb * sizeof(bt_block_q5_0);
-        for (int r = 0; r < ROWS; r++)
-            fill_weights(BT_TYPE_Q5_0, (uint8_t *)(w + r * nb), n);
-        for (int64_t i = 0; i < nb; i++) { /* rows 5 and 6: all -16 and all 15 */
-            memset(w[5 * nb + i].qs, 0x00, 16);
-            memset(w[5 * nb + i].qh, 0x00, 4);
-            memset(w[6 * nb + i].qs, 0xFF, 16);
-            memset(w[6 * nb + i].qh, 0xFF, 4);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (int long_rows = 0; long_rows < 2; long_rows++) {
+            bt_type type = types[ti];
+            int64_t n = long_rows ? N : type == BT_TYPE_Q5_0 ? 96 : 256, nb = n / 32;
+            size_t row_bytes;
+            CHECK_OK(bt_type_row_bytes(type, n, &row_bytes));
+            for (int r = 0; r < ROWS; r++)
+                fill_weights(type, w + r * row_bytes, n);
+            extreme_row(type, w + 5 * row_bytes, n, 1);
+            extreme_row(type, w + 6 * row_bytes, n, 0);
+            for (int t = 0; t < TOK; t++)
+                fill_x(x + t * n, n);
+            bt_quantize_q8(x, xq, TOK * n);
+            for (int t = 0; t < 3; t++) /* tokens of +-127 everywhere */
+                for (int64_t i = 0; i < nb; i++)
+                    for (int j = 0; j < 32; j++)
+                        xq[t * nb + i].qs[j] = (int8_t)(t == 0   ? 127
+                                                        : t == 1 ? -127
+                                                        : j % 2  ? 127
+                                                                 : -127);
+            bt_pack_rows(type, w, row_bytes, ROWS, n, wp);
+            for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
+                bt_kernels_force((bt_kernel_level)l);
+                if (bt_kernels_level() != (bt_kernel_level)l)
+                    continue;
+                const char *name = bt_kernels_level_name((bt_kernel_level)l);
+                CHECK(bt_pack_wanted(type, ROWS, n) == (l >= BT_KERNELS_AVX2));
+                CHECK(!bt_pack_wanted(type, ROWS - 8, n));
+                CHECK(!bt_pack_wanted(BT_TYPE_Q4_1, ROWS, n));
+                for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
+                    for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
+                        for (int with_xu = 0; with_xu < 2; with_xu++) {
+                            int nt = ntoks[ni], r0 = ranges[ri][0], r1 = ranges[ri][1], bad = 0;
+                            if (long_rows && ri > 1 && nt != 70)
+                                continue; /* the long rows: every range at one batch */
+                            for (int i = 0; i < nt * ROWS; i++)
+                                y[i] = -1.0f;
+                            bt_matmul_packed(type, wp, row_bytes, n, xq,
+                                             with_xu ? xu_of(xq, nt * nb) : NULL, nt, y, ROWS, r0,
+                                             r1);
+                            for (int t = 0; t < nt; t++)
+                                for (int r = 0; r < ROWS; r++) {
+                                    float want =
+                                        r >= r0 && r < r1
+                                            ? packed_expect(type, w + r * row_bytes, xq + t * nb, n)
+                                            : -1.0f;
+                                    if (memcmp(&want, &y[t * ROWS + r], sizeof want) != 0 &&
+                                        bad++ < 3)
+                                        fprintf(stderr,
+                                                "  %s %s n=%lld nt=%d rows [%d,%d) xu %d: "
+                                                "y[%d][%d] = %.9g, want %.9g\n",
+                                                name, bt_type_name(type), (long long)n, nt, r0, r1,
+                                                with_xu, t, r, y[t * ROWS + r], want);
+                                }
+                            if (bad)
+                                check_fail(__FILE__, __LINE__,
+                                           "%s packed %s n=%lld nt=%d rows [%d,%d) xu %d: %d "
+                                           "outputs wrong",
+                                           name, bt_type_name(type), (long long)n, nt, r0, r1,
+                                           with_xu, bad);
+                            else
+                                bt_check_passed++;
+                        }
+            }
         }
-        for (int t = 0; t < TOK; t++)
-            fill_x(x + t * n, n);
-        bt_quantize_q8(x, xq, TOK * n);
-        for (int t = 0; t < 3; t++) /* tokens of +-127 everywhere */
-            for (int64_t i = 0; i < nb; i++)
-                for (int j = 0; j < 32; j++)
-                    xq[t * nb + i].qs[j] = (int8_t)(t == 0   ? 127
-                                                    : t == 1 ? -127
-                                                    : j % 2  ? 127
-                                                             : -127);
-        bt_pack_rows(BT_TYPE_Q5_0, w, row_bytes, ROWS, n, wp);
-        for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
-            bt_kernels_force((bt_kernel_level)l);
-            if (bt_kernels_level() != (bt_kernel_level)l)
-                continue;
-            const char *name = bt_kernels_level_name((bt_kernel_level)l);
-            CHECK(bt_pack_wanted(BT_TYPE_Q5_0, ROWS, n) == (l >= BT_KERNELS_AVX2));
-            CHECK(!bt_pack_wanted(BT_TYPE_Q5_0, ROWS - 8, n));
-            CHECK(!bt_pack_wanted(BT_TYPE_Q4_1, ROWS, n));
-            for (size_t ti = 0; ti < sizeof ntoks / sizeof ntoks[0]; ti++)
-                for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
-                    for (int with_xu = 0; with_xu < 2; with_xu++) {
-                        int nt = ntoks[ti], r0 = ranges[ri][0], r1 = ranges[ri][1], bad = 0;
-                        if (n == N && ri > 1 && nt != 70)
-                            continue; /* the long rows: every range at one batch */
-                        for (int i = 0; i < nt * ROWS; i++)
-                            y[i] = -1.0f;
-                        bt_matmul_packed(BT_TYPE_Q5_0, wp, row_bytes, n, xq,
-                                         with_xu ? xu_of(xq, nt * nb) : NULL, nt, y, ROWS, r0, r1);
-                        for (int t = 0; t < nt; t++)
-                            for (int r = 0; r < ROWS; r++) {
-                                float want = r >= r0 && r < r1
-                                                 ? packed_expect(w + r * nb, xq + t * nb, nb)
-                                                 : -1.0f;
-                                if (memcmp(&want, &y[t * ROWS + r], sizeof want) != 0 && bad++ < 3)
-                                    fprintf(stderr,
-                                            "  %s n=%lld nt=%d rows [%d,%d) xu %d: "
-                                            "y[%d][%d] = %.9g, want %.9g\n",
-                                            name, (long long)n, nt, r0, r1, with_xu, t, r,
-                                            y[t * ROWS + r], want);
-                            }
-                        if (bad)
-                            check_fail(__FILE__, __LINE__,
-                                       "%s packed q5_0 n=%lld nt=%d rows [%d,%d) xu %d: %d "
-                                       "outputs wrong",
-                                       name, (long long)n, nt, r0, r1, with_xu, bad);
-                        else
-                            bt_check_passed++;
-                    }
-        }
-    }
     bt_kernels_force(best);
 }
 

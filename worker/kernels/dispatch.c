@@ -148,7 +148,8 @@ void bt_q8_plus_128(const bt_q8 *xq, uint8_t *xu, int64_t n_blocks) {
 bool bt_matmul_wants_xu(bt_type type, int64_t n_tok) {
     const bt_kernel_table *t = table();
     return (unsigned)type < BT_TYPE_MAX_ID &&
-           ((t->ptile_q8[type] && t->ptile_xu[type]) || t->packed_ptile[type]) &&
+           ((t->ptile_q8[type] && t->ptile_xu[type]) ||
+            (t->packed_ptile[type] && t->packed_xu[type])) &&
            n_tok >= BT_PREFILL_TOK;
 }
 
@@ -199,8 +200,11 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
 
 bool bt_pack_wanted(bt_type type, int64_t n_rows, int64_t n_cols) {
     const bt_kernel_table *t = table();
-    return type == BT_TYPE_Q5_0 && g_level >= BT_KERNELS_AVX2 && t->packed_tile[type] != NULL &&
-           n_rows > 0 && n_rows % BT_PACK_ROWS == 0 && n_cols > 0 && n_cols % BT_QK == 0;
+    if ((unsigned)type >= BT_TYPE_MAX_ID || !bt_pack_has_layout(type) ||
+        g_level < BT_KERNELS_AVX2 || t->packed_tile[type] == NULL)
+        return false;
+    int64_t block = (int64_t)bt_type_traits_of(type)->block_elems;
+    return n_rows > 0 && n_rows % BT_PACK_ROWS == 0 && n_cols > 0 && n_cols % block == 0;
 }
 
 void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_cols,
@@ -209,10 +213,12 @@ void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_
     const bt_kernel_table *t = table();
     assert((unsigned)type < BT_TYPE_MAX_ID && t->packed_tile[type] != NULL);
     assert(n_cols % BT_QK == 0 && r0 >= 0 && r0 <= r1);
-    bt_packed_tile_fn fm = t->packed_tile[type], fp = xu ? t->packed_ptile[type] : NULL;
+    bt_packed_tile_fn fm = t->packed_tile[type],
+                      fp = xu || !t->packed_xu[type] ? t->packed_ptile[type] : NULL;
     const char *wb = wp;
-    int64_t nb = n_cols / BT_QK;
-    int64_t tile = token_tile(nb * (int64_t)sizeof(bt_q8));
+    int64_t nb = n_cols / (int64_t)bt_type_traits_of(type)->block_elems; /* weight blocks */
+    int64_t xs = n_cols / BT_QK;                                         /* bt_q8 blocks */
+    int64_t tile = token_tile(xs * (int64_t)sizeof(bt_q8));
     /* As bt_matmul: a group's rows stay in L1 while every token group of the tile meets them. */
     for (int64_t tt = 0; tt < n_tok; tt += tile) {
         int64_t te = tt + tile < n_tok ? tt + tile : n_tok;
@@ -224,11 +230,11 @@ void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_
             int64_t t0 = tt;
             if (fp)
                 for (; te - t0 >= BT_PREFILL_TOK; t0 += BT_PREFILL_TOK)
-                    fp(wg, nb, xq + t0 * nb, xu + t0 * nb * 32, nb, BT_PREFILL_TOK,
+                    fp(wg, nb, xq + t0 * xs, xu ? xu + t0 * xs * 32 : NULL, xs, BT_PREFILL_TOK,
                        y + t0 * ldy + g0, ldy, rows);
             for (; t0 < te; t0 += BT_KERNEL_MAX_TOK) {
                 int nt = (int)(te - t0 < BT_KERNEL_MAX_TOK ? te - t0 : BT_KERNEL_MAX_TOK);
-                fm(wg, nb, xq + t0 * nb, xu ? xu + t0 * nb * 32 : NULL, nb, nt, y + t0 * ldy + g0,
+                fm(wg, nb, xq + t0 * xs, xu ? xu + t0 * xs * 32 : NULL, xs, nt, y + t0 * ldy + g0,
                    ldy, rows);
             }
         }

@@ -89,16 +89,20 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
 /*
  * Packed weights: a copy of a weight matrix in a layout of our own, made once when a stage
  * loads its weights (pack.c), that the matrix products read faster than the GGUF layout.
- * Today one type has one: Q5_0 (most of a Q4_K_M file's matrices whose rows are not a
- * multiple of 256, e.g. SmolLM2's and Gemma 3's), in blocks of BT_PACK_ROWS rows x 32 columns
- * with row r of the 16 in the 32-bit lane r of a 512-bit vector (pack.c has the layout). It
- * has the same size as the file's bytes and row r's data still begins at r * row_bytes' group.
+ * Q5_0, Q4_K and Q6_K have one (the types of a Q4_K_M file; Q5_0 is its type for the matrices
+ * whose rows are not a multiple of 256, e.g. most of SmolLM2's and Gemma 3's): blocks of
+ * BT_PACK_ROWS rows with row r of the 16 in the 32-bit lane r of a 512-bit vector
+ * (kernels_internal.h has the layouts). A packed matrix has the size of the file's bytes, and
+ * the group of rows 16G..16G+15 begins at byte 16G * row_bytes.
  *
- * Numerics: each output is, block by block in order from 0, acc = fma(fl(d_r * dx), isum,
- * acc) with isum the block's exact integer dot. Every level gives these bits (the scalar one
- * too), so the packed products of a row do not depend on the CPU, the batch or the tile.
- * They differ from bt_matmul's on the unpacked bytes in the last bits (a different summation
- * order), and --numerics llamacpp never reads packed data.
+ * Numerics: each output is accumulated one 32-element (sub-)block at a time, in order from 0,
+ * with isum the block's exact integer dot and dx, s the activation block's scale and sum:
+ *   Q5_0  acc = fma(fl(d * dx), isum, acc)
+ *   Q4_K  acc = fma(fl(fl(d * sc) * dx), isum, acc); acc = fma(-fl(dmin * m), s, acc)
+ *   Q6_K  acc = fma(fl(d * dx), sc_lo * isum_lo + sc_hi * isum_hi, acc)  (an exact integer)
+ * Every level gives these bits (the scalar one too), so a row's packed products do not depend
+ * on the CPU, the batch or the tile. They differ from bt_matmul's on the file's bytes in the
+ * last bits (another summation order), and --numerics llamacpp never reads packed data.
  */
 #define BT_PACK_ROWS 16
 

@@ -820,6 +820,174 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
     }
 }
 
+/*
+ * Packed Q4_K and Q6_K, one half (8 rows) at a time, with the AVX-512 tiles' operations in
+ * 8 lanes (kernels_avx512.c) and their bits:
+ *   Q4_K: maddubs(q, x) of the 8 groups summed in int16 (|.| <= 8 * 2 * 15 * 127 = 30480),
+ *         one madd: the sub-block's sum per row.
+ *   Q6_K: maddubs(x + 128, q) of two groups summed (|.| <= 2 * 2 * 255 * 32), less their
+ *         128 * (weight sums) (computed per sub-block, for every token): the exact dot of 4
+ *         products (|.| <= 4 * 127 * 32); two such added and one madd give each half's sum.
+ */
+INLINE __m256 lane_u8f(__m256i v, int byte) {
+    return _mm256_cvtepi32_ps(
+        _mm256_and_si256(_mm256_srli_epi32(v, 8 * byte), _mm256_set1_epi32(0xFF)));
+}
+
+INLINE __m256 lane_s8f(__m256i v, int byte) {
+    return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * byte), 24));
+}
+
+INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo, uint32_t rows) {
+    uint32_t mine = rows >> 8 * h & 0xFF;
+    for (int t = 0; t < NT; t++) {
+        if (mine == 0xFF) {
+            _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
+        } else {
+            float a[8];
+            _mm256_storeu_ps(a, acc[t]);
+            for (int r = 0; r < 8; r++)
+                if (mine >> r & 1)
+                    out[t * ldo + 8 * h + r] = a[r];
+        }
+    }
+}
+
+INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, const bt_q8 *x,
+                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), k3f = _mm256_set1_epi8(0x3F),
+                  k03 = _mm256_set1_epi8(0x03), ones = _mm256_set1_epi16(1);
+    __m256 acc[PAIR_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m256i u0 = _mm256_loadu_si256((const __m256i *)(b->sm[0] + 8 * h));
+        __m256i u1 = _mm256_loadu_si256((const __m256i *)(b->sm[1] + 8 * h));
+        __m256i u2 = _mm256_loadu_si256((const __m256i *)(b->sm[2] + 8 * h));
+        __m256i sc03 = _mm256_and_si256(u0, k3f), m03 = _mm256_and_si256(u1, k3f);
+        __m256i sc47 =
+            _mm256_or_si256(_mm256_and_si256(u2, lo4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k03), 4));
+        __m256i m47 =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), lo4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k03), 4));
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->dmin + 8 * h)));
+        for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < 2304; c += 64 * 8)
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            __m256i q[8];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j / 2][g] + 32 * h));
+                q[g] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
+            }
+            __m256 dd = _mm256_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
+            __m256 mm = _mm256_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                const bt_q8 *xt = x + 8 * i + j + t * xs;
+                __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
+                _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
+                    s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+                acc[t] =
+                    _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
+            }
+        }
+    }
+    store_half(NT, acc, h, out, ldo, rows);
+}
+
+INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_t nb,
+                        const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
+                        uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), k32 = _mm256_set1_epi8(32),
+                  k80 = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 acc[PAIR_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < 3360; c += 64 * 8)
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            const int n = j / 4, m = j % 4;
+            __m256i q[8], corr[4];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql[n][m & 1][g] + 32 * h));
+                l = _mm256_and_si256(m >> 1 ? _mm256_srli_epi16(l, 4) : l, lo4);
+                __m256i hb =
+                    _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b->qh[n][g] + 32 * h)),
+                                     _mm256_set1_epi8((char)(3 << 2 * m)));
+                hb = m < 2   ? _mm256_slli_epi16(hb, 4 - 2 * m)
+                     : m > 2 ? _mm256_srli_epi16(hb, 2)
+                             : hb;
+                q[g] = _mm256_sub_epi8(_mm256_or_si256(l, hb), k32);
+            }
+            _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) corr[p] = _mm256_add_epi16(
+                _mm256_maddubs_epi16(k80, q[2 * p]), _mm256_maddubs_epi16(k80, q[2 * p + 1]));
+            __m256i scw = _mm256_loadu_si256((const __m256i *)(b->sc[j / 2] + 32 * h));
+            __m256 scl = lane_s8f(scw, 2 * (j % 2)), sch = lane_s8f(scw, 2 * (j % 2) + 1);
+            uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the sub-block's tokens */
+            if (!XU)
+                for (int t = 0; t < NT; t++)
+                    _mm256_storeu_si256(
+                        (__m256i *)ub[t],
+                        _mm256_xor_si256(
+                            _mm256_loadu_si256((const __m256i *)x[8 * i + j + t * xs].qs), k80));
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                const bt_q8 *xt = x + 8 * i + j + t * xs;
+                const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
+                __m256i e[4]; /* the exact dots of groups 2p, 2p + 1 */
+                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) e[p] = _mm256_sub_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(bcast32(u + 8 * p), q[2 * p]),
+                                     _mm256_maddubs_epi16(bcast32(u + 8 * p + 4), q[2 * p + 1])),
+                    corr[p]);
+                __m256i lo = _mm256_madd_epi16(_mm256_add_epi16(e[0], e[1]), ones);
+                __m256i hi = _mm256_madd_epi16(_mm256_add_epi16(e[2], e[3]), ones);
+                __m256 v = _mm256_fmadd_ps(sch, _mm256_cvtepi32_ps(hi),
+                                           _mm256_mul_ps(scl, _mm256_cvtepi32_ps(lo)));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&xt->d)), v, acc[t]);
+            }
+        }
+    }
+    store_half(NT, acc, h, out, ldo, rows);
+}
+
+/* KIND 0: Q5_0, 1: Q4_K, 2: Q6_K; the group's two halves. */
+INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
+                      const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    for (int h = 0; h < 2; h++) {
+        if (!(rows >> 8 * h & 0xFF))
+            continue;
+        if (KIND == 1)
+            q4_kx8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
+        else
+            q6_kx8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
+    }
+}
+
+#define PACKED_K(name, KIND)                                                                       \
+    static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
+                                   int64_t xs, int n_tok, float *out, int64_t ldo,                 \
+                                   uint32_t rows) {                                                \
+        if (xu)                                                                                    \
+            BT_WITH_NT(n_tok, kx16_rows(KIND, 1, NT_, wg, nb, x, xu, xs, out, ldo, rows))          \
+        else                                                                                       \
+            BT_WITH_NT(n_tok, kx16_rows(KIND, 0, NT_, wg, nb, x, NULL, xs, out, ldo, rows))        \
+    }                                                                                              \
+    static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
+                                    int64_t xs, int n_tok, float *out, int64_t ldo,                \
+                                    uint32_t rows) {                                               \
+        (void)n_tok;                                                                               \
+        for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                         \
+            kx16_rows(KIND, KIND == 2, PAIR_TOK, wg, nb, x + t * xs,                               \
+                      KIND == 2 ? xu + 32 * t * xs : NULL, xs, out + t * ldo, ldo, rows);          \
+    }
+
+PACKED_K(q4_k, 1)
+PACKED_K(q6_k, 2)
+
 /* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). */
 INLINE void q5_0x16_rows(int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
@@ -1143,6 +1311,12 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
+    t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
+    t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
+    t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
+    t->packed_ptile[BT_TYPE_Q6_K] = packed_ptile_q6_k;
+    t->packed_xu[BT_TYPE_Q6_K] = true;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

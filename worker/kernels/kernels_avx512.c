@@ -523,6 +523,157 @@ static void packed_ptile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const 
     q5_0x16_tile(1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows);
 }
 
+/*
+ * Packed Q4_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one sub-block (one
+ * bt_q8 block) at a time, so each token's sub-block is 8 vpdpbusd with its 4-byte groups
+ * broadcast from memory, one convert and one or two FMAs for the 16 rows.
+ *   Q4_K: unsigned quants against signed x; per sub-block, fma(fl(fl(d * sc) * dx), isum,
+ *         acc), then fma(-fl(dmin * m), s, acc): the min term goes into the same accumulator,
+ *         so 16 tokens' accumulators fit the registers. The 6-bit scales and mins come from
+ *         the three words per row as scale_min_k4 unpacks them, all rows at once.
+ *   Q6_K: signed quants (q - 32) against x + 128, less 128 * (the weight sums) of each
+ *         16-element half; the two halves' exact sums times their int8 scales are one exact
+ *         integer below 2^24 (fma(sc_hi, hi, sc_lo * lo), as in kq_tile), then
+ *         fma(fl(d * dx), that, acc).
+ * The scalar tiles in pack.c give the same bits.
+ */
+INLINE __m512 lane_u8f(__m512i v, int byte) { /* byte `byte` of each 32-bit lane, as a float */
+    return _mm512_cvtepi32_ps(
+        _mm512_and_si512(_mm512_srli_epi32(v, 8 * byte), _mm512_set1_epi32(0xFF)));
+}
+
+INLINE __m512 lane_s8f(__m512i v, int byte) { /* the same, as int8 */
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * byte), 24));
+}
+
+INLINE void q4_kx16_tile(int NT, const bt_block_q4_kx16 *b, int64_t nb, const bt_q8 *x, int64_t xs,
+                         float *out, int64_t ldo, __mmask16 rows) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k3f = _mm512_set1_epi8(0x3F),
+                  k03 = _mm512_set1_epi8(0x03), zero = _mm512_setzero_si512();
+    __m512 acc[BT_PREFILL_TOK];
+    TOKENS acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m512i u0 = _mm512_loadu_si512(b->sm[0]), u1 = _mm512_loadu_si512(b->sm[1]),
+                u2 = _mm512_loadu_si512(b->sm[2]);
+        __m512i sc03 = _mm512_and_si512(u0, k3f), m03 = _mm512_and_si512(u1, k3f);
+        __m512i sc47 =
+            _mm512_or_si512(_mm512_and_si512(u2, lo4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), k03), 4));
+        __m512i m47 =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), lo4),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), k03), 4));
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
+        __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->dmin));
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < 2304; c += 64 * 8) /* the next block, over its 8 sub-blocks */
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            __m512i q[8];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                __m512i v = _mm512_loadu_si512(b->qs[j / 2][g]);
+                q[g] = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, lo4);
+            }
+            __m512 dd = _mm512_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
+            __m512 mm = _mm512_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
+            const bt_q8 *xj = x + 8 * i + j;
+            TOKENS {
+                const bt_q8 *xt = xj + t * xs;
+                __m512i a = zero, c = zero;
+                _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                    a = _mm512_dpbusd_epi32(
+                        a, q[g], _mm512_set1_epi32(load32((const char *)xt->qs + 4 * g)));
+                    c = _mm512_dpbusd_epi32(
+                        c, q[g + 4], _mm512_set1_epi32(load32((const char *)xt->qs + 16 + 4 * g)));
+                }
+                __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d));
+                acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(a, c)), acc[t]);
+                acc[t] = _mm512_fnmadd_ps(mm, _mm512_set1_ps(xt->s), acc[t]);
+            }
+        }
+    }
+    TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
+}
+
+INLINE void q6_kx16_tile(int XU, int NT, const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x,
+                         const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k32 = _mm512_set1_epi8(32),
+                  k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512 acc[BT_PREFILL_TOK];
+    TOKENS acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < 3360; c += 64 * 8)
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            const int n = j / 4, m = j % 4;
+            __m512i q[8];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                __m512i l = _mm512_loadu_si512(b->ql[n][m & 1][g]);
+                l = _mm512_and_si512(m >> 1 ? _mm512_srli_epi16(l, 4) : l, lo4);
+                /* bits 2m, 2m + 1 of each qh byte to bits 4, 5, masked first (k6_quad) */
+                __m512i h = _mm512_and_si512(_mm512_loadu_si512(b->qh[n][g]),
+                                             _mm512_set1_epi8((char)(3 << 2 * m)));
+                h = m < 2 ? _mm512_slli_epi16(h, 4 - 2 * m) : m > 2 ? _mm512_srli_epi16(h, 2) : h;
+                q[g] = _mm512_sub_epi8(_mm512_or_si512(l, h), k32);
+            }
+            __m512i s0 = zero, s1 = zero;
+            _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                s0 = _mm512_dpbusd_epi32(s0, k80, q[g]);
+                s1 = _mm512_dpbusd_epi32(s1, k80, q[g + 4]);
+            }
+            __m512i init_lo = _mm512_sub_epi32(zero, s0), init_hi = _mm512_sub_epi32(zero, s1);
+            __m512i scw = _mm512_loadu_si512(b->sc[j / 2]);
+            __m512 scl = lane_s8f(scw, 2 * (j % 2)), sch = lane_s8f(scw, 2 * (j % 2) + 1);
+            uint8_t ub[NT_MAX][32]; /* without xu: x + 128 of the sub-block's tokens */
+            if (!XU)
+                TOKENS _mm256_storeu_si256(
+                    (__m256i *)ub[t],
+                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[8 * i + j + t * xs].qs),
+                                     _mm256_set1_epi8((char)0x80)));
+            TOKENS {
+                const bt_q8 *xt = x + 8 * i + j + t * xs;
+                const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
+                __m512i a = init_lo, c = init_hi;
+                _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                    a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(load32((const char *)u + 4 * g)),
+                                            q[g]);
+                    c = _mm512_dpbusd_epi32(
+                        c, _mm512_set1_epi32(load32((const char *)u + 16 + 4 * g)), q[g + 4]);
+                }
+                __m512 v = _mm512_fmadd_ps(sch, _mm512_cvtepi32_ps(c),
+                                           _mm512_mul_ps(scl, _mm512_cvtepi32_ps(a)));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xt->d)), v, acc[t]);
+            }
+        }
+    }
+    TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
+}
+
+static void packed_tile_q4_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)xu;
+    BT_WITH_NT(n_tok, q4_kx16_tile(NT_, wg, nb, x, xs, out, ldo, (__mmask16)rows))
+}
+
+static void packed_ptile_q4_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)xu, (void)n_tok;
+    q4_kx16_tile(BT_PREFILL_TOK, wg, nb, x, xs, out, ldo, (__mmask16)rows);
+}
+
+static void packed_tile_q6_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    if (xu)
+        BT_WITH_NT(n_tok, q6_kx16_tile(1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))
+    else
+        BT_WITH_NT(n_tok, q6_kx16_tile(0, NT_, wg, nb, x, NULL, xs, out, ldo, (__mmask16)rows))
+}
+
+static void packed_ptile_q6_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)n_tok;
+    q6_kx16_tile(1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows);
+}
+
 /* Float weights, 16 columns per vector, converted once and used for every token. */
 INLINE __m512 load_w(int kind, const void *w, int64_t c) {
     if (kind == 0)
@@ -592,6 +743,12 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
+    t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
+    t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
+    t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
+    t->packed_ptile[BT_TYPE_Q6_K] = packed_ptile_q6_k;
+    t->packed_xu[BT_TYPE_Q6_K] = true;
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;

@@ -100,16 +100,55 @@ typedef struct bt_block_q5_0x16 {
     bt_half d[16];
 } bt_block_q5_0x16; /* 352 B */
 
-/* A packed tile: the BT_PACK_ROWS rows of one group (wg: its first block) x n_tok tokens
- * (1..BT_KERNEL_MAX_TOK, or BT_PREFILL_TOK with xu for a prefill tile), writing
- * out[t * ldo + r] for the rows r whose bit is set in `rows`. xu as for bt_ptile_q8_fn, or
- * NULL (the tile then makes x + 128 itself). Every output has kernels.h's packed numerics. */
+/*
+ * Packed Q4_K: 16 rows x one super-block of 256 in 2304 bytes (16 x 144). Sub-block j (a
+ * bt_q8 block) is elements 32j..32j+31; group g of it elements 32j + 4g..+3.
+ *   qs[p][g][4r + k]: byte 32p + 4g + k of row r's qs: its low nibble is element 4g + k of
+ *                     sub-block 2p, its high nibble the same of sub-block 2p + 1
+ *   sm[w][r]:         bytes 4w..4w+3 of row r's 12 bytes of 6-bit scales and mins, as the
+ *                     32-bit words u0, u1, u2 that tensor_type.c's scale_min_k4 unpacks
+ *   d[r], dmin[r]:    row r's super-block scales
+ */
+typedef struct bt_block_q4_kx16 {
+    uint8_t qs[4][8][64];
+    uint32_t sm[3][16];
+    bt_half d[16], dmin[16];
+} bt_block_q4_kx16; /* 2304 B */
+
+/*
+ * Packed Q6_K: 16 rows x one super-block in 3360 bytes (16 x 210). Element 32j + 4g + k
+ * (sub-block j = 4n + m, group g) of row r is, with the file's q = (low 4 | high 2 << 4) - 32:
+ *   low 4 bits:  ql[n][m & 1][g][4r + k] >> 4 (m >> 1), and 0x0F
+ *   high 2 bits: qh[n][g][4r + k] >> 2m, and 3
+ * (ql[n][h][g][4r + k] is byte 64n + 32h + 4g + k of row r's ql, qh[n][g][4r + k] byte
+ * 32n + 4g + k of its qh), and sc[w][4r + k] is row r's int8 scale 4w + k (scale 2j for groups
+ * 0..3 of sub-block j, 2j + 1 for groups 4..7).
+ */
+typedef struct bt_block_q6_kx16 {
+    uint8_t ql[2][2][8][64];
+    uint8_t qh[2][8][64];
+    int8_t sc[4][64];
+    bt_half d[16];
+} bt_block_q6_kx16; /* 3360 B */
+
+/* A packed tile: the BT_PACK_ROWS rows of one group (wg: its first block; nb blocks of the
+ * type, so nb * 8 bt_q8 blocks per token for the K types) x n_tok tokens (1..BT_KERNEL_MAX_TOK,
+ * or BT_PREFILL_TOK with xu for a prefill tile), writing out[t * ldo + r] for the rows r whose
+ * bit is set in `rows`. xu as for bt_ptile_q8_fn, or NULL (a tile that wants x + 128 then
+ * makes it itself). Every output has kernels.h's packed numerics. */
 typedef void (*bt_packed_tile_fn)(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                                   int64_t x_stride, int n_tok, float *out, int64_t ldo,
                                   uint32_t rows);
 
-/* The scalar packed tile (pack.c): the reference of the others' bits. */
+/* Whether pack.c has a packed layout for `type`. */
+bool bt_pack_has_layout(bt_type type);
+
+/* The scalar packed tiles (pack.c): the reference of the others' bits. */
 void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+void bt_packed_tile_q6_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
 
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
@@ -134,9 +173,11 @@ typedef struct bt_kernel_table {
     bt_rowdot_f32_fn rowdot_f32[BT_TYPE_MAX_ID]; /* F32, F16, BF16 weights */
     bt_dequant_fn dequant[BT_TYPE_MAX_ID];
     /* Tiles of packed weights (kernels.h, bt_pack_rows); every level fills them, all alike
-     * in their bits. packed_ptile: BT_PREFILL_TOK tokens with xu, or NULL. */
+     * in their bits. packed_ptile: BT_PREFILL_TOK tokens, or NULL; packed_xu: it reads xu
+     * (and is used only where bt_matmul_packed has one). */
     bt_packed_tile_fn packed_tile[BT_TYPE_MAX_ID];
     bt_packed_tile_fn packed_ptile[BT_TYPE_MAX_ID];
+    bool packed_xu[BT_TYPE_MAX_ID];
     bt_log_sum_exp_fn log_sum_exp;
     bt_swiglu_fn swiglu;
 } bt_kernel_table;

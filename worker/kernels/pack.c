@@ -37,22 +37,62 @@ static void pack_q5_0_block(const bt_block_q5_0 *const *rows, bt_block_q5_0x16 *
     }
 }
 
+static void pack_q4_k_block(const bt_block_q4_k *const *rows, bt_block_q4_kx16 *out) {
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        const bt_block_q4_k *b = rows[r];
+        out->d[r] = b->d;
+        out->dmin[r] = b->dmin;
+        for (int w = 0; w < 3; w++)
+            memcpy(&out->sm[w][r], b->scales + 4 * w, 4);
+        for (int p = 0; p < 4; p++)
+            for (int g = 0; g < 8; g++)
+                memcpy(&out->qs[p][g][4 * r], b->qs + 32 * p + 4 * g, 4);
+    }
+}
+
+static void pack_q6_k_block(const bt_block_q6_k *const *rows, bt_block_q6_kx16 *out) {
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        const bt_block_q6_k *b = rows[r];
+        out->d[r] = b->d;
+        for (int w = 0; w < 4; w++)
+            memcpy(&out->sc[w][4 * r], b->scales + 4 * w, 4);
+        for (int n = 0; n < 2; n++)
+            for (int g = 0; g < 8; g++) {
+                for (int h = 0; h < 2; h++)
+                    memcpy(&out->ql[n][h][g][4 * r], b->ql + 64 * n + 32 * h + 4 * g, 4);
+                memcpy(&out->qh[n][g][4 * r], b->qh + 32 * n + 4 * g, 4);
+            }
+    }
+}
+
+_Static_assert(sizeof(bt_block_q4_kx16) == BT_PACK_ROWS * sizeof(bt_block_q4_k), "Q4_K x16");
+_Static_assert(sizeof(bt_block_q6_kx16) == BT_PACK_ROWS * sizeof(bt_block_q6_k), "Q6_K x16");
+
+bool bt_pack_has_layout(bt_type type) {
+    return type == BT_TYPE_Q5_0 || type == BT_TYPE_Q4_K || type == BT_TYPE_Q6_K;
+}
+
 void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
                   void *dst) {
-    assert(type == BT_TYPE_Q5_0 && n_rows % BT_PACK_ROWS == 0 && n_cols % BT_QK == 0);
-    assert(row_bytes == (size_t)(n_cols / BT_QK) * sizeof(bt_block_q5_0));
-    int64_t nb = n_cols / BT_QK;
+    const bt_type_traits *tr = bt_type_traits_of(type);
+    assert(bt_pack_has_layout(type) && n_rows % BT_PACK_ROWS == 0);
+    assert(n_cols % tr->block_elems == 0 &&
+           row_bytes == (size_t)(n_cols / tr->block_elems) * tr->block_bytes);
+    int64_t nb = n_cols / tr->block_elems;
     const char *wb = w;
-    bt_block_q5_0x16 *out = dst;
+    char *out = dst;
     for (int64_t g = 0; g < n_rows / BT_PACK_ROWS; g++)
-        for (int64_t i = 0; i < nb; i++) {
-            const bt_block_q5_0 *rows[BT_PACK_ROWS];
+        for (int64_t i = 0; i < nb; i++, out += BT_PACK_ROWS * tr->block_bytes) {
+            const void *rows[BT_PACK_ROWS];
             for (int r = 0; r < BT_PACK_ROWS; r++)
                 rows[r] =
-                    (const bt_block_q5_0 *)(const void *)(wb + (size_t)(g * BT_PACK_ROWS + r) *
-                                                                   row_bytes) +
-                    i;
-            pack_q5_0_block(rows, out + g * nb + i);
+                    wb + (size_t)(g * BT_PACK_ROWS + r) * row_bytes + (size_t)i * tr->block_bytes;
+            if (type == BT_TYPE_Q5_0)
+                pack_q5_0_block((const bt_block_q5_0 *const *)rows, (bt_block_q5_0x16 *)out);
+            else if (type == BT_TYPE_Q4_K)
+                pack_q4_k_block((const bt_block_q4_k *const *)rows, (bt_block_q4_kx16 *)out);
+            else
+                pack_q6_k_block((const bt_block_q6_k *const *)rows, (bt_block_q6_kx16 *)out);
         }
 }
 
@@ -79,6 +119,78 @@ void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const u
                 for (int e = 0; e < BT_QK; e++)
                     isum += q5_0x16_at(b + i, r, e) * xt[i].qs[e];
                 acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
+            }
+            out[t * ldo + r] = acc;
+        }
+    }
+}
+
+/* Sub-block j's 6-bit scale and min of row r (tensor_type.c's scale_min_k4 on the words). */
+static void q4_kx16_scale_min(const bt_block_q4_kx16 *b, int r, int j, int *sc, int *m) {
+    uint8_t q[12];
+    for (int w = 0; w < 3; w++)
+        memcpy(q + 4 * w, &b->sm[w][r], 4);
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)xu;
+    const bt_block_q4_kx16 *b = wg;
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        if (!(rows >> r & 1))
+            continue;
+        for (int t = 0; t < n_tok; t++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                float d = bt_half_to_f32(b[i].d[r]), dmin = bt_half_to_f32(b[i].dmin[r]);
+                for (int j = 0; j < 8; j++) {
+                    const bt_q8 *xb = x + t * xs + 8 * i + j;
+                    int sc, m, isum = 0;
+                    q4_kx16_scale_min(b + i, r, j, &sc, &m);
+                    for (int e = 0; e < BT_QK; e++) {
+                        uint8_t byte = b[i].qs[j / 2][e / 4][4 * r + e % 4];
+                        isum += (j % 2 ? byte >> 4 : byte & 0x0F) * xb->qs[e];
+                    }
+                    acc = fmaf(d * (float)sc * xb->d, (float)isum, acc);
+                    acc = fmaf(-(dmin * (float)m), xb->s, acc);
+                }
+            }
+            out[t * ldo + r] = acc;
+        }
+    }
+}
+
+void bt_packed_tile_q6_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)xu;
+    const bt_block_q6_kx16 *b = wg;
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        if (!(rows >> r & 1))
+            continue;
+        for (int t = 0; t < n_tok; t++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                float d = bt_half_to_f32(b[i].d[r]);
+                for (int j = 0; j < 8; j++) {
+                    const bt_q8 *xb = x + t * xs + 8 * i + j;
+                    int n = j / 4, m = j % 4, half[2] = {0, 0};
+                    for (int e = 0; e < BT_QK; e++) {
+                        int g = e / 4, k = e % 4;
+                        int lo = b[i].ql[n][m & 1][g][4 * r + k] >> 4 * (m >> 1) & 0x0F;
+                        int hi = b[i].qh[n][g][4 * r + k] >> 2 * m & 3;
+                        half[e / 16] += ((lo | hi << 4) - 32) * xb->qs[e];
+                    }
+                    int sc_lo = b[i].sc[j / 2][4 * r + 2 * (j % 2)];
+                    int sc_hi = b[i].sc[j / 2][4 * r + 2 * (j % 2) + 1];
+                    acc = fmaf(d * xb->d, (float)(sc_lo * half[0] + sc_hi * half[1]), acc);
+                }
             }
             out[t * ldo + r] = acc;
         }
