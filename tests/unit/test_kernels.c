@@ -751,7 +751,16 @@ static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
 
 static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int64_t n) {
     float acc = 0.0f;
-    if (type == BT_TYPE_Q5_0) {
+    if (type == BT_TYPE_Q4_1) {
+        const bt_block_q4_1 *b = (const bt_block_q4_1 *)(const void *)row;
+        for (int64_t i = 0; i < n / 32; i++) {
+            int isum = 0;
+            for (int j = 0; j < 32; j++)
+                isum += (j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4) * x[i].qs[j];
+            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
+            acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
+        }
+    } else if (type == BT_TYPE_Q5_0) {
         const bt_block_q5_0 *b = (const bt_block_q5_0 *)(const void *)row;
         for (int64_t i = 0; i < n / 32; i++) {
             uint32_t qh;
@@ -800,7 +809,9 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
     const bt_type_traits *tr = bt_type_traits_of(type);
     for (int64_t i = 0; i < n / (int64_t)tr->block_elems; i++) {
         uint8_t *b = row + i * tr->block_bytes, v = lo ? 0x00 : 0xFF;
-        if (type == BT_TYPE_Q5_0)
+        if (type == BT_TYPE_Q4_1)
+            memset(b + 4, v, 16);
+        else if (type == BT_TYPE_Q5_0)
             memset(b + 2, v, 20); /* qh and qs */
         else if (type == BT_TYPE_Q4_K)
             memset(b + 16, v, 128);
@@ -811,7 +822,7 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
 
 static void test_packed(void) {
     enum { ROWS = 48, TOK = 70, N = 1536 };
-    static const bt_type types[] = {BT_TYPE_Q5_0, BT_TYPE_Q4_K, BT_TYPE_Q6_K};
+    static const bt_type types[] = {BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q4_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
     static uint8_t w[ROWS * N], wp[ROWS * N];
@@ -821,7 +832,8 @@ static void test_packed(void) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
         for (int long_rows = 0; long_rows < 2; long_rows++) {
             bt_type type = types[ti];
-            int64_t n = long_rows ? N : type == BT_TYPE_Q5_0 ? 96 : 256, nb = n / 32;
+            int64_t n = long_rows ? N : bt_type_traits_of(type)->block_elems == 32 ? 96 : 256;
+            int64_t nb = n / 32;
             size_t row_bytes;
             CHECK_OK(bt_type_row_bytes(type, n, &row_bytes));
             for (int r = 0; r < ROWS; r++)
@@ -846,7 +858,7 @@ static void test_packed(void) {
                 const char *name = bt_kernels_level_name((bt_kernel_level)l);
                 CHECK(bt_pack_wanted(type, ROWS, n) == (l >= BT_KERNELS_AVX2));
                 CHECK(!bt_pack_wanted(type, ROWS - 8, n));
-                CHECK(!bt_pack_wanted(BT_TYPE_Q4_1, ROWS, n));
+                CHECK(!bt_pack_wanted(BT_TYPE_Q8_0, ROWS, n));
                 for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
                     for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
                         for (int with_xu = 0; with_xu < 2; with_xu++) {

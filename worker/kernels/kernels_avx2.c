@@ -954,7 +954,39 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
     store_half(NT, acc, h, out, ldo, rows);
 }
 
-/* KIND 0: Q5_0, 1: Q4_K, 2: Q6_K; the group's two halves. */
+/* Packed Q4_1: maddubs(q, x) of the 8 groups summed in int16 as for Q4_K, then
+ * fma(fl(d * dx), isum, acc) and fma(m, s, acc). */
+INLINE void q4_1x8_tile(int NT, const bt_block_q4_1x16 *b, int h, int64_t nb, const bt_q8 *x,
+                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[PAIR_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        for (int c = 0; c < 320; c += 64)
+            _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
+        __m256i q[8];
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+            q[j] = _mm256_and_si256(v, lo4);
+            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        }
+        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->m + 8 * h)));
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+            const bt_q8 *xt = x + i + t * xs;
+            __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
+            _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
+                s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
+            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
+        }
+    }
+    store_half(NT, acc, h, out, ldo, rows);
+}
+
+/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1; the group's two halves. */
 INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     for (int h = 0; h < 2; h++) {
@@ -962,6 +994,8 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
             continue;
         if (KIND == 1)
             q4_kx8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
+        else if (KIND == 3)
+            q4_1x8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
         else
             q6_kx8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
     }
@@ -987,6 +1021,7 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
 
 PACKED_K(q4_k, 1)
 PACKED_K(q6_k, 2)
+PACKED_K(q4_1, 3)
 
 /* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). */
 INLINE void q5_0x16_rows(int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
@@ -1312,6 +1347,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
     t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
+    t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
     t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;

@@ -451,77 +451,94 @@ TILES(q5_k, K_Q5K)
 TILES(q6_k, K_Q6K)
 
 /*
- * Packed Q5_0 (kernels_internal.h, bt_block_q5_0x16): the 16 rows of a group in the 16 lanes,
- * so group g's weights are one vector and token t's elements 4g..4g+3 of x + 128 one 32-bit
- * broadcast (from memory, into vpdpbusd): 8 vpdpbusd per token and block give every row's
- * whole block sum, and one convert and one FMA serve the 16 rows. Per block, the quants are
- * four loads, their nibbles and eight masked subtracts of 16 (nohi), and -128 * (each row's
- * weight sum) is the accumulation's start, once for every token. Bits: the integer block sums
- * are exact, then fma(fl(d_r * dx), isum, acc) in block order, as the scalar tile in pack.c.
+ * Packed Q5_0 and Q4_1 (kernels_internal.h, bt_block_q5_0x16 and bt_block_q4_1x16): the 16
+ * rows of a group in the 16 lanes, so group g's weights are one vector and token t's elements
+ * 4g..4g+3 one 32-bit broadcast (from memory, into vpdpbusd): 8 vpdpbusd per token and block
+ * give every row's whole block sum, and one convert and one FMA serve the 16 rows. Per block,
+ * the quants are four loads and their nibbles; Q5_0's are signed (eight masked subtracts of
+ * 16, nohi) against x + 128, with -128 * (each row's weight sum) as the accumulation's start,
+ * once for every token; Q4_1's are unsigned against x, and its min adds fma(m, s, acc) after
+ * the block's fma (MIN). Bits: the integer block sums are exact, then the float operations of
+ * the scalar tiles in pack.c, in block order.
  */
-INLINE void q5_0x16_tile(int XU, int NT, const bt_block_q5_0x16 *b, int64_t nb, const bt_q8 *x,
-                         const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
+INLINE void legacy16_tile(int MIN, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
+                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
                   k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const size_t bsz = MIN ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q5_0x16);
     __m512 acc[BT_PREFILL_TOK];
     TOKENS acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
-        _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 128, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 192, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 256, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 320, _MM_HINT_T0);
+    for (int64_t i = 0; i < nb; i++) {
+        const char *bp = (const char *)wg + (size_t)i * bsz;
+        const bt_block_q5_0x16 *b5 = (const bt_block_q5_0x16 *)(const void *)bp;
+        const bt_block_q4_1x16 *b4 = (const bt_block_q4_1x16 *)(const void *)bp;
+        for (int c = 0; c < 384; c += 64)
+            _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
         __m512i q[8];
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            __m512i v = _mm512_loadu_si512(b->qs[j]);
+            __m512i v = _mm512_loadu_si512(MIN ? b4->qs[j] : b5->qs[j]);
             __m512i l = _mm512_and_si512(v, lo4),
                     h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-            q[j] = _mm512_mask_sub_epi8(l, _cvtu64_mask64(b->nohi[j]), l, k16);
-            q[j + 4] = _mm512_mask_sub_epi8(h, _cvtu64_mask64(b->nohi[j + 4]), h, k16);
+            q[j] = MIN ? l : _mm512_mask_sub_epi8(l, _cvtu64_mask64(b5->nohi[j]), l, k16);
+            q[j + 4] = MIN ? h : _mm512_mask_sub_epi8(h, _cvtu64_mask64(b5->nohi[j + 4]), h, k16);
         }
-        __m512i s0 = zero, s1 = zero;
-        _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
-            s0 = _mm512_dpbusd_epi32(s0, k80, q[g]);
-            s1 = _mm512_dpbusd_epi32(s1, k80, q[g + 4]);
+        __m512i init = zero; /* Q5_0: -128 * (each row's weight sum) */
+        if (!MIN) {
+            __m512i s0 = zero, s1 = zero;
+            _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                s0 = _mm512_dpbusd_epi32(s0, k80, q[g]);
+                s1 = _mm512_dpbusd_epi32(s1, k80, q[g + 4]);
+            }
+            init = _mm512_sub_epi32(zero, _mm512_add_epi32(s0, s1));
         }
-        __m512i init = _mm512_sub_epi32(zero, _mm512_add_epi32(s0, s1));
-        __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
-        uint8_t ub[NT_MAX][32]; /* without xu: x + 128 of the block's tokens */
-        if (!XU)
+        __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(MIN ? b4->d : b5->d)));
+        __m512 mm = MIN ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b4->m)) : dd;
+        uint8_t ub[NT_MAX][32]; /* Q5_0 without xu: x + 128 of the block's tokens */
+        if (!MIN && !XU)
             TOKENS _mm256_storeu_si256(
                 (__m256i *)ub[t],
                 _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i + t * xs].qs),
                                  _mm256_set1_epi8((char)0x80)));
         TOKENS {
-            const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
+            const bt_q8 *xt = x + i + t * xs;
+            const uint8_t *u = MIN ? (const uint8_t *)xt->qs : XU ? xu + 32 * (i + t * xs) : ub[t];
             __m512i a = init, c = zero;
             _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
-                a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(load32((const char *)u + 4 * g)),
-                                        q[g]);
-                c = _mm512_dpbusd_epi32(c, _mm512_set1_epi32(load32((const char *)u + 16 + 4 * g)),
-                                        q[g + 4]);
+                __m512i u0 = _mm512_set1_epi32(load32((const char *)u + 4 * g));
+                __m512i u1 = _mm512_set1_epi32(load32((const char *)u + 16 + 4 * g));
+                a = MIN ? _mm512_dpbusd_epi32(a, q[g], u0) : _mm512_dpbusd_epi32(a, u0, q[g]);
+                c = MIN ? _mm512_dpbusd_epi32(c, q[g + 4], u1)
+                        : _mm512_dpbusd_epi32(c, u1, q[g + 4]);
             }
-            __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(x[i + t * xs].d));
+            __m512 sc = _mm512_mul_ps(dd, _mm512_set1_ps(xt->d));
             acc[t] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(a, c)), acc[t]);
+            if (MIN)
+                acc[t] = _mm512_fmadd_ps(mm, _mm512_set1_ps(xt->s), acc[t]);
         }
     }
     TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
 }
 
-static void packed_tile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    if (xu)
-        BT_WITH_NT(n_tok, q5_0x16_tile(1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))
-    else
-        BT_WITH_NT(n_tok, q5_0x16_tile(0, NT_, wg, nb, x, NULL, xs, out, ldo, (__mmask16)rows))
-}
+#define PACKED_LEGACY(name, MIN)                                                                   \
+    static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
+                                   int64_t xs, int n_tok, float *out, int64_t ldo,                 \
+                                   uint32_t rows) {                                                \
+        if (xu && !MIN)                                                                            \
+            BT_WITH_NT(n_tok,                                                                      \
+                       legacy16_tile(MIN, 1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))   \
+        else                                                                                       \
+            BT_WITH_NT(n_tok,                                                                      \
+                       legacy16_tile(MIN, 0, NT_, wg, nb, x, NULL, xs, out, ldo, (__mmask16)rows)) \
+    }                                                                                              \
+    static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
+                                    int64_t xs, int n_tok, float *out, int64_t ldo,                \
+                                    uint32_t rows) {                                               \
+        (void)n_tok; /* BT_PREFILL_TOK */                                                          \
+        legacy16_tile(MIN, !MIN, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows);    \
+    }
 
-static void packed_ptile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)n_tok; /* BT_PREFILL_TOK */
-    q5_0x16_tile(1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows);
-}
+PACKED_LEGACY(q5_0, 0)
+PACKED_LEGACY(q4_1, 1)
 
 /*
  * Packed Q4_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one sub-block (one
@@ -744,6 +761,8 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
     t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
+    t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
     t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;

@@ -101,6 +101,16 @@ typedef struct bt_block_q5_0x16 {
 } bt_block_q5_0x16; /* 352 B */
 
 /*
+ * Packed Q4_1: 16 rows x one block of 32 in 320 bytes (16 x 20), as packed Q5_0 without the
+ * fifth bits: qs[j][4r + k] is byte 4j + k of row r's qs (low nibble element 4j + k, high
+ * nibble element 16 + 4j + k), and d[r], m[r] are row r's scale and min.
+ */
+typedef struct bt_block_q4_1x16 {
+    uint8_t qs[4][64];
+    bt_half d[16], m[16];
+} bt_block_q4_1x16; /* 320 B */
+
+/*
  * Packed Q4_K: 16 rows x one super-block of 256 in 2304 bytes (16 x 144). Sub-block j (a
  * bt_q8 block) is elements 32j..32j+31; group g of it elements 32j + 4g..+3.
  *   qs[p][g][4r + k]: byte 32p + 4g + k of row r's qs: its low nibble is element 4g + k of
@@ -145,6 +155,8 @@ bool bt_pack_has_layout(bt_type type);
 
 /* The scalar packed tiles (pack.c): the reference of the others' bits. */
 void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+void bt_packed_tile_q4_1_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
 void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
