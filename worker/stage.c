@@ -14,8 +14,8 @@
 
 #include "forward.h"
 #include "hparams.h"
-#include "kv_cache.h"
 #include "kernels/kernels.h"
+#include "kv_cache.h"
 #include "kv_plan.h"
 #include "log.h"
 #include "threadpool.h"

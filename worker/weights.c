@@ -1,13 +1,13 @@
 /*
- * weights.c - finding and checking a stage's tensors by name.
+ * weights.c - finding and checking a stage's tensors by name, and their packed copies.
  */
 #include "weights.h"
-
-#include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/kernels.h"
 
 static bt_status find(const bt_gguf *g, const char *name, bool required, const bt_gguf_tensor **out,
                       bt_error *err) {
