@@ -730,6 +730,22 @@ PTILE(q4_k)
 PTILE(q5_k)
 PTILE(q6_k)
 
+/* The outputs of half h of a group (rows 8h..8h+7) whose bits are set in `rows`. */
+INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo, uint32_t rows) {
+    uint32_t mine = rows >> 8 * h & 0xFF;
+    for (int t = 0; t < NT; t++) {
+        if (mine == 0xFF) {
+            _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
+        } else {
+            float a[8];
+            _mm256_storeu_ps(a, acc[t]);
+            for (int r = 0; r < 8; r++)
+                if (mine >> r & 1)
+                    out[t * ldo + 8 * h + r] = a[r];
+        }
+    }
+}
+
 /*
  * Packed Q5_0 (kernels_internal.h, bt_block_q5_0x16): one half of a group at a time, its
  * 8 rows in the 8 lanes (the 256-bit half h of each group vector), so a token's elements
@@ -806,18 +822,7 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
             acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
         }
     }
-    uint32_t mine = rows >> 8 * h & 0xFF;
-    for (int t = 0; t < NT; t++) {
-        if (mine == 0xFF) {
-            _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
-        } else {
-            float a[8];
-            _mm256_storeu_ps(a, acc[t]);
-            for (int r = 0; r < 8; r++)
-                if (mine >> r & 1)
-                    out[t * ldo + 8 * h + r] = a[r];
-        }
-    }
+    store_half(NT, acc, h, out, ldo, rows);
 }
 
 /*
@@ -836,21 +841,6 @@ INLINE __m256 lane_u8f(__m256i v, int byte) {
 
 INLINE __m256 lane_s8f(__m256i v, int byte) {
     return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * byte), 24));
-}
-
-INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo, uint32_t rows) {
-    uint32_t mine = rows >> 8 * h & 0xFF;
-    for (int t = 0; t < NT; t++) {
-        if (mine == 0xFF) {
-            _mm256_storeu_ps(out + t * ldo + 8 * h, acc[t]);
-        } else {
-            float a[8];
-            _mm256_storeu_ps(a, acc[t]);
-            for (int r = 0; r < 8; r++)
-                if (mine >> r & 1)
-                    out[t * ldo + 8 * h + r] = a[r];
-        }
-    }
 }
 
 INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, const bt_q8 *x,
@@ -1023,7 +1013,8 @@ PACKED_K(q4_k, 1)
 PACKED_K(q6_k, 2)
 PACKED_K(q4_1, 3)
 
-/* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). */
+/* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). Folded
+ * into kx16_rows as its KIND 0, Q5_0's prompt tile measured 9% slower (bench_kernels avx2). */
 INLINE void q5_0x16_rows(int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     for (int h = 0; h < 2; h++)

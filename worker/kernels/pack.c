@@ -3,20 +3,18 @@
  * each byte holds are in kernels_internal.h): the repacking of a matrix when a stage loads it,
  * and the scalar tile that reads it, which defines the packed numerics for the SIMD tiles.
  *
- * Why a layout of our own: in the file's, each row's block is 22 bytes on its own, so a SIMD
- * tile must gather four rows into a vector per block and keeps four partial sums per output,
- * each with its own convert and multiply-add per token. With 16 rows in the 16 lanes of a
- * vector, one multiply-add per block and token serves 16 outputs, and the per-block work is a
- * few whole-vector loads.
+ * Why a layout of our own: in the file's, each row's block stands alone (22 bytes for Q5_0),
+ * so a SIMD tile must gather four rows into a vector per block and keeps four partial sums per
+ * output, each with its own convert and multiply-add per token. With 16 rows in the 16 lanes
+ * of a vector, one multiply-add per block and token serves 16 outputs, and the per-block work
+ * is a few whole-vector loads. Each packed block holds exactly its 16 rows' bytes, so a packed
+ * matrix has the file's size.
  */
 #include <assert.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels_internal.h"
-
-_Static_assert(sizeof(bt_block_q5_0x16) == BT_PACK_ROWS * sizeof(bt_block_q5_0),
-               "a packed block holds exactly the bytes of its 16 rows' blocks");
 
 static uint32_t qh_bits(const bt_block_q5_0 *b) {
     uint32_t qh;
@@ -76,6 +74,7 @@ static void pack_q6_k_block(const bt_block_q6_k *const *rows, bt_block_q6_kx16 *
 }
 
 _Static_assert(sizeof(bt_block_q4_1x16) == BT_PACK_ROWS * sizeof(bt_block_q4_1), "Q4_1 x16");
+_Static_assert(sizeof(bt_block_q5_0x16) == BT_PACK_ROWS * sizeof(bt_block_q5_0), "Q5_0 x16");
 _Static_assert(sizeof(bt_block_q4_kx16) == BT_PACK_ROWS * sizeof(bt_block_q4_k), "Q4_K x16");
 _Static_assert(sizeof(bt_block_q6_kx16) == BT_PACK_ROWS * sizeof(bt_block_q6_k), "Q6_K x16");
 
