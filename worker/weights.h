@@ -7,7 +7,8 @@
  * which the bt_weights owns. Tensors are looked up by name and every shape and type is
  * checked against the hyper-parameters at load, the error naming the tensor.
  *
- * Immutable after bt_weights_load; any thread may read it.
+ * Immutable after bt_weights_load (and bt_weights_pack, where the stage calls it); any thread
+ * may read it.
  */
 #ifndef BT_WEIGHTS_H
 #define BT_WEIGHTS_H

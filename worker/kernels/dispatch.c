@@ -212,12 +212,12 @@ void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_
                       int64_t r0, int64_t r1) {
     const bt_kernel_table *t = table();
     assert((unsigned)type < BT_TYPE_MAX_ID && t->packed_tile[type] != NULL);
-    assert(n_cols % BT_QK == 0 && r0 >= 0 && r0 <= r1);
+    int64_t block = (int64_t)bt_type_traits_of(type)->block_elems;
+    assert(n_cols % block == 0 && r0 >= 0 && r0 <= r1);
     bt_packed_tile_fn fm = t->packed_tile[type],
                       fp = xu || !t->packed_xu[type] ? t->packed_ptile[type] : NULL;
     const char *wb = wp;
-    int64_t nb = n_cols / (int64_t)bt_type_traits_of(type)->block_elems; /* weight blocks */
-    int64_t xs = n_cols / BT_QK;                                         /* bt_q8 blocks */
+    int64_t nb = n_cols / block, xs = n_cols / BT_QK; /* weight blocks, bt_q8 blocks a row */
     int64_t tile = token_tile(xs * (int64_t)sizeof(bt_q8));
     /* As bt_matmul: a group's rows stay in L1 while every token group of the tile meets them. */
     for (int64_t tt = 0; tt < n_tok; tt += tile) {

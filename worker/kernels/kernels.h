@@ -92,10 +92,9 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
  * loads its weights (pack.c), that the matrix products read faster than the GGUF layout.
  * Q4_1, Q5_0, Q4_K and Q6_K have one (the default model's type and those of a Q4_K_M file,
  * where Q5_0 is the type of the matrices whose rows are not a multiple of 256, e.g. most of
- * SmolLM2's and Gemma 3's): blocks of
- * BT_PACK_ROWS rows with row r of the 16 in the 32-bit lane r of a 512-bit vector
- * (kernels_internal.h has the layouts). A packed matrix has the size of the file's bytes, and
- * the group of rows 16G..16G+15 begins at byte 16G * row_bytes.
+ * SmolLM2's and Gemma 3's): blocks of BT_PACK_ROWS rows with row r of the 16 in the 32-bit
+ * lane r of a 512-bit vector (kernels_internal.h has the layouts). A packed matrix has the
+ * size of the file's bytes, and the group of rows 16G..16G+15 begins at byte 16G * row_bytes.
  *
  * Numerics: each output is accumulated one 32-element (sub-)block at a time, in order from 0,
  * with isum the block's exact integer dot and dx, s the activation block's scale and sum:
