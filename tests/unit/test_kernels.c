@@ -760,6 +760,14 @@ static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int
             acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
             acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
         }
+    } else if (type == BT_TYPE_Q8_0) {
+        const bt_block_q8_0 *b = (const bt_block_q8_0 *)(const void *)row;
+        for (int64_t i = 0; i < n / 32; i++) {
+            int isum = 0;
+            for (int j = 0; j < 32; j++)
+                isum += b[i].qs[j] * x[i].qs[j];
+            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
+        }
     } else if (type == BT_TYPE_Q5_0) {
         const bt_block_q5_0 *b = (const bt_block_q5_0 *)(const void *)row;
         for (int64_t i = 0; i < n / 32; i++) {
@@ -813,6 +821,8 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
             memset(b + 4, v, 16);
         else if (type == BT_TYPE_Q5_0)
             memset(b + 2, v, 20); /* qh and qs */
+        else if (type == BT_TYPE_Q8_0)
+            memset(b + 2, lo ? 0x80 : 0x7F, 32); /* -128, 127 */
         else if (type == BT_TYPE_Q4_K)
             memset(b + 16, v, 128);
         else
@@ -822,10 +832,11 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
 
 static void test_packed(void) {
     enum { ROWS = 48, TOK = 70, N = 1536 };
-    static const bt_type types[] = {BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q4_K, BT_TYPE_Q6_K};
+    static const bt_type types[] = {BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q8_0, BT_TYPE_Q4_K,
+                                    BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
-    static uint8_t w[ROWS * N], wp[ROWS * N];
+    static uint8_t w[ROWS * N * 2], wp[ROWS * N * 2]; /* Q8_0: 34 bytes per 32 */
     static float x[TOK * N], y[TOK * ROWS];
     static bt_q8 xq[TOK * N / 32];
     bt_kernel_level best = bt_kernels_level();
@@ -858,7 +869,7 @@ static void test_packed(void) {
                 const char *name = bt_kernels_level_name((bt_kernel_level)l);
                 CHECK(bt_pack_wanted(type, ROWS, n) == (l >= BT_KERNELS_AVX2));
                 CHECK(!bt_pack_wanted(type, ROWS - 8, n));
-                CHECK(!bt_pack_wanted(BT_TYPE_Q8_0, ROWS, n));
+                CHECK(!bt_pack_wanted(BT_TYPE_Q5_1, ROWS, n));
                 for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
                     for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
                         for (int with_xu = 0; with_xu < 2; with_xu++) {

@@ -976,7 +976,41 @@ INLINE void q4_1x8_tile(int NT, const bt_block_q4_1x16 *b, int h, int64_t nb, co
     store_half(NT, acc, h, out, ldo, rows);
 }
 
-/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1; the group's two halves. */
+/* Packed Q8_0: |w| up to 128 against x overflows int16 in pairs, so each group is
+ * maddubs(|w|, sign(x, w)) with its own madd, and the 8 int32 are added: the exact block
+ * dot, then fma(fl(d * dx), isum, acc). Its weights (|w| and w, 16 vectors per half) fill the
+ * registers, so its prompt tile takes 4 tokens at a time. */
+INLINE void q8_0x8_tile(int NT, const bt_block_q8_0x16 *b, int h, int64_t nb, const bt_q8 *x,
+                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[PAIR_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, b++) {
+        for (int c = 0; c < 576; c += 64)
+            _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
+        __m256i q[8], a[8];
+        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+            q[g] = _mm256_loadu_si256((const __m256i *)(b->qs[g] + 32 * h));
+            a[g] = _mm256_sign_epi8(q[g], q[g]);
+        }
+        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+            const bt_q8 *xt = x + i + t * xs;
+            __m256i v = _mm256_setzero_si256();
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) v = _mm256_add_epi32(
+                v, _mm256_madd_epi16(
+                       _mm256_maddubs_epi16(
+                           a[g], _mm256_sign_epi8(bcast32((const uint8_t *)xt->qs + 4 * g), q[g])),
+                       ones));
+            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+        }
+    }
+    store_half(NT, acc, h, out, ldo, rows);
+}
+
+/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0; the group's two halves. */
 INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     for (int h = 0; h < 2; h++) {
@@ -986,6 +1020,8 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
             q4_kx8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
         else if (KIND == 3)
             q4_1x8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
+        else if (KIND == 4)
+            q8_0x8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
         else
             q6_kx8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
     }
@@ -1003,15 +1039,17 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
     static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
+        enum { STEP = KIND == 4 ? 4 : PAIR_TOK };                                                  \
         (void)n_tok;                                                                               \
-        for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                         \
-            kx16_rows(KIND, KIND == 2, PAIR_TOK, wg, nb, x + t * xs,                               \
+        for (int t = 0; t < BT_PREFILL_TOK; t += STEP)                                             \
+            kx16_rows(KIND, KIND == 2, STEP, wg, nb, x + t * xs,                                   \
                       KIND == 2 ? xu + 32 * t * xs : NULL, xs, out + t * ldo, ldo, rows);          \
     }
 
 PACKED_K(q4_k, 1)
 PACKED_K(q6_k, 2)
 PACKED_K(q4_1, 3)
+PACKED_K(q8_0, 4)
 
 /* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). Folded
  * into kx16_rows as its KIND 0, Q5_0's prompt tile measured 9% slower (bench_kernels avx2). */
@@ -1338,6 +1376,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
     t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
+    t->packed_ptile[BT_TYPE_Q8_0] = packed_ptile_q8_0;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;

@@ -461,28 +461,37 @@ TILES(q6_k, K_Q6K)
  * the block's fma (MIN). Bits: the integer block sums are exact, then the float operations of
  * the scalar tiles in pack.c, in block order.
  */
-INLINE void legacy16_tile(int MIN, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
-                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
+INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64_t nb,
+                          const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
+                          __mmask16 rows) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
                   k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
-    const size_t bsz = MIN ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q5_0x16);
+    const size_t bsz = MIN  ? sizeof(bt_block_q4_1x16)
+                       : Q8 ? sizeof(bt_block_q8_0x16)
+                            : sizeof(bt_block_q5_0x16);
     __m512 acc[BT_PREFILL_TOK];
     TOKENS acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const char *bp = (const char *)wg + (size_t)i * bsz;
         const bt_block_q5_0x16 *b5 = (const bt_block_q5_0x16 *)(const void *)bp;
         const bt_block_q4_1x16 *b4 = (const bt_block_q4_1x16 *)(const void *)bp;
-        for (int c = 0; c < 384; c += 64)
+        const bt_block_q8_0x16 *b8 = (const bt_block_q8_0x16 *)(const void *)bp;
+        for (int c = 0; c < (int)bsz + 64; c += 64)
             _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
         __m512i q[8];
-        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            __m512i v = _mm512_loadu_si512(MIN ? b4->qs[j] : b5->qs[j]);
-            __m512i l = _mm512_and_si512(v, lo4),
-                    h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-            q[j] = MIN ? l : _mm512_mask_sub_epi8(l, _cvtu64_mask64(b5->nohi[j]), l, k16);
-            q[j + 4] = MIN ? h : _mm512_mask_sub_epi8(h, _cvtu64_mask64(b5->nohi[j + 4]), h, k16);
-        }
-        __m512i init = zero; /* Q5_0: -128 * (each row's weight sum) */
+        if (Q8)
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
+                _mm512_loadu_si512(b8->qs[g]);
+        else
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                __m512i v = _mm512_loadu_si512(MIN ? b4->qs[j] : b5->qs[j]);
+                __m512i l = _mm512_and_si512(v, lo4),
+                        h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                q[j] = MIN ? l : _mm512_mask_sub_epi8(l, _cvtu64_mask64(b5->nohi[j]), l, k16);
+                q[j + 4] =
+                    MIN ? h : _mm512_mask_sub_epi8(h, _cvtu64_mask64(b5->nohi[j + 4]), h, k16);
+            }
+        __m512i init = zero; /* Q5_0, Q8_0: -128 * (each row's weight sum) */
         if (!MIN) {
             __m512i s0 = zero, s1 = zero;
             _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
@@ -491,9 +500,11 @@ INLINE void legacy16_tile(int MIN, int XU, int NT, const void *wg, int64_t nb, c
             }
             init = _mm512_sub_epi32(zero, _mm512_add_epi32(s0, s1));
         }
-        __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(MIN ? b4->d : b5->d)));
+        __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(MIN  ? b4->d
+                                                                         : Q8 ? b8->d
+                                                                              : b5->d)));
         __m512 mm = MIN ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b4->m)) : dd;
-        uint8_t ub[NT_MAX][32]; /* Q5_0 without xu: x + 128 of the block's tokens */
+        uint8_t ub[NT_MAX][32]; /* Q5_0, Q8_0 without xu: x + 128 of the block's tokens */
         if (!MIN && !XU)
             TOKENS _mm256_storeu_si256(
                 (__m256i *)ub[t],
@@ -519,26 +530,28 @@ INLINE void legacy16_tile(int MIN, int XU, int NT, const void *wg, int64_t nb, c
     TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
 }
 
-#define PACKED_LEGACY(name, MIN)                                                                   \
+#define PACKED_LEGACY(name, MIN, Q8)                                                               \
     static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
                                    int64_t xs, int n_tok, float *out, int64_t ldo,                 \
                                    uint32_t rows) {                                                \
         if (xu && !MIN)                                                                            \
-            BT_WITH_NT(n_tok,                                                                      \
-                       legacy16_tile(MIN, 1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))   \
+            BT_WITH_NT(n_tok, legacy16_tile(MIN, Q8, 1, NT_, wg, nb, x, xu, xs, out, ldo,          \
+                                            (__mmask16)rows))                                      \
         else                                                                                       \
-            BT_WITH_NT(n_tok,                                                                      \
-                       legacy16_tile(MIN, 0, NT_, wg, nb, x, NULL, xs, out, ldo, (__mmask16)rows)) \
+            BT_WITH_NT(n_tok, legacy16_tile(MIN, Q8, 0, NT_, wg, nb, x, NULL, xs, out, ldo,        \
+                                            (__mmask16)rows))                                      \
     }                                                                                              \
     static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
         (void)n_tok; /* BT_PREFILL_TOK */                                                          \
-        legacy16_tile(MIN, !MIN, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows);    \
+        legacy16_tile(MIN, Q8, !MIN, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo,                  \
+                      (__mmask16)rows);                                                            \
     }
 
-PACKED_LEGACY(q5_0, 0)
-PACKED_LEGACY(q4_1, 1)
+PACKED_LEGACY(q5_0, 0, 0)
+PACKED_LEGACY(q4_1, 1, 0)
+PACKED_LEGACY(q8_0, 0, 1)
 
 /*
  * Packed Q4_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one sub-block (one
@@ -761,6 +774,9 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
     t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
+    t->packed_ptile[BT_TYPE_Q8_0] = packed_ptile_q8_0;
+    t->packed_xu[BT_TYPE_Q8_0] = true;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;

@@ -111,6 +111,15 @@ typedef struct bt_block_q4_1x16 {
 } bt_block_q4_1x16; /* 320 B */
 
 /*
+ * Packed Q8_0: 16 rows x one block of 32 in 544 bytes (16 x 34): qs[g][4r + k] is element
+ * 4g + k of row r (int8), d[r] its scale.
+ */
+typedef struct bt_block_q8_0x16 {
+    int8_t qs[8][64];
+    bt_half d[16];
+} bt_block_q8_0x16; /* 544 B */
+
+/*
  * Packed Q4_K: 16 rows x one super-block of 256 in 2304 bytes (16 x 144). Sub-block j (a
  * bt_q8 block) is elements 32j..32j+31; group g of it elements 32j + 4g..+3.
  *   qs[p][g][4r + k]: byte 32p + 4g + k of row r's qs: its low nibble is element 4g + k of
@@ -157,6 +166,8 @@ bool bt_pack_has_layout(bt_type type);
 void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
 void bt_packed_tile_q4_1_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+void bt_packed_tile_q8_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
 void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);

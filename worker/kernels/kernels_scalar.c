@@ -344,6 +344,7 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
     t->packed_tile[BT_TYPE_Q4_1] = bt_packed_tile_q4_1_ref;
     t->packed_tile[BT_TYPE_Q5_0] = bt_packed_tile_q5_0_ref;
+    t->packed_tile[BT_TYPE_Q8_0] = bt_packed_tile_q8_0_ref;
     t->packed_tile[BT_TYPE_Q4_K] = bt_packed_tile_q4_k_ref;
     t->packed_tile[BT_TYPE_Q6_K] = bt_packed_tile_q6_k_ref;
     t->dequant[BT_TYPE_F32] = dequant_f32;

@@ -45,6 +45,14 @@ static void pack_q4_1_block(const bt_block_q4_1 *const *rows, bt_block_q4_1x16 *
     }
 }
 
+static void pack_q8_0_block(const bt_block_q8_0 *const *rows, bt_block_q8_0x16 *out) {
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        out->d[r] = rows[r]->d;
+        for (int g = 0; g < 8; g++)
+            memcpy(&out->qs[g][4 * r], rows[r]->qs + 4 * g, 4);
+    }
+}
+
 static void pack_q4_k_block(const bt_block_q4_k *const *rows, bt_block_q4_kx16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         const bt_block_q4_k *b = rows[r];
@@ -75,12 +83,13 @@ static void pack_q6_k_block(const bt_block_q6_k *const *rows, bt_block_q6_kx16 *
 
 _Static_assert(sizeof(bt_block_q4_1x16) == BT_PACK_ROWS * sizeof(bt_block_q4_1), "Q4_1 x16");
 _Static_assert(sizeof(bt_block_q5_0x16) == BT_PACK_ROWS * sizeof(bt_block_q5_0), "Q5_0 x16");
+_Static_assert(sizeof(bt_block_q8_0x16) == BT_PACK_ROWS * sizeof(bt_block_q8_0), "Q8_0 x16");
 _Static_assert(sizeof(bt_block_q4_kx16) == BT_PACK_ROWS * sizeof(bt_block_q4_k), "Q4_K x16");
 _Static_assert(sizeof(bt_block_q6_kx16) == BT_PACK_ROWS * sizeof(bt_block_q6_k), "Q6_K x16");
 
 bool bt_pack_has_layout(bt_type type) {
-    return type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 || type == BT_TYPE_Q4_K ||
-           type == BT_TYPE_Q6_K;
+    return type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 || type == BT_TYPE_Q8_0 ||
+           type == BT_TYPE_Q4_K || type == BT_TYPE_Q6_K;
 }
 
 void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
@@ -102,6 +111,8 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
                 pack_q4_1_block((const bt_block_q4_1 *const *)rows, (bt_block_q4_1x16 *)out);
             else if (type == BT_TYPE_Q5_0)
                 pack_q5_0_block((const bt_block_q5_0 *const *)rows, (bt_block_q5_0x16 *)out);
+            else if (type == BT_TYPE_Q8_0)
+                pack_q8_0_block((const bt_block_q8_0 *const *)rows, (bt_block_q8_0x16 *)out);
             else if (type == BT_TYPE_Q4_K)
                 pack_q4_k_block((const bt_block_q4_k *const *)rows, (bt_block_q4_kx16 *)out);
             else
@@ -156,6 +167,27 @@ void bt_packed_tile_q4_1_ref(const void *wg, int64_t nb, const bt_q8 *x, const u
                 }
                 acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
                 acc = fmaf(bt_half_to_f32(b[i].m[r]), xt[i].s, acc);
+            }
+            out[t * ldo + r] = acc;
+        }
+    }
+}
+
+void bt_packed_tile_q8_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
+                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    (void)xu;
+    const bt_block_q8_0x16 *b = wg;
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        if (!(rows >> r & 1))
+            continue;
+        for (int t = 0; t < n_tok; t++) {
+            const bt_q8 *xt = x + t * xs;
+            float acc = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                int isum = 0;
+                for (int e = 0; e < BT_QK; e++)
+                    isum += b[i].qs[e / 4][4 * r + e % 4] * xt[i].qs[e];
+                acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
             }
             out[t * ldo + r] = acc;
         }
