@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 
@@ -239,7 +240,7 @@ static bt_matrix *packable(bt_weights *w, int i) {
 }
 
 bt_status bt_weights_pack(bt_weights *w, const bt_gguf *g, size_t *n_bytes, bt_error *err) {
-    size_t total = 0;
+    size_t total = 0, page = (size_t)sysconf(_SC_PAGESIZE);
     for (int i = 0; i < n_packable(w); i++) {
         bt_matrix *m = packable(w, i);
         if (!m->data || m->packed || !bt_pack_wanted(m->type, m->n_rows, m->n_cols))
@@ -249,9 +250,21 @@ bt_status bt_weights_pack(bt_weights *w, const bt_gguf *g, size_t *n_bytes, bt_e
         if (!p)
             return bt_error_set(err, BT_ERR_NOMEM,
                                 "weights: out of memory packing a %zu-byte matrix", bytes);
-        bt_pack_rows(m->type, m->data, m->row_bytes, m->n_rows, m->n_cols, p);
+        /* A few hundred KiB at a time, each part's file pages dropped once packed: the
+         * resident set never holds a whole matrix twice (Gemma 3's tied head is 178 MiB). */
+        int64_t step = (int64_t)((256u << 10) / m->row_bytes) / BT_PACK_ROWS * BT_PACK_ROWS;
+        step = step < BT_PACK_ROWS ? BT_PACK_ROWS : step;
+        const char *src = m->data, *kept = src; /* pages before `kept` are dropped */
+        for (int64_t r = 0; r < m->n_rows; r += step) {
+            int64_t n = m->n_rows - r < step ? m->n_rows - r : step;
+            size_t off = (size_t)r * m->row_bytes, len = (size_t)n * m->row_bytes;
+            bt_pack_rows(m->type, src + off, m->row_bytes, n, m->n_cols, (char *)p + off);
+            bt_gguf_drop_pages(g, kept, (size_t)(src + off + len - kept));
+            /* the page the next part begins in, which this call could not drop whole */
+            kept = (const char *)((uintptr_t)(src + off + len) / page * page);
+            kept = kept < src ? src : kept;
+        }
         m->packed = p;
-        bt_gguf_drop_pages(g, m->data, bytes);
         total += bytes;
     }
     if (n_bytes)
