@@ -835,8 +835,12 @@ void bt_forward_run(bt_forward *fw, int n_rows, const int32_t *seq, const int32_
         assert(w->has_embd);
         const bt_matrix *te = &w->token_embd;
         for (int i = 0; i < n_rows; i++)
-            bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[i], tokens[i] + 1,
-                            fw->x + (size_t)i * E);
+            if (te->packed)
+                bt_dequant_rows_packed(te->type, te->packed, te->row_bytes, te->n_cols, tokens[i],
+                                       tokens[i] + 1, fw->x + (size_t)i * E);
+            else
+                bt_dequant_rows(te->type, te->data, te->row_bytes, te->n_cols, tokens[i],
+                                tokens[i] + 1, fw->x + (size_t)i * E);
         if (hp->embd_scale != 1.0f) /* ggml_scale: one float product per element */
             for (size_t i = 0; i < (size_t)n_rows * (size_t)E; i++)
                 fw->x[i] *= hp->embd_scale;

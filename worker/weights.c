@@ -267,6 +267,9 @@ bt_status bt_weights_pack(bt_weights *w, const bt_gguf *g, size_t *n_bytes, bt_e
         m->packed = p;
         total += bytes;
     }
+    /* A tied head's embedding rows come from its packed copy: the file's bytes are not read. */
+    if (w->has_embd && w->has_head && w->output.data == w->token_embd.data)
+        w->token_embd.packed = w->output.packed;
     if (n_bytes)
         *n_bytes = total;
     return BT_OK;

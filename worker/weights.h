@@ -30,7 +30,8 @@ typedef struct bt_matrix {
     int64_t n_rows;
     int64_t n_cols;
     /* The same rows in the kernels' packed layout (kernels.h, bt_pack_rows), or NULL: what the
-     * fast numerics' products read. Owned by the bt_weights (bt_weights_pack). */
+     * fast numerics' products read. Owned by the bt_weights (bt_weights_pack); token_embd's is
+     * the tied output head's, borrowed. */
     const void *packed;
 } bt_matrix;
 

@@ -862,6 +862,13 @@ static void test_packed(void) {
                                                         : j % 2  ? 127
                                                                  : -127);
             bt_pack_rows(type, w, row_bytes, ROWS, n, wp);
+            { /* every row dequantized from the packed copy: the file's floats, bit for bit */
+                static float from_file[ROWS * N], from_packed[ROWS * N];
+                bt_dequant_rows(type, w, row_bytes, n, 0, ROWS, from_file);
+                bt_dequant_rows_packed(type, wp, row_bytes, n, 3, ROWS, from_packed);
+                CHECK(memcmp(from_file + 3 * n, from_packed,
+                             sizeof(float) * (size_t)((ROWS - 3) * n)) == 0);
+            }
             for (int l = BT_KERNELS_SCALAR; l <= BT_KERNELS_AVX512; l++) {
                 bt_kernels_force((bt_kernel_level)l);
                 if (bt_kernels_level() != (bt_kernel_level)l)

@@ -122,6 +122,11 @@ void bt_matmul_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_
                       const bt_q8 *xq, const uint8_t *xu, int64_t n_tok, float *y, int64_t ldy,
                       int64_t r0, int64_t r1);
 
+/* bt_dequant_rows over packed weights wp: the same floats, bit for bit (the embedding rows of a
+ * stage whose tied output head is packed). */
+void bt_dequant_rows_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_cols,
+                            int64_t r0, int64_t r1, float *dst);
+
 /* Dequantizes weight rows [r0, r1) to dst (row-major, n_cols floats per row): embedding rows. */
 void bt_dequant_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, int64_t r0,
                      int64_t r1, float *dst);

@@ -120,6 +120,74 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
         }
 }
 
+/* Row r's block in the file's layout again, from a packed block (the inverse of pack_*). */
+static void unpack_row_block(bt_type type, const void *pb, int r, void *out) {
+    if (type == BT_TYPE_Q4_1) {
+        const bt_block_q4_1x16 *b = pb;
+        bt_block_q4_1 *o = out;
+        o->d = b->d[r];
+        o->m = b->m[r];
+        for (int j = 0; j < 4; j++)
+            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+    } else if (type == BT_TYPE_Q5_0) {
+        const bt_block_q5_0x16 *b = pb;
+        bt_block_q5_0 *o = out;
+        uint32_t qh = 0;
+        o->d = b->d[r];
+        for (int j = 0; j < 4; j++)
+            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+        for (int g = 0; g < 8; g++)
+            qh |= (uint32_t)(~b->nohi[g] >> 4 * r & 0xF) << 4 * g;
+        memcpy(o->qh, &qh, 4);
+    } else if (type == BT_TYPE_Q8_0) {
+        const bt_block_q8_0x16 *b = pb;
+        bt_block_q8_0 *o = out;
+        o->d = b->d[r];
+        for (int g = 0; g < 8; g++)
+            memcpy(o->qs + 4 * g, &b->qs[g][4 * r], 4);
+    } else if (type == BT_TYPE_Q4_K) {
+        const bt_block_q4_kx16 *b = pb;
+        bt_block_q4_k *o = out;
+        o->d = b->d[r];
+        o->dmin = b->dmin[r];
+        for (int w = 0; w < 3; w++)
+            memcpy(o->scales + 4 * w, &b->sm[w][r], 4);
+        for (int p = 0; p < 4; p++)
+            for (int g = 0; g < 8; g++)
+                memcpy(o->qs + 32 * p + 4 * g, &b->qs[p][g][4 * r], 4);
+    } else {
+        const bt_block_q6_kx16 *b = pb;
+        bt_block_q6_k *o = out;
+        o->d = b->d[r];
+        for (int w = 0; w < 4; w++)
+            memcpy(o->scales + 4 * w, &b->sc[w][4 * r], 4);
+        for (int n = 0; n < 2; n++)
+            for (int g = 0; g < 8; g++) {
+                for (int h = 0; h < 2; h++)
+                    memcpy(o->ql + 64 * n + 32 * h + 4 * g, &b->ql[n][h][g][4 * r], 4);
+                memcpy(o->qh + 32 * n + 4 * g, &b->qh[n][g][4 * r], 4);
+            }
+    }
+}
+
+void bt_dequant_rows_packed(bt_type type, const void *wp, size_t row_bytes, int64_t n_cols,
+                            int64_t r0, int64_t r1, float *dst) {
+    const bt_type_traits *tr = bt_type_traits_of(type);
+    assert(bt_pack_has_layout(type) && n_cols % tr->block_elems == 0);
+    int64_t nb = n_cols / tr->block_elems;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *group =
+            (const char *)wp + (size_t)(r / BT_PACK_ROWS * BT_PACK_ROWS) * row_bytes;
+        for (int64_t i = 0; i < nb; i++) {
+            uint8_t block[256]; /* the largest block of a packed type, Q6_K's 210 */
+            unpack_row_block(type, group + (size_t)i * BT_PACK_ROWS * tr->block_bytes,
+                             (int)(r % BT_PACK_ROWS), block);
+            bt_dequant_row(type, block, dst + (r - r0) * n_cols + i * tr->block_elems,
+                           tr->block_elems);
+        }
+    }
+}
+
 /* Element e of row r of a packed block, -16..15. */
 static int q5_0x16_at(const bt_block_q5_0x16 *b, int r, int e) {
     int g = e / 4, k = e % 4;
