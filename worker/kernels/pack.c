@@ -179,7 +179,7 @@ void bt_dequant_rows_packed(bt_type type, const void *wp, size_t row_bytes, int6
         const char *group =
             (const char *)wp + (size_t)(r / BT_PACK_ROWS * BT_PACK_ROWS) * row_bytes;
         for (int64_t i = 0; i < nb; i++) {
-            uint8_t block[256]; /* the largest block of a packed type, Q6_K's 210 */
+            _Alignas(8) uint8_t block[256]; /* the largest block of a packed type: Q6_K, 210 B */
             unpack_row_block(type, group + (size_t)i * BT_PACK_ROWS * tr->block_bytes,
                              (int)(r % BT_PACK_ROWS), block);
             bt_dequant_row(type, block, dst + (r - r0) * n_cols + i * tr->block_elems,
