@@ -225,8 +225,8 @@ bool bt_weights_needs(const bt_gguf *g, const char *name, int layer_begin, int l
     return false;
 }
 
-/* The matrices that bt_weights_pack may pack: every layer's 7, then the output head (whose
- * file bytes are token_embd's when tied; the embedding lookup reads those). */
+/* The matrices that bt_weights_pack may pack: every layer's 7, then the output head (when
+ * tied, token_embd's bytes; token_embd itself is never packed, only given the head's copy). */
 static int n_packable(const bt_weights *w) {
     return 7 * (w->layer_end - w->layer_begin) + (w->has_head ? 1 : 0);
 }
