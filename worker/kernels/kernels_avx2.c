@@ -754,7 +754,7 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
  * less their 128 * (weight sum) (computed once per block, for every token) are the exact dots
  * of 8 products (|.| <= 8128), added and widened by one madd. Then one convert and one FMA
  * serve the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
- * (pack.c) and the AVX-512 tile's.
+ * (kernels_scalar.c) and the AVX-512 tile's.
  */
 /* Bits 32h..32h+31 of a nohi mask as bytes, 0xFF where set: byte j is bit j. */
 INLINE __m256i nohi_bytes(const uint64_t *m, int h) {

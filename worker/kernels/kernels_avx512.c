@@ -459,7 +459,7 @@ TILES(q6_k, K_Q6K)
  * 16, nohi) against x + 128, with -128 * (each row's weight sum) as the accumulation's start,
  * once for every token; Q4_1's are unsigned against x, and its min adds fma(m, s, acc) after
  * the block's fma (MIN). Bits: the integer block sums are exact, then the float operations of
- * the scalar tiles in pack.c, in block order.
+ * the scalar packed tile in kernels_scalar.c, in block order.
  */
 INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64_t nb,
                           const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
@@ -565,7 +565,7 @@ PACKED_LEGACY(q8_0, 0, 1)
  *         16-element half; the two halves' exact sums times their int8 scales are one exact
  *         integer below 2^24 (fma(sc_hi, hi, sc_lo * lo), as in kq_tile), then
  *         fma(fl(d * dx), that, acc).
- * The scalar tiles in pack.c give the same bits.
+ * The scalar packed tile in kernels_scalar.c gives the same bits.
  */
 INLINE __m512 lane_u8f(__m512i v, int byte) { /* byte `byte` of each 32-bit lane, as a float */
     return _mm512_cvtepi32_ps(

@@ -162,17 +162,9 @@ typedef void (*bt_packed_tile_fn)(const void *wg, int64_t nb, const bt_q8 *x, co
 /* Whether pack.c has a packed layout for `type`. */
 bool bt_pack_has_layout(bt_type type);
 
-/* The scalar packed tiles (pack.c): the reference of the others' bits. */
-void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
-void bt_packed_tile_q4_1_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
-void bt_packed_tile_q8_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
-void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
-void bt_packed_tile_q6_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t x_stride, int n_tok, float *out, int64_t ldo, uint32_t rows);
+/* Row r's block of a packed block pb (BT_PACK_ROWS rows of one block), in the file's layout
+ * again, into out (the type's block_bytes): the inverse of bt_pack_rows for one row. */
+void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out);
 
 typedef void (*bt_rowdot_f32_fn)(const void *w, const float *x, int64_t x_stride, int n_tok,
                                  int64_t n, float *out, int64_t ldo);

@@ -175,22 +175,27 @@ static float dot1_q5_k(const void *w, const bt_q8 *x, int64_t nb) {
     return acc;
 }
 
+/* The 256 quants of a Q6_K super-block, q - 32. */
+static void unpack_q6_k(const bt_block_q6_k *b, int8_t q[256]) {
+    for (int n = 0; n < 2; n++) {
+        const uint8_t *ql = b->ql + 64 * n, *qh = b->qh + 32 * n;
+        int8_t *o = q + 128 * n;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
+}
+
 /* Q6_K element e of a super-block has scale scales[e / 16]; bt_q8 block j covers 2j, 2j+1. */
 static float dot1_q6_k(const void *w, const bt_q8 *x, int64_t nb) {
     const bt_block_q6_k *b = w;
     float acc = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         int8_t q[256];
-        for (int n = 0; n < 2; n++) {
-            const uint8_t *ql = b[i].ql + 64 * n, *qh = b[i].qh + 32 * n;
-            int8_t *o = q + 128 * n;
-            for (int l = 0; l < 32; l++) {
-                o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-                o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-            }
-        }
+        unpack_q6_k(&b[i], q);
         float d = bt_half_to_f32(b[i].d);
         const bt_q8 *xs = x + 8 * i;
         for (int j = 0; j < 8; j++) {
@@ -201,6 +206,95 @@ static float dot1_q6_k(const void *w, const bt_q8 *x, int64_t nb) {
     }
     return acc;
 }
+
+/*
+ * The packed numerics (kernels.h, "Packed weights"), the reference of the SIMD packed tiles'
+ * bits: one block of the file's layout (a packed block's row, unpacked by pack.c) against its
+ * activation blocks, the same integer sums as the dots above and fma per 32-element block.
+ */
+static float packed_block_step(bt_type type, const void *blk, const bt_q8 *x, float acc) {
+    int q[32];
+    switch (type) {
+    case BT_TYPE_Q4_1: {
+        const bt_block_q4_1 *b = blk;
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += (b->qs[j] & 0x0F) * x->qs[j] + (b->qs[j] >> 4) * x->qs[j + 16];
+        acc = fmaf(bt_half_to_f32(b->d) * x->d, (float)s, acc);
+        return fmaf(bt_half_to_f32(b->m), x->s, acc);
+    }
+    case BT_TYPE_Q5_0: {
+        const bt_block_q5_0 *b = blk;
+        int s = 0;
+        unpack_q5(b->qs, b->qh, q);
+        for (int j = 0; j < 32; j++)
+            s += (q[j] - 16) * x->qs[j];
+        return fmaf(bt_half_to_f32(b->d) * x->d, (float)s, acc);
+    }
+    case BT_TYPE_Q8_0: {
+        const bt_block_q8_0 *b = blk;
+        return fmaf(bt_half_to_f32(b->d) * x->d, (float)dot_i8(b->qs, x->qs, 32), acc);
+    }
+    case BT_TYPE_Q4_K: {
+        const bt_block_q4_k *b = blk;
+        float d = bt_half_to_f32(b->d), dmin = bt_half_to_f32(b->dmin);
+        for (int j = 0; j < 8; j++) {
+            int sc, m, s = 0;
+            scale_min_k4(j, b->scales, &sc, &m);
+            for (int l = 0; l < 32; l++)
+                s += ((b->qs[32 * (j / 2) + l] >> (j & 1 ? 4 : 0)) & 0x0F) * x[j].qs[l];
+            acc = fmaf(d * (float)sc * x[j].d, (float)s, acc);
+            acc = fmaf(-(dmin * (float)m), x[j].s, acc);
+        }
+        return acc;
+    }
+    default: { /* Q6_K */
+        const bt_block_q6_k *b = blk;
+        int8_t q6[256];
+        unpack_q6_k(b, q6);
+        for (int j = 0; j < 8; j++) {
+            int s = b->scales[2 * j] * dot_i8(q6 + 32 * j, x[j].qs, 16) +
+                    b->scales[2 * j + 1] * dot_i8(q6 + 32 * j + 16, x[j].qs + 16, 16);
+            acc = fmaf(bt_half_to_f32(b->d) * x[j].d, (float)s, acc);
+        }
+        return acc;
+    }
+    }
+}
+
+static void packed_tile_ref(bt_type type, const void *wg, int64_t nb, const bt_q8 *x, int64_t xs,
+                            int n_tok, float *out, int64_t ldo, uint32_t rows) {
+    const bt_type_traits *tr = bt_type_traits_of(type);
+    int64_t per = tr->block_elems / BT_QK; /* bt_q8 blocks per weight block */
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        if (!(rows >> r & 1))
+            continue;
+        for (int t = 0; t < n_tok; t++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                _Alignas(8) uint8_t blk[256]; /* the largest block of a packed type: Q6_K, 210 B */
+                bt_pack_unpack_row(type, (const char *)wg + i * BT_PACK_ROWS * tr->block_bytes, r,
+                                   blk);
+                acc = packed_block_step(type, blk, x + t * xs + i * per, acc);
+            }
+            out[t * ldo + r] = acc;
+        }
+    }
+}
+
+#define PACKED_REF(name, type_id)                                                                  \
+    static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
+                                   int64_t xs, int n_tok, float *out, int64_t ldo,                 \
+                                   uint32_t rows) {                                                \
+        (void)xu;                                                                                  \
+        packed_tile_ref(type_id, wg, nb, x, xs, n_tok, out, ldo, rows);                            \
+    }
+
+PACKED_REF(q4_1, BT_TYPE_Q4_1)
+PACKED_REF(q5_0, BT_TYPE_Q5_0)
+PACKED_REF(q8_0, BT_TYPE_Q8_0)
+PACKED_REF(q4_k, BT_TYPE_Q4_K)
+PACKED_REF(q6_k, BT_TYPE_Q6_K)
 
 /* Float weights against quantized activations (for completeness of bt_vec_dot_q8). */
 static float dot1_float_q8(bt_type type, const void *w, const bt_q8 *x, int64_t nb) {
@@ -342,11 +436,11 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
-    t->packed_tile[BT_TYPE_Q4_1] = bt_packed_tile_q4_1_ref;
-    t->packed_tile[BT_TYPE_Q5_0] = bt_packed_tile_q5_0_ref;
-    t->packed_tile[BT_TYPE_Q8_0] = bt_packed_tile_q8_0_ref;
-    t->packed_tile[BT_TYPE_Q4_K] = bt_packed_tile_q4_k_ref;
-    t->packed_tile[BT_TYPE_Q6_K] = bt_packed_tile_q6_k_ref;
+    t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
+    t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
+    t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
+    t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
+    t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
     t->dequant[BT_TYPE_F32] = dequant_f32;
     t->dequant[BT_TYPE_F16] = dequant_f16;
     t->dequant[BT_TYPE_BF16] = dequant_bf16;

@@ -1,7 +1,8 @@
 /*
  * pack.c - the packed weight layout (kernels.h, "Packed weights"; the block struct and what
  * each byte holds are in kernels_internal.h): the repacking of a matrix when a stage loads it,
- * and the scalar tile that reads it, which defines the packed numerics for the SIMD tiles.
+ * and its inverse for one row (the scalar packed tile in kernels_scalar.c and the embedding
+ * rows of a packed tied head read rows through it).
  *
  * Why a layout of our own: in the file's, each row's block stands alone (22 bytes for Q5_0),
  * so a SIMD tile must gather four rows into a vector per block and keeps four partial sums per
@@ -11,7 +12,6 @@
  * matrix has the file's size.
  */
 #include <assert.h>
-#include <math.h>
 #include <string.h>
 
 #include "kernels_internal.h"
@@ -120,8 +120,7 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
         }
 }
 
-/* Row r's block in the file's layout again, from a packed block (the inverse of pack_*). */
-static void unpack_row_block(bt_type type, const void *pb, int r, void *out) {
+void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
     if (type == BT_TYPE_Q4_1) {
         const bt_block_q4_1x16 *b = pb;
         bt_block_q4_1 *o = out;
@@ -180,156 +179,10 @@ void bt_dequant_rows_packed(bt_type type, const void *wp, size_t row_bytes, int6
             (const char *)wp + (size_t)(r / BT_PACK_ROWS * BT_PACK_ROWS) * row_bytes;
         for (int64_t i = 0; i < nb; i++) {
             _Alignas(8) uint8_t block[256]; /* the largest block of a packed type: Q6_K, 210 B */
-            unpack_row_block(type, group + (size_t)i * BT_PACK_ROWS * tr->block_bytes,
-                             (int)(r % BT_PACK_ROWS), block);
+            bt_pack_unpack_row(type, group + (size_t)i * BT_PACK_ROWS * tr->block_bytes,
+                               (int)(r % BT_PACK_ROWS), block);
             bt_dequant_row(type, block, dst + (r - r0) * n_cols + i * tr->block_elems,
                            tr->block_elems);
-        }
-    }
-}
-
-/* Element e of row r of a packed block, -16..15. */
-static int q5_0x16_at(const bt_block_q5_0x16 *b, int r, int e) {
-    int g = e / 4, k = e % 4;
-    uint8_t byte = b->qs[g % 4][4 * r + k];
-    int nib = g < 4 ? byte & 0x0F : byte >> 4;
-    return (b->nohi[g] >> (4 * r + k) & 1) ? nib - 16 : nib;
-}
-
-void bt_packed_tile_q5_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    const bt_block_q5_0x16 *b = wg;
-    for (int r = 0; r < BT_PACK_ROWS; r++) {
-        if (!(rows >> r & 1))
-            continue;
-        for (int t = 0; t < n_tok; t++) {
-            const bt_q8 *xt = x + t * xs;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                int isum = 0;
-                for (int e = 0; e < BT_QK; e++)
-                    isum += q5_0x16_at(b + i, r, e) * xt[i].qs[e];
-                acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
-            }
-            out[t * ldo + r] = acc;
-        }
-    }
-}
-
-void bt_packed_tile_q4_1_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    const bt_block_q4_1x16 *b = wg;
-    for (int r = 0; r < BT_PACK_ROWS; r++) {
-        if (!(rows >> r & 1))
-            continue;
-        for (int t = 0; t < n_tok; t++) {
-            const bt_q8 *xt = x + t * xs;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                int isum = 0;
-                for (int e = 0; e < BT_QK; e++) {
-                    uint8_t byte = b[i].qs[e / 4 % 4][4 * r + e % 4];
-                    isum += (e < 16 ? byte & 0x0F : byte >> 4) * xt[i].qs[e];
-                }
-                acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
-                acc = fmaf(bt_half_to_f32(b[i].m[r]), xt[i].s, acc);
-            }
-            out[t * ldo + r] = acc;
-        }
-    }
-}
-
-void bt_packed_tile_q8_0_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    const bt_block_q8_0x16 *b = wg;
-    for (int r = 0; r < BT_PACK_ROWS; r++) {
-        if (!(rows >> r & 1))
-            continue;
-        for (int t = 0; t < n_tok; t++) {
-            const bt_q8 *xt = x + t * xs;
-            float acc = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                int isum = 0;
-                for (int e = 0; e < BT_QK; e++)
-                    isum += b[i].qs[e / 4][4 * r + e % 4] * xt[i].qs[e];
-                acc = fmaf(bt_half_to_f32(b[i].d[r]) * xt[i].d, (float)isum, acc);
-            }
-            out[t * ldo + r] = acc;
-        }
-    }
-}
-
-/* Sub-block j's 6-bit scale and min of row r (tensor_type.c's scale_min_k4 on the words). */
-static void q4_kx16_scale_min(const bt_block_q4_kx16 *b, int r, int j, int *sc, int *m) {
-    uint8_t q[12];
-    for (int w = 0; w < 3; w++)
-        memcpy(q + 4 * w, &b->sm[w][r], 4);
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-void bt_packed_tile_q4_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    const bt_block_q4_kx16 *b = wg;
-    for (int r = 0; r < BT_PACK_ROWS; r++) {
-        if (!(rows >> r & 1))
-            continue;
-        for (int t = 0; t < n_tok; t++) {
-            float acc = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                float d = bt_half_to_f32(b[i].d[r]), dmin = bt_half_to_f32(b[i].dmin[r]);
-                for (int j = 0; j < 8; j++) {
-                    const bt_q8 *xb = x + t * xs + 8 * i + j;
-                    int sc, m, isum = 0;
-                    q4_kx16_scale_min(b + i, r, j, &sc, &m);
-                    for (int e = 0; e < BT_QK; e++) {
-                        uint8_t byte = b[i].qs[j / 2][e / 4][4 * r + e % 4];
-                        isum += (j % 2 ? byte >> 4 : byte & 0x0F) * xb->qs[e];
-                    }
-                    acc = fmaf(d * (float)sc * xb->d, (float)isum, acc);
-                    acc = fmaf(-(dmin * (float)m), xb->s, acc);
-                }
-            }
-            out[t * ldo + r] = acc;
-        }
-    }
-}
-
-void bt_packed_tile_q6_k_ref(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    const bt_block_q6_kx16 *b = wg;
-    for (int r = 0; r < BT_PACK_ROWS; r++) {
-        if (!(rows >> r & 1))
-            continue;
-        for (int t = 0; t < n_tok; t++) {
-            float acc = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                float d = bt_half_to_f32(b[i].d[r]);
-                for (int j = 0; j < 8; j++) {
-                    const bt_q8 *xb = x + t * xs + 8 * i + j;
-                    int n = j / 4, m = j % 4, half[2] = {0, 0};
-                    for (int e = 0; e < BT_QK; e++) {
-                        int g = e / 4, k = e % 4;
-                        int lo = b[i].ql[n][m & 1][g][4 * r + k] >> 4 * (m >> 1) & 0x0F;
-                        int hi = b[i].qh[n][g][4 * r + k] >> 2 * m & 3;
-                        half[e / 16] += ((lo | hi << 4) - 32) * xb->qs[e];
-                    }
-                    int sc_lo = b[i].sc[j / 2][4 * r + 2 * (j % 2)];
-                    int sc_hi = b[i].sc[j / 2][4 * r + 2 * (j % 2) + 1];
-                    acc = fmaf(d * xb->d, (float)(sc_lo * half[0] + sc_hi * half[1]), acc);
-                }
-            }
-            out[t * ldo + r] = acc;
         }
     }
 }
