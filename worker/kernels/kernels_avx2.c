@@ -756,15 +756,12 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
  * serve the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
  * (kernels_scalar.c) and the AVX-512 tile's.
  */
-/* Bits 32h..32h+31 of a nohi mask as bytes, 0xFF where set: byte j is bit j. */
-INLINE __m256i nohi_bytes(const uint64_t *m, int h) {
-    uint32_t v;
-    memcpy(&v, (const char *)m + 4 * h, 4);
-    const __m256i spread =
-        _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), spread);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+/* 16 in the bytes whose bit g is set, else 0: group g's bit plane (nohi) moved to bit 4. */
+INLINE __m256i plane16(__m256i nohi, int g) {
+    __m256i v = g < 4   ? _mm256_slli_epi16(nohi, 4 - g)
+                : g > 4 ? _mm256_srli_epi16(nohi, g - 4)
+                        : nohi;
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
 }
 
 INLINE __m256i bcast32(const uint8_t *p) {
@@ -776,8 +773,8 @@ INLINE __m256i bcast32(const uint8_t *p) {
 INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_t nb,
                         const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
                         uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), f0 = _mm256_set1_epi8((char)0xF0),
-                  k80 = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), k80 = _mm256_set1_epi8((char)0x80),
+                  ones = _mm256_set1_epi16(1);
     __m256 acc[PAIR_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
@@ -789,12 +786,13 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
         _mm_prefetch((const char *)b + 1024 + 256, _MM_HINT_T0);
         _mm_prefetch((const char *)b + 1024 + 320, _MM_HINT_T0);
         __m256i q[8];
+        const __m256i nohi = _mm256_loadu_si256((const __m256i *)(b->nohi + 32 * h));
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
             __m256i l = _mm256_and_si256(v, lo4),
                     u = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-            q[j] = _mm256_or_si256(l, _mm256_and_si256(nohi_bytes(&b->nohi[j], h), f0));
-            q[j + 4] = _mm256_or_si256(u, _mm256_and_si256(nohi_bytes(&b->nohi[j + 4], h), f0));
+            q[j] = _mm256_sub_epi8(l, plane16(nohi, j));
+            q[j + 4] = _mm256_sub_epi8(u, plane16(nohi, j + 4));
         }
         __m256i c0 = _mm256_maddubs_epi16(k80, q[0]), c1 = _mm256_maddubs_epi16(k80, q[4]);
         _Pragma("GCC unroll 3") for (int g = 1; g < 4; g++) {

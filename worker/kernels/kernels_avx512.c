@@ -482,15 +482,23 @@ INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64
         if (Q8)
             _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
                 _mm512_loadu_si512(b8->qs[g]);
-        else
+        else {
+            const __m512i nohi = MIN ? zero : _mm512_loadu_si512(b5->nohi);
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
                 __m512i v = _mm512_loadu_si512(MIN ? b4->qs[j] : b5->qs[j]);
                 __m512i l = _mm512_and_si512(v, lo4),
                         h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                q[j] = MIN ? l : _mm512_mask_sub_epi8(l, _cvtu64_mask64(b5->nohi[j]), l, k16);
+                q[j] = MIN ? l
+                           : _mm512_mask_sub_epi8(
+                                 l, _mm512_test_epi8_mask(nohi, _mm512_set1_epi8((char)(1 << j))),
+                                 l, k16);
                 q[j + 4] =
-                    MIN ? h : _mm512_mask_sub_epi8(h, _cvtu64_mask64(b5->nohi[j + 4]), h, k16);
+                    MIN ? h
+                        : _mm512_mask_sub_epi8(
+                              h, _mm512_test_epi8_mask(nohi, _mm512_set1_epi8((char)(16 << j))), h,
+                              k16);
             }
+        }
         __m512i init = zero; /* Q5_0, Q8_0: -128 * (each row's weight sum) */
         if (!MIN) {
             __m512i s0 = zero, s1 = zero;

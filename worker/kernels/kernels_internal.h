@@ -88,15 +88,16 @@ typedef void (*bt_ptile_q8_fn)(const void *w, size_t row_bytes, int n_rows, cons
  * Group g (g = 0..7) is elements 4g..4g+3 of every row:
  *   qs[j][4r + k]:  byte 4j + k of row r's qs, whose low nibble is element 4j + k (group j)
  *                   and high nibble element 16 + 4j + k (group j + 4), j = 0..3
- *   nohi[g] bit 4r + k: set iff element 4g + k of row r has its fifth bit clear, so its value
- *                   is the nibble - 16 (else the nibble)
+ *   nohi[4r + k] bit g: set iff element 4g + k of row r has its fifth bit clear, so its value
+ *                   is the nibble - 16 (else the nibble): one bit plane per group, so that a
+ *                   group's bits are one shift or bit test of a vector in its lanes' bytes
  *   d[r]:           row r's scale
  * A matrix of n_rows (a multiple of 16) rows is n_rows / 16 groups of rows, each its blocks in
  * column order; group G starts at byte 16 G * row_bytes, as row 16 G does in the file.
  */
 typedef struct bt_block_q5_0x16 {
     uint8_t qs[4][64];
-    uint64_t nohi[8];
+    uint8_t nohi[64];
     bt_half d[16];
 } bt_block_q5_0x16; /* 352 B */
 

@@ -30,8 +30,8 @@ static void pack_q5_0_block(const bt_block_q5_0 *const *rows, bt_block_q5_0x16 *
         out->d[r] = b->d;
         for (int j = 0; j < 4; j++)
             memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
-        for (int g = 0; g < 8; g++) /* elements 4g..4g+3: qh bits 4g..4g+3, cleared ones set */
-            out->nohi[g] |= (uint64_t)(~qh >> 4 * g & 0xF) << 4 * r;
+        for (int e = 0; e < 32; e++) /* element e = 4g + k: qh bit e, set when cleared */
+            out->nohi[4 * r + e % 4] |= (uint8_t)((~qh >> e & 1) << e / 4);
     }
 }
 
@@ -135,8 +135,8 @@ void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
         o->d = b->d[r];
         for (int j = 0; j < 4; j++)
             memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
-        for (int g = 0; g < 8; g++)
-            qh |= (uint32_t)(~b->nohi[g] >> 4 * r & 0xF) << 4 * g;
+        for (int e = 0; e < 32; e++)
+            qh |= (uint32_t)(~b->nohi[4 * r + e % 4] >> e / 4 & 1) << e;
         memcpy(o->qh, &qh, 4);
     } else if (type == BT_TYPE_Q8_0) {
         const bt_block_q8_0x16 *b = pb;
