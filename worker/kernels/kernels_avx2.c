@@ -943,83 +943,109 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
 }
 
 /* Packed Q4_1: maddubs(q, x) of the 8 groups summed in int16 as for Q4_K, then
- * fma(fl(d * dx), isum, acc) and fma(m, s, acc). */
-INLINE void q4_1x8_tile(int NT, const bt_block_q4_1x16 *b, int h, int64_t nb, const bt_q8 *x,
-                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+ * fma(fl(d * dx), isum, acc) and fma(m, s, acc). One block of half h for NT tokens. */
+INLINE void q4_1x8_block(int NT, const bt_block_q4_1x16 *b, int h, const bt_q8 *x, int64_t xs,
+                         __m256 *acc) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[PAIR_TOK];
-    for (int t = 0; t < NT; t++)
-        acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
-        for (int c = 0; c < 320; c += 64)
-            _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
-        __m256i q[8];
-        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
-            q[j] = _mm256_and_si256(v, lo4);
-            q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-        }
-        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-        __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->m + 8 * h)));
-        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-            const bt_q8 *xt = x + i + t * xs;
-            __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
-            _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
-                s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
-            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
-            acc[t] = _mm256_fmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
-        }
+    __m256i q[8];
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+        q[j] = _mm256_and_si256(v, lo4);
+        q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
     }
-    store_half(NT, acc, h, out, ldo, rows);
+    __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+    __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->m + 8 * h)));
+    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+        const bt_q8 *xt = x + t * xs;
+        __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
+        _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
+            s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
+        __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
+        acc[t] = _mm256_fmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
+    }
 }
 
 /* Packed Q8_0: |w| up to 128 against x overflows int16 in pairs, so each group is
  * maddubs(|w|, sign(x, w)) with its own madd, and the 8 int32 are added: the exact block
- * dot, then fma(fl(d * dx), isum, acc). Its weights (|w| and w, 16 vectors per half) fill the
- * registers, so its prompt tile takes 4 tokens at a time. */
-INLINE void q8_0x8_tile(int NT, const bt_block_q8_0x16 *b, int h, int64_t nb, const bt_q8 *x,
-                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+ * dot, then fma(fl(d * dx), isum, acc). One block of half h for NT tokens; its weights (|w|
+ * and w, 16 vectors) fill the registers, so its prompt tile takes 4 tokens at a time. */
+INLINE void q8_0x8_block(int NT, const bt_block_q8_0x16 *b, int h, const bt_q8 *x, int64_t xs,
+                         __m256 *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
+    __m256i q[8], a[8];
+    _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+        q[g] = _mm256_loadu_si256((const __m256i *)(b->qs[g] + 32 * h));
+        a[g] = _mm256_sign_epi8(q[g], q[g]);
+    }
+    __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
+        const bt_q8 *xt = x + t * xs;
+        __m256i v = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) v = _mm256_add_epi32(
+            v, _mm256_madd_epi16(
+                   _mm256_maddubs_epi16(
+                       a[g], _mm256_sign_epi8(bcast32((const uint8_t *)xt->qs + 4 * g), q[g])),
+                   ones));
+        __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+    }
+}
+
+/* KIND 3: Q4_1, 4: Q8_0: half h of the group over all nb blocks. */
+INLINE void legacy8_tile(int KIND, int NT, const void *wg, int h, int64_t nb, const bt_q8 *x,
+                         int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    const size_t bsz = KIND == 3 ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q8_0x16);
     __m256 acc[PAIR_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
-        for (int c = 0; c < 576; c += 64)
-            _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
-        __m256i q[8], a[8];
-        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-            q[g] = _mm256_loadu_si256((const __m256i *)(b->qs[g] + 32 * h));
-            a[g] = _mm256_sign_epi8(q[g], q[g]);
-        }
-        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-        _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
-            const bt_q8 *xt = x + i + t * xs;
-            __m256i v = _mm256_setzero_si256();
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) v = _mm256_add_epi32(
-                v, _mm256_madd_epi16(
-                       _mm256_maddubs_epi16(
-                           a[g], _mm256_sign_epi8(bcast32((const uint8_t *)xt->qs + 4 * g), q[g])),
-                       ones));
-            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
-        }
+    for (int64_t i = 0; i < nb; i++) {
+        const char *bp = (const char *)wg + (size_t)i * bsz;
+        for (size_t c = 0; c < bsz; c += 64)
+            _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
+        if (KIND == 3)
+            q4_1x8_block(NT, (const void *)bp, h, x + i, xs, acc);
+        else
+            q8_0x8_block(NT, (const void *)bp, h, x + i, xs, acc);
     }
     store_half(NT, acc, h, out, ldo, rows);
+}
+
+/* The same for one token, both halves of each block before the next: every cache line of
+ * the group is used once, as it arrives, and each block is prefetched once. */
+INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, float *out,
+                         uint32_t rows) {
+    const size_t bsz = KIND == 3 ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q8_0x16);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        const char *bp = (const char *)wg + (size_t)i * bsz;
+        for (size_t c = 0; c < bsz; c += 64)
+            _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
+        for (int h = 0; h < 2; h++)
+            if (KIND == 3)
+                q4_1x8_block(1, (const void *)bp, h, x + i, 0, &acc[h]);
+            else
+                q8_0x8_block(1, (const void *)bp, h, x + i, 0, &acc[h]);
+    }
+    for (int h = 0; h < 2; h++)
+        if (rows >> 8 * h & 0xFF)
+            store_half(1, &acc[h], h, out, 0, rows);
 }
 
 /* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0; the group's two halves. */
 INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
+    if ((KIND == 3 || KIND == 4) && NT == 1) {
+        legacy16_one(KIND, wg, nb, x, out, rows);
+        return;
+    }
     for (int h = 0; h < 2; h++) {
         if (!(rows >> 8 * h & 0xFF))
             continue;
         if (KIND == 1)
             q4_kx8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
-        else if (KIND == 3)
-            q4_1x8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
-        else if (KIND == 4)
-            q8_0x8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
+        else if (KIND == 3 || KIND == 4)
+            legacy8_tile(KIND, NT, wg, h, nb, x, xs, out, ldo, rows);
         else
             q6_kx8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
     }
