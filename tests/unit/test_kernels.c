@@ -836,7 +836,7 @@ static void test_packed(void) {
                                     BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
-    /* Q8_0: 34 bytes per 32; aligned as an allocation (the packed blocks hold 64-bit masks) */
+    /* Q8_0: 34 bytes per 32; aligned as an allocation (the packed blocks hold 32-bit words) */
     static _Alignas(64) uint8_t w[ROWS * N * 2], wp[ROWS * N * 2];
     static float x[TOK * N], y[TOK * ROWS];
     static bt_q8 xq[TOK * N / 32];

@@ -992,7 +992,16 @@ INLINE void q8_0x8_block(int NT, const bt_block_q8_0x16 *b, int h, const bt_q8 *
     }
 }
 
-/* KIND 3: Q4_1, 4: Q8_0: half h of the group over all nb blocks. */
+/* KIND 3: Q4_1, 4: Q8_0: one block (at bp) of half h for NT tokens. */
+INLINE void legacy8_block(int KIND, int NT, const char *bp, int h, const bt_q8 *x, int64_t xs,
+                          __m256 *acc) {
+    if (KIND == 3)
+        q4_1x8_block(NT, (const void *)bp, h, x, xs, acc);
+    else
+        q8_0x8_block(NT, (const void *)bp, h, x, xs, acc);
+}
+
+/* The same over all nb blocks, for half h of the group. */
 INLINE void legacy8_tile(int KIND, int NT, const void *wg, int h, int64_t nb, const bt_q8 *x,
                          int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     const size_t bsz = KIND == 3 ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q8_0x16);
@@ -1003,10 +1012,7 @@ INLINE void legacy8_tile(int KIND, int NT, const void *wg, int h, int64_t nb, co
         const char *bp = (const char *)wg + (size_t)i * bsz;
         for (size_t c = 0; c < bsz; c += 64)
             _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
-        if (KIND == 3)
-            q4_1x8_block(NT, (const void *)bp, h, x + i, xs, acc);
-        else
-            q8_0x8_block(NT, (const void *)bp, h, x + i, xs, acc);
+        legacy8_block(KIND, NT, bp, h, x + i, xs, acc);
     }
     store_half(NT, acc, h, out, ldo, rows);
 }
@@ -1022,10 +1028,7 @@ INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, f
         for (size_t c = 0; c < bsz; c += 64)
             _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
         for (int h = 0; h < 2; h++)
-            if (KIND == 3)
-                q4_1x8_block(1, (const void *)bp, h, x + i, 0, &acc[h]);
-            else
-                q8_0x8_block(1, (const void *)bp, h, x + i, 0, &acc[h]);
+            legacy8_block(KIND, 1, bp, h, x + i, 0, &acc[h]);
     }
     for (int h = 0; h < 2; h++)
         if (rows >> 8 * h & 0xFF)
