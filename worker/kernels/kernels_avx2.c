@@ -942,6 +942,72 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
     store_half(NT, acc, h, out, ldo, rows);
 }
 
+/* Packed Q6_K at one token (decode), both halves of each sub-block before the next, so each
+ * cache line of the super-block is used once. No xu and no weight sums, as q5_0x16_one: the
+ * weights go in unsigned, q + 32 in 0..63, against the signed x; groups 2p, 2p + 1 in int16
+ * (|.| <= 2 * 2 * 63 * 127 = 32004), one madd each, and less 32 * sum(x) of each half of the
+ * sub-block (made once for both halves of the rows) give the same exact sums as
+ * q6_kx8_tile's, used in the same order: the same bits. */
+INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, float *out,
+                        uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones8 = _mm256_set1_epi8(1),
+                  ones = _mm256_set1_epi16(1);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m256 d[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b->d)),
+                       _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8)))};
+        for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            const int n = j / 4, m = j % 4;
+            const bt_q8 *xt = x + 8 * i + j;
+            /* 32 * the sums of x's elements 0..15 (low lanes) and 16..31 (high lanes) */
+            __m256i sx = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)xt->qs)), ones);
+            sx = _mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0x4E));
+            sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0xB1)), 5);
+            __m256i sx_lo = _mm256_permute2x128_si256(sx, sx, 0x00),
+                    sx_hi = _mm256_permute2x128_si256(sx, sx, 0x11);
+            __m256 dx = _mm256_broadcast_ss(&xt->d);
+            _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+                __m256i e[4];
+                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
+                    __m256i q[2];
+                    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
+                        int g = 2 * p + k;
+                        __m256i l =
+                            _mm256_loadu_si256((const __m256i *)(b->ql[n][m & 1][g] + 32 * h));
+                        l = _mm256_and_si256(m >> 1 ? _mm256_srli_epi16(l, 4) : l, lo4);
+                        __m256i hb = _mm256_and_si256(
+                            _mm256_loadu_si256((const __m256i *)(b->qh[n][g] + 32 * h)),
+                            _mm256_set1_epi8((char)(3 << 2 * m)));
+                        hb = m < 2   ? _mm256_slli_epi16(hb, 4 - 2 * m)
+                             : m > 2 ? _mm256_srli_epi16(hb, 2)
+                                     : hb;
+                        q[k] = _mm256_or_si256(l, hb);
+                    }
+                    e[p] = _mm256_madd_epi16(
+                        _mm256_add_epi16(
+                            _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs + 8 * p)),
+                            _mm256_maddubs_epi16(q[1],
+                                                 bcast32((const uint8_t *)xt->qs + 8 * p + 4))),
+                        ones);
+                }
+                __m256i lo = _mm256_sub_epi32(_mm256_add_epi32(e[0], e[1]), sx_lo);
+                __m256i hi = _mm256_sub_epi32(_mm256_add_epi32(e[2], e[3]), sx_hi);
+                __m256i scw = _mm256_loadu_si256((const __m256i *)(b->sc[j / 2] + 32 * h));
+                __m256 scl = lane_s8f(scw, 2 * (j % 2)), sch = lane_s8f(scw, 2 * (j % 2) + 1);
+                __m256 v = _mm256_fmadd_ps(sch, _mm256_cvtepi32_ps(hi),
+                                           _mm256_mul_ps(scl, _mm256_cvtepi32_ps(lo)));
+                acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(d[h], dx), v, acc[h]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++)
+        if (rows >> 8 * h & 0xFF)
+            store_half(1, &acc[h], h, out, 0, rows);
+}
+
 /* Packed Q4_1: maddubs(q, x) of the 8 groups summed in int16 as for Q4_K, then
  * fma(fl(d * dx), isum, acc) and fma(m, s, acc). One block of half h for NT tokens. */
 INLINE void q4_1x8_block(int NT, const bt_block_q4_1x16 *b, int h, const bt_q8 *x, int64_t xs,
@@ -1040,6 +1106,10 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     if ((KIND == 3 || KIND == 4) && NT == 1) {
         legacy16_one(KIND, wg, nb, x, out, rows);
+        return;
+    }
+    if (KIND == 2 && NT == 1) {
+        q6_kx16_one(wg, nb, x, out, rows);
         return;
     }
     for (int h = 0; h < 2; h++) {
