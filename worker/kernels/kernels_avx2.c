@@ -886,11 +886,33 @@ INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, co
     store_half(NT, acc, h, out, ldo, rows);
 }
 
+/* Group g of sub-block j of half h of a packed Q6_K super-block: its 8 rows' quants
+ * unsigned, q + 32 in 0..63 (the low 4 bits with the 2 high bits moved above them). */
+INLINE __m256i q6_kx8_quants(const bt_block_q6_kx16 *b, int j, int g, int h) {
+    const int n = j / 4, m = j % 4;
+    __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql[n][m & 1][g] + 32 * h));
+    l = _mm256_and_si256(m >> 1 ? _mm256_srli_epi16(l, 4) : l, _mm256_set1_epi8(0x0F));
+    __m256i hb = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b->qh[n][g] + 32 * h)),
+                                  _mm256_set1_epi8((char)(3 << 2 * m)));
+    hb = m < 2 ? _mm256_slli_epi16(hb, 4 - 2 * m) : m > 2 ? _mm256_srli_epi16(hb, 2) : hb;
+    return _mm256_or_si256(l, hb);
+}
+
+/* Sums of a q8 block's elements 0..15 in every lane of the low 128 bits and of 16..31 in
+ * every lane of the high ones: the sum(x) terms of the one-token tiles below. */
+INLINE __m256i x_half_sums(const bt_q8 *xt) {
+    __m256i s = _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)xt->qs)),
+        _mm256_set1_epi16(1));
+    s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0x4E));
+    return _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0xB1));
+}
+
 INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_t nb,
                         const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
                         uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), k32 = _mm256_set1_epi8(32),
-                  k80 = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const __m256i k32 = _mm256_set1_epi8(32), k80 = _mm256_set1_epi8((char)0x80),
+                  ones = _mm256_set1_epi16(1);
     __m256 acc[PAIR_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
@@ -899,19 +921,9 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
         for (int j = 0; j < 8; j++) {
             for (int c = 0; c < 3360; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
-            const int n = j / 4, m = j % 4;
             __m256i q[8], corr[4];
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-                __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql[n][m & 1][g] + 32 * h));
-                l = _mm256_and_si256(m >> 1 ? _mm256_srli_epi16(l, 4) : l, lo4);
-                __m256i hb =
-                    _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b->qh[n][g] + 32 * h)),
-                                     _mm256_set1_epi8((char)(3 << 2 * m)));
-                hb = m < 2   ? _mm256_slli_epi16(hb, 4 - 2 * m)
-                     : m > 2 ? _mm256_srli_epi16(hb, 2)
-                             : hb;
-                q[g] = _mm256_sub_epi8(_mm256_or_si256(l, hb), k32);
-            }
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
+                _mm256_sub_epi8(q6_kx8_quants(b, j, g, h), k32);
             _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) corr[p] = _mm256_add_epi16(
                 _mm256_maddubs_epi16(k80, q[2 * p]), _mm256_maddubs_epi16(k80, q[2 * p + 1]));
             __m256i scw = _mm256_loadu_si256((const __m256i *)(b->sc[j / 2] + 32 * h));
@@ -950,8 +962,7 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
  * q6_kx8_tile's, used in the same order: the same bits. */
 INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, float *out,
                         uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones8 = _mm256_set1_epi8(1),
-                  ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; i++, b++) {
         __m256 d[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b->d)),
@@ -959,13 +970,8 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
         for (int j = 0; j < 8; j++) {
             for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
-            const int n = j / 4, m = j % 4;
             const bt_q8 *xt = x + 8 * i + j;
-            /* 32 * the sums of x's elements 0..15 (low lanes) and 16..31 (high lanes) */
-            __m256i sx = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)xt->qs)), ones);
-            sx = _mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0x4E));
-            sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0xB1)), 5);
+            __m256i sx = _mm256_slli_epi32(x_half_sums(xt), 5); /* 32 * sum(x) per half */
             __m256i sx_lo = _mm256_permute2x128_si256(sx, sx, 0x00),
                     sx_hi = _mm256_permute2x128_si256(sx, sx, 0x11);
             __m256 dx = _mm256_broadcast_ss(&xt->d);
@@ -973,19 +979,8 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
                 __m256i e[4];
                 _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
                     __m256i q[2];
-                    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
-                        int g = 2 * p + k;
-                        __m256i l =
-                            _mm256_loadu_si256((const __m256i *)(b->ql[n][m & 1][g] + 32 * h));
-                        l = _mm256_and_si256(m >> 1 ? _mm256_srli_epi16(l, 4) : l, lo4);
-                        __m256i hb = _mm256_and_si256(
-                            _mm256_loadu_si256((const __m256i *)(b->qh[n][g] + 32 * h)),
-                            _mm256_set1_epi8((char)(3 << 2 * m)));
-                        hb = m < 2   ? _mm256_slli_epi16(hb, 4 - 2 * m)
-                             : m > 2 ? _mm256_srli_epi16(hb, 2)
-                                     : hb;
-                        q[k] = _mm256_or_si256(l, hb);
-                    }
+                    _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) q[k] =
+                        q6_kx8_quants(b, j, 2 * p + k, h);
                     e[p] = _mm256_madd_epi16(
                         _mm256_add_epi16(
                             _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs + 8 * p)),
@@ -1159,18 +1154,14 @@ PACKED_K(q8_0, 4)
 INLINE void q5_0x16_one(const bt_block_q5_0x16 *b, int64_t nb, const bt_q8 *x, float *out,
                         uint32_t rows) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), k16 = _mm256_set1_epi8(16),
-                  ones8 = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
+                  ones = _mm256_set1_epi16(1);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; i++, b++) {
         for (int c = 0; c < (int)sizeof *b; c += 64)
             _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
         const bt_q8 *xt = x + i;
-        /* 16 * sum(x) of the block in every lane */
-        __m256i sx = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)xt->qs)), ones);
-        sx = _mm256_add_epi32(sx, _mm256_permute2x128_si256(sx, sx, 1));
-        sx = _mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0x4E));
-        sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_shuffle_epi32(sx, 0xB1)), 4);
+        __m256i sx = x_half_sums(xt); /* 16 * sum(x) of the block in every lane */
+        sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_permute2x128_si256(sx, sx, 1)), 4);
         __m256 dx = _mm256_broadcast_ss(&xt->d);
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i nohi = _mm256_loadu_si256((const __m256i *)(b->nohi + 32 * h));
