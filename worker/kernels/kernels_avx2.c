@@ -1029,27 +1029,28 @@ INLINE void q4_1x8_block(int NT, const bt_block_q4_1x16 *b, int h, const bt_q8 *
 
 /* Packed Q8_0: |w| up to 128 against x overflows int16 in pairs, so each group is
  * maddubs(|w|, sign(x, w)) with its own madd, and the 8 int32 are added: the exact block
- * dot, then fma(fl(d * dx), isum, acc). One block of half h for NT tokens; its weights (|w|
- * and w, 16 vectors) fill the registers, so its prompt tile takes 4 tokens at a time. */
+ * dot, then fma(fl(d * dx), isum, acc). One block of half h for NT tokens, a group at a time
+ * (w and |w| in two registers) for all NT tokens, each token's sum a chain of adds
+ * (keep_chain): 8 tokens fit the registers with no spill. */
 INLINE void q8_0x8_block(int NT, const bt_block_q8_0x16 *b, int h, const bt_q8 *x, int64_t xs,
                          __m256 *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i q[8], a[8];
+    __m256i v[PAIR_TOK];
+    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) v[t] = _mm256_setzero_si256();
     _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-        q[g] = _mm256_loadu_si256((const __m256i *)(b->qs[g] + 32 * h));
-        a[g] = _mm256_sign_epi8(q[g], q[g]);
+        __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs[g] + 32 * h));
+        __m256i a = _mm256_sign_epi8(q, q);
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) v[t] = _mm256_add_epi32(
+            v[t], _mm256_madd_epi16(
+                      _mm256_maddubs_epi16(
+                          a, _mm256_sign_epi8(bcast32((const uint8_t *)x[t * xs].qs + 4 * g), q)),
+                      ones));
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) v[t] = keep_chain(v[t]);
     }
     __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-    _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {
-        const bt_q8 *xt = x + t * xs;
-        __m256i v = _mm256_setzero_si256();
-        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) v = _mm256_add_epi32(
-            v, _mm256_madd_epi16(
-                   _mm256_maddubs_epi16(
-                       a[g], _mm256_sign_epi8(bcast32((const uint8_t *)xt->qs + 4 * g), q[g])),
-                   ones));
-        __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+        __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&x[t * xs].d));
+        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v[t]), acc[t]);
     }
 }
 
@@ -1131,10 +1132,9 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
     static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
-        enum { STEP = KIND == 4 ? 4 : PAIR_TOK };                                                  \
         (void)n_tok;                                                                               \
-        for (int t = 0; t < BT_PREFILL_TOK; t += STEP)                                             \
-            kx16_rows(KIND, KIND == 2, STEP, wg, nb, x + t * xs,                                   \
+        for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                         \
+            kx16_rows(KIND, KIND == 2, PAIR_TOK, wg, nb, x + t * xs,                               \
                       KIND == 2 ? xu + 32 * t * xs : NULL, xs, out + t * ldo, ldo, rows);          \
     }
 
