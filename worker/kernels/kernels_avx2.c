@@ -864,21 +864,24 @@ INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, co
         for (int j = 0; j < 8; j++) {
             for (int c = 0; c < 2304; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
-            __m256i q[8];
+            const bt_q8 *xj = x + 8 * i + j;
+            __m256i s16[PAIR_TOK];
             _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j / 2][g] + 32 * h));
-                q[g] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
+                __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
+                _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                    __m256i p =
+                        _mm256_maddubs_epi16(q, bcast32((const uint8_t *)xj[t * xs].qs + 4 * g));
+                    s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
+                }
             }
             __m256 dd = _mm256_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
             __m256 mm = _mm256_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
             _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                const bt_q8 *xt = x + 8 * i + j + t * xs;
-                __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
-                _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
-                    s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
+                const bt_q8 *xt = xj + t * xs;
                 __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-                acc[t] =
-                    _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)),
+                                         acc[t]);
                 acc[t] = _mm256_fnmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
             }
         }
@@ -1008,21 +1011,23 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
 INLINE void q4_1x8_block(int NT, const bt_block_q4_1x16 *b, int h, const bt_q8 *x, int64_t xs,
                          __m256 *acc) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256i q[8];
+    __m256i s16[PAIR_TOK];
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
-        q[j] = _mm256_and_si256(v, lo4);
-        q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        __m256i ql = _mm256_and_si256(v, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+            const uint8_t *xq = (const uint8_t *)x[t * xs].qs;
+            __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(ql, bcast32(xq + 4 * j)),
+                                         _mm256_maddubs_epi16(qh, bcast32(xq + 4 * j + 16)));
+            s16[t] = keep_chain(j ? _mm256_add_epi16(s16[t], p) : p);
+        }
     }
     __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
     __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->m + 8 * h)));
     _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
         const bt_q8 *xt = x + t * xs;
-        __m256i s16 = _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs));
-        _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(
-            s16, _mm256_maddubs_epi16(q[g], bcast32((const uint8_t *)xt->qs + 4 * g)));
         __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[t]);
+        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)), acc[t]);
         acc[t] = _mm256_fmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
     }
 }
