@@ -750,10 +750,11 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
  * Packed Q5_0 (kernels_internal.h, bt_block_q5_0x16): one half of a group at a time, its
  * 8 rows in the 8 lanes (the 256-bit half h of each group vector), so a token's elements
  * 4g..4g+3 of x + 128 are one 32-bit broadcast and 8 maddubs give every row's block sum:
- * the int16 sums of groups 0..3 and of groups 4..7 (each |.| <= 4 * 2 * 255 * 16 = 32640)
- * less their 128 * (weight sum) (computed once per block, for every token) are the exact dots
- * of 8 products (|.| <= 8128), added and widened by one madd. Then one convert and one FMA
- * serve the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
+ * the int16 sum of the 8 groups less their 128 * (weight sum) (computed once per block, for
+ * every token), both modulo 2^16, is the exact dot of 16 products (|.| <= 16 * 16 * 127 =
+ * 32512), whatever wrapped on the way, widened by one madd. A group at a time for all the
+ * tile's tokens, each token's sum a chain (keep_chain). Then one convert and one FMA serve
+ * the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
  * (kernels_scalar.c) and the AVX-512 tile's.
  */
 /* 16 in the bytes whose bit g is set, else 0: group g's bit plane (nohi) moved to bit 4. */
@@ -794,11 +795,11 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
             q[j] = _mm256_sub_epi8(l, plane16(nohi, j));
             q[j + 4] = _mm256_sub_epi8(u, plane16(nohi, j + 4));
         }
-        __m256i c0 = _mm256_maddubs_epi16(k80, q[0]), c1 = _mm256_maddubs_epi16(k80, q[4]);
-        _Pragma("GCC unroll 3") for (int g = 1; g < 4; g++) {
-            c0 = _mm256_add_epi16(c0, _mm256_maddubs_epi16(k80, q[g]));
-            c1 = _mm256_add_epi16(c1, _mm256_maddubs_epi16(k80, q[g + 4]));
-        }
+        /* 128 * (the weight sums), in int16 modulo 2^16 as the x + 128 sums below: the
+         * difference, the exact dot, fits int16, so it comes out exact whatever wraps */
+        __m256i c = _mm256_maddubs_epi16(k80, q[0]);
+        _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) c =
+            _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q[g]));
         __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
         uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the block's tokens */
         if (!XU)
@@ -806,16 +807,16 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
                 _mm256_storeu_si256(
                     (__m256i *)ub[t],
                     _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i + t * xs].qs), k80));
-        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-            const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
-            __m256i s0 = _mm256_maddubs_epi16(bcast32(u), q[0]);
-            __m256i s1 = _mm256_maddubs_epi16(bcast32(u + 16), q[4]);
-            _Pragma("GCC unroll 3") for (int g = 1; g < 4; g++) {
-                s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(bcast32(u + 4 * g), q[g]));
-                s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(bcast32(u + 16 + 4 * g), q[g + 4]));
+        __m256i s16[PAIR_TOK];
+        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
+                __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * g), q[g]);
+                s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
             }
-            __m256i v = _mm256_madd_epi16(
-                _mm256_add_epi16(_mm256_sub_epi16(s0, c0), _mm256_sub_epi16(s1, c1)), ones);
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+            __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s16[t], c), ones);
             __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&x[i + t * xs].d));
             acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
         }
