@@ -829,9 +829,12 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
  * 8 lanes (kernels_avx512.c) and their bits:
  *   Q4_K: maddubs(q, x) of the 8 groups summed in int16 (|.| <= 8 * 2 * 15 * 127 = 30480),
  *         one madd: the sub-block's sum per row.
- *   Q6_K: maddubs(x + 128, q) of two groups summed (|.| <= 2 * 2 * 255 * 32), less their
- *         128 * (weight sums) (computed per sub-block, for every token): the exact dot of 4
- *         products (|.| <= 4 * 127 * 32); two such added and one madd give each half's sum.
+ *   Q6_K: maddubs(x + 128, q) of a half's four groups summed in int16, less their
+ *         128 * (weight sums) (computed per sub-block, for every token), both modulo 2^16:
+ *         the exact dot of 8 products (|.| <= 8 * 127 * 32 = 32512) whatever wrapped on the
+ *         way; one madd gives the half's sum.
+ * Their prompt tiles go a group at a time over all the tile's tokens, each token's sum a
+ * chain (keep_chain).
  */
 INLINE __m256 lane_u8f(__m256i v, int byte) {
     return _mm256_cvtepi32_ps(
@@ -925,11 +928,6 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
         for (int j = 0; j < 8; j++) {
             for (int c = 0; c < 3360; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
-            __m256i q[8], corr[4];
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
-                _mm256_sub_epi8(q6_kx8_quants(b, j, g, h), k32);
-            _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) corr[p] = _mm256_add_epi16(
-                _mm256_maddubs_epi16(k80, q[2 * p]), _mm256_maddubs_epi16(k80, q[2 * p + 1]));
             __m256i scw = _mm256_loadu_si256((const __m256i *)(b->sc[j / 2] + 32 * h));
             __m256 scl = lane_s8f(scw, 2 * (j % 2)), sch = lane_s8f(scw, 2 * (j % 2) + 1);
             uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the sub-block's tokens */
@@ -939,19 +937,29 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
                         (__m256i *)ub[t],
                         _mm256_xor_si256(
                             _mm256_loadu_si256((const __m256i *)x[8 * i + j + t * xs].qs), k80));
-            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                const bt_q8 *xt = x + 8 * i + j + t * xs;
-                const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
-                __m256i e[4]; /* the exact dots of groups 2p, 2p + 1 */
-                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) e[p] = _mm256_sub_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(bcast32(u + 8 * p), q[2 * p]),
-                                     _mm256_maddubs_epi16(bcast32(u + 8 * p + 4), q[2 * p + 1])),
-                    corr[p]);
-                __m256i lo = _mm256_madd_epi16(_mm256_add_epi16(e[0], e[1]), ones);
-                __m256i hi = _mm256_madd_epi16(_mm256_add_epi16(e[2], e[3]), ones);
-                __m256 v = _mm256_fmadd_ps(sch, _mm256_cvtepi32_ps(hi),
-                                           _mm256_mul_ps(scl, _mm256_cvtepi32_ps(lo)));
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&xt->d)), v, acc[t]);
+            __m256 lo[PAIR_TOK]; /* scl * (the low half's sum) of each token */
+            _Pragma("GCC unroll 2") for (int n = 0; n < 2; n++) { /* groups 4n..4n+3 */
+                __m256i c = _mm256_setzero_si256(), s16[PAIR_TOK];
+                _Pragma("GCC unroll 4") for (int g = 4 * n; g < 4 * n + 4; g++) {
+                    __m256i q = _mm256_sub_epi8(q6_kx8_quants(b, j, g, h), k32);
+                    c = _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q));
+                    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                        const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
+                        __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * g), q);
+                        s16[t] = keep_chain(g > 4 * n ? _mm256_add_epi16(s16[t], p) : p);
+                    }
+                }
+                _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
+                    __m256 f =
+                        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_sub_epi16(s16[t], c), ones));
+                    if (n == 0) {
+                        lo[t] = _mm256_mul_ps(scl, f);
+                        continue;
+                    }
+                    __m256 v = _mm256_fmadd_ps(sch, f, lo[t]);
+                    __m256 dx = _mm256_broadcast_ss(&x[8 * i + j + t * xs].d);
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), v, acc[t]);
+                }
             }
         }
     }
