@@ -752,8 +752,9 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
  * 4g..4g+3 of x + 128 are one 32-bit broadcast and 8 maddubs give every row's block sum:
  * the int16 sum of the 8 groups less their 128 * (weight sum) (computed once per block, for
  * every token), both modulo 2^16, is the exact dot of 16 products (|.| <= 16 * 16 * 127 =
- * 32512), whatever wrapped on the way, widened by one madd. A group at a time for all the
- * tile's tokens, each token's sum a chain (keep_chain). Then one convert and one FMA serve
+ * 32512), whatever wrapped on the way, widened by one madd. A group at a time for 8 tokens,
+ * each token's sum a chain (keep_chain); a prompt tile's 16 tokens take two such passes over
+ * each block's weights, unpacked once. Then one convert and one FMA serve
  * the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
  * (kernels_scalar.c) and the AVX-512 tile's.
  */
@@ -776,7 +777,7 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
                         uint32_t rows) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), k80 = _mm256_set1_epi8((char)0x80),
                   ones = _mm256_set1_epi16(1);
-    __m256 acc[PAIR_TOK];
+    __m256 acc[BT_PREFILL_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, b++) {
@@ -801,24 +802,27 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
         _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) c =
             _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q[g]));
         __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-        uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the block's tokens */
+        uint8_t ub[BT_PREFILL_TOK][32]; /* without xu: x + 128 of the block's tokens */
         if (!XU)
             for (int t = 0; t < NT; t++)
                 _mm256_storeu_si256(
                     (__m256i *)ub[t],
                     _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[i + t * xs].qs), k80));
-        __m256i s16[PAIR_TOK];
-        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
-                __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * g), q[g]);
-                s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
+        _Pragma("GCC unroll 2") for (int t0 = 0; t0 < NT; t0 += PAIR_TOK) {
+            const int nt = NT - t0 < PAIR_TOK ? NT - t0 : PAIR_TOK;
+            __m256i s16[PAIR_TOK];
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                _Pragma("GCC unroll 8") for (int t = t0; t < t0 + nt; t++) {
+                    const uint8_t *u = XU ? xu + 32 * (i + t * xs) : ub[t];
+                    __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * g), q[g]);
+                    s16[t - t0] = keep_chain(g ? _mm256_add_epi16(s16[t - t0], p) : p);
+                }
             }
-        }
-        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-            __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s16[t], c), ones);
-            __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&x[i + t * xs].d));
-            acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+            _Pragma("GCC unroll 8") for (int t = t0; t < t0 + nt; t++) {
+                __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s16[t - t0], c), ones);
+                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&x[i + t * xs].d));
+                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(v), acc[t]);
+            }
         }
     }
     store_half(NT, acc, h, out, ldo, rows);
@@ -833,8 +837,8 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
  *         128 * (weight sums) (computed per sub-block, for every token), both modulo 2^16:
  *         the exact dot of 8 products (|.| <= 8 * 127 * 32 = 32512) whatever wrapped on the
  *         way; one madd gives the half's sum.
- * Their prompt tiles go a group at a time over all the tile's tokens, each token's sum a
- * chain (keep_chain).
+ * Their prompt tiles go a group at a time over 8 tokens, each token's sum a chain
+ * (keep_chain); Q6_K's unpacks a half's four groups once for the prompt tile's 16 tokens.
  */
 INLINE __m256 lane_u8f(__m256i v, int byte) {
     return _mm256_cvtepi32_ps(
@@ -920,7 +924,7 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
                         uint32_t rows) {
     const __m256i k32 = _mm256_set1_epi8(32), k80 = _mm256_set1_epi8((char)0x80),
                   ones = _mm256_set1_epi16(1);
-    __m256 acc[PAIR_TOK];
+    __m256 acc[BT_PREFILL_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, b++) {
@@ -930,35 +934,41 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
             __m256i scw = _mm256_loadu_si256((const __m256i *)(b->sc[j / 2] + 32 * h));
             __m256 scl = lane_s8f(scw, 2 * (j % 2)), sch = lane_s8f(scw, 2 * (j % 2) + 1);
-            uint8_t ub[PAIR_TOK][32]; /* without xu: x + 128 of the sub-block's tokens */
+            uint8_t ub[BT_PREFILL_TOK][32]; /* without xu: x + 128 of the sub-block's tokens */
             if (!XU)
                 for (int t = 0; t < NT; t++)
                     _mm256_storeu_si256(
                         (__m256i *)ub[t],
                         _mm256_xor_si256(
                             _mm256_loadu_si256((const __m256i *)x[8 * i + j + t * xs].qs), k80));
-            __m256 lo[PAIR_TOK]; /* scl * (the low half's sum) of each token */
+            __m256 lo[BT_PREFILL_TOK]; /* scl * (the low half's sum) of each token */
             _Pragma("GCC unroll 2") for (int n = 0; n < 2; n++) { /* groups 4n..4n+3 */
-                __m256i c = _mm256_setzero_si256(), s16[PAIR_TOK];
-                _Pragma("GCC unroll 4") for (int g = 4 * n; g < 4 * n + 4; g++) {
-                    __m256i q = _mm256_sub_epi8(q6_kx8_quants(b, j, g, h), k32);
-                    c = _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q));
-                    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                        const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
-                        __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * g), q);
-                        s16[t] = keep_chain(g > 4 * n ? _mm256_add_epi16(s16[t], p) : p);
-                    }
+                __m256i q[4], c = _mm256_setzero_si256();
+                _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                    q[g] = _mm256_sub_epi8(q6_kx8_quants(b, j, 4 * n + g, h), k32);
+                    c = _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q[g]));
                 }
-                _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                    __m256 f =
-                        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_sub_epi16(s16[t], c), ones));
-                    if (n == 0) {
-                        lo[t] = _mm256_mul_ps(scl, f);
-                        continue;
+                _Pragma("GCC unroll 2") for (int t0 = 0; t0 < NT; t0 += PAIR_TOK) {
+                    const int nt = NT - t0 < PAIR_TOK ? NT - t0 : PAIR_TOK;
+                    __m256i s16[PAIR_TOK];
+                    _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
+                        _Pragma("GCC unroll 8") for (int t = t0; t < t0 + nt; t++) {
+                            const uint8_t *u = XU ? xu + 32 * (8 * i + j + t * xs) : ub[t];
+                            __m256i p = _mm256_maddubs_epi16(bcast32(u + 4 * (4 * n + g)), q[g]);
+                            s16[t - t0] = keep_chain(g ? _mm256_add_epi16(s16[t - t0], p) : p);
+                        }
                     }
-                    __m256 v = _mm256_fmadd_ps(sch, f, lo[t]);
-                    __m256 dx = _mm256_broadcast_ss(&x[8 * i + j + t * xs].d);
-                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), v, acc[t]);
+                    _Pragma("GCC unroll 8") for (int t = t0; t < t0 + nt; t++) {
+                        __m256 f = _mm256_cvtepi32_ps(
+                            _mm256_madd_epi16(_mm256_sub_epi16(s16[t - t0], c), ones));
+                        if (n == 0) {
+                            lo[t] = _mm256_mul_ps(scl, f);
+                            continue;
+                        }
+                        __m256 v = _mm256_fmadd_ps(sch, f, lo[t]);
+                        __m256 dx = _mm256_broadcast_ss(&x[8 * i + j + t * xs].d);
+                        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), v, acc[t]);
+                    }
                 }
             }
         }
@@ -1147,9 +1157,12 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
         (void)n_tok;                                                                               \
-        for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                         \
-            kx16_rows(KIND, KIND == 2, PAIR_TOK, wg, nb, x + t * xs,                               \
-                      KIND == 2 ? xu + 32 * t * xs : NULL, xs, out + t * ldo, ldo, rows);          \
+        if (KIND == 2)                                                                             \
+            kx16_rows(KIND, 1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);                 \
+        else                                                                                       \
+            for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                     \
+                kx16_rows(KIND, 0, PAIR_TOK, wg, nb, x + t * xs, NULL, xs, out + t * ldo, ldo,     \
+                          rows);                                                                   \
     }
 
 PACKED_K(q4_k, 1)
@@ -1225,9 +1238,7 @@ static void packed_tile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const u
 static void packed_ptile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                               int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
     (void)n_tok;
-    for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)
-        q5_0x16_rows(1, PAIR_TOK, wg, nb, x + t * xs, xu + 32 * t * xs, xs, out + t * ldo, ldo,
-                     rows);
+    q5_0x16_rows(1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);
 }
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
