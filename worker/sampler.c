@@ -4,7 +4,9 @@
 #include "kernels/kernels.h"
 
 #include <assert.h>
+#include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +68,8 @@ void bt_sampler_free(bt_sampler *s) {
     free(s->c);
     free(s);
 }
+
+static double exp1(double x);
 
 /* ---- ordering and partial selection ---- */
 
@@ -148,8 +152,171 @@ static double max_logit(const cand *a, int n) {
 static double exp_sum(const cand *a, int n, double mx) {
     double sum = 0.0;
     for (int i = 0; i < n; i++)
-        sum += exp((double)a[i].logit - mx);
+        sum += exp1((double)a[i].logit - mx);
     return sum;
+}
+
+/* ---- vector helpers (GCC vector types: the same IEEE operations in every lane at any
+ * SIMD width, so every CPU gets the same bits) ---- */
+
+typedef double f64x2 __attribute__((vector_size(16)));
+typedef int64_t i64x2 __attribute__((vector_size(16)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+
+/* exp(x) for x <= 0 in each lane, within about 2 ulp (x < -708: 0; NaN: 0), 2-3 times as
+ * fast as libm's over a row (and the same on every CPU, where libm picks its code by CPU):
+ * x = k ln2 + r, |r| <= ln2 / 2, ln2 in two parts, exp(r) by its Taylor series to r^13
+ * (truncation below 1e-17) in Estrin's scheme (a short dependency chain), times 2^k built
+ * in the exponent bits. */
+static inline __attribute__((always_inline)) f64x2 exp2v(f64x2 x) {
+    const double magic = 0x1.8p52; /* adding it rounds to an integer in the low bits */
+    f64x2 kd = (x * 0x1.71547652b82fep0 + magic) - magic;
+    f64x2 r = x - kd * 0x1.62e42fee00000p-1; /* exact: the high part has 21 zero bits */
+    r = r - kd * 0x1.a39ef35793c76p-33;
+    f64x2 r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    f64x2 p01 = 1.0 + r, p23 = 1.0 / 2 + r * (1.0 / 6), p45 = 1.0 / 24 + r * (1.0 / 120),
+          p67 = 1.0 / 720 + r * (1.0 / 5040), p89 = 1.0 / 40320 + r * (1.0 / 362880),
+          pab = 1.0 / 3628800 + r * (1.0 / 39916800),
+          pcd = 1.0 / 479001600 + r * (1.0 / 6227020800.0);
+    f64x2 y = ((p01 + r2 * p23) + r4 * (p45 + r2 * p67)) + r8 * ((p89 + r2 * pab) + r4 * pcd);
+    i64x2 e = ((i64x2)(kd + magic) + 1023) << 52; /* 2^k, k in [-1022, 0] */
+    i64x2 keep = (i64x2)(x >= -708.0);
+    return (f64x2)((i64x2)(y * (f64x2)e) & keep);
+}
+
+static double exp1(double x) {
+    f64x2 v = {x, x};
+    return exp2v(v)[0];
+}
+
+/* sum over i of exp(w[i] - mx) (-inf and NaN add 0), in 4 pairs of lanes added at the end. */
+static double exp_sum_row(const float *w, int32_t n, double mx) {
+    f64x2 a[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 4; k++) {
+            f64x2 v = {w[i + 2 * k], w[i + 2 * k + 1]};
+            a[k] += exp2v(v - mx);
+        }
+    double sum =
+        ((a[0][0] + a[0][1]) + (a[1][0] + a[1][1])) + ((a[2][0] + a[2][1]) + (a[3][0] + a[3][1]));
+    for (; i < n; i++)
+        sum += exp1((double)w[i] - mx);
+    return sum;
+}
+
+/* How many of w[0..n) are >= t (NaN never is). */
+static int32_t count_at_least(const float *w, int32_t n, float t) {
+    i32x4 acc = {0, 0, 0, 0};
+    f32x4 tv = {t, t, t, t};
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f32x4 v;
+        memcpy(&v, w + i, sizeof v);
+        acc -= (i32x4)(v >= tv); /* true is -1 */
+    }
+    int32_t c = acc[0] + acc[1] + acc[2] + acc[3];
+    for (; i < n; i++)
+        c += w[i] >= t;
+    return c;
+}
+
+/* c[] = every finite w[i] (and +inf), in index order. */
+static int collect_all(const float *w, int32_t n, cand *c) {
+    int nc = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (w[i] > -INFINITY) /* also drops NaN */
+            c[nc++] = (cand){.key = 0.0, .logit = w[i], .id = i};
+    return nc;
+}
+
+/* c[] = the w[i] >= t, in index order (t > -inf: finite or +inf ones only). Four at a time,
+ * the usual group holding none of them passed over with one vector compare. */
+static int collect(const float *w, int32_t n, float t, cand *c) {
+    f32x4 tv = {t, t, t, t};
+    int nc = 0;
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f32x4 v;
+        memcpy(&v, w + i, sizeof v);
+        i32x4 ge = (i32x4)(v >= tv);
+        if (!(ge[0] | ge[1] | ge[2] | ge[3]))
+            continue;
+        for (int k = 0; k < 4; k++)
+            if (ge[k])
+                c[nc++] = (cand){.key = 0.0, .logit = w[i + k], .id = i + k};
+    }
+    for (; i < n; i++)
+        if (w[i] >= t)
+            c[nc++] = (cand){.key = 0.0, .logit = w[i], .id = i};
+    return nc;
+}
+
+/* The threshold mx - d for the first d of *d, then 1.5 times more and so on, that leaves at
+ * least m of w at or above it; *d keeps it for a later, larger m. mx is the largest w, finite,
+ * and 0 < m < the number of finite ones: when mx - d reaches -inf, every finite one is above
+ * -FLT_MAX. Every value below the threshold is below every one at or above it, so the m
+ * first in the chain's order (by logit, ties by id) are among those. */
+static float threshold_for(const float *w, int32_t n, float mx, int m, float *d) {
+    for (;; *d *= 1.5f) {
+        float t = mx - *d;
+        if (!(t > -INFINITY))
+            return -FLT_MAX; /* collect() then takes every finite one */
+        if (count_at_least(w, n, t) >= m)
+            return t;
+    }
+}
+
+/* Nucleus as the first filter, on the whole row: top_p_filter's prefix search over the m
+ * largest candidates for m = PREFIX_START, doubling, each time gathered above a threshold
+ * (threshold_for) and selected among those, not among every candidate. n_fin (more than
+ * PREFIX_START) finite logits, mx their largest. */
+static int top_p_first(const float *w, int32_t n, int32_t n_fin, float mx, double top_p, cand *c) {
+    double sum = exp_sum_row(w, n, mx), cum = 0.0;
+    int checked = 0;
+    float d = 1.0f;
+    for (int m = PREFIX_START;; m *= 2) {
+        int nc =
+            m < n_fin ? collect(w, n, threshold_for(w, n, mx, m, &d), c) : collect_all(w, n, c);
+        keys_by_logit(c, nc);
+        int sorted = sort_prefix(c, nc, 0, m); /* its first `checked` are the last pass's */
+        for (int i = checked; i < sorted; i++) {
+            cum += exp1((double)c[i].logit - mx) / sum;
+            if (cum >= top_p)
+                return i + 1;
+        }
+        checked = sorted;
+        if (sorted == n_fin)
+            return n_fin;
+    }
+}
+
+/* The largest finite w and how many there are (-inf and NaN are not): four lanes of maxima
+ * and counts. */
+static int32_t finite_max(const float *w, int32_t n, float *mx) {
+    const float lo = -FLT_MAX;
+    f32x4 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY}, lov = {lo, lo, lo, lo};
+    i32x4 k = {0, 0, 0, 0};
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f32x4 v;
+        memcpy(&v, w + i, sizeof v);
+        k -= (i32x4)(v >= lov);
+        i32x4 gt = (i32x4)(v > m); /* NaN never is */
+        m = (f32x4)(((i32x4)v & gt) | ((i32x4)m & ~gt));
+    }
+    float mm = m[0];
+    for (int l = 1; l < 4; l++)
+        mm = m[l] > mm ? m[l] : mm;
+    int32_t cnt = k[0] + k[1] + k[2] + k[3];
+    for (; i < n; i++)
+        if (w[i] > -INFINITY) {
+            cnt++;
+            mm = w[i] > mm ? w[i] : mm;
+        }
+    *mx = mm;
+    return cnt;
 }
 
 /* ---- the chain ---- */
@@ -162,12 +329,12 @@ static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_h
 static int typical_filter(cand *a, int n, double typical_p) {
     double mx = max_logit(a, n), sum = exp_sum(a, n, mx), ent = 0.0;
     for (int i = 0; i < n; i++) {
-        double pr = exp((double)a[i].logit - mx) / sum;
+        double pr = exp1((double)a[i].logit - mx) / sum;
         if (pr > 0.0)
             ent -= pr * log(pr);
     }
     for (int i = 0; i < n; i++) {
-        double pr = exp((double)a[i].logit - mx) / sum;
+        double pr = exp1((double)a[i].logit - mx) / sum;
         a[i].key = pr > 0.0 ? fabs(-log(pr) - ent) : INFINITY;
     }
     double cum = 0.0;
@@ -176,7 +343,7 @@ static int typical_filter(cand *a, int n, double typical_p) {
         int from = sorted;
         sorted = sort_prefix(a, n, sorted, m);
         for (int i = from; i < sorted; i++) {
-            cum += exp((double)a[i].logit - mx) / sum;
+            cum += exp1((double)a[i].logit - mx) / sum;
             if (cum > typical_p)
                 return i + 1;
         }
@@ -196,7 +363,7 @@ static int top_p_filter(cand *a, int n, int *sorted, double top_p) {
     for (int m = PREFIX_START;; m *= 2) {
         *sorted = sort_prefix(a, n, *sorted, m);
         for (int i = checked; i < *sorted; i++) {
-            cum += exp((double)a[i].logit - mx) / sum;
+            cum += exp1((double)a[i].logit - mx) / sum;
             if (cum >= top_p) {
                 *sorted = i + 1;
                 return i + 1;
@@ -235,26 +402,40 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
     const int32_t n = s->n_vocab;
     const float *w = s->work;
     cand *c = s->c;
-    int nc = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (w[i] > -INFINITY) /* also drops NaN */
-            c[nc++] = (cand){.key = 0.0, .logit = w[i], .id = i};
-    if (nc == 0) { /* everything banned: the argmax keeps the chain total */
+    float mx;
+    int32_t n_fin = finite_max(w, n, &mx);
+    if (n_fin == 0) { /* everything banned: the argmax keeps the chain total */
         c[0] = (cand){.key = 1.0, .logit = 0.0f, .id = argmax_f(w, n)};
         *total = 1.0;
         return 1;
     }
-    int sorted = 0; /* c[0..sorted) are the top logits in order, the rest smaller */
-    if (p->top_k > 0 && p->top_k < nc) {
+    /* The candidates are the finite logits; the first filter, when it is top_k or top_p,
+     * builds only those above a threshold (threshold_for) that it may keep, not the whole
+     * row. */
+    int nc, sorted = 0; /* c[0..sorted) are the top logits in order, the rest smaller */
+    bool top_p_done = false;
+    if (!isfinite(mx)) {
+        nc = collect_all(w, n, c);
+    } else if (p->top_k > 0 && p->top_k < n_fin) {
+        float d = 1.0f;
+        nc = collect(w, n, threshold_for(w, n, mx, p->top_k, &d), c);
         keys_by_logit(c, nc);
         sorted = sort_prefix(c, nc, 0, p->top_k);
         nc = p->top_k;
+    } else if (p->typical_p >= 1.0f && p->top_p < 1.0f && n_fin > PREFIX_START) {
+        nc = sorted = top_p_first(w, n, n_fin, mx, (double)p->top_p, c);
+        top_p_done = true;
+    } else if (p->typical_p >= 1.0f && p->top_p >= 1.0f && p->min_p > 0.0f) {
+        double floor_logit = (double)mx + log((double)p->min_p); /* as min_p below */
+        nc = collect(w, n, nextafterf((float)floor_logit, -INFINITY), c);
+    } else {
+        nc = collect_all(w, n, c);
     }
     if (p->typical_p < 1.0f) {
         nc = typical_filter(c, nc, (double)p->typical_p);
         sorted = 0;
     }
-    if (p->top_p < 1.0f)
+    if (p->top_p < 1.0f && !top_p_done)
         nc = top_p_filter(c, nc, &sorted, (double)p->top_p);
     if (p->min_p > 0.0f) {
         double floor_logit = max_logit(c, nc) + log((double)p->min_p);
@@ -264,12 +445,24 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
                 c[keep++] = c[i];
         nc = keep; /* the max is always kept: min_p <= 1 */
     }
-    double mx = max_logit(c, nc), inv_t = 1.0 / (double)p->temperature;
-    *total = 0.0;
-    for (int i = 0; i < nc; i++) {
-        c[i].key = exp(((double)c[i].logit - mx) * inv_t); /* the weight, reusing key */
-        *total += c[i].key;
+    double mk = max_logit(c, nc), inv_t = 1.0 / (double)p->temperature, tot = 0.0;
+    int i = 0;
+    for (; i + 8 <= nc; i += 8) { /* the weight, reusing key; four exps in flight */
+        f64x2 e[4];
+        for (int k = 0; k < 4; k++) {
+            f64x2 l = {c[i + 2 * k].logit, c[i + 2 * k + 1].logit};
+            e[k] = exp2v((l - mk) * inv_t);
+        }
+        for (int k = 0; k < 8; k++) {
+            c[i + k].key = e[k / 2][k % 2];
+            tot += c[i + k].key;
+        }
     }
+    for (; i < nc; i++) {
+        c[i].key = exp1(((double)c[i].logit - mk) * inv_t);
+        tot += c[i].key;
+    }
+    *total = tot;
     return nc;
 }
 

@@ -39,7 +39,10 @@
  * Cost: O(n_vocab) per row for the copy and the raw log-sum-exp; penalties touch only the
  * tokens in the history (bitmap scan); top_k and top_p select a sorted prefix by partial
  * selection (quickselect, prefix doubling for top_p) and sort all candidates only when the
- * prefix needed is that long.
+ * prefix needed is that long. When top_k or top_p is the first filter, only the logits at or
+ * above a threshold that leaves enough of them (a few vector passes over the row) become
+ * candidates, not the whole vocabulary. Probabilities use a
+ * vector exp in double (sampler.c) that is the same on every CPU.
  *
  * The bt_sampler holds the n_vocab scratch shared by all sequences sampled on one thread
  * (the last stage's loop); sampling allocates nothing. Confined to that thread.

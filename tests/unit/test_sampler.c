@@ -275,6 +275,37 @@ static void test_big_filters(void) {
     p.temperature = 0.9f;
     p.min_p = 0.3f;
     test_filters("big min_p 0.3", big, BIG, SBIG, p, 0);
+
+    /* The first filter gathers only the candidates above a threshold: rows where it must
+     * step past many ties, banned (-inf) and NaN logits, a wide range, and a range where
+     * max - 1 rounds back to max in float. */
+    static float row[BIG];
+    for (int i = 0; i < BIG; i++)
+        row[i] = roundf(big[i] * 2.0f) / 2.0f; /* 17 values, hundreds of ties each */
+    for (int i = 0; i < BIG; i += 7)
+        row[i] = -INFINITY;
+    row[5] = NAN;
+    p = bt_sampler_default_params();
+    p.temperature = 1.0f;
+    p.top_k = 50;
+    test_filters("ties, -inf and NaN: top_k 50", row, BIG, SBIG, p, 50);
+    p.top_k = 0;
+    p.top_p = 0.5f;
+    test_filters("ties, -inf and NaN: top_p 0.5", row, BIG, SBIG, p, 0);
+    for (int i = 0; i < BIG; i++)
+        row[i] = big[i] * 25.0f; /* -100 .. 150 */
+    p.top_p = 0.99f;
+    test_filters("wide: top_p 0.99", row, BIG, SBIG, p, 0);
+    p.top_p = 1.0f;
+    p.top_k = 3000;
+    test_filters("wide: top_k 3000", row, BIG, SBIG, p, 3000);
+    for (int i = 0; i < BIG; i++)
+        row[i] = 1e8f + big[i] * 64.0f; /* float steps of 8 */
+    p.top_k = 10;
+    test_filters("near 1e8: top_k 10", row, BIG, SBIG, p, 10);
+    p.top_k = 0;
+    p.top_p = 0.9f;
+    test_filters("near 1e8: top_p 0.9", row, BIG, SBIG, p, 0);
 }
 
 static void test_penalties_bias_min_tokens(void) {
