@@ -396,6 +396,31 @@ static int argmax_f(const float *x, int32_t n) {
     return 0; /* every value is NaN */
 }
 
+/* Step 10 when no filter runs and every logit is finite: every token a candidate, in index
+ * order, weighed as the end of filter() weighs them (the same weights and total), straight
+ * from the row in one pass. */
+static int weigh_row(const float *w, int32_t n, float mx, double inv_t, cand *c, double *total) {
+    double tot = 0.0;
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) { /* four exps in flight */
+        f64x2 e[4];
+        for (int k = 0; k < 4; k++) {
+            f64x2 l = {w[i + 2 * k], w[i + 2 * k + 1]};
+            e[k] = exp2v((l - (double)mx) * inv_t);
+        }
+        for (int k = 0; k < 8; k++) {
+            c[i + k] = (cand){.key = e[k / 2][k % 2], .logit = w[i + k], .id = i + k};
+            tot += c[i + k].key;
+        }
+    }
+    for (; i < n; i++) {
+        c[i] = (cand){.key = exp1(((double)w[i] - mx) * inv_t), .logit = w[i], .id = i};
+        tot += c[i].key;
+    }
+    *total = tot;
+    return n;
+}
+
 /* Steps 6-10 on s->work: leaves the kept candidates in s->c[0..return) in the chain's final
  * order, each with its unnormalised weight in .key, and their sum in *total. */
 static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
@@ -409,6 +434,10 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
         *total = 1.0;
         return 1;
     }
+    bool no_filter = (p->top_k <= 0 || p->top_k >= n_fin) && p->typical_p >= 1.0f &&
+                     p->top_p >= 1.0f && p->min_p <= 0.0f;
+    if (no_filter && n_fin == n && isfinite(mx))
+        return weigh_row(w, n, mx, 1.0 / (double)p->temperature, c, total);
     /* The candidates are the finite logits; the first filter, when it is top_k or top_p,
      * builds only those above a threshold (threshold_for) that it may keep, not the whole
      * row. */
