@@ -754,9 +754,9 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
  * every token), both modulo 2^16, is the exact dot of 16 products (|.| <= 16 * 16 * 127 =
  * 32512), whatever wrapped on the way, widened by one madd. A group at a time for 8 tokens,
  * each token's sum a chain (keep_chain); a prompt tile's 16 tokens take two such passes over
- * each block's weights, unpacked once. Then one convert and one FMA serve
- * the 8 rows: fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits
- * (kernels_scalar.c) and the AVX-512 tile's.
+ * each block's weights, unpacked once. Then one convert and one FMA serve the 8 rows:
+ * fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits (kernels_scalar.c) and
+ * the AVX-512 tile's.
  */
 /* 16 in the bytes whose bit g is set, else 0: group g's bit plane (nohi) moved to bit 4. */
 INLINE __m256i plane16(__m256i nohi, int g) {
