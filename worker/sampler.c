@@ -321,8 +321,8 @@ static int32_t finite_max(const float *w, int32_t n, float *mx) {
 
 /* ---- the chain ---- */
 
-static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
-                   const float *logits);
+static const float *adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                           const float *logits);
 
 /* Locally typical sampling (llama.cpp llama_sampler_typical_apply): returns the number kept
  * and leaves them first in a, ordered by |-log p - H|. */
@@ -421,11 +421,10 @@ static int weigh_row(const float *w, int32_t n, float mx, double inv_t, cand *c,
     return n;
 }
 
-/* Steps 6-10 on s->work: leaves the kept candidates in s->c[0..return) in the chain's final
- * order, each with its unnormalised weight in .key, and their sum in *total. */
-static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
+/* Steps 6-10 on the adjusted row w: leaves the kept candidates in s->c[0..return) in the
+ * chain's final order, each with its unnormalised weight in .key, and their sum in *total. */
+static int filter(bt_sampler *s, const bt_sampler_params *p, const float *w, double *total) {
     const int32_t n = s->n_vocab;
-    const float *w = s->work;
     cand *c = s->c;
     float mx;
     int32_t n_fin = finite_max(w, n, &mx);
@@ -495,9 +494,9 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, double *total) {
     return nc;
 }
 
-static int32_t draw(bt_sampler *s, const bt_sampler_params *p, int32_t pos) {
+static int32_t draw(bt_sampler *s, const bt_sampler_params *p, const float *w, int32_t pos) {
     double total;
-    int nc = filter(s, p, &total);
+    int nc = filter(s, p, w, &total);
     const cand *c = s->c;
     bt_rng rng;
     bt_rng_seed(&rng, p->seed + (uint64_t)pos * 0x9e3779b97f4a7c15ull);
@@ -513,14 +512,14 @@ static int32_t draw(bt_sampler *s, const bt_sampler_params *p, int32_t pos) {
 int32_t bt_sampler_distribution(bt_sampler *s, const bt_sampler_params *p,
                                 const bt_sampler_history *h, const float *logits, int32_t *ids,
                                 double *probs) {
-    adjust(s, p, h, logits);
+    const float *w = adjust(s, p, h, logits);
     if (p->temperature == 0.0f) {
-        ids[0] = argmax_f(s->work, s->n_vocab);
+        ids[0] = argmax_f(w, s->n_vocab);
         probs[0] = 1.0;
         return 1;
     }
     double total;
-    int nc = filter(s, p, &total);
+    int nc = filter(s, p, w, &total);
     for (int i = 0; i < nc; i++) {
         ids[i] = s->c[i].id;
         probs[i] = s->c[i].key / total;
@@ -528,24 +527,29 @@ int32_t bt_sampler_distribution(bt_sampler *s, const bt_sampler_params *p,
     return nc;
 }
 
-/* Applies bias, min_tokens and the penalties to s->work (steps 1-4). */
-static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
-                   const float *logits) {
+/* Steps 1-4: the row with bias, min_tokens and the penalties applied, in s->work; or the
+ * caller's logits themselves when none of them applies (no copy of the row). */
+static const float *adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
+                           const float *logits) {
+    int32_t n_generated = h ? h->n_generated : 0;
+    bool bans = n_generated < p->min_tokens && (s->n_eog > 0 || p->n_stop_token_ids > 0);
+    const float rep = p->repetition_penalty, pres = p->presence_penalty,
+                freq = p->frequency_penalty;
+    bool penalties = h && h->seen && (rep != 1.0f || pres != 0.0f || freq != 0.0f);
+    if (p->n_logit_bias == 0 && !bans && !penalties)
+        return logits;
     float *w = s->work;
     memcpy(w, logits, sizeof *w * (size_t)s->n_vocab);
     for (int i = 0; i < p->n_logit_bias; i++)
         w[p->logit_bias[i].token] += p->logit_bias[i].bias;
-    int32_t n_generated = h ? h->n_generated : 0;
-    if (n_generated < p->min_tokens) {
+    if (bans) {
         for (int i = 0; i < s->n_eog; i++)
             w[s->eog[i]] = -INFINITY;
         for (int i = 0; i < p->n_stop_token_ids; i++) /* they end it too (vLLM's min_tokens) */
             w[p->stop_token_ids[i]] = -INFINITY;
     }
-    const float rep = p->repetition_penalty, pres = p->presence_penalty,
-                freq = p->frequency_penalty;
-    if (!h || !h->seen || (rep == 1.0f && pres == 0.0f && freq == 0.0f))
-        return;
+    if (!penalties)
+        return w;
     int32_t n_words = (s->n_vocab + 63) / 64;
     for (int32_t wi = 0; wi < n_words; wi++) {
         for (uint64_t bits = h->seen[wi]; bits; bits &= bits - 1) {
@@ -559,13 +563,14 @@ static void adjust(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_h
             }
         }
     }
+    return w;
 }
 
 int32_t bt_sampler_sample(bt_sampler *s, const bt_sampler_params *p, const bt_sampler_history *h,
                           int32_t pos, const float *logits, bt_sample *out) {
     const int32_t n = s->n_vocab;
-    adjust(s, p, h, logits);
-    int32_t tok = p->temperature == 0.0f ? argmax_f(s->work, n) : draw(s, p, pos);
+    const float *w = adjust(s, p, h, logits);
+    int32_t tok = p->temperature == 0.0f ? argmax_f(w, n) : draw(s, p, w, pos);
     assert(tok >= 0 && tok < n);
 
     /* raw log-softmax for the reports */

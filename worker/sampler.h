@@ -2,7 +2,7 @@
  * sampler.h - turns one row of logits into a token, on the last stage, and keeps the
  * per-sequence token history that the penalties read.
  *
- * Chain (fixed order; every step works on a copy of the row, the caller's logits are never
+ * Chain (fixed order; steps 1-4 work on a copy of the row, the caller's logits are never
  * modified):
  *   1. logit_bias          logit[t] += bias for every (t, bias) entry
  *   2. min_tokens          while n_generated < min_tokens: logit[e] = -inf for every
