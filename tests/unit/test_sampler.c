@@ -306,6 +306,21 @@ static void test_big_filters(void) {
     p.top_k = 0;
     p.top_p = 0.9f;
     test_filters("near 1e8: top_p 0.9", row, BIG, SBIG, p, 0);
+
+    /* no filter: every finite logit is weighed straight from the row (5000 of them, and 5003,
+     * with a tail past the 8 at a time), or with banned ones through the candidates */
+    p = bt_sampler_default_params();
+    p.temperature = 0.7f;
+    test_filters("big, temperature only", big, BIG, SBIG, p, BIG);
+    bt_sampler *s3;
+    CHECK_OK(bt_sampler_new(BIG - 3, NULL, 0, &s3, NULL));
+    if (s3) {
+        test_filters("big - 3, temperature only", big, BIG - 3, s3, p, BIG - 3);
+        bt_sampler_free(s3);
+    }
+    for (int i = 0; i < BIG; i++)
+        row[i] = i % 7 ? big[i] : -INFINITY;
+    test_filters("banned, temperature only", row, BIG, SBIG, p, BIG - (BIG + 6) / 7);
 }
 
 static void test_penalties_bias_min_tokens(void) {
