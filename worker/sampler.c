@@ -160,7 +160,7 @@ static double exp_sum(const cand *a, int n, double mx) {
  * SIMD width, so every CPU gets the same bits) ---- */
 
 typedef double f64x2 __attribute__((vector_size(16)));
-typedef int64_t i64x2 __attribute__((vector_size(16)));
+typedef uint64_t u64x2 __attribute__((vector_size(16)));
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x4 __attribute__((vector_size(16)));
 
@@ -180,9 +180,9 @@ static inline __attribute__((always_inline)) f64x2 exp2v(f64x2 x) {
           pab = 1.0 / 3628800 + r * (1.0 / 39916800),
           pcd = 1.0 / 479001600 + r * (1.0 / 6227020800.0);
     f64x2 y = ((p01 + r2 * p23) + r4 * (p45 + r2 * p67)) + r8 * ((p89 + r2 * pab) + r4 * pcd);
-    i64x2 e = ((i64x2)(kd + magic) + 1023) << 52; /* 2^k, k in [-1022, 0] */
-    i64x2 keep = (i64x2)(x >= -708.0);
-    return (f64x2)((i64x2)(y * (f64x2)e) & keep);
+    u64x2 e = ((u64x2)(kd + magic) + 1023) << 52; /* 2^k, k in [-1022, 0] */
+    u64x2 keep = (u64x2)(x >= -708.0);
+    return (f64x2)((u64x2)(y * (f64x2)e) & keep);
 }
 
 static double exp1(double x) {
