@@ -849,26 +849,38 @@ INLINE __m256 lane_s8f(__m256i v, int byte) {
     return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * byte), 24));
 }
 
+/* d * scale (dd[j]) and dmin * min (mm[j]) of the 8 sub-blocks of half h of a packed Q4_K
+ * super-block, the 6-bit scales and mins unpacked from sm. */
+INLINE void q4_kx8_scales(const bt_block_q4_kx16 *b, int h, __m256 *dd, __m256 *mm) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), k3f = _mm256_set1_epi8(0x3F),
+                  k03 = _mm256_set1_epi8(0x03);
+    __m256i u0 = _mm256_loadu_si256((const __m256i *)(b->sm[0] + 8 * h));
+    __m256i u1 = _mm256_loadu_si256((const __m256i *)(b->sm[1] + 8 * h));
+    __m256i u2 = _mm256_loadu_si256((const __m256i *)(b->sm[2] + 8 * h));
+    __m256i sc03 = _mm256_and_si256(u0, k3f), m03 = _mm256_and_si256(u1, k3f);
+    __m256i sc47 =
+        _mm256_or_si256(_mm256_and_si256(u2, lo4),
+                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k03), 4));
+    __m256i m47 =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), lo4),
+                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k03), 4));
+    __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+    __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->dmin + 8 * h)));
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        dd[j] = _mm256_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
+        mm[j] = _mm256_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
+    }
+}
+
 INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, const bt_q8 *x,
                         int64_t xs, float *out, int64_t ldo, uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), k3f = _mm256_set1_epi8(0x3F),
-                  k03 = _mm256_set1_epi8(0x03), ones = _mm256_set1_epi16(1);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc[PAIR_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++, b++) {
-        __m256i u0 = _mm256_loadu_si256((const __m256i *)(b->sm[0] + 8 * h));
-        __m256i u1 = _mm256_loadu_si256((const __m256i *)(b->sm[1] + 8 * h));
-        __m256i u2 = _mm256_loadu_si256((const __m256i *)(b->sm[2] + 8 * h));
-        __m256i sc03 = _mm256_and_si256(u0, k3f), m03 = _mm256_and_si256(u1, k3f);
-        __m256i sc47 =
-            _mm256_or_si256(_mm256_and_si256(u2, lo4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k03), 4));
-        __m256i m47 =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), lo4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k03), 4));
-        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->dmin + 8 * h)));
+        __m256 dd[8], mm[8];
+        q4_kx8_scales(b, h, dd, mm);
         for (int j = 0; j < 8; j++) {
             for (int c = 0; c < 2304; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
@@ -883,18 +895,52 @@ INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, co
                     s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
                 }
             }
-            __m256 dd = _mm256_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
-            __m256 mm = _mm256_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
             _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
                 const bt_q8 *xt = xj + t * xs;
-                __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
+                __m256 sc = _mm256_mul_ps(dd[j], _mm256_broadcast_ss(&xt->d));
                 acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)),
                                          acc[t]);
-                acc[t] = _mm256_fnmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(mm[j], _mm256_broadcast_ss(&xt->s), acc[t]);
             }
         }
     }
     store_half(NT, acc, h, out, ldo, rows);
+}
+
+/* Packed Q4_K at one token (decode): both halves of each sub-block before the next. At one
+ * token q4_kx8_tile waits on its one accumulator, an fma and an fnmadd a sub-block; here the
+ * two halves' chains run side by side. Each half's operations are q4_kx8_tile's, in its
+ * order: the same bits. */
+INLINE void q4_kx16_one(const bt_block_q4_kx16 *b, int64_t nb, const bt_q8 *x, float *out,
+                        uint32_t rows) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++, b++) {
+        __m256 dd[2][8], mm[2][8];
+        for (int h = 0; h < 2; h++)
+            q4_kx8_scales(b, h, dd[h], mm[h]);
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
+                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            const bt_q8 *xt = x + 8 * i + j;
+            _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+                __m256i s16 = _mm256_setzero_si256();
+                _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j / 2][g] + 32 * h));
+                    __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
+                    s16 = _mm256_add_epi16(
+                        s16, _mm256_maddubs_epi16(q, bcast32((const uint8_t *)xt->qs + 4 * g)));
+                }
+                __m256 sc = _mm256_mul_ps(dd[h][j], _mm256_broadcast_ss(&xt->d));
+                acc[h] =
+                    _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[h]);
+                acc[h] = _mm256_fnmadd_ps(mm[h][j], _mm256_broadcast_ss(&xt->s), acc[h]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++)
+        if (rows >> 8 * h & 0xFF)
+            store_half(1, &acc[h], h, out, 0, rows);
 }
 
 /* Group g of sub-block j of half h of a packed Q6_K super-block: its 8 rows' quants
@@ -1126,6 +1172,10 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     if ((KIND == 3 || KIND == 4) && NT == 1) {
         legacy16_one(KIND, wg, nb, x, out, rows);
+        return;
+    }
+    if (KIND == 1 && NT == 1) {
+        q4_kx16_one(wg, nb, x, out, rows);
         return;
     }
     if (KIND == 2 && NT == 1) {
