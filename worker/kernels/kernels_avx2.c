@@ -920,6 +920,7 @@ INLINE void q4_kx16_one(const bt_block_q4_kx16 *b, int64_t nb, const bt_q8 *x, f
         for (int h = 0; h < 2; h++)
             q4_kx8_scales(b, h, dd[h], mm[h]);
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            sched_fence(); /* the prefetches below stay in this sub-block */
             for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xt = x + 8 * i + j;
