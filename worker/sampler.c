@@ -222,17 +222,9 @@ static int32_t count_at_least(const float *w, int32_t n, float t) {
     return c;
 }
 
-/* c[] = every finite w[i] (and +inf), in index order. */
-static int collect_all(const float *w, int32_t n, cand *c) {
-    int nc = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (w[i] > -INFINITY) /* also drops NaN */
-            c[nc++] = (cand){.key = 0.0, .logit = w[i], .id = i};
-    return nc;
-}
-
-/* c[] = the w[i] >= t, in index order (t > -inf: finite or +inf ones only). Four at a time,
- * the usual group holding none of them passed over with one vector compare. */
+/* c[] = the w[i] >= t, in index order (t > -inf: finite or +inf ones only; t = -FLT_MAX:
+ * all of those). Four at a time, the usual group holding none of them passed over with one
+ * vector compare. */
 static int collect(const float *w, int32_t n, float t, cand *c) {
     f32x4 tv = {t, t, t, t};
     int nc = 0;
@@ -277,8 +269,8 @@ static int top_p_first(const float *w, int32_t n, int32_t n_fin, float mx, doubl
     int checked = 0;
     float d = 1.0f;
     for (int m = PREFIX_START;; m *= 2) {
-        int nc =
-            m < n_fin ? collect(w, n, threshold_for(w, n, mx, m, &d), c) : collect_all(w, n, c);
+        int nc = m < n_fin ? collect(w, n, threshold_for(w, n, mx, m, &d), c)
+                           : collect(w, n, -FLT_MAX, c);
         keys_by_logit(c, nc);
         int sorted = sort_prefix(c, nc, 0, m); /* its first `checked` are the last pass's */
         for (int i = checked; i < sorted; i++) {
@@ -396,21 +388,30 @@ static int argmax_f(const float *x, int32_t n) {
     return 0; /* every value is NaN */
 }
 
+/* The weights exp((l[k] - mk) * inv_t) of 8 logits into e[0..8), four exps in flight: the
+ * end of filter() and weigh_row weigh each group of 8 by this one definition. */
+static inline __attribute__((always_inline)) void weigh8(const float *l, double mk, double inv_t,
+                                                         double *e) {
+    for (int k = 0; k < 4; k++) {
+        f64x2 v = {l[2 * k], l[2 * k + 1]};
+        f64x2 r = exp2v((v - mk) * inv_t);
+        e[2 * k] = r[0];
+        e[2 * k + 1] = r[1];
+    }
+}
+
 /* Step 10 when no filter runs and every logit is finite: every token a candidate, in index
  * order, weighed as the end of filter() weighs them (the same weights and total), straight
  * from the row in one pass. */
 static int weigh_row(const float *w, int32_t n, float mx, double inv_t, cand *c, double *total) {
     double tot = 0.0;
     int32_t i = 0;
-    for (; i + 8 <= n; i += 8) { /* four exps in flight */
-        f64x2 e[4];
-        for (int k = 0; k < 4; k++) {
-            f64x2 l = {w[i + 2 * k], w[i + 2 * k + 1]};
-            e[k] = exp2v((l - (double)mx) * inv_t);
-        }
+    for (; i + 8 <= n; i += 8) {
+        double e[8];
+        weigh8(w + i, mx, inv_t, e);
         for (int k = 0; k < 8; k++) {
-            c[i + k] = (cand){.key = e[k / 2][k % 2], .logit = w[i + k], .id = i + k};
-            tot += c[i + k].key;
+            c[i + k] = (cand){.key = e[k], .logit = w[i + k], .id = i + k};
+            tot += e[k];
         }
     }
     for (; i < n; i++) {
@@ -443,7 +444,7 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, const float *w, dou
     int nc, sorted = 0; /* c[0..sorted) are the top logits in order, the rest smaller */
     bool top_p_done = false;
     if (!isfinite(mx)) {
-        nc = collect_all(w, n, c);
+        nc = collect(w, n, -FLT_MAX, c);
     } else if (p->top_k > 0 && p->top_k < n_fin) {
         float d = 1.0f;
         nc = collect(w, n, threshold_for(w, n, mx, p->top_k, &d), c);
@@ -457,7 +458,7 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, const float *w, dou
         double floor_logit = (double)mx + log((double)p->min_p); /* as min_p below */
         nc = collect(w, n, nextafterf((float)floor_logit, -INFINITY), c);
     } else {
-        nc = collect_all(w, n, c);
+        nc = collect(w, n, -FLT_MAX, c);
     }
     if (p->typical_p < 1.0f) {
         nc = typical_filter(c, nc, (double)p->typical_p);
@@ -475,15 +476,15 @@ static int filter(bt_sampler *s, const bt_sampler_params *p, const float *w, dou
     }
     double mk = max_logit(c, nc), inv_t = 1.0 / (double)p->temperature, tot = 0.0;
     int i = 0;
-    for (; i + 8 <= nc; i += 8) { /* the weight, reusing key; four exps in flight */
-        f64x2 e[4];
-        for (int k = 0; k < 4; k++) {
-            f64x2 l = {c[i + 2 * k].logit, c[i + 2 * k + 1].logit};
-            e[k] = exp2v((l - mk) * inv_t);
-        }
+    for (; i + 8 <= nc; i += 8) { /* the weight, reusing key */
+        float l[8];
+        double e[8];
+        for (int k = 0; k < 8; k++)
+            l[k] = c[i + k].logit;
+        weigh8(l, mk, inv_t, e);
         for (int k = 0; k < 8; k++) {
-            c[i + k].key = e[k / 2][k % 2];
-            tot += c[i + k].key;
+            c[i + k].key = e[k];
+            tot += e[k];
         }
     }
     for (; i < nc; i++) {
