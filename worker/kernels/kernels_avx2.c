@@ -1036,7 +1036,8 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
     for (int64_t i = 0; i < nb; i++, b++) {
         __m256 d[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b->d)),
                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8)))};
-        for (int j = 0; j < 8; j++) {
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            sched_fence(); /* the prefetches below stay in this sub-block */
             for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xt = x + 8 * i + j;
