@@ -23,14 +23,7 @@ static_assert(offsetof(bt_block_q5_1, qs) == 8, "q5_1 qs at offset 8");
 static_assert(offsetof(bt_block_q4_k, qs) == 16, "q4_k qs at offset 16");
 static_assert(offsetof(bt_block_q6_k, d) == 208, "q6_k d at offset 208");
 
-/* Q5_K layout (supported for dequantization only through the reference path). */
-typedef struct {
-    bt_half d, dmin;
-    uint8_t scales[12];
-    uint8_t qh[32];
-    uint8_t qs[128];
-} block_q5_k;
-static_assert(sizeof(block_q5_k) == 176, "q5_k block is 176 bytes");
+static_assert(sizeof(bt_block_q5_k) == 176, "q5_k block is 176 bytes");
 
 static const bt_type_traits traits_table[BT_TYPE_MAX_ID] = {
     [BT_TYPE_F32] = {"f32", 1, 4, true},           [BT_TYPE_F16] = {"f16", 1, 2, true},
@@ -225,7 +218,7 @@ static void dequant_q4_k(const bt_block_q4_k *x, float *y, int64_t nb) {
     }
 }
 
-static void dequant_q5_k(const block_q5_k *x, float *y, int64_t nb) {
+static void dequant_q5_k(const bt_block_q5_k *x, float *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         float d = bt_half_to_f32(x[i].d);
         float dmin = bt_half_to_f32(x[i].dmin);

@@ -66,6 +66,12 @@ typedef struct {
     uint8_t qs[128];
 } bt_block_q4_k; /* 144 */
 typedef struct {
+    bt_half d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[32]; /* bit j of qh[l]: the fifth bit of element l of sub-block j */
+    uint8_t qs[128];
+} bt_block_q5_k; /* 176 */
+typedef struct {
     uint8_t ql[128];
     uint8_t qh[64];
     int8_t scales[16];

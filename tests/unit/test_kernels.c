@@ -734,9 +734,9 @@ static void test_avx512_equals_avx2(void) {
  * Packed weights (kernels.h, bt_pack_rows / bt_matmul_packed) at every level, for each type
  * with a packed layout: each output equals, bit for bit, the packed numerics computed here
  * from the file's bytes (sub-block by sub-block: fma(fl(scale * dx), exact integer sum, acc),
- * and for Q4_K fma(-fl(dmin * m), s, acc) after it), with and without xu, for n_tok 1..70 and
- * row ranges that start and end inside a 16-row group; rows outside the range are not
- * written. Extreme rows (every quant at its least and at its most) against activations of
+ * and for Q4_K and Q5_K fma(-fl(dmin * m), s, acc) after it), with and without xu, for n_tok 1..70
+ * and row ranges that start and end inside a 16-row group; rows outside the range are not written.
+ * Extreme rows (every quant at its least and at its most) against activations of
  * +-127 are among them: the most an int16 partial sum of the AVX2 tiles holds.
  */
 static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
@@ -760,6 +760,14 @@ static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int
             acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
             acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
         }
+    } else if (type == BT_TYPE_Q4_0) {
+        const bt_block_q4_0 *b = (const bt_block_q4_0 *)(const void *)row;
+        for (int64_t i = 0; i < n / 32; i++) {
+            int isum = 0;
+            for (int j = 0; j < 32; j++)
+                isum += ((j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4) - 8) * x[i].qs[j];
+            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
+        }
     } else if (type == BT_TYPE_Q8_0) {
         const bt_block_q8_0 *b = (const bt_block_q8_0 *)(const void *)row;
         for (int64_t i = 0; i < n / 32; i++) {
@@ -780,19 +788,28 @@ static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int
             }
             acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
         }
-    } else if (type == BT_TYPE_Q4_K) {
-        const bt_block_q4_k *b = (const bt_block_q4_k *)(const void *)row;
-        for (int64_t i = 0; i < n / 256; i++)
+    } else if (type == BT_TYPE_Q4_K || type == BT_TYPE_Q5_K) {
+        size_t bsz = bt_type_traits_of(type)->block_bytes;
+        for (int64_t i = 0; i < n / 256; i++) {
+            /* Q4_K: d, dmin, scales, qs; Q5_K: the same with qh[32] before qs */
+            const uint8_t *blk = row + i * bsz, *scales = blk + 4;
+            const uint8_t *qh = type == BT_TYPE_Q5_K ? blk + 16 : NULL, *qs = blk + (qh ? 48 : 16);
+            bt_half hd, hm;
+            memcpy(&hd, blk, 2);
+            memcpy(&hm, blk + 2, 2);
+            float d = bt_half_to_f32(hd), dmin = bt_half_to_f32(hm);
             for (int j = 0; j < 8; j++) {
                 const bt_q8 *xb = x + 8 * i + j;
                 int sc, m, isum = 0;
-                k_scale_min(j, b[i].scales, &sc, &m);
+                k_scale_min(j, scales, &sc, &m);
                 for (int e = 0; e < 32; e++)
-                    isum += (b[i].qs[32 * (j / 2) + e] >> 4 * (j % 2) & 0x0F) * xb->qs[e];
-                float d = bt_half_to_f32(b[i].d), dmin = bt_half_to_f32(b[i].dmin);
+                    isum += ((qs[32 * (j / 2) + e] >> 4 * (j % 2) & 0x0F) +
+                             (qh ? (qh[e] >> j & 1) * 16 : 0)) *
+                            xb->qs[e];
                 acc = fmaf(d * (float)sc * xb->d, (float)isum, acc);
                 acc = fmaf(-(dmin * (float)m), xb->s, acc);
             }
+        }
     } else { /* Q6_K */
         const bt_block_q6_k *b = (const bt_block_q6_k *)(const void *)row;
         for (int64_t i = 0; i < n / 256; i++)
@@ -817,7 +834,9 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
     const bt_type_traits *tr = bt_type_traits_of(type);
     for (int64_t i = 0; i < n / (int64_t)tr->block_elems; i++) {
         uint8_t *b = row + i * tr->block_bytes, v = lo ? 0x00 : 0xFF;
-        if (type == BT_TYPE_Q4_1)
+        if (type == BT_TYPE_Q4_0)
+            memset(b + 2, v, 16);
+        else if (type == BT_TYPE_Q4_1)
             memset(b + 4, v, 16);
         else if (type == BT_TYPE_Q5_0)
             memset(b + 2, v, 20); /* qh and qs */
@@ -825,6 +844,8 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
             memset(b + 2, lo ? 0x80 : 0x7F, 32); /* -128, 127 */
         else if (type == BT_TYPE_Q4_K)
             memset(b + 16, v, 128);
+        else if (type == BT_TYPE_Q5_K)
+            memset(b + 16, v, 160); /* qh and qs */
         else
             memset(b, v, 192); /* ql and qh */
     }
@@ -832,8 +853,8 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
 
 static void test_packed(void) {
     enum { ROWS = 48, TOK = 70, N = 1536 };
-    static const bt_type types[] = {BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q8_0, BT_TYPE_Q4_K,
-                                    BT_TYPE_Q6_K};
+    static const bt_type types[] = {BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q8_0,
+                                    BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
     /* Q8_0: 34 bytes per 32; aligned as an allocation (the packed blocks hold 32-bit words) */

@@ -747,12 +747,13 @@ INLINE void store_half(int NT, const __m256 *acc, int h, float *out, int64_t ldo
 }
 
 /*
- * Packed Q5_0 (kernels_internal.h, bt_block_q5_0x16): one half of a group at a time, its
- * 8 rows in the 8 lanes (the 256-bit half h of each group vector), so a token's elements
- * 4g..4g+3 of x + 128 are one 32-bit broadcast and 8 maddubs give every row's block sum:
- * the int16 sum of the 8 groups less their 128 * (weight sum) (computed once per block, for
- * every token), both modulo 2^16, is the exact dot of 16 products (|.| <= 16 * 16 * 127 =
- * 32512), whatever wrapped on the way, widened by one madd. A group at a time for 8 tokens,
+ * Packed Q5_0 and Q4_0 (kernels_internal.h, bt_block_q5_0x16 and bt_block_q4_0x16; HI: Q5_0,
+ * whose fifth bits Q4_0 lacks): one half of a group at a time, its 8 rows in the 8 lanes (the
+ * 256-bit half h of each group vector), so a token's elements 4g..4g+3 of x + 128 are one
+ * 32-bit broadcast and 8 maddubs give every row's block sum: the int16 sum of the 8 groups
+ * less their 128 * (weight sum) (computed once per block, for every token), both modulo 2^16,
+ * is the exact dot of 16 products (|.| <= 16 * 16 * 127 = 32512; Q4_0's weights are the
+ * nibble less 8), whatever wrapped on the way, widened by one madd. A group at a time for 8 tokens,
  * each token's sum a chain (keep_chain); a prompt tile's 16 tokens take two such passes over
  * each block's weights, unpacked once. Then one convert and one FMA serve the 8 rows:
  * fma(fl(d_r * dx), isum, acc) in block order, the scalar tile's bits (kernels_scalar.c) and
@@ -772,36 +773,49 @@ INLINE __m256i bcast32(const uint8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_t nb,
-                        const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
-                        uint32_t rows) {
+/* The fields of a packed Q5_0 (HI) or Q4_0 block b: its size, its qs[j], d and (Q5_0) nohi. */
+INLINE size_t nib0_size(int HI) {
+    return HI ? sizeof(bt_block_q5_0x16) : sizeof(bt_block_q4_0x16);
+}
+
+INLINE const uint8_t *nib0_qs(int HI, const char *b, int j) {
+    return HI ? ((const bt_block_q5_0x16 *)b)->qs[j] : ((const bt_block_q4_0x16 *)b)->qs[j];
+}
+
+INLINE const bt_half *nib0_d(int HI, const char *b) {
+    return HI ? ((const bt_block_q5_0x16 *)b)->d : ((const bt_block_q4_0x16 *)b)->d;
+}
+
+INLINE __m256i nib0_nohi(int HI, const char *b, int h) {
+    return HI ? _mm256_loadu_si256((const __m256i *)(((const bt_block_q5_0x16 *)b)->nohi + 32 * h))
+              : _mm256_setzero_si256();
+}
+
+INLINE void nib0x8_tile(int HI, int XU, int NT, const char *b, int h, int64_t nb, const bt_q8 *x,
+                        const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), k80 = _mm256_set1_epi8((char)0x80),
-                  ones = _mm256_set1_epi16(1);
+                  k8 = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
     __m256 acc[BT_PREFILL_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
-        _mm_prefetch((const char *)b + 1024, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 128, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 192, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 256, _MM_HINT_T0);
-        _mm_prefetch((const char *)b + 1024 + 320, _MM_HINT_T0);
+    for (int64_t i = 0; i < nb; i++, b += nib0_size(HI)) {
+        _Pragma("GCC unroll 8") for (int c = 0; c < (int)nib0_size(HI); c += 64)
+            _mm_prefetch(b + 1024 + c, _MM_HINT_T0);
         __m256i q[8];
-        const __m256i nohi = _mm256_loadu_si256((const __m256i *)(b->nohi + 32 * h));
+        const __m256i nohi = nib0_nohi(HI, b, h);
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+            __m256i v = _mm256_loadu_si256((const __m256i *)(nib0_qs(HI, b, j) + 32 * h));
             __m256i l = _mm256_and_si256(v, lo4),
                     u = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-            q[j] = _mm256_sub_epi8(l, plane16(nohi, j));
-            q[j + 4] = _mm256_sub_epi8(u, plane16(nohi, j + 4));
+            q[j] = _mm256_sub_epi8(l, HI ? plane16(nohi, j) : k8);
+            q[j + 4] = _mm256_sub_epi8(u, HI ? plane16(nohi, j + 4) : k8);
         }
         /* 128 * (the weight sums), in int16 modulo 2^16 as the x + 128 sums below: the
          * difference, the exact dot, fits int16, so it comes out exact whatever wraps */
         __m256i c = _mm256_maddubs_epi16(k80, q[0]);
         _Pragma("GCC unroll 7") for (int g = 1; g < 8; g++) c =
             _mm256_add_epi16(c, _mm256_maddubs_epi16(k80, q[g]));
-        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+        __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(nib0_d(HI, b) + 8 * h)));
         uint8_t ub[BT_PREFILL_TOK][32]; /* without xu: x + 128 of the block's tokens */
         if (!XU)
             for (int t = 0; t < NT; t++)
@@ -829,10 +843,10 @@ INLINE void q5_0x8_tile(int XU, int NT, const bt_block_q5_0x16 *b, int h, int64_
 }
 
 /*
- * Packed Q4_K and Q6_K, one half (8 rows) at a time, with the AVX-512 tiles' operations in
- * 8 lanes (kernels_avx512.c) and their bits:
+ * Packed Q4_K, Q5_K and Q6_K, one half (8 rows) at a time, with the AVX-512 tiles' operations
+ * in 8 lanes (kernels_avx512.c; Q5_K has no AVX-512 tile, that level runs these) and their bits:
  *   Q4_K: maddubs(q, x) of the 8 groups summed in int16 (|.| <= 8 * 2 * 15 * 127 = 30480),
- *         one madd: the sub-block's sum per row.
+ *         one madd: the sub-block's sum per row (Q5_K: k45x8_tile).
  *   Q6_K: maddubs(x + 128, q) of a half's four groups summed in int16, less their
  *         128 * (weight sums) (computed per sub-block, for every token), both modulo 2^16:
  *         the exact dot of 8 products (|.| <= 8 * 127 * 32 = 32512) whatever wrapped on the
@@ -850,8 +864,9 @@ INLINE __m256 lane_s8f(__m256i v, int byte) {
 }
 
 /* d * scale (dd[j]) and dmin * min (mm[j]) of the 8 sub-blocks of half h of a packed Q4_K
- * super-block, the 6-bit scales and mins unpacked from sm. */
-INLINE void q4_kx8_scales(const bt_block_q4_kx16 *b, int h, __m256 *dd, __m256 *mm) {
+ * super-block (or the Q4_K part of a packed Q5_K one), the 6-bit scales and mins unpacked from
+ * sm. */
+INLINE void k4x8_scales(const bt_block_q4_kx16 *b, int h, __m256 *dd, __m256 *mm) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), k3f = _mm256_set1_epi8(0x3F),
                   k03 = _mm256_set1_epi8(0x03);
     __m256i u0 = _mm256_loadu_si256((const __m256i *)(b->sm[0] + 8 * h));
@@ -872,69 +887,119 @@ INLINE void q4_kx8_scales(const bt_block_q4_kx16 *b, int h, __m256 *dd, __m256 *
     }
 }
 
-INLINE void q4_kx8_tile(int NT, const bt_block_q4_kx16 *b, int h, int64_t nb, const bt_q8 *x,
-                        int64_t xs, float *out, int64_t ldo, uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[PAIR_TOK];
+/* Packed Q4_K and Q5_K (Q5: a bt_block_q5_kx16, whose first part is a bt_block_q4_kx16): the
+ * size of a block, and group g of sub-block j of half h as unsigned quants, the nibble (Q4_K,
+ * 0..15) or the nibble with the fifth bit above it (Q5_K, 0..31). */
+INLINE size_t k45_size(int Q5) {
+    return Q5 ? sizeof(bt_block_q5_kx16) : sizeof(bt_block_q4_kx16);
+}
+
+INLINE __m256i k45x8_quants(int Q5, const char *b, int j, int g, int h) {
+    const bt_block_q4_kx16 *k4 = (const bt_block_q4_kx16 *)b;
+    __m256i v = _mm256_loadu_si256((const __m256i *)(k4->qs[j / 2][g] + 32 * h));
+    __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    if (!Q5)
+        return q;
+    __m256i hb =
+        _mm256_loadu_si256((const __m256i *)(((const bt_block_q5_kx16 *)b)->qh[g] + 32 * h));
+    if (!__builtin_constant_p(j)) /* a rolled loop: one shift by j, bit j to bit 0, then to 4 */
+        return _mm256_or_si256(
+            q, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(j)), 4),
+                                _mm256_set1_epi8(16)));
+    return _mm256_or_si256(q, plane16(hb, j));
+}
+
+/*
+ * NT tokens of half h. Q4_K (NT <= PAIR_TOK): maddubs(q, x) of the 8 groups summed in int16
+ * (|.| <= 8 * 2 * 15 * 127 = 30480), one madd: the sub-block's sum per row. Q5_K (NT up to
+ * BT_PREFILL_TOK): groups 0..3 and 4..7 so (each |.| <= 4 * 2 * 31 * 127 = 31496), one madd
+ * each, their int32 sums added: the same exact sum; each four groups are unpacked once for
+ * all NT tokens, PAIR_TOK tokens at a time. Then fma(fl(fl(d * sc) * dx), isum, acc) and
+ * fnmadd(fl(dmin * m), s, acc), the sub-blocks in order.
+ */
+INLINE void k45x8_tile(int Q5, int NT, const char *b, int h, int64_t nb, const bt_q8 *x, int64_t xs,
+                       float *out, int64_t ldo, uint32_t rows) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int NG = Q5 ? 4 : 8; /* groups per int16 chain */
+    __m256 acc[BT_PREFILL_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
+    for (int64_t i = 0; i < nb; i++, b += k45_size(Q5)) {
         __m256 dd[8], mm[8];
-        q4_kx8_scales(b, h, dd, mm);
+        k4x8_scales((const bt_block_q4_kx16 *)b, h, dd, mm);
         for (int j = 0; j < 8; j++) {
-            for (int c = 0; c < 2304; c += 64 * 8)
-                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            for (int c = 0; c < (int)k45_size(Q5); c += 64 * 8)
+                _mm_prefetch(b + k45_size(Q5) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xj = x + 8 * i + j;
-            __m256i s16[PAIR_TOK];
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j / 2][g] + 32 * h));
-                __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
-                _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                    __m256i p =
-                        _mm256_maddubs_epi16(q, bcast32((const uint8_t *)xj[t * xs].qs + 4 * g));
-                    s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
+            __m256i part[BT_PREFILL_TOK]; /* Q5_K: the madd of groups 0..3 */
+            _Pragma("GCC unroll 2") for (int n = 0; n < 8 / NG; n++) {
+                __m256i q5[4]; /* Q5_K: its four groups, unpacked once; Q4_K: each as used */
+                _Pragma("GCC unroll 4") for (int g = 0; g < 4 && Q5; g++) q5[g] =
+                    k45x8_quants(Q5, b, j, NG * n + g, h);
+                _Pragma("GCC unroll 2") for (int t0 = 0; t0 < NT; t0 += PAIR_TOK) {
+                    const int nt = NT - t0 < PAIR_TOK ? NT - t0 : PAIR_TOK;
+                    __m256i s16[PAIR_TOK];
+                    _Pragma("GCC unroll 8") for (int g = 0; g < NG; g++) {
+                        __m256i qg = Q5 ? q5[g % 4] : k45x8_quants(Q5, b, j, g, h);
+                        _Pragma("GCC unroll 8") for (int t = 0; t < nt; t++) {
+                            const uint8_t *xq = (const uint8_t *)xj[(t0 + t) * xs].qs;
+                            __m256i p = _mm256_maddubs_epi16(qg, bcast32(xq + 4 * (NG * n + g)));
+                            s16[t] = keep_chain(g ? _mm256_add_epi16(s16[t], p) : p);
+                        }
+                    }
+                    _Pragma("GCC unroll 8") for (int t = t0; t < t0 + nt; t++) {
+                        __m256i isum = _mm256_madd_epi16(s16[t - t0], ones);
+                        if (Q5 && n == 0) {
+                            part[t] = isum;
+                            continue;
+                        }
+                        if (Q5)
+                            isum = _mm256_add_epi32(part[t], isum);
+                        const bt_q8 *xt = xj + t * xs;
+                        __m256 sc = _mm256_mul_ps(dd[j], _mm256_broadcast_ss(&xt->d));
+                        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acc[t]);
+                        acc[t] = _mm256_fnmadd_ps(mm[j], _mm256_broadcast_ss(&xt->s), acc[t]);
+                    }
                 }
-            }
-            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
-                const bt_q8 *xt = xj + t * xs;
-                __m256 sc = _mm256_mul_ps(dd[j], _mm256_broadcast_ss(&xt->d));
-                acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)),
-                                         acc[t]);
-                acc[t] = _mm256_fnmadd_ps(mm[j], _mm256_broadcast_ss(&xt->s), acc[t]);
             }
         }
     }
     store_half(NT, acc, h, out, ldo, rows);
 }
 
-/* Packed Q4_K at one token (decode): both halves of each sub-block before the next. At one
- * token q4_kx8_tile waits on its one accumulator, an fma and an fnmadd a sub-block; here the
- * two halves' chains run side by side. Each half's operations are q4_kx8_tile's, in its
+/* Packed Q4_K and Q5_K at one token (decode): both halves of each sub-block before the next.
+ * At one token k45x8_tile waits on its one accumulator, an fma and an fnmadd a sub-block; here
+ * the two halves' chains run side by side. Each half's operations are k45x8_tile's, in its
  * order: the same bits. */
-INLINE void q4_kx16_one(const bt_block_q4_kx16 *b, int64_t nb, const bt_q8 *x, float *out,
-                        uint32_t rows) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+INLINE void k45x16_one(int Q5, const char *b, int64_t nb, const bt_q8 *x, float *out,
+                       uint32_t rows) {
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < nb; i++, b++) {
+    for (int64_t i = 0; i < nb; i++, b += k45_size(Q5)) {
         __m256 dd[2][8], mm[2][8];
         for (int h = 0; h < 2; h++)
-            q4_kx8_scales(b, h, dd[h], mm[h]);
+            k4x8_scales((const bt_block_q4_kx16 *)b, h, dd[h], mm[h]);
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
             sched_fence(); /* the prefetches below stay in this sub-block */
-            for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
-                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            for (int c = 0; c < (int)k45_size(Q5); c += 64 * 8)
+                _mm_prefetch(b + k45_size(Q5) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xt = x + 8 * i + j;
+            const char *bj = Q5 ? fresh_ptr(b) : b; /* Q5_K: each sub-block loads its bytes */
             _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-                __m256i s16 = _mm256_setzero_si256();
+                __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
                 _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j / 2][g] + 32 * h));
-                    __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, lo4);
-                    s16 = _mm256_add_epi16(
-                        s16, _mm256_maddubs_epi16(q, bcast32((const uint8_t *)xt->qs + 4 * g)));
+                    __m256i p = _mm256_maddubs_epi16(k45x8_quants(Q5, bj, j, g, h),
+                                                     bcast32((const uint8_t *)xt->qs + 4 * g));
+                    if (Q5 && g >= 4)
+                        s1 = _mm256_add_epi16(s1, p);
+                    else
+                        s0 = _mm256_add_epi16(s0, p);
                 }
+                __m256i isum = _mm256_madd_epi16(s0, ones);
+                if (Q5)
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s1, ones));
                 __m256 sc = _mm256_mul_ps(dd[h][j], _mm256_broadcast_ss(&xt->d));
-                acc[h] =
-                    _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), acc[h]);
+                acc[h] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acc[h]);
                 acc[h] = _mm256_fnmadd_ps(mm[h][j], _mm256_broadcast_ss(&xt->s), acc[h]);
             }
         }
@@ -1024,7 +1089,7 @@ INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_
 }
 
 /* Packed Q6_K at one token (decode), both halves of each sub-block before the next, so each
- * cache line of the super-block is used once. No xu and no weight sums, as q5_0x16_one: the
+ * cache line of the super-block is used once. No xu and no weight sums, as nib0x16_one: the
  * weights go in unsigned, q + 32 in 0..63, against the signed x; groups 2p, 2p + 1 in int16
  * (|.| <= 2 * 2 * 63 * 127 = 32004), one madd each, and less 32 * sum(x) of each half of the
  * sub-block (made once for both halves of the rows) give the same exact sums as
@@ -1045,12 +1110,13 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
             __m256i sx_lo = _mm256_permute2x128_si256(sx, sx, 0x00),
                     sx_hi = _mm256_permute2x128_si256(sx, sx, 0x11);
             __m256 dx = _mm256_broadcast_ss(&xt->d);
+            const bt_block_q6_kx16 *bj = (const void *)fresh_ptr((const char *)b);
             _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
                 __m256i e[4];
                 _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
                     __m256i q[2];
                     _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) q[k] =
-                        q6_kx8_quants(b, j, 2 * p + k, h);
+                        q6_kx8_quants(bj, j, 2 * p + k, h);
                     e[p] = _mm256_madd_epi16(
                         _mm256_add_epi16(
                             _mm256_maddubs_epi16(q[0], bcast32((const uint8_t *)xt->qs + 8 * p)),
@@ -1169,15 +1235,15 @@ INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, f
             store_half(1, &acc[h], h, out, 0, rows);
 }
 
-/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0; the group's two halves. */
+/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0, 5: Q5_K; the group's two halves. */
 INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     if ((KIND == 3 || KIND == 4) && NT == 1) {
         legacy16_one(KIND, wg, nb, x, out, rows);
         return;
     }
-    if (KIND == 1 && NT == 1) {
-        q4_kx16_one(wg, nb, x, out, rows);
+    if ((KIND == 1 || KIND == 5) && NT == 1) {
+        k45x16_one(KIND == 5, wg, nb, x, out, rows);
         return;
     }
     if (KIND == 2 && NT == 1) {
@@ -1187,8 +1253,8 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
     for (int h = 0; h < 2; h++) {
         if (!(rows >> 8 * h & 0xFF))
             continue;
-        if (KIND == 1)
-            q4_kx8_tile(NT, wg, h, nb, x, xs, out, ldo, rows);
+        if (KIND == 1 || KIND == 5)
+            k45x8_tile(KIND == 5, NT, wg, h, nb, x, xs, out, ldo, rows);
         else if (KIND == 3 || KIND == 4)
             legacy8_tile(KIND, NT, wg, h, nb, x, xs, out, ldo, rows);
         else
@@ -1209,8 +1275,8 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
         (void)n_tok;                                                                               \
-        if (KIND == 2)                                                                             \
-            kx16_rows(KIND, 1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);                 \
+        if (KIND == 2 || KIND == 5) /* a single pass over the weights for all 16 tokens */         \
+            kx16_rows(KIND, KIND == 2, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);         \
         else                                                                                       \
             for (int t = 0; t < BT_PREFILL_TOK; t += PAIR_TOK)                                     \
                 kx16_rows(KIND, 0, PAIR_TOK, wg, nb, x + t * xs, NULL, xs, out + t * ldo, ldo,     \
@@ -1221,36 +1287,40 @@ PACKED_K(q4_k, 1)
 PACKED_K(q6_k, 2)
 PACKED_K(q4_1, 3)
 PACKED_K(q8_0, 4)
+PACKED_K(q5_k, 5)
 
-/* Packed Q5_0 at one token (decode), both halves of each block before the next, so each cache
- * line of the group is used once, as it arrives. No xu and no weight sums: the weights go in
- * unsigned, q + 16 = l | 16 * (fifth bit) in 0..31, against the signed x. The maddubs of
- * groups 0..3 and of groups 4..7 (each |.| <= 4 * 2 * 31 * 128 = 31744), one madd each, less
- * 16 * sum(x) of the block (made once for both halves), are the same exact block dot as
- * q5_0x8_tile's, in the same order: the same bits. In cache it is 15-20% faster than
- * q5_0x8_tile at one token, which makes x + 128 per block and spends a weight-sum maddubs per
- * group that one token cannot share. */
-INLINE void q5_0x16_one(const bt_block_q5_0x16 *b, int64_t nb, const bt_q8 *x, float *out,
+/* Packed Q5_0 (HI) and Q4_0 at one token (decode), both halves of each block before the next,
+ * so each cache line of the group is used once, as it arrives. No xu and no weight sums: the
+ * weights go in unsigned, Q5_0's q + 16 = l | 16 * (fifth bit) in 0..31 and Q4_0's nibble
+ * q + 8, against the signed x. The maddubs of groups 0..3 and of groups 4..7 (each |.| <= 4 * 2
+ * * 31 * 128 = 31744), one madd each, less 16 (Q4_0: 8) * sum(x) of the block (made once for
+ * both halves), are the same exact block dot as nib0x8_tile's, in the same order: the same
+ * bits. In cache it is 15-20% faster than nib0x8_tile at one token, which makes x + 128 per
+ * block and spends a weight-sum maddubs per group that one token cannot share. */
+INLINE void nib0x16_one(int HI, const char *b, int64_t nb, const bt_q8 *x, float *out,
                         uint32_t rows) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), k16 = _mm256_set1_epi8(16),
                   ones = _mm256_set1_epi16(1);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < nb; i++, b++) {
-        for (int c = 0; c < (int)sizeof *b; c += 64)
-            _mm_prefetch((const char *)b + 1024 + c, _MM_HINT_T0);
+    for (int64_t i = 0; i < nb; i++, b += nib0_size(HI)) {
+        _Pragma("GCC unroll 8") for (int c = 0; c < (int)nib0_size(HI); c += 64)
+            _mm_prefetch(b + 1024 + c, _MM_HINT_T0);
         const bt_q8 *xt = x + i;
-        __m256i sx = x_half_sums(xt); /* 16 * sum(x) of the block in every lane */
-        sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_permute2x128_si256(sx, sx, 1)), 4);
+        __m256i sx = x_half_sums(xt); /* 16 (Q4_0: 8) * sum(x) of the block in every lane */
+        sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_permute2x128_si256(sx, sx, 1)),
+                               HI ? 4 : 3);
         __m256 dx = _mm256_broadcast_ss(&xt->d);
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-            const __m256i nohi = _mm256_loadu_si256((const __m256i *)(b->nohi + 32 * h));
+            const __m256i nohi = nib0_nohi(HI, b, h);
             __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+                __m256i v = _mm256_loadu_si256((const __m256i *)(nib0_qs(HI, b, j) + 32 * h));
                 __m256i l = _mm256_and_si256(v, lo4),
                         u = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                l = _mm256_or_si256(l, _mm256_xor_si256(plane16(nohi, j), k16));
-                u = _mm256_or_si256(u, _mm256_xor_si256(plane16(nohi, j + 4), k16));
+                if (HI) {
+                    l = _mm256_or_si256(l, _mm256_xor_si256(plane16(nohi, j), k16));
+                    u = _mm256_or_si256(u, _mm256_xor_si256(plane16(nohi, j + 4), k16));
+                }
                 s0 = _mm256_add_epi16(
                     s0, _mm256_maddubs_epi16(l, bcast32((const uint8_t *)xt->qs + 4 * j)));
                 s1 = _mm256_add_epi16(
@@ -1258,7 +1328,7 @@ INLINE void q5_0x16_one(const bt_block_q5_0x16 *b, int64_t nb, const bt_q8 *x, f
             }
             __m256i v = _mm256_sub_epi32(
                 _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones)), sx);
-            __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
+            __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(nib0_d(HI, b) + 8 * h)));
             acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dd, dx), _mm256_cvtepi32_ps(v), acc[h]);
         }
     }
@@ -1269,29 +1339,34 @@ INLINE void q5_0x16_one(const bt_block_q5_0x16 *b, int64_t nb, const bt_q8 *x, f
 
 /* The group's two halves; NT tokens (up to BT_KERNEL_MAX_TOK, or PAIR_TOK with xu). Folded
  * into kx16_rows as its KIND 0, Q5_0's prompt tile measured 9% slower (bench_kernels avx2). */
-INLINE void q5_0x16_rows(int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
+INLINE void nib0x16_rows(int HI, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
     for (int h = 0; h < 2; h++)
         if (rows >> 8 * h & 0xFF)
-            q5_0x8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
+            nib0x8_tile(HI, XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
 }
 
-static void packed_tile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    if (n_tok == 1)
-        q5_0x16_one(wg, nb, x, out, rows);
-    else if (xu)
-        BT_WITH_NT(n_tok, q5_0x16_rows(1, NT_, wg, nb, x, xu, xs, out, ldo, rows))
-    else
-        BT_WITH_NT(n_tok, q5_0x16_rows(0, NT_, wg, nb, x, NULL, xs, out, ldo, rows))
-}
+/* Decode tiles, and prompt tiles (BT_PREFILL_TOK tokens with xu, PAIR_TOK at a time). */
+#define PACKED_NIB0(name, HI)                                                                      \
+    static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
+                                   int64_t xs, int n_tok, float *out, int64_t ldo,                 \
+                                   uint32_t rows) {                                                \
+        if (n_tok == 1)                                                                            \
+            nib0x16_one(HI, wg, nb, x, out, rows);                                                 \
+        else if (xu)                                                                               \
+            BT_WITH_NT(n_tok, nib0x16_rows(HI, 1, NT_, wg, nb, x, xu, xs, out, ldo, rows))         \
+        else                                                                                       \
+            BT_WITH_NT(n_tok, nib0x16_rows(HI, 0, NT_, wg, nb, x, NULL, xs, out, ldo, rows))       \
+    }                                                                                              \
+    static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
+                                    int64_t xs, int n_tok, float *out, int64_t ldo,                \
+                                    uint32_t rows) {                                               \
+        (void)n_tok;                                                                               \
+        nib0x16_rows(HI, 1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);                    \
+    }
 
-/* BT_PREFILL_TOK tokens with xu, PAIR_TOK at a time. */
-static void packed_ptile_q5_0(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)n_tok;
-    q5_0x16_rows(1, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo, rows);
-}
+PACKED_NIB0(q5_0, 1)
+PACKED_NIB0(q4_0, 0)
 
 /* Float weights: 8 columns per step, converted to f32 once and used for every token. */
 INLINE __m256 load_w(int kind, const void *w, int64_t c) {
@@ -1591,13 +1666,17 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->ptile_q8[BT_TYPE_Q6_K] = ptile_q6_k;
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_ptile[BT_TYPE_Q5_0] = packed_ptile_q5_0;
-    t->packed_xu[BT_TYPE_Q5_0] = true;
+    t->packed_tile[BT_TYPE_Q4_0] = packed_tile_q4_0;
+    t->packed_ptile[BT_TYPE_Q4_0] = packed_ptile_q4_0;
+    t->packed_xu[BT_TYPE_Q5_0] = t->packed_xu[BT_TYPE_Q4_0] = true;
     t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
     t->packed_ptile[BT_TYPE_Q8_0] = packed_ptile_q8_0;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
+    t->packed_tile[BT_TYPE_Q5_K] = packed_tile_q5_k;
+    t->packed_ptile[BT_TYPE_Q5_K] = packed_ptile_q5_k;
     t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
     t->packed_ptile[BT_TYPE_Q6_K] = packed_ptile_q6_k;
     t->packed_xu[BT_TYPE_Q6_K] = true;

@@ -112,6 +112,16 @@ typedef struct bt_block_q4_1x16 {
 } bt_block_q4_1x16; /* 320 B */
 
 /*
+ * Packed Q4_0: 16 rows x one block of 32 in 288 bytes (16 x 18), as packed Q4_1 without the
+ * min: qs[j][4r + k] is byte 4j + k of row r's qs (low nibble element 4j + k, high nibble
+ * element 16 + 4j + k, each q with the value q - 8), and d[r] is row r's scale.
+ */
+typedef struct bt_block_q4_0x16 {
+    uint8_t qs[4][64];
+    bt_half d[16];
+} bt_block_q4_0x16; /* 288 B */
+
+/*
  * Packed Q8_0: 16 rows x one block of 32 in 544 bytes (16 x 34): qs[g][4r + k] is element
  * 4g + k of row r (int8), d[r] its scale.
  */
@@ -134,6 +144,18 @@ typedef struct bt_block_q4_kx16 {
     uint32_t sm[3][16];
     bt_half d[16], dmin[16];
 } bt_block_q4_kx16; /* 2304 B */
+
+/*
+ * Packed Q5_K: 16 rows x one super-block in 2816 bytes (16 x 176): the low 4 bits, scales,
+ * mins and super-block scales as packed Q4_K, then the fifth bits,
+ *   qh[g][4r + k]: byte 4g + k of row r's qh, whose bit j is the fifth bit of element
+ *                  4g + k of sub-block j (so a group's bits are one vector for all 8
+ *                  sub-blocks, and sub-block j's are one shift of it)
+ */
+typedef struct bt_block_q5_kx16 {
+    bt_block_q4_kx16 lo;
+    uint8_t qh[8][64];
+} bt_block_q5_kx16; /* 2816 B */
 
 /*
  * Packed Q6_K: 16 rows x one super-block in 3360 bytes (16 x 210). Element 32j + 4g + k

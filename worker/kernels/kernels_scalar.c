@@ -207,6 +207,23 @@ static float dot1_q6_k(const void *w, const bt_q8 *x, int64_t nb) {
     return acc;
 }
 
+/* The packed numerics of the 8 sub-blocks of a Q4_K super-block (qh NULL) or a Q5_K one. */
+static float packed_k45_steps(bt_half hd, bt_half hdmin, const uint8_t *scales, const uint8_t *qs,
+                              const uint8_t *qh, const bt_q8 *x, float acc) {
+    float d = bt_half_to_f32(hd), dmin = bt_half_to_f32(hdmin);
+    for (int j = 0; j < 8; j++) {
+        int sc, m, s = 0;
+        scale_min_k4(j, scales, &sc, &m);
+        for (int l = 0; l < 32; l++) {
+            int v = (qs[32 * (j / 2) + l] >> (j & 1 ? 4 : 0)) & 0x0F;
+            s += (v + (qh ? (qh[l] >> j & 1) * 16 : 0)) * x[j].qs[l];
+        }
+        acc = fmaf(d * (float)sc * x[j].d, (float)s, acc);
+        acc = fmaf(-(dmin * (float)m), x[j].s, acc);
+    }
+    return acc;
+}
+
 /*
  * The packed numerics (kernels.h, "Packed weights"), the reference of the SIMD packed tiles'
  * bits: one block of the file's layout (a packed block's row, unpacked by pack.c) against its
@@ -215,6 +232,13 @@ static float dot1_q6_k(const void *w, const bt_q8 *x, int64_t nb) {
 static float packed_block_step(bt_type type, const void *blk, const bt_q8 *x, float acc) {
     int q[32];
     switch (type) {
+    case BT_TYPE_Q4_0: {
+        const bt_block_q4_0 *b = blk;
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((b->qs[j] & 0x0F) - 8) * x->qs[j] + ((b->qs[j] >> 4) - 8) * x->qs[j + 16];
+        return fmaf(bt_half_to_f32(b->d) * x->d, (float)s, acc);
+    }
     case BT_TYPE_Q4_1: {
         const bt_block_q4_1 *b = blk;
         int s = 0;
@@ -237,16 +261,11 @@ static float packed_block_step(bt_type type, const void *blk, const bt_q8 *x, fl
     }
     case BT_TYPE_Q4_K: {
         const bt_block_q4_k *b = blk;
-        float d = bt_half_to_f32(b->d), dmin = bt_half_to_f32(b->dmin);
-        for (int j = 0; j < 8; j++) {
-            int sc, m, s = 0;
-            scale_min_k4(j, b->scales, &sc, &m);
-            for (int l = 0; l < 32; l++)
-                s += ((b->qs[32 * (j / 2) + l] >> (j & 1 ? 4 : 0)) & 0x0F) * x[j].qs[l];
-            acc = fmaf(d * (float)sc * x[j].d, (float)s, acc);
-            acc = fmaf(-(dmin * (float)m), x[j].s, acc);
-        }
-        return acc;
+        return packed_k45_steps(b->d, b->dmin, b->scales, b->qs, NULL, x, acc);
+    }
+    case BT_TYPE_Q5_K: {
+        const bt_block_q5_k *b = blk;
+        return packed_k45_steps(b->d, b->dmin, b->scales, b->qs, b->qh, x, acc);
     }
     default: { /* Q6_K */
         const bt_block_q6_k *b = blk;
@@ -290,10 +309,12 @@ static void packed_tile_ref(bt_type type, const void *wg, int64_t nb, const bt_q
         packed_tile_ref(type_id, wg, nb, x, xs, n_tok, out, ldo, rows);                            \
     }
 
+PACKED_REF(q4_0, BT_TYPE_Q4_0)
 PACKED_REF(q4_1, BT_TYPE_Q4_1)
 PACKED_REF(q5_0, BT_TYPE_Q5_0)
 PACKED_REF(q8_0, BT_TYPE_Q8_0)
 PACKED_REF(q4_k, BT_TYPE_Q4_K)
+PACKED_REF(q5_k, BT_TYPE_Q5_K)
 PACKED_REF(q6_k, BT_TYPE_Q6_K)
 
 /* Float weights against quantized activations (for completeness of bt_vec_dot_q8). */
@@ -436,10 +457,12 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->rowdot_f32[BT_TYPE_F32] = rowdot_f32;
     t->rowdot_f32[BT_TYPE_F16] = rowdot_f16;
     t->rowdot_f32[BT_TYPE_BF16] = rowdot_bf16;
+    t->packed_tile[BT_TYPE_Q4_0] = packed_tile_q4_0;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
     t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
+    t->packed_tile[BT_TYPE_Q5_K] = packed_tile_q5_k;
     t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
     t->dequant[BT_TYPE_F32] = dequant_f32;
     t->dequant[BT_TYPE_F16] = dequant_f16;

@@ -45,6 +45,14 @@ static void pack_q4_1_block(const bt_block_q4_1 *const *rows, bt_block_q4_1x16 *
     }
 }
 
+static void pack_q4_0_block(const bt_block_q4_0 *const *rows, bt_block_q4_0x16 *out) {
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        out->d[r] = rows[r]->d;
+        for (int j = 0; j < 4; j++)
+            memcpy(&out->qs[j][4 * r], rows[r]->qs + 4 * j, 4);
+    }
+}
+
 static void pack_q8_0_block(const bt_block_q8_0 *const *rows, bt_block_q8_0x16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         out->d[r] = rows[r]->d;
@@ -53,16 +61,29 @@ static void pack_q8_0_block(const bt_block_q8_0 *const *rows, bt_block_q8_0x16 *
     }
 }
 
+/* Row r of a packed Q4_K block, or of the Q4_K part of a packed Q5_K one. */
+static void pack_k4_row(bt_block_q4_kx16 *out, int r, bt_half d, bt_half dmin,
+                        const uint8_t *scales, const uint8_t *qs) {
+    out->d[r] = d;
+    out->dmin[r] = dmin;
+    for (int w = 0; w < 3; w++)
+        memcpy(&out->sm[w][r], scales + 4 * w, 4);
+    for (int p = 0; p < 4; p++)
+        for (int g = 0; g < 8; g++)
+            memcpy(&out->qs[p][g][4 * r], qs + 32 * p + 4 * g, 4);
+}
+
 static void pack_q4_k_block(const bt_block_q4_k *const *rows, bt_block_q4_kx16 *out) {
+    for (int r = 0; r < BT_PACK_ROWS; r++)
+        pack_k4_row(out, r, rows[r]->d, rows[r]->dmin, rows[r]->scales, rows[r]->qs);
+}
+
+static void pack_q5_k_block(const bt_block_q5_k *const *rows, bt_block_q5_kx16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
-        const bt_block_q4_k *b = rows[r];
-        out->d[r] = b->d;
-        out->dmin[r] = b->dmin;
-        for (int w = 0; w < 3; w++)
-            memcpy(&out->sm[w][r], b->scales + 4 * w, 4);
-        for (int p = 0; p < 4; p++)
-            for (int g = 0; g < 8; g++)
-                memcpy(&out->qs[p][g][4 * r], b->qs + 32 * p + 4 * g, 4);
+        const bt_block_q5_k *b = rows[r];
+        pack_k4_row(&out->lo, r, b->d, b->dmin, b->scales, b->qs);
+        for (int g = 0; g < 8; g++)
+            memcpy(&out->qh[g][4 * r], b->qh + 4 * g, 4);
     }
 }
 
@@ -83,13 +104,16 @@ static void pack_q6_k_block(const bt_block_q6_k *const *rows, bt_block_q6_kx16 *
 
 _Static_assert(sizeof(bt_block_q4_1x16) == BT_PACK_ROWS * sizeof(bt_block_q4_1), "Q4_1 x16");
 _Static_assert(sizeof(bt_block_q5_0x16) == BT_PACK_ROWS * sizeof(bt_block_q5_0), "Q5_0 x16");
+_Static_assert(sizeof(bt_block_q4_0x16) == BT_PACK_ROWS * sizeof(bt_block_q4_0), "Q4_0 x16");
+_Static_assert(sizeof(bt_block_q5_kx16) == BT_PACK_ROWS * sizeof(bt_block_q5_k), "Q5_K x16");
 _Static_assert(sizeof(bt_block_q8_0x16) == BT_PACK_ROWS * sizeof(bt_block_q8_0), "Q8_0 x16");
 _Static_assert(sizeof(bt_block_q4_kx16) == BT_PACK_ROWS * sizeof(bt_block_q4_k), "Q4_K x16");
 _Static_assert(sizeof(bt_block_q6_kx16) == BT_PACK_ROWS * sizeof(bt_block_q6_k), "Q6_K x16");
 
 bool bt_pack_has_layout(bt_type type) {
-    return type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 || type == BT_TYPE_Q8_0 ||
-           type == BT_TYPE_Q4_K || type == BT_TYPE_Q6_K;
+    return type == BT_TYPE_Q4_0 || type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 ||
+           type == BT_TYPE_Q8_0 || type == BT_TYPE_Q4_K || type == BT_TYPE_Q5_K ||
+           type == BT_TYPE_Q6_K;
 }
 
 void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
@@ -107,7 +131,9 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
             for (int r = 0; r < BT_PACK_ROWS; r++)
                 rows[r] =
                     wb + (size_t)(g * BT_PACK_ROWS + r) * row_bytes + (size_t)i * tr->block_bytes;
-            if (type == BT_TYPE_Q4_1)
+            if (type == BT_TYPE_Q4_0)
+                pack_q4_0_block((const bt_block_q4_0 *const *)rows, (bt_block_q4_0x16 *)out);
+            else if (type == BT_TYPE_Q4_1)
                 pack_q4_1_block((const bt_block_q4_1 *const *)rows, (bt_block_q4_1x16 *)out);
             else if (type == BT_TYPE_Q5_0)
                 pack_q5_0_block((const bt_block_q5_0 *const *)rows, (bt_block_q5_0x16 *)out);
@@ -115,13 +141,33 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
                 pack_q8_0_block((const bt_block_q8_0 *const *)rows, (bt_block_q8_0x16 *)out);
             else if (type == BT_TYPE_Q4_K)
                 pack_q4_k_block((const bt_block_q4_k *const *)rows, (bt_block_q4_kx16 *)out);
+            else if (type == BT_TYPE_Q5_K)
+                pack_q5_k_block((const bt_block_q5_k *const *)rows, (bt_block_q5_kx16 *)out);
             else
                 pack_q6_k_block((const bt_block_q6_k *const *)rows, (bt_block_q6_kx16 *)out);
         }
 }
 
+/* The inverse of pack_k4_row. */
+static void unpack_k4(const bt_block_q4_kx16 *b, int r, bt_half *d, bt_half *dmin, uint8_t *scales,
+                      uint8_t *qs) {
+    *d = b->d[r];
+    *dmin = b->dmin[r];
+    for (int w = 0; w < 3; w++)
+        memcpy(scales + 4 * w, &b->sm[w][r], 4);
+    for (int p = 0; p < 4; p++)
+        for (int g = 0; g < 8; g++)
+            memcpy(qs + 32 * p + 4 * g, &b->qs[p][g][4 * r], 4);
+}
+
 void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
-    if (type == BT_TYPE_Q4_1) {
+    if (type == BT_TYPE_Q4_0) {
+        const bt_block_q4_0x16 *b = pb;
+        bt_block_q4_0 *o = out;
+        o->d = b->d[r];
+        for (int j = 0; j < 4; j++)
+            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+    } else if (type == BT_TYPE_Q4_1) {
         const bt_block_q4_1x16 *b = pb;
         bt_block_q4_1 *o = out;
         o->d = b->d[r];
@@ -145,15 +191,14 @@ void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
         for (int g = 0; g < 8; g++)
             memcpy(o->qs + 4 * g, &b->qs[g][4 * r], 4);
     } else if (type == BT_TYPE_Q4_K) {
-        const bt_block_q4_kx16 *b = pb;
         bt_block_q4_k *o = out;
-        o->d = b->d[r];
-        o->dmin = b->dmin[r];
-        for (int w = 0; w < 3; w++)
-            memcpy(o->scales + 4 * w, &b->sm[w][r], 4);
-        for (int p = 0; p < 4; p++)
-            for (int g = 0; g < 8; g++)
-                memcpy(o->qs + 32 * p + 4 * g, &b->qs[p][g][4 * r], 4);
+        unpack_k4(pb, r, &o->d, &o->dmin, o->scales, o->qs);
+    } else if (type == BT_TYPE_Q5_K) {
+        const bt_block_q5_kx16 *b = pb;
+        bt_block_q5_k *o = out;
+        unpack_k4(&b->lo, r, &o->d, &o->dmin, o->scales, o->qs);
+        for (int g = 0; g < 8; g++)
+            memcpy(o->qh + 4 * g, &b->qh[g][4 * r], 4);
     } else {
         const bt_block_q6_kx16 *b = pb;
         bt_block_q6_k *o = out;
