@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make_quant_variants.sh - the Q4_K_M and Q8_0 variants of SmolLM2 by llama-quantize, the
+# make_quant_variants.sh - the Q4_K_M, Q8_0, Q4_0 and Q5_K_M variants of SmolLM2 by llama-quantize, the
 # manifests they imply, and the proof that tests/tools/requant rebuilds them byte for byte.
 #
 # usage: tests/bench/make_quant_variants.sh [OUT_DIR]      (default build/quant-variants)
@@ -37,7 +37,7 @@ reader="python3 $here/gguf_tensors.py"
 [[ -x $requant ]] || { echo "make_quant_variants: $requant is not built" >&2; exit 2; }
 mkdir -p "$out"
 status=0
-for v in Q4_K_M:q4_k_m Q8_0:q8_0; do
+for v in Q4_K_M:q4_k_m Q8_0:q8_0 Q4_0:q4_0 Q5_K_M:q5_k_m; do
     ftype=${v%:*} name=${v#*:}
     ref=$out/SmolLM2-135M-Instruct.$ftype.gguf
     mine=$out/SmolLM2-135M-Instruct.$ftype.requant.gguf

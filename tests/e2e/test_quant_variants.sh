@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Q4_K_M and Q8_0 variants of SmolLM2 (issue #12's quant types) against llama.cpp.
+# The Q4_K_M, Q8_0, Q4_0 and Q5_K_M variants of SmolLM2 (issue #12's quant types) against
+# llama.cpp.
 #
 # Each variant is rebuilt here from the cached Q4_1 file by tests/tools/requant with its
 # committed manifest (tests/data/quant/smollm2-<name>.manifest) into a temporary directory
@@ -41,7 +42,7 @@ WORK=$(mktemp -d "$BT_BUILD_DIR/quant-variants.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 ppl_golden "$GOLDEN/smollm2-q8_0-perplexity.txt" # skips when GPL-3 is not here
 
-for name in q4_k_m q8_0; do
+for name in q4_k_m q8_0 q4_0 q5_k_m; do
     manifest=$DATA/quant/smollm2-$name.manifest
     MODEL=$WORK/smollm2-$name.gguf
     start=$(date +%s%N)

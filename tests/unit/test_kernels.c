@@ -760,6 +760,19 @@ static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int
             acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
             acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
         }
+    } else if (type == BT_TYPE_Q5_1) {
+        const bt_block_q5_1 *b = (const bt_block_q5_1 *)(const void *)row;
+        for (int64_t i = 0; i < n / 32; i++) {
+            uint32_t qh;
+            memcpy(&qh, b[i].qh, 4);
+            int isum = 0;
+            for (int j = 0; j < 32; j++) {
+                int nib = j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4;
+                isum += (nib + (int)(qh >> j & 1) * 16) * x[i].qs[j];
+            }
+            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
+            acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
+        }
     } else if (type == BT_TYPE_Q4_0) {
         const bt_block_q4_0 *b = (const bt_block_q4_0 *)(const void *)row;
         for (int64_t i = 0; i < n / 32; i++) {
@@ -840,6 +853,8 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
             memset(b + 4, v, 16);
         else if (type == BT_TYPE_Q5_0)
             memset(b + 2, v, 20); /* qh and qs */
+        else if (type == BT_TYPE_Q5_1)
+            memset(b + 4, v, 20); /* qh and qs */
         else if (type == BT_TYPE_Q8_0)
             memset(b + 2, lo ? 0x80 : 0x7F, 32); /* -128, 127 */
         else if (type == BT_TYPE_Q4_K)
@@ -853,8 +868,8 @@ static void extreme_row(bt_type type, uint8_t *row, int64_t n, int lo) {
 
 static void test_packed(void) {
     enum { ROWS = 48, TOK = 70, N = 1536 };
-    static const bt_type types[] = {BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q8_0,
-                                    BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
+    static const bt_type types[] = {BT_TYPE_Q4_0, BT_TYPE_Q4_1, BT_TYPE_Q5_0, BT_TYPE_Q5_1,
+                                    BT_TYPE_Q8_0, BT_TYPE_Q4_K, BT_TYPE_Q5_K, BT_TYPE_Q6_K};
     static const int ntoks[] = {1, 2, 3, 4, 5, 9, 16, 17, 33, 70};
     static const int ranges[][2] = {{0, ROWS}, {1, ROWS}, {3, 10}, {13, 35}, {16, 32}, {47, 48}};
     /* Q8_0: 34 bytes per 32; aligned as an allocation (the packed blocks hold 32-bit words) */
@@ -898,7 +913,7 @@ static void test_packed(void) {
                 const char *name = bt_kernels_level_name((bt_kernel_level)l);
                 CHECK(bt_pack_wanted(type, ROWS, n) == (l >= BT_KERNELS_AVX2));
                 CHECK(!bt_pack_wanted(type, ROWS - 8, n));
-                CHECK(!bt_pack_wanted(BT_TYPE_Q5_1, ROWS, n));
+                CHECK(!bt_pack_wanted(BT_TYPE_F16, ROWS, n)); /* no packed layout */
                 for (size_t ni = 0; ni < sizeof ntoks / sizeof ntoks[0]; ni++)
                     for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
                         for (int with_xu = 0; with_xu < 2; with_xu++) {

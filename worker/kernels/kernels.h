@@ -90,16 +90,17 @@ void bt_matmul(bt_type type, const void *w, size_t row_bytes, int64_t n_cols, co
 /*
  * Packed weights: a copy of a weight matrix in a layout of our own, made once when a stage
  * loads its weights (pack.c), that the matrix products read faster than the GGUF layout.
- * Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K have one (the default model's types and those of
- * Q4_0, Q8_0, Q4_K_M and Q5_K_M files, where Q5_0 is the type of the matrices whose rows are
- * not a multiple of 256, e.g. most of SmolLM2's and Gemma 3's): blocks of BT_PACK_ROWS rows with row r of the 16 in the
- * 32-bit lane r of a 512-bit vector (kernels_internal.h has the layouts). A packed matrix has the
- * size of the file's bytes, and the group of rows 16G..16G+15 begins at byte 16G * row_bytes.
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K have one (the default model's types and
+ * those of Q4_0, Q8_0, Q4_K_M and Q5_K_M files, where Q5_0 and Q5_1 are the types of the
+ * matrices whose rows are not a multiple of 256, e.g. most of SmolLM2's and Gemma 3's): blocks of
+ * BT_PACK_ROWS rows with row r of the 16 in the 32-bit lane r of a 512-bit vector
+ * (kernels_internal.h has the layouts). A packed matrix has the size of the file's bytes, and the
+ * group of rows 16G..16G+15 begins at byte 16G * row_bytes.
  *
  * Numerics: each output is accumulated one 32-element (sub-)block at a time, in order from 0,
  * with isum the block's exact integer dot and dx, s the activation block's scale and sum:
  *   Q4_0, Q5_0, Q8_0  acc = fma(fl(d * dx), isum, acc)
- *   Q4_1  acc = fma(fl(d * dx), isum, acc); acc = fma(m, s, acc)
+ *   Q4_1, Q5_1  acc = fma(fl(d * dx), isum, acc); acc = fma(m, s, acc)
  *   Q4_K, Q5_K  acc = fma(fl(fl(d * sc) * dx), isum, acc); acc = fma(-fl(dmin * m), s, acc)
  *   Q6_K  acc = fma(fl(d * dx), sc_lo * isum_lo + sc_hi * isum_hi, acc)  (an exact integer)
  * Every level gives these bits (the scalar one too), so a row's packed products do not depend

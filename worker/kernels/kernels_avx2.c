@@ -1139,28 +1139,61 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
             store_half(1, &acc[h], h, out, 0, rows);
 }
 
+/* Packed Q4_1 and Q5_1 (HI: bt_block_q5_1x16, whose fields are Q4_1's with the fifth bits'
+ * plane hi): the block's size and fields. */
+INLINE size_t q41_size(int HI) {
+    return HI ? sizeof(bt_block_q5_1x16) : sizeof(bt_block_q4_1x16);
+}
+
+INLINE const uint8_t *q41_qs(int HI, const char *b, int j) {
+    return HI ? ((const bt_block_q5_1x16 *)b)->qs[j] : ((const bt_block_q4_1x16 *)b)->qs[j];
+}
+
+INLINE const bt_half *q41_d(int HI, const char *b) {
+    return HI ? ((const bt_block_q5_1x16 *)b)->d : ((const bt_block_q4_1x16 *)b)->d;
+}
+
+INLINE const bt_half *q41_m(int HI, const char *b) {
+    return HI ? ((const bt_block_q5_1x16 *)b)->m : ((const bt_block_q4_1x16 *)b)->m;
+}
+
 /* Packed Q4_1: maddubs(q, x) of the 8 groups summed in int16 as for Q4_K, then
- * fma(fl(d * dx), isum, acc) and fma(m, s, acc). One block of half h for NT tokens. */
-INLINE void q4_1x8_block(int NT, const bt_block_q4_1x16 *b, int h, const bt_q8 *x, int64_t xs,
-                         __m256 *acc) {
+ * fma(fl(d * dx), isum, acc) and fma(m, s, acc). Q5_1 (HI): the fifth bit or'ed in above the
+ * nibble, groups 0, 4, 1, 5 and 2, 6, 3, 7 in two int16 sums (each |.| <= 4 * 2 * 31 * 127 =
+ * 31496), one madd each: the same exact isum. One block of half h for NT tokens. */
+INLINE void q41x8_block(int HI, int NT, const char *b, int h, const bt_q8 *x, int64_t xs,
+                        __m256 *acc) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256i s16[PAIR_TOK];
+    const __m256i hi =
+        HI ? _mm256_loadu_si256((const __m256i *)(((const bt_block_q5_1x16 *)b)->hi + 32 * h))
+           : _mm256_setzero_si256();
+    __m256i s16[PAIR_TOK], part[PAIR_TOK];
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs[j] + 32 * h));
+        __m256i v = _mm256_loadu_si256((const __m256i *)(q41_qs(HI, b, j) + 32 * h));
         __m256i ql = _mm256_and_si256(v, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        if (HI) {
+            ql = _mm256_or_si256(ql, plane16(hi, j));
+            qh = _mm256_or_si256(qh, plane16(hi, j + 4));
+        }
         _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
             const uint8_t *xq = (const uint8_t *)x[t * xs].qs;
             __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(ql, bcast32(xq + 4 * j)),
                                          _mm256_maddubs_epi16(qh, bcast32(xq + 4 * j + 16)));
-            s16[t] = keep_chain(j ? _mm256_add_epi16(s16[t], p) : p);
+            s16[t] = keep_chain(j % (HI ? 2 : 4) ? _mm256_add_epi16(s16[t], p) : p);
         }
+        if (HI && j == 1)
+            _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) part[t] =
+                _mm256_madd_epi16(s16[t], ones);
     }
-    __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->d + 8 * h)));
-    __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b->m + 8 * h)));
+    __m256 dd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q41_d(HI, b) + 8 * h)));
+    __m256 mm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q41_m(HI, b) + 8 * h)));
     _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) {
         const bt_q8 *xt = x + t * xs;
+        __m256i isum = _mm256_madd_epi16(s16[t], ones);
+        if (HI)
+            isum = _mm256_add_epi32(part[t], isum);
         __m256 sc = _mm256_mul_ps(dd, _mm256_broadcast_ss(&xt->d));
-        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[t], ones)), acc[t]);
+        acc[t] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acc[t]);
         acc[t] = _mm256_fmadd_ps(mm, _mm256_broadcast_ss(&xt->s), acc[t]);
     }
 }
@@ -1192,19 +1225,23 @@ INLINE void q8_0x8_block(int NT, const bt_block_q8_0x16 *b, int h, const bt_q8 *
     }
 }
 
-/* KIND 3: Q4_1, 4: Q8_0: one block (at bp) of half h for NT tokens. */
+/* KIND 3: Q4_1, 4: Q8_0, 6: Q5_1: one block (at bp) of half h for NT tokens. */
 INLINE void legacy8_block(int KIND, int NT, const char *bp, int h, const bt_q8 *x, int64_t xs,
                           __m256 *acc) {
-    if (KIND == 3)
-        q4_1x8_block(NT, (const void *)bp, h, x, xs, acc);
+    if (KIND == 3 || KIND == 6)
+        q41x8_block(KIND == 6, NT, bp, h, x, xs, acc);
     else
         q8_0x8_block(NT, (const void *)bp, h, x, xs, acc);
+}
+
+INLINE size_t legacy_size(int KIND) {
+    return KIND == 4 ? sizeof(bt_block_q8_0x16) : q41_size(KIND == 6);
 }
 
 /* The same over all nb blocks, for half h of the group. */
 INLINE void legacy8_tile(int KIND, int NT, const void *wg, int h, int64_t nb, const bt_q8 *x,
                          int64_t xs, float *out, int64_t ldo, uint32_t rows) {
-    const size_t bsz = KIND == 3 ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q8_0x16);
+    const size_t bsz = legacy_size(KIND);
     __m256 acc[PAIR_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
@@ -1221,7 +1258,7 @@ INLINE void legacy8_tile(int KIND, int NT, const void *wg, int h, int64_t nb, co
  * the group is used once, as it arrives, and each block is prefetched once. */
 INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, float *out,
                          uint32_t rows) {
-    const size_t bsz = KIND == 3 ? sizeof(bt_block_q4_1x16) : sizeof(bt_block_q8_0x16);
+    const size_t bsz = legacy_size(KIND);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; i++) {
         const char *bp = (const char *)wg + (size_t)i * bsz;
@@ -1235,10 +1272,10 @@ INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, f
             store_half(1, &acc[h], h, out, 0, rows);
 }
 
-/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0, 5: Q5_K; the group's two halves. */
+/* KIND 1: Q4_K, 2: Q6_K, 3: Q4_1, 4: Q8_0, 5: Q5_K, 6: Q5_1; the group's two halves. */
 INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                       const uint8_t *xu, int64_t xs, float *out, int64_t ldo, uint32_t rows) {
-    if ((KIND == 3 || KIND == 4) && NT == 1) {
+    if ((KIND == 3 || KIND == 4 || KIND == 6) && NT == 1) {
         legacy16_one(KIND, wg, nb, x, out, rows);
         return;
     }
@@ -1255,7 +1292,7 @@ INLINE void kx16_rows(int KIND, int XU, int NT, const void *wg, int64_t nb, cons
             continue;
         if (KIND == 1 || KIND == 5)
             k45x8_tile(KIND == 5, NT, wg, h, nb, x, xs, out, ldo, rows);
-        else if (KIND == 3 || KIND == 4)
+        else if (KIND == 3 || KIND == 4 || KIND == 6)
             legacy8_tile(KIND, NT, wg, h, nb, x, xs, out, ldo, rows);
         else
             q6_kx8_tile(XU, NT, wg, h, nb, x, xu, xs, out, ldo, rows);
@@ -1288,6 +1325,7 @@ PACKED_K(q6_k, 2)
 PACKED_K(q4_1, 3)
 PACKED_K(q8_0, 4)
 PACKED_K(q5_k, 5)
+PACKED_K(q5_1, 6)
 
 /* Packed Q5_0 (HI) and Q4_0 at one token (decode), both halves of each block before the next,
  * so each cache line of the group is used once, as it arrives. No xu and no weight sums: the
@@ -1673,6 +1711,8 @@ void bt_kernels_fill_avx2(bt_kernel_table *t) {
     t->packed_ptile[BT_TYPE_Q8_0] = packed_ptile_q8_0;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
+    t->packed_tile[BT_TYPE_Q5_1] = packed_tile_q5_1;
+    t->packed_ptile[BT_TYPE_Q5_1] = packed_ptile_q5_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
     t->packed_tile[BT_TYPE_Q5_K] = packed_tile_q5_k;

@@ -122,6 +122,17 @@ typedef struct bt_block_q4_0x16 {
 } bt_block_q4_0x16; /* 288 B */
 
 /*
+ * Packed Q5_1: 16 rows x one block of 32 in 384 bytes (16 x 24), as packed Q4_1 with the fifth
+ * bits as packed Q5_0's, set where the file's is (not cleared): hi[4r + k] bit g is the fifth
+ * bit of element 4g + k of row r.
+ */
+typedef struct bt_block_q5_1x16 {
+    uint8_t qs[4][64];
+    uint8_t hi[64];
+    bt_half d[16], m[16];
+} bt_block_q5_1x16; /* 384 B */
+
+/*
  * Packed Q8_0: 16 rows x one block of 32 in 544 bytes (16 x 34): qs[g][4r + k] is element
  * 4g + k of row r (int8), d[r] its scale.
  */

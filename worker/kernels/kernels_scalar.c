@@ -255,6 +255,15 @@ static float packed_block_step(bt_type type, const void *blk, const bt_q8 *x, fl
             s += (q[j] - 16) * x->qs[j];
         return fmaf(bt_half_to_f32(b->d) * x->d, (float)s, acc);
     }
+    case BT_TYPE_Q5_1: {
+        const bt_block_q5_1 *b = blk;
+        int s = 0;
+        unpack_q5(b->qs, b->qh, q);
+        for (int j = 0; j < 32; j++)
+            s += q[j] * x->qs[j];
+        acc = fmaf(bt_half_to_f32(b->d) * x->d, (float)s, acc);
+        return fmaf(bt_half_to_f32(b->m), x->s, acc);
+    }
     case BT_TYPE_Q8_0: {
         const bt_block_q8_0 *b = blk;
         return fmaf(bt_half_to_f32(b->d) * x->d, (float)dot_i8(b->qs, x->qs, 32), acc);
@@ -312,6 +321,7 @@ static void packed_tile_ref(bt_type type, const void *wg, int64_t nb, const bt_q
 PACKED_REF(q4_0, BT_TYPE_Q4_0)
 PACKED_REF(q4_1, BT_TYPE_Q4_1)
 PACKED_REF(q5_0, BT_TYPE_Q5_0)
+PACKED_REF(q5_1, BT_TYPE_Q5_1)
 PACKED_REF(q8_0, BT_TYPE_Q8_0)
 PACKED_REF(q4_k, BT_TYPE_Q4_K)
 PACKED_REF(q5_k, BT_TYPE_Q5_K)
@@ -460,6 +470,7 @@ void bt_kernels_fill_scalar(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q4_0] = packed_tile_q4_0;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_tile[BT_TYPE_Q5_0] = packed_tile_q5_0;
+    t->packed_tile[BT_TYPE_Q5_1] = packed_tile_q5_1;
     t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_tile[BT_TYPE_Q5_K] = packed_tile_q5_k;

@@ -53,6 +53,21 @@ static void pack_q4_0_block(const bt_block_q4_0 *const *rows, bt_block_q4_0x16 *
     }
 }
 
+static void pack_q5_1_block(const bt_block_q5_1 *const *rows, bt_block_q5_1x16 *out) {
+    memset(out->hi, 0, sizeof out->hi);
+    for (int r = 0; r < BT_PACK_ROWS; r++) {
+        const bt_block_q5_1 *b = rows[r];
+        uint32_t qh;
+        memcpy(&qh, b->qh, sizeof qh);
+        out->d[r] = b->d;
+        out->m[r] = b->m;
+        for (int j = 0; j < 4; j++)
+            memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
+        for (int e = 0; e < 32; e++) /* element e = 4g + k: qh bit e */
+            out->hi[4 * r + e % 4] |= (uint8_t)((qh >> e & 1) << e / 4);
+    }
+}
+
 static void pack_q8_0_block(const bt_block_q8_0 *const *rows, bt_block_q8_0x16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         out->d[r] = rows[r]->d;
@@ -106,14 +121,15 @@ _Static_assert(sizeof(bt_block_q4_1x16) == BT_PACK_ROWS * sizeof(bt_block_q4_1),
 _Static_assert(sizeof(bt_block_q5_0x16) == BT_PACK_ROWS * sizeof(bt_block_q5_0), "Q5_0 x16");
 _Static_assert(sizeof(bt_block_q4_0x16) == BT_PACK_ROWS * sizeof(bt_block_q4_0), "Q4_0 x16");
 _Static_assert(sizeof(bt_block_q5_kx16) == BT_PACK_ROWS * sizeof(bt_block_q5_k), "Q5_K x16");
+_Static_assert(sizeof(bt_block_q5_1x16) == BT_PACK_ROWS * sizeof(bt_block_q5_1), "Q5_1 x16");
 _Static_assert(sizeof(bt_block_q8_0x16) == BT_PACK_ROWS * sizeof(bt_block_q8_0), "Q8_0 x16");
 _Static_assert(sizeof(bt_block_q4_kx16) == BT_PACK_ROWS * sizeof(bt_block_q4_k), "Q4_K x16");
 _Static_assert(sizeof(bt_block_q6_kx16) == BT_PACK_ROWS * sizeof(bt_block_q6_k), "Q6_K x16");
 
 bool bt_pack_has_layout(bt_type type) {
     return type == BT_TYPE_Q4_0 || type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 ||
-           type == BT_TYPE_Q8_0 || type == BT_TYPE_Q4_K || type == BT_TYPE_Q5_K ||
-           type == BT_TYPE_Q6_K;
+           type == BT_TYPE_Q5_1 || type == BT_TYPE_Q8_0 || type == BT_TYPE_Q4_K ||
+           type == BT_TYPE_Q5_K || type == BT_TYPE_Q6_K;
 }
 
 void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols,
@@ -137,6 +153,8 @@ void bt_pack_rows(bt_type type, const void *w, size_t row_bytes, int64_t n_rows,
                 pack_q4_1_block((const bt_block_q4_1 *const *)rows, (bt_block_q4_1x16 *)out);
             else if (type == BT_TYPE_Q5_0)
                 pack_q5_0_block((const bt_block_q5_0 *const *)rows, (bt_block_q5_0x16 *)out);
+            else if (type == BT_TYPE_Q5_1)
+                pack_q5_1_block((const bt_block_q5_1 *const *)rows, (bt_block_q5_1x16 *)out);
             else if (type == BT_TYPE_Q8_0)
                 pack_q8_0_block((const bt_block_q8_0 *const *)rows, (bt_block_q8_0x16 *)out);
             else if (type == BT_TYPE_Q4_K)
@@ -183,6 +201,17 @@ void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
             memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
         for (int e = 0; e < 32; e++)
             qh |= (uint32_t)(~b->nohi[4 * r + e % 4] >> e / 4 & 1) << e;
+        memcpy(o->qh, &qh, 4);
+    } else if (type == BT_TYPE_Q5_1) {
+        const bt_block_q5_1x16 *b = pb;
+        bt_block_q5_1 *o = out;
+        uint32_t qh = 0;
+        o->d = b->d[r];
+        o->m = b->m[r];
+        for (int j = 0; j < 4; j++)
+            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+        for (int e = 0; e < 32; e++)
+            qh |= (uint32_t)(b->hi[4 * r + e % 4] >> e / 4 & 1) << e;
         memcpy(o->qh, &qh, 4);
     } else if (type == BT_TYPE_Q8_0) {
         const bt_block_q8_0x16 *b = pb;
