@@ -18,7 +18,8 @@
 #    top-1/top-2 margin differs from llama.cpp's by up to 0.59 (Q4_K_M) and 0.25 (Q8_0)
 #    (Q4_1: 0.34), and baton's own scalar and AVX2 kernels differ from each other by up to
 #    0.32 on Q4_K_M, so a flip below 0.6 is summation order and 8-bit activation rounding,
-#    not model math. Part of Q4_K_M's excess is that llama.cpp quantizes the activations of
+#    not model math (Q4_0 and Q5_K_M, on 2026-12-07: divergences at llama.cpp margins up to
+#    0.17 and 0.32). Part of Q4_K_M's excess is that llama.cpp quantizes the activations of
 #    its q4_K/q6_K products to Q8_K (one f32 scale per 256) where baton uses its 32-blocks
 #    (worker/kernels/kernels.h says so); with those tensors made q5_0 it is 0.38.
 #    No --numerics llamacpp check: that mode reproduces llama.cpp built for AVX-512, and these

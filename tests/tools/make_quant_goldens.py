@@ -30,7 +30,7 @@ import sys
 import make_goldens as mg
 
 PPL_CHUNKS = 4  # 1020 scored tokens: ~15 s of baton on CI's 2 cores per variant
-LABELS = {"q4_k_m": "Q4_K_M", "q8_0": "Q8_0"}
+LABELS = {"q4_k_m": "Q4_K_M", "q8_0": "Q8_0", "q4_0": "Q4_0", "q5_k_m": "Q5_K_M"}
 
 
 def main():
