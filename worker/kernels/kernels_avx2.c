@@ -920,7 +920,7 @@ INLINE __m256i k45x8_quants(int Q5, const char *b, int j, int g, int h) {
 INLINE void k45x8_tile(int Q5, int NT, const char *b, int h, int64_t nb, const bt_q8 *x, int64_t xs,
                        float *out, int64_t ldo, uint32_t rows) {
     const __m256i ones = _mm256_set1_epi16(1);
-    const int NG = Q5 ? 4 : 8; /* groups per int16 chain */
+    const int NG = Q5 ? 4 : 8, NH = Q5 ? 2 : 1; /* groups per int16 chain, chains */
     __m256 acc[BT_PREFILL_TOK];
     for (int t = 0; t < NT; t++)
         acc[t] = _mm256_setzero_ps();
@@ -932,7 +932,7 @@ INLINE void k45x8_tile(int Q5, int NT, const char *b, int h, int64_t nb, const b
                 _mm_prefetch(b + k45_size(Q5) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xj = x + 8 * i + j;
             __m256i part[BT_PREFILL_TOK]; /* Q5_K: the madd of groups 0..3 */
-            _Pragma("GCC unroll 2") for (int n = 0; n < 8 / NG; n++) {
+            _Pragma("GCC unroll 2") for (int n = 0; n < NH; n++) {
                 __m256i q5[4]; /* Q5_K: its four groups, unpacked once; Q4_K: each as used */
                 _Pragma("GCC unroll 4") for (int g = 0; g < 4 && Q5; g++) q5[g] =
                     k45x8_quants(Q5, b, j, NG * n + g, h);
