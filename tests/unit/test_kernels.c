@@ -751,35 +751,29 @@ static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
 
 static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int64_t n) {
     float acc = 0.0f;
-    if (type == BT_TYPE_Q4_1) {
-        const bt_block_q4_1 *b = (const bt_block_q4_1 *)(const void *)row;
+    if (type == BT_TYPE_Q4_0 || type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_0 ||
+        type == BT_TYPE_Q5_1) {
+        /* d; Q4_1 and Q5_1: m; Q5_0 and Q5_1: qh[4], the fifth bits; then qs[16], nibbles */
+        bool has_m = type == BT_TYPE_Q4_1 || type == BT_TYPE_Q5_1;
+        bool has_qh = type == BT_TYPE_Q5_0 || type == BT_TYPE_Q5_1;
+        int offset = has_m ? 0 : has_qh ? 16 : 8; /* the quant's zero */
+        size_t bsz = bt_type_traits_of(type)->block_bytes;
         for (int64_t i = 0; i < n / 32; i++) {
-            int isum = 0;
-            for (int j = 0; j < 32; j++)
-                isum += (j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4) * x[i].qs[j];
-            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
-            acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
-        }
-    } else if (type == BT_TYPE_Q5_1) {
-        const bt_block_q5_1 *b = (const bt_block_q5_1 *)(const void *)row;
-        for (int64_t i = 0; i < n / 32; i++) {
-            uint32_t qh;
-            memcpy(&qh, b[i].qh, 4);
+            const uint8_t *blk = row + i * bsz, *qs = blk + 2 + 2 * has_m + 4 * has_qh;
+            bt_half hd, hm;
+            memcpy(&hd, blk, 2);
+            memcpy(&hm, blk + 2, 2);
+            uint32_t qh = 0;
+            if (has_qh)
+                memcpy(&qh, blk + 2 + 2 * has_m, 4);
             int isum = 0;
             for (int j = 0; j < 32; j++) {
-                int nib = j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4;
-                isum += (nib + (int)(qh >> j & 1) * 16) * x[i].qs[j];
+                int nib = j < 16 ? qs[j] & 0x0F : qs[j - 16] >> 4;
+                isum += (nib + (int)(qh >> j & 1) * 16 - offset) * x[i].qs[j];
             }
-            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
-            acc = fmaf(bt_half_to_f32(b[i].m), x[i].s, acc);
-        }
-    } else if (type == BT_TYPE_Q4_0) {
-        const bt_block_q4_0 *b = (const bt_block_q4_0 *)(const void *)row;
-        for (int64_t i = 0; i < n / 32; i++) {
-            int isum = 0;
-            for (int j = 0; j < 32; j++)
-                isum += ((j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4) - 8) * x[i].qs[j];
-            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
+            acc = fmaf(bt_half_to_f32(hd) * x[i].d, (float)isum, acc);
+            if (has_m)
+                acc = fmaf(bt_half_to_f32(hm), x[i].s, acc);
         }
     } else if (type == BT_TYPE_Q8_0) {
         const bt_block_q8_0 *b = (const bt_block_q8_0 *)(const void *)row;
@@ -787,18 +781,6 @@ static float packed_expect(bt_type type, const uint8_t *row, const bt_q8 *x, int
             int isum = 0;
             for (int j = 0; j < 32; j++)
                 isum += b[i].qs[j] * x[i].qs[j];
-            acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
-        }
-    } else if (type == BT_TYPE_Q5_0) {
-        const bt_block_q5_0 *b = (const bt_block_q5_0 *)(const void *)row;
-        for (int64_t i = 0; i < n / 32; i++) {
-            uint32_t qh;
-            memcpy(&qh, b[i].qh, 4);
-            int isum = 0;
-            for (int j = 0; j < 32; j++) {
-                int nib = j < 16 ? b[i].qs[j] & 0x0F : b[i].qs[j - 16] >> 4;
-                isum += (nib + (int)(qh >> j & 1) * 16 - 16) * x[i].qs[j];
-            }
             acc = fmaf(bt_half_to_f32(b[i].d) * x[i].d, (float)isum, acc);
         }
     } else if (type == BT_TYPE_Q4_K || type == BT_TYPE_Q5_K) {
