@@ -1,6 +1,6 @@
 /*
  * bench_stream.c - decode's weight stream per quant type: how fast the packed one-token
- * kernels read weights that are not in any cache, beside a plain read of the same bytes.
+ * kernels read weights that are not in any cache, beside a prefetched read of the same bytes.
  *
  *   bench_stream [--threads N] [--mib M] [--reps R] [type ...]
  *     (defaults: every CPU, 256 MiB, 5; every type the kernels pack at this CPU's level)

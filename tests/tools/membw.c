@@ -10,7 +10,7 @@
  * optimised away. Threads are created once and meet at a barrier before each pass, so a pass
  * measures reading only. docs/benchmarks.md states decode speed as a fraction of this number
  * (read_gb_s). Each plain pass alternates with one that also prefetches READ_AHEAD bytes ahead,
- * as the one-token kernels do (read_prefetch_gb_s): on the Zen 3 of stop 35 that read 10-15%
+ * as the one-token kernels do (read_prefetch_gb_s): on the Zen 3 of stop 35 that read 2-7%
  * more, and the kernels of the legacy types stream at about that speed (bench_stream).
  */
 #include <pthread.h>
