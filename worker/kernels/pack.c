@@ -16,22 +16,48 @@
 
 #include "kernels_internal.h"
 
-static uint32_t qh_bits(const bt_block_q5_0 *b) {
-    uint32_t qh;
-    memcpy(&qh, b->qh, sizeof qh);
-    return qh;
+/* The n 4-byte words of a row's src into lane r (bytes 4r..4r+3) of n consecutive 64-byte
+ * rows at `lanes`, in order: the packed layout of every array below. get_lanes is its inverse. */
+static void put_lanes(void *lanes, int n, int r, const void *src) {
+    for (int k = 0; k < n; k++)
+        memcpy((uint8_t *)lanes + 64 * k + 4 * r, (const uint8_t *)src + 4 * k, 4);
+}
+
+static void get_lanes(void *dst, const void *lanes, int n, int r) {
+    for (int k = 0; k < n; k++)
+        memcpy((uint8_t *)dst + 4 * k, (const uint8_t *)lanes + 64 * k + 4 * r, 4);
+}
+
+/* A row's 32 fifth bits (a Q5_0 or Q5_1 block's qh) as row r's 4 bytes of a bit plane: byte
+ * 4r + k holds in bit g the bit of element 4g + k. get_plane is its inverse. */
+static void put_plane(uint8_t plane[64], int r, uint32_t bits) {
+    for (int k = 0; k < 4; k++) {
+        uint8_t v = 0;
+        for (int g = 0; g < 8; g++)
+            v |= (uint8_t)((bits >> (4 * g + k) & 1) << g);
+        plane[4 * r + k] = v;
+    }
+}
+
+static uint32_t get_plane(const uint8_t plane[64], int r) {
+    uint32_t bits = 0;
+    for (int e = 0; e < 32; e++)
+        bits |= (uint32_t)(plane[4 * r + e % 4] >> e / 4 & 1) << e;
+    return bits;
+}
+
+static uint32_t qh_word(const uint8_t qh[4]) {
+    uint32_t w;
+    memcpy(&w, qh, sizeof w);
+    return w;
 }
 
 static void pack_q5_0_block(const bt_block_q5_0 *const *rows, bt_block_q5_0x16 *out) {
-    memset(out, 0, sizeof *out);
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         const bt_block_q5_0 *b = rows[r];
-        uint32_t qh = qh_bits(b);
         out->d[r] = b->d;
-        for (int j = 0; j < 4; j++)
-            memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
-        for (int e = 0; e < 32; e++) /* element e = 4g + k: qh bit e, set when cleared */
-            out->nohi[4 * r + e % 4] |= (uint8_t)((~qh >> e & 1) << e / 4);
+        put_lanes(out->qs, 4, r, b->qs);
+        put_plane(out->nohi, r, ~qh_word(b->qh)); /* set where the file's bit is clear */
     }
 }
 
@@ -40,39 +66,31 @@ static void pack_q4_1_block(const bt_block_q4_1 *const *rows, bt_block_q4_1x16 *
         const bt_block_q4_1 *b = rows[r];
         out->d[r] = b->d;
         out->m[r] = b->m;
-        for (int j = 0; j < 4; j++)
-            memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
+        put_lanes(out->qs, 4, r, b->qs);
     }
 }
 
 static void pack_q4_0_block(const bt_block_q4_0 *const *rows, bt_block_q4_0x16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         out->d[r] = rows[r]->d;
-        for (int j = 0; j < 4; j++)
-            memcpy(&out->qs[j][4 * r], rows[r]->qs + 4 * j, 4);
+        put_lanes(out->qs, 4, r, rows[r]->qs);
     }
 }
 
 static void pack_q5_1_block(const bt_block_q5_1 *const *rows, bt_block_q5_1x16 *out) {
-    memset(out->hi, 0, sizeof out->hi);
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         const bt_block_q5_1 *b = rows[r];
-        uint32_t qh;
-        memcpy(&qh, b->qh, sizeof qh);
         out->d[r] = b->d;
         out->m[r] = b->m;
-        for (int j = 0; j < 4; j++)
-            memcpy(&out->qs[j][4 * r], b->qs + 4 * j, 4);
-        for (int e = 0; e < 32; e++) /* element e = 4g + k: qh bit e */
-            out->hi[4 * r + e % 4] |= (uint8_t)((qh >> e & 1) << e / 4);
+        put_lanes(out->qs, 4, r, b->qs);
+        put_plane(out->hi, r, qh_word(b->qh));
     }
 }
 
 static void pack_q8_0_block(const bt_block_q8_0 *const *rows, bt_block_q8_0x16 *out) {
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         out->d[r] = rows[r]->d;
-        for (int g = 0; g < 8; g++)
-            memcpy(&out->qs[g][4 * r], rows[r]->qs + 4 * g, 4);
+        put_lanes(out->qs, 8, r, rows[r]->qs);
     }
 }
 
@@ -83,9 +101,7 @@ static void pack_k4_row(bt_block_q4_kx16 *out, int r, bt_half d, bt_half dmin,
     out->dmin[r] = dmin;
     for (int w = 0; w < 3; w++)
         memcpy(&out->sm[w][r], scales + 4 * w, 4);
-    for (int p = 0; p < 4; p++)
-        for (int g = 0; g < 8; g++)
-            memcpy(&out->qs[p][g][4 * r], qs + 32 * p + 4 * g, 4);
+    put_lanes(out->qs, 32, r, qs);
 }
 
 static void pack_q4_k_block(const bt_block_q4_k *const *rows, bt_block_q4_kx16 *out) {
@@ -97,8 +113,7 @@ static void pack_q5_k_block(const bt_block_q5_k *const *rows, bt_block_q5_kx16 *
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         const bt_block_q5_k *b = rows[r];
         pack_k4_row(&out->lo, r, b->d, b->dmin, b->scales, b->qs);
-        for (int g = 0; g < 8; g++)
-            memcpy(&out->qh[g][4 * r], b->qh + 4 * g, 4);
+        put_lanes(out->qh, 8, r, b->qh);
     }
 }
 
@@ -106,14 +121,9 @@ static void pack_q6_k_block(const bt_block_q6_k *const *rows, bt_block_q6_kx16 *
     for (int r = 0; r < BT_PACK_ROWS; r++) {
         const bt_block_q6_k *b = rows[r];
         out->d[r] = b->d;
-        for (int w = 0; w < 4; w++)
-            memcpy(&out->sc[w][4 * r], b->scales + 4 * w, 4);
-        for (int n = 0; n < 2; n++)
-            for (int g = 0; g < 8; g++) {
-                for (int h = 0; h < 2; h++)
-                    memcpy(&out->ql[n][h][g][4 * r], b->ql + 64 * n + 32 * h + 4 * g, 4);
-                memcpy(&out->qh[n][g][4 * r], b->qh + 32 * n + 4 * g, 4);
-            }
+        put_lanes(out->sc, 4, r, b->scales);
+        put_lanes(out->ql, 32, r, b->ql);
+        put_lanes(out->qh, 16, r, b->qh);
     }
 }
 
@@ -173,9 +183,7 @@ static void unpack_k4(const bt_block_q4_kx16 *b, int r, bt_half *d, bt_half *dmi
     *dmin = b->dmin[r];
     for (int w = 0; w < 3; w++)
         memcpy(scales + 4 * w, &b->sm[w][r], 4);
-    for (int p = 0; p < 4; p++)
-        for (int g = 0; g < 8; g++)
-            memcpy(qs + 32 * p + 4 * g, &b->qs[p][g][4 * r], 4);
+    get_lanes(qs, b->qs, 32, r);
 }
 
 void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
@@ -183,42 +191,33 @@ void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
         const bt_block_q4_0x16 *b = pb;
         bt_block_q4_0 *o = out;
         o->d = b->d[r];
-        for (int j = 0; j < 4; j++)
-            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+        get_lanes(o->qs, b->qs, 4, r);
     } else if (type == BT_TYPE_Q4_1) {
         const bt_block_q4_1x16 *b = pb;
         bt_block_q4_1 *o = out;
         o->d = b->d[r];
         o->m = b->m[r];
-        for (int j = 0; j < 4; j++)
-            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
+        get_lanes(o->qs, b->qs, 4, r);
     } else if (type == BT_TYPE_Q5_0) {
         const bt_block_q5_0x16 *b = pb;
         bt_block_q5_0 *o = out;
-        uint32_t qh = 0;
+        uint32_t qh = ~get_plane(b->nohi, r);
         o->d = b->d[r];
-        for (int j = 0; j < 4; j++)
-            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
-        for (int e = 0; e < 32; e++)
-            qh |= (uint32_t)(~b->nohi[4 * r + e % 4] >> e / 4 & 1) << e;
+        get_lanes(o->qs, b->qs, 4, r);
         memcpy(o->qh, &qh, 4);
     } else if (type == BT_TYPE_Q5_1) {
         const bt_block_q5_1x16 *b = pb;
         bt_block_q5_1 *o = out;
-        uint32_t qh = 0;
+        uint32_t qh = get_plane(b->hi, r);
         o->d = b->d[r];
         o->m = b->m[r];
-        for (int j = 0; j < 4; j++)
-            memcpy(o->qs + 4 * j, &b->qs[j][4 * r], 4);
-        for (int e = 0; e < 32; e++)
-            qh |= (uint32_t)(b->hi[4 * r + e % 4] >> e / 4 & 1) << e;
+        get_lanes(o->qs, b->qs, 4, r);
         memcpy(o->qh, &qh, 4);
     } else if (type == BT_TYPE_Q8_0) {
         const bt_block_q8_0x16 *b = pb;
         bt_block_q8_0 *o = out;
         o->d = b->d[r];
-        for (int g = 0; g < 8; g++)
-            memcpy(o->qs + 4 * g, &b->qs[g][4 * r], 4);
+        get_lanes(o->qs, b->qs, 8, r);
     } else if (type == BT_TYPE_Q4_K) {
         bt_block_q4_k *o = out;
         unpack_k4(pb, r, &o->d, &o->dmin, o->scales, o->qs);
@@ -226,20 +225,14 @@ void bt_pack_unpack_row(bt_type type, const void *pb, int r, void *out) {
         const bt_block_q5_kx16 *b = pb;
         bt_block_q5_k *o = out;
         unpack_k4(&b->lo, r, &o->d, &o->dmin, o->scales, o->qs);
-        for (int g = 0; g < 8; g++)
-            memcpy(o->qh + 4 * g, &b->qh[g][4 * r], 4);
+        get_lanes(o->qh, b->qh, 8, r);
     } else {
         const bt_block_q6_kx16 *b = pb;
         bt_block_q6_k *o = out;
         o->d = b->d[r];
-        for (int w = 0; w < 4; w++)
-            memcpy(o->scales + 4 * w, &b->sc[w][4 * r], 4);
-        for (int n = 0; n < 2; n++)
-            for (int g = 0; g < 8; g++) {
-                for (int h = 0; h < 2; h++)
-                    memcpy(o->ql + 64 * n + 32 * h + 4 * g, &b->ql[n][h][g][4 * r], 4);
-                memcpy(o->qh + 32 * n + 4 * g, &b->qh[n][g][4 * r], 4);
-            }
+        get_lanes(o->scales, b->sc, 4, r);
+        get_lanes(o->ql, b->ql, 32, r);
+        get_lanes(o->qh, b->qh, 16, r);
     }
 }
 
