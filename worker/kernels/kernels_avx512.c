@@ -9,6 +9,7 @@
  * 512-bit vectors.
  */
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels_internal.h"
@@ -451,55 +452,87 @@ TILES(q5_k, K_Q5K)
 TILES(q6_k, K_Q6K)
 
 /*
- * Packed Q5_0 and Q4_1 (kernels_internal.h, bt_block_q5_0x16 and bt_block_q4_1x16): the 16
- * rows of a group in the 16 lanes, so group g's weights are one vector and token t's elements
- * 4g..4g+3 one 32-bit broadcast (from memory, into vpdpbusd): 8 vpdpbusd per token and block
- * give every row's whole block sum, and one convert and one FMA serve the 16 rows. Per block,
- * the quants are four loads and their nibbles; Q5_0's are signed (eight masked subtracts of
- * 16, nohi) against x + 128, with -128 * (each row's weight sum) as the accumulation's start,
- * once for every token; Q4_1's are unsigned against x, and its min adds fma(m, s, acc) after
- * the block's fma (MIN). Bits: the integer block sums are exact, then the float operations of
- * the scalar packed tile in kernels_scalar.c, in block order.
+ * Packed legacy types (kernels_internal.h, bt_block_q5_0x16 and its kin): the 16 rows of a
+ * group in the 16 lanes, so group g's weights are one vector and token t's elements 4g..4g+3
+ * one 32-bit broadcast (from memory, into vpdpbusd): 8 vpdpbusd per token and block give every
+ * row's whole block sum, and one convert and one FMA serve the 16 rows. Per block, the quants
+ * are four loads and their nibbles (Q8_0: eight loads). The signed types (Q5_0: eight masked
+ * subtracts of 16, nohi; Q4_0: the nibble - 8; Q8_0) go against x + 128, with -128 * (each
+ * row's weight sum) as the accumulation's start, once for every token; the unsigned ones
+ * (Q4_1; Q5_1: eight masked adds of 16, hi) against x, and their min adds fma(m, s, acc) after
+ * the block's fma. Bits: the integer block sums are exact, then the float operations of the
+ * scalar packed tile in kernels_scalar.c, in block order.
  */
-INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64_t nb,
-                          const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
-                          __mmask16 rows) {
-    const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
-                  k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
-    const size_t bsz = MIN  ? sizeof(bt_block_q4_1x16)
-                       : Q8 ? sizeof(bt_block_q8_0x16)
-                            : sizeof(bt_block_q5_0x16);
+enum { P_Q5_0, P_Q4_1, P_Q8_0, P_Q4_0, P_Q5_1 };
+
+INLINE size_t p16_size(int KIND) {
+    return KIND == P_Q5_0   ? sizeof(bt_block_q5_0x16)
+           : KIND == P_Q4_1 ? sizeof(bt_block_q4_1x16)
+           : KIND == P_Q8_0 ? sizeof(bt_block_q8_0x16)
+           : KIND == P_Q4_0 ? sizeof(bt_block_q4_0x16)
+                            : sizeof(bt_block_q5_1x16);
+}
+
+/* Group g's quants of a packed legacy block's 16 rows (unsigned for Q4_1, Q5_1). */
+INLINE void p16_quants(int KIND, const char *bp, __m512i q[8]) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16);
+    if (KIND == P_Q8_0) {
+        _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
+            _mm512_loadu_si512(((const bt_block_q8_0x16 *)(const void *)bp)->qs[g]);
+        return;
+    }
+    /* qs is the first field of the nibble types; the fifth bits follow it in Q5_0, Q5_1 */
+    const uint8_t(*qs)[64] = ((const bt_block_q4_1x16 *)(const void *)bp)->qs;
+    const __m512i fifth =
+        KIND == P_Q5_0   ? _mm512_loadu_si512(((const bt_block_q5_0x16 *)(const void *)bp)->nohi)
+        : KIND == P_Q5_1 ? _mm512_loadu_si512(((const bt_block_q5_1x16 *)(const void *)bp)->hi)
+                         : _mm512_setzero_si512();
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m512i v = _mm512_loadu_si512(qs[j]);
+        __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+        if (KIND == P_Q4_0) {
+            l = _mm512_sub_epi8(l, _mm512_set1_epi8(8));
+            h = _mm512_sub_epi8(h, _mm512_set1_epi8(8));
+        } else if (KIND == P_Q5_0 || KIND == P_Q5_1) {
+            __mmask64 ml = _mm512_test_epi8_mask(fifth, _mm512_set1_epi8((char)(1 << j)));
+            __mmask64 mh = _mm512_test_epi8_mask(fifth, _mm512_set1_epi8((char)(16 << j)));
+            l = KIND == P_Q5_0 ? _mm512_mask_sub_epi8(l, ml, l, k16)
+                               : _mm512_mask_add_epi8(l, ml, l, k16);
+            h = KIND == P_Q5_0 ? _mm512_mask_sub_epi8(h, mh, h, k16)
+                               : _mm512_mask_add_epi8(h, mh, h, k16);
+        }
+        q[j] = l;
+        q[j + 4] = h;
+    }
+}
+
+/* A packed legacy block's row scales (d) and, for Q4_1 and Q5_1, mins (m), as floats. */
+INLINE void p16_scales(int KIND, const char *bp, __m512 *d, __m512 *m) {
+    const size_t dof = KIND == P_Q5_0   ? offsetof(bt_block_q5_0x16, d)
+                       : KIND == P_Q4_1 ? offsetof(bt_block_q4_1x16, d)
+                       : KIND == P_Q8_0 ? offsetof(bt_block_q8_0x16, d)
+                       : KIND == P_Q4_0 ? offsetof(bt_block_q4_0x16, d)
+                                        : offsetof(bt_block_q5_1x16, d);
+    *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + dof)));
+    *m = KIND == P_Q4_1 || KIND == P_Q5_1
+             ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + dof + 32)))
+             : *d;
+}
+
+INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
+                          const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
+    const int MIN = KIND == P_Q4_1 || KIND == P_Q5_1;
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const size_t bsz = p16_size(KIND);
     __m512 acc[BT_PREFILL_TOK];
     TOKENS acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const char *bp = (const char *)wg + (size_t)i * bsz;
-        const bt_block_q5_0x16 *b5 = (const bt_block_q5_0x16 *)(const void *)bp;
-        const bt_block_q4_1x16 *b4 = (const bt_block_q4_1x16 *)(const void *)bp;
-        const bt_block_q8_0x16 *b8 = (const bt_block_q8_0x16 *)(const void *)bp;
         for (int c = 0; c < (int)bsz + 64; c += 64)
             _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
         __m512i q[8];
-        if (Q8)
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
-                _mm512_loadu_si512(b8->qs[g]);
-        else {
-            const __m512i nohi = MIN ? zero : _mm512_loadu_si512(b5->nohi);
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                __m512i v = _mm512_loadu_si512(MIN ? b4->qs[j] : b5->qs[j]);
-                __m512i l = _mm512_and_si512(v, lo4),
-                        h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                q[j] = MIN ? l
-                           : _mm512_mask_sub_epi8(
-                                 l, _mm512_test_epi8_mask(nohi, _mm512_set1_epi8((char)(1 << j))),
-                                 l, k16);
-                q[j + 4] =
-                    MIN ? h
-                        : _mm512_mask_sub_epi8(
-                              h, _mm512_test_epi8_mask(nohi, _mm512_set1_epi8((char)(16 << j))), h,
-                              k16);
-            }
-        }
-        __m512i init = zero; /* Q5_0, Q8_0: -128 * (each row's weight sum) */
+        p16_quants(KIND, bp, q);
+        __m512i init = zero; /* the signed types: -128 * (each row's weight sum) */
         if (!MIN) {
             __m512i s0 = zero, s1 = zero;
             _Pragma("GCC unroll 4") for (int g = 0; g < 4; g++) {
@@ -508,11 +541,9 @@ INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64
             }
             init = _mm512_sub_epi32(zero, _mm512_add_epi32(s0, s1));
         }
-        __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(MIN  ? b4->d
-                                                                         : Q8 ? b8->d
-                                                                              : b5->d)));
-        __m512 mm = MIN ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b4->m)) : dd;
-        uint8_t ub[NT_MAX][32]; /* Q5_0, Q8_0 without xu: x + 128 of the block's tokens */
+        __m512 dd, mm;
+        p16_scales(KIND, bp, &dd, &mm);
+        uint8_t ub[NT_MAX][32]; /* the signed types without xu: x + 128 of the block's tokens */
         if (!MIN && !XU)
             TOKENS _mm256_storeu_si256(
                 (__m256i *)ub[t],
@@ -538,28 +569,31 @@ INLINE void legacy16_tile(int MIN, int Q8, int XU, int NT, const void *wg, int64
     TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
 }
 
-#define PACKED_LEGACY(name, MIN, Q8)                                                               \
+#define PACKED_LEGACY(name, KIND)                                                                  \
     static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
                                    int64_t xs, int n_tok, float *out, int64_t ldo,                 \
                                    uint32_t rows) {                                                \
-        if (xu && !MIN)                                                                            \
-            BT_WITH_NT(n_tok, legacy16_tile(MIN, Q8, 1, NT_, wg, nb, x, xu, xs, out, ldo,          \
-                                            (__mmask16)rows))                                      \
+        const int min = KIND == P_Q4_1 || KIND == P_Q5_1;                                          \
+        if (xu && !min)                                                                            \
+            BT_WITH_NT(n_tok,                                                                      \
+                       legacy16_tile(KIND, 1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))  \
         else                                                                                       \
-            BT_WITH_NT(n_tok, legacy16_tile(MIN, Q8, 0, NT_, wg, nb, x, NULL, xs, out, ldo,        \
+            BT_WITH_NT(n_tok, legacy16_tile(KIND, 0, NT_, wg, nb, x, NULL, xs, out, ldo,           \
                                             (__mmask16)rows))                                      \
     }                                                                                              \
     static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
         (void)n_tok; /* BT_PREFILL_TOK */                                                          \
-        legacy16_tile(MIN, Q8, !MIN, BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo,                  \
-                      (__mmask16)rows);                                                            \
+        legacy16_tile(KIND, KIND != P_Q4_1 && KIND != P_Q5_1, BT_PREFILL_TOK, wg, nb, x, xu, xs,   \
+                      out, ldo, (__mmask16)rows);                                                  \
     }
 
-PACKED_LEGACY(q5_0, 0, 0)
-PACKED_LEGACY(q4_1, 1, 0)
-PACKED_LEGACY(q8_0, 0, 1)
+PACKED_LEGACY(q5_0, P_Q5_0)
+PACKED_LEGACY(q4_1, P_Q4_1)
+PACKED_LEGACY(q8_0, P_Q8_0)
+PACKED_LEGACY(q4_0, P_Q4_0)
+PACKED_LEGACY(q5_1, P_Q5_1)
 
 /*
  * Packed Q4_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one sub-block (one
@@ -584,13 +618,18 @@ INLINE __m512 lane_s8f(__m512i v, int byte) { /* the same, as int8 */
     return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * byte), 24));
 }
 
-INLINE void q4_kx16_tile(int NT, const bt_block_q4_kx16 *b, int64_t nb, const bt_q8 *x, int64_t xs,
-                         float *out, int64_t ldo, __mmask16 rows) {
+INLINE void q45_kx16_tile(int Q5, int NT, const void *wg, int64_t nb, const bt_q8 *x, int64_t xs,
+                          float *out, int64_t ldo, __mmask16 rows) {
+    const size_t bsz = Q5 ? sizeof(bt_block_q5_kx16) : sizeof(bt_block_q4_kx16);
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k3f = _mm512_set1_epi8(0x3F),
-                  k03 = _mm512_set1_epi8(0x03), zero = _mm512_setzero_si512();
+                  k03 = _mm512_set1_epi8(0x03), k16 = _mm512_set1_epi8(16),
+                  zero = _mm512_setzero_si512();
     __m512 acc[BT_PREFILL_TOK];
     TOKENS acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, b++) {
+    for (int64_t i = 0; i < nb; i++) {
+        const char *bp = (const char *)wg + (size_t)i * bsz;
+        const bt_block_q4_kx16 *b = (const bt_block_q4_kx16 *)(const void *)bp;
+        const uint8_t(*qh)[64] = ((const bt_block_q5_kx16 *)(const void *)bp)->qh; /* Q5 */
         __m512i u0 = _mm512_loadu_si512(b->sm[0]), u1 = _mm512_loadu_si512(b->sm[1]),
                 u2 = _mm512_loadu_si512(b->sm[2]);
         __m512i sc03 = _mm512_and_si512(u0, k3f), m03 = _mm512_and_si512(u1, k3f);
@@ -603,12 +642,18 @@ INLINE void q4_kx16_tile(int NT, const bt_block_q4_kx16 *b, int64_t nb, const bt
         __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
         __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->dmin));
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-            for (int c = 0; c < 2304; c += 64 * 8) /* the next block, over its 8 sub-blocks */
-                _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
+            for (int c = 0; c < (int)bsz; c += 64 * 8) /* the next block, over its 8 sub-blocks */
+                _mm_prefetch(bp + bsz + c + 64 * j, _MM_HINT_T0);
             __m512i q[8];
             _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) {
                 __m512i v = _mm512_loadu_si512(b->qs[j / 2][g]);
                 q[g] = _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, lo4);
+                if (Q5) /* + 16 where bit j of the group's fifth bits is set */
+                    q[g] = _mm512_mask_add_epi8(
+                        q[g],
+                        _mm512_test_epi8_mask(_mm512_loadu_si512(qh[g]),
+                                              _mm512_set1_epi8((char)(1 << j))),
+                        q[g], k16);
             }
             __m512 dd = _mm512_mul_ps(d, lane_u8f(j < 4 ? sc03 : sc47, j % 4));
             __m512 mm = _mm512_mul_ps(dmin, lane_u8f(j < 4 ? m03 : m47, j % 4));
@@ -686,17 +731,22 @@ INLINE void q6_kx16_tile(int XU, int NT, const bt_block_q6_kx16 *b, int64_t nb, 
     TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
 }
 
-static void packed_tile_q4_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                             int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu;
-    BT_WITH_NT(n_tok, q4_kx16_tile(NT_, wg, nb, x, xs, out, ldo, (__mmask16)rows))
-}
+#define PACKED_K45(name, Q5)                                                                       \
+    static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
+                                   int64_t xs, int n_tok, float *out, int64_t ldo,                 \
+                                   uint32_t rows) {                                                \
+        (void)xu;                                                                                  \
+        BT_WITH_NT(n_tok, q45_kx16_tile(Q5, NT_, wg, nb, x, xs, out, ldo, (__mmask16)rows))        \
+    }                                                                                              \
+    static void packed_ptile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu, \
+                                    int64_t xs, int n_tok, float *out, int64_t ldo,                \
+                                    uint32_t rows) {                                               \
+        (void)xu, (void)n_tok; /* BT_PREFILL_TOK */                                                \
+        q45_kx16_tile(Q5, BT_PREFILL_TOK, wg, nb, x, xs, out, ldo, (__mmask16)rows);               \
+    }
 
-static void packed_ptile_q4_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
-                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
-    (void)xu, (void)n_tok;
-    q4_kx16_tile(BT_PREFILL_TOK, wg, nb, x, xs, out, ldo, (__mmask16)rows);
-}
+PACKED_K45(q4_k, 0)
+PACKED_K45(q5_k, 1)
 
 static void packed_tile_q6_k(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,
                              int64_t xs, int n_tok, float *out, int64_t ldo, uint32_t rows) {
@@ -785,10 +835,17 @@ void bt_kernels_fill_avx512(bt_kernel_table *t) {
     t->packed_tile[BT_TYPE_Q8_0] = packed_tile_q8_0;
     t->packed_ptile[BT_TYPE_Q8_0] = packed_ptile_q8_0;
     t->packed_xu[BT_TYPE_Q8_0] = true;
+    t->packed_tile[BT_TYPE_Q4_0] = packed_tile_q4_0;
+    t->packed_ptile[BT_TYPE_Q4_0] = packed_ptile_q4_0;
+    t->packed_xu[BT_TYPE_Q4_0] = true;
     t->packed_tile[BT_TYPE_Q4_1] = packed_tile_q4_1;
     t->packed_ptile[BT_TYPE_Q4_1] = packed_ptile_q4_1;
+    t->packed_tile[BT_TYPE_Q5_1] = packed_tile_q5_1;
+    t->packed_ptile[BT_TYPE_Q5_1] = packed_ptile_q5_1;
     t->packed_tile[BT_TYPE_Q4_K] = packed_tile_q4_k;
     t->packed_ptile[BT_TYPE_Q4_K] = packed_ptile_q4_k;
+    t->packed_tile[BT_TYPE_Q5_K] = packed_tile_q5_k;
+    t->packed_ptile[BT_TYPE_Q5_K] = packed_ptile_q5_k;
     t->packed_tile[BT_TYPE_Q6_K] = packed_tile_q6_k;
     t->packed_ptile[BT_TYPE_Q6_K] = packed_ptile_q6_k;
     t->packed_xu[BT_TYPE_Q6_K] = true;
