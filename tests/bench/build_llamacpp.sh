@@ -2,14 +2,16 @@
 # build_llamacpp.sh - build llama.cpp's tools, the yardstick of the comparison benchmarks
 # (never run in CI).
 #
-#   tests/bench/build_llamacpp.sh [--cache DIR] [--isa avx2] [TOOL...]
+#   tests/bench/build_llamacpp.sh [--cache DIR] [--isa avx2|named] [TOOL...]
 #       TOOL: llama-server (the default), llama-bench, llama-batched-bench, llama-quantize,
 #       llama-perplexity, ... (any tool target of llama.cpp's CMake project)
 #       DIR: default ~/.cache/baton/llama-server (the name predates the other tools), or
-#       ~/.cache/baton/llama-avx2 with --isa avx2
+#       ~/.cache/baton/llama-avx2 with --isa avx2 (~/.cache/baton/llama-named with --isa named)
 #       --isa avx2: AVX, AVX2, FMA, F16C and BMI2 only (no AVX-512, no AVX-VNNI), the
 #       instruction sets of a Zen 2: on an AVX-512 machine, llama.cpp's side of a comparison
 #       with baton's AVX2 level (BATON_KERNELS=avx2), for the ratios such a machine would see
+#       --isa named: the CPU's x86 features named one by one (GGML_NATIVE=OFF), the build an
+#       AMX CPU gets (below), on any CPU: to see what -march=native changes in llama.cpp
 #
 # Prints each tool's path, one per line, in the order asked.
 #
@@ -38,8 +40,8 @@ while [[ ${1:-} == --* ]]; do
     esac
     shift 2
 done
-[[ -z $isa_only || $isa_only == avx2 ]] ||
-    { echo "build_llamacpp: --isa '$isa_only': only avx2 is known" >&2; exit 2; }
+[[ -z $isa_only || $isa_only == avx2 || $isa_only == named ]] ||
+    { echo "build_llamacpp: --isa '$isa_only': not avx2 or named" >&2; exit 2; }
 [[ -n $cache ]] || cache=$HOME/.cache/baton/llama-${isa_only:-server}
 tools=("$@")
 ((${#tools[@]})) || tools=(llama-server)
@@ -75,14 +77,14 @@ if ((${#missing[@]})); then
         isa=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
              -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF
              -DGGML_AMX_INT8=OFF)
-    elif [[ $flags == *" amx_int8 "* ]]; then
+    elif [[ $isa_only == named || $flags == *" amx_int8 "* ]]; then
         isa=(-DGGML_NATIVE=OFF)
         has() { [[ $flags == *" $1 "* ]] && echo ON || echo OFF; }
         isa+=(-DGGML_AVX="$(has avx)" -DGGML_AVX2="$(has avx2)" -DGGML_FMA="$(has fma)"
               -DGGML_F16C="$(has f16c)" -DGGML_BMI2="$(has bmi2)" -DGGML_AVX_VNNI="$(has avx_vnni)"
               -DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VNNI="$(has avx512_vnni)"
               -DGGML_AVX512_VBMI="$(has avx512vbmi)" -DGGML_AVX512_BF16="$(has avx512_bf16)")
-        echo "build_llamacpp: AMX CPU: building without AMX: ${isa[*]}" >&2
+        echo "build_llamacpp: the CPU's features named, without AMX: ${isa[*]}" >&2
     fi
     cmake -S "$src/vendor/llama.cpp" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
         -DLLAMA_CURL=OFF "${isa[@]}" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
