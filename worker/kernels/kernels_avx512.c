@@ -473,7 +473,7 @@ INLINE size_t p16_size(int KIND) {
                             : sizeof(bt_block_q5_1x16);
 }
 
-/* Group g's quants of a packed legacy block's 16 rows (unsigned for Q4_1, Q5_1). */
+/* The 8 group vectors of a packed legacy block's quants (unsigned for Q4_1, Q5_1). */
 INLINE void p16_quants(int KIND, const char *bp, __m512i q[8]) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16);
     if (KIND == P_Q8_0) {
@@ -481,8 +481,9 @@ INLINE void p16_quants(int KIND, const char *bp, __m512i q[8]) {
             _mm512_loadu_si512(((const bt_block_q8_0x16 *)(const void *)bp)->qs[g]);
         return;
     }
-    /* qs is the first field of the nibble types; the fifth bits follow it in Q5_0, Q5_1 */
-    const uint8_t(*qs)[64] = ((const bt_block_q4_1x16 *)(const void *)bp)->qs;
+    /* the nibble types begin with qs (the static assertion below); Q5_0 and Q5_1 then have
+     * their fifth bits */
+    const uint8_t(*qs)[64] = (const uint8_t(*)[64])(const void *)bp;
     const __m512i fifth =
         KIND == P_Q5_0   ? _mm512_loadu_si512(((const bt_block_q5_0x16 *)(const void *)bp)->nohi)
         : KIND == P_Q5_1 ? _mm512_loadu_si512(((const bt_block_q5_1x16 *)(const void *)bp)->hi)
@@ -506,6 +507,10 @@ INLINE void p16_quants(int KIND, const char *bp, __m512i q[8]) {
     }
 }
 
+_Static_assert(offsetof(bt_block_q4_0x16, qs) == 0 && offsetof(bt_block_q4_1x16, qs) == 0 &&
+                   offsetof(bt_block_q5_0x16, qs) == 0 && offsetof(bt_block_q5_1x16, qs) == 0,
+               "p16_quants reads qs at the block's start");
+
 /* A packed legacy block's row scales (d) and, for Q4_1 and Q5_1, mins (m), as floats. */
 INLINE void p16_scales(int KIND, const char *bp, __m512 *d, __m512 *m) {
     const size_t dof = KIND == P_Q5_0   ? offsetof(bt_block_q5_0x16, d)
@@ -513,9 +518,11 @@ INLINE void p16_scales(int KIND, const char *bp, __m512 *d, __m512 *m) {
                        : KIND == P_Q8_0 ? offsetof(bt_block_q8_0x16, d)
                        : KIND == P_Q4_0 ? offsetof(bt_block_q4_0x16, d)
                                         : offsetof(bt_block_q5_1x16, d);
+    const size_t mof =
+        KIND == P_Q4_1 ? offsetof(bt_block_q4_1x16, m) : offsetof(bt_block_q5_1x16, m);
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + dof)));
     *m = KIND == P_Q4_1 || KIND == P_Q5_1
-             ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + dof + 32)))
+             ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + mof)))
              : *d;
 }
 
@@ -596,13 +603,14 @@ PACKED_LEGACY(q4_0, P_Q4_0)
 PACKED_LEGACY(q5_1, P_Q5_1)
 
 /*
- * Packed Q4_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one sub-block (one
- * bt_q8 block) at a time, so each token's sub-block is 8 vpdpbusd with its 4-byte groups
- * broadcast from memory, one convert and one or two FMAs for the 16 rows.
+ * Packed Q4_K, Q5_K and Q6_K (kernels_internal.h): the same 16 rows in 16 lanes, one
+ * sub-block (one bt_q8 block) at a time, so each token's sub-block is 8 vpdpbusd with its
+ * 4-byte groups broadcast from memory, one convert and one or two FMAs for the 16 rows.
  *   Q4_K: unsigned quants against signed x; per sub-block, fma(fl(fl(d * sc) * dx), isum,
  *         acc), then fma(-fl(dmin * m), s, acc): the min term goes into the same accumulator,
  *         so 16 tokens' accumulators fit the registers. The 6-bit scales and mins come from
  *         the three words per row as scale_min_k4 unpacks them, all rows at once.
+ *   Q5_K: as Q4_K, each group's quants + 16 where bit j of its fifth-bit vector is set.
  *   Q6_K: signed quants (q - 32) against x + 128, less 128 * (the weight sums) of each
  *         16-element half; the two halves' exact sums times their int8 scales are one exact
  *         integer below 2^24 (fma(sc_hi, hi, sc_lo * lo), as in kq_tile), then
