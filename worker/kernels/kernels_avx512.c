@@ -465,6 +465,12 @@ TILES(q6_k, K_Q6K)
  */
 enum { P_Q5_0, P_Q4_1, P_Q8_0, P_Q4_0, P_Q5_1 };
 
+/* Whether a packed legacy type has a min (Q4_1, Q5_1): unsigned quants against x, and no
+ * x + 128 (xu). */
+INLINE int p16_min(int KIND) {
+    return KIND == P_Q4_1 || KIND == P_Q5_1;
+}
+
 INLINE size_t p16_size(int KIND) {
     return KIND == P_Q5_0   ? sizeof(bt_block_q5_0x16)
            : KIND == P_Q4_1 ? sizeof(bt_block_q4_1x16)
@@ -521,14 +527,12 @@ INLINE void p16_scales(int KIND, const char *bp, __m512 *d, __m512 *m) {
     const size_t mof =
         KIND == P_Q4_1 ? offsetof(bt_block_q4_1x16, m) : offsetof(bt_block_q5_1x16, m);
     *d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + dof)));
-    *m = KIND == P_Q4_1 || KIND == P_Q5_1
-             ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + mof)))
-             : *d;
+    *m = p16_min(KIND) ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(bp + mof))) : *d;
 }
 
 INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, const bt_q8 *x,
                           const uint8_t *xu, int64_t xs, float *out, int64_t ldo, __mmask16 rows) {
-    const int MIN = KIND == P_Q4_1 || KIND == P_Q5_1;
+    const int MIN = p16_min(KIND);
     const __m512i k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     const size_t bsz = p16_size(KIND);
     __m512 acc[BT_PREFILL_TOK];
@@ -580,8 +584,7 @@ INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, 
     static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
                                    int64_t xs, int n_tok, float *out, int64_t ldo,                 \
                                    uint32_t rows) {                                                \
-        const int min = KIND == P_Q4_1 || KIND == P_Q5_1;                                          \
-        if (xu && !min)                                                                            \
+        if (xu && !p16_min(KIND))                                                                  \
             BT_WITH_NT(n_tok,                                                                      \
                        legacy16_tile(KIND, 1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))  \
         else                                                                                       \
@@ -592,8 +595,8 @@ INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, 
                                     int64_t xs, int n_tok, float *out, int64_t ldo,                \
                                     uint32_t rows) {                                               \
         (void)n_tok; /* BT_PREFILL_TOK */                                                          \
-        legacy16_tile(KIND, KIND != P_Q4_1 && KIND != P_Q5_1, BT_PREFILL_TOK, wg, nb, x, xu, xs,   \
-                      out, ldo, (__mmask16)rows);                                                  \
+        legacy16_tile(KIND, !p16_min(KIND), BT_PREFILL_TOK, wg, nb, x, xu, xs, out, ldo,           \
+                      (__mmask16)rows);                                                            \
     }
 
 PACKED_LEGACY(q5_0, P_Q5_0)
