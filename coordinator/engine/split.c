@@ -163,11 +163,11 @@ uint64_t bt_split_scratch_bytes(const bt_hparams *hp, int max_batch, int max_seq
              D = (uint64_t)hp->head_dim;
     /* forward.c: x, xn, tmp [B][E]; q, att [B][Q]; k, v [B][KV]; gate, up [B][F]; rope [B][D]
      * (twice with a sliding window);
-     * the q8 copy of the widest input (a 40-byte bt_q8 per 32 values) and its xu (32) */
+     * the q8 copy of the widest input (a 44-byte bt_q8 per 32 values) and its xu (32) */
     uint64_t widest = E > F ? E : F;
     widest = widest > Q ? widest : Q;
     uint64_t rope = hp->sliding_window > 0 ? 2 * D : D; /* local layers' own rope cache */
-    uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + rope) * 4 + B * (widest / 32 + 1) * 72;
+    uint64_t bytes = B * (3 * E + 2 * Q + 2 * KV + 2 * F + rope) * 4 + B * (widest / 32 + 1) * 76;
     /* attention's chunk partials (stage_layout.h) at the trained context, the stages' default
      * sequence limit (4096 when the model does not say) */
     uint64_t ctx = hp->n_ctx_train > 0 ? (uint64_t)hp->n_ctx_train : 4096;

@@ -880,6 +880,9 @@ static void test_packed(void) {
                                                         : t == 1 ? -127
                                                         : j % 2  ? 127
                                                                  : -127);
+            for (int64_t i = 0; i < 3 * nb; i++) /* and their halves' sums to match */
+                for (int h = 0; h < 2; h++)
+                    xq[i].sum[h] = (int16_t)(i < nb ? 16 * 127 : i < 2 * nb ? -16 * 127 : 0);
             bt_pack_rows(type, w, row_bytes, ROWS, n, wp);
             { /* every row dequantized from the packed copy: the file's floats, bit for bit */
                 static float from_file[ROWS * N], from_packed[ROWS * N];

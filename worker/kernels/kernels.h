@@ -28,6 +28,8 @@
  *   qs = round-to-nearest-even(x * id)             (in [-127, 127]; never -128)
  *   d  = fp16(d)                                    (ggml stores it as a half)
  *   s  = fp16(d_unrounded * sum(qs))               (block_q8_1.s; not fp16(d) * sum)
+ *   sum = the exact integer sums of qs[0..15] and qs[16..31] (baton's own: the tiles of
+ *         signed weights use them to take the weights unsigned, q + z, and subtract z * sum)
  * d and s are held as floats but are always exactly representable in fp16 (fp16 rounding is
  * to nearest even; fp16(d) may be 0 or inf for |x| < 4e-6 or > 8e6, as in ggml).
  * Weight dots use these rounded values per block: Q8_0/Q4_0/Q5_0 d_w*d*isum, Q4_1/Q5_1
@@ -37,6 +39,7 @@ typedef struct bt_q8 {
     float d; /* scale: x ~= d * qs; an fp16 value */
     float s; /* fp16(d * sum(qs)), for the weight types with a min (Q4_1, Q5_1, K) */
     int8_t qs[32];
+    int16_t sum[2]; /* sum(qs[0..15]), sum(qs[16..31]) */
 } bt_q8;
 
 typedef enum bt_kernel_level {

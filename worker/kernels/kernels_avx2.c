@@ -1026,16 +1026,6 @@ INLINE __m256i q6_kx8_quants(const bt_block_q6_kx16 *b, int j, int g, int h) {
     return _mm256_or_si256(l, hb);
 }
 
-/* Sums of a q8 block's elements 0..15 in every lane of the low 128 bits and of 16..31 in
- * every lane of the high ones: the sum(x) terms of the one-token tiles below. */
-INLINE __m256i x_half_sums(const bt_q8 *xt) {
-    __m256i s = _mm256_madd_epi16(
-        _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)xt->qs)),
-        _mm256_set1_epi16(1));
-    s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0x4E));
-    return _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0xB1));
-}
-
 INLINE void q6_kx8_tile(int XU, int NT, const bt_block_q6_kx16 *b, int h, int64_t nb,
                         const bt_q8 *x, const uint8_t *xu, int64_t xs, float *out, int64_t ldo,
                         uint32_t rows) {
@@ -1111,9 +1101,8 @@ INLINE void q6_kx16_one(const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x, f
             for (int c = 0; c < (int)sizeof *b; c += 64 * 8)
                 _mm_prefetch((const char *)(b + 1) + c + 64 * j, _MM_HINT_T0);
             const bt_q8 *xt = x + 8 * i + j;
-            __m256i sx = _mm256_slli_epi32(x_half_sums(xt), 5); /* 32 * sum(x) per half */
-            __m256i sx_lo = _mm256_permute2x128_si256(sx, sx, 0x00),
-                    sx_hi = _mm256_permute2x128_si256(sx, sx, 0x11);
+            const __m256i sx_lo = _mm256_set1_epi32(32 * xt->sum[0]), /* 32 * sum(x) */
+                sx_hi = _mm256_set1_epi32(32 * xt->sum[1]);
             __m256 dx = _mm256_broadcast_ss(&xt->d);
             const bt_block_q6_kx16 *bj = (const void *)fresh_ptr((const char *)b);
             _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
@@ -1349,9 +1338,8 @@ INLINE void nib0x16_one(int HI, const char *b, int64_t nb, const bt_q8 *x, float
         _Pragma("GCC unroll 8") for (int c = 0; c < (int)nib0_size(HI); c += 64)
             _mm_prefetch(b + 1024 + c, _MM_HINT_T0);
         const bt_q8 *xt = x + i;
-        __m256i sx = x_half_sums(xt); /* 16 (Q4_0: 8) * sum(x) of the block in every lane */
-        sx = _mm256_slli_epi32(_mm256_add_epi32(sx, _mm256_permute2x128_si256(sx, sx, 1)),
-                               HI ? 4 : 3);
+        const __m256i sx = /* 16 (Q4_0: 8) * sum(x) of the block */
+            _mm256_set1_epi32((HI ? 16 : 8) * (xt->sum[0] + xt->sum[1]));
         __m256 dx = _mm256_broadcast_ss(&xt->d);
         _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
             const __m256i nohi = nib0_nohi(HI, b, h);
@@ -1465,7 +1453,7 @@ INLINE float round_f16(float v) {
 
 /* Same arithmetic as bt_quantize_q8_ref, so the bytes are identical: amax, d = amax/127,
  * id = 127/amax, q = cvtps2dq(x * id) (nearest even), d and s = d * sum(q) rounded to fp16
- * (F16C, nearest even, as bt_f32_to_half). */
+ * (F16C, nearest even, as bt_f32_to_half), and the halves' sums of q. */
 static void quantize_q8(const float *x, bt_q8 *y, int64_t n) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int64_t i = 0; i < n / BT_QK; i++) {
@@ -1484,16 +1472,19 @@ static void quantize_q8(const float *x, bt_q8 *y, int64_t n) {
         __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
         __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id));
         __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
-        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        /* the halves' sums: lanes 0, 1 of (lo | hi) after two horizontal adds */
+        __m256i h = _mm256_hadd_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        h = _mm256_hadd_epi32(h, h);
+        __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const int lo = _mm_cvtsi128_si32(s2), hi = _mm_extract_epi32(s2, 1);
         /* packs interleave the 128-bit lanes; the permute restores element order */
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[i].qs, p);
         y[i].d = round_f16(d);
-        y[i].s = round_f16(d * (float)_mm_cvtsi128_si32(s4));
+        y[i].s = round_f16(d * (float)(lo + hi));
+        y[i].sum[0] = (int16_t)lo;
+        y[i].sum[1] = (int16_t)hi;
     }
 }
 

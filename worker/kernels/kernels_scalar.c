@@ -24,14 +24,17 @@ void bt_quantize_q8_ref(const float *x, bt_q8 *y, int64_t n) {
         }
         float d;
         float id = bt_q8_scale_inv(amax, &d);
-        int sum = 0;
+        int half[2] = {0, 0};
         for (int j = 0; j < BT_QK; j++) {
             /* nearest, ties to even: ggml's _mm256_round_ps(_MM_ROUND_NEAREST), and what
              * cvtps2dq does, so the SIMD levels match bit for bit */
             int q = (int)nearbyintf(xb[j] * id);
             y[i].qs[j] = (int8_t)q;
-            sum += q;
+            half[j / 16] += q;
         }
+        int sum = half[0] + half[1];
+        y[i].sum[0] = (int16_t)half[0];
+        y[i].sum[1] = (int16_t)half[1];
         /* stored as fp16 by ggml (block_q8_0.d, block_q8_1.d/.s); s from the unrounded d */
         y[i].d = bt_half_to_f32(bt_f32_to_half(d));
         y[i].s = bt_half_to_f32(bt_f32_to_half(d * (float)sum));
