@@ -465,19 +465,6 @@ TILES(q6_k, K_Q6K)
  */
 enum { P_Q5_0, P_Q4_1, P_Q8_0, P_Q4_0, P_Q5_1 };
 
-/* 64 bytes that start at a 32-byte boundary, as two 32-byte loads. A packed Q8_0 block is
- * 16 x 34 bytes, an odd multiple of 32, so in every other block each of its 8 quant vectors
- * straddles two cache lines. At one token, loaded in halves (neither of which straddles), an
- * ffn_gate call in L2 takes 12.7 us where whole loads take 14.8 (bench_kernels); from 4
- * tokens on, where the loads are shared, the extra inserts cost 2-4% more than the splits
- * saved. Q4_0, Q5_0 and Q6_K, whose blocks are odd multiples of 32 too, were slower so even
- * at one token (16.2 against 15.7 us, 20 against 17.7, 17.3 against 15.6): they spend more
- * operations on each vector, and the insert adds to those. */
-INLINE __m512i load_halves(const void *p) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)),
-                              _mm256_loadu_si256((const __m256i *)((const char *)p + 32)), 1);
-}
-
 /* Whether a packed legacy type has a min (Q4_1, Q5_1): unsigned quants against x, and no
  * x + 128 (xu). */
 INLINE int p16_min(int KIND) {
@@ -492,14 +479,12 @@ INLINE size_t p16_size(int KIND) {
                             : sizeof(bt_block_q5_1x16);
 }
 
-/* The 8 group vectors of a packed legacy block's quants (unsigned for Q4_1, Q5_1), for a tile
- * of NT tokens. */
-INLINE void p16_quants(int KIND, int NT, const char *bp, __m512i q[8]) {
+/* The 8 group vectors of a packed legacy block's quants (unsigned for Q4_1, Q5_1). */
+INLINE void p16_quants(int KIND, const char *bp, __m512i q[8]) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16);
     if (KIND == P_Q8_0) {
-        const bt_block_q8_0x16 *b = (const bt_block_q8_0x16 *)(const void *)bp;
         _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) q[g] =
-            NT == 1 ? load_halves(b->qs[g]) : _mm512_loadu_si512(b->qs[g]);
+            _mm512_loadu_si512(((const bt_block_q8_0x16 *)(const void *)bp)->qs[g]);
         return;
     }
     /* the nibble types begin with qs (the static assertion below); Q5_0 and Q5_1 then have
@@ -557,7 +542,7 @@ INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, 
         for (int c = 0; c < (int)bsz + 64; c += 64)
             _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
         __m512i q[8];
-        p16_quants(KIND, NT, bp, q);
+        p16_quants(KIND, bp, q);
         __m512i init = zero; /* the signed types: -128 * (each row's weight sum) */
         if (!MIN) {
             __m512i s0 = zero, s1 = zero;
@@ -595,11 +580,73 @@ INLINE void legacy16_tile(int KIND, int XU, int NT, const void *wg, int64_t nb, 
     TOKENS _mm512_mask_storeu_ps(out + t * ldo, rows, acc[t]);
 }
 
+/* Packed legacy types at one token (decode), each group's quants made where its dot takes them
+ * (made all first, as legacy16_tile does for its tokens to share, one token ran 1.2-1.35x
+ * slower). The signed types need no xu and no weight sums here: their quants go in unsigned,
+ * q + z (Q4_0: the nibble, z = 8; Q5_0: the nibble + 16 where its fifth bit is set, z = 16;
+ * Q8_0: q ^ 0x80, z = 128), against the signed x, from -z * (the block's sum of x, bt_q8.sum).
+ * The same exact block sums as legacy16_tile's and the same float operations: the same bits. */
+INLINE void legacy16_one(int KIND, const void *wg, int64_t nb, const bt_q8 *x, float *out,
+                         __mmask16 rows) {
+    const int MIN = p16_min(KIND), z = KIND == P_Q8_0 ? 128 : KIND == P_Q5_0 ? 16 : 8;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), k16 = _mm512_set1_epi8(16),
+                  k80 = _mm512_set1_epi8((char)0x80);
+    const size_t bsz = p16_size(KIND);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const char *bp = (const char *)wg + (size_t)i * bsz;
+        for (int c = 0; c < (int)bsz + 64; c += 64)
+            _mm_prefetch(bp + 1024 + c, _MM_HINT_T0);
+        const bt_q8 *xt = x + i;
+        __m512i a = MIN ? _mm512_setzero_si512()
+                        : _mm512_set1_epi32(-z * (xt->sum[0] + xt->sum[1])),
+                c = _mm512_setzero_si512();
+        const __m512i fifth =
+            KIND == P_Q5_0 ? _mm512_loadu_si512(((const bt_block_q5_0x16 *)(const void *)bp)->nohi)
+            : KIND == P_Q5_1 ? _mm512_loadu_si512(((const bt_block_q5_1x16 *)(const void *)bp)->hi)
+                             : lo4;
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            __m512i l, h;
+            if (KIND == P_Q8_0) {
+                const bt_block_q8_0x16 *b = (const bt_block_q8_0x16 *)(const void *)bp;
+                l = _mm512_xor_si512(_mm512_loadu_si512(b->qs[j]), k80);
+                h = _mm512_xor_si512(_mm512_loadu_si512(b->qs[j + 4]), k80);
+            } else {
+                __m512i v = _mm512_loadu_si512(((const uint8_t(*)[64])(const void *)bp)[j]);
+                l = _mm512_and_si512(v, lo4);
+                h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                /* + 16 where the fifth bit is set: Q5_0's nohi bit clear, Q5_1's hi bit set */
+                const __m512i bl = _mm512_set1_epi8((char)(1 << j)),
+                              bh = _mm512_set1_epi8((char)(16 << j));
+                if (KIND == P_Q5_0) {
+                    l = _mm512_mask_add_epi8(l, _mm512_testn_epi8_mask(fifth, bl), l, k16);
+                    h = _mm512_mask_add_epi8(h, _mm512_testn_epi8_mask(fifth, bh), h, k16);
+                } else if (KIND == P_Q5_1) {
+                    l = _mm512_mask_add_epi8(l, _mm512_test_epi8_mask(fifth, bl), l, k16);
+                    h = _mm512_mask_add_epi8(h, _mm512_test_epi8_mask(fifth, bh), h, k16);
+                }
+            }
+            a = _mm512_dpbusd_epi32(a, l, _mm512_set1_epi32(load32((const char *)xt->qs + 4 * j)));
+            c = _mm512_dpbusd_epi32(c, h,
+                                    _mm512_set1_epi32(load32((const char *)xt->qs + 16 + 4 * j)));
+        }
+        __m512 dd, mm;
+        p16_scales(KIND, bp, &dd, &mm);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(dd, _mm512_set1_ps(xt->d)),
+                              _mm512_cvtepi32_ps(_mm512_add_epi32(a, c)), acc);
+        if (MIN)
+            acc = _mm512_fmadd_ps(mm, _mm512_set1_ps(xt->s), acc);
+    }
+    _mm512_mask_storeu_ps(out, rows, acc);
+}
+
 #define PACKED_LEGACY(name, KIND)                                                                  \
     static void packed_tile_##name(const void *wg, int64_t nb, const bt_q8 *x, const uint8_t *xu,  \
                                    int64_t xs, int n_tok, float *out, int64_t ldo,                 \
                                    uint32_t rows) {                                                \
-        if (xu && !p16_min(KIND))                                                                  \
+        if (n_tok == 1)                                                                            \
+            legacy16_one(KIND, wg, nb, x, out, (__mmask16)rows);                                   \
+        else if (xu && !p16_min(KIND))                                                             \
             BT_WITH_NT(n_tok,                                                                      \
                        legacy16_tile(KIND, 1, NT_, wg, nb, x, xu, xs, out, ldo, (__mmask16)rows))  \
         else                                                                                       \
