@@ -750,9 +750,10 @@ INLINE void q45_kx16_tile(int Q5, int NT, const void *wg, int64_t nb, const bt_q
 }
 
 /* Group g of sub-block j = 4n + m of a packed Q6_K super-block: its 16 rows' quants unsigned,
- * q + 32 in 0..63. The high bits 2m, 2m + 1 of each qh byte go to bits 4, 5 (masked first, so
- * that no bit crosses into the neighbouring byte of the 16-bit shift), and one vpternlog
- * takes the low 4 bits of the nibble's byte and or's them in. */
+ * q + 32 in 0..63: the low 4 bits of the nibble's byte, or'ed with the high bits 2m, 2m + 1 of
+ * each qh byte moved to bits 4, 5 (masked first, so that no bit crosses into the neighbouring
+ * byte of the 16-bit shift). One vpternlog for the and and the or made the 4-token tile 3%
+ * slower (bench_kernels), so it is two operations. */
 INLINE __m512i q6_kx16_quants(const bt_block_q6_kx16 *b, int j, int g) {
     const int n = j / 4, m = j % 4;
     __m512i l = _mm512_loadu_si512(b->ql[n][m & 1][g]);
@@ -760,7 +761,7 @@ INLINE __m512i q6_kx16_quants(const bt_block_q6_kx16 *b, int j, int g) {
     __m512i h =
         _mm512_and_si512(_mm512_loadu_si512(b->qh[n][g]), _mm512_set1_epi8((char)(3 << 2 * m)));
     h = m < 2 ? _mm512_slli_epi16(h, 4 - 2 * m) : m > 2 ? _mm512_srli_epi16(h, 2) : h;
-    return _mm512_ternarylogic_epi32(l, h, _mm512_set1_epi8(0x0F), 0xEC); /* (l & 0x0F) | h */
+    return _mm512_or_si512(_mm512_and_si512(l, _mm512_set1_epi8(0x0F)), h);
 }
 
 INLINE void q6_kx16_tile(int XU, int NT, const bt_block_q6_kx16 *b, int64_t nb, const bt_q8 *x,
