@@ -3,10 +3,11 @@
  * kernels read weights that are not in any cache, beside a prefetched read of the same bytes.
  *
  *   bench_stream [--threads N] [--mib M] [--reps R] [type ...]
- *     (defaults: every CPU, 256 MiB, 5; every type the kernels pack at this CPU's level)
+ *     (defaults: every CPU, 4 x the L3 and at least 256 MiB, 5; every type the kernels pack at
+ *     this CPU's level)
  *
  * For each type, matrices of 5632 x 2048 (a 1.1B model's feed-forward shape) packed as the
- * stage packs them, enough of them to fill M MiB (far more than the L3). A pass is a decode
+ * stage packs them, enough of them to fill M MiB (several times the L3). A pass is a decode
  * step's matrix sections: each thread multiplies its contiguous share of one matrix's rows by
  * one token (bt_matmul_packed), then all meet at a barrier, then the next matrix. A read pass
  * sums the same shares of the same bytes with 64-bit loads and a software prefetch ahead,
@@ -205,7 +206,9 @@ static int run_type(bt_type type, int n_threads, long mib, int reps) {
 }
 
 int main(int argc, char **argv) {
-    long n_threads = sysconf(_SC_NPROCESSORS_ONLN), mib = 256, reps = 5;
+    long n_threads = sysconf(_SC_NPROCESSORS_ONLN), reps = 5;
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE); /* 0 or -1 where the C library cannot tell */
+    long mib = l3 > 64L << 20 ? 4 * (l3 >> 20) : 256;
     const char *types[BT_TYPE_MAX_ID];
     int n_types = 0;
     for (int i = 1; i < argc; i++) {

@@ -460,8 +460,9 @@ TILES(q6_k, K_Q6K)
  * subtracts of 16, nohi; Q4_0: the nibble - 8; Q8_0) go against x + 128, with -128 * (each
  * row's weight sum) as the accumulation's start, once for every token; the unsigned ones
  * (Q4_1; Q5_1: eight masked adds of 16, hi) against x, and their min adds fma(m, s, acc) after
- * the block's fma. Bits: the integer block sums are exact, then the float operations of the
- * scalar packed tile in kernels_scalar.c, in block order.
+ * the block's fma. One token has a tile of its own, legacy16_one. Bits: the integer block sums
+ * are exact, then the float operations of the scalar packed tile in kernels_scalar.c, in block
+ * order.
  */
 enum { P_Q5_0, P_Q4_1, P_Q8_0, P_Q4_0, P_Q5_1 };
 
